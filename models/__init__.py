@@ -1,0 +1,1 @@
+"""Recipes that build or train the sample models (nothing is downloaded)."""

@@ -1,0 +1,3 @@
+from onnxsqueeze.cli.app import main
+
+main()

@@ -1,0 +1,43 @@
+"""The ``onnxsqueeze`` command. Each topic module registers its commands here."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from onnxsqueeze.cli import core
+
+app = typer.Typer(
+    name="onnxsqueeze",
+    help="Squeeze ONNX models: smaller, faster and cheaper within an accuracy budget.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from onnxsqueeze import __version__
+
+        typer.echo(f"onnxsqueeze {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Squeeze ONNX models: smaller, faster and cheaper within an accuracy budget."""
+
+
+core.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,125 @@
+"""``inspect`` and ``verify``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from onnxsqueeze.cli import _options as opt
+from onnxsqueeze.cli._output import emit_json, escape, handle_errors, human_bytes, human_count, out
+
+
+def _shape(s: list[Any]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in s) + "]"
+
+
+def render_summary(s: dict[str, Any]) -> None:
+    io_table = Table(title=f"{s['path']}", title_justify="left", show_edge=False)
+    for col in ("", "name", "dtype", "shape"):
+        io_table.add_column(col)
+    for kind in ("inputs", "outputs"):
+        for e in s[kind]:
+            io_table.add_row(kind[:-1], escape(e["name"]), e["dtype"], escape(_shape(e["shape"])))
+    out.print(io_table)
+    t = Table(show_header=False, show_edge=False, box=None)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("opset / IR", f"{s['opset']} / {s['ir_version']}")
+    t.add_row("producer", escape(s["producer"] or "-"))
+    t.add_row("nodes", str(s["nodes"]))
+    t.add_row("ops", escape(", ".join(f"{k} {v}" for k, v in s["ops"].items())))
+    t.add_row("params", human_count(s["params"]))
+    t.add_row("weight bytes", ", ".join(f"{k} {human_bytes(v)}" for k, v in s["weight_bytes"].items()) or "-")
+    t.add_row("zero weights", f"{s['sparsity']:.1%}")
+    if s["macs"] is not None:
+        shapes = ", ".join(f"{k}:{'x'.join(map(str, v))}" for k, v in (s["macs_input_shapes"] or {}).items())
+        t.add_row("MACs", f"{human_count(s['macs'])} (FLOPs {human_count(s['flops'])}) at {shapes}")
+    else:
+        t.add_row("MACs", escape(f"- ({s.get('macs_note', '')})"))
+    t.add_row("file", f"{human_bytes(s['file_bytes'])} ({human_bytes(s['compressed_bytes'])} zipped)")
+    for k, v in s.get("metadata", {}).items():
+        if k.startswith("onnxsqueeze."):
+            t.add_row(escape(k), escape(v if len(v) < 200 else v[:197] + "..."))
+    out.print(t)
+
+
+@handle_errors
+def inspect_cmd(
+    model: opt.ModelArg,
+    input_shape: opt.InputShapeOpt = None,
+    json_: opt.JsonFlag = False,
+) -> None:
+    """Show a model's interface, size, parameters, sparsity and MACs."""
+    from onnxsqueeze.shapes import parse_input_shapes
+    from onnxsqueeze.summary import summarize
+
+    s = summarize(model, parse_input_shapes(input_shape))
+    if json_:
+        emit_json(s)
+    else:
+        render_summary(s)
+
+
+def render_report(report: Any, tolerance: float | None) -> None:
+    t = Table(title=f"verified on {report.samples} sample(s), {escape(report.source)}", title_justify="left")
+    for col in ("output", "shape", "max abs", "max rel", "cosine", "top-1 agree"):
+        t.add_column(col)
+    for o in report.outputs:
+        t.add_row(
+            escape(o.name),
+            "x".join(map(str, o.shape)),
+            f"{o.max_abs:.3g}",
+            f"{o.max_rel:.3g}",
+            f"{o.cosine:.6f}",
+            "-" if o.top1_agreement is None else f"{o.top1_agreement:.1%}",
+        )
+    out.print(t)
+    if tolerance is not None:
+        out.print(f"[green]within tolerance {tolerance:g}[/]")
+
+
+@handle_errors
+def verify_cmd(
+    original: Annotated[Path, typer.Argument(help="The reference model.", show_default=False)],
+    candidate: Annotated[Path, typer.Argument(help="The model to check against it.", show_default=False)],
+    input_shape: opt.InputShapeOpt = None,
+    data: opt.DataOpt = None,
+    tolerance: opt.ToleranceOpt = None,
+    seed: opt.SeedOpt = 0,
+    provider: opt.ProviderOpt = "cpu",
+    json_: opt.JsonFlag = False,
+) -> None:
+    """Run two models on the same inputs and compare their outputs."""
+    from onnxsqueeze import io as sio
+    from onnxsqueeze.shapes import parse_input_shapes
+    from onnxsqueeze.verify import verify
+
+    ref = sio.load(original)
+    cand = sio.load(candidate)
+    arrays = sio.load_npz(data) if data is not None else None
+    report = verify(
+        ref,
+        cand,
+        data=arrays,
+        data_label=str(data),
+        input_shapes=parse_input_shapes(input_shape),
+        seed=seed,
+        provider=provider,
+    )
+    failed = tolerance is not None and not report.within(tolerance)
+    if json_:
+        emit_json(report.to_dict() | {"tolerance": tolerance, "passed": not failed})
+    else:
+        render_report(report, None if failed else tolerance)
+    if failed:
+        from onnxsqueeze.errors import VerificationError
+
+        raise VerificationError(f"max abs error {report.max_abs:.3g} exceeds tolerance {tolerance:g}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("inspect")(inspect_cmd)
+    app.command("verify")(verify_cmd)

@@ -1,0 +1,47 @@
+"""The one exception family of onnxsqueeze.
+
+``str(e)`` is the message a user sees: one line, naming the file or object and the problem.
+``exit_code`` is what the CLI exits with: 2 for bad input, 1 for a check that failed.
+"""
+
+from __future__ import annotations
+
+
+class SqueezeError(Exception):
+    """Base class of every error onnxsqueeze raises on purpose."""
+
+    exit_code: int = 2
+
+
+class ModelLoadError(SqueezeError):
+    """A model file is missing, unreadable, not ONNX, or fails the checker."""
+
+
+class InputError(SqueezeError):
+    """A command-line or API argument is malformed (a bad ``--input-shape``, a missing data file)."""
+
+
+class ConversionError(SqueezeError):
+    """A framework model could not be converted to ONNX."""
+
+
+class UnsupportedModelError(SqueezeError):
+    """The model is valid but a technique cannot be applied to it (the message says which node)."""
+
+
+class VerificationError(SqueezeError):
+    """A result differs from its reference beyond the tolerance."""
+
+    exit_code = 1
+
+
+class BudgetNotMetError(SqueezeError):
+    """No candidate fits the accuracy budget."""
+
+    exit_code = 1
+
+
+class GateFailedError(SqueezeError):
+    """A benchmark gate (``--fail-if``) failed."""
+
+    exit_code = 1

@@ -1,0 +1,71 @@
+"""Running passes as a pipeline and recording provenance in the model's ``metadata_props``.
+
+Keys written (all strings, JSON where structured):
+
+- ``onnxsqueeze.version``: the tool version that last transformed the model;
+- ``onnxsqueeze.source_sha256``: sha256 of the first source model the tool ever read;
+- ``onnxsqueeze.passes``: JSON list of ``{"pass", "options", "source_sha256"}``, appended to on
+  every run so a model transformed in several commands keeps its whole history.
+
+Nothing time- or machine-dependent is recorded, so the same input and options give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import onnx_ir as ir
+
+from onnxsqueeze.passes.base import describe
+
+VERSION_KEY = "onnxsqueeze.version"
+SOURCE_KEY = "onnxsqueeze.source_sha256"
+PASSES_KEY = "onnxsqueeze.passes"
+
+
+def tool_version() -> str:
+    from onnxsqueeze import __version__
+
+    return __version__
+
+
+def history(model: ir.Model) -> list[dict[str, Any]]:
+    """The passes recorded in a model's metadata (empty when none)."""
+    raw = model.metadata_props.get(PASSES_KEY)
+    if not raw:
+        return []
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return []
+    return value if isinstance(value, list) else []
+
+
+def record_provenance(model: ir.Model, steps: Sequence[dict[str, Any]], source_sha256: str | None) -> None:
+    """Append ``steps`` (from :func:`describe`) to the model's recorded history."""
+    past = history(model)
+    for step in steps:
+        past.append({**step, "source_sha256": source_sha256})
+    model.metadata_props[VERSION_KEY] = tool_version()
+    if source_sha256 and SOURCE_KEY not in model.metadata_props:
+        model.metadata_props[SOURCE_KEY] = source_sha256
+    model.metadata_props[PASSES_KEY] = json.dumps(past, sort_keys=True, separators=(",", ":"))
+
+
+def run_passes(
+    model: ir.Model, passes: Sequence[ir.passes.PassBase], *, source_sha256: str | None = None
+) -> ir.passes.PassResult:
+    """Run ``passes`` in order on ``model`` (in place) and record them in its metadata.
+
+    Returns:
+        The last pass's result, with ``modified`` true if any pass changed the model.
+    """
+    modified = False
+    result = ir.passes.PassResult(model, False)
+    for p in passes:
+        result = p(result.model)
+        modified = modified or result.modified
+    record_provenance(result.model, [describe(p) for p in passes], source_sha256)
+    return ir.passes.PassResult(result.model, modified)

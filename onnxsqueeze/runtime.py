@@ -1,0 +1,133 @@
+"""onnxruntime sessions: creation with clear errors, providers, batched runs over data.
+
+onnxruntime is imported inside functions so that importing onnxsqueeze stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from onnxsqueeze.errors import InputError, ModelLoadError
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    names = {v: k for k, v in PROVIDERS.items()}
+    return [names.get(p, p) for p in ort.get_available_providers()]
+
+
+def resolve_providers(provider: str = "cpu") -> list[str]:
+    """onnxruntime provider names for a short name, falling back to CPU for unsupported nodes.
+
+    Raises:
+        InputError: the provider is not available in this onnxruntime build.
+    """
+    import onnxruntime as ort
+
+    key = provider.lower()
+    full = PROVIDERS.get(key, provider)
+    if full not in ort.get_available_providers():
+        raise InputError(
+            f"provider '{provider}' is not available; available: {', '.join(available_providers())}"
+            + ("" if key == "cpu" else " (install onnxsqueeze[gpu] for cuda/tensorrt)")
+        )
+    chain = [full]
+    if key == "tensorrt" and "CUDAExecutionProvider" in ort.get_available_providers():
+        chain.append("CUDAExecutionProvider")
+    if full != "CPUExecutionProvider":
+        chain.append("CPUExecutionProvider")
+    return chain
+
+
+def session(
+    model: onnx.ModelProto | str | Path,
+    *,
+    provider: str = "cpu",
+    optimize: bool = False,
+    threads: int | None = None,
+    provider_options: list[dict[str, Any]] | None = None,
+) -> Any:
+    """An ``onnxruntime.InferenceSession``.
+
+    Args:
+        model: a ModelProto or a path.
+        provider: ``cpu``, ``cuda`` or ``tensorrt``.
+        optimize: enable all graph optimizations (deployment); off gives reference semantics,
+            the right setting for verification.
+        threads: intra-op threads (None: onnxruntime's default).
+        provider_options: per-provider options, in the order of the provider chain.
+
+    Raises:
+        ModelLoadError: onnxruntime refuses the model (the message is onnxruntime's first line).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    providers = resolve_providers(provider)
+    source = str(model) if isinstance(model, (str, Path)) else model.SerializeToString()
+    try:
+        if provider_options is not None:
+            return ort.InferenceSession(source, opts, providers=providers, provider_options=provider_options)
+        return ort.InferenceSession(source, opts, providers=providers)
+    except Exception as e:
+        label = str(model) if isinstance(model, (str, Path)) else f"model '{model.graph.name}'"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"{label}: onnxruntime cannot load it: {first}") from e
+
+
+def fixed_batch(sess: Any) -> int | None:
+    """The static batch size of a session's first input, or None when it is dynamic."""
+    shape = sess.get_inputs()[0].shape
+    if shape and isinstance(shape[0], int) and shape[0] > 0:
+        return int(shape[0])
+    return None
+
+
+def run_batched(
+    sess: Any,
+    data: Mapping[str, np.ndarray],
+    *,
+    batch_size: int = 64,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Run a session over arrays whose first axis indexes samples; concatenate the outputs.
+
+    A model with a static batch dimension is fed in chunks of that size (the last chunk must be
+    full, so a remainder is rejected). ``on_batch(done, total)`` reports progress.
+    """
+    names = [i.name for i in sess.get_inputs()]
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise InputError(f"the data has no array for model input(s) {missing}; it has {sorted(data)}")
+    n = len(data[names[0]])
+    static = fixed_batch(sess)
+    step = static or batch_size
+    if static and n % static:
+        raise InputError(f"{n} samples do not split into the model's fixed batch of {static}")
+    outputs: dict[str, list[np.ndarray]] = {o.name: [] for o in sess.get_outputs()}
+    for start in range(0, n, step):
+        feeds = {k: np.ascontiguousarray(data[k][start : start + step]) for k in names}
+        for o, value in zip(sess.get_outputs(), sess.run(None, feeds), strict=True):
+            outputs[o.name].append(np.asarray(value))
+        if on_batch:
+            on_batch(min(start + step, n), n)
+    return {k: np.concatenate(v, axis=0) if v and v[0].ndim else np.asarray(v) for k, v in outputs.items()}

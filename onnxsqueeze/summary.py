@@ -1,0 +1,165 @@
+"""What ``onnxsqueeze inspect`` reports: interface, size, parameters, sparsity and MACs.
+
+MACs (multiply-accumulates) are counted at concrete input shapes for the ops that dominate cost:
+
+- Conv: ``N * C_out * prod(out_spatial) * (C_in / group) * prod(kernel)``
+- ConvTranspose: ``N * C_in * prod(in_spatial) * (C_out / group) * prod(kernel)``
+- Gemm: ``M * N * K``; MatMul: ``prod(batch) * M * N * K``
+
+FLOPs are reported as ``2 * MACs``. Other ops are not counted (they are memory-bound).
+"""
+
+from __future__ import annotations
+
+import collections
+import io as _io
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from onnxsqueeze import io as sio
+from onnxsqueeze import shapes
+
+SCHEMA_VERSION = 1
+
+
+def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def count_macs(
+    model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None
+) -> tuple[int, dict[str, int]]:
+    """Total MACs and MACs per node (by node name, or ``op_type#index``) at the given shapes.
+
+    Nodes whose shapes cannot be inferred count as 0; the per-node dict lists only counted ones.
+    """
+    resolved = shapes.resolve_input_shapes(model, input_shapes)
+    inferred = shapes.with_static_inputs(model, resolved)
+    known = shapes.value_shapes(inferred)
+    per_node: dict[str, int] = {}
+
+    def dims(name: str) -> tuple[int, ...] | None:
+        s = known.get(name)
+        if s is None or any(d is None for d in s):
+            return None
+        return tuple(int(d) for d in s)  # type: ignore[arg-type]
+
+    for i, node in enumerate(inferred.graph.node):
+        key = node.name or f"{node.op_type}#{i}"
+        macs = 0
+        if node.op_type in ("Conv", "ConvTranspose") and len(node.input) >= 2:
+            w = dims(node.input[1])
+            x = dims(node.input[0])
+            y = dims(node.output[0])
+            group = int(_attr(node, "group", 1))
+            if w is not None and x is not None and y is not None:
+                kernel = int(np.prod(w[2:])) if len(w) > 2 else 1
+                if node.op_type == "Conv":
+                    macs = y[0] * y[1] * int(np.prod(y[2:])) * (x[1] // group) * kernel
+                else:
+                    macs = x[0] * x[1] * int(np.prod(x[2:])) * (y[1] // group) * kernel
+        elif node.op_type == "Gemm" and len(node.input) >= 2:
+            a, b = dims(node.input[0]), dims(node.input[1])
+            if a is not None and b is not None and len(a) == 2 and len(b) == 2:
+                m = a[1] if _attr(node, "transA", 0) else a[0]
+                k = a[0] if _attr(node, "transA", 0) else a[1]
+                n = b[0] if _attr(node, "transB", 0) else b[1]
+                macs = m * n * k
+        elif node.op_type == "MatMul":
+            a, b = dims(node.input[0]), dims(node.input[1])
+            y = dims(node.output[0])
+            if a is not None and b is not None and y is not None:
+                k = a[-1]
+                macs = int(np.prod(y)) * k
+        if macs:
+            per_node[key] = int(macs)
+    return sum(per_node.values()), per_node
+
+
+def weight_stats(model: onnx.ModelProto) -> dict[str, Any]:
+    """Parameter count, bytes by dtype and the fraction of exactly-zero weights (floats only)."""
+    params = 0
+    by_dtype: dict[str, int] = collections.Counter()
+    zeros = 0
+    float_params = 0
+    for tensor in sio.iter_tensors(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL and not tensor.raw_data:
+            continue
+        array = onnx.numpy_helper.to_array(tensor)
+        params += int(array.size)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        by_dtype[np.dtype(dtype).name] += int(array.size) * np.dtype(dtype).itemsize
+        if np.issubdtype(array.dtype, np.floating) and array.size > 1:
+            float_params += int(array.size)
+            zeros += int(np.count_nonzero(array == 0))
+    return {
+        "params": params,
+        "weight_bytes": dict(sorted(by_dtype.items())),
+        "sparsity": zeros / float_params if float_params else 0.0,
+    }
+
+
+def compressed_size(data: bytes) -> int:
+    """Size of ``data`` in a deflate-compressed zip (level 9), the saving sparsity buys on disk."""
+    buf = _io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        zf.writestr("model.onnx", data)
+    return len(buf.getvalue())
+
+
+def _io_entry(vi: onnx.ValueInfoProto) -> dict[str, Any]:
+    elem = vi.type.tensor_type.elem_type
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem).name if elem else "unknown"
+    return {"name": vi.name, "dtype": dtype, "shape": shapes.declared_shape(vi)}
+
+
+def summarize(path: str | Path, input_shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
+    """Everything ``inspect`` shows, as a JSON-able dict (schema in the README).
+
+    Raises:
+        ModelLoadError: the model cannot be loaded.
+        InputError: a dynamic dim needs ``input_shapes`` for MACs.
+    """
+    path = Path(path)
+    model = sio.load(path)
+    ops = collections.Counter(
+        n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}" for n in model.graph.node
+    )
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    try:
+        macs, _ = count_macs(model, input_shapes)
+        mac_shapes = {k: list(v) for k, v in shapes.resolve_input_shapes(model, input_shapes).items()}
+        macs_note = None
+    except Exception as e:  # a dynamic non-batch dim: report the rest, say why MACs are missing
+        macs, mac_shapes, macs_note = None, None, str(e)
+    file_bytes = path.stat().st_size
+    data = path.read_bytes()
+    out: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "path": str(path),
+        "inputs": [_io_entry(vi) for vi in shapes.graph_inputs(model)],
+        "outputs": [_io_entry(vi) for vi in model.graph.output],
+        "opset": opset,
+        "ir_version": model.ir_version,
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "nodes": len(model.graph.node),
+        "ops": dict(ops.most_common()),
+        **weight_stats(model),
+        "macs": macs,
+        "flops": 2 * macs if macs is not None else None,
+        "macs_input_shapes": mac_shapes,
+        "file_bytes": file_bytes,
+        "compressed_bytes": compressed_size(data),
+        "metadata": {p.key: p.value for p in model.metadata_props},
+    }
+    if macs_note:
+        out["macs_note"] = macs_note
+    return out
