@@ -116,17 +116,13 @@ class FoldBatchNormPass(SqueezePass):
             if self._fold(graph, producer, *ss):
                 out = bn.outputs[0]
                 new = producer.outputs[0]
-                was_output = out.is_graph_output()
-                out.replace_all_uses_with(new)
+                name, was_output = out.name, out.is_graph_output()
+                out.replace_all_uses_with(new, replace_graph_outputs=True)
+                graph.remove(bn, safe=True)
                 if was_output:
-                    name = out.name
-                    for i, o in enumerate(graph.outputs):
-                        if o is out:
-                            graph.outputs[i] = new
-                    graph.remove(bn, safe=False)
-                    new.name = name
-                else:
-                    graph.remove(bn, safe=False)
+                    new.name = name  # the model's interface keeps its output names and types
+                    new.type = new.type or out.type
+                    new.shape = new.shape or out.shape
                 modified = True
         return ir.passes.PassResult(model, modified)
 
