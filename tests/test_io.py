@@ -54,7 +54,7 @@ def test_load_roundtrip(model_file: Path) -> None:
         (lambda d: _write(d / "json.onnx", b'{"graph": []}'), "not an ONNX model"),
     ],
 )
-def test_bad_files(tmp_path: Path, make, message: str) -> None:  # noqa: ANN001
+def test_bad_files(tmp_path: Path, make, message: str) -> None:
     path = make(tmp_path)
     with pytest.raises(ModelLoadError) as e:
         sio.load(path)
@@ -171,7 +171,9 @@ def test_refuses_to_overwrite_input(model_file: Path) -> None:
 
 
 @pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()])
-def test_failed_save_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+def test_failed_save_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
     def boom(*args: object, **kwargs: object) -> None:
         raise error
 
@@ -214,7 +216,9 @@ VALID = small_model().SerializeToString()
     edits=st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), min_size=1, max_size=8),
     cut=st.integers(1, len(VALID)),
 )
-def test_mutated_bytes_only_raise_squeeze_errors(tmp_path: Path, edits: list[tuple[int, int]], cut: int) -> None:
+def test_mutated_bytes_only_raise_squeeze_errors(
+    tmp_path: Path, edits: list[tuple[int, int]], cut: int
+) -> None:
     data = bytearray(VALID[:cut])
     for pos, value in edits:
         if pos < len(data):

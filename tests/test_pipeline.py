@@ -25,7 +25,11 @@ def test_provenance_is_recorded_and_appended() -> None:
     meta = model.metadata_props
     assert meta[VERSION_KEY] == __version__ and meta[SOURCE_KEY] == "aa"
     assert json.loads(meta[PASSES_KEY]) == [
-        {"pass": "cleanup", "options": {"fold_constants": True, "fold_batchnorm": True}, "source_sha256": "aa"}
+        {
+            "pass": "cleanup",
+            "options": {"fold_constants": True, "fold_batchnorm": True},
+            "source_sha256": "aa",
+        }
     ]
     again = run_passes(model, [FoldBatchNormPass()], source_sha256="bb")
     assert again.modified is False

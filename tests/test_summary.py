@@ -35,7 +35,7 @@ g (float[N, 3, 16, 16] x) => (float[N, 10] y, float[N, 4, 32, 32] up) {
 MACS = 110592 + 36864 + 65536 + 256 + 320
 
 
-def model():  # noqa: ANN201
+def model():
     w1 = rand((8, 3, 3, 3), 1)
     w1[0] = 0  # one zeroed filter: 27 zeros
     return model_from_text(
@@ -77,8 +77,17 @@ def test_summarize(tmp_path: Path) -> None:
     assert s["ops"]["Conv"] == 2
     assert s["file_bytes"] == path.stat().st_size
     assert 0 < s["compressed_bytes"] < s["file_bytes"] + 200
-    for key in ("inputs", "outputs", "opset", "params", "weight_bytes", "sparsity", "macs", "file_bytes",
-                "compressed_bytes"):
+    for key in (
+        "inputs",
+        "outputs",
+        "opset",
+        "params",
+        "weight_bytes",
+        "sparsity",
+        "macs",
+        "file_bytes",
+        "compressed_bytes",
+    ):
         assert key in s
 
 

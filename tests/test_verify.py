@@ -15,7 +15,7 @@ g (float[N, 6] x) => (float[N, 4] y) {
 """
 
 
-def gemm(w: np.ndarray):  # noqa: ANN201
+def gemm(w: np.ndarray):
     return model_from_text(TEXT, {"w": w, "b": rand((4,), 2)})
 
 

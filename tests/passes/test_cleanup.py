@@ -51,12 +51,21 @@ g (float[3, 5] x) => (float[3, 6] y) {
 
 def cases() -> list[tuple[str, onnx.ModelProto, dict[str, np.ndarray]]]:
     return [
-        ("conv", model_from_text(CONV_BN, {"w": rand((6, 2, 3, 3), 1), "b": rand((6,), 2)} | bn_params(6, 3)),
-         {"x": rand((1, 4, 8, 8), 9)}),
-        ("convtranspose", model_from_text(CONVT_BN, {"w": rand((4, 3, 3, 3), 1)} | bn_params(6, 4)),
-         {"x": rand((1, 4, 5, 5), 9)}),
-        ("gemm", model_from_text(GEMM_BN, {"w": rand((6, 5), 1), "b": rand((6,), 2)} | bn_params(6, 5)),
-         {"x": rand((3, 5), 9)}),
+        (
+            "conv",
+            model_from_text(CONV_BN, {"w": rand((6, 2, 3, 3), 1), "b": rand((6,), 2)} | bn_params(6, 3)),
+            {"x": rand((1, 4, 8, 8), 9)},
+        ),
+        (
+            "convtranspose",
+            model_from_text(CONVT_BN, {"w": rand((4, 3, 3, 3), 1)} | bn_params(6, 4)),
+            {"x": rand((1, 4, 5, 5), 9)},
+        ),
+        (
+            "gemm",
+            model_from_text(GEMM_BN, {"w": rand((6, 5), 1), "b": rand((6,), 2)} | bn_params(6, 5)),
+            {"x": rand((3, 5), 9)},
+        ),
     ]
 
 
