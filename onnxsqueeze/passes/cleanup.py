@@ -67,7 +67,7 @@ def _set_initializer(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarr
     graph.register_initializer(value)
     old = node.inputs[index]
     node.replace_input_with(index, value)
-    if old is not None and old.is_initializer() and not old.uses() and not old.is_graph_output():
+    if old is not None and old.name and old.is_initializer() and not old.uses() and not old.is_graph_output():
         graph.initializers.pop(old.name, None)
 
 
@@ -106,7 +106,7 @@ class FoldBatchNormPass(SqueezePass):
                 continue
             x = bn.inputs[0]
             producer = x.producer() if x is not None else None
-            if producer is None or producer.op_type not in ("Conv", "ConvTranspose", "Gemm"):
+            if x is None or producer is None or producer.op_type not in ("Conv", "ConvTranspose", "Gemm"):
                 continue
             if len(x.uses()) != 1 or x.is_graph_output():
                 continue
@@ -136,7 +136,8 @@ class FoldBatchNormPass(SqueezePass):
         if b_value is not None and b is None:
             return False
         dtype = w.dtype
-        base = node.inputs[1].name or "weight"
+        w_value = node.inputs[1]
+        base = (w_value.name if w_value is not None else None) or "weight"
         if node.op_type == "Conv":
             cout = w.shape[0]
             if s.shape[0] != cout:
