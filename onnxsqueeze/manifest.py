@@ -90,6 +90,11 @@ def _without_manifest(model: onnx.ModelProto | ir.Model) -> onnx.ModelProto:
     if len(kept) != len(out.metadata_props):
         del out.metadata_props[:]
         out.metadata_props.extend(kept)
+    for tensor in sio.iter_tensors(out.graph):
+        # onnx's external-data loader sets data_location = DEFAULT explicitly, which proto2
+        # serializes; clear it so a model hashes the same whether its weights were inline or not
+        if tensor.HasField("data_location") and tensor.data_location == onnx.TensorProto.DEFAULT:
+            tensor.ClearField("data_location")
     return out
 
 

@@ -412,10 +412,12 @@ def export_triton(
             raise InputError(
                 f"{model_dir}: exists without {CONFIG}; refusing to add to a folder it did not make"
             )
-    if existing_config is not None and options.max_batch_size is None:
-        # the default follows the repository: a new version keeps the model's batching
-        options = dataclasses.replace(options, max_batch_size=existing_config.max_batch_size)
     model = sio.load(model_path)
+    if existing_config is not None and options.max_batch_size is None:
+        # the default follows the repository: a new version keeps the model's batching (when it
+        # can batch at all; if not, the config comparison below names the difference)
+        if existing_config.max_batch_size == 0 or _batchable(_with_output_shapes(model)) is None:
+            options = dataclasses.replace(options, max_batch_size=existing_config.max_batch_size)
     config = build_config(model, name, options)
     text = render(config)
     notes = []
