@@ -139,15 +139,20 @@ def ort_cmd(
     input_shape: opt.InputShapeOpt = None,
     seed: opt.SeedOpt = 0,
     tolerance: Annotated[
-        float, typer.Option("--tolerance", help="Max absolute output difference vs the ONNX model.")
-    ] = 1e-4,
+        float | None,
+        typer.Option(
+            "--tolerance",
+            help="Max absolute output difference vs the ONNX model. Default: relative, max rel <= 1e-3.",
+            show_default=False,
+        ),
+    ] = None,
     force: opt.ForceFlag = False,
     json_: opt.JsonFlag = False,
 ) -> None:
     """Convert to the ONNX Runtime format (.ort) for mobile and edge, with onnxruntime's converter.
 
     The .ort file is loaded back and its outputs compared to the ONNX model's on the same inputs;
-    it is not written if they differ beyond --tolerance (unless --force).
+    it is not written if they differ beyond the tolerance (unless --force).
     """
     from onnxsqueeze import io as sio
     from onnxsqueeze.export import ort
@@ -167,7 +172,6 @@ def ort_cmd(
         force=force,
     )
     report = result.report
-    passed = report.within(tolerance)
     if json_:
         emit_json(
             {
@@ -176,20 +180,22 @@ def ort_cmd(
                 "onnx_bytes": result.onnx_bytes,
                 "ort_bytes": result.ort_bytes,
                 "optimization_level": optimization_level.lower(),
-                "verification": report.to_dict() | {"tolerance": tolerance, "passed": passed},
+                "verification": report.to_dict() | {"criterion": result.criterion, "passed": result.passed},
             }
         )
     else:
         from onnxsqueeze.cli.core import render_report
 
-        render_report(report, tolerance if passed else None)
+        render_report(report, None)
+        if result.passed:
+            out.print(f"[green]check passed[/] ({escape(result.criterion)})")
         out.print(
             f"[green]wrote[/] {escape(str(result.path))} ({human_bytes(result.ort_bytes)}, "
             f"ONNX {human_bytes(result.onnx_bytes)}, level {escape(optimization_level.lower())})"
         )
         out.print(f"manifest {escape(str(result.manifest_path))}")
-    if not passed:
-        warn(f"written with --force although max abs error {report.max_abs:.3g} exceeds {tolerance:g}")
+    if not result.passed:
+        warn(f"written with --force although the check failed ({result.criterion})")
 
 
 def register(app: typer.Typer) -> None:

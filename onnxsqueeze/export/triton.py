@@ -55,7 +55,7 @@ TRT_WORKSPACE_BYTES = 1 << 30
 KINDS = ("auto", "cpu", "gpu")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
-_TRITON_TYPES = {
+_TRITON_TYPES: dict[int, str] = {
     onnx.TensorProto.BOOL: "TYPE_BOOL",
     onnx.TensorProto.UINT8: "TYPE_UINT8",
     onnx.TensorProto.UINT16: "TYPE_UINT16",
@@ -265,13 +265,13 @@ def build_config(model: onnx.ModelProto, name: str, options: TritonOptions = Tri
         trt = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
         trt.parameters["precision_mode"] = "FP16" if options.fp16 else "FP32"
         trt.parameters["max_workspace_size_bytes"] = str(TRT_WORKSPACE_BYTES)
-    if options.warmup and all(dims is not None for _, dims in warm_inputs.values()):
+    if options.warmup and all(shape is not None for _, shape in warm_inputs.values()):
         for batch in sorted({1, max(max_batch, 1)}):
             entry = config.model_warmup.add(name=f"warmup_batch{batch}", batch_size=batch, count=1)
-            for input_name, (dtype, dims) in warm_inputs.items():
+            for input_name, (dtype, shape) in warm_inputs.items():
                 w = entry.inputs[input_name]
                 w.data_type = pb2.DataType.Value(dtype)
-                w.dims.extend(dims or [])
+                w.dims.extend(shape or [])
                 if dtype in _FLOATS:
                     w.random_data = True
                 else:  # random integers could be out-of-range token ids or indices
@@ -413,11 +413,14 @@ def export_triton(
                 f"{model_dir}: exists without {CONFIG}; refusing to add to a folder it did not make"
             )
     model = sio.load(model_path)
-    if existing_config is not None and options.max_batch_size is None:
-        # the default follows the repository: a new version keeps the model's batching (when it
-        # can batch at all; if not, the config comparison below names the difference)
-        if existing_config.max_batch_size == 0 or _batchable(_with_output_shapes(model)) is None:
-            options = dataclasses.replace(options, max_batch_size=existing_config.max_batch_size)
+    # The default follows the repository: a new version keeps the model's batching (when it can
+    # batch at all; if not, the config comparison below names the difference).
+    if (
+        existing_config is not None
+        and options.max_batch_size is None
+        and (existing_config.max_batch_size == 0 or _batchable(_with_output_shapes(model)) is None)
+    ):
+        options = dataclasses.replace(options, max_batch_size=existing_config.max_batch_size)
     config = build_config(model, name, options)
     text = render(config)
     notes = []

@@ -90,7 +90,7 @@ def test_ort_command(src: Path, tmp_path: Path):
     out = tmp_path / "tiny.ort"
     r = runner.invoke(app, ["export", "ort", str(src), "-o", str(out), "--optimization-level", "extended"])
     assert r.exit_code == 0, r.output
-    assert "within tolerance" in r.stdout and "level extended" in r.stdout
+    assert "check passed (max rel <= 0.001)" in r.stdout and "level extended" in r.stdout
     r = runner.invoke(app, ["export", "ort", str(src), "--json"])  # default output: beside the model
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
