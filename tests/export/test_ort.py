@@ -14,7 +14,7 @@ from onnxsqueeze.errors import InputError, VerificationError
 from onnxsqueeze.export import ort as ort_export
 from onnxsqueeze.verify import compare
 from tests.export import models
-from tests.helpers import run_ort
+from tests.helpers import CACHE, run_ort
 
 
 @pytest.fixture
@@ -131,3 +131,20 @@ def test_bad_arguments(src: Path, tmp_path: Path):
         ort_export.export_ort(src, tmp_path / "a.onnx")
     with pytest.raises(InputError, match="dynamic dimension 1"):
         ort_export.export_ort(models.write(models.mixed(), tmp_path, "m.onnx"), tmp_path / "m.ort")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "resnet18"])
+def test_real_models_at_level_all(name: str, tmp_path: Path):
+    src = CACHE / f"{name}.onnx"
+    if not src.exists():
+        pytest.skip(f"{src} is not built (models/zoo.py)")
+    out = tmp_path / f"{name}.ort"
+    result = ort_export.export_ort(src, out, input_shapes={"input": (2, 3, 224, 224)})
+    assert result.passed
+    x = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    (got,) = ort_outputs(out, {"input": x})
+    (want,) = run_ort(sio.load(src), {"input": x})
+    # fused fp32 kernels: differences relative to the logits' scale stay around 1e-6
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    assert (got.argmax(1) == want.argmax(1)).all()

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from onnxsqueeze import io as sio
 from onnxsqueeze import manifest as mf
@@ -340,3 +342,48 @@ def test_digits_model_repository(digits, tmp_path: Path):
     reference = run_ort(sio.load(model), {"input": x})[0]
     np.testing.assert_array_equal(served, reference)
     assert mf.check(r.model_path) == []
+
+
+# --- property: every generated config parses back with Triton's schema and follows the dim rules -----
+
+_DTYPES = [t for t in triton._TRITON_TYPES if t != onnx.TensorProto.BFLOAT16]  # no BF16 Identity in opset 13
+_dim = st.one_of(st.integers(1, 64), st.sampled_from(["N", "S", "T"]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dtype=st.sampled_from(_DTYPES),
+    shape=st.lists(_dim, min_size=0, max_size=4),
+    no_batching=st.booleans(),
+    dynamic_batching=st.booleans(),
+    tensorrt=st.booleans(),
+)
+def test_generated_configs_parse_and_follow_the_dim_rules(
+    dtype, shape, no_batching, dynamic_batching, tensorrt
+):
+    vi_in = onnx.helper.make_tensor_value_info("x", dtype, shape)
+    vi_out = onnx.helper.make_tensor_value_info("y", dtype, shape)
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g", [vi_in], [vi_out])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    batchable = bool(shape) and isinstance(shape[0], str)
+    options = TritonOptions(
+        max_batch_size=0 if no_batching else None,
+        dynamic_batching=dynamic_batching and batchable and not no_batching,
+        tensorrt=tensorrt,
+    )
+    c = generated(model, options)
+    batched = batchable and not no_batching
+    assert c.max_batch_size == (triton.DEFAULT_MAX_BATCH if batched else 0)
+    rest = shape[1:] if batched else shape
+    want = [d if isinstance(d, int) else -1 for d in rest] or [1]
+    for t in [*c.input, *c.output]:
+        assert pb2.DataType.Name(t.data_type) == triton._TRITON_TYPES[dtype]
+        assert list(t.dims) == want
+        assert t.HasField("reshape") == (not rest)
+    assert c.HasField("dynamic_batching") == options.dynamic_batching
+    assert bool(c.optimization.execution_accelerators.gpu_execution_accelerator) == tensorrt
+    # warmup exists exactly when every non-batch dim is known
+    known = all(isinstance(d, int) for d in rest) or (
+        not batched and all(isinstance(d, int) for d in shape[1:])
+    )
+    assert bool(c.model_warmup) == known
