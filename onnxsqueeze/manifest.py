@@ -35,6 +35,7 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import json
+import math
 import platform
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -160,13 +161,26 @@ def _recipe(proto: onnx.ModelProto) -> tuple[list[Any], str | None]:
     return recipe, meta.get(SOURCE_KEY)
 
 
+def _clean(value: Any) -> Any:
+    """Plain JSON values: numpy scalars and arrays unwrapped, NaN/Inf as None (JSON has neither)."""
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy scalar or array
+        return _clean(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def _report_dict(report: Any) -> dict[str, Any] | None:
     if report is None:
         return None
     if hasattr(report, "to_dict"):
-        return dict(report.to_dict())
+        return _clean(report.to_dict())
     if isinstance(report, Mapping):
-        return dict(report)
+        return _clean(report)
     raise TypeError(f"verify_report must be a VerifyReport or a dict, not {type(report).__name__}")
 
 
@@ -207,8 +221,8 @@ def build(
         "origin_sha256": origin,
         "recipe": recipe,
         "verification": _report_dict(verify_report),
-        "benchmark": dict(bench_summary) if bench_summary is not None else None,
-        "export": dict(export) if export is not None else None,
+        "benchmark": _clean(bench_summary) if bench_summary is not None else None,
+        "export": _clean(export) if export is not None else None,
         "output": {"format": output_format, "model_sha256": model_sha256(proto)},
         "lineage": lineage,
     }
@@ -247,7 +261,7 @@ def write(
     Returns:
         The sidecar's path and its content (``manifest`` plus the ``file`` block).
     """
-    full = {**manifest, "file": file_facts(artifact, **file_extra)}
+    full = {**manifest, "file": _clean(file_facts(artifact, **file_extra))}
     text = json.dumps(full, indent=2, sort_keys=True, allow_nan=False) + "\n"
     path = sio.write_bytes_atomic(sidecar_path(artifact), text.encode(), protect=protect)
     return path, full

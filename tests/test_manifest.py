@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -77,6 +78,17 @@ def test_recipe_tools_and_verification_are_recorded(src: Path, tmp_path: Path):
     assert m["tool"]["name"] == "onnxsqueeze" and m["tool"]["version"]
     assert {"python", "onnx", "onnxruntime", "numpy", "onnx-ir"} <= set(m["libraries"])
     assert m["schema"] == mf.SCHEMA and m["lineage"] == []
+
+
+def test_numpy_values_and_non_finite_numbers_become_plain_json(src: Path, tmp_path: Path):
+    bench = {"p50_ms": np.float32(1.25), "runs": np.int64(3), "ratio": float("nan"), "per_batch": np.ones(2)}
+    art = mf.save_artifact(squeezed(src), tmp_path / "m.onnx", source_path=src, bench_summary=bench)
+    assert json.loads(art.manifest_path.read_text())["benchmark"] == {
+        "p50_ms": 1.25,
+        "runs": 3,
+        "ratio": None,
+        "per_batch": [1.0, 1.0],
+    }
 
 
 def test_lineage_keeps_the_earlier_manifest(src: Path, tmp_path: Path):
