@@ -387,3 +387,15 @@ def test_generated_configs_parse_and_follow_the_dim_rules(
         not batched and all(isinstance(d, int) for d in shape[1:])
     )
     assert bool(c.model_warmup) == known
+
+
+def test_a_concurrent_writer_of_the_same_version_cannot_clobber_it(src: Path, tmp_path: Path, monkeypatch):
+    repo = tmp_path / "repo"
+    triton.export_triton(src, repo)
+    before = tree(repo)
+    # another process picked version 1 too: it sees no versions, stages, and its rename must fail
+    monkeypatch.setattr(triton, "_versions", lambda model_dir: [])
+    with pytest.raises(InputError, match="cannot write the version folder"):
+        triton.export_triton(src, repo)
+    assert tree(repo) == before
+    assert not [p for p in repo.rglob(".onnxsqueeze-*")]
