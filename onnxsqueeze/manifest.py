@@ -315,6 +315,30 @@ def save_artifact(
     return Artifact(out_path, path, full)
 
 
+def attach_benchmark(artifact: PathLike, summary: Mapping[str, Any]) -> Path:
+    """Record the latest benchmark summary of an artifact in its sidecar manifest.
+
+    Benchmarks run after an artifact is written, and re-embedding would change the model's bytes,
+    so only the sidecar is updated: its ``benchmark`` is the latest, the embedded copy keeps what
+    was known when the model was written. An artifact without a sidecar gets one built from its
+    embedded manifest.
+
+    Raises:
+        InputError: the artifact has no manifest, or changed since its sidecar was written.
+    """
+    path = Path(artifact)
+    found = read(path)
+    if found is None:
+        raise InputError(f"{path}: has no onnxsqueeze manifest to attach the benchmark to")
+    problems = [p for p in check(path, found) if "sha256 differs" in p or "external data" in p]
+    if problems:
+        raise InputError(f"{path}: {problems[0]}; refusing to attach a benchmark to changed bytes")
+    manifest = {k: v for k, v in found.items() if k not in ("where", "file")}
+    file_extra = {k: v for k, v in (found.get("file") or {}).items() if k == "verification"}
+    side, _ = write(path, manifest | {"benchmark": _clean(summary)}, **file_extra)
+    return side
+
+
 def _embedded_in_file(path: Path) -> dict[str, Any] | None:
     if path.suffix.lower() == ".ort":
         import onnxruntime as ort
@@ -383,7 +407,10 @@ def check(
                 problems.append(f"{name}: external data missing or changed")
     output = manifest.get("output") or {}
     if path.suffix.lower() != ".ort" and output.get("model_sha256"):
-        loaded = model if model is not None else sio.load(path, check=False)
+        try:
+            loaded = model if model is not None else sio.load(path, check=False)
+        except ModelLoadError as e:
+            return [*problems, str(e)]
         if model_sha256(loaded) != output["model_sha256"]:
             problems.append(f"{path.name}: the model differs from the manifest's model_sha256")
     return problems

@@ -169,3 +169,25 @@ def test_read_refuses_a_broken_sidecar(src: Path, tmp_path: Path):
     with pytest.raises(InputError, match="not a JSON manifest"):
         mf.read(out)
     assert mf.read(src) is None
+
+
+def test_attach_benchmark_updates_only_the_sidecar(src: Path, tmp_path: Path):
+    out = tmp_path / "m.onnx"
+    mf.save_artifact(squeezed(src), out, source_path=src)
+    model_bytes = out.read_bytes()
+    side = mf.attach_benchmark(out, {"latency_ratio": np.float64(0.61)})
+    assert out.read_bytes() == model_bytes
+    doc = json.loads(side.read_text())
+    assert doc["benchmark"] == {"latency_ratio": 0.61} and doc["file"]["sha256"] == sio.sha256_file(out)
+    assert mf.embedded(sio.load(out))["benchmark"] is None  # what was known at writing
+    assert mf.check(out) == []
+    # without a sidecar, one is built from the embedded manifest
+    side.unlink()
+    mf.attach_benchmark(out, {"latency_ratio": 0.5})
+    assert mf.read(out)["benchmark"] == {"latency_ratio": 0.5} and mf.check(out) == []
+    # changed bytes are refused, and a model without a manifest too
+    out.write_bytes(model_bytes + b"\0")
+    with pytest.raises(InputError, match="refusing to attach"):
+        mf.attach_benchmark(out, {"x": 1})
+    with pytest.raises(InputError, match="no onnxsqueeze manifest"):
+        mf.attach_benchmark(src, {"x": 1})
