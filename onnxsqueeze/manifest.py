@@ -18,6 +18,10 @@ It lives in two places, and the hashes say which bytes they cover:
   the embedded copy plus ``file``: facts about the written file that can only be known after writing
   it: ``file.sha256`` of the exact bytes on disk (embedded manifest included), their size, the
   sha256 of any external data file, and for converted formats the check of the file's outputs.
+  :func:`attach_benchmark` later records the latest benchmark here only (the model's bytes stay).
+
+:func:`check` recomputes both hashes and says what no longer matches; ``onnxsqueeze inspect``
+shows it. ``source.path`` is recorded as the command was given it; ``source.sha256`` identifies it.
 
 Nothing time- or machine-dependent beyond library versions is recorded: the same input and
 options give the same bytes.
