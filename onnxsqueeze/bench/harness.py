@@ -203,7 +203,7 @@ def environment(provider: str = "cpu", device_id: int = 0) -> dict[str, Any]:
             name, driver, total = rows[0][:3]
             gpu = {"name": name, "driver": driver, "memory_mib": int(total) if total.isdigit() else None}
     try:
-        affinity = len(os.sched_getaffinity(0))
+        affinity: int | None = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         affinity = os.cpu_count()
     return {
@@ -431,11 +431,17 @@ class _CpuRunner:
 
 
 class _IoBindingRunner:
-    """IO binding on a CUDA device: host->device copy, run, device->host copy, timed apart."""
+    """IO binding on a CUDA device: host->device copy, run, device->host copy, timed apart.
+
+    ``device="cpu"`` binds host memory instead: the same calls, which is how the tests run
+    this path on machines without a GPU.
+    """
 
     device = True
 
-    def __init__(self, model: _Model, feeds: dict[str, np.ndarray], device_id: int) -> None:
+    def __init__(
+        self, model: _Model, feeds: dict[str, np.ndarray], device_id: int, device: str = "cuda"
+    ) -> None:
         import onnxruntime as ort
 
         self._sess = model.session
@@ -443,11 +449,11 @@ class _IoBindingRunner:
         self._binding = model.session.io_binding()
         self._device: dict[str, Any] = {}
         for name, arr in feeds.items():
-            value = ort.OrtValue.ortvalue_from_numpy(arr, "cuda", device_id)
+            value = ort.OrtValue.ortvalue_from_numpy(arr, device, device_id)
             self._device[name] = value
             self._binding.bind_ortvalue_input(name, value)
         for name in model.output_names:
-            self._binding.bind_output(name, "cuda", device_id)
+            self._binding.bind_output(name, device, device_id)
 
     def segment(self, min_count: int, min_ns: int) -> np.ndarray:
         clock = time.perf_counter_ns

@@ -79,7 +79,7 @@ def _json_default(value: Any) -> Any:
 
 
 @contextmanager
-def progress(description: str, total: int | None = None) -> Iterator[Callable[[int, int], None]]:
+def progress(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
     """A progress bar on stderr; yields ``update(done, total, description=None)`` for callbacks."""
     with Progress(
         TextColumn("{task.description}"),

@@ -55,23 +55,30 @@ def render_table(doc: dict[str, Any]) -> None:
 
     priced = doc.get("cost") is not None
     ratios = {(c["model_index"], c["batch"]): c["ratios"] for c in doc["comparisons"]}
-    t = Table(title_justify="left", show_edge=False)
-    cols = ["model", "batch", "p50 ms", "p90 ms", "p99 ms", "items/s"]
-    cols += ["$/1M"] if priced else []
-    cols += ["size"]
-    cols += ["p50 vs base"] if ratios else []
-    for i, col in enumerate(cols):
-        t.add_column(col, justify="left" if i == 0 else "right", overflow="fold")
+    t = Table(
+        show_edge=False,
+        box=None,
+        header_style="bold",
+        caption="latency per batch in ms",
+        caption_justify="left",
+    )
+    cols = ["model", "batch", "p50", "p90", "p99", "items/s"]
+    cols += ["$/1M inf."] if priced else []
+    cols += ["p50 vs base"] if ratios else ["size"]
+    t.add_column(cols[0], no_wrap=True)
+    for col in cols[1:]:
+        t.add_column(col, justify="right", no_wrap=True)
     for r in doc["results"]:
         m = doc["models"][r["model_index"]]
         lat = r["latency_ms"]
         row = [escape(m["name"]), str(r["batch"]), fmt_ms(lat["p50"]), fmt_ms(lat["p90"]), fmt_ms(lat["p99"])]
         row.append(fmt_num(r["throughput_per_s"]))
         row += [fmt_usd(r["usd_per_million"])] if priced else []
-        row.append(fmt_bytes(m["file_bytes"]))
         if ratios:
             rr = ratios.get((r["model_index"], r["batch"]))
-            row.append(fmt_ratio(rr["p50"]) if rr else "baseline")
+            row.append(fmt_ratio(rr["p50"], spread=False) if rr else "baseline")
+        else:
+            row.append(fmt_bytes(m["file_bytes"]))
         t.add_row(*row)
     out.print(t)
 
