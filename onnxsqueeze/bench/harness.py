@@ -262,12 +262,37 @@ def display_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def provider_options(provider: str, chain: Sequence[str], *, trt_fp16: bool, device_id: int) -> list[dict]:
-    """Options for each provider of the chain (TensorRT: fp16 and an engine cache when asked)."""
+def provider_options(
+    provider: str,
+    chain: Sequence[str],
+    *,
+    trt_fp16: bool,
+    device_id: int,
+    trt_profile: Mapping[str, tuple[Mapping[str, Sequence[int]], ...]] | None = None,
+    trt_cache: str | Path | None = None,
+) -> list[dict]:
+    """Options for each provider of the chain.
+
+    TensorRT: fp16 when asked; with ``trt_profile`` (min, opt, max shapes per input) one
+    optimization profile spans every batch size, so the engine is built once, not once per batch
+    shape; ``trt_cache`` keeps built engines and timing caches in a folder across runs.
+    """
     options: list[dict[str, Any]] = []
     for full in chain:
         if full == "TensorrtExecutionProvider":
             opts: dict[str, Any] = {"device_id": device_id, "trt_fp16_enable": bool(trt_fp16)}
+            if trt_profile:
+                names = ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")
+                for option, per_input in zip(names, zip(*trt_profile.values(), strict=True), strict=True):
+                    opts[option] = ",".join(
+                        f"{name}:{'x'.join(str(d) for d in shape)}"
+                        for name, shape in zip(trt_profile, per_input, strict=True)
+                    )
+            if trt_cache is not None:
+                opts["trt_engine_cache_enable"] = True
+                opts["trt_engine_cache_path"] = str(trt_cache)
+                opts["trt_timing_cache_enable"] = True
+                opts["trt_timing_cache_path"] = str(trt_cache)
             options.append(opts)
         elif full == "CUDAExecutionProvider":
             options.append({"device_id": device_id})
@@ -285,6 +310,10 @@ def _open_model(
     optimize: bool,
     trt_fp16: bool,
     device_id: int,
+    batches: Sequence[int] = (1,),
+    overrides: Mapping[str, Sequence[int]] | None = None,
+    data: Mapping[str, np.ndarray] | None = None,
+    trt_cache: str | Path | None = None,
 ) -> _Model:
     proto = sio.load(path, check=False)
     inputs = shapes.graph_inputs(proto)
@@ -298,7 +327,14 @@ def _open_model(
     del proto
     gc.collect()
     chain = runtime.resolve_providers(provider)
-    opts = provider_options(provider, chain, trt_fp16=trt_fp16, device_id=device_id)
+    profile = None
+    if "TensorrtExecutionProvider" in chain and any(
+        not isinstance(d, int) for vi in inputs for d in shapes.declared_shape(vi)
+    ):
+        profile = _trt_profile(name, inputs, batches, overrides or {}, data)
+    opts = provider_options(
+        provider, chain, trt_fp16=trt_fp16, device_id=device_id, trt_profile=profile, trt_cache=trt_cache
+    )
     rss0 = _rss()
     t0 = time.perf_counter()
     sess = runtime.session(path, provider=provider, optimize=optimize, threads=threads, provider_options=opts)
@@ -307,6 +343,29 @@ def _open_model(
     info["providers"] = list(sess.get_providers())
     info["intra_op_threads"] = sess.get_session_options().intra_op_num_threads
     return _Model(name, path, inputs, sess, info, [o.name for o in sess.get_outputs()])
+
+
+def _trt_profile(
+    name: str,
+    inputs: Sequence[Any],
+    batches: Sequence[int],
+    overrides: Mapping[str, Sequence[int]],
+    data: Mapping[str, np.ndarray] | None,
+) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """(min, opt, max) shapes per input: smallest, largest and largest batch (opt = max: the
+    engine is tuned for the throughput end; latency at small batches may be a little worse than
+    with an engine built for them)."""
+    lo, hi = min(batches), max(batches)
+
+    def at(batch: int) -> dict[str, tuple[int, ...]]:
+        if data is not None:
+            return {
+                vi.name: (batch, *np.asarray(data[vi.name]).shape[1:]) for vi in inputs if vi.name in data
+            }
+        return _shapes_for(name, inputs, batch, overrides)
+
+    small, large = at(lo), at(hi)
+    return {k: (small[k], large[k], large[k]) for k in small}
 
 
 def _model_bytes(path: Path, proto: Any) -> int:
@@ -324,16 +383,17 @@ def _model_bytes(path: Path, proto: Any) -> int:
 
 
 def _shapes_for(
-    model: _Model, batch: int, overrides: Mapping[str, Sequence[int]]
+    name: str, inputs: Sequence[Any], batch: int, overrides: Mapping[str, Sequence[int]]
 ) -> dict[str, tuple[int, ...]]:
+    """Concrete input shapes at a batch size (the batch from ``batch``, other dims declared or given)."""
     out: dict[str, tuple[int, ...]] = {}
-    for vi in model.proto_inputs:
+    for vi in inputs:
         declared = shapes.declared_shape(vi)
         if vi.name in overrides:
             dims = list(overrides[vi.name])
             if declared and len(dims) != len(declared):
                 raise InputError(
-                    f"{model.name}: --input-shape {vi.name} has rank {len(dims)}, the model declares "
+                    f"{name}: --input-shape {vi.name} has rank {len(dims)}, the model declares "
                     f"rank {len(declared)}"
                 )
         else:
@@ -346,7 +406,7 @@ def _shapes_for(
                 else:
                     example = ",".join(str(d) if isinstance(d, int) else "N" for d in declared)
                     raise InputError(
-                        f"{model.name}: input '{vi.name}' has a dynamic dimension {axis}; "
+                        f"{name}: input '{vi.name}' has a dynamic dimension {axis}; "
                         f"give it with --input-shape {vi.name}:{example}"
                     )
         if declared:
@@ -354,7 +414,7 @@ def _shapes_for(
             if isinstance(first, int):
                 if first != batch:
                     raise InputError(
-                        f"{model.name}: input '{vi.name}' has a fixed batch of {first}; --batch {batch} "
+                        f"{name}: input '{vi.name}' has a fixed batch of {first}; --batch {batch} "
                         "needs a model with a dynamic batch dimension"
                     )
             else:
@@ -394,7 +454,7 @@ class _InputCache:
             if key not in self._cache:
                 self._cache[key] = _feeds_from_data(model, self.data, batch)
             return self._cache[key]
-        resolved = _shapes_for(model, batch, overrides)
+        resolved = _shapes_for(model.name, model.proto_inputs, batch, overrides)
         key = tuple((vi.name, resolved[vi.name], shapes.input_dtype(vi).str) for vi in model.proto_inputs)
         if key not in self._cache:
             signature = onnx.ModelProto()  # just the inputs: all make_inputs needs
@@ -534,6 +594,7 @@ def benchmark(
     gates: Sequence[str] = (),
     io_binding: bool | None = None,
     trt_fp16: bool = False,
+    trt_cache: str | Path | None = None,
     optimize: bool = True,
     device_id: int = 0,
     on_progress: ProgressFn | None = None,
@@ -559,6 +620,8 @@ def benchmark(
         gates: ``--fail-if`` expressions evaluated on the result (see ``gates``).
         io_binding: bind inputs and outputs on the device (default: on for cuda/tensorrt).
         trt_fp16: let TensorRT build fp16 engines.
+        trt_cache: a folder where TensorRT keeps engines and timing caches between runs (session
+            creation then measures loading a cached engine, not building it).
         optimize: onnxruntime graph optimizations (on: what a deployment uses).
         device_id: the CUDA device.
         on_progress: ``on_progress(model, batch, done, total)`` after each warm-up or round.
@@ -611,6 +674,10 @@ def benchmark(
                 optimize=optimize,
                 trt_fp16=trt_fp16,
                 device_id=device_id,
+                batches=batches,
+                overrides=overrides,
+                data=data,
+                trt_cache=trt_cache,
             )
         )
         known_inputs.update(vi.name for vi in opened[-1].proto_inputs)
@@ -738,6 +805,7 @@ def benchmark(
             "batches": batches,
             "io_binding": use_binding,
             "trt_fp16": trt_fp16,
+            "trt_cache": str(trt_cache) if trt_cache is not None else None,
             "graph_optimization": "all" if optimize else "disabled",
             "seed": seed,
             "data": (data_label or "given") if data is not None else None,

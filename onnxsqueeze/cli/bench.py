@@ -161,6 +161,12 @@ def bench_cmd(
         ),
     ] = None,
     trt_fp16: Annotated[bool, typer.Option("--trt-fp16", help="Let TensorRT build fp16 engines.")] = False,
+    trt_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--trt-cache", help="Folder to keep TensorRT engines and timing caches in between runs."
+        ),
+    ] = None,
     optimize: Annotated[
         bool, typer.Option("--optimize/--no-optimize", help="onnxruntime graph optimizations, as deployed.")
     ] = True,
@@ -214,6 +220,7 @@ def bench_cmd(
             gates=gates,
             io_binding=io_binding,
             trt_fp16=trt_fp16,
+            trt_cache=trt_cache,
             optimize=optimize,
             on_progress=on_progress,
         )

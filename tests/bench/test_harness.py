@@ -63,10 +63,28 @@ def test_display_names_disambiguate() -> None:
     assert display_names([Path("/a/r18.onnx"), Path("/b/r50.onnx")]) == ["r18.onnx", "r50.onnx"]
 
 
-def test_provider_options_for_tensorrt_chain() -> None:
+def test_provider_options_for_tensorrt_chain(tmp_path: Path) -> None:
     chain = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     opts = harness.provider_options("tensorrt", chain, trt_fp16=True, device_id=1)
     assert opts == [{"device_id": 1, "trt_fp16_enable": True}, {"device_id": 1}, {}]
+    profile = {"input": ((1, 3, 8, 8), (16, 3, 8, 8), (16, 3, 8, 8)), "mask": ((1, 4), (16, 4), (16, 4))}
+    trt = harness.provider_options(
+        "tensorrt", chain, trt_fp16=False, device_id=0, trt_profile=profile, trt_cache=tmp_path
+    )[0]
+    assert trt["trt_profile_min_shapes"] == "input:1x3x8x8,mask:1x4"
+    assert trt["trt_profile_opt_shapes"] == trt["trt_profile_max_shapes"] == "input:16x3x8x8,mask:16x4"
+    assert trt["trt_engine_cache_enable"] is True and trt["trt_engine_cache_path"] == str(tmp_path)
+    assert harness.provider_options("cuda", chain[1:], trt_fp16=True, device_id=0) == [{"device_id": 0}, {}]
+
+
+def test_trt_profile_spans_the_batches() -> None:
+    import onnx
+
+    vi = onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 3, 224, 224])
+    profile = harness._trt_profile("m", [vi], [8, 1, 32], {}, None)
+    assert profile == {"input": ((1, 3, 224, 224), (32, 3, 224, 224), (32, 3, 224, 224))}
+    from_data = harness._trt_profile("m", [vi], [2, 4], {}, {"input": np.zeros((5, 3, 160, 160))})
+    assert from_data == {"input": ((2, 3, 160, 160), (4, 3, 160, 160), (4, 3, 160, 160))}
 
 
 # ------------------------------------------------------------------------------------ real runs
