@@ -64,6 +64,8 @@ SCHEMA = "onnxsqueeze.bench/1"
 STAT_KEYS = ("count", "mean", "std", "min", "p50", "p90", "p95", "p99", "max")
 LATENCY_METRICS = ("mean", "min", "p50", "p90", "p95", "p99", "max")
 GPU_PROVIDERS = ("cuda", "tensorrt")
+BINDING_DEVICE = "cuda"
+"""Where IO binding puts inputs and outputs (onnxruntime's device name; "cpu" in tests without a GPU)."""
 
 ProgressFn = Callable[[str, int, int, int], None]
 """``on_progress(model, batch, done, total)``: a segment (a warm-up or a round) finished."""
@@ -705,7 +707,9 @@ def benchmark(
         rows: list[dict[str, Any]] = []
         for m in opened:
             feeds = inputs.feeds(m, batch, overrides)
-            runner = _IoBindingRunner(m, feeds, device_id) if use_binding else _CpuRunner(m, feeds)
+            runner = (
+                _IoBindingRunner(m, feeds, device_id, BINDING_DEVICE) if use_binding else _CpuRunner(m, feeds)
+            )
             rss0 = _rss()
             peak_ok = _reset_peak_rss()
             try:

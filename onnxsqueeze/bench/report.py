@@ -359,6 +359,10 @@ def environment_line(doc: Mapping[str, Any]) -> str:
         f"{iters} per model and batch after {s['warmup']} warm-up runs, interleaved in {s['rounds']} rounds "
         "(order reversed each round); one request in flight (single stream).",
     ]
+    if any(r.get("device_memory_scope") == "device" for r in doc["results"]):
+        parts.append(
+            "GPU memory marked (device) is the whole GPU's use: this process's could not be isolated."
+        )
     if s.get("io_binding"):
         parts.append(
             "IO binding: inputs copied to the device and outputs back on every call, included in latency."
@@ -426,7 +430,8 @@ def render_markdown(result: Any, *, title: str = "onnxsqueeze bench") -> str:
             cells.append(fmt_usd(r["usd_per_million"]))
         cells += [fmt_bytes(m["file_bytes"]), fmt_bytes(r["peak_rss_bytes"])]
         if "GPU memory" in cols:
-            cells.append(fmt_bytes(r.get("device_memory_bytes")))
+            scope = " (device)" if r.get("device_memory_scope") == "device" else ""
+            cells.append(fmt_bytes(r.get("device_memory_bytes")) + scope)
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
 

@@ -229,3 +229,66 @@ def test_dynamic_non_batch_dim_needs_input_shape(tmp_path: Path) -> None:
         [path], batches=[2], input_shapes={"x": (1, 7)}, warmup=1, iterations=1, duration=0, rounds=1
     )
     assert result.result(0, 2)["input_shapes"] == {"x": [2, 7]}  # the batch comes from --batch
+
+
+class _AsCuda:
+    """A CPU session that reports the CUDA provider chain, for the device path without a GPU."""
+
+    def __init__(self, sess: object) -> None:
+        self._sess = sess
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sess, name)
+
+    def get_providers(self) -> list[str]:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_cuda_path_end_to_end_with_host_memory(
+    small_and_large: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmark(provider='cuda'): IO binding, H2D/compute/D2H split, GPU memory and name, on fakes.
+
+    Only the device is faked (host memory, a CPU session, canned nvidia-smi answers); the harness's
+    code for CUDA runs as it would on a GPU.
+    """
+    import os
+
+    from onnxsqueeze import runtime
+
+    import onnxruntime as ort
+
+    chain = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(runtime, "resolve_providers", lambda provider="cpu": list(chain))
+    monkeypatch.setattr(
+        runtime,
+        "session",
+        lambda model, **kw: _AsCuda(ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])),
+    )
+    monkeypatch.setattr(harness, "BINDING_DEVICE", "cpu")
+
+    def fake_smi(*query: str) -> list[list[str]]:
+        if "--query-compute-apps=pid,used_memory" in query:
+            return [["1", "100"], [str(os.getpid()), "512"]]
+        return [["NVIDIA Fake 80GB", "550.54", "81559"]]
+
+    monkeypatch.setattr(harness, "_nvidia_smi", fake_smi)
+    result = benchmark(
+        list(small_and_large), provider="cuda", batches=[2], warmup=1, iterations=6, duration=0, rounds=2
+    )
+    doc = result.to_dict()
+    assert doc["settings"]["io_binding"] is True and doc["environment"]["gpu"]["name"] == "NVIDIA Fake 80GB"
+    for row in doc["results"]:
+        dev = row["device_ms"]
+        assert set(dev) == {"h2d", "compute", "d2h"} and dev["compute"]["count"] == row["iterations"]
+        # the latency of a call is the sum of its three steps
+        assert row["latency_ms"]["mean"] == pytest.approx(sum(dev[k]["mean"] for k in dev), rel=1e-9)
+        assert (row["device_memory_bytes"], row["device_memory_scope"]) == (512 * 2**20, "process")
+
+    from onnxsqueeze.bench.report import JSON_SCHEMA, render_markdown
+
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(doc, JSON_SCHEMA)
+    md = render_markdown(doc)
+    assert "GPU memory" in md and "512.0 MiB" in md and "compute p50 ms" in md and "NVIDIA Fake 80GB" in md
+    assert "IO binding" in md
