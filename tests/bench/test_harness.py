@@ -254,9 +254,9 @@ def test_cuda_path_end_to_end_with_host_memory(
     """
     import os
 
-    from onnxsqueeze import runtime
-
     import onnxruntime as ort
+
+    from onnxsqueeze import runtime
 
     chain = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     monkeypatch.setattr(runtime, "resolve_providers", lambda provider="cpu": list(chain))
