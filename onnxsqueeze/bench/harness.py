@@ -270,7 +270,7 @@ def provider_options(
     *,
     trt_fp16: bool,
     device_id: int,
-    trt_profile: Mapping[str, tuple[Mapping[str, Sequence[int]], ...]] | None = None,
+    trt_profile: Mapping[str, tuple[tuple[int, ...], ...]] | None = None,
     trt_cache: str | Path | None = None,
 ) -> list[dict]:
     """Options for each provider of the chain.

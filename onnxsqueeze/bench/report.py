@@ -388,7 +388,8 @@ def render_markdown(result: Any, *, title: str = "onnxsqueeze bench") -> str:
     models = doc["models"]
     priced = doc.get("cost") is not None
     s = doc["settings"]
-    lines = [f"### {title}", ""]
+    # The marker lets a CI job find and update its previous comment instead of adding another.
+    lines = ["<!-- onnxsqueeze-bench -->", f"### {title}", ""]
     names = [_code(m["name"]) for m in models]
     head = f"{names[0]} (baseline) vs {', '.join(names[1:])}" if len(models) > 1 else names[0]
     batches = ", ".join(str(b) for b in s["batches"])

@@ -193,7 +193,7 @@ def test_save_json_round_trips_and_protects_models(tmp_path: Path) -> None:
 def test_markdown_reads_as_a_pr_comment() -> None:
     md = render_markdown(synthetic_doc())
     lines = md.splitlines()
-    assert lines[0] == "### onnxsqueeze bench"
+    assert lines[:2] == ["<!-- onnxsqueeze-bench -->", "### onnxsqueeze bench"]
     assert "`base_model.onnx` (baseline) vs `cand.onnx` · cpu · batch 1" in md
     # the ratio table: pooled ratio, per-round range and a mark when every round agrees
     assert "| `cand.onnx` | 1 | 0.50× (0.45–0.55) 🟢 | 0.50× (0.45–0.55) 🟢 |" in md
