@@ -1,8 +1,9 @@
 """Check the benchmark harness against a plain ``session.run`` timing loop in the same process.
 
-For each model, alternately (``--repeats`` times): a plain loop timing ``session.run`` with
-``time.perf_counter`` around each call, on a session of its own created with the same settings,
-then ``onnxsqueeze.bench.benchmark`` on the same model with the same count. The figure of merit
+For each model, alternately (``--repeats`` times, which goes first alternating): a plain loop
+timing ``session.run`` with ``time.perf_counter`` around each call, on a session of its own
+created with the same settings, and ``onnxsqueeze.bench.benchmark`` on the same model with the
+same count (``--iterations``, capped so a segment lasts about ``--segment-s`` seconds). The figure of merit
 is the harness's p50 over the plain loop's p50 (medians over the repeats); it must agree within
 ``--tolerance`` (10%).
 
@@ -12,7 +13,7 @@ The harness's overhead per call is reported two ways:
 - ``p50 delta`` on a trivial model (Identity of one float), where the run itself is a few
   microseconds: the harness's p50 minus the plain loop's.
 
-Usage: ``python benchmarks/harness_check.py [--threads 1] [--iterations 200] [--repeats 3] [MODEL ...]``
+Usage: ``python benchmarks/harness_check.py [--threads 1] [--iterations 200] [--repeats 6] [MODEL ...]``
 (default models: the trivial one, digits_cnn, mobilenet_v3_small and resnet18 from .cache/models).
 Exit status 1 when a model disagrees beyond the tolerance.
 """
@@ -60,6 +61,12 @@ def plain_loop(path: Path, n: int, warmup: int, threads: int) -> tuple[float, fl
     return float(np.median(lat) * 1e3), float(np.mean(lat) * 1e3)
 
 
+def calls_for(path: Path, iterations: int, segment_s: float, threads: int) -> int:
+    """``iterations``, capped so that one timed segment lasts about ``segment_s`` (at least 20 calls)."""
+    p50_ms, _ = plain_loop(path, 3, 1, threads)
+    return max(20, min(iterations, int(segment_s * 1e3 / max(p50_ms, 1e-6))))
+
+
 def harness_run(path: Path, n: int, warmup: int, threads: int) -> tuple[float, float, float]:
     """(p50 ms, mean ms, loop overhead per call in µs) from ``benchmark``."""
     result = benchmark([path], warmup=warmup, iterations=n, duration=0, rounds=1, threads=threads)
@@ -75,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument("--segment-s", type=float, default=2.0, help="cap on one timed segment, seconds")
     parser.add_argument("--tolerance", type=float, default=0.10)
     args = parser.parse_args(argv)
 
@@ -84,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
 
         trivial = sio.save(model_from_text(TRIVIAL), Path(tmp) / "trivial_identity.onnx")
         models = args.models or [trivial, *(CACHE / m for m in DEFAULT_MODELS)]
-        print(f"threads {args.threads}, {args.iterations} calls x {args.repeats} repeats, batch 1, CPU")
+        print(
+            f"threads {args.threads}, up to {args.iterations} calls (about {args.segment_s:g} s) x "
+            f"{args.repeats} repeats in alternating order, batch 1, CPU"
+        )
         print(
             f"environment: {bench_harness._cpu_model()}, load average {__import__('os').getloadavg()[0]:.2f}"
         )
@@ -96,10 +107,16 @@ def main(argv: list[str] | None = None) -> int:
         print("|:--|--:|--:|--:|--:|--:|--:|--:|")
         failed = []
         for path in models:
+            n = calls_for(path, args.iterations, args.segment_s, args.threads)
             plain, harn = [], []
-            for _ in range(args.repeats):
-                plain.append(plain_loop(path, args.iterations, args.warmup, args.threads))
-                harn.append(harness_run(path, args.iterations, args.warmup, args.threads))
+            for r in range(args.repeats):
+                # alternate which goes first (A B, B A, ...) so that drift of the machine cancels
+                if r % 2 == 0:
+                    plain.append(plain_loop(path, n, args.warmup, args.threads))
+                    harn.append(harness_run(path, n, args.warmup, args.threads))
+                else:
+                    harn.append(harness_run(path, n, args.warmup, args.threads))
+                    plain.append(plain_loop(path, n, args.warmup, args.threads))
             p_p50 = statistics.median(p[0] for p in plain)
             h_p50 = statistics.median(h[0] for h in harn)
             p_mean = statistics.median(p[1] for p in plain)

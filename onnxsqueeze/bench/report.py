@@ -553,8 +553,13 @@ def plot_png(result: Any) -> bytes:
         for r, xx, yy in zip(rows, p50, y, strict=True):
             right.annotate(f"b{r['batch']}", (xx, yy), textcoords="offset points", xytext=(4, 4), fontsize=8)
     if len(batches) > 1:  # latency grows about linearly with the batch: log-log shows it best
+        from matplotlib.ticker import FuncFormatter
+
         left.set_xscale("log", base=2)
         left.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        left.yaxis.set_major_formatter(plain)
+        left.yaxis.set_minor_formatter(plain)
     left.set_xticks(batches, [str(b) for b in batches])
     left.set_xlabel("batch size")
     left.set_ylabel("latency per batch, ms (line p50, band to p90)")
