@@ -29,6 +29,15 @@ def _list_instances(value: bool) -> None:
     raise typer.Exit()
 
 
+def _print_schema(value: bool) -> None:
+    if not value:
+        return
+    from onnxsqueeze.bench.report import JSON_SCHEMA
+
+    emit_json(JSON_SCHEMA)
+    raise typer.Exit()
+
+
 def parse_batches(text: str) -> list[int]:
     try:
         values = [int(b) for b in text.replace(" ", "").split(",") if b]
@@ -170,6 +179,15 @@ def bench_cmd(
     optimize: Annotated[
         bool, typer.Option("--optimize/--no-optimize", help="onnxruntime graph optimizations, as deployed.")
     ] = True,
+    schema: Annotated[
+        bool,
+        typer.Option(
+            "--schema",
+            callback=_print_schema,
+            is_eager=True,
+            help="Print the JSON report's JSON Schema and exit.",
+        ),
+    ] = False,
     list_instances: Annotated[
         bool,
         typer.Option(

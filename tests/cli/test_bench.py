@@ -96,3 +96,10 @@ def test_not_a_model(tmp_path: Path) -> None:
 def test_list_instances() -> None:
     result = runner.invoke(app, ["bench", "--list-instances"])
     assert result.exit_code == 0 and "aws/g4dn.xlarge" in result.stdout and "taken" in result.stdout
+
+
+def test_schema_flag_prints_the_json_schema() -> None:
+    result = runner.invoke(app, ["bench", "--schema"])
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    assert schema["properties"]["schema"]["const"] == "onnxsqueeze.bench/1"
