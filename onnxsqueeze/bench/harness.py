@@ -5,6 +5,8 @@ rules):
 
 - One onnxruntime session per model, with deployment settings (all graph optimizations, the
   requested intra-op threads), created once; its creation time and the RSS it adds are recorded.
+  TensorRT builds its engine at session creation (one optimization profile spanning the batch
+  sizes) or at the first run; both are reported, neither is in the timed runs.
 - Inputs are generated once per shape (seeded; models with the same input shapes get the same
   arrays) or taken from ``data``, cycling its samples to fill a batch.
 - Per batch size, every model is warmed up (``warmup`` runs, excluded; the first one is reported
@@ -57,7 +59,7 @@ import onnx
 
 from onnxsqueeze import io as sio
 from onnxsqueeze import runtime, shapes
-from onnxsqueeze.bench.cost import Price, usd_per_million
+from onnxsqueeze.bench.cost import Price, resolve_price, usd_per_million
 from onnxsqueeze.errors import InputError, ModelLoadError
 
 SCHEMA = "onnxsqueeze.bench/1"
@@ -592,7 +594,7 @@ def benchmark(
     data: Mapping[str, np.ndarray] | None = None,
     seed: int = 0,
     data_label: str | None = None,
-    price: Price | None = None,
+    price: Price | float | str | None = None,
     gates: Sequence[str] = (),
     io_binding: bool | None = None,
     trt_fp16: bool = False,
@@ -618,7 +620,8 @@ def benchmark(
         data: real inputs by input name, first axis = samples (cycled to fill a batch).
         data_label: where ``data`` came from, for the report.
         seed: seed of the generated inputs.
-        price: hourly price for the cost figures (see ``cost.resolve_price``).
+        price: the hourly price for the cost figures: a ``cost.Price``, USD per hour, or an
+            instance of the built-in table (``"aws/g5.xlarge"``, ``"g5.xlarge"``).
         gates: ``--fail-if`` expressions evaluated on the result (see ``gates``).
         io_binding: bind inputs and outputs on the device (default: on for cuda/tensorrt).
         trt_fp16: let TensorRT build fp16 engines.
@@ -635,6 +638,10 @@ def benchmark(
     """
     from onnxsqueeze.bench import gates as gates_mod
 
+    if isinstance(price, int | float):
+        price = resolve_price(price_per_hour=float(price))
+    elif isinstance(price, str):
+        price = resolve_price(instance=price)
     paths = [Path(m) for m in models]
     if not paths:
         raise InputError("give at least one model to benchmark")

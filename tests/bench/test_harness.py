@@ -142,7 +142,7 @@ def test_small_real_run_on_cpu(small_and_large: tuple[Path, Path]) -> None:
 def test_min_duration_is_met_as_well_as_count(small_and_large: tuple[Path, Path]) -> None:
     result = benchmark([small_and_large[1]], warmup=1, iterations=2, duration=0.2, rounds=2)
     row = result.result(0, 1)
-    assert row["duration_s"] >= 0.2
+    assert row["duration_s"] >= 0.2 and row["usd_per_million"] is None
     assert row["iterations"] > 2  # a sub-millisecond model runs far more than 2 times in 0.2 s
 
 
@@ -208,8 +208,15 @@ def test_missing_model(tmp_path: Path) -> None:
 
 def test_count_is_split_over_rounds(small_and_large: tuple[Path, Path]) -> None:
     # at least ceil(iterations / rounds) per round: 5 in 2 rounds is 2 x 3
-    result = benchmark([small_and_large[1]], warmup=1, iterations=5, duration=0, rounds=2)
+    result = benchmark([small_and_large[1]], warmup=1, iterations=5, duration=0, rounds=2, price="c7i.xlarge")
     assert result.result(0, 1)["iterations"] == 6
+    assert result.to_dict()["cost"]["label"] == "aws/c7i.xlarge"
+    assert (
+        benchmark([small_and_large[1]], warmup=1, iterations=1, duration=0, rounds=1, price=0.5).to_dict()[
+            "cost"
+        ]["usd_per_hour"]
+        == 0.5
+    )
 
 
 def test_dynamic_non_batch_dim_needs_input_shape(tmp_path: Path) -> None:
