@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import json
+import statistics
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -436,6 +437,10 @@ def render_markdown(result: Any, *, title: str = "onnxsqueeze bench") -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
 
+    noisy = noise_note(doc)
+    if noisy:
+        lines += [noisy, ""]
+
     if doc.get("gates"):
         lines += [*_gates_md(doc["gates"]), ""]
 
@@ -484,6 +489,31 @@ def render_markdown(result: Any, *, title: str = "onnxsqueeze bench") -> str:
     lines += ["", "Models: " + "; ".join(f"{_code(m['name'])} sha256 {m['sha256'][:12]}" for m in models)]
     lines += ["", "</details>", "", f"<sub>{environment_line(doc)}</sub>", ""]
     return "\n".join(lines)
+
+
+NOISE_WARN = 0.10
+"""Warn when a model's p50 moved more than this between rounds (max - min over the median)."""
+
+
+def round_spread(row: Mapping[str, Any]) -> float:
+    """How much a result's p50 moved between rounds: (max - min) / median of the round p50s."""
+    values = list(row.get("round_p50_ms") or [])
+    if len(values) < 2:
+        return 0.0
+    mid = statistics.median(values)
+    return (max(values) - min(values)) / mid if mid > 0 else 0.0
+
+
+def noise_note(doc: Mapping[str, Any]) -> str | None:
+    """A warning line when the machine was noisy enough to blur small ratios, else None."""
+    worst = max(doc["results"], key=round_spread, default=None)
+    if worst is None or round_spread(worst) <= NOISE_WARN:
+        return None
+    return (
+        f"⚠️ Noisy machine: p50 moved by up to {round_spread(worst):.0%} between rounds "
+        f"({_code(worst['model'])} at batch {worst['batch']}). Interleaving spreads drift over every model, "
+        "but read the per-round ranges before trusting a small ratio."
+    )
 
 
 def _gates_md(gates: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -271,3 +271,11 @@ def test_library_imports_no_cli_or_heavy_packages() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_noise_warning_only_when_rounds_disagree() -> None:
+    doc = synthetic_doc()
+    assert "Noisy machine" not in render_markdown(doc)  # identical rounds
+    doc["results"][1]["round_p50_ms"] = [5.0, 5.0, 6.0, 5.0, 4.5]
+    md = render_markdown(doc)
+    assert "⚠️ Noisy machine: p50 moved by up to 30% between rounds (`cand.onnx` at batch 1)" in md

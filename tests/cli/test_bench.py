@@ -103,3 +103,22 @@ def test_schema_flag_prints_the_json_schema() -> None:
     assert result.exit_code == 0
     schema = json.loads(result.stdout)
     assert schema["properties"]["schema"]["const"] == "onnxsqueeze.bench/1"
+
+
+def test_real_inputs_from_data(models: tuple[Path, Path], tmp_path: Path) -> None:
+    import numpy as np
+
+    from onnxsqueeze.io import save_npz
+
+    data = save_npz(
+        tmp_path / "x.npz", {"x": np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)}
+    )
+    result = runner.invoke(
+        app, ["bench", str(models[0]), *FAST, "--batch", "4", "--data", str(data), "--json", "-"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["settings"]["data"] == str(data) and doc["results"][0]["input_shapes"] == {"x": [4, 16]}
+    bad = save_npz(tmp_path / "y.npz", {"y": np.zeros((3, 16), np.float32)})
+    result = runner.invoke(app, ["bench", str(models[0]), *FAST, "--data", str(bad)])
+    assert result.exit_code == 2 and "no array for input 'x'" in result.output
