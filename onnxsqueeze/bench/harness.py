@@ -100,12 +100,18 @@ def latency_stats(samples_ms: Sequence[float] | np.ndarray) -> dict[str, float]:
     }
 
 
+TAIL_MIN_SAMPLES = {"p90": 10, "p95": 20, "p99": 100}
+"""Samples a round needs before its own tail percentile means anything (1 / (1 - p))."""
+
+
 def ratio_with_spread(
     candidate: Sequence[np.ndarray], baseline: Sequence[np.ndarray], metric: str, *, inverse: bool = False
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """The ratio candidate/baseline of a latency metric: pooled, and min-max over rounds.
 
-    ``inverse`` gives the ratio of the reciprocals (throughput from mean latency).
+    ``inverse`` gives the ratio of the reciprocals (throughput from mean latency). ``low`` and
+    ``high`` are None for a tail percentile when a round has too few samples to estimate it
+    (p99 of 10 samples is just their maximum).
     """
 
     def value(rounds: Sequence[np.ndarray]) -> float:
@@ -115,6 +121,9 @@ def ratio_with_spread(
         return b / c if inverse else c / b
 
     pooled = ratio(value(candidate), value(baseline))
+    fewest = min(len(r) for r in (*candidate, *baseline))
+    if fewest < TAIL_MIN_SAMPLES.get(metric, 1):
+        return {"ratio": pooled, "low": None, "high": None}
     per_round = [
         ratio(latency_stats(c)[metric], latency_stats(b)[metric])
         for c, b in zip(candidate, baseline, strict=True)

@@ -23,7 +23,8 @@ added within a major version, a removal or change of meaning bumps it):
   h2d / compute / d2h statistics with IO binding).
 - ``comparisons[]`` (one per candidate and batch): model, model_index, baseline, batch, ratios
   {mean, min, p50, p90, p95, p99, max, throughput, cost, size: {ratio, low, high}}: candidate over
-  baseline from the pooled samples, low/high the range of the per-round ratios.
+  baseline from the pooled samples, low/high the range of the per-round ratios (null for a tail
+  percentile when a round has too few samples for it: p90 < 10, p95 < 20, p99 < 100).
 - ``gates[]``: expr, metric, model, batch, value, threshold, relative, failed.
 """
 
@@ -52,7 +53,11 @@ _STATS = {
 _RATIO = {
     "type": "object",
     "required": ["ratio", "low", "high"],
-    "properties": {k: {"type": "number", "exclusiveMinimum": 0} for k in ("ratio", "low", "high")},
+    "properties": {
+        "ratio": {"type": "number", "exclusiveMinimum": 0},
+        "low": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        "high": {"type": ["number", "null"], "exclusiveMinimum": 0},
+    },
 }
 _NUM_OR_NULL = {"type": ["number", "null"]}
 _INT_OR_NULL = {"type": ["integer", "null"]}
@@ -306,16 +311,21 @@ MARK_MIN_CHANGE = 0.02
 """A ratio is marked better/worse only when it moved at least this much (and in every round)."""
 
 
-def fmt_ratio(r: Mapping[str, float], *, lower_is_better: bool = True, spread: bool = True) -> str:
+def fmt_ratio(r: Mapping[str, float | None], *, lower_is_better: bool = True, spread: bool = True) -> str:
     """``0.53× (0.51–0.55) 🟢``: the pooled ratio, its per-round range, and a mark.
 
-    🟢 / 🔴: better / worse by at least 2% pooled and in every round; no mark: within the noise.
+    🟢 / 🔴: better / worse by at least 2% pooled and in every round; no mark: within the noise,
+    or no per-round range (too few samples per round for a tail percentile).
     """
-    text = f"{r['ratio']:.2f}×"
-    if spread and (r["low"] != r["ratio"] or r["high"] != r["ratio"]):
-        text += f" ({r['low']:.2f}–{r['high']:.2f})"
-    lower = r["high"] < 1 and r["ratio"] <= 1 - MARK_MIN_CHANGE
-    higher = r["low"] > 1 and r["ratio"] >= 1 + MARK_MIN_CHANGE
+    ratio, low, high = r["ratio"], r.get("low"), r.get("high")
+    assert ratio is not None
+    text = f"{ratio:.2f}×"
+    if low is None or high is None:
+        return text
+    if spread and (low != ratio or high != ratio):
+        text += f" ({low:.2f}–{high:.2f})"
+    lower = high < 1 and ratio <= 1 - MARK_MIN_CHANGE
+    higher = low > 1 and ratio >= 1 + MARK_MIN_CHANGE
     better, worse = (lower, higher) if lower_is_better else (higher, lower)
     return text + (" 🟢" if better else " 🔴" if worse else "")
 
@@ -370,7 +380,8 @@ def environment_line(doc: Mapping[str, Any]) -> str:
         )
     if len(doc["models"]) > 1:
         parts.append(
-            "Ratios are candidate / baseline from the pooled samples, (low–high) the range over rounds; "
+            "Ratios are candidate / baseline from the pooled samples, (low–high) the range over rounds "
+            "(shown for a tail percentile only with enough samples per round); "
             "🟢/🔴: at least 2% better/worse, pooled and in every round."
         )
     if doc.get("cost"):

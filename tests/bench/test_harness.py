@@ -49,6 +49,10 @@ def test_ratio_pooled_and_per_round_spread() -> None:
     p50 = ratio_with_spread(cand, base, "p50")
     assert p50["ratio"] == pytest.approx(0.55)  # pooled median of five 5s-and-6s halves
     assert (p50["low"], p50["high"]) == (pytest.approx(0.5), pytest.approx(0.6))
+    # 10 samples a round are enough for p90's range, not for p99's
+    assert ratio_with_spread(cand, base, "p90")["low"] is not None
+    p99 = ratio_with_spread(cand, base, "p99")
+    assert p99["ratio"] == pytest.approx(0.6) and p99["low"] is None and p99["high"] is None
     thr = ratio_with_spread(cand, base, "mean", inverse=True)
     assert thr["ratio"] == pytest.approx(10 / 5.5)
     assert (thr["low"], thr["high"]) == (pytest.approx(10 / 6), pytest.approx(2.0))

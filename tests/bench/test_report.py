@@ -244,6 +244,7 @@ def test_ratio_marks_only_beyond_noise() -> None:
     assert fmt_ratio({"ratio": 0.9, "low": 0.7, "high": 1.1}) == "0.90× (0.70–1.10)"  # rounds disagree
     assert fmt_ratio({"ratio": 1.1, "low": 1.05, "high": 1.2}).endswith("🔴")
     assert fmt_ratio({"ratio": 1.1, "low": 1.05, "high": 1.2}, lower_is_better=False).endswith("🟢")
+    assert fmt_ratio({"ratio": 0.5, "low": None, "high": None}) == "0.50×"  # no range: no verdict
 
 
 def test_markdown_of_a_real_run(real_doc: dict[str, Any], tmp_path: Path) -> None:
