@@ -294,7 +294,7 @@ def fmt_num(v: float | None) -> str:
 def fmt_usd(v: float | None) -> str:
     if v is None:
         return "-"
-    return f"${v:,.2f}" if v >= 10 else f"${v:.3g}"
+    return f"${v:,.2f}" if v >= 1 else f"${v:.3g}"
 
 
 def fmt_bytes(n: float | None) -> str:
