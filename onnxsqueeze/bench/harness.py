@@ -70,7 +70,8 @@ BINDING_DEVICE = "cuda"
 """Where IO binding puts inputs and outputs (onnxruntime's device name; "cpu" in tests without a GPU)."""
 
 ProgressFn = Callable[[str, int, int, int], None]
-"""``on_progress(model, batch, done, total)``: a segment (a warm-up or a round) finished."""
+"""``on_progress(model, batch, done, total)``: a segment (a warm-up or a round) of ``model`` at
+``batch`` starts, ``done`` of ``total`` segments are finished; a last call has done == total."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -638,7 +639,8 @@ def benchmark(
             creation then measures loading a cached engine, not building it).
         optimize: onnxruntime graph optimizations (on: what a deployment uses).
         device_id: the CUDA device.
-        on_progress: ``on_progress(model, batch, done, total)`` after each warm-up or round.
+        on_progress: ``on_progress(model, batch, done, total)`` before each warm-up or round, and
+            once at the end.
 
     Raises:
         InputError: bad arguments, an unavailable provider (the message lists the available ones),
@@ -712,9 +714,7 @@ def benchmark(
     results: list[dict[str, Any]] = []
     comparisons: list[dict[str, Any]] = []
 
-    def tick(model: _Model, batch: int) -> None:
-        nonlocal done
-        done += 1
+    def starting(model: _Model, batch: int) -> None:
         if on_progress:
             on_progress(model.name, batch, done, total)
 
@@ -726,6 +726,7 @@ def benchmark(
             runner = (
                 _IoBindingRunner(m, feeds, device_id, BINDING_DEVICE) if use_binding else _CpuRunner(m, feeds)
             )
+            starting(m, batch)
             rss0 = _rss()
             peak_ok = _reset_peak_rss()
             try:
@@ -752,13 +753,14 @@ def benchmark(
                 }
             )
             runners.append(runner)
-            tick(m, batch)
+            done += 1
 
         per_round: list[list[np.ndarray]] = [[] for _ in opened]
         wall_ns = [0] * len(opened)
         for r in range(rounds):
             order = range(len(opened)) if r % 2 == 0 else reversed(range(len(opened)))
             for i in order:
+                starting(opened[i], batch)
                 peak_ok = _reset_peak_rss()
                 t0 = time.perf_counter_ns()
                 with _gc_paused():
@@ -766,7 +768,7 @@ def benchmark(
                 wall_ns[i] += time.perf_counter_ns() - t0
                 if peak_ok and rows[i]["peak_rss_bytes"] is not None:
                     rows[i]["peak_rss_bytes"] = max(rows[i]["peak_rss_bytes"], _peak_rss())
-                tick(opened[i], batch)
+                done += 1
 
         for i, row in enumerate(rows):
             steps = np.concatenate(per_round[i])  # [n, steps] in ns
@@ -810,6 +812,8 @@ def benchmark(
         results.extend(rows)
         del runners
 
+    if on_progress:
+        on_progress(opened[-1].name, batches[-1], done, total)
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

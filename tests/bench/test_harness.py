@@ -127,8 +127,9 @@ def test_small_real_run_on_cpu(small_and_large: tuple[Path, Path]) -> None:
         assert row["usd_per_million"] == pytest.approx(usd_per_million(0.5, row["throughput_per_s"]))
         assert row["input_shapes"] == {"x": [row["batch"], 16]}
         assert row["peak_rss_bytes"] > 0 and row["device_ms"] is None
-    # progress: one tick per warm-up and per round, for every model and batch
-    assert len(seen) == 2 * 2 * (1 + 2) and seen[-1][2:] == (12, 12)
+    # progress: announces each warm-up and round of every model and batch before it runs, then the end
+    assert len(seen) == 2 * 2 * (1 + 2) + 1 and seen[0][2:] == (0, 12) and seen[-1][2:] == (12, 12)
+    assert [s[2] for s in seen] == sorted(s[2] for s in seen)
     assert {(s[0], s[1]) for s in seen} == {(n, b) for n in ("large.onnx", "small.onnx") for b in (1, 4)}
     comps = doc["comparisons"]
     assert [(c["model"], c["batch"]) for c in comps] == [("small.onnx", 1), ("small.onnx", 4)]
