@@ -117,16 +117,12 @@ class FoldBatchNormPass(SqueezePass):
                 out = bn.outputs[0]
                 new = producer.outputs[0]
                 was_output = out.is_graph_output()
-                out.replace_all_uses_with(new)
+                name = out.name
+                # onnx-ir refuses to replace a graph output unless told to do so.
+                out.replace_all_uses_with(new, replace_graph_outputs=was_output)
+                graph.remove(bn, safe=False)
                 if was_output:
-                    name = out.name
-                    for i, o in enumerate(graph.outputs):
-                        if o is out:
-                            graph.outputs[i] = new
-                    graph.remove(bn, safe=False)
                     new.name = name
-                else:
-                    graph.remove(bn, safe=False)
                 modified = True
         return ir.passes.PassResult(model, modified)
 
