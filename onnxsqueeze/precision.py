@@ -33,7 +33,14 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes import common as ir_common
 
-from onnxsqueeze.errors import VerificationError
+from onnxsqueeze.errors import (
+    InputError,
+    ModelLoadError,
+    SqueezeError,
+    UnsupportedModelError,
+    VerificationError,
+)
+from onnxsqueeze.passes.base import describe
 from onnxsqueeze.passes.cleanup import CleanupPass
 from onnxsqueeze.passes.fp16 import (
     DEFAULT_BLOCK_OPS,
@@ -45,6 +52,7 @@ from onnxsqueeze.passes.fp16 import (
     plan_conversion,
     subgraphs,
 )
+from onnxsqueeze.pipeline import record_provenance
 
 Progress = Callable[[str], None]
 
@@ -146,7 +154,14 @@ def analyze_fp16(
     work = ir.serde.deserialize_model(proto)
     plan = plan_conversion(work, block_ops=block_ops, dtype=dtype)
     decoupled, node_map = _decoupled_model(work, plan, dtype)
-    dsess = runtime.session(decoupled, provider=provider) if decoupled.graph.node else None
+    dsess = None
+    if decoupled.graph.node:
+        try:
+            dsess = runtime.session(decoupled, provider=provider)
+        except ModelLoadError:
+            if dtype == "float16":
+                raise
+            # No bfloat16 kernels on this provider (onnxruntime's CPU): ranges only.
 
     maxima: dict[str, float] = {}
     sq_err: dict[str, float] = {}
@@ -397,6 +412,8 @@ def convert_fp16(
     measure: bool = True,
     max_rounds: int = 4,
     provider: str = "cpu",
+    source_sha256: str | None = None,
+    data_label: str = "sample inputs",
     on_step: Progress | None = None,
 ) -> Fp16Result:
     """Cleanup, measure, convert and verify; keep more nodes float32 until the budget holds.
@@ -414,6 +431,8 @@ def convert_fp16(
         measure: run :func:`analyze_fp16` (off: the block list and ``keep_fp32`` alone).
         max_rounds: conversions tried before giving up.
         provider: onnxruntime execution provider for measurement and verification.
+        source_sha256: the source file's hash, recorded in the provenance metadata.
+        data_label: how the verification report names ``feeds``.
         on_step: progress callback receiving a short description of each step.
 
     Returns:
@@ -428,7 +447,13 @@ def convert_fp16(
     base = prepare(ir.serde.deserialize_model(model))
     base_proto = ir.serde.serialize_model(base)
     say("running the float32 model")
-    reference = run(model, feeds, provider=provider)
+    try:
+        reference = run(model, feeds, provider=provider)
+    except SqueezeError:
+        raise
+    except Exception as e:  # onnxruntime rejects the inputs (shape or dtype)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"the model cannot run on the given inputs: {first}") from e
     analysis = None
     keep = dict.fromkeys(keep_fp32, "kept float32 on request")
     if measure:
@@ -443,22 +468,38 @@ def convert_fp16(
         rounds += 1
         say(f"converting to {dtype} (round {rounds}, {len(keep)} node(s) kept float32)")
         candidate = ir.serde.deserialize_model(base_proto)
-        result = ConvertToFloat16Pass(
+        pass_ = ConvertToFloat16Pass(
             keep_io_types=keep_io_types,
             block_ops=frozenset(block_ops),
             keep_fp32=frozenset(keep),
             dtype=dtype,
-        )(candidate)
+        )
+        result = pass_(candidate)
         assert isinstance(result, Fp16PassResult)
+        record_provenance(
+            candidate,
+            [describe(CleanupPass()), describe(pass_)],
+            source_sha256,
+        )
         proto = ir.serde.serialize_model(candidate)
         say("verifying against float32")
-        outputs = run(proto, feeds, provider=provider)
+        try:
+            outputs = run(proto, feeds, provider=provider)
+        except ModelLoadError as e:
+            if dtype == "float16":
+                raise
+            raise UnsupportedModelError(
+                f"bfloat16: the '{provider}' provider cannot run the converted model, so it cannot be "
+                f"verified ({str(e).split(': ', 1)[-1][:160]}); use a provider with bfloat16 kernels "
+                "(--provider cuda) or float16"
+            ) from e
         first = next(iter(feeds.values()))
         report = compare(
             reference,
             outputs,
             samples=int(first.shape[0]) if np.ndim(first) else 1,
             inputs={k: tuple(np.shape(v)) for k, v in feeds.items()},
+            source=data_label,
         )
         norm_err = _normalized_error(reference, outputs)
         ok = report.within(tolerance) if tolerance is not None else norm_err <= normalized_tolerance
@@ -477,7 +518,7 @@ def convert_fp16(
     )
     return Fp16Result(
         model=proto,
-        fp32_nodes=dict(result.fp32_nodes),
+        fp32_nodes={name: keep.get(name, why) for name, why in result.fp32_nodes.items()},
         converted_nodes=result.converted_nodes,
         total_nodes=total_nodes,
         casts_inserted=result.casts_inserted,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from onnxsqueeze.cli import core
+from onnxsqueeze.cli import core, fp16
 
 app = typer.Typer(
     name="onnxsqueeze",
@@ -37,6 +37,7 @@ def _root(
 
 
 core.register(app)
+fp16.register(app)
 
 
 def main() -> None:
