@@ -410,6 +410,7 @@ def convert_fp16(
     tolerance: float | None = None,
     normalized_tolerance: float = 0.01,
     measure: bool = True,
+    measure_samples: int = 32,
     max_rounds: int = 4,
     provider: str = "cpu",
     source_sha256: str | None = None,
@@ -429,6 +430,8 @@ def convert_fp16(
             ``normalized_tolerance`` on ``max_abs / max |reference|`` per output.
         normalized_tolerance: see ``tolerance``.
         measure: run :func:`analyze_fp16` (off: the block list and ``keep_fp32`` alone).
+        measure_samples: the first samples of ``feeds`` used by the measurement (it keeps every
+            intermediate tensor); verification uses all of ``feeds``.
         max_rounds: conversions tried before giving up.
         provider: onnxruntime execution provider for measurement and verification.
         source_sha256: the source file's hash, recorded in the provenance metadata.
@@ -458,7 +461,8 @@ def convert_fp16(
     keep = dict.fromkeys(keep_fp32, "kept float32 on request")
     if measure:
         say("measuring ranges and node-level error")
-        analysis = analyze_fp16(base, feeds, dtype=dtype, block_ops=block_ops, provider=provider)
+        sample = {k: v[:measure_samples] if np.ndim(v) else v for k, v in feeds.items()}
+        analysis = analyze_fp16(base, sample, dtype=dtype, block_ops=block_ops, provider=provider)
         for k, v in analysis.keep.items():
             keep.setdefault(k, v)
     ranked = sorted(analysis.node_errors.items(), key=lambda kv: -kv[1]) if analysis else []

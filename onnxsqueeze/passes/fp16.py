@@ -425,6 +425,24 @@ class _Rewriter:
         self.inserted = 0
         self.graph_of: dict[ir.Node, ir.Graph] = {}
         self._index_graphs(model.graph)
+        # Names must be unique across the main graph and every subgraph (SSA covers them all).
+        self.taken: set[str] = {v.name for v in model.graph.inputs if v.name}
+        self.taken |= set(model.graph.initializers)
+        for node in self.graph_of:
+            self.taken |= {v.name for v in node.outputs if v is not None and v.name}
+            self.taken |= {v.name for v in node.inputs if v is not None and v.name}
+            if node.name:
+                self.taken.add(node.name)
+        for graph in {id(g): g for g in self.graph_of.values()}.values():
+            self.taken |= {v.name for v in graph.inputs if v.name}
+
+    def _unique(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.taken:
+            k += 1
+            name = f"{base}_{k}"
+        self.taken.add(name)
+        return name
 
     def _index_graphs(self, graph: ir.Graph) -> None:
         for node in graph:
@@ -569,7 +587,7 @@ class _Rewriter:
         if key in self.casts:
             return self.casts[key]
         out = ir.Value(
-            name=f"{value.name or 'value'}_to_{to.name.lower()}",
+            name=self._unique(f"{value.name or 'value'}_to_{to.name.lower()}"),
             type=ir.TensorType(to),
             shape=value.shape,
         )
@@ -579,7 +597,7 @@ class _Rewriter:
             [value],
             [ir.AttrInt64("to", int(to))],
             outputs=[out],
-            name=f"{value.name or 'value'}_cast_{to.name.lower()}",
+            name=self._unique(f"{value.name or 'value'}_cast_{to.name.lower()}"),
         )
         producer = value.producer()
         if producer is not None and self.graph_of.get(producer) is graph:
@@ -600,10 +618,15 @@ class _Rewriter:
             if orig != FLOAT or value.dtype == orig:
                 continue
             name = value.name
-            value.name = f"{name}_{self.low.name.lower()}"
+            value.name = self._unique(f"{name}_{self.low.name.lower()}")
             out = ir.Value(name=name, type=ir.TensorType(orig), shape=value.shape)
             cast = ir.Node(
-                "", "Cast", [value], [ir.AttrInt64("to", int(orig))], outputs=[out], name=f"{name}_cast"
+                "",
+                "Cast",
+                [value],
+                [ir.AttrInt64("to", int(orig))],
+                outputs=[out],
+                name=self._unique(f"{name}_cast"),
             )
             graph.append(cast)
             graph.outputs[i] = out

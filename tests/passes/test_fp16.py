@@ -369,3 +369,27 @@ def test_bfloat16_structure() -> None:
 def test_registered() -> None:
     assert PASSES["fp16"] is ConvertToFloat16Pass
     assert ConvertToFloat16Pass(keep_fp32=frozenset({"a"})).options()["keep_fp32"] == ["a"]
+
+
+LOOP = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2,4] x, int64 n) => (float[2,4] y) {
+  [first] h = MatMul(x, w)
+  [loop] y = Loop (n, , h) <body = body (int64 i, bool c, float[2,4] s) => (bool c_out, float[2,4] s_out) {
+    [keep_going] c_out = Identity(c)
+    [step_mm] t = MatMul(s, w)
+    [step_add] s_out = Add(t, x)
+  }>
+}
+"""
+
+
+def test_loop_body_converted_consistently() -> None:
+    model = model_from_text(LOOP, {"w": rand((4, 4), seed=17, scale=0.3)})
+    feeds = {"x": rand((2, 4), seed=18), "n": np.array(3, np.int64)}
+    converted, result = _convert(model)
+    assert "loop" in result.fp32_nodes and "control flow" in result.fp32_nodes["loop"]
+    loop = next(n for n in converted.graph.node if n.op_type == "Loop")
+    body_ops = [n.op_type for n in loop.attribute[0].g.node]
+    assert body_ops.count("Cast") >= 2  # state cast to fp16 for the MatMul, result cast back
+    assert _normalized(run_ort(model, feeds)[0], run_ort(converted, feeds)[0]) <= FP16_TOL
