@@ -11,7 +11,8 @@ tensor of the main graph exposed as an output (on a copy), then:
    whose inputs are the float32 reference tensors rounded to the low type; each node's low output
    is compared with its float32 reference: ``err = max |y_low - y_fp32| / max |y_fp32|`` (inf for a
    new NaN/Inf). A node with ``err > node_tolerance`` stays float32. This finds every place where
-   the low type hurts, in one run, without a bisection over the whole graph.
+   the low type hurts, in one run, without a bisection over the whole graph. Since the error of
+   a node comes from rounding its inputs, the producers of its badly rounded inputs stay too.
 
 ``convert_fp16`` is the whole guarded conversion: cleanup (BN folded in float32, Constant weights
 lifted, constants folded), analysis, ``ConvertToFloat16Pass`` with the measured ``keep_fp32``, then
@@ -125,6 +126,7 @@ def analyze_fp16(
     overflow_margin: float = 2.0,
     underflow_error: float = 0.05,
     node_tolerance: float = 0.01,
+    input_rounding_error: float = 2.0**-10,
     batch_size: int = 8,
     provider: str = "cpu",
 ) -> Fp16Analysis:
@@ -138,6 +140,8 @@ def analyze_fp16(
         overflow_margin: headroom factor on ``max |x|`` for inputs not in the sample.
         underflow_error: rounding error of a tensor that counts as underflowed.
         node_tolerance: the largest acceptable normalized node-level error.
+        input_rounding_error: rounding error of an input of a flagged node beyond which its
+            producer stays float32 as well (plain rounding stays below 2**-11).
         batch_size: samples per run (memory: every intermediate tensor is returned).
         provider: onnxruntime execution provider.
     """
@@ -239,13 +243,26 @@ def analyze_fp16(
         for c in consumers.get(name, []):
             flag(c, what)
     for node_name, err in sorted(node_err.items(), key=lambda kv: -kv[1]):
-        if err > node_tolerance:
-            flag(
-                _by_name(model, node_name),
-                f"node-level error {err:.3g} in {dtype} exceeds {node_tolerance:g}"
-                if np.isfinite(err)
-                else f"produces NaN/Inf in {dtype}",
-            )
+        if err <= node_tolerance:
+            continue
+        node = _by_name(model, node_name)
+        flag(
+            node,
+            f"node-level error {err:.3g} in {dtype} exceeds {node_tolerance:g}"
+            if np.isfinite(err)
+            else f"produces NaN/Inf in {dtype}",
+        )
+        # The node's error comes from its inputs' rounding (onnxruntime computes most low-type
+        # ops in float32): an input that rounds badly must arrive in float32, so its producer
+        # stays float32 too.
+        for v in node.inputs if node is not None else ():
+            st = tensors.get(v.name) if v is not None and v.name else None
+            if st is not None and st.rounding_error > input_rounding_error:
+                flag(
+                    producers.get(v.name),
+                    f"its output '{v.name}' feeds '{node_name}' (error {err:.3g}) and rounds with "
+                    f"{st.rounding_error:.2%} relative error in {dtype}",
+                )
     return Fp16Analysis(keep, tensors, node_err, n)
 
 

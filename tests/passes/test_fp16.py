@@ -170,6 +170,24 @@ def _constant_case() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     return model_from_text(CONSTANT_WEIGHTS), {"x": rand((3, 16), seed=10, scale=0.5)}
 
 
+SUBNORMAL_DIVISOR = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[4,16] a, float[4,16] b, float[4,16] z) => (float[4,16] y) {
+  [product] s = Mul(a, b)
+  [divide] y = Div(z, s)
+}
+"""
+
+
+def _subnormal_case() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    # Products of two small positive factors (7e-4..2e-3, normal in fp16) land in fp16's
+    # subnormal range (< 6.1e-5), where the spacing is 6e-8: ~1% rounding, 2% after the Div.
+    rng = np.random.default_rng(19)
+    a, b = (rng.uniform(7e-4, 2e-3, (4, 16)).astype(np.float32) for _ in range(2))
+    z = rand((4, 16), seed=20, scale=0.01)
+    return model_from_text(SUBNORMAL_DIVISOR), {"a": a, "b": b, "z": z}
+
+
 CASES = {
     "resize_scales": _resize_case,
     "if_subgraph": _if_case,
@@ -267,6 +285,18 @@ def test_pow_overflow_is_measured_and_kept_float32() -> None:
     guarded, result = _convert(model, keep_fp32=frozenset(analysis.keep))
     assert "pow" in result.fp32_nodes
     assert _normalized(run_ort(model, feeds)[0], run_ort(guarded, feeds)[0]) <= FP16_TOL
+
+
+def test_node_level_error_keeps_node_and_producer() -> None:
+    model, feeds = _subnormal_case()
+    analysis = analyze_fp16(prepare(ir.serde.deserialize_model(model)), feeds)
+    assert analysis.node_errors["divide"] > 0.01
+    assert analysis.tensors["s"].rounding_error < 0.05  # not flagged by range alone
+    assert "node-level error" in analysis.keep["divide"]
+    assert "feeds 'divide'" in analysis.keep["product"]
+    result = convert_fp16(model, feeds)
+    assert {"divide", "product"} <= set(result.fp32_nodes)
+    assert _normalized(run_ort(model, feeds)[0], run_ort(result.model, feeds)[0]) <= 1e-5
 
 
 def test_constant_node_weights_converted_not_clamped() -> None:
