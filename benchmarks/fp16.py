@@ -127,24 +127,48 @@ def latency(
 
     Denormals are flushed to zero in every session: models with random weights (the torchvision
     architectures here) decay into float32 subnormals, which makes float32 artificially slow on CPU
-    (mobilenet_v3_small: 5.6x) and would credit fp16, which flushes them, with a fake speed-up.
+    (mobilenet_v3_small: ~6x) and would credit fp16, which flushes them, with a fake speed-up. The
+    flag lives in the thread state, which other sessions of a long process can leave changed, so
+    the timing runs in a fresh subprocess that creates only these sessions.
     """
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {}
+        for k, m in models.items():
+            paths[k] = str(Path(tmp) / f"{k}.onnx")
+            Path(paths[k]).write_bytes(m.SerializeToString())
+        np.savez(Path(tmp) / "feeds.npz", **feeds)
+        job = {"paths": paths, "feeds": str(Path(tmp) / "feeds.npz"), "repeats": repeats}
+        done = subprocess.run(
+            [sys.executable, __file__, "--latency-worker", json.dumps(job)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _latency_worker(job: dict[str, Any]) -> dict[str, float]:
     import onnxruntime as ort
 
+    with np.load(job["feeds"]) as npz:
+        feeds = {k: npz[k] for k in npz.files}
     sessions = {}
-    for k, m in models.items():
+    for k, path in job["paths"].items():
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         opts.add_session_config_entry("session.set_denormal_as_zero", "1")
-        sessions[k] = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        sessions[k] = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     times: dict[str, list[float]] = {k: [] for k in sessions}
     for _ in range(3):
         for s in sessions.values():
             s.run(None, feeds)
-    for _ in range(repeats):
+    for _ in range(job["repeats"]):
         for k, s in sessions.items():
             t = time.perf_counter()
             s.run(None, feeds)
@@ -227,7 +251,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines = []
     for row in rows:
         labels = "fp32_accuracy" in row
-        name = row["model"] + (f" (fp32 acc {row['fp32_accuracy']:.1%})" if labels else "")
+        name = (
+            row["model"]
+            + f" (fp32 {row['fp32_latency_ms']:.2f} ms"
+            + (f", acc {row['fp32_accuracy']:.1%})" if labels else ")")
+        )
         for k, label in (("theirs", "onnxconverter-common"), ("ours", "onnxsqueeze")):
             cells = _fmt(row[k], labels)
             if k == "ours":
@@ -241,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--latency-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.latency_worker:
+        print(json.dumps(_latency_worker(json.loads(args.latency_worker))))
+        return 0
     rows = []
     for name in args.models.split(","):
         print(f"... {name}", file=sys.stderr, flush=True)
