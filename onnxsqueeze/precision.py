@@ -49,6 +49,7 @@ from onnxsqueeze.passes.fp16 import (
     LOW_TYPES,
     ConvertToFloat16Pass,
     Fp16PassResult,
+    formal_type,
     iter_nodes,
     plan_conversion,
     subgraphs,
@@ -245,9 +246,9 @@ def analyze_fp16(
     for node_name, err in sorted(node_err.items(), key=lambda kv: -kv[1]):
         if err <= node_tolerance:
             continue
-        node = _by_name(model, node_name)
+        flagged = _by_name(model, node_name)
         flag(
-            node,
+            flagged,
             f"node-level error {err:.3g} in {dtype} exceeds {node_tolerance:g}"
             if np.isfinite(err)
             else f"produces NaN/Inf in {dtype}",
@@ -255,13 +256,15 @@ def analyze_fp16(
         # The node's error comes from its inputs' rounding (onnxruntime computes most low-type
         # ops in float32): an input that rounds badly must arrive in float32, so its producer
         # stays float32 too.
-        for v in node.inputs if node is not None else ():
-            st = tensors.get(v.name) if v is not None and v.name else None
-            if st is not None and st.rounding_error > input_rounding_error:
+        for v in flagged.inputs if flagged is not None else ():
+            if v is None or not v.name or v.name not in tensors:
+                continue
+            rounding = tensors[v.name].rounding_error
+            if rounding > input_rounding_error:
                 flag(
                     producers.get(v.name),
                     f"its output '{v.name}' feeds '{node_name}' (error {err:.3g}) and rounds with "
-                    f"{st.rounding_error:.2%} relative error in {dtype}",
+                    f"{rounding:.2%} relative error in {dtype}",
                 )
     return Fp16Analysis(keep, tensors, node_err, n)
 
@@ -321,15 +324,13 @@ def _decoupled_model(model: ir.Model, plan: Any, dtype: str) -> tuple[onnx.Model
         schema = plan.schemas.get(node)
         if schema is None:
             continue
-        from onnxsqueeze.passes.fp16 import _formal
-
         new_inputs: list[str] = []
         ok = True
         for i, v in enumerate(node.inputs):
             if v is None:
                 new_inputs.append("")
                 continue
-            is_low = _formal(schema.inputs, i) in low_vars and v.dtype == ir.DataType.FLOAT
+            is_low = formal_type(schema.inputs, i) in low_vars and v.dtype == ir.DataType.FLOAT
             local = f"{node.name}__in{i}"
             if v.const_value is not None and (v.is_initializer() or v.producer() is None):
                 array = v.const_value.numpy()
@@ -363,7 +364,7 @@ def _decoupled_model(model: ir.Model, plan: Any, dtype: str) -> tuple[onnx.Model
                 continue
             local = f"{node.name}__out{j}"
             new_outputs.append(local)
-            if o.dtype == ir.DataType.FLOAT and _formal(schema.outputs, j) in low_vars and o.name:
+            if o.dtype == ir.DataType.FLOAT and formal_type(schema.outputs, j) in low_vars and o.name:
                 pending.append((local, o.name))
         proto_node = ir.serde.serialize_node(node)
         del proto_node.input[:]
@@ -514,11 +515,11 @@ def convert_fp16(
                 f"verified ({str(e).split(': ', 1)[-1][:160]}); use a provider with bfloat16 kernels "
                 "(--provider cuda) or float16"
             ) from e
-        first = next(iter(feeds.values()))
+        first_feed = next(iter(feeds.values()))
         report = compare(
             reference,
             outputs,
-            samples=int(first.shape[0]) if np.ndim(first) else 1,
+            samples=int(np.shape(first_feed)[0]) if np.ndim(first_feed) else 1,
             inputs={k: tuple(np.shape(v)) for k, v in feeds.items()},
             source=data_label,
         )

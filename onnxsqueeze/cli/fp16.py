@@ -99,7 +99,7 @@ def fp16_cmd(
     samples: Annotated[
         int,
         typer.Option("--samples", min=1, help="Samples used to measure and verify (random or from --data)."),
-    ] = 8,
+    ] = 16,
     measure: Annotated[
         bool,
         typer.Option(

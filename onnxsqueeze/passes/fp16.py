@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -205,7 +205,8 @@ def _schema(node: ir.Node, opsets: dict[str, int]) -> onnx.defs.OpSchema | None:
         return None
 
 
-def _formal(params: list[onnx.defs.OpSchema.FormalParameter], i: int) -> str | None:
+def formal_type(params: Sequence[onnx.defs.OpSchema.FormalParameter], i: int) -> str | None:
+    """The type string (``T`` or ``tensor(float)``) of formal parameter ``i`` (variadic aware)."""
     if i < len(params):
         return params[i].type_str
     if params and params[-1].option == onnx.defs.OpSchema.FormalParameterOption.Variadic:
@@ -245,8 +246,8 @@ def low_precision_error(array: np.ndarray, low: ir.DataType) -> float:
         rounded = a.astype(np.float16).astype(np.float64)
     else:  # bfloat16: round to nearest even on the top 16 bits of float32
         bits = a.astype(np.float32).view(np.uint32).astype(np.uint64)
-        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
-        rounded = bits.astype(np.uint32).view(np.float32).astype(np.float64)
+        kept = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+        rounded = kept.astype(np.uint32).view(np.float32).astype(np.float64)
     return float(np.linalg.norm(a - rounded) / norm)
 
 
@@ -317,11 +318,11 @@ def _stay_reason(
         return None  # Cast, Constant, ConstantOfShape: converted when every consumer wants it
     constraints = _constraints(schema)
     low_vars: set[str] = set()
-    input_vars = {_formal(schema.inputs, i) for i in range(len(node.inputs))}
+    input_vars = {formal_type(schema.inputs, i) for i in range(len(node.inputs))}
     for i, out in enumerate(node.outputs):
         if out is None or out.dtype != FLOAT:
             continue
-        var = _formal(schema.outputs, i)
+        var = formal_type(schema.outputs, i)
         if var is None or var not in constraints:
             return f"output {i} is fixed float32 in the {node.op_type} schema"
         if low_str not in constraints[var]:
@@ -330,7 +331,7 @@ def _stay_reason(
             return f"output type of {node.op_type} is set by an attribute"
         low_vars.add(var)
     for i, v in enumerate(node.inputs):
-        if v is None or _formal(schema.inputs, i) not in low_vars:
+        if v is None or formal_type(schema.inputs, i) not in low_vars:
             continue
         array = _const_array(v)
         if array is not None and array.dtype == np.float32 and array.size:
@@ -368,7 +369,7 @@ def _fixed_float_input(node: ir.Node, index: int, plan: Plan) -> bool:
     schema = plan.schemas.get(node)
     if schema is None:
         return False
-    var = _formal(schema.inputs, index)
+    var = formal_type(schema.inputs, index)
     return var == "tensor(float)"
 
 
@@ -390,14 +391,16 @@ def _infer_dtypes(model: ir.Model, opsets: dict[str, int]) -> None:
                 continue
             if schema is None:
                 continue
-            var = _formal(schema.outputs, i)
+            var = formal_type(schema.outputs, i)
             if var is None:
                 continue
             if var.startswith("tensor("):
-                out.dtype = _dtype_of_type_str(var)
+                fixed = _dtype_of_type_str(var)
+                if fixed is not None:
+                    out.dtype = fixed
                 continue
             for j, v in enumerate(node.inputs):
-                if v is not None and v.dtype is not None and _formal(schema.inputs, j) == var:
+                if v is not None and v.dtype is not None and formal_type(schema.inputs, j) == var:
                     out.dtype = v.dtype
                     break
 
@@ -469,7 +472,7 @@ class _Rewriter:
             if node.op_type == "Cast":
                 return None
             schema = self.plan.schemas[node]
-            var = _formal(schema.inputs, index) if schema is not None else None
+            var = formal_type(schema.inputs, index) if schema is not None else None
             if var in self.plan.low_vars.get(node, set()):
                 return self.low
             return self._neutral(node, index, value, orig)
@@ -483,14 +486,16 @@ class _Rewriter:
         schema = self.plan.schemas.get(node)
         if schema is None:
             return orig
-        var = _formal(schema.inputs, index)
+        var = formal_type(schema.inputs, index)
         if var is None or var.startswith("tensor("):
             return orig
         if _type_str(self.low) not in _constraints(schema).get(var, set()):
             return orig
         if any(o is not None and not isinstance(o.type, ir.TensorType) for o in node.outputs):
             return orig
-        same = [v for j, v in enumerate(node.inputs) if v is not None and _formal(schema.inputs, j) == var]
+        same = [
+            v for j, v in enumerate(node.inputs) if v is not None and formal_type(schema.inputs, j) == var
+        ]
         fixed = [v for v in same if not self._flexible(v)]
         if fixed and all(self.new.get(v) == self.low for v in fixed):
             return self.low
@@ -534,7 +539,7 @@ class _Rewriter:
                         out is not None
                         and out.dtype == FLOAT
                         and schema is not None
-                        and _formal(schema.outputs, i) in plan.low_vars.get(node, set())
+                        and formal_type(schema.outputs, i) in plan.low_vars.get(node, set())
                     ):
                         self.new[out] = self.low
         self._decide_flexible(nodes)
@@ -545,17 +550,16 @@ class _Rewriter:
         for value, dtype in list(self.new.items()):
             if dtype == self.low and value.dtype == FLOAT:
                 self._set_dtype(value, dtype)
-        # Graph inputs without keep_io_types.
         # Casts where a consumer needs another dtype than the value now has.
         for node in nodes:
-            for i, v in enumerate(node.inputs):
-                if v is None:
+            for i, inp in enumerate(node.inputs):
+                if inp is None:
                     continue
-                need = self._required(node, i, v)
-                have = v.dtype
+                need = self._required(node, i, inp)
+                have = inp.dtype
                 if need is None or have == need or have not in (FLOAT, self.low):
                     continue
-                node.replace_input_with(i, self._cast(v, need, node))
+                node.replace_input_with(i, self._cast(inp, need, node))
         self._fix_outputs(graph, top=True)
         for node in nodes:
             for g in subgraphs(node):
