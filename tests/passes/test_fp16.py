@@ -459,3 +459,14 @@ def test_minilm_onnxconverter_common_fails_to_load_ours_agrees(tmp_path) -> None
     out = run_ort(result.model, feeds)[0]
     cos = np.sum(ref * out, axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1))
     assert cos.min() > 0.9999 and _normalized(ref, out) <= FP16_TOL
+
+
+def test_unblocked_batchnorm_keeps_its_statistics_float32() -> None:
+    model, feeds = _bn_case()
+    converted, result = _convert(model, block_ops=frozenset({"CumSum"}))  # BatchNormalization allowed
+    assert "bn" not in result.fp32_nodes
+    # BatchNormalization-15 types mean/var as T2, independent of X's T: they stay float32 (4e6 fits
+    # no fp16), only X and the output switch.
+    inits = {t.name: t.data_type for t in converted.graph.initializer}
+    assert inits["var"] == onnx.TensorProto.FLOAT and inits["mean"] == onnx.TensorProto.FLOAT
+    assert _normalized(run_ort(model, feeds)[0], run_ort(converted, feeds)[0]) <= FP16_TOL
