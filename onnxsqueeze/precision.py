@@ -174,10 +174,15 @@ def analyze_fp16(
     sq_norm: dict[str, float] = {}
     overflow: set[str] = set()
     node_err: dict[str, float] = {}
-    n = len(next(iter(feeds.values()))) if feeds else 0
-    for start in range(0, max(n, 1), batch_size):
+    first_shape = np.shape(next(iter(feeds.values()))) if feeds else ()
+    n = int(first_shape[0]) if first_shape else 1
+    # A static batch dimension dictates the chunk (the whole feed when it does not divide it).
+    static = runtime.fixed_batch(sess)
+    step = (static if n % static == 0 else max(n, 1)) if static else batch_size
+    for start in range(0, max(n, 1), step):
         batch = {
-            k: np.ascontiguousarray(np.asarray(feeds[k])[start : start + batch_size]) for k in input_names
+            k: np.ascontiguousarray(v[start : start + step] if v.ndim else v)
+            for k, v in ((k, np.asarray(feeds[k])) for k in input_names)
         }
         values = dict(zip(out_names, sess.run(None, batch), strict=True)) | batch
         for name, x in values.items():
