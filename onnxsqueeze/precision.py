@@ -261,17 +261,26 @@ def analyze_fp16(
         )
         # The node's error comes from its inputs' rounding (onnxruntime computes most low-type
         # ops in float32): an input that rounds badly must arrive in float32, so its producer
-        # stays float32 too.
-        for v in flagged.inputs if flagged is not None else ():
-            if v is None or not v.name or v.name not in tensors:
-                continue
-            rounding = tensors[v.name].rounding_error
-            if rounding > input_rounding_error:
+        # stays float32 too, and so on upstream (through Reshape, Transpose, ...) while the
+        # tensors keep rounding badly.
+        work = [flagged] if flagged is not None else []
+        seen: set[str] = set()
+        while work:
+            current = work.pop()
+            for v in current.inputs:
+                if v is None or not v.name or v.name in seen or v.name not in tensors:
+                    continue
+                seen.add(v.name)
+                rounding = tensors[v.name].rounding_error
+                producer = producers.get(v.name)
+                if rounding <= input_rounding_error or producer is None:
+                    continue
                 flag(
-                    producers.get(v.name),
+                    producer,
                     f"its output '{v.name}' feeds '{node_name}' (error {err:.3g}) and rounds with "
                     f"{rounding:.2%} relative error in {dtype}",
                 )
+                work.append(producer)
     return Fp16Analysis(keep, tensors, node_err, n)
 
 
