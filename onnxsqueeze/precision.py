@@ -415,6 +415,40 @@ class Fp16Result:
     budget: str
 
 
+_FLOATISH = (ir.DataType.FLOAT, None)  # None: not inferred on the prepared model
+
+
+def _escalate(model: ir.Model, keep: dict[str, str], ranked: list[tuple[str, float]], rounds: int) -> bool:
+    """Keep more nodes float32 after a failed verification; False when nothing is left to keep.
+
+    A node kept float32 only helps if its inputs arrive in float32, and errors that build up over
+    several nodes (cancellation: ``(x + 1000) - 1000``) show at the node that exposes them, not
+    where they are made. So the float32 region grows upstream from the kept nodes, ``2**(round-1)``
+    hops per round, through float producers; then the worst measured nodes are added.
+    """
+    producers = {o.name: n for n in model.graph for o in n.outputs if o is not None and o.name}
+    by_name = {n.name: n for n in model.graph if n.name}
+    added = 0
+    frontier = [by_name[k] for k in keep if k in by_name]
+    for _ in range(2 ** (rounds - 1)):
+        grown = []
+        for node in frontier:
+            for v in node.inputs:
+                p = producers.get(v.name) if v is not None and v.name else None
+                if p is None or not p.name or p.name in keep or v is None or v.dtype not in _FLOATISH:
+                    continue
+                keep[p.name] = f"kept float32 to meet the error budget (feeds '{node.name}')"
+                grown.append(p)
+                added += 1
+        frontier = grown
+    remaining = [name for name, _ in ranked if name not in keep]
+    step = max(1, (len(ranked) * (2 ** (rounds - 1))) // 20)
+    for name in remaining[:step]:
+        keep[name] = f"kept float32 to meet the error budget (node-level error {dict(ranked)[name]:.3g})"
+        added += 1
+    return added > 0
+
+
 def _normalized_error(ref: Mapping[str, np.ndarray], cand: Mapping[str, np.ndarray]) -> float:
     worst = 0.0
     for i, (name, r) in enumerate(ref.items()):
@@ -541,13 +575,10 @@ def convert_fp16(
         norm_err = _normalized_error(reference, outputs)
         ok = report.within(tolerance) if tolerance is not None else norm_err <= normalized_tolerance
         ok = ok and not any(o.nonfinite for o in report.outputs)
-        remaining = [name for name, _ in ranked if name not in keep]
-        if ok or rounds >= max_rounds or not remaining:
+        if ok or rounds >= max_rounds:
             break
-        # Escalate: keep the worst-measured nodes float32, doubling the step each round.
-        step = max(1, (len(ranked) * (2 ** (rounds - 1))) // 20)
-        for name in remaining[:step]:
-            keep[name] = f"kept float32 to meet the error budget (node-level error {dict(ranked)[name]:.3g})"
+        if not _escalate(base, keep, ranked, rounds):
+            break
     budget = (
         f"max abs error <= {tolerance:g}"
         if tolerance is not None

@@ -310,6 +310,38 @@ def test_node_level_error_keeps_node_and_producer() -> None:
     assert _normalized(run_ort(model, feeds)[0], run_ort(result.model, feeds)[0]) <= 1e-5
 
 
+CANCELLATION = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[4,16] x) => (float[4,16] y) {
+  [shift] a = Add(x, big)
+  [flat] f = Reshape(a, flat_shape)
+  [unflat] u = Reshape(f, shape)
+  [unshift] d = Sub(u, big)
+  [scale] y = Mul(d, k)
+}
+"""
+
+
+def test_verification_failure_grows_the_float32_region() -> None:
+    # (x + 1000) - 1000: fp16 spacing at 1000 is 0.5, so the small x is lost where the sum is
+    # rounded, but the error only shows at the Sub. Measurement flags the Sub; verification
+    # still fails, and the guard keeps the nodes upstream float32 until it passes.
+    inits = {
+        "big": np.full(16, 1000.0, np.float32),
+        "k": np.full(16, 10.0, np.float32),
+        "flat_shape": np.array([64], np.int64),
+        "shape": np.array([4, 16], np.int64),
+    }
+    model = model_from_text(CANCELLATION, inits)
+    feeds = {"x": rand((4, 16), seed=21, scale=0.05)}
+    result = convert_fp16(model, feeds)
+    assert result.passed and result.rounds > 1
+    assert "node-level error" in result.fp32_nodes["unshift"]
+    assert {"unflat", "flat", "shift"} <= set(result.fp32_nodes)
+    assert "error budget" in result.fp32_nodes["shift"]
+    assert _normalized(run_ort(model, feeds)[0], run_ort(result.model, feeds)[0]) <= FP16_TOL
+
+
 def test_constant_node_weights_converted_not_clamped() -> None:
     model, feeds = _constant_case()
     converted, _ = _convert(model)
