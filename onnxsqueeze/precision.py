@@ -263,10 +263,10 @@ def analyze_fp16(
         # ops in float32): an input that rounds badly must arrive in float32, so its producer
         # stays float32 too, and so on upstream (through Reshape, Transpose, ...) while the
         # tensors keep rounding badly.
-        work = [flagged] if flagged is not None else []
+        pending = [flagged] if flagged is not None else []
         seen: set[str] = set()
-        while work:
-            current = work.pop()
+        while pending:
+            current = pending.pop()
             for v in current.inputs:
                 if v is None or not v.name or v.name in seen or v.name not in tensors:
                     continue
@@ -280,7 +280,7 @@ def analyze_fp16(
                     f"its output '{v.name}' feeds '{node_name}' (error {err:.3g}) and rounds with "
                     f"{rounding:.2%} relative error in {dtype}",
                 )
-                work.append(producer)
+                pending.append(producer)
     return Fp16Analysis(keep, tensors, node_err, n)
 
 
