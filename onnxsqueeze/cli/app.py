@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from onnxsqueeze.cli import bench, core
+from onnxsqueeze.cli import bench, core, fp16
 from onnxsqueeze.cli import export as export_cli
 
 app = typer.Typer(
@@ -40,6 +40,7 @@ def _root(
 core.register(app)
 bench.register(app)
 export_cli.register(app)
+fp16.register(app)
 
 
 def main() -> None:

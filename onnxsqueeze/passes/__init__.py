@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from onnxsqueeze.passes.base import SqueezePass, describe
 from onnxsqueeze.passes.cleanup import CleanupPass, FoldBatchNormPass, FoldConstantsPass
+from onnxsqueeze.passes.fp16 import ConvertToFloat16Pass
 
 # The registry: recipe and CLI names to pass classes. No import side effects register anything.
 PASSES: dict[str, type[SqueezePass]] = {
     CleanupPass.name: CleanupPass,
     FoldConstantsPass.name: FoldConstantsPass,
     FoldBatchNormPass.name: FoldBatchNormPass,
+    ConvertToFloat16Pass.name: ConvertToFloat16Pass,
 }
 
-__all__ = ["PASSES", "CleanupPass", "FoldBatchNormPass", "FoldConstantsPass", "SqueezePass", "describe"]
+__all__ = [
+    "PASSES",
+    "CleanupPass",
+    "ConvertToFloat16Pass",
+    "FoldBatchNormPass",
+    "FoldConstantsPass",
+    "SqueezePass",
+    "describe",
+]

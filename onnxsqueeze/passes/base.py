@@ -32,7 +32,9 @@ class SqueezePass(ir.passes.InPlacePass):
         out: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            out[field.name] = list(value) if isinstance(value, (tuple, frozenset)) else value
+            if isinstance(value, frozenset):  # sorted: provenance bytes must not depend on hashing
+                value = sorted(value)
+            out[field.name] = list(value) if isinstance(value, tuple) else value
         return out
 
 

@@ -55,6 +55,14 @@ def _const(value: ir.Value | None) -> np.ndarray | None:
     return value.const_value.numpy()
 
 
+def _initializer_value(name: str, array: np.ndarray) -> ir.Value:
+    """A typed, shaped initializer value (passes downstream rely on ``value.dtype``)."""
+    tensor = ir.tensor(array, name=name)
+    return ir.Value(
+        name=name, type=ir.TensorType(tensor.dtype), shape=ir.Shape(array.shape), const_value=tensor
+    )
+
+
 def _set_initializer(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray, base: str) -> None:
     """Give ``node`` input ``index`` a new initializer holding ``array`` (never mutate a shared one)."""
     name = base
@@ -63,7 +71,7 @@ def _set_initializer(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarr
     while name in taken:
         k += 1
         name = f"{base}_{k}"
-    value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+    value = _initializer_value(name, array)
     graph.register_initializer(value)
     old = node.inputs[index]
     node.replace_input_with(index, value)

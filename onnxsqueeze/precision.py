@@ -1,0 +1,611 @@
+"""Measured mixed precision: which nodes must stay float32, found by running the model.
+
+``analyze_fp16`` runs the float32 model on sample inputs in onnxruntime with every intermediate
+tensor of the main graph exposed as an output (on a copy), then:
+
+1. **Ranges**: per float tensor, ``max |x|`` and the relative L2 error of storing it in the low
+   type, ``||x - fp16(x)|| / ||x||``. A tensor whose ``max |x| * overflow_margin`` exceeds 65504
+   overflows (its producer and every consumer stay float32); one whose rounding error exceeds
+   ``underflow_error`` has mostly underflowed to zero or subnormals (producer and consumers stay).
+2. **Node-level error**: every node the plan would convert is copied into one "decoupled" model
+   whose inputs are the float32 reference tensors rounded to the low type; each node's low output
+   is compared with its float32 reference: ``err = max |y_low - y_fp32| / max |y_fp32|`` (inf for a
+   new NaN/Inf). A node with ``err > node_tolerance`` stays float32. This finds every place where
+   the low type hurts, in one run, without a bisection over the whole graph. Since the error of
+   a node comes from rounding its inputs, the producers of its badly rounded inputs stay too.
+
+``convert_fp16`` is the whole guarded conversion: cleanup (BN folded in float32, Constant weights
+lifted, constants folded), analysis, ``ConvertToFloat16Pass`` with the measured ``keep_fp32``, then
+verification of the whole model against float32; if the end-to-end error is still beyond the
+budget, the nodes with the largest measured error are kept in float32 too, in growing steps.
+
+onnxruntime is imported inside functions; nothing here reads or writes files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from onnx_ir.passes import common as ir_common
+
+from onnxsqueeze.errors import (
+    InputError,
+    ModelLoadError,
+    SqueezeError,
+    UnsupportedModelError,
+    VerificationError,
+)
+from onnxsqueeze.passes.base import describe
+from onnxsqueeze.passes.cleanup import CleanupPass
+from onnxsqueeze.passes.fp16 import (
+    DEFAULT_BLOCK_OPS,
+    FP16_MAX,
+    LOW_TYPES,
+    ConvertToFloat16Pass,
+    Fp16PassResult,
+    formal_type,
+    iter_nodes,
+    plan_conversion,
+    subgraphs,
+)
+from onnxsqueeze.pipeline import record_provenance
+
+Progress = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorStats:
+    """Range of one float32 tensor over the sample inputs."""
+
+    max_abs: float
+    rounding_error: float  # relative L2 error of the tensor stored in the low type (inf: overflow)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fp16Analysis:
+    """What the measurement found: nodes to keep in float32 and why, and the raw numbers."""
+
+    keep: dict[str, str]
+    tensors: dict[str, TensorStats]
+    node_errors: dict[str, float]
+    samples: int
+
+
+def prepare(model: ir.Model) -> ir.Model:
+    """Cleanup (lift Constant weights, fold constants, fold BN in float32) and name every node."""
+    CleanupPass()(model)
+    ir_common.NameFixPass()(model)
+    return model
+
+
+def _rounding_error(x: np.ndarray, low: str) -> float:
+    from onnxsqueeze.passes.fp16 import low_precision_error
+
+    return low_precision_error(x, LOW_TYPES[low])
+
+
+def _main_graph_tensors(proto: onnx.ModelProto) -> list[str]:
+    """Names of every node output of the main graph (any dtype), in order."""
+    names: list[str] = []
+    outputs = {o.name for o in proto.graph.output}
+    for node in proto.graph.node:
+        for o in node.output:
+            if o and o not in outputs:
+                names.append(o)
+    return names
+
+
+def _expose(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``proto`` with ``names`` added as graph outputs (types from shape inference)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(out)
+        types = {vi.name: vi.type for vi in inferred.graph.value_info}
+    except Exception:
+        types = {}
+    for name in names:
+        vi = out.graph.output.add()
+        vi.name = name
+        if name in types:
+            vi.type.CopyFrom(types[name])
+    return out
+
+
+def analyze_fp16(
+    model: ir.Model,
+    feeds: Mapping[str, np.ndarray],
+    *,
+    dtype: str = "float16",
+    block_ops: frozenset[str] = DEFAULT_BLOCK_OPS,
+    overflow_margin: float = 2.0,
+    underflow_error: float = 0.05,
+    node_tolerance: float = 0.01,
+    input_rounding_error: float = 2.0**-10,
+    batch_size: int = 2,
+    provider: str = "cpu",
+) -> Fp16Analysis:
+    """Measure where the low type is unsafe on ``feeds`` (see the module docstring).
+
+    Args:
+        model: the prepared model (see :func:`prepare`); it is not modified.
+        feeds: sample inputs by input name, first axis = samples.
+        dtype: the low type, ``float16`` or ``bfloat16``.
+        block_ops: the block list the conversion will use (those nodes are not measured).
+        overflow_margin: headroom factor on ``max |x|`` for inputs not in the sample.
+        underflow_error: rounding error of a tensor that counts as underflowed.
+        node_tolerance: the largest acceptable normalized node-level error.
+        input_rounding_error: rounding error of an input of a flagged node beyond which its
+            producer stays float32 as well (plain rounding stays below 2**-11).
+        batch_size: samples per run; small because every intermediate tensor is returned at
+            once (resnet50: ~0.25 GB per sample).
+        provider: onnxruntime execution provider.
+    """
+    from onnxsqueeze import runtime
+
+    proto = ir.serde.serialize_model(model)
+    names = _main_graph_tensors(proto)
+    exposed = _expose(proto, names)
+    sess = runtime.session(exposed, provider=provider)
+    out_names = [o.name for o in sess.get_outputs()]
+    input_names = [i.name for i in sess.get_inputs()]
+
+    # The decoupled model: the plan computed on a private copy.
+    work = ir.serde.deserialize_model(proto)
+    plan = plan_conversion(work, block_ops=block_ops, dtype=dtype)
+    decoupled, node_map = _decoupled_model(work, plan, dtype)
+    dsess = None
+    if decoupled.graph.node:
+        try:
+            dsess = runtime.session(decoupled, provider=provider)
+        except ModelLoadError:
+            if dtype == "float16":
+                raise
+            # No bfloat16 kernels on this provider (onnxruntime's CPU): ranges only.
+
+    maxima: dict[str, float] = {}
+    sq_err: dict[str, float] = {}
+    sq_norm: dict[str, float] = {}
+    overflow: set[str] = set()
+    node_err: dict[str, float] = {}
+    first_shape = np.shape(next(iter(feeds.values()))) if feeds else ()
+    n = int(first_shape[0]) if first_shape else 1
+    # A static batch dimension dictates the chunk (the whole feed when it does not divide it).
+    static = runtime.fixed_batch(sess)
+    step = (static if n % static == 0 else max(n, 1)) if static else batch_size
+    for start in range(0, max(n, 1), step):
+        batch = {
+            k: np.ascontiguousarray(v[start : start + step] if v.ndim else v)
+            for k, v in ((k, np.asarray(feeds[k])) for k in input_names)
+        }
+        values = dict(zip(out_names, sess.run(None, batch), strict=True)) | batch
+        for name, x in values.items():
+            if not isinstance(x, np.ndarray) or x.dtype != np.float32 or not x.size:
+                continue
+            finite = x[np.isfinite(x)]
+            peak = float(np.max(np.abs(finite))) if finite.size else 0.0
+            maxima[name] = max(maxima.get(name, 0.0), peak)
+            if peak > FP16_MAX and dtype == "float16":
+                overflow.add(name)
+                continue
+            a = finite.astype(np.float64)
+            r = _round(finite, dtype).astype(np.float64)
+            sq_err[name] = sq_err.get(name, 0.0) + float(np.sum((a - r) ** 2))
+            sq_norm[name] = sq_norm.get(name, 0.0) + float(np.sum(a**2))
+        if dsess is not None:
+            dfeeds = {}
+            for inp in dsess.get_inputs():
+                src, low = node_map["inputs"][inp.name]
+                arr = values[src]
+                dfeeds[inp.name] = _round(arr, dtype) if low else arr
+            douts = dict(zip([o.name for o in dsess.get_outputs()], dsess.run(None, dfeeds), strict=True))
+            for oname, (node_name, ref_name) in node_map["outputs"].items():
+                err = _node_error(values[ref_name], douts[oname])
+                node_err[node_name] = max(node_err.get(node_name, 0.0), err)
+
+    tensors: dict[str, TensorStats] = {}
+    for name, peak in maxima.items():
+        if name in overflow:
+            err = float("inf")
+        else:
+            norm = sq_norm.get(name, 0.0)
+            err = float(np.sqrt(sq_err.get(name, 0.0) / norm)) if norm > 0 else 0.0
+        tensors[name] = TensorStats(peak, err)
+
+    keep: dict[str, str] = {}
+    producers: dict[str, ir.Node] = {}
+    consumers: dict[str, list[ir.Node]] = {}
+    for node in model.graph:
+        for o in node.outputs:
+            if o is not None and o.name:
+                producers[o.name] = node
+        for v in node.inputs:
+            if v is not None and v.name:
+                consumers.setdefault(v.name, []).append(node)
+
+    def flag(node: ir.Node | None, reason: str) -> None:
+        if node is not None and node.name and node.name not in keep and node.op_type not in block_ops:
+            keep[node.name] = reason
+
+    for name, st in tensors.items():
+        what = None
+        if dtype == "float16" and st.max_abs * overflow_margin > FP16_MAX:
+            what = f"tensor '{name}' reaches |x| = {st.max_abs:.3g}, overflows float16 (65504)"
+            if overflow_margin != 1.0 and st.max_abs <= FP16_MAX:
+                what += f" within a x{overflow_margin:g} margin"
+        elif st.rounding_error > underflow_error:
+            what = (
+                f"tensor '{name}' (max |x| = {st.max_abs:.3g}) underflows: "
+                f"{st.rounding_error:.0%} relative rounding error in {dtype}"
+            )
+        if what is None:
+            continue
+        flag(producers.get(name), what)
+        for c in consumers.get(name, []):
+            flag(c, what)
+    for node_name, err in sorted(node_err.items(), key=lambda kv: -kv[1]):
+        if err <= node_tolerance:
+            continue
+        flagged = _by_name(model, node_name)
+        flag(
+            flagged,
+            f"node-level error {err:.3g} in {dtype} exceeds {node_tolerance:g}"
+            if np.isfinite(err)
+            else f"produces NaN/Inf in {dtype}",
+        )
+        # The node's error comes from its inputs' rounding (onnxruntime computes most low-type
+        # ops in float32): an input that rounds badly must arrive in float32, so its producer
+        # stays float32 too, and so on upstream (through Reshape, Transpose, ...) while the
+        # tensors keep rounding badly.
+        pending = [flagged] if flagged is not None else []
+        seen: set[str] = set()
+        while pending:
+            current = pending.pop()
+            for v in current.inputs:
+                if v is None or not v.name or v.name in seen or v.name not in tensors:
+                    continue
+                seen.add(v.name)
+                rounding = tensors[v.name].rounding_error
+                producer = producers.get(v.name)
+                if rounding <= input_rounding_error or producer is None:
+                    continue
+                flag(
+                    producer,
+                    f"its output '{v.name}' feeds '{node_name}' (error {err:.3g}) and rounds with "
+                    f"{rounding:.2%} relative error in {dtype}",
+                )
+                pending.append(producer)
+    return Fp16Analysis(keep, tensors, node_err, n)
+
+
+def _by_name(model: ir.Model, name: str) -> ir.Node | None:
+    for node in model.graph:
+        if node.name == name:
+            return node
+    return None
+
+
+def _round(x: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "float16":
+        with np.errstate(over="ignore"):  # overflow to inf is what the measurement looks for
+            return x.astype(np.float16)
+    import ml_dtypes
+
+    return x.astype(ml_dtypes.bfloat16)
+
+
+def _node_error(ref: np.ndarray, cand: np.ndarray) -> float:
+    r = np.asarray(ref, dtype=np.float64)
+    c = np.asarray(cand).astype(np.float64)
+    if r.shape != c.shape:
+        return float("inf")
+    if np.any(np.isfinite(r) & ~np.isfinite(c)):
+        return float("inf")
+    finite = np.isfinite(r)
+    if not finite.any():
+        return 0.0
+    scale = float(np.max(np.abs(r[finite])))
+    diff = float(np.max(np.abs(r[finite] - c[finite])))
+    return diff / scale if scale > 0 else diff
+
+
+def _decoupled_model(model: ir.Model, plan: Any, dtype: str) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """One model holding a copy of every converted main-graph node, each fed by its own inputs.
+
+    Returns the model and a map: ``inputs[name] = (reference tensor, rounded to low?)`` and
+    ``outputs[name] = (node name, reference tensor)``.
+    """
+    from onnx import helper
+
+    low = LOW_TYPES[dtype]
+    low_int = int(low)
+    nodes: list[onnx.NodeProto] = []
+    inputs: list[onnx.ValueInfoProto] = []
+    outputs: list[onnx.ValueInfoProto] = []
+    inits: list[onnx.TensorProto] = []
+    mapping: dict[str, Any] = {"inputs": {}, "outputs": {}}
+    for node in model.graph:
+        if node not in plan.convert or node.op_type in ("Cast", "Constant", "ConstantOfShape"):
+            continue
+        if subgraphs(node) or not node.name:
+            continue
+        low_vars = plan.low_vars.get(node, set())
+        schema = plan.schemas.get(node)
+        if schema is None:
+            continue
+        new_inputs: list[str] = []
+        ok = True
+        for i, v in enumerate(node.inputs):
+            if v is None:
+                new_inputs.append("")
+                continue
+            is_low = formal_type(schema.inputs, i) in low_vars and v.dtype == ir.DataType.FLOAT
+            local = f"{node.name}__in{i}"
+            if v.const_value is not None and (v.is_initializer() or v.producer() is None):
+                array = v.const_value.numpy()
+                if is_low:
+                    array = _round(array, dtype)
+                t = (
+                    onnx.numpy_helper.from_array(np.asarray(array), local)
+                    if dtype == "float16" or not is_low
+                    else None
+                )
+                if t is None:
+                    t = helper.make_tensor(
+                        local, low_int, array.shape, array.astype(np.float32).ravel().tolist()
+                    )
+                inits.append(t)
+            elif v.dtype is not None and v.name:
+                elem = low_int if is_low else int(v.dtype)
+                inputs.append(helper.make_tensor_value_info(local, elem, None))
+                mapping["inputs"][local] = (v.name, is_low)
+            else:
+                ok = False
+                break
+            new_inputs.append(local)
+        if not ok:
+            continue
+        new_outputs: list[str] = []
+        pending = []
+        for j, o in enumerate(node.outputs):
+            if o is None:
+                new_outputs.append("")
+                continue
+            local = f"{node.name}__out{j}"
+            new_outputs.append(local)
+            if o.dtype == ir.DataType.FLOAT and formal_type(schema.outputs, j) in low_vars and o.name:
+                pending.append((local, o.name))
+        proto_node = ir.serde.serialize_node(node)
+        del proto_node.input[:]
+        proto_node.input.extend(new_inputs)
+        del proto_node.output[:]
+        proto_node.output.extend(new_outputs)
+        nodes.append(proto_node)
+        for local, ref in pending:
+            outputs.append(helper.make_tensor_value_info(local, low_int, None))
+            mapping["outputs"][local] = (node.name, ref)
+    opsets = [helper.make_opsetid(d, v) for d, v in model.opset_imports.items()]
+    graph = helper.make_graph(nodes, "fp16_decoupled", inputs, outputs, inits)
+    proto = helper.make_model(graph, opset_imports=opsets, ir_version=model.ir_version)
+    return proto, mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class Fp16Result:
+    """The guarded conversion's outcome (the converted model is ``model``)."""
+
+    model: onnx.ModelProto
+    fp32_nodes: dict[str, str]
+    converted_nodes: int
+    total_nodes: int
+    casts_inserted: int
+    casts_removed: int
+    rounds: int
+    report: Any  # VerifyReport of the final model against the float32 original
+    normalized_error: float  # max over outputs of max_abs / max |reference|
+    analysis: Fp16Analysis | None
+    seconds: float
+    passed: bool
+    budget: str
+
+
+_FLOATISH = (ir.DataType.FLOAT, None)  # None: not inferred on the prepared model
+
+
+def _escalate(model: ir.Model, keep: dict[str, str], ranked: list[tuple[str, float]], rounds: int) -> bool:
+    """Keep more nodes float32 after a failed verification; False when nothing is left to keep.
+
+    A node kept float32 only helps if its inputs arrive in float32, and errors that build up over
+    several nodes (cancellation: ``(x + 1000) - 1000``) show at the node that exposes them, not
+    where they are made. So the float32 region grows upstream from the kept nodes, ``2**(round-1)``
+    hops per round, through float producers; then the worst measured nodes are added.
+    """
+    producers = {o.name: n for n in model.graph for o in n.outputs if o is not None and o.name}
+    by_name = {n.name: n for n in model.graph if n.name}
+    added = 0
+    frontier = [by_name[k] for k in keep if k in by_name]
+    for _ in range(2 ** (rounds - 1)):
+        grown = []
+        for node in frontier:
+            for v in node.inputs:
+                p = producers.get(v.name) if v is not None and v.name else None
+                if p is None or not p.name or p.name in keep or v is None or v.dtype not in _FLOATISH:
+                    continue
+                keep[p.name] = f"kept float32 to meet the error budget (feeds '{node.name}')"
+                grown.append(p)
+                added += 1
+        frontier = grown
+    remaining = [name for name, _ in ranked if name not in keep]
+    step = max(1, (len(ranked) * (2 ** (rounds - 1))) // 20)
+    for name in remaining[:step]:
+        keep[name] = f"kept float32 to meet the error budget (node-level error {dict(ranked)[name]:.3g})"
+        added += 1
+    return added > 0
+
+
+def _normalized_error(ref: Mapping[str, np.ndarray], cand: Mapping[str, np.ndarray]) -> float:
+    worst = 0.0
+    for i, (name, r) in enumerate(ref.items()):
+        c = cand[name] if name in cand else list(cand.values())[i]
+        r64 = np.asarray(r, dtype=np.float64)
+        if not np.issubdtype(np.asarray(r).dtype, np.floating):
+            worst = max(worst, 0.0 if np.array_equal(r, c) else float("inf"))
+            continue
+        c64 = np.asarray(c).astype(np.float64)
+        if np.any(np.isfinite(r64) & ~np.isfinite(c64)):
+            return float("inf")
+        scale = float(np.max(np.abs(r64[np.isfinite(r64)]))) if np.isfinite(r64).any() else 0.0
+        diff = float(np.max(np.abs(r64 - c64)[np.isfinite(r64)])) if np.isfinite(r64).any() else 0.0
+        worst = max(worst, diff / scale if scale > 0 else diff)
+    return worst
+
+
+def convert_fp16(
+    model: onnx.ModelProto,
+    feeds: Mapping[str, np.ndarray],
+    *,
+    keep_io_types: bool = True,
+    block_ops: frozenset[str] = DEFAULT_BLOCK_OPS,
+    keep_fp32: frozenset[str] = frozenset(),
+    dtype: str = "float16",
+    tolerance: float | None = None,
+    normalized_tolerance: float = 0.01,
+    measure: bool = True,
+    measure_samples: int = 32,
+    max_rounds: int = 4,
+    provider: str = "cpu",
+    source_sha256: str | None = None,
+    data_label: str = "sample inputs",
+    on_step: Progress | None = None,
+) -> Fp16Result:
+    """Cleanup, measure, convert and verify; keep more nodes float32 until the budget holds.
+
+    Args:
+        model: the float32 model (not modified).
+        feeds: sample inputs by name (first axis = samples): measurement and verification data.
+        keep_io_types: inputs and outputs stay float32.
+        block_ops: op types always kept float32.
+        keep_fp32: node names always kept float32 (names after :func:`prepare`).
+        dtype: ``float16`` or ``bfloat16``.
+        tolerance: absolute ``max_abs`` budget of every output; when None the budget is
+            ``normalized_tolerance`` on ``max_abs / max |reference|`` per output.
+        normalized_tolerance: see ``tolerance``.
+        measure: run :func:`analyze_fp16` (off: the block list and ``keep_fp32`` alone).
+        measure_samples: the first samples of ``feeds`` used by the measurement (it keeps every
+            intermediate tensor); verification uses all of ``feeds``.
+        max_rounds: conversions tried before giving up.
+        provider: onnxruntime execution provider for measurement and verification.
+        source_sha256: the source file's hash, recorded in the provenance metadata.
+        data_label: how the verification report names ``feeds``.
+        on_step: progress callback receiving a short description of each step.
+
+    Returns:
+        The result; ``passed`` is False when the budget is not met after ``max_rounds``
+        (:func:`require_passed` turns that into a VerificationError).
+    """
+    from onnxsqueeze.verify import compare, run
+
+    say = on_step or (lambda _msg: None)
+    t0 = time.perf_counter()
+    say("cleanup (lift constants, fold BN in float32, fold constants)")
+    base = prepare(ir.serde.deserialize_model(model))
+    base_proto = ir.serde.serialize_model(base)
+    say("running the float32 model")
+    try:
+        reference = run(model, feeds, provider=provider)
+    except SqueezeError:
+        raise
+    except Exception as e:  # onnxruntime rejects the inputs (shape or dtype)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"the model cannot run on the given inputs: {first}") from e
+    analysis = None
+    keep = dict.fromkeys(keep_fp32, "kept float32 on request")
+    if measure:
+        say("measuring ranges and node-level error")
+        sample = {k: v[:measure_samples] if np.ndim(v) else v for k, v in feeds.items()}
+        analysis = analyze_fp16(base, sample, dtype=dtype, block_ops=block_ops, provider=provider)
+        for k, v in analysis.keep.items():
+            keep.setdefault(k, v)
+    ranked = sorted(analysis.node_errors.items(), key=lambda kv: -kv[1]) if analysis else []
+    total_nodes = sum(1 for _ in iter_nodes(base.graph))
+    rounds = 0
+    while True:
+        rounds += 1
+        say(f"converting to {dtype} (round {rounds}, {len(keep)} node(s) kept float32)")
+        candidate = ir.serde.deserialize_model(base_proto)
+        pass_ = ConvertToFloat16Pass(
+            keep_io_types=keep_io_types,
+            block_ops=frozenset(block_ops),
+            keep_fp32=frozenset(keep),
+            dtype=dtype,
+        )
+        result = pass_(candidate)
+        assert isinstance(result, Fp16PassResult)
+        record_provenance(
+            candidate,
+            [describe(CleanupPass()), describe(pass_)],
+            source_sha256,
+        )
+        proto = ir.serde.serialize_model(candidate)
+        say("verifying against float32")
+        try:
+            outputs = run(proto, feeds, provider=provider)
+        except ModelLoadError as e:
+            if dtype == "float16":
+                raise
+            raise UnsupportedModelError(
+                f"bfloat16: the '{provider}' provider cannot run the converted model, so it cannot be "
+                f"verified ({str(e).split(': ', 1)[-1][:160]}); use a provider with bfloat16 kernels "
+                "(--provider cuda) or float16"
+            ) from e
+        first_feed = next(iter(feeds.values()))
+        report = compare(
+            reference,
+            outputs,
+            samples=int(np.shape(first_feed)[0]) if np.ndim(first_feed) else 1,
+            inputs={k: tuple(np.shape(v)) for k, v in feeds.items()},
+            source=data_label,
+        )
+        norm_err = _normalized_error(reference, outputs)
+        ok = report.within(tolerance) if tolerance is not None else norm_err <= normalized_tolerance
+        ok = ok and not any(o.nonfinite for o in report.outputs)
+        if ok or rounds >= max_rounds:
+            break
+        if not _escalate(base, keep, ranked, rounds):
+            break
+    budget = (
+        f"max abs error <= {tolerance:g}"
+        if tolerance is not None
+        else f"max abs error / max |reference| <= {normalized_tolerance:g}"
+    )
+    return Fp16Result(
+        model=proto,
+        fp32_nodes={name: keep.get(name, why) for name, why in result.fp32_nodes.items()},
+        converted_nodes=result.converted_nodes,
+        total_nodes=total_nodes,
+        casts_inserted=result.casts_inserted,
+        casts_removed=result.casts_removed,
+        rounds=rounds,
+        report=report,
+        normalized_error=norm_err,
+        analysis=analysis,
+        seconds=time.perf_counter() - t0,
+        passed=ok,
+        budget=budget,
+    )
+
+
+def require_passed(result: Fp16Result) -> None:
+    """Raise VerificationError when the guarded conversion missed its error budget."""
+    if not result.passed:
+        raise VerificationError(
+            f"fp16: after {result.rounds} round(s) the max abs error is {result.report.max_abs:.3g} "
+            f"(normalized {result.normalized_error:.3g}), beyond the budget {result.budget}; "
+            "keep more ops float32 with --block-op, or write it anyway with --force"
+        )
