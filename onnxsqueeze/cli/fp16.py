@@ -123,6 +123,7 @@ def fp16_cmd(
     A result beyond the error budget is not written unless --force.
     """
     from onnxsqueeze import io as sio
+    from onnxsqueeze.manifest import save_artifact
     from onnxsqueeze.passes.fp16 import DEFAULT_BLOCK_OPS
     from onnxsqueeze.precision import convert_fp16, require_passed
 
@@ -148,7 +149,7 @@ def fp16_cmd(
     report = result.report
     if not result.passed and not force:
         require_passed(result)
-    sio.save(result.model, output, protect=[model])
+    save_artifact(result.model, output, source_path=model, verify_report=report)
     before, after = model.stat().st_size, output.stat().st_size
     summary = {
         "input": str(model),
