@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from onnxsqueeze.passes.base import SqueezePass, describe
 from onnxsqueeze.passes.cleanup import CleanupPass, FoldBatchNormPass, FoldConstantsPass
+from onnxsqueeze.passes.resolution import RewriteInputResolutionPass
 
 # The registry: recipe and CLI names to pass classes. No import side effects register anything.
 PASSES: dict[str, type[SqueezePass]] = {
     CleanupPass.name: CleanupPass,
     FoldConstantsPass.name: FoldConstantsPass,
     FoldBatchNormPass.name: FoldBatchNormPass,
+    RewriteInputResolutionPass.name: RewriteInputResolutionPass,
 }
 
-__all__ = ["PASSES", "CleanupPass", "FoldBatchNormPass", "FoldConstantsPass", "SqueezePass", "describe"]
+__all__ = [
+    "PASSES",
+    "CleanupPass",
+    "FoldBatchNormPass",
+    "FoldConstantsPass",
+    "RewriteInputResolutionPass",
+    "SqueezePass",
+    "describe",
+]
