@@ -40,6 +40,7 @@ argmax maps and mean abs error for image-to-image outputs).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import statistics
 import time
@@ -63,26 +64,36 @@ _NONE: frozenset[str] = frozenset()
 _H: frozenset[str] = frozenset({"H"})
 _W: frozenset[str] = frozenset({"W"})
 
+# fmt: off
 # Ops that keep their first input's shape (extra inputs are per-channel parameters or scalars).
-_SHAPE_PRESERVING = frozenset(
-    """Relu LeakyRelu Sigmoid Tanh HardSigmoid HardSwish Clip Elu Selu Celu Gelu Erf Exp Log Sqrt
-    Abs Neg Reciprocal Floor Ceil Round Sign Softplus Softsign Mish Cast Identity Dropout
-    BatchNormalization InstanceNormalization GroupNormalization LRN Not IsNaN IsInf Sin Cos
-    QuantizeLinear DequantizeLinear ThresholdedRelu Shrink Softmax LogSoftmax Hardmax
-    MeanVarianceNormalization CumSum""".split()
-)
+_SHAPE_PRESERVING = frozenset({
+    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Clip", "Elu", "Selu", "Celu",
+    "Gelu", "Erf", "Exp", "Log", "Sqrt", "Abs", "Neg", "Reciprocal", "Floor", "Ceil", "Round", "Sign",
+    "Softplus", "Softsign", "Mish", "Cast", "Identity", "Dropout", "BatchNormalization",
+    "InstanceNormalization", "GroupNormalization", "LRN", "Not", "IsNaN", "IsInf", "Sin", "Cos",
+    "QuantizeLinear", "DequantizeLinear", "ThresholdedRelu", "Shrink", "Softmax", "LogSoftmax", "Hardmax",
+    "MeanVarianceNormalization", "CumSum",
+})
 # Elementwise with multidirectional (numpy) broadcasting over all inputs.
-_BROADCAST = frozenset(
-    """Add Sub Mul Div Pow Max Min Mean Sum Equal Less Greater LessOrEqual GreaterOrEqual And Or
-    Xor Where PRelu Mod BitwiseAnd BitwiseOr BitwiseXor""".split()
-)
+_BROADCAST = frozenset({
+    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mean", "Sum", "Equal", "Less", "Greater",
+    "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Where", "PRelu", "Mod", "BitwiseAnd",
+    "BitwiseOr", "BitwiseXor",
+})
 # N, C, spatial...: output spatial axes follow the input's.
-_SPATIAL = frozenset("Conv ConvTranspose MaxPool AveragePool LpPool DepthToSpace SpaceToDepth Pad".split())
-_GLOBAL_POOL = frozenset("GlobalAveragePool GlobalMaxPool GlobalLpPool".split())
-_REDUCE = frozenset(
-    """ReduceMean ReduceMax ReduceMin ReduceSum ReduceProd ReduceL1 ReduceL2 ReduceLogSum
-    ReduceLogSumExp ReduceSumSquare""".split()
-)
+_SPATIAL = frozenset({
+    "Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "DepthToSpace", "SpaceToDepth", "Pad",
+})
+# Pool over all spatial axes: after them nothing depends on the resolution.
+_GLOBAL_POOL = frozenset({
+    "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool",
+})
+# Reductions (their axes decide whether they pool over H and W).
+_REDUCE = frozenset({
+    "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
+    "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare",
+})
+# fmt: on
 # Ops whose output is computed from the input's *shape* at run time (adapts to any size).
 _SHAPE_OF = frozenset({"Shape", "Size"})
 
@@ -261,10 +272,8 @@ def _infer(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
     work = onnx.ModelProto()
     work.CopyFrom(model)
     del work.graph.value_info[:]
-    try:
+    with contextlib.suppress(Exception):  # best effort: missing shapes make dependent checks refuse
         work = onnx.shape_inference.infer_shapes(work, data_prop=True)
-    except Exception:  # best effort: missing shapes make the dependent checks refuse
-        pass
     return sshapes.value_shapes(work)
 
 
@@ -1002,17 +1011,50 @@ def _resize_node(
 
 
 def _sizes_from(
-    model: onnx.ModelProto, value: str, mask: Sequence[bool], target: str, tag: str
+    model: onnx.ModelProto, value: str, spec: Sequence[int | tuple[str, int] | None], tag: str
 ) -> tuple[str, list[onnx.NodeProto]]:
-    """Nodes computing ``Where(mask, target, Shape(value))``: the value's shape with H, W replaced."""
-    shape_v = _unique(model, f"{tag}_shape")
-    mask_v = _unique(model, f"{tag}_mask")
+    """Nodes computing a Resize's ``sizes`` from Shape, Slice and Concat (which shape inference follows).
+
+    ``spec`` gives, per axis, a constant, ``(name, axis)`` (that axis of another value's shape), or
+    None (``value``'s own size on that axis).
+    """
+    nodes: list[onnx.NodeProto] = []
+    shape_names: dict[str, str] = {}
+    runs: list[tuple[str | None, list[int]]] = []  # (None: constants | shape source, items)
+    for axis, item in enumerate(spec):
+        src = (value, axis) if item is None else item
+        if isinstance(src, int):
+            if runs and runs[-1][0] is None:
+                runs[-1][1].append(src)
+            else:
+                runs.append((None, [src]))
+        else:
+            name, ax = src
+            if runs and runs[-1][0] == name and runs[-1][1][-1] + 1 == ax:
+                runs[-1][1].append(ax)
+            else:
+                runs.append((name, [ax]))
+    pieces: list[str] = []
+    for k, (source, items) in enumerate(runs):
+        piece = _unique(model, f"{tag}_part{k}")
+        if source is None:
+            model.graph.initializer.append(numpy_helper.from_array(np.asarray(items, np.int64), piece))
+        else:
+            if source not in shape_names:
+                shape_names[source] = _unique(model, f"{tag}_shape{len(shape_names)}")
+                nodes.append(
+                    helper.make_node("Shape", [source], [shape_names[source]], name=shape_names[source])
+                )
+            starts, ends = _unique(model, f"{piece}_start"), None
+            model.graph.initializer.append(numpy_helper.from_array(np.asarray([items[0]], np.int64), starts))
+            ends = _unique(model, f"{piece}_end")
+            model.graph.initializer.append(
+                numpy_helper.from_array(np.asarray([items[-1] + 1], np.int64), ends)
+            )
+            nodes.append(helper.make_node("Slice", [shape_names[source], starts, ends], [piece], name=piece))
+        pieces.append(piece)
     sizes_v = _unique(model, f"{tag}_sizes")
-    model.graph.initializer.append(numpy_helper.from_array(np.asarray(mask, dtype=bool), mask_v))
-    nodes = [
-        helper.make_node("Shape", [value], [shape_v], name=shape_v),
-        helper.make_node("Where", [mask_v, target, shape_v], [sizes_v], name=sizes_v),
-    ]
+    nodes.append(helper.make_node("Concat", pieces, [sizes_v], name=sizes_v, axis=0))
     return sizes_v, nodes
 
 
@@ -1050,20 +1092,19 @@ def _add_interface(
     if any(o.name == vi.name for o in work.graph.output):
         raise UnsupportedModelError(f"input '{vi.name}' is also an output; the interface cannot be kept")
     vi.CopyFrom(original_input)
-    mask = [a in (ha, wa) for a in range(rank)]
     front: list[onnx.NodeProto] = []
     if new_size is None:
         assert scale is not None
         scales_v = _unique(work, f"{vi.name}_scales")
         work.graph.initializer.append(
-            numpy_helper.from_array(np.asarray([scale if m else 1.0 for m in mask], np.float32), scales_v)
+            numpy_helper.from_array(
+                np.asarray([scale if a in (ha, wa) else 1.0 for a in range(rank)], np.float32), scales_v
+            )
         )
         front.append(_resize_node(work, vi.name, internal, mode=mode, scales=scales_v, antialias=scale < 1))
     else:
-        target_v = _unique(work, f"{vi.name}_target")
-        full = [new_size[0] if a == ha else new_size[1] if a == wa else 0 for a in range(rank)]
-        work.graph.initializer.append(numpy_helper.from_array(np.asarray(full, np.int64), target_v))
-        sizes_v, nodes = _sizes_from(work, vi.name, mask, target_v, f"{vi.name}_in")
+        in_spec = [new_size[0] if a == ha else new_size[1] if a == wa else None for a in range(rank)]
+        sizes_v, nodes = _sizes_from(work, vi.name, in_spec, f"{vi.name}_in")
         front += nodes
         small = new_size[0] * new_size[1] < old_size[0] * old_size[1]
         front.append(_resize_node(work, vi.name, internal, mode=mode, sizes=sizes_v, antialias=small))
@@ -1083,12 +1124,10 @@ def _add_interface(
                 if name == out.name:
                     node.input[k] = low
         orank = len(ko)
-        omask = [a in (oh, ow) for a in range(orank)]
         so = _static(old_shapes.get(out.name))
-        target_v = _unique(work, f"{out.name}_target")
+        spec: list[int | tuple[str, int] | None]
         if so is not None and not dynamic:
-            full = [so[a] if a in (oh, ow) else 0 for a in range(orank)]
-            work.graph.initializer.append(numpy_helper.from_array(np.asarray(full, np.int64), target_v))
+            spec = [so[a] if a in (oh, ow) else None for a in range(orank)]
         else:
             # the map follows the caller's input size (checked at the traced size)
             po = old_shapes.get(out.name) or ()
@@ -1098,15 +1137,8 @@ def _add_interface(
                     f"{probe_in[ha]}x{probe_in[wa]} input; with dynamic H/W only outputs at the input's "
                     "size can be resized back"
                 )
-            shape_in = _unique(work, f"{out.name}_insize")
-            idx = _unique(work, f"{out.name}_axes")
-            picks = [ha if a == oh else wa if a == ow else 0 for a in range(orank)]
-            work.graph.initializer.append(numpy_helper.from_array(np.asarray(picks, np.int64), idx))
-            tail += [
-                helper.make_node("Shape", [vi.name], [shape_in], name=shape_in),
-                helper.make_node("Gather", [shape_in, idx], [target_v], name=target_v, axis=0),
-            ]
-        sizes_v, nodes = _sizes_from(work, low, omask, target_v, f"{out.name}_out")
+            spec = [(vi.name, ha) if a == oh else (vi.name, wa) if a == ow else None for a in range(orank)]
+        sizes_v, nodes = _sizes_from(work, low, spec, f"{out.name}_out")
         tail += nodes
         tail.append(_resize_node(work, low, out.name, mode=mode, sizes=sizes_v))
         out.CopyFrom(original_outputs[out.name])
@@ -1471,6 +1503,7 @@ def sweep_resolutions(
     data: Mapping[str, np.ndarray] | None = None,
     mode: str = "linear",
     latency: bool = True,
+    evaluate: bool = True,
     threads: int | None = None,
     rounds: int = 5,
     runs: int = 10,
@@ -1491,6 +1524,7 @@ def sweep_resolutions(
             ids ``[N]`` or masks); 8 seeded random samples at the model's size when None.
         mode: interpolation of the interface Resizes.
         latency: measure latency (onnxruntime, all graph optimizations, batch 1).
+        evaluate: measure accuracy/agreement (False: MACs and latency only).
         threads: intra-op threads of the timed sessions.
         rounds, runs: timing loop: ``rounds`` interleaved rounds of ``runs`` runs each.
         batch_size: evaluation batch size.
@@ -1526,10 +1560,11 @@ def sweep_resolutions(
     old_h, old_w = int(full.shape[ha]), int(full.shape[wa])
     one = {k: v[:1] for k, v in feeds.items()}
     total = len(resolutions) + 1
-    ref_sess = runtime.session(base)
-    ref_out = runtime.run_batched(ref_sess, feeds, batch_size=batch_size)
-    ref_first = next(iter(ref_out.values()))
-    channel_axis = 3 if verdict.layout == "NHWC" and ref_first.ndim == 4 else 1
+    ref_first = None
+    if evaluate:
+        ref_out = runtime.run_batched(runtime.session(base), feeds, batch_size=batch_size)
+        ref_first = next(iter(ref_out.values()))
+    channel_axis = 3 if verdict.layout == "NHWC" else 1
     base_macs, _ = count_macs(base, {k: v.shape for k, v in one.items()})
     if on_step:
         on_step(1, total)
@@ -1538,29 +1573,31 @@ def sweep_resolutions(
     for i, res in enumerate(resolutions):
         try:
             plain, _, _ = rewrite_resolution(base, resolution=res, input_name=verdict.input, mode=mode)
-            wrapped, _, _ = rewrite_resolution(
-                base, resolution=res, input_name=verdict.input, keep_interface=True, mode=mode
-            )
             small = dict(one)
             shape = list(one[verdict.input].shape)
             shape[ha], shape[wa] = res
-            small[verdict.input] = sshapes.make_inputs(
-                plain, {**{k: v.shape for k, v in one.items()}, verdict.input: tuple(shape)}
-            )[verdict.input]
+            rng = np.random.default_rng(0)
+            small[verdict.input] = rng.standard_normal(shape).astype(one[verdict.input].dtype)
             macs, _ = count_macs(plain, {k: v.shape for k, v in small.items()})
-            cand = runtime.run_batched(runtime.session(wrapped), feeds, batch_size=batch_size)
-            metrics = compare_outputs(
-                ref_first, next(iter(cand.values())), labels=labels, channel_axis=channel_axis
-            )
+            metrics: dict[str, float | None] = {}
+            if evaluate:
+                wrapped, _, _ = rewrite_resolution(
+                    base, resolution=res, input_name=verdict.input, keep_interface=True, mode=mode
+                )
+                cand = runtime.run_batched(runtime.session(wrapped), feeds, batch_size=batch_size)
+                assert ref_first is not None
+                metrics = compare_outputs(
+                    ref_first, next(iter(cand.values())), labels=labels, channel_axis=channel_axis
+                )
             points.append(
                 SweepPoint(
                     resolution=res,
                     macs=macs,
                     macs_ratio=macs / base_macs if base_macs else None,
-                    accuracy=metrics["accuracy"],
-                    top1_agreement=metrics["top1_agreement"],
-                    iou=metrics["iou"],
-                    mean_abs_error=metrics["mean_abs_error"],
+                    accuracy=metrics.get("accuracy"),
+                    top1_agreement=metrics.get("top1_agreement"),
+                    iou=metrics.get("iou"),
+                    mean_abs_error=metrics.get("mean_abs_error"),
                 )
             )
             if latency:
@@ -1579,17 +1616,19 @@ def sweep_resolutions(
     else:
         baseline_ms = None
     # the reference point (the original model, as is) first
-    ref_metrics = compare_outputs(ref_first, ref_first, labels=labels, channel_axis=channel_axis)
+    ref_metrics: dict[str, float | None] = {}
+    if ref_first is not None:
+        ref_metrics = compare_outputs(ref_first, ref_first, labels=labels, channel_axis=channel_axis)
     reference = SweepPoint(
         resolution=(old_h, old_w),
         macs=base_macs,
         macs_ratio=1.0,
         latency_ms=baseline_ms,
         latency_ratio=1.0 if baseline_ms is not None else None,
-        accuracy=ref_metrics["accuracy"],
-        top1_agreement=ref_metrics["top1_agreement"],
-        iou=ref_metrics["iou"],
-        mean_abs_error=ref_metrics["mean_abs_error"],
+        accuracy=ref_metrics.get("accuracy"),
+        top1_agreement=ref_metrics.get("top1_agreement"),
+        iou=ref_metrics.get("iou"),
+        mean_abs_error=ref_metrics.get("mean_abs_error"),
     )
     return [reference, *points]
 
