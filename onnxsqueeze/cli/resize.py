@@ -84,36 +84,39 @@ def render_verdict(v: Any) -> None:
 
 
 def render_sweep(points: list[Any], source: str) -> None:
-    t = Table(title=f"resolution sweep ({escape(source)})", title_justify="left")
-    for col in (
-        "resolution",
-        "MACs",
-        "MACs ratio",
-        "latency ms",
-        "latency ratio",
-        "accuracy",
-        "top-1 agree",
-        "IoU",
-        "MAE",
-    ):
-        t.add_column(col, justify="right")
+    t = Table(
+        title=f"resolution sweep on {escape(source)} (* the original; x: ratio to it)",
+        title_justify="left",
+        caption="accuracy: vs labels (maps: IoU vs label masks); top-1 agr, IoU, MAE: vs the original",
+        caption_justify="left",
+    )
+    for col in ("size", "MACs", "MACs x", "ms", "ms x", "accuracy", "top-1 agr", "IoU", "MAE"):
+        t.add_column(col, justify="right", no_wrap=True)
     for i, p in enumerate(points):
-        label = "x".join(map(str, p.resolution)) + (" (original)" if i == 0 else "")
+        label = "x".join(map(str, p.resolution)) + ("*" if i == 0 else "")
         if p.error:
             t.add_row(label, f"[red]{escape(p.error)}[/]", *[""] * 7)
             continue
+        acc = "-" if p.accuracy is None else f"{p.accuracy:.4f}" if p.iou is not None else f"{p.accuracy:.1%}"
         t.add_row(
             label,
             human_count(p.macs),
             "-" if p.macs_ratio is None else f"{p.macs_ratio:.3f}",
             "-" if p.latency_ms is None else f"{p.latency_ms:.2f}",
             "-" if p.latency_ratio is None else f"{p.latency_ratio:.3f}",
-            _pct(p.accuracy),
+            acc,
             _pct(p.top1_agreement),
             "-" if p.iou is None else f"{p.iou:.4f}",
-            "-" if p.mean_abs_error is None else f"{p.mean_abs_error:.4g}",
+            "-" if p.mean_abs_error is None else f"{p.mean_abs_error:.3g}",
         )
-    out.print(t)
+    # piped output (CI logs) is not cut at 80 columns: the numbers are the point
+    width = out.width
+    if not out.is_terminal:
+        out.width = max(width, 120)
+    try:
+        out.print(t)
+    finally:
+        out.width = width
 
 
 @handle_errors
@@ -324,13 +327,16 @@ def render_report(r: dict[str, Any]) -> None:
         parts = []
         if a.get("accuracy") is not None:
             base = a.get("original_accuracy")
-            parts.append(
-                f"accuracy {a['accuracy']:.2%}" + (f" (original {base:.2%})" if base is not None else "")
-            )
+            if a.get("iou") is not None:  # a map: its "accuracy" is the IoU against the label masks
+                suffix = f" (original {base:.4f})" if base is not None else ""
+                parts.append(f"IoU vs labels {a['accuracy']:.4f}{suffix}")
+            else:
+                suffix = f" (original {base:.2%})" if base is not None else ""
+                parts.append(f"accuracy {a['accuracy']:.2%}{suffix}")
         if a.get("top1_agreement") is not None:
             parts.append(f"top-1 agreement {a['top1_agreement']:.2%}")
         if a.get("iou") is not None:
-            parts.append(f"IoU {a['iou']:.4f}")
+            parts.append(f"IoU vs original {a['iou']:.4f}")
         if a.get("mean_abs_error") is not None:
             parts.append(f"mean abs error {a['mean_abs_error']:.4g}")
         out.print(f"vs original on {a['samples']} samples ({escape(a['source'])}): " + ", ".join(parts))

@@ -318,6 +318,49 @@ def _fmt_kind(kind: frozenset[str]) -> str:
     return "*".join(sorted(kind)) or "-"
 
 
+# A run-time entry of a shape vector (computed from Shape at run time, so it adapts by itself).
+_RUNTIME = -(2**62)
+
+
+def _vector(
+    literals: Mapping[str, np.ndarray],
+    dynamic: set[str] | None,
+    old: Mapping[str, tuple[int | None, ...]],
+    producer: Mapping[str, onnx.NodeProto],
+    name: str,
+) -> tuple[np.ndarray, list[tuple[int | None, int, int]]] | None:
+    """A shape vector (Reshape target, Resize sizes) as values with ``_RUNTIME`` for run-time parts.
+
+    Handles a literal, or a Concat of literals and run-time pieces (what exporters emit for
+    ``x.view(n, c, h * w)`` or ``interpolate(size=...)`` at a static size). Returns the values and
+    the pieces ``(concat input index or None for a whole literal, offset, length)``; None when the
+    vector is neither.
+    """
+    if name in literals:
+        value = literals[name].reshape(-1).astype(np.int64)
+        return value, [(None, 0, value.size)]
+    node = producer.get(name)
+    if node is None or node.op_type != "Concat":
+        return None
+    values: list[np.ndarray] = []
+    pieces: list[tuple[int | None, int, int]] = []
+    offset = 0
+    for k, i in enumerate(node.input):
+        if i in literals:
+            v = literals[i].reshape(-1).astype(np.int64)
+            pieces.append((k, offset, v.size))
+        elif dynamic is None or i in dynamic:
+            shape = old.get(i)
+            if shape is None or len(shape) != 1 or shape[0] is None:
+                return None
+            v = np.full(int(shape[0]), _RUNTIME, np.int64)
+        else:
+            return None
+        values.append(v)
+        offset += v.size
+    return np.concatenate(values) if values else np.zeros(0, np.int64), pieces
+
+
 # --------------------------------------------------------------------------------------------
 # analysis
 
@@ -697,7 +740,8 @@ def _reshape(t: _Trace, node: onnx.NodeProto) -> None:
     if groups is None:
         raise _Refused(node, f"reshapes {list(xo)} to {list(oo)} in a way that cannot be traced")
     kinds: list[frozenset[str]] = [_NONE] * len(oo)
-    literal = t.literals.get(target)
+    vec = _vector(t.literals, t.dynamic, t.old, t.producer, target)
+    literal = vec[0] if vec is not None else None
     needs = False
     for ia, jb in groups:
         kind = frozenset().union(*(kx[i] for i in ia)) if ia else _NONE
@@ -717,7 +761,7 @@ def _reshape(t: _Trace, node: onnx.NodeProto) -> None:
                 )
             for j, part in zip(big, parts, strict=True):
                 kinds[j] = frozenset({part})
-        if literal is not None and any(int(literal.reshape(-1)[j]) > 0 for j in jb if j < literal.size):
+        if literal is not None and any(int(literal[j]) > 0 for j in jb if j < literal.size):
             needs = True
         elif literal is None and target not in t.dynamic:
             raise _Refused(node, "has a target shape computed from constants; fold constants first")
@@ -731,16 +775,21 @@ def _resize(t: _Trace, node: onnx.NodeProto) -> None:
     kx = t.k(x)
     t.kinds[node.output[0]] = kx
     sizes = node.input[3] if node.op_type == "Resize" and len(node.input) > 3 else ""
-    if not sizes or sizes in t.dynamic:
+    if not sizes:
         return
-    if sizes not in t.literals:
+    vec = _vector(t.literals, t.dynamic, t.old, t.producer, sizes)
+    if vec is None:
+        if sizes in t.dynamic:
+            return  # computed at run time from shapes
         raise _Refused(node, "resizes to sizes computed from constants; fold constants first")
-    value = t.literals[sizes].reshape(-1).astype(np.int64)
+    value = vec[0]
+    if not np.any(value != _RUNTIME):
+        return
     xo = t.old.get(x)
     axes = _attr(node, "axes")
     axes = [int(a) % len(kx) for a in axes] if axes else list(range(len(kx)))
     for s, a in zip(value, axes, strict=False):
-        if not kx[a]:
+        if not kx[a] or s == _RUNTIME:
             continue
         d = xo[a] if xo else None
         if d is None:
@@ -861,13 +910,40 @@ def _set_input(
     name = _unique(model, base)
     model.graph.initializer.append(numpy_helper.from_array(array, name))
     node.input[index] = name
-    if not any(old in n.input for n in model.graph.node) and not any(
-        o.name == old for o in model.graph.output
-    ):
-        for k, init in enumerate(model.graph.initializer):
-            if init.name == old:
-                del model.graph.initializer[k]
-                break
+    if any(old in n.input for n in model.graph.node) or any(o.name == old for o in model.graph.output):
+        return
+    for k, init in enumerate(model.graph.initializer):
+        if init.name == old:
+            del model.graph.initializer[k]
+            return
+    for k, n in enumerate(model.graph.node):
+        if n.op_type == "Constant" and old in n.output:
+            del model.graph.node[k]  # the old value, now unused
+            return
+
+
+def _show(v: np.ndarray) -> str:
+    return "[" + ", ".join("?" if int(d) == _RUNTIME else str(int(d)) for d in v.reshape(-1)) + "]"
+
+
+def _write_vector(
+    model: onnx.ModelProto,
+    node: onnx.NodeProto,
+    index: int,
+    pieces: list[tuple[int | None, int, int]],
+    value: np.ndarray,
+    base: str,
+) -> None:
+    """Write a rewritten shape vector back: the whole literal, or the literal pieces of its Concat."""
+    if len(pieces) == 1 and pieces[0][0] is None:
+        _set_input(model, node, index, value.astype(np.int64), base)
+        return
+    concat = next(n for n in model.graph.node if node.input[index] in n.output)
+    for k, offset, length in pieces:
+        assert k is not None
+        _set_input(
+            model, concat, k, value[offset : offset + length].astype(np.int64), f"{concat.input[k]}_resized"
+        )
 
 
 def _apply(
@@ -881,8 +957,15 @@ def _apply(
     node = next(n for n in model.graph.node if n.name == action.node)
     new = _infer(model)
     x = node.input[0]
-    value = literals[node.input[action.index]]
     base = f"{node.input[action.index] or node.name}_resized"
+    if action.kind in ("reshape", "resize"):
+        literals = _literals(model)
+        producer = {o: n for n in model.graph.node for o in n.output}
+        vec = _vector(literals, None, {**old, **new}, producer, node.input[action.index])
+        assert vec is not None
+        value, pieces = vec
+    else:
+        value = literals[node.input[action.index]]
 
     def fail(reason: str) -> UnsupportedModelError:
         return UnsupportedModelError(f"{node.op_type} '{node.name}': {reason}")
@@ -932,11 +1015,13 @@ def _apply(
                 for j, d in zip(big, dims, strict=True):
                     if target[j] > 0:
                         target[j] = round(d)
-        _set_input(model, node, 1, target, base)
-        return f"{node.name}: target {value.reshape(-1).tolist()} -> {target.tolist()}"
+        _write_vector(model, node, action.index, pieces, target, base)
+        return f"{node.name}: target {_show(value)} -> {_show(target)}"
     if action.kind == "resize":
         sizes = value.reshape(-1).astype(np.int64).copy()
         for pos, a in enumerate(action.axes):
+            if sizes[pos] == _RUNTIME:
+                continue
             if sizes[pos] != xo[a]:
                 factor = sizes[pos] / xo[a]
                 nd = xn[a] * factor
@@ -945,8 +1030,8 @@ def _apply(
                 sizes[pos] = round(nd)
             else:
                 sizes[pos] = xn[a]
-        _set_input(model, node, 3, sizes, base)
-        return f"{node.name}: sizes {value.reshape(-1).tolist()} -> {sizes.tolist()}"
+        _write_vector(model, node, 3, pieces, sizes, base)
+        return f"{node.name}: sizes {_show(value)} -> {_show(sizes)}"
     if action.kind == "expand":
         target = value.reshape(-1).astype(np.int64).copy()
         offset = len(target) - len(xn)
@@ -1531,7 +1616,8 @@ def sweep_resolutions(
         on_step: progress callback ``(done, total)``.
 
     Returns:
-        One point per resolution, preceded by nothing: ratios are against the original model.
+        The original model's point first (its own resolution), then one point per other
+        resolution; ratios are against the original, measured in the same run.
     """
     from onnxsqueeze import runtime
     from onnxsqueeze.summary import count_macs
@@ -1570,6 +1656,9 @@ def sweep_resolutions(
         on_step(1, total)
     points: list[SweepPoint] = []
     timed: list[tuple[int, Any, dict[str, np.ndarray]]] = []
+    # the original resolution is the reference point, measured once
+    resolutions = list(dict.fromkeys(r for r in resolutions if r != (old_h, old_w)))
+    total = len(resolutions) + 1
     for i, res in enumerate(resolutions):
         try:
             plain, _, _ = rewrite_resolution(base, resolution=res, input_name=verdict.input, mode=mode)
