@@ -516,9 +516,13 @@ def _propagate(t: _Trace, node: onnx.NodeProto) -> None:
     elif op in _SPATIAL:
         if op == "ConvTranspose" and _attr(node, "output_shape"):
             raise _Refused(node, "has a fixed output_shape attribute; it pins the spatial size")
-        if op == "Pad" and len(ins) > 3 and ins[3] and ins[3] in t.literals:
-            pass
-        t.kinds[out] = kx
+        if op in ("AveragePool", "MaxPool") and _is_whole_map_pool(t, node):
+            # a global pool written with a fixed kernel (AvgPool2d(7) before a classifier)
+            t.plan.append(_Action("globalpool", _label(node), 0))
+            t.kinds[out] = kx[:2] + (_NONE,) * (len(kx) - 2)
+            t.pools.append(_label(node))
+        else:
+            t.kinds[out] = kx
     elif op in _GLOBAL_POOL:
         t.kinds[out] = kx[:2] + (_NONE,) * (len(kx) - 2)
         t.pools.append(_label(node))
@@ -565,6 +569,20 @@ def _propagate(t: _Trace, node: onnx.NodeProto) -> None:
     for o in node.output[1:]:
         if o and o not in t.kinds and op in _SHAPE_PRESERVING:
             t.kinds[o] = t.kinds[out]
+
+
+def _is_whole_map_pool(t: _Trace, node: onnx.NodeProto) -> bool:
+    """A pool whose kernel covers the whole (unpadded) feature map: a global pool in disguise."""
+    xo, yo = _static(t.old.get(node.input[0])), _static(t.old.get(node.output[0]))
+    kernel = _attr(node, "kernel_shape")
+    if xo is None or yo is None or not kernel or len(node.output) > 1:
+        return False
+    pads = _attr(node, "pads") or []
+    auto = _attr(node, "auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if any(pads) or auto not in ("NOTSET", "VALID") or _attr(node, "dilations"):
+        return False
+    return list(xo[2:]) == list(kernel) and all(d == 1 for d in yo[2:])
 
 
 def _broadcast(t: _Trace, node: onnx.NodeProto, inputs: list[str]) -> Kinds:
@@ -955,6 +973,12 @@ def _apply(
     kinds: dict[str, Kinds],
 ) -> str:
     node = next(n for n in model.graph.node if n.name == action.node)
+    if action.kind == "globalpool":
+        op = "GlobalAveragePool" if node.op_type == "AveragePool" else "GlobalMaxPool"
+        before = f"{node.op_type} kernel {_attr(node, 'kernel_shape')}"
+        node.op_type = op
+        del node.attribute[:]
+        return f"{node.name}: {before} -> {op}"
     new = _infer(model)
     x = node.input[0]
     base = f"{node.input[action.index] or node.name}_resized"

@@ -421,3 +421,24 @@ def test_torchvision_classifier_at_160() -> None:
     plain, _, _ = rewrite_resolution(model, resolution=(160, 160))
     ratio = count_macs(plain)[0] / count_macs(model)[0]
     assert 0.45 < ratio < 0.58  # (160/224)^2 = 0.51, plus rounding of strided sizes
+
+
+def test_whole_map_pool_becomes_global_pool() -> None:
+    """AveragePool with a kernel equal to the feature map (old exports' AvgPool2d(7)) is a global pool."""
+    text = f"""{OPSET}
+    ap (float[N, 3, 16, 16] image) => (float[N, 10] logits) {{
+        a = Conv <pads = [1, 1, 1, 1], strides = [2, 2]> (image, w1, b1)
+        p = AveragePool <kernel_shape = [8, 8]> (a)
+        f = Flatten (p)
+        logits = Gemm <transB = 1> (f, fc_w, fc_b)
+    }}"""
+    m = model_from_text(
+        text,
+        {"w1": rand((4, 3, 3, 3), 1), "b1": rand((4,), 2), "fc_w": rand((10, 4), 3), "fc_b": rand((10,), 4)},
+    )
+    x = rand((2, 3, 16, 16), 5)
+    new, info, _ = rewrite_resolution(m, resolution=(24, 24))
+    assert any("AveragePool kernel [8, 8] -> GlobalAveragePool" in r for r in info.rewrites)
+    assert run_ort(new, {"image": rand((2, 3, 24, 24), 6)})[0].shape == (2, 10)
+    same, _, _ = rewrite_resolution(new, resolution=(16, 16))  # exact at the original size (1e-5)
+    np.testing.assert_allclose(run_ort(same, {"image": x})[0], run_ort(m, {"image": x})[0], atol=1e-5)
