@@ -261,11 +261,10 @@ def resize_model(
             cand = runtime.run_batched(runtime.session(evaluated), feeds)
             labels = np.asarray(data["labels"]) if data is not None and "labels" in data else None
             first = next(iter(ref))
-            agreement = compare_outputs(ref[first], cand[first], labels=labels)
+            agreement = dict(compare_outputs(ref[first], cand[first], labels=labels))
             if labels is not None:
-                agreement["original_accuracy"] = compare_outputs(ref[first], ref[first], labels=labels)[
-                    "accuracy"
-                ]
+                baseline = compare_outputs(ref[first], ref[first], labels=labels)
+                agreement["original_accuracy"] = baseline["accuracy"]
             agreement["output"] = first
             agreement["samples"] = len(next(iter(feeds.values())))
             agreement["source"] = label

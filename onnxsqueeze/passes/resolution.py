@@ -372,10 +372,8 @@ def _analyze(
     declared = sshapes.declared_shape(vi)
     layout = _detect_layout(declared)
     ha, wa = _hw_axes(layout, len(declared))
-    size = (
-        declared[ha] if isinstance(declared[ha], int) else None,
-        declared[wa] if isinstance(declared[wa], int) else None,
-    )
+    dh, dw = declared[ha], declared[wa]
+    size = (dh if isinstance(dh, int) else None, dw if isinstance(dw, int) else None)
     bound = [d if isinstance(d, int) else 1 for d in declared]
     if size[0] is None or size[1] is None:
         ph, pw = probe or (224, 224)
@@ -1305,16 +1303,15 @@ def rewrite_resolution(
     vi = next(v for v in work.graph.input if v.name == verdict.input)
     dims = sshapes.declared_shape(vi)
     ha, wa = _hw_axes(verdict.layout, len(dims))
-    old_h, old_w = verdict.size
-    dynamic = old_h is None or old_w is None
-    if dynamic:
-        if resolution is None and not keep_interface:
-            raise InputError(
-                f"input '{vi.name}' has dynamic H/W: send smaller images, pass --resolution HxW to fix "
-                "a size, or use --keep-interface --scale to resize inside the model"
-            )
-        size_probe = trace.old[vi.name]
-        old_h, old_w = int(size_probe[ha]), int(size_probe[wa])  # type: ignore[arg-type]
+    dynamic = verdict.size[0] is None or verdict.size[1] is None
+    if dynamic and resolution is None and not keep_interface:
+        raise InputError(
+            f"input '{vi.name}' has dynamic H/W: send smaller images, pass --resolution HxW to fix "
+            "a size, or use --keep-interface --scale to resize inside the model"
+        )
+    # the traced size: the declared one, or the probe for dynamic H/W
+    traced = trace.old[vi.name]
+    old_h, old_w = int(traced[ha] or 0), int(traced[wa] or 0)
     if resolution is not None:
         new_h, new_w = resolution
     else:
