@@ -18,7 +18,8 @@ Writes into ``--out`` (default ``.cache/models``):
 The decoder upsamples with ``F.interpolate(size=skip.shape[-2:])``: exported at a static size,
 those sizes become constants derived from the input size, which the resolution rewrite recomputes.
 
-Usage: ``python -m models.segmenter [--out DIR] [--steps N] [--seed S]`` (~40 s on 2 CPU cores).
+Usage: ``python -m models.segmenter [--out DIR] [--steps N] [--seed S]``: about 135 s of CPU time
+(roughly a minute on 2 idle cores; measured 7.5 minutes on the loaded shared dev machine).
 """
 
 from __future__ import annotations

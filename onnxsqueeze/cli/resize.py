@@ -222,6 +222,7 @@ def resize_model(
     from onnxsqueeze.passes.base import describe
     from onnxsqueeze.passes.resolution import RewriteInputResolutionPass, compare_outputs, rewrite_resolution
     from onnxsqueeze.pipeline import record_provenance
+    from onnxsqueeze.verify import output_metrics
 
     candidate, rinfo, modified = rewrite_resolution(
         source,
@@ -262,6 +263,8 @@ def resize_model(
             labels = np.asarray(data["labels"]) if data is not None and "labels" in data else None
             first = next(iter(ref))
             agreement = dict(compare_outputs(ref[first], cand[first], labels=labels))
+            metrics = output_metrics(first, ref[first], cand[first])  # the verifier's view, too
+            agreement.update(cosine=metrics.cosine, max_abs=metrics.max_abs, nonfinite=metrics.nonfinite)
             if labels is not None:
                 baseline = compare_outputs(ref[first], ref[first], labels=labels)
                 agreement["original_accuracy"] = baseline["accuracy"]
@@ -272,7 +275,9 @@ def resize_model(
             info(f"agreement not measured: {e}")
     report["agreement"] = agreement
     failed = None
-    if min_agreement is not None and agreement is not None:
+    if agreement is not None and agreement.get("nonfinite"):
+        failed = f"the result has {agreement['nonfinite']} NaN/Inf values the original does not"
+    if min_agreement is not None and agreement is not None and failed is None:
         score = (
             agreement.get("top1_agreement")
             if agreement.get("top1_agreement") is not None
@@ -338,6 +343,8 @@ def render_report(r: dict[str, Any]) -> None:
             parts.append(f"IoU vs original {a['iou']:.4f}")
         if a.get("mean_abs_error") is not None:
             parts.append(f"mean abs error {a['mean_abs_error']:.4g}")
+        if a.get("cosine") is not None:
+            parts.append(f"cosine {a['cosine']:.4f}")
         out.print(f"vs original on {a['samples']} samples ({escape(a['source'])}): " + ", ".join(parts))
     out.print(f"[green]wrote[/] {escape(r['output'])}")
 

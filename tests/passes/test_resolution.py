@@ -442,3 +442,62 @@ def test_whole_map_pool_becomes_global_pool() -> None:
     assert run_ort(new, {"image": rand((2, 3, 24, 24), 6)})[0].shape == (2, 10)
     same, _, _ = rewrite_resolution(new, resolution=(16, 16))  # exact at the original size (1e-5)
     np.testing.assert_allclose(run_ort(same, {"image": x})[0], run_ort(m, {"image": x})[0], atol=1e-5)
+
+
+def test_slice_window_scales_with_the_map() -> None:
+    """Slice ends derived from the old size: a full range becomes open-ended, a half stays a half."""
+    text = f"""{OPSET}
+    sl (float[1, 3, 32, 32] image) => (float[1, 4, 16, 8] out) {{
+        a = Conv <pads = [1, 1, 1, 1], strides = [2, 2]> (image, w1, b1)
+        out = Slice (a, starts, ends, axes)
+    }}"""
+    inits = {
+        "w1": rand((4, 3, 3, 3), 1),
+        "b1": rand((4,), 2),
+        "starts": np.array([0, 0], np.int64),
+        "ends": np.array([16, 8], np.int64),
+        "axes": np.array([2, 3], np.int64),
+    }
+    new, info, _ = rewrite_resolution(model_from_text(text, inits), resolution=(16, 16))
+    assert info.rewrites and "Slice" in info.rewrites[0]
+    (y,) = run_ort(new, {"image": rand((1, 3, 16, 16), 3)})
+    assert y.shape == (1, 4, 8, 4)
+
+
+def test_fixed_slice_window_refused_when_it_cannot_scale() -> None:
+    text = f"""{OPSET}
+    sl (float[1, 3, 30, 30] image) => (float[1, 4, 15, 7] out) {{
+        a = Conv <pads = [1, 1, 1, 1], strides = [2, 2]> (image, w1, b1)
+        out = Slice (a, starts, ends, axes)
+    }}"""
+    inits = {
+        "w1": rand((4, 3, 3, 3), 1),
+        "b1": rand((4,), 2),
+        "starts": np.array([0], np.int64),
+        "ends": np.array([7], np.int64),
+        "axes": np.array([3], np.int64),
+    }
+    with pytest.raises(UnsupportedModelError, match="Slice .* does not scale"):
+        rewrite_resolution(model_from_text(text, inits), resolution=(16, 16))
+
+
+def test_nhwc_input() -> None:
+    """Channels-last input (a Keras export): H and W are axes 1 and 2, traced through the Transpose."""
+    text = f"""{OPSET}
+    nhwc (float[N, 32, 32, 3] image) => (float[N, 10] logits) {{
+        t = Transpose <perm = [0, 3, 1, 2]> (image)
+        a = Conv <pads = [1, 1, 1, 1], strides = [2, 2]> (t, w1, b1)
+        g = ReduceMean <axes = [2, 3], keepdims = 0> (a)
+        logits = Gemm <transB = 1> (g, fc_w, fc_b)
+    }}"""
+    m = model_from_text(
+        text,
+        {"w1": rand((8, 3, 3, 3), 1), "b1": rand((8,), 2), "fc_w": rand((10, 8), 3), "fc_b": rand((10,), 4)},
+    )
+    v = analyze_resolution(m)
+    assert v.ok and v.layout == "NHWC" and v.global_pools, v.message
+    new, _, _ = rewrite_resolution(m, resolution=(16, 24), keep_interface=True)
+    (y,) = run_ort(new, {"image": rand((2, 32, 32, 3), 5)})
+    assert y.shape == (2, 10)
+    plain, _, _ = rewrite_resolution(m, resolution=(16, 24))
+    assert [d.dim_value for d in plain.graph.input[0].type.tensor_type.shape.dim[1:]] == [16, 24, 3]
