@@ -477,7 +477,7 @@ def test_fixed_slice_window_refused_when_it_cannot_scale() -> None:
         "ends": np.array([7], np.int64),
         "axes": np.array([3], np.int64),
     }
-    with pytest.raises(UnsupportedModelError, match="Slice .* does not scale"):
+    with pytest.raises(UnsupportedModelError, match=r"Slice .* does not scale"):
         rewrite_resolution(model_from_text(text, inits), resolution=(16, 16))
 
 
