@@ -412,8 +412,10 @@ def _analyze(
         )
     maps = [k for k, v in outputs.items() if v == "map"]
     if trace.pools:
-        summary = f"spatial path pooled globally by {', '.join(trace.pools[:3])}"
-        summary += "" if len(trace.pools) <= 3 else f" (+{len(trace.pools) - 3} more)"
+        # the last pool is the one before the head; earlier ones are squeeze-excitation and the like
+        summary = f"spatial path pooled globally by {trace.pools[-1]}"
+        if len(trace.pools) > 1:
+            summary += f" (and {len(trace.pools) - 1} earlier global pool(s), e.g. squeeze-excitation)"
     elif maps:
         summary = "fully convolutional (image-to-image)"
     else:
@@ -492,11 +494,10 @@ def _propagate(t: _Trace, node: onnx.NodeProto) -> None:
         t.dynamic.update(node.output)
         return
     if not any(t.spatial(i) for i in present):
+        # values computed from run-time shapes stay "dynamic"; fixed-size tensors are checked
+        # where they meet the spatial path
         if any(i in t.dynamic for i in present):
             t.dynamic.update(node.output)
-        if op in ("ConstantOfShape", "Expand", "Tile", "Range") and any(i in t.const for i in present):
-            # a tensor of a fixed size: fine unless it meets the spatial path (checked there)
-            pass
         return
     if op in ("If", "Loop", "Scan"):
         raise _Refused(node, "is control flow on the spatial path; onnxsqueeze does not trace into subgraphs")
@@ -617,11 +618,11 @@ def _broadcast(t: _Trace, node: onnx.NodeProto, inputs: list[str]) -> Kinds:
             if uniform:
                 t.plan.append(_Action("shrink", _label(node), idx, axes_local))
                 continue
-            what = f"constant '{i}' {list(shape)}"
             raise _Refused(
                 node,
-                f"adds {what}, which has a fixed extent along the input's H/W axes "
-                "(a position embedding or size-specific mask): it pins the resolution",
+                f"combines the spatial path with constant '{i}' {list(shape)}, which has a fixed extent "
+                "along the input's H/W axes (a position embedding or size-specific mask): it pins the "
+                "resolution",
             )
         src = t.producer.get(i)
         origin = f"{src.op_type} '{_label(src)}'" if src is not None else f"'{i}'"
@@ -977,9 +978,16 @@ def _apply(
         node.op_type = op
         del node.attribute[:]
         return f"{node.name}: {before} -> {op}"
-    new = _infer(model)
     x = node.input[0]
     base = f"{node.input[action.index] or node.name}_resized"
+    if action.kind == "shrink":  # exact at every size: keep one slice along the uniform axes
+        arr = literals[node.input[action.index]]
+        shape_before = list(arr.shape)
+        for a in action.axes:
+            arr = np.take(arr, [0], axis=a)
+        _set_input(model, node, action.index, arr, base)
+        return f"{node.name}: constant {shape_before} -> {list(arr.shape)} (uniform along H/W)"
+    new = _infer(model)
     if action.kind in ("reshape", "resize"):
         literals = _literals(model)
         producer = {o: n for n in model.graph.node for o in n.output}
@@ -992,12 +1000,6 @@ def _apply(
     def fail(reason: str) -> UnsupportedModelError:
         return UnsupportedModelError(f"{node.op_type} '{node.name}': {reason}")
 
-    if action.kind == "shrink":
-        arr = value
-        for a in action.axes:
-            arr = np.take(arr, [0], axis=a)
-        _set_input(model, node, action.index, arr, base)
-        return f"{node.name}: constant {list(value.shape)} -> {list(arr.shape)} (uniform along H/W)"
     if action.kind == "regrow":
         partner = next(i for i in node.input if i and any(kinds.get(i, ())))
         ps = _static(new.get(partner))
