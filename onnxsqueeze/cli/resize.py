@@ -242,7 +242,7 @@ def resize_model(
         report["macs"] = {"original": base_macs, "candidate": cand_macs, "ratio": cand_macs / base_macs}
     except SqueezeError as e:  # a dynamic H/W without --data has no size to count at
         report["macs"] = None
-        info(f"MACs not computed: {e}")
+        info(f"MACs not computed: {_dynamic_hint(e, data)}")
     # agreement: the original at full resolution vs the candidate with its interface kept
     evaluated = candidate
     if not keep_interface and modified:
@@ -272,7 +272,7 @@ def resize_model(
             agreement["samples"] = len(next(iter(feeds.values())))
             agreement["source"] = label
         except SqueezeError as e:  # a dynamic H/W without --data cannot be fed
-            info(f"agreement not measured: {e}")
+            info(f"agreement not measured: {_dynamic_hint(e, data)}")
     report["agreement"] = agreement
     failed = None
     if agreement is not None and agreement.get("nonfinite"):
@@ -297,6 +297,12 @@ def resize_model(
     record_provenance(model_ir, [describe(step)], sio.sha256_file(source_path))
     sio.save(model_ir, output, protect=[source_path])
     return report
+
+
+def _dynamic_hint(e: Exception, data: dict[str, Any] | None) -> str:
+    if data is None and "dynamic dimension" in str(e):
+        return "the input has dynamic dimensions; pass --data to measure at the data's size"
+    return str(e)
 
 
 def _macs(model: Any, data: dict[str, Any] | None) -> int:
