@@ -1262,7 +1262,7 @@ def _add_interface(
 def rewrite_resolution(
     model: onnx.ModelProto | ir.Model,
     *,
-    resolution: tuple[int, int] | None = None,
+    resolution: tuple[int, int] | str | None = None,
     scale: float | None = None,
     input_name: str | None = None,
     keep_interface: bool = False,
@@ -1292,6 +1292,10 @@ def rewrite_resolution(
     """
     if mode not in MODES:
         raise InputError(f"--mode '{mode}': choose one of {', '.join(MODES)}")
+    if isinstance(resolution, str):  # recipes may spell it "160x160"
+        resolution = parse_resolution(resolution)
+    elif resolution is not None:
+        resolution = (int(resolution[0]), int(resolution[1]))
     if (resolution is None) == (scale is None):
         raise InputError("give exactly one of --resolution HxW and --scale FACTOR")
     if scale is not None and not (0 < scale <= 16):
