@@ -13,7 +13,8 @@ naming the node, when:
 - a Gemm or MatMul contracts a constant weight over an axis that follows H or W (Flatten -> Gemm:
   the classifier is tied to one feature-map size);
 - a constant with an extent along H or W meets the spatial path (a position embedding, a fixed
-  mask); constants that are uniform along those axes are harmless and are shrunk to extent 1;
+  mask); constants that are uniform along those axes (initializers, ConstantOfShape) are harmless:
+  they are shrunk to extent 1 (broadcast) or, when concatenated, regrown to the new size;
 - a Resize resizes to sizes that are not an integer multiple or fraction of its input (a fixed-size
   Resize pins the resolution), a Gather or Split picks fixed positions along H or W, a Slice takes
   a window that does not scale, a Reshape regroups spatial axes in a way that cannot be rescaled;
@@ -22,7 +23,10 @@ naming the node, when:
 **Rewrite** (:class:`RewriteInputResolutionPass`): the input gets the new H and W; shape constants
 derived from the old size are recomputed from the new shapes, in graph order, re-running shape
 inference after each (Reshape targets ``prod(new dims)`` per merged group, Resize sizes
-``new_in * (old_out / old_in)``, Expand targets, Slice ends ``e * (h / H)``, uniform constants);
+``new_in * (old_out / old_in)``, Expand targets, Slice ends ``e * (h / H)``, ConstantOfShape
+shapes, uniform constants; these may be literals or the literal parts of a Concat next to run-time
+Shape pieces, as static exports of ``interpolate(size=skip.shape[-2:])`` are); a pool whose kernel
+covers the whole feature map (``AvgPool2d(7)``) becomes the global pool it is;
 the result is checked with ``onnx.checker`` and run once in onnxruntime.
 
 **Keep the interface** (``keep_interface=True``): callers keep sending ``H x W``; a Resize after the
@@ -152,7 +156,7 @@ class ResolutionVerdict:
 class _Action:
     """A planned constant rewrite: ``kind`` on input ``index`` of ``node`` (by name)."""
 
-    kind: str  # reshape | resize | expand | slice | shrink | regrow
+    kind: str  # reshape | resize | expand | slice | shrink | regrow | fill-shrink | fill-regrow | globalpool
     node: str
     index: int
     axes: tuple[int, ...] = ()
@@ -584,6 +588,14 @@ def _is_whole_map_pool(t: _Trace, node: onnx.NodeProto) -> bool:
     return list(xo[2:]) == list(kernel) and all(d == 1 for d in yo[2:])
 
 
+def _fill(t: _Trace, name: str) -> onnx.NodeProto | None:
+    """The ConstantOfShape producing ``name`` from a literal shape (a uniform tensor), if any."""
+    src = t.producer.get(name)
+    if src is not None and src.op_type == "ConstantOfShape" and src.input and src.input[0] in t.literals:
+        return src
+    return None
+
+
 def _broadcast(t: _Trace, node: onnx.NodeProto, inputs: list[str]) -> Kinds:
     rank = max(len(t.old.get(i, ())) or len(t.k(i)) for i in inputs)
     kinds: list[frozenset[str]] = [_NONE] * rank
@@ -609,6 +621,10 @@ def _broadcast(t: _Trace, node: onnx.NodeProto, inputs: list[str]) -> Kinds:
         if i in t.dynamic:
             continue  # its size is computed from run-time shapes
         axes_local = tuple(a - (rank - len(shape)) for a in pinned)
+        fill = _fill(t, i)
+        if fill is not None:  # uniform: broadcasting from extent 1 is exact at every size
+            t.plan.append(_Action("fill-shrink", _label(fill), 0, axes_local))
+            continue
         if i in t.literals:
             value = t.literals[i]
             uniform = all(
@@ -693,6 +709,9 @@ def _concat(t: _Trace, node: onnx.NodeProto) -> None:
         shape = t.old.get(i)
         pinned = tuple(a for a in range(rank) if a != axis and kinds[a])
         if not pinned:
+            continue
+        if _fill(t, i) is not None:  # uniform: regrown to the partner's new size
+            t.plan.append(_Action("fill-regrow", _label(node), idx, pinned))
             continue
         if i in t.literals and shape is not None:
             value = t.literals[i]
@@ -980,6 +999,12 @@ def _apply(
         return f"{node.name}: {before} -> {op}"
     x = node.input[0]
     base = f"{node.input[action.index] or node.name}_resized"
+    if action.kind == "fill-shrink":  # exact at every size: extent 1 broadcasts
+        dims = literals[node.input[0]].reshape(-1).astype(np.int64).copy()
+        was = dims.tolist()
+        dims[list(action.axes)] = 1
+        _set_input(model, node, 0, dims, f"{node.input[0]}_resized")
+        return f"{node.name}: shape {was} -> {dims.tolist()} (uniform, broadcast)"
     if action.kind == "shrink":  # exact at every size: keep one slice along the uniform axes
         arr = literals[node.input[action.index]]
         shape_before = list(arr.shape)
@@ -994,17 +1019,25 @@ def _apply(
         vec = _vector(literals, None, {**old, **new}, producer, node.input[action.index])
         assert vec is not None
         value, pieces = vec
-    else:
+    elif action.kind != "fill-regrow":
         value = literals[node.input[action.index]]
 
     def fail(reason: str) -> UnsupportedModelError:
         return UnsupportedModelError(f"{node.op_type} '{node.name}': {reason}")
 
-    if action.kind == "regrow":
+    if action.kind in ("regrow", "fill-regrow"):
         partner = next(i for i in node.input if i and any(kinds.get(i, ())))
         ps = _static(new.get(partner))
         if ps is None:
             raise fail("cannot infer the new size of its spatial input")
+        if action.kind == "fill-regrow":
+            fill = next(n for n in model.graph.node if node.input[action.index] in n.output)
+            dims = literals[fill.input[0]].reshape(-1).astype(np.int64).copy()
+            was = dims.tolist()
+            for a in action.axes:
+                dims[a] = ps[a]
+            _set_input(model, fill, 0, dims, f"{fill.input[0]}_resized")
+            return f"{fill.name}: shape {was} -> {dims.tolist()}"
         shape = list(value.shape)
         for a in action.axes:
             shape[a] = ps[a]
@@ -1033,10 +1066,10 @@ def _apply(
                         target[j] = pn
             else:
                 parts = [r for r, k in zip(ratio, ("H", "W"), strict=True) if k in kind]
-                dims = [oo[j] * r for j, r in zip(big, parts, strict=True)]
-                if any(abs(d - round(d)) > 1e-6 for d in dims) or int(np.prod(np.round(dims))) != pn:
+                scaled = [oo[j] * r for j, r in zip(big, parts, strict=True)]
+                if any(abs(d - round(d)) > 1e-6 for d in scaled) or int(np.prod(np.round(scaled))) != pn:
                     raise fail(f"cannot split {pn} into parts scaling {[oo[j] for j in big]}")
-                for j, d in zip(big, dims, strict=True):
+                for j, d in zip(big, scaled, strict=True):
                     if target[j] > 0:
                         target[j] = round(d)
         _write_vector(model, node, action.index, pieces, target, base)
@@ -1070,8 +1103,8 @@ def _apply(
         ends = value.reshape(-1).astype(np.int64).copy()
         axes = literals[names[3]].reshape(-1) if names[3] else np.arange(len(starts))
         kx = kinds.get(x, ())
-        for pos, a in enumerate(axes):
-            a = int(a) % len(xo)
+        for pos, axis in enumerate(axes):
+            a = int(axis) % len(xo)
             if a not in action.axes:
                 continue
             d, dn = xo[a], xn[a]
@@ -1353,7 +1386,7 @@ def rewrite_resolution(
             done.append(_apply(work, action, trace.literals, ratio, old_shapes, kinds))
     else:
         for action in trace.plan:
-            if action.kind != "shrink":
+            if action.kind not in ("shrink", "fill-shrink", "globalpool"):
                 raise UnsupportedModelError(
                     f"{action.node}: carries constants derived from the input size, but the input's H/W "
                     "are dynamic; give --resolution HxW instead of --scale"

@@ -501,3 +501,33 @@ def test_nhwc_input() -> None:
     assert y.shape == (2, 10)
     plain, _, _ = rewrite_resolution(m, resolution=(16, 24))
     assert [d.dim_value for d in plain.graph.input[0].type.tensor_type.shape.dim[1:]] == [16, 24, 3]
+
+
+def test_constant_of_shape_sized_from_the_input_is_rewritten() -> None:
+    """ConstantOfShape tensors at the old size: an added bias map broadcasts, a concatenated one regrows."""
+    text = f"""{OPSET}
+    cs (float[1, 3, 16, 16] image) => (float[1, 5, 16, 16] out) {{
+        a = Conv <pads = [1, 1, 1, 1]> (image, w1, b1)
+        bias = ConstantOfShape <value = float[1] {{0.5}}> (bias_shape)
+        ab = Add (a, bias)
+        ones = ConstantOfShape <value = float[1] {{1.0}}> (ones_shape)
+        out = Concat <axis = 1> (ab, ones)
+    }}"""
+    inits = {
+        "w1": rand((4, 3, 3, 3), 1),
+        "b1": rand((4,), 2),
+        "bias_shape": np.array([1, 4, 16, 16], np.int64),
+        "ones_shape": np.array([1, 1, 16, 16], np.int64),
+    }
+    m = model_from_text(text, inits)
+    new, info, _ = rewrite_resolution(m, resolution=(8, 12))
+    assert any("[1, 4, 16, 16] -> [1, 4, 1, 1]" in r for r in info.rewrites), info.rewrites
+    assert any("[1, 1, 16, 16] -> [1, 1, 8, 12]" in r for r in info.rewrites), info.rewrites
+    x = rand((1, 3, 8, 12), 3)
+    (y,) = run_ort(new, {"image": x})
+    assert y.shape == (1, 5, 8, 12)
+    np.testing.assert_array_equal(y[:, 4], 1.0)
+    # the same function at the old size (exact: 0 tolerance on the ones channel, 1e-6 on the rest)
+    back, _, _ = rewrite_resolution(new, resolution=(16, 16))
+    x16 = rand((1, 3, 16, 16), 4)
+    np.testing.assert_allclose(run_ort(back, {"image": x16})[0], run_ort(m, {"image": x16})[0], atol=1e-6)
