@@ -8,6 +8,10 @@ is not reported: the weights are random (see the segmenter results for a trained
 
 Usage: ``python benchmarks/resolution.py [--models resnet18,...] [--sizes 224,192,160,128]
 [--threads 1] [--rounds 5] [--runs 10] [--json]``
+
+``--interface MODEL.onnx --resolution HxW`` instead times the deployed artifact of
+``resize --keep-interface`` (its two interface Resizes included) against the original and against
+the plain model at that resolution, all at batch 1 on the model's own input size.
 """
 
 from __future__ import annotations
@@ -31,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--interface", type=Path, help="time keep-interface vs plain for this model")
+    parser.add_argument("--resolution", default="64x64", help="with --interface: the inner resolution")
     args = parser.parse_args(argv)
+    if args.interface is not None:
+        return interface(args)
 
     from models import zoo
     from onnxsqueeze import io as sio
@@ -64,6 +72,40 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {name} | {res} | {p['macs'] / 1e9:.3f} | {p['macs_ratio']:.3f} | "
                 f"{p['latency_ms']:.2f} | {p['latency_ratio']:.3f} |"
             )
+    return 0
+
+
+def interface(args: argparse.Namespace) -> int:
+    """Latency of original, keep-interface artifact and plain model (ratios to the original)."""
+    from onnxsqueeze import io as sio
+    from onnxsqueeze import runtime, shapes
+    from onnxsqueeze.passes.resolution import parse_resolution, rewrite_resolution, time_sessions
+
+    model = sio.load(args.interface)
+    size = parse_resolution(args.resolution)
+    kept, info, _ = rewrite_resolution(model, resolution=size, keep_interface=True)
+    plain, _, _ = rewrite_resolution(model, resolution=size)
+    feeds = shapes.make_inputs(model, shapes.resolve_input_shapes(model), seed=0)
+    small = shapes.make_inputs(plain, shapes.resolve_input_shapes(plain), seed=0)
+    sessions = [runtime.session(m, optimize=True, threads=args.threads) for m in (model, kept, plain)]
+    ms = time_sessions(sessions, [feeds, feeds, small], rounds=args.rounds, runs=args.runs)
+    rows = [
+        ("original", ms[0]),
+        (f"keep-interface {args.resolution}", ms[1]),
+        (f"plain {args.resolution}", ms[2]),
+    ]
+    if args.json:
+        print(json.dumps({name: {"ms": v, "ratio": v / ms[0]} for name, v in rows}, indent=2))
+        return 0
+    print(
+        f"{args.interface}: onnxruntime CPU, batch 1, {args.threads} thread(s); outputs resized back: "
+        f"{', '.join(info.resized_outputs) or '-'}"
+    )
+    print()
+    print("| model | latency (ms) | ratio |")
+    print("|---|---:|---:|")
+    for name, v in rows:
+        print(f"| {name} | {v:.3f} | {v / ms[0]:.3f} |")
     return 0
 
 
