@@ -8,6 +8,7 @@ import typer
 
 from onnxsqueeze.cli import bench, core, fp16
 from onnxsqueeze.cli import export as export_cli
+from onnxsqueeze.cli import resize as resize_cli
 
 app = typer.Typer(
     name="onnxsqueeze",
@@ -41,6 +42,7 @@ core.register(app)
 bench.register(app)
 export_cli.register(app)
 fp16.register(app)
+resize_cli.register(app)
 
 
 def main() -> None:

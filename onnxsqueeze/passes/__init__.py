@@ -5,6 +5,7 @@ from __future__ import annotations
 from onnxsqueeze.passes.base import SqueezePass, describe
 from onnxsqueeze.passes.cleanup import CleanupPass, FoldBatchNormPass, FoldConstantsPass
 from onnxsqueeze.passes.fp16 import ConvertToFloat16Pass
+from onnxsqueeze.passes.resolution import RewriteInputResolutionPass
 
 # The registry: recipe and CLI names to pass classes. No import side effects register anything.
 PASSES: dict[str, type[SqueezePass]] = {
@@ -12,6 +13,7 @@ PASSES: dict[str, type[SqueezePass]] = {
     FoldConstantsPass.name: FoldConstantsPass,
     FoldBatchNormPass.name: FoldBatchNormPass,
     ConvertToFloat16Pass.name: ConvertToFloat16Pass,
+    RewriteInputResolutionPass.name: RewriteInputResolutionPass,
 }
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "ConvertToFloat16Pass",
     "FoldBatchNormPass",
     "FoldConstantsPass",
+    "RewriteInputResolutionPass",
     "SqueezePass",
     "describe",
 ]

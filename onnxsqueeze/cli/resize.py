@@ -1,0 +1,359 @@
+"""``resize``: run a model at another input resolution (check, rewrite, or sweep)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from onnxsqueeze.cli import _options as opt
+from onnxsqueeze.cli._output import emit_json, escape, handle_errors, human_count, info, out, progress, warn
+
+ResolutionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--resolution", "-r", help="The new input size, HxW (e.g. 160x160) or one number for a square."
+    ),
+]
+ScaleOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--scale",
+        help="A factor on H and W instead of --resolution (e.g. 0.5). For dynamic H/W with --keep-interface.",
+    ),
+]
+InputOpt = Annotated[
+    str | None, typer.Option("--input", help="The image input (default: the only input of rank >= 3).")
+]
+KeepOpt = Annotated[
+    bool,
+    typer.Option(
+        "--keep-interface",
+        help="Keep the I/O shapes: Resize after the input, and image-to-image outputs resized back.",
+    ),
+]
+ModeOpt = Annotated[
+    str, typer.Option("--mode", help="Interpolation of the interface Resizes: linear, nearest, cubic.")
+]
+CheckFlag = Annotated[
+    bool,
+    typer.Option(
+        "--check", help="Print whether the model can change resolution (exit 1 if not); write nothing."
+    ),
+]
+SweepOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sweep",
+        help="Resolutions to compare, e.g. 224,192,160,128 (or 224x224,160x120): MACs, latency, accuracy.",
+    ),
+]
+MinAgreementOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--min-agreement",
+        help="Fail (exit 1, nothing written unless --force) if top-1 agreement or map IoU with the original "
+        "falls below this fraction.",
+    ),
+]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="Intra-op threads for latency (--sweep).")]
+
+
+def _res(v: tuple[int | None, int | None]) -> str:
+    return "x".join("?" if d is None else str(d) for d in v)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def render_verdict(v: Any) -> None:
+    colour = "green" if v.ok else "red"
+    out.print(f"[{colour}]{'accepted' if v.ok else 'refused'}[/]: {escape(v.message)}")
+    t = Table(show_header=False, show_edge=False, box=None)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("input", f"{escape(v.input)} ({v.layout}, {_res(v.size)})")
+    if v.ok:
+        t.add_row("outputs", escape(", ".join(f"{k}: {kind}" for k, kind in v.outputs.items())))
+        if v.rewrites:
+            t.add_row("constants to rewrite", escape(", ".join(v.rewrites)))
+    out.print(t)
+
+
+def render_sweep(points: list[Any], source: str) -> None:
+    t = Table(
+        title=f"resolution sweep on {escape(source)} (* the original; x: ratio to it)",
+        title_justify="left",
+        caption="accuracy: vs labels (maps: IoU vs label masks); top-1 agr, IoU, MAE: vs the original",
+        caption_justify="left",
+    )
+    for col in ("size", "MACs", "MACs x", "ms", "ms x", "accuracy", "top-1 agr", "IoU", "MAE"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for i, p in enumerate(points):
+        label = "x".join(map(str, p.resolution)) + ("*" if i == 0 else "")
+        if p.error:
+            t.add_row(label, f"[red]{escape(p.error)}[/]", *[""] * 7)
+            continue
+        acc = "-" if p.accuracy is None else f"{p.accuracy:.4f}" if p.iou is not None else f"{p.accuracy:.1%}"
+        t.add_row(
+            label,
+            human_count(p.macs),
+            "-" if p.macs_ratio is None else f"{p.macs_ratio:.3f}",
+            "-" if p.latency_ms is None else f"{p.latency_ms:.2f}",
+            "-" if p.latency_ratio is None else f"{p.latency_ratio:.3f}",
+            acc,
+            _pct(p.top1_agreement),
+            "-" if p.iou is None else f"{p.iou:.4f}",
+            "-" if p.mean_abs_error is None else f"{p.mean_abs_error:.3g}",
+        )
+    # piped output (CI logs) is not cut at 80 columns: the numbers are the point
+    width = out.width
+    if not out.is_terminal:
+        out.width = max(width, 120)
+    try:
+        out.print(t)
+    finally:
+        out.width = width
+
+
+@handle_errors
+def resize_cmd(
+    model: opt.ModelArg,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Where to write the result (.onnx).")
+    ] = None,
+    resolution: ResolutionOpt = None,
+    scale: ScaleOpt = None,
+    input_name: InputOpt = None,
+    keep_interface: KeepOpt = False,
+    mode: ModeOpt = "linear",
+    check: CheckFlag = False,
+    sweep: SweepOpt = None,
+    data: opt.DataOpt = None,
+    min_agreement: MinAgreementOpt = None,
+    threads: ThreadsOpt = None,
+    json_: opt.JsonFlag = False,
+    force: opt.ForceFlag = False,
+) -> None:
+    """Run a model at another input resolution: --check it, rewrite it (-o), or --sweep resolutions.
+
+    Fully convolutional models and models that pool globally before their classifier are accepted;
+    anything tied to the feature-map size (Flatten -> Gemm, position embeddings, fixed-size Resize)
+    is refused, naming the node. With --keep-interface the model keeps its input and output shapes.
+    """
+    from onnxsqueeze import io as sio
+    from onnxsqueeze.errors import InputError
+    from onnxsqueeze.passes import resolution as res
+
+    if sum(bool(x) for x in (check, sweep, output)) != 1:
+        raise InputError("choose one of --check, --sweep RESOLUTIONS, or -o OUT with --resolution/--scale")
+    source = sio.load(model)
+    arrays = sio.load_npz(data) if data is not None else None
+
+    if check:
+        verdict = res.analyze_resolution(source, input_name=input_name)
+        if json_:
+            emit_json(verdict.to_dict())
+        else:
+            render_verdict(verdict)
+        if not verdict.ok:
+            raise typer.Exit(1)
+        return
+
+    if sweep:
+        sizes = res.parse_sweep(sweep)
+        with progress("sweeping resolutions", total=len(sizes) + 1) as update:
+            points = res.sweep_resolutions(
+                source, sizes, input_name=input_name, data=arrays, mode=mode, threads=threads, on_step=update
+            )
+        label = str(data) if data is not None else "8 random inputs (agreement only)"
+        if json_:
+            emit_json({"model": str(model), "data": label, "points": [p.to_dict() for p in points]})
+        else:
+            render_sweep(points, label)
+        return
+
+    assert output is not None
+    report = resize_model(
+        source,
+        model,
+        output,
+        resolution=res.parse_resolution(resolution) if resolution else None,
+        scale=scale,
+        input_name=input_name,
+        keep_interface=keep_interface,
+        mode=mode,
+        data=arrays,
+        data_label=str(data) if data is not None else None,
+        min_agreement=min_agreement,
+        force=force,
+    )
+    if json_:
+        emit_json(report)
+    else:
+        render_report(report)
+
+
+def resize_model(
+    source: Any,
+    source_path: Path,
+    output: Path,
+    *,
+    resolution: tuple[int, int] | None,
+    scale: float | None,
+    input_name: str | None,
+    keep_interface: bool,
+    mode: str,
+    data: dict[str, Any] | None,
+    data_label: str | None,
+    min_agreement: float | None,
+    force: bool,
+) -> dict[str, Any]:
+    """Rewrite, measure agreement with the original, write (atomically); the report as a dict."""
+    import numpy as np
+    import onnx_ir as ir
+
+    from onnxsqueeze import io as sio
+    from onnxsqueeze import runtime, shapes
+    from onnxsqueeze.errors import SqueezeError, VerificationError
+    from onnxsqueeze.passes.base import describe
+    from onnxsqueeze.passes.resolution import RewriteInputResolutionPass, compare_outputs, rewrite_resolution
+    from onnxsqueeze.pipeline import record_provenance
+    from onnxsqueeze.verify import output_metrics
+
+    candidate, rinfo, modified = rewrite_resolution(
+        source,
+        resolution=resolution,
+        scale=scale,
+        input_name=input_name,
+        keep_interface=keep_interface,
+        mode=mode,
+    )
+    report: dict[str, Any] = {"model": str(source_path), "output": str(output), **rinfo.to_dict()}
+    report["modified"] = modified
+    if not modified:
+        warn(f"the model is already {_res(rinfo.old_size)}; writing it unchanged")
+    # MACs at batch 1: the original at its size, the candidate at the size it computes at
+    try:
+        base_macs, cand_macs = _macs(source, data), _macs(candidate, data)
+        report["macs"] = {"original": base_macs, "candidate": cand_macs, "ratio": cand_macs / base_macs}
+    except SqueezeError as e:  # a dynamic H/W without --data has no size to count at
+        report["macs"] = None
+        info(f"MACs not computed: {_dynamic_hint(e, data)}")
+    # agreement: the original at full resolution vs the candidate with its interface kept
+    evaluated = candidate
+    if not keep_interface and modified:
+        evaluated, _, _ = rewrite_resolution(
+            source, resolution=resolution, scale=scale, input_name=input_name, keep_interface=True, mode=mode
+        )
+    agreement: dict[str, Any] | None = None
+    if modified:
+        try:
+            if data is not None:
+                feeds = {k: np.asarray(v) for k, v in data.items() if k != "labels"}
+                label = data_label or "data"
+            else:
+                feeds = shapes.make_inputs(source, shapes.resolve_input_shapes(source, batch=8), seed=0)
+                label = "8 random inputs (seed 0)"
+            ref = runtime.run_batched(runtime.session(source), feeds)
+            cand = runtime.run_batched(runtime.session(evaluated), feeds)
+            labels = np.asarray(data["labels"]) if data is not None and "labels" in data else None
+            first = next(iter(ref))
+            agreement = dict(compare_outputs(ref[first], cand[first], labels=labels))
+            metrics = output_metrics(first, ref[first], cand[first])  # the verifier's view, too
+            agreement.update(cosine=metrics.cosine, max_abs=metrics.max_abs, nonfinite=metrics.nonfinite)
+            if labels is not None:
+                baseline = compare_outputs(ref[first], ref[first], labels=labels)
+                agreement["original_accuracy"] = baseline["accuracy"]
+            agreement["output"] = first
+            agreement["samples"] = len(next(iter(feeds.values())))
+            agreement["source"] = label
+        except SqueezeError as e:  # a dynamic H/W without --data cannot be fed
+            info(f"agreement not measured: {_dynamic_hint(e, data)}")
+    report["agreement"] = agreement
+    failed = None
+    if agreement is not None and agreement.get("nonfinite"):
+        failed = f"the result has {agreement['nonfinite']} NaN/Inf values the original does not"
+    if min_agreement is not None and agreement is not None and failed is None:
+        score = (
+            agreement.get("top1_agreement")
+            if agreement.get("top1_agreement") is not None
+            else agreement.get("iou")
+        )
+        if score is not None and score < min_agreement:
+            failed = f"agreement {score:.4f} with the original is below --min-agreement {min_agreement:g}"
+    report["passed"] = failed is None
+    if failed and not force:
+        raise VerificationError(f"{failed}; nothing written (use --force to write anyway)")
+    if failed:
+        warn(f"{failed}; writing anyway (--force)")
+    model_ir = ir.serde.deserialize_model(candidate)
+    step = RewriteInputResolutionPass(
+        resolution=resolution, scale=scale, input_name=input_name, keep_interface=keep_interface, mode=mode
+    )
+    record_provenance(model_ir, [describe(step)], sio.sha256_file(source_path))
+    sio.save(model_ir, output, protect=[source_path])
+    return report
+
+
+def _dynamic_hint(e: Exception, data: dict[str, Any] | None) -> str:
+    if data is None and "dynamic dimension" in str(e):
+        return "the input has dynamic dimensions; pass --data to measure at the data's size"
+    return str(e)
+
+
+def _macs(model: Any, data: dict[str, Any] | None) -> int:
+    """MACs at batch 1; dynamic H/W are taken from the data when given."""
+    import numpy as np
+
+    from onnxsqueeze import shapes
+    from onnxsqueeze.summary import count_macs
+
+    bind: dict[str, tuple[int, ...]] = {}
+    for vi in shapes.graph_inputs(model):
+        dims = shapes.declared_shape(vi)
+        if any(not isinstance(d, int) for d in dims[1:]) and data is not None and vi.name in data:
+            bind[vi.name] = (1, *np.asarray(data[vi.name]).shape[1:])
+    return count_macs(model, bind)[0]
+
+
+def render_report(r: dict[str, Any]) -> None:
+    kind = "keeping the interface" if r["keep_interface"] else "new input size"
+    scaled = list(r["new_size"]) == [None, None]
+    new = f"x{r['scale']} (follows the caller's size)" if scaled else _res(tuple(r["new_size"]))
+    out.print(f"input '{escape(r['input'])}': {_res(tuple(r['old_size']))} -> {new} ({kind})")
+    for line in r["rewrites"]:
+        out.print(f"  rewrote {escape(line)}")
+    if r["resized_outputs"]:
+        out.print(f"  outputs resized back to the original size: {escape(', '.join(r['resized_outputs']))}")
+    if r.get("macs"):
+        m = r["macs"]
+        out.print(f"MACs {human_count(m['original'])} -> {human_count(m['candidate'])} ({m['ratio']:.3f}x)")
+    a = r.get("agreement")
+    if a:
+        parts = []
+        if a.get("accuracy") is not None:
+            base = a.get("original_accuracy")
+            if a.get("iou") is not None:  # a map: its "accuracy" is the IoU against the label masks
+                suffix = f" (original {base:.4f})" if base is not None else ""
+                parts.append(f"IoU vs labels {a['accuracy']:.4f}{suffix}")
+            else:
+                suffix = f" (original {base:.2%})" if base is not None else ""
+                parts.append(f"accuracy {a['accuracy']:.2%}{suffix}")
+        if a.get("top1_agreement") is not None:
+            parts.append(f"top-1 agreement {a['top1_agreement']:.2%}")
+        if a.get("iou") is not None:
+            parts.append(f"IoU vs original {a['iou']:.4f}")
+        if a.get("mean_abs_error") is not None:
+            parts.append(f"mean abs error {a['mean_abs_error']:.4g}")
+        if a.get("cosine") is not None:
+            parts.append(f"cosine {a['cosine']:.4f}")
+        out.print(f"vs original on {a['samples']} samples ({escape(a['source'])}): " + ", ".join(parts))
+    out.print(f"[green]wrote[/] {escape(r['output'])}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("resize")(resize_cmd)
