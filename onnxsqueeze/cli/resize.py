@@ -295,7 +295,9 @@ def resize_model(
         resolution=resolution, scale=scale, input_name=input_name, keep_interface=keep_interface, mode=mode
     )
     record_provenance(model_ir, [describe(step)], sio.sha256_file(source_path))
-    sio.save(model_ir, output, protect=[source_path])
+    from onnxsqueeze.manifest import save_artifact
+
+    save_artifact(model_ir, output, source_path=source_path, verify_report=agreement)
     return report
 
 
