@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from onnxsqueeze.passes.base import SqueezePass, describe
 from onnxsqueeze.passes.cleanup import CleanupPass, FoldBatchNormPass, FoldConstantsPass
+from onnxsqueeze.passes.quantize import CalibrationData, QuantizeInt8Pass
 
 # The registry: recipe and CLI names to pass classes. No import side effects register anything.
 PASSES: dict[str, type[SqueezePass]] = {
     CleanupPass.name: CleanupPass,
     FoldConstantsPass.name: FoldConstantsPass,
     FoldBatchNormPass.name: FoldBatchNormPass,
+    QuantizeInt8Pass.name: QuantizeInt8Pass,
 }
 
-__all__ = ["PASSES", "CleanupPass", "FoldBatchNormPass", "FoldConstantsPass", "SqueezePass", "describe"]
+__all__ = [
+    "PASSES",
+    "CalibrationData",
+    "CleanupPass",
+    "FoldBatchNormPass",
+    "FoldConstantsPass",
+    "QuantizeInt8Pass",
+    "SqueezePass",
+    "describe",
+]

@@ -1,0 +1,232 @@
+"""Int8 quantization through ``onnxruntime.quantization``.
+
+Linear quantization maps a float tensor to 8-bit integers with a scale and a zero point::
+
+    q = clamp(round(x / scale) + zero_point, qmin, qmax)        x ~= (q - zero_point) * scale
+
+- ``mode="dynamic"``: weights are quantized ahead of time (per output channel with
+  ``per_channel``), activations at run time from their observed range (``DynamicQuantizeLinear``,
+  then ``MatMulInteger`` / ``ConvInteger``). No calibration data.
+- ``mode="static"``: weights and activations both get fixed scales; the activation ranges are
+  calibrated by running the model on ``calibration`` inputs (MinMax, Entropy or Percentile), and the
+  result is in QDQ format (QuantizeLinear/DequantizeLinear pairs around each quantized op) that
+  onnxruntime fuses into integer kernels (``QLinearConv``...) when graph optimizations are on.
+
+onnxruntime.quantization works on ModelProtos and files, not onnx_ir: the pass serializes the
+model, quantizes it in a private temporary folder, and moves the quantized graph back into the
+``ir.Model`` it was given (in place). Calibration ranges are reductions (min/max or histograms)
+over the given arrays in order, so the same inputs give the same bytes. The pass never reads
+files of its own: calibration data arrive as arrays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxsqueeze.errors import UnsupportedModelError
+from onnxsqueeze.passes.base import SqueezePass
+
+FLOAT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CalibrationData:
+    """Calibration inputs for static quantization: arrays keyed by input name, first axis = samples.
+
+    Immutable in spirit (the pass only reads it); its hash and ``describe()`` identify the content
+    so provenance and caches can name it without storing the arrays.
+    """
+
+    arrays: Mapping[str, np.ndarray]
+    batch_size: int = 16
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values()))) if self.arrays else 0
+
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        for name, array in sorted(self.arrays.items()):
+            a = np.ascontiguousarray(array)
+            h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+            h.update(a.tobytes())
+        return h.hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        return {"samples": len(self), "sha256": self.sha256()}
+
+    def batches(self) -> Iterator[dict[str, np.ndarray]]:
+        n = len(self)
+        for start in range(0, n, self.batch_size):
+            yield {
+                k: np.ascontiguousarray(v[start : start + self.batch_size]) for k, v in self.arrays.items()
+            }
+
+
+def _reader(data: CalibrationData, model: onnx.ModelProto, fixed_batch: int | None) -> Any:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    from onnxsqueeze.shapes import graph_inputs, input_dtype
+
+    dtypes = {vi.name: input_dtype(vi) for vi in graph_inputs(model)}
+
+    class _Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._it = self._gen()
+
+        def _gen(self) -> Iterator[dict[str, np.ndarray]]:
+            step = fixed_batch or data.batch_size
+            n = len(data)
+            for start in range(0, n - (n % step if fixed_batch else 0), step):
+                yield {
+                    k: np.ascontiguousarray(v[start : start + step]).astype(dtypes[k], copy=False)
+                    for k, v in data.arrays.items()
+                    if k in dtypes
+                }
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+        def rewind(self) -> None:
+            self._it = self._gen()
+
+    return _Reader()
+
+
+def _quant_type(name: str) -> Any:
+    from onnxruntime.quantization import QuantType
+
+    return {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[name]
+
+
+def _calibrate_method(name: str) -> Any:
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[name]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class QuantizeInt8Pass(SqueezePass):
+    """Quantize Conv/ConvTranspose/Gemm/MatMul weights (and, static, activations) to 8 bits.
+
+    Rewrites: float weights into int8 initializers with scales and zero points; static mode wraps
+    quantized ops in QuantizeLinear/DequantizeLinear (QDQ); dynamic mode uses integer kernels
+    with run-time activation quantization.
+
+    Requires: float32 weights in initializers (run cleanup first), static shapes inferable by
+    onnx; ``calibration`` for ``mode="static"``.
+
+    Options:
+        mode: ``dynamic`` or ``static``.
+        per_channel: one scale per output channel of each weight (better accuracy, same size).
+        weight_type / activation_type: ``int8`` or ``uint8`` (static: activations uint8 and weights
+            int8 by default, onnxruntime's recommended U8S8 on x86; dynamic activations are
+            always uint8).
+        calibrate_method: ``minmax``, ``entropy`` or ``percentile`` (static only).
+        op_types: the op types to quantize (default: Conv, ConvTranspose, Gemm, MatMul).
+        reduce_range: 7-bit weights, for old x86 CPUs without VNNI that can saturate.
+        calibration: the calibration inputs (static only; not recorded in provenance, its hash is).
+    """
+
+    name: ClassVar[str] = "int8"
+    mode: Literal["dynamic", "static"] = "dynamic"
+    per_channel: bool = True
+    weight_type: Literal["int8", "uint8"] = "int8"
+    activation_type: Literal["int8", "uint8"] = "uint8"
+    calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    op_types: tuple[str, ...] = FLOAT_OPS
+    reduce_range: bool = False
+    calibration: CalibrationData | None = None
+
+    def options(self) -> dict[str, Any]:
+        out = super().options()
+        out["calibration"] = self.calibration.describe() if self.calibration is not None else None
+        return out
+
+    def requires(self, model: ir.Model) -> None:
+        if self.mode not in ("dynamic", "static"):
+            raise ir.passes.PreconditionError(f"int8: unknown mode '{self.mode}' (dynamic or static)")
+        if self.mode == "static" and (self.calibration is None or len(self.calibration) == 0):
+            raise ir.passes.PreconditionError("int8 static quantization needs calibration inputs")
+
+    def _candidates(self, model: ir.Model) -> list[ir.Node]:
+        found = []
+        for node in model.graph:
+            if node.op_type not in self.op_types or node.domain not in ("", "ai.onnx"):
+                continue
+            w = node.inputs[1] if len(node.inputs) > 1 else None
+            if w is not None and w.const_value is not None and w.const_value.dtype == ir.DataType.FLOAT:
+                found.append(node)
+        return found
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        if not self._candidates(model):
+            return ir.passes.PassResult(model, False)
+        proto = ir.serde.serialize_model(model)
+        quantized = self._quantize(proto)
+        new = ir.serde.deserialize_model(quantized)
+        # Move the quantized graph into the model we were given (the pass is in place); keep the
+        # model-level fields (producer, metadata, provenance) that the quantizer does not own.
+        model.graph = new.graph
+        model.ir_version = new.ir_version
+        model.functions.clear()
+        model.functions.update(new.functions)
+        for key in [k for k in model.metadata_props if k.startswith("onnx.quant")]:
+            del model.metadata_props[key]
+        return ir.passes.PassResult(model, True)
+
+    def _quantize(self, proto: onnx.ModelProto) -> onnx.ModelProto:
+        from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
+
+        from onnxsqueeze import runtime
+
+        # The quantizer's own shape inference needs value_info-free, checked input; clear stale
+        # metadata so the output does not depend on it.
+        del proto.metadata_props[:]
+        with tempfile.TemporaryDirectory(prefix="onnxsqueeze-int8-") as tmp:
+            out = Path(tmp) / "quantized.onnx"
+            try:
+                if self.mode == "dynamic":
+                    quantize_dynamic(
+                        proto,
+                        out,
+                        op_types_to_quantize=list(self.op_types),
+                        per_channel=self.per_channel,
+                        reduce_range=self.reduce_range,
+                        weight_type=_quant_type(self.weight_type),
+                    )
+                else:
+                    assert self.calibration is not None
+                    sess = runtime.session(proto)
+                    reader = _reader(self.calibration, proto, runtime.fixed_batch(sess))
+                    with contextlib.redirect_stdout(None):  # the calibrator prints progress
+                        quantize_static(
+                            proto,
+                            out,
+                            reader,
+                            quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=list(self.op_types),
+                            per_channel=self.per_channel,
+                            reduce_range=self.reduce_range,
+                            activation_type=_quant_type(self.activation_type),
+                            weight_type=_quant_type(self.weight_type),
+                            calibrate_method=_calibrate_method(self.calibrate_method),
+                            calibration_providers=["CPUExecutionProvider"],
+                        )
+            except Exception as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise UnsupportedModelError(f"int8 {self.mode} quantization failed: {first}") from e
+            return onnx.load(str(out))

@@ -1,0 +1,169 @@
+"""The search algorithm on synthetic, exactly known metrics (no models): bisection, greedy
+combination with back-off, budget semantics, the nothing-fits result, the Pareto front, time."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from onnxsqueeze.evaluate import Budget
+from onnxsqueeze.recipe import Step
+from onnxsqueeze.search import Knob, Point, pareto_front, search
+
+
+def knob(name: str, n: int, *, monotone: bool = True, stage: int = 0) -> Knob:
+    return Knob(name, tuple(range(1, n + 1)), monotone, lambda s, _n=name: Step.of(_n, {"level": s}), stage)
+
+
+class Synthetic:
+    """metric = 100 - sum(drop per knob level); cost = 100 * prod(cost factor per level)."""
+
+    def __init__(self, drops: dict[str, float], gains: dict[str, float], interaction: float = 0.0):
+        self.drops, self.gains, self.interaction = drops, gains, interaction
+        self.calls: list[dict[str, int]] = []
+        self.budget = Budget(2.0)
+
+    def __call__(self, settings: dict[str, int]) -> Point:
+        self.calls.append(dict(settings))
+        metric = 100.0 - sum(self.drops[k] * v for k, v in settings.items())
+        metric -= self.interaction * max(0, len(settings) - 1) * sum(settings.values())
+        size = 100.0
+        for k, v in settings.items():
+            size *= self.gains[k] ** v
+        p = Point(settings=settings, phase="", metric=metric, size=int(size * 1000), latency_ms=size)
+        p.drop = self.budget.drop(100.0, metric)
+        return p
+
+    def fits(self, p: Point) -> bool:
+        return p.drop is not None and p.drop <= self.budget.max_drop + 1e-9
+
+
+def run(ev: Synthetic, knobs: list[Knob], objective: str = "size", **kw):
+    return search(knobs, ev, ev.fits, objective=objective, budget=ev.budget, **kw)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8, 16, 31])
+@pytest.mark.parametrize("drop_per_level", [0.13, 0.3, 0.7, 1.1, 5.0])
+def test_bisection_finds_the_largest_setting_within_budget_in_log_steps(n: int, drop_per_level: float):
+    ev = Synthetic({"k": drop_per_level}, {"k": 0.9})
+    result = run(ev, [knob("k", n)])
+    expected = min(n, math.floor(2.0 / drop_per_level + 1e-9))
+    single = result.singles["k"]
+    if expected == 0:
+        assert single is None and result.best is None
+    else:
+        assert single is not None and single.settings == {"k": expected}
+        assert result.best is not None and result.best.settings == {"k": expected}
+    singles = [c for c in ev.calls if c]
+    assert len(singles) <= math.ceil(math.log2(n + 1)), singles  # bisection, not enumeration
+    assert len({str(c) for c in ev.calls}) == len(ev.calls)  # no point is evaluated twice
+
+
+def test_categorical_knob_evaluates_every_setting_and_keeps_the_cheapest_within_budget():
+    ev = Synthetic({"p": 0.6}, {"p": 0.5})  # levels 1..4: drops 0.6 1.2 1.8 2.4
+    result = run(ev, [knob("p", 4, monotone=False)])
+    assert [c for c in ev.calls if c] == [{"p": 1}, {"p": 2}, {"p": 3}, {"p": 4}]
+    assert result.best is not None and result.best.settings == {"p": 3}
+    assert any("over budget" in why for _, why in result.rejected)
+
+
+def test_greedy_combination_adds_cheapest_first_and_reverifies_with_back_off():
+    # a alone fits at level 3 (drop 1.5), b alone at level 4 (drop 2.0); together they overflow,
+    # so b is bisected again over its milder settings on top of a.
+    ev = Synthetic({"a": 0.5, "b": 0.5}, {"a": 0.5, "b": 0.8})
+    result = run(ev, [knob("a", 4), knob("b", 4, stage=1)])
+    assert result.singles["a"].settings == {"a": 4}  # drop 2.0 exactly on the budget fits
+    assert result.singles["b"].settings == {"b": 4}
+    combos = [c for c in ev.calls if len(c) == 2]
+    assert combos[0] == {"a": 4, "b": 4}  # the cheapest survivor first, the other added
+    assert result.best is not None
+    assert all(p.drop <= 2.0 + 1e-9 for p in result.points if p.fits)
+    # The greedy keeps a (cheapest) and finds b cannot be added at any level: the best is a alone.
+    assert result.best.settings == {"a": 4}
+    assert ("a 4 + b 4", "over budget (drop 4 > 2)") in result.rejected
+
+
+def test_combination_backs_off_to_a_milder_setting_that_fits():
+    ev = Synthetic({"a": 0.5, "b": 0.25}, {"a": 0.5, "b": 0.8})  # a4 = 2.0 alone; b8 = 2.0 alone
+    ev.budget = Budget(3.0)  # a at 6 (3.0) alone; with a6, b must drop to 0
+    result = run(ev, [knob("a", 4), knob("b", 8, stage=1)])
+    assert result.singles["a"].settings == {"a": 4}  # 4 levels only: drop 2.0
+    assert result.singles["b"].settings == {"b": 8}  # drop 2.0
+    # a4 + b8 = drop 4.0 > 3: back off b to the largest level with 2.0 + 0.25 b <= 3, b = 4.
+    assert result.best is not None and result.best.settings == {"a": 4, "b": 4}
+    assert result.best.drop == pytest.approx(3.0)
+
+
+def test_a_knob_that_does_not_lower_the_cost_is_dropped():
+    ev = Synthetic({"a": 0.1, "z": 0.1}, {"a": 0.5, "z": 1.0})
+    result = run(ev, [knob("a", 3), knob("z", 3, stage=1)])
+    assert result.singles["z"] is None
+    assert any("no gain" in why for _, why in result.rejected)
+    assert result.best is not None and "z" not in result.best.settings
+
+
+def test_nothing_fits_leaves_no_best_and_keeps_every_point():
+    ev = Synthetic({"a": 3.0}, {"a": 0.5})
+    result = run(ev, [knob("a", 4)])
+    assert result.best is None
+    assert result.singles["a"] is None
+    assert len(result.points) >= 2 and result.points[0].settings == {}
+    assert result.rejected and "over budget" in result.rejected[0][1]
+
+
+def test_errors_are_rejected_points_not_crashes():
+    def evaluate(settings):
+        if settings.get("a") == 2:
+            return Point(settings=settings, phase="", error="pass 'a': unsupported node Foo")
+        p = Point(settings=settings, phase="", metric=100.0, size=100 - 10 * settings.get("a", 0))
+        p.drop = 0.0
+        return p
+
+    result = search(
+        [knob("a", 3, monotone=False)],
+        evaluate,
+        lambda p: p.drop is not None and p.drop <= 1,
+        objective="size",
+        budget=Budget(1.0),
+    )
+    assert result.best is not None and result.best.settings == {"a": 3}
+    assert ("a 2", "pass 'a': unsupported node Foo") in result.rejected
+
+
+def test_time_budget_stops_early_and_says_so():
+    ev = Synthetic({"a": 0.1, "b": 0.1}, {"a": 0.5, "b": 0.5})
+    result = run(ev, [knob("a", 8), knob("b", 8, stage=1)], deadline=0.0)  # already past
+    assert result.truncated == "time budget reached"
+    assert len(ev.calls) == 1  # only the baseline, which is always measured
+
+
+def test_budget_absolute_and_relative_semantics():
+    b = Budget(2.0)
+    assert b.drop(90.0, 88.5) == pytest.approx(1.5) and b.fits(90.0, 88.0) and not b.fits(90.0, 87.9)
+    assert b.drop(90.0, 91.0) == pytest.approx(-1.0) and b.fits(90.0, 91.0)  # better is fine
+    r = Budget(2.0, relative=True)  # 2 % of the baseline
+    assert r.drop(50.0, 49.0, scale=50.0) == pytest.approx(2.0) and r.fits(50.0, 49.0, scale=50.0)
+    assert not r.fits(50.0, 48.9, scale=50.0)
+    # lower-is-better (mae): a rise is the drop
+    assert b.drop(0.0, 0.5, higher_is_better=False) == pytest.approx(0.5)
+    assert r.drop(0.0, 0.1, higher_is_better=False, scale=2.0) == pytest.approx(5.0)
+    assert not b.fits(90.0, float("nan"))
+    with pytest.raises(Exception, match="max-drop"):
+        Budget(-1.0)
+
+
+def test_pareto_front_keeps_only_non_dominated_points():
+    pts = [
+        Point({}, "baseline", metric=99.0, size=100),
+        Point({"a": 1}, "single", metric=98.5, size=50),
+        Point({"a": 2}, "single", metric=98.0, size=60),  # dominated by a=1
+        Point({"a": 3}, "single", metric=95.0, size=20),
+        Point({"a": 4}, "single", error="boom"),
+    ]
+    front = pareto_front(pts, "size")
+    assert [p.settings for p in front] == [{"a": 3}, {"a": 1}, {}]
+    lower = pareto_front(
+        [Point({}, "", metric=0.0, size=100), Point({"a": 1}, "", metric=0.5, size=10)], "size", False
+    )
+    assert len(lower) == 2
