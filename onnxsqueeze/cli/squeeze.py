@@ -131,6 +131,9 @@ def squeeze_cmd(
     price_per_hour: Annotated[
         float | None, typer.Option("--price-per-hour", help="USD per hour of the target machine (cost).")
     ] = None,
+    latency_seconds: Annotated[
+        float, typer.Option("--latency-seconds", min=0.0, help="Minimum timing-loop duration per candidate.")
+    ] = 0.5,
     cache_dir: Annotated[
         Path | None, typer.Option("--cache-dir", help="Evaluation cache (default: OUT/.cache).")
     ] = None,
@@ -210,6 +213,7 @@ def squeeze_cmd(
         time_budget_s=time_budget * 60 if time_budget is not None else None,
         techniques=tuple(t.strip() for t in techniques.split(",") if t.strip()) if techniques else None,
         price_per_hour=price_per_hour,
+        latency_seconds=latency_seconds,
     )
     squeezer = S.Squeezer(
         original,

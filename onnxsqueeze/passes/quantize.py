@@ -102,6 +102,20 @@ def _reader(data: CalibrationData, model: onnx.ModelProto, fixed_batch: int | No
     return _Reader()
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the quantizer's root-logger advice ("consider pre-processing") and prints."""
+    import logging
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(None):
+            yield
+    finally:
+        logging.disable(previous)
+
+
 def _quant_type(name: str) -> Any:
     from onnxruntime.quantization import QuantType
 
@@ -196,7 +210,7 @@ class QuantizeInt8Pass(SqueezePass):
         # The quantizer's own shape inference needs value_info-free, checked input; clear stale
         # metadata so the output does not depend on it.
         del proto.metadata_props[:]
-        with tempfile.TemporaryDirectory(prefix="onnxsqueeze-int8-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="onnxsqueeze-int8-") as tmp, _quiet():
             out = Path(tmp) / "quantized.onnx"
             try:
                 if self.mode == "dynamic":
@@ -212,20 +226,19 @@ class QuantizeInt8Pass(SqueezePass):
                     assert self.calibration is not None
                     sess = runtime.session(proto)
                     reader = _reader(self.calibration, proto, runtime.fixed_batch(sess))
-                    with contextlib.redirect_stdout(None):  # the calibrator prints progress
-                        quantize_static(
-                            proto,
-                            out,
-                            reader,
-                            quant_format=QuantFormat.QDQ,
-                            op_types_to_quantize=list(self.op_types),
-                            per_channel=self.per_channel,
-                            reduce_range=self.reduce_range,
-                            activation_type=_quant_type(self.activation_type),
-                            weight_type=_quant_type(self.weight_type),
-                            calibrate_method=_calibrate_method(self.calibrate_method),
-                            calibration_providers=["CPUExecutionProvider"],
-                        )
+                    quantize_static(
+                        proto,
+                        out,
+                        reader,
+                        quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(self.op_types),
+                        per_channel=self.per_channel,
+                        reduce_range=self.reduce_range,
+                        activation_type=_quant_type(self.activation_type),
+                        weight_type=_quant_type(self.weight_type),
+                        calibrate_method=_calibrate_method(self.calibrate_method),
+                        calibration_providers=["CPUExecutionProvider"],
+                    )
             except Exception as e:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise UnsupportedModelError(f"int8 {self.mode} quantization failed: {first}") from e
