@@ -190,7 +190,8 @@ class Point:
     metric: float | None = None
     size: int | None = None  # serialized model bytes
     macs: int | None = None  # per sample
-    latency_ms: float | None = None  # batch 1, median
+    latency_ms: float | None = None  # batch 1: the original's median x latency_ratio
+    latency_ratio: float | None = None  # median vs the original's, timed interleaved
     cost: float | None = None  # USD per million inferences
     error: str | None = None
     seconds: float = 0.0
@@ -431,6 +432,47 @@ def measure_latency(
     return float(np.median(times)) * 1e3
 
 
+def compare_latency(
+    reference: onnx.ModelProto,
+    candidate: onnx.ModelProto,
+    reference_feeds: Mapping[str, np.ndarray],
+    candidate_feeds: Mapping[str, np.ndarray],
+    *,
+    provider: str = "cpu",
+    warmup: int = 5,
+    min_iterations: int = 30,
+    min_seconds: float = 0.5,
+    burst: int = 5,
+) -> tuple[float, float]:
+    """Interleaved A/B timing: (candidate median ms, candidate / reference median ratio).
+
+    Bursts of ``burst`` runs alternate between the two sessions until each has ``min_iterations``
+    runs and ``min_seconds`` have passed, so load from other processes hits both alike; the ratio
+    is what the search compares (the machine is shared and noisy; absolute times drift).
+    """
+    from onnxsqueeze import runtime
+
+    sa = runtime.session(reference, provider=provider, optimize=True)
+    sb = runtime.session(candidate, provider=provider, optimize=True)
+    fa, fb = dict(reference_feeds), dict(candidate_feeds)
+    for _ in range(warmup):
+        sa.run(None, fa)
+        sb.run(None, fb)
+    ta: list[float] = []
+    tb: list[float] = []
+    start = time.perf_counter()
+    while len(tb) < min_iterations or time.perf_counter() - start < min_seconds:
+        for sess, feeds, times in ((sa, fa, ta), (sb, fb, tb)):
+            for _ in range(burst):
+                t = time.perf_counter()
+                sess.run(None, feeds)
+                times.append(time.perf_counter() - t)
+        if len(tb) >= 20 * min_iterations:
+            break
+    a, b = float(np.median(ta)), float(np.median(tb))
+    return b * 1e3, b / a
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SqueezeOptions:
     """What ``squeeze`` optimizes and how.
@@ -517,6 +559,7 @@ class Squeezer:
         self.evaluations = 0  # fresh (uncached) evaluations in this run
         self.cache_hits = 0
         self._baseline_metric: float | None = None
+        self._baseline_latency: float | None = None
         self._scale = 1.0
         self._context = self._context_key()
 
@@ -605,17 +648,28 @@ class Squeezer:
                 macs: int | None = count_macs(model)[0]
             except Exception:  # MACs are informative; a model shape inference cannot follow has none
                 macs = None
-            first = self.evaluator.dataset.take(0, 1).inputs
             from onnxsqueeze.evaluate import resize_inputs
             from onnxsqueeze.shapes import graph_inputs, input_dtype
 
-            feeds = {
-                vi.name: np.asarray(resize_inputs(model, first)[vi.name]).astype(input_dtype(vi))
-                for vi in graph_inputs(model)
-            }
-            latency = measure_latency(
-                model, feeds, provider=self.options.provider, min_seconds=self.options.latency_seconds
-            )
+            first = self.evaluator.dataset.take(0, 1).inputs
+
+            def feeds_for(m: onnx.ModelProto) -> dict[str, np.ndarray]:
+                resized = resize_inputs(m, first)
+                return {
+                    vi.name: np.asarray(resized[vi.name]).astype(input_dtype(vi)) for vi in graph_inputs(m)
+                }
+
+            seconds = self.options.latency_seconds
+            if settings:
+                latency, ratio = compare_latency(
+                    self.model, model, feeds_for(self.model), feeds_for(model),
+                    provider=self.options.provider, min_seconds=seconds,
+                )  # fmt: skip
+            else:
+                latency = measure_latency(
+                    model, feeds_for(model), provider=self.options.provider, min_seconds=seconds
+                )
+                ratio = 1.0
         except SqueezeError as e:
             return {"error": str(e), "seconds": time.perf_counter() - t0}
         except (MemoryError, KeyboardInterrupt):
@@ -628,6 +682,7 @@ class Squeezer:
             "size": size,
             "macs": macs,
             "latency_ms": latency,
+            "latency_ratio": ratio,
             "seconds": time.perf_counter() - t0,
         }
 
@@ -649,10 +704,16 @@ class Squeezer:
             size=doc.get("size"),
             macs=doc.get("macs"),
             latency_ms=doc.get("latency_ms"),
+            latency_ratio=doc.get("latency_ratio"),
             error=doc.get("error"),
             seconds=float(doc.get("seconds", 0.0)),
             cached=cached,
         )
+        if not settings:
+            self._baseline_latency = p.latency_ms
+        elif p.latency_ratio is not None and self._baseline_latency is not None:
+            # Comparable within the run: the interleaved ratio times the original's latency.
+            p.latency_ms = self._baseline_latency * p.latency_ratio
         if p.latency_ms is not None:
             # USD per million inferences at batch 1: price per hour / 3600 * seconds each * 1e6.
             p.cost = self.price / 3600.0 * p.latency_ms / 1e3 * 1e6
