@@ -5,11 +5,12 @@ Not blind enumeration. With ``cost`` the chosen objective (latency, file size, M
 1. **Baseline**: score the original model and measure its cost.
 2. **Each knob alone**: a monotone knob (more aggressive never helps accuracy: sparsity level,
    channel ratio, resolution) is bisected over its ordered settings for the most aggressive one
-   within budget, ``O(log n)`` evaluations; a categorical knob (precision: fp16, int8 dynamic,
-   int8 static) evaluates each setting and keeps the cheapest that fits. A knob whose best
+   within budget, ``O(log n)`` evaluations (the fraction of layers quantized to int8 is one); a
+   categorical knob evaluates each setting and keeps the cheapest that fits. A knob whose best
    setting does not lower the cost is dropped.
 3. **Greedy combination**: starting from the cheapest survivor, add the others one by one in
-   order of their own cost, re-verifying the budget after each step; when a monotone knob breaks
+   order of their own cost (one knob per group: fp16, int8 and int8-dynamic exclude each other),
+   re-verifying the budget after each step; when a monotone knob breaks
    the budget in combination, bisect it again over its milder settings before rejecting it.
 4. **Best**: the cheapest evaluated point within budget. Every point is kept (Pareto front,
    report).
@@ -61,13 +62,14 @@ class Knob:
     """A technique the search can turn.
 
     Attributes:
-        name: the knob's name in reports, recipes' origin and ``--techniques``.
+        name: the knob's name in reports and ``--techniques``.
         settings: candidate settings; for a monotone knob ordered from mildest to most
             aggressive.
         monotone: more aggressive settings never raise the metric (bisection is valid).
         step: the recipe step (registry pass name, options) of a setting.
         stage: order of application in a combination (structure first, precision last).
-        label: how a setting reads in reports.
+        group: knobs of one group exclude each other in a combination (fp16 vs int8).
+        label: how a setting reads in reports (default ``"<name> <setting>"``).
     """
 
     name: str
@@ -75,15 +77,12 @@ class Knob:
     monotone: bool
     step: Callable[[Any], Step]
     stage: int
-    label: Callable[[Any], str] = str
+    group: str | None = None
+    label: Callable[[Any], str] | None = None
     help: str = ""
 
-
-def _precision_step(setting: str) -> Step:
-    if setting == "fp16":
-        return Step.of("fp16", {})
-    mode = setting.removeprefix("int8-")
-    return Step.of("int8", {"mode": mode, "per_channel": True}, calibration=mode == "static")
+    def describe(self, setting: Any) -> str:
+        return self.label(setting) if self.label is not None else f"{self.name} {setting}"
 
 
 # NOTE for the lead: when a technique lands, check that its registry name and option names match
@@ -96,7 +95,7 @@ KNOBS: tuple[Knob, ...] = (
         monotone=True,
         step=lambda s: Step.of("resolution", {"scale": s, "keep_interface": True}),
         stage=0,
-        label=lambda s: f"x{s:g}",
+        label=lambda s: f"resolution x{s:g}",
         help="input resolution scale (RewriteInputResolutionPass)",
     ),
     Knob(
@@ -106,7 +105,7 @@ KNOBS: tuple[Knob, ...] = (
         # Per-layer ratios come from the pass's sensitivity analysis on the calibration data.
         step=lambda r: Step.of("channels", {"ratio": r, "per_layer": "sensitivity"}, calibration=True),
         stage=1,
-        label=lambda r: f"{r:.0%}",
+        label=lambda r: f"channels -{r:.0%}",
         help="structured channel pruning ratio (PruneChannelsPass)",
     ),
     Knob(
@@ -115,16 +114,42 @@ KNOBS: tuple[Knob, ...] = (
         monotone=True,
         step=lambda s: Step.of("sparsity", {"sparsity": s}),
         stage=2,
-        label=lambda s: f"{s:.0%}",
+        label=lambda s: f"sparsity {s:.0%}",
         help="zero-weight magnitude pruning (PruneWeightsPass)",
     ),
     Knob(
-        "precision",
-        settings=("fp16", "int8-dynamic", "int8-static"),
-        monotone=False,
-        step=_precision_step,
+        "int8",
+        # The fraction of Conv/Gemm/MatMul layers quantized, least sensitive first (the others stay
+        # float): more layers, more noise, so the metric falls (roughly) monotonically.
+        settings=(0.5, 0.75, 1.0),
+        monotone=True,
+        step=lambda f: Step.of(
+            "int8", {"mode": "static", "per_channel": True, "fraction": f}, calibration=True
+        ),
         stage=3,
-        help="fp16 (ConvertToFloat16Pass) or int8 (QuantizeInt8Pass)",
+        group="precision",
+        label=lambda f: "int8 static" if f == 1.0 else f"int8 static {f:.0%} of layers",
+        help="int8 QDQ with calibration (QuantizeInt8Pass)",
+    ),
+    Knob(
+        "int8-dynamic",
+        settings=(True,),
+        monotone=False,
+        step=lambda _: Step.of("int8", {"mode": "dynamic", "per_channel": True}),
+        stage=3,
+        group="precision",
+        label=lambda _: "int8 dynamic",
+        help="int8 weights, activations quantized at run time (QuantizeInt8Pass)",
+    ),
+    Knob(
+        "fp16",
+        settings=(True,),
+        monotone=False,
+        step=lambda _: Step.of("fp16", {}),
+        stage=3,
+        group="precision",
+        label=lambda _: "fp16",
+        help="half precision (ConvertToFloat16Pass)",
     ),
 )
 
@@ -173,9 +198,7 @@ def describe_settings(settings: Mapping[str, Any], knobs: Sequence[Knob]) -> str
         return "baseline"
     by_name = {k.name: k for k in knobs}
     parts = sorted(settings.items(), key=lambda kv: (by_name[kv[0]].stage, kv[0]))
-    return " + ".join(
-        by_name[n].label(v) if n == "precision" else f"{n} {by_name[n].label(v)}" for n, v in parts
-    )
+    return " + ".join(by_name[n].describe(v) for n, v in parts)
 
 
 # ---------------------------------------------------------------------------------------- points
@@ -355,6 +378,12 @@ def search(
         for single in order:
             ((name, setting),) = single.settings.items()
             knob = by_name[name]
+            rival = next((k for k in current if knob.group and by_name[k].group == knob.group), None)
+            if rival is not None:
+                rejected.append(
+                    (knob.describe(setting), f"excluded by {by_name[rival].describe(current[rival])}")
+                )
+                continue
             trial = ev(current | {name: setting}, "combine")
             accepted: Point | None = trial if trial.fits and cost(trial) < cost(current_point) else None
             if accepted is None and knob.monotone and not trial.fits and not trial.error:

@@ -12,8 +12,10 @@ from onnxsqueeze.recipe import Step
 from onnxsqueeze.search import Knob, Point, pareto_front, search
 
 
-def knob(name: str, n: int, *, monotone: bool = True, stage: int = 0) -> Knob:
-    return Knob(name, tuple(range(1, n + 1)), monotone, lambda s, _n=name: Step.of(_n, {"level": s}), stage)
+def knob(name: str, n: int, *, monotone: bool = True, stage: int = 0, group: str | None = None) -> Knob:
+    return Knob(
+        name, tuple(range(1, n + 1)), monotone, lambda s, _n=name: Step.of(_n, {"level": s}), stage, group
+    )
 
 
 class Synthetic:
@@ -167,3 +169,13 @@ def test_pareto_front_keeps_only_non_dominated_points():
         [Point({}, "", metric=0.0, size=100), Point({"a": 1}, "", metric=0.5, size=10)], "size", False
     )
     assert len(lower) == 2
+
+
+def test_knobs_of_one_group_exclude_each_other():
+    ev = Synthetic({"a": 0.1, "b": 0.1, "c": 0.1}, {"a": 0.5, "b": 0.6, "c": 0.9})
+    result = run(
+        ev, [knob("a", 2, group="precision"), knob("b", 2, group="precision"), knob("c", 2, stage=1)]
+    )
+    assert result.best is not None and result.best.settings == {"a": 2, "c": 2}
+    assert ("b 2", "excluded by a 2") in result.rejected
+    assert not any("a" in c and "b" in c for c in ev.calls)  # never evaluated together

@@ -152,6 +152,9 @@ class QuantizeInt8Pass(SqueezePass):
         calibrate_method: ``minmax``, ``entropy`` or ``percentile`` (static only).
         op_types: the op types to quantize (default: Conv, ConvTranspose, Gemm, MatMul).
         reduce_range: 7-bit weights, for old x86 CPUs without VNNI that can saturate.
+        fraction: quantize only this fraction of the candidate nodes, the least sensitive first
+            (see :func:`sensitivity`); the others stay float. Needs ``calibration``.
+        exclude: names of nodes to keep in float.
         calibration: the calibration inputs (static only; not recorded in provenance, its hash is).
     """
 
@@ -163,6 +166,8 @@ class QuantizeInt8Pass(SqueezePass):
     calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     op_types: tuple[str, ...] = FLOAT_OPS
     reduce_range: bool = False
+    fraction: float = 1.0
+    exclude: tuple[str, ...] = ()
     calibration: CalibrationData | None = None
 
     def options(self) -> dict[str, Any]:
@@ -175,6 +180,10 @@ class QuantizeInt8Pass(SqueezePass):
             raise ir.passes.PreconditionError(f"int8: unknown mode '{self.mode}' (dynamic or static)")
         if self.mode == "static" and (self.calibration is None or len(self.calibration) == 0):
             raise ir.passes.PreconditionError("int8 static quantization needs calibration inputs")
+        if not 0.0 < self.fraction <= 1.0:
+            raise ir.passes.PreconditionError(f"int8: fraction {self.fraction} must be in (0, 1]")
+        if self.fraction < 1.0 and (self.calibration is None or len(self.calibration) == 0):
+            raise ir.passes.PreconditionError("int8 with fraction < 1 ranks layers on calibration inputs")
 
     def _candidates(self, model: ir.Model) -> list[ir.Node]:
         found = []
@@ -207,9 +216,18 @@ class QuantizeInt8Pass(SqueezePass):
 
         from onnxsqueeze import runtime
 
-        # The quantizer's own shape inference needs value_info-free, checked input; clear stale
-        # metadata so the output does not depend on it.
+        # Clear stale metadata so the output does not depend on it; name every node so that
+        # exclusions can name them (the quantizer addresses nodes by name).
         del proto.metadata_props[:]
+        _name_nodes(proto)
+        exclude = list(self.exclude)
+        if self.fraction < 1.0:
+            assert self.calibration is not None
+            ranked = sensitivity(
+                proto, self.calibration, op_types=self.op_types, per_channel=self.per_channel
+            )
+            keep_float = len(ranked) - round(self.fraction * len(ranked))
+            exclude += [name for name, _ in ranked[:keep_float] if name not in exclude]
         with tempfile.TemporaryDirectory(prefix="onnxsqueeze-int8-") as tmp, _quiet():
             out = Path(tmp) / "quantized.onnx"
             try:
@@ -221,6 +239,7 @@ class QuantizeInt8Pass(SqueezePass):
                         per_channel=self.per_channel,
                         reduce_range=self.reduce_range,
                         weight_type=_quant_type(self.weight_type),
+                        nodes_to_exclude=exclude,
                     )
                 else:
                     assert self.calibration is not None
@@ -238,8 +257,120 @@ class QuantizeInt8Pass(SqueezePass):
                         weight_type=_quant_type(self.weight_type),
                         calibrate_method=_calibrate_method(self.calibrate_method),
                         calibration_providers=["CPUExecutionProvider"],
+                        nodes_to_exclude=exclude,
                     )
             except Exception as e:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise UnsupportedModelError(f"int8 {self.mode} quantization failed: {first}") from e
             return onnx.load(str(out))
+
+
+def _name_nodes(proto: onnx.ModelProto) -> None:
+    taken = {n.name for n in proto.graph.node if n.name}
+    for i, node in enumerate(proto.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+
+
+def _weight_axis(node: onnx.NodeProto) -> int:
+    """The output-channel axis of a node's weight (per-channel quantization's axis)."""
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    if node.op_type == "MatMul":
+        return -1
+    if node.op_type == "ConvTranspose":
+        return 1
+    return 0
+
+
+def sensitivity(
+    model: onnx.ModelProto,
+    calibration: CalibrationData,
+    *,
+    op_types: tuple[str, ...] = FLOAT_OPS,
+    per_channel: bool = True,
+) -> list[tuple[str, float]]:
+    """Rank the quantizable nodes by their int8 noise-to-signal ratio, most sensitive first.
+
+    Uniform quantization with step ``d`` adds noise of power ``d^2 / 12``. For a node computing
+    ``W x``, the relative error power is about the sum of the two inputs' ratios::
+
+        NSR = (d_x^2 / 12) / E[x^2] + mean_c(d_w,c^2 / 12) / E[W^2]
+
+    with ``d_x = (max(x, 0) - min(x, 0)) / 255`` over the calibration data (asymmetric uint8,
+    the range includes zero as onnxruntime's does) and ``d_w,c = max|W_c| / 127`` per output
+    channel (or over the whole tensor without ``per_channel``). Activations with outliers (a wide
+    range for little energy) and weights with a few large values rank as sensitive. One run over
+    the calibration data, statistics accumulated per batch. Ties keep graph order.
+
+    Returns:
+        ``[(node name, NSR), ...]`` (nodes named as in ``model``; unnamed nodes are skipped).
+    """
+    from onnxsqueeze import runtime
+    from onnxsqueeze.shapes import graph_inputs, input_dtype
+
+    inits = {t.name: t for t in model.graph.initializer}
+    nodes = [
+        n
+        for n in model.graph.node
+        if n.name
+        and n.op_type in op_types
+        and n.domain in ("", "ai.onnx")
+        and len(n.input) > 1
+        and n.input[1] in inits
+        and inits[n.input[1]].data_type == onnx.TensorProto.FLOAT
+    ]
+    if not nodes:
+        return []
+    inputs = {vi.name: input_dtype(vi) for vi in graph_inputs(model)}
+    watched = list(dict.fromkeys(n.input[0] for n in nodes if n.input[0] not in inputs))
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    for name in watched:
+        if name not in known:
+            probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    sess = runtime.session(probe)
+    out_names = [o.name for o in sess.get_outputs()]
+    stats: dict[str, list[float]] = {}  # name -> [min, max, sum of squares, count]
+
+    def update(name: str, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float64)
+        s = stats.setdefault(name, [np.inf, -np.inf, 0.0, 0.0])
+        s[0], s[1] = min(s[0], float(x.min())), max(s[1], float(x.max()))
+        s[2] += float(np.sum(x * x))
+        s[3] += x.size
+
+    fixed = runtime.fixed_batch(sess)
+    for batch in _reader(calibration, model, fixed)._gen():
+        feeds = {k: v for k, v in batch.items() if k in inputs}
+        for name in inputs:
+            if name in feeds:
+                update(name, feeds[name])
+        for name, value in zip(out_names, sess.run(None, feeds), strict=True):
+            if name in watched:
+                update(name, value)
+    ranked = []
+    for node in nodes:
+        s = stats.get(node.input[0])
+        w = onnx.numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+        if s is None or s[3] == 0:
+            continue
+        lo, hi = min(s[0], 0.0), max(s[1], 0.0)
+        power_x = s[2] / s[3]
+        nsr_x = ((hi - lo) / 255.0) ** 2 / 12.0 / power_x if power_x > 0 else 0.0
+        if per_channel and w.ndim > 1:
+            wc = np.moveaxis(w, _weight_axis(node), 0).reshape(w.shape[_weight_axis(node)], -1)
+            step2 = (np.max(np.abs(wc), axis=1) / 127.0) ** 2
+        else:
+            step2 = np.array([(np.max(np.abs(w)) / 127.0) ** 2])
+        power_w = float(np.mean(w * w))
+        nsr_w = float(np.mean(step2)) / 12.0 / power_w if power_w > 0 else 0.0
+        ranked.append((node.name, nsr_x + nsr_w))
+    order = {n.name: i for i, n in enumerate(nodes)}
+    return sorted(ranked, key=lambda kv: (-kv[1], order[kv[0]]))

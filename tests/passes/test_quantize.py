@@ -15,6 +15,7 @@ import onnx_ir as ir
 import pytest
 
 from onnxsqueeze.passes import PASSES, CalibrationData, QuantizeInt8Pass
+from onnxsqueeze.passes.quantize import sensitivity
 from onnxsqueeze.pipeline import run_passes
 from tests.helpers import model_from_text, rand, run_ort
 
@@ -152,3 +153,50 @@ def test_provenance_records_the_calibration_hash_not_the_arrays():
     assert history[-1]["pass"] == "int8" and opts["mode"] == "static"
     assert opts["calibration"] == {"samples": 8, "sha256": p.calibration.sha256()}
     assert not any(k.startswith("onnx.quant") for k in m.metadata_props)
+
+
+def _named_cnn() -> onnx.ModelProto:
+    model = cnn()
+    for i, node in enumerate(model.graph.node):
+        node.name = f"n{i}_{node.op_type}"
+    return model
+
+
+def test_sensitivity_ranks_the_layer_with_an_outlier_weight_first():
+    model = _named_cnn()
+    w2 = next(t for t in model.graph.initializer if t.name == "w2")
+    array = onnx.numpy_helper.to_array(w2).copy()
+    array[3, 0, 0, 0] = 50.0  # one huge weight: channel 3's step is huge for its other weights
+    w2.CopyFrom(onnx.numpy_helper.from_array(array, "w2"))
+    ranked = sensitivity(model, CalibrationData({"x": inputs(16)}))
+    assert ranked[0][0] == "n2_Conv"
+    assert {name for name, _ in ranked} == {"n0_Conv", "n2_Conv", "n6_Gemm"}
+    assert all(v > 0 for _, v in ranked)
+
+
+def test_fraction_keeps_the_most_sensitive_layers_float():
+    model = _named_cnn()
+    calibration = CalibrationData({"x": inputs(16)})
+    ranked = sensitivity(model, calibration)
+    out, modified = quantize(model, mode="static", fraction=0.34, calibration=calibration)  # 1 of 3
+    assert modified
+    float_weights = {
+        t.name for t in out.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) >= 2
+    }
+    quantized = {
+        n.name
+        for n in out.graph.node
+        if n.op_type in ("Conv", "Gemm") and any(i.endswith("DequantizeLinear_Output") for i in n.input[1:2])
+    }
+    assert quantized == {ranked[-1][0]}  # only the least sensitive layer
+    assert len(float_weights) == 2
+    (ref,) = run_ort(model, {"x": inputs(8, seed=3)})
+    (got,) = run_ort(out, {"x": inputs(8, seed=3)})
+    assert np.max(np.abs(got - ref)) <= 0.05 * np.max(np.abs(ref))
+
+
+def test_bad_fraction_is_refused():
+    with pytest.raises(ir.passes.PreconditionError, match="fraction"):
+        quantize(cnn(), mode="static", fraction=0.0, calibration=CalibrationData({"x": inputs(4)}))
+    with pytest.raises(ir.passes.PreconditionError, match="ranks layers"):
+        quantize(cnn(), mode="dynamic", fraction=0.5)
