@@ -156,13 +156,12 @@ def save(recipe: Recipe, path: str | Path, *, protect: Sequence[str | Path] = ()
 
 
 def make_passes(steps: Sequence[Step], calibration: Mapping[str, np.ndarray] | None) -> list[Any]:
-    """Instantiate the passes of ``steps``; calibrated steps get ``CalibrationData(calibration)``.
+    """Instantiate the passes of ``steps``; calibrated steps get ``calibration=`` the arrays.
 
     Raises:
         InputError: a pass is unknown, an option is invalid, or calibration data are missing.
     """
     from onnxsqueeze.passes import PASSES
-    from onnxsqueeze.passes.quantize import CalibrationData
 
     passes = []
     for step in steps:
@@ -173,7 +172,7 @@ def make_passes(steps: Sequence[Step], calibration: Mapping[str, np.ndarray] | N
         if step.calibration:
             if calibration is None:
                 raise InputError(f"pass '{step.pass_name}' needs calibration data")
-            kwargs["calibration"] = CalibrationData(calibration)
+            kwargs["calibration"] = dict(calibration)
         try:
             passes.append(cls(**kwargs))
         except TypeError as e:

@@ -41,10 +41,9 @@ FLOAT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class CalibrationData:
-    """Calibration inputs for static quantization: arrays keyed by input name, first axis = samples.
+    """Calibration inputs: arrays keyed by input name, first axis = samples, read in batches.
 
-    Immutable in spirit (the pass only reads it); its hash and ``describe()`` identify the content
-    so provenance and caches can name it without storing the arrays.
+    Its hash identifies the content so provenance and caches can name it without the arrays.
     """
 
     arrays: Mapping[str, np.ndarray]
@@ -155,7 +154,8 @@ class QuantizeInt8Pass(SqueezePass):
         fraction: quantize only this fraction of the candidate nodes, the least sensitive first
             (see :func:`sensitivity`); the others stay float. Needs ``calibration``.
         exclude: names of nodes to keep in float.
-        calibration: the calibration inputs (static only; not recorded in provenance, its hash is).
+        calibration: calibration inputs by input name, first axis = samples (static and
+            ``fraction``); provenance records their count and hash, not the arrays.
     """
 
     name: ClassVar[str] = "int8"
@@ -168,21 +168,33 @@ class QuantizeInt8Pass(SqueezePass):
     reduce_range: bool = False
     fraction: float = 1.0
     exclude: tuple[str, ...] = ()
-    calibration: CalibrationData | None = None
+    calibration: Mapping[str, np.ndarray] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def options(self) -> dict[str, Any]:
         out = super().options()
-        out["calibration"] = self.calibration.describe() if self.calibration is not None else None
+        out.pop("calibration", None)  # the data itself is not provenance; its size and hash are
+        data = self._data()
+        out["calibration_samples"] = len(data) if data is not None else 0
+        if data is not None:
+            out["calibration_sha256"] = data.sha256()
         return out
+
+    def _data(self) -> CalibrationData | None:
+        if self.calibration is None:
+            return None
+        if isinstance(self.calibration, CalibrationData):
+            return self.calibration
+        return CalibrationData(self.calibration)
 
     def requires(self, model: ir.Model) -> None:
         if self.mode not in ("dynamic", "static"):
             raise ir.passes.PreconditionError(f"int8: unknown mode '{self.mode}' (dynamic or static)")
-        if self.mode == "static" and (self.calibration is None or len(self.calibration) == 0):
+        data = self._data()
+        if self.mode == "static" and (data is None or len(data) == 0):
             raise ir.passes.PreconditionError("int8 static quantization needs calibration inputs")
         if not 0.0 < self.fraction <= 1.0:
             raise ir.passes.PreconditionError(f"int8: fraction {self.fraction} must be in (0, 1]")
-        if self.fraction < 1.0 and (self.calibration is None or len(self.calibration) == 0):
+        if self.fraction < 1.0 and (data is None or len(data) == 0):
             raise ir.passes.PreconditionError("int8 with fraction < 1 ranks layers on calibration inputs")
 
     def _candidates(self, model: ir.Model) -> list[ir.Node]:
@@ -221,6 +233,7 @@ class QuantizeInt8Pass(SqueezePass):
         del proto.metadata_props[:]
         _name_nodes(proto)
         exclude = list(self.exclude)
+        data = self._data()
         if self.fraction < 1.0:
             assert self.calibration is not None
             ranked = sensitivity(
@@ -242,9 +255,9 @@ class QuantizeInt8Pass(SqueezePass):
                         nodes_to_exclude=exclude,
                     )
                 else:
-                    assert self.calibration is not None
+                    assert data is not None
                     sess = runtime.session(proto)
-                    reader = _reader(self.calibration, proto, runtime.fixed_batch(sess))
+                    reader = _reader(data, proto, runtime.fixed_batch(sess))
                     quantize_static(
                         proto,
                         out,
@@ -290,7 +303,7 @@ def _weight_axis(node: onnx.NodeProto) -> int:
 
 def sensitivity(
     model: onnx.ModelProto,
-    calibration: CalibrationData,
+    calibration: CalibrationData | Mapping[str, np.ndarray],
     *,
     op_types: tuple[str, ...] = FLOAT_OPS,
     per_channel: bool = True,
@@ -314,6 +327,8 @@ def sensitivity(
     from onnxsqueeze import runtime
     from onnxsqueeze.shapes import graph_inputs, input_dtype
 
+    if not isinstance(calibration, CalibrationData):
+        calibration = CalibrationData(calibration)
     inits = {t.name: t for t in model.graph.initializer}
     nodes = [
         n
