@@ -9,7 +9,7 @@ Writes into ``--out`` (default ``.cache/models``):
 - ``digits_val.npz``: the held-out split, ``input`` and ``labels`` (360 samples);
 - ``digits_train.npz``: the training split, same keys (for distillation and calibration).
 
-Usage: ``python -m models.digits [--out DIR] [--epochs N] [--seed S]``
+Usage: ``python -m models.digits [--out DIR] [--epochs N] [--seed S] [--force]``
 """
 
 from __future__ import annotations
@@ -131,7 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(".cache/models"))
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="retrain even if the files exist")
     args = parser.parse_args(argv)
+    files = [args.out / n for n in ("digits_cnn.onnx", "digits_val.npz", "digits_train.npz")]
+    if not args.force and all(f.exists() for f in files):
+        print(f"{args.out}/digits_cnn.onnx exists (use --force to retrain)")
+        return 0
     import torch
 
     from onnxsqueeze import io as sio

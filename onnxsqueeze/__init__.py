@@ -18,6 +18,7 @@ from onnxsqueeze.errors import (
     VerificationError,
 )
 from onnxsqueeze.io import load, load_ir, save
+from onnxsqueeze.manifest import save_artifact
 from onnxsqueeze.passes import PASSES, CleanupPass, FoldBatchNormPass, FoldConstantsPass, SqueezePass
 from onnxsqueeze.pipeline import run_passes
 from onnxsqueeze.summary import count_macs, summarize
@@ -44,6 +45,7 @@ __all__ = [
     "load_ir",
     "run_passes",
     "save",
+    "save_artifact",
     "summarize",
     "verify",
 ]

@@ -339,5 +339,5 @@ def save_npz(path: PathLike, arrays: dict[str, np.ndarray], *, protect: Iterable
     import io as _io
 
     buf = _io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
     return write_bytes_atomic(path, buf.getvalue(), protect=protect)

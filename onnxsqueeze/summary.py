@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 
 from onnxsqueeze import io as sio
-from onnxsqueeze import shapes
+from onnxsqueeze import manifest, shapes
 
 SCHEMA_VERSION = 1
 
@@ -162,7 +162,8 @@ def summarize(path: str | Path, input_shapes: Mapping[str, Sequence[int]] | None
         "macs_input_shapes": mac_shapes,
         "file_bytes": file_bytes,
         "compressed_bytes": compressed_size(data),
-        "metadata": {p.key: p.value for p in model.metadata_props},
+        "metadata": {p.key: p.value for p in model.metadata_props if p.key != manifest.MANIFEST_KEY},
+        "manifest": manifest.inspect(path, model),
     }
     if macs_note:
         out["macs_note"] = macs_note

@@ -8,7 +8,7 @@ import pytest
 # The repo root on sys.path so tests can import the recipes in models/.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.helpers import digits_assets  # noqa: E402
+from tests.helpers import digits_assets
 
 
 @pytest.fixture(scope="session")

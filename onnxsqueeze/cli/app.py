@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from onnxsqueeze.cli import core, squeeze
+from onnxsqueeze.cli import export as export_cli
 
 app = typer.Typer(
     name="onnxsqueeze",
@@ -37,6 +38,7 @@ def _root(
 
 
 core.register(app)
+export_cli.register(app)
 squeeze.register(app)
 
 

@@ -43,7 +43,44 @@ def render_summary(s: dict[str, Any]) -> None:
     for k, v in s.get("metadata", {}).items():
         if k.startswith("onnxsqueeze."):
             t.add_row(escape(k), escape(v if len(v) < 200 else v[:197] + "..."))
+    if s.get("manifest"):
+        provenance_rows(t, s["manifest"])
     out.print(t)
+
+
+def provenance_rows(t: Table, m: dict[str, Any]) -> None:
+    """The manifest's essentials as rows of the inspect table."""
+    src = m.get("source") or {}
+    if src:
+        t.add_row("source", escape(f"{src.get('path')} (sha256 {str(src.get('sha256'))[:12]})"))
+    if m.get("recipe"):
+        t.add_row("recipe", escape(" -> ".join(str(step.get("pass", "?")) for step in m["recipe"])))
+    v = m.get("verification") or {}
+    if v:
+        worst = min((o.get("cosine", 1.0) for o in v.get("outputs", [])), default=1.0)
+        top1 = [o["top1_agreement"] for o in v.get("outputs", []) if o.get("top1_agreement") is not None]
+        extra = f", top-1 {min(top1):.1%}" if top1 else ""
+        t.add_row(
+            "verified",
+            escape(
+                f"max abs {v.get('max_abs', 0):.3g}, cosine {worst:.6f}{extra} on {v.get('samples')} "
+                f"sample(s), {v.get('source')}"
+            ),
+        )
+    if m.get("benchmark"):
+        bench = m["benchmark"]
+        shown = ", ".join(f"{k} {v}" for k, v in bench.items() if isinstance(v, (int, float, str)))
+        t.add_row("benchmark", escape(shown or "recorded"))
+    if m.get("export"):
+        t.add_row(
+            "export", escape(", ".join(f"{k} {v}" for k, v in m["export"].items() if k != "config_sha256"))
+        )
+    tool = m.get("tool") or {}
+    where = f"{m.get('where')}, onnxsqueeze {tool.get('version')}"
+    problems = m.get("problems") or []
+    t.add_row(
+        "manifest", f"[red]{escape('; '.join(problems))}[/]" if problems else escape(f"{where}, hashes match")
+    )
 
 
 @handle_errors

@@ -67,7 +67,7 @@ def _set_initializer(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarr
     graph.register_initializer(value)
     old = node.inputs[index]
     node.replace_input_with(index, value)
-    if old is not None and old.is_initializer() and not old.uses() and not old.is_graph_output():
+    if old is not None and old.name and old.is_initializer() and not old.uses() and not old.is_graph_output():
         graph.initializers.pop(old.name, None)
 
 
@@ -106,7 +106,7 @@ class FoldBatchNormPass(SqueezePass):
                 continue
             x = bn.inputs[0]
             producer = x.producer() if x is not None else None
-            if producer is None or producer.op_type not in ("Conv", "ConvTranspose", "Gemm"):
+            if x is None or producer is None or producer.op_type not in ("Conv", "ConvTranspose", "Gemm"):
                 continue
             if len(x.uses()) != 1 or x.is_graph_output():
                 continue
@@ -116,17 +116,13 @@ class FoldBatchNormPass(SqueezePass):
             if self._fold(graph, producer, *ss):
                 out = bn.outputs[0]
                 new = producer.outputs[0]
-                was_output = out.is_graph_output()
-                out.replace_all_uses_with(new)
+                name, was_output = out.name, out.is_graph_output()
+                out.replace_all_uses_with(new, replace_graph_outputs=True)
+                graph.remove(bn, safe=True)
                 if was_output:
-                    name = out.name
-                    for i, o in enumerate(graph.outputs):
-                        if o is out:
-                            graph.outputs[i] = new
-                    graph.remove(bn, safe=False)
-                    new.name = name
-                else:
-                    graph.remove(bn, safe=False)
+                    new.name = name  # the model's interface keeps its output names and types
+                    new.type = new.type or out.type
+                    new.shape = new.shape or out.shape
                 modified = True
         return ir.passes.PassResult(model, modified)
 
@@ -140,7 +136,8 @@ class FoldBatchNormPass(SqueezePass):
         if b_value is not None and b is None:
             return False
         dtype = w.dtype
-        base = node.inputs[1].name or "weight"
+        w_value = node.inputs[1]
+        base = (w_value.name if w_value is not None else None) or "weight"
         if node.op_type == "Conv":
             cout = w.shape[0]
             if s.shape[0] != cout:

@@ -1,0 +1,435 @@
+"""The provenance manifest written beside every artifact and embedded in the model itself.
+
+A manifest records how an artifact was made, so a deployment pipeline can pick it up and an auditor
+can trace it: the source file and its sha256, the first source ever read (``origin_sha256``), the
+tool and library versions, the recipe (the passes and options ``onnxsqueeze.pipeline`` recorded in
+the model's metadata), verification metrics against the source, an optional benchmark summary,
+what produced it (``export``), and the manifests of the models it was made from (``lineage``).
+
+It lives in two places, and the hashes say which bytes they cover:
+
+- **embedded**: JSON in the model's ``metadata_props`` under ``onnxsqueeze.manifest``, so the record
+  travels with the model (it survives the ONNX Runtime format too). A file cannot contain its own
+  hash, so this copy carries ``output.model_sha256``: the sha256 of the model's deterministic ONNX
+  serialization *without* the ``onnxsqueeze.manifest`` entry (:func:`model_sha256` recomputes it
+  from the saved model).
+- **sidecar**: ``<artifact file name>.manifest.json`` beside the artifact (``model.onnx`` ->
+  ``model.onnx.manifest.json``; one per artifact, so several artifacts can share a folder). It is
+  the embedded copy plus ``file``: facts about the written file that can only be known after writing
+  it: ``file.sha256`` of the exact bytes on disk (embedded manifest included), their size, the
+  sha256 of any external data file, and for converted formats the check of the file's outputs.
+  :func:`attach_benchmark` later records the latest benchmark here only (the model's bytes stay).
+
+:func:`check` recomputes both hashes and says what no longer matches; ``onnxsqueeze inspect``
+shows it. ``source.path`` is recorded as the command was given it; ``source.sha256`` identifies it.
+
+Nothing time- or machine-dependent beyond library versions is recorded: the same input and
+options give the same bytes.
+
+Other commands adopt it with one call in place of ``io.save``::
+
+    save_artifact(model, out, source_path=src, verify_report=report, protect=[src])
+"""
+
+# NOTE: this module imports nothing from cli/, passes/ or export/.
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import math
+import platform
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnx_ir as ir
+
+from onnxsqueeze import io as sio
+from onnxsqueeze.errors import InputError, ModelLoadError
+from onnxsqueeze.pipeline import PASSES_KEY, SOURCE_KEY, tool_version
+
+MANIFEST_KEY = "onnxsqueeze.manifest"
+SCHEMA = "onnxsqueeze.manifest/1"
+SUFFIX = ".manifest.json"
+# Libraries whose versions change what an artifact contains; others are added by the caller.
+LIBRARIES = ("numpy", "onnx", "onnx-ir", "onnxruntime", "protobuf")
+
+PathLike = sio.PathLike
+
+
+@dataclasses.dataclass(frozen=True)
+class Artifact:
+    """What :func:`save_artifact` wrote."""
+
+    path: Path
+    manifest_path: Path
+    manifest: dict[str, Any]
+
+
+def sidecar_path(artifact: PathLike) -> Path:
+    """The sidecar manifest of an artifact: ``model.onnx`` -> ``model.onnx.manifest.json``."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + SUFFIX)
+
+
+def library_versions(extra: Iterable[str] = ()) -> dict[str, str]:
+    """Python and the installed versions of :data:`LIBRARIES` and ``extra`` (missing ones skipped)."""
+    versions = {"python": platform.python_version()}
+    for name in sorted({*LIBRARIES, *extra}):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _without_manifest(model: onnx.ModelProto | ir.Model) -> onnx.ModelProto:
+    proto = sio.to_proto(model)
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    kept = [p for p in out.metadata_props if p.key != MANIFEST_KEY]
+    if len(kept) != len(out.metadata_props):
+        del out.metadata_props[:]
+        out.metadata_props.extend(kept)
+    for tensor in sio.iter_tensors(out.graph):
+        # onnx's external-data loader sets data_location = DEFAULT explicitly, which proto2
+        # serializes; clear it so a model hashes the same whether its weights were inline or not
+        if tensor.HasField("data_location") and tensor.data_location == onnx.TensorProto.DEFAULT:
+            tensor.ClearField("data_location")
+    return out
+
+
+def model_sha256(model: onnx.ModelProto | ir.Model) -> str | None:
+    """sha256 of a model's deterministic serialization without its embedded manifest.
+
+    This is the hash an embedded manifest can carry about its own model; recompute it from a saved
+    model (``model_sha256(io.load(path))``) to check the manifest belongs to it. None for a model
+    over protobuf's 2 GB limit, which has no single serialization (its ``file`` hashes remain).
+    """
+    proto = _without_manifest(model)
+    return sio.sha256_model(proto) if proto.ByteSize() < sio.PROTO_LIMIT else None
+
+
+def embedded(model: onnx.ModelProto | ir.Model) -> dict[str, Any] | None:
+    """The manifest embedded in a model's metadata, or None (also when it is not valid JSON)."""
+    if isinstance(model, ir.Model):
+        raw = model.metadata_props.get(MANIFEST_KEY)
+    else:
+        raw = next((p.value for p in model.metadata_props if p.key == MANIFEST_KEY), None)
+    return _parse(raw) if raw else None
+
+
+def _parse(raw: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _sha256_path(path: Path) -> str:
+    """sha256 of a file, or of a folder (e.g. a SavedModel) as a hash over its sorted file hashes."""
+    if path.is_file():
+        return sio.sha256_file(path)
+    digest = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{f.relative_to(path).as_posix()}\0{sio.sha256_file(f)}\n".encode())
+    return digest.hexdigest()
+
+
+def _source(source_path: PathLike | None) -> dict[str, Any] | None:
+    if source_path is None:
+        return None
+    path = Path(source_path)
+    if not path.exists():
+        raise InputError(f"{path}: the source recorded in the manifest does not exist")
+    entry: dict[str, Any] = {"path": str(path), "sha256": _sha256_path(path)}
+    if path.is_file():
+        entry["bytes"] = path.stat().st_size
+    return entry
+
+
+def _recipe(proto: onnx.ModelProto) -> tuple[list[Any], str | None]:
+    meta = {p.key: p.value for p in proto.metadata_props}
+    recipe: list[Any] = []
+    if meta.get(PASSES_KEY):
+        try:
+            value = json.loads(meta[PASSES_KEY])
+            recipe = value if isinstance(value, list) else []
+        except json.JSONDecodeError:
+            recipe = []
+    return recipe, meta.get(SOURCE_KEY)
+
+
+def _clean(value: Any) -> Any:
+    """Plain JSON values: numpy scalars and arrays unwrapped, NaN/Inf as None (JSON has neither)."""
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy scalar or array
+        return _clean(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _report_dict(report: Any) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    if hasattr(report, "to_dict"):
+        return _clean(report.to_dict())
+    if isinstance(report, Mapping):
+        return _clean(report)
+    raise TypeError(f"verify_report must be a VerifyReport or a dict, not {type(report).__name__}")
+
+
+def build(
+    model: onnx.ModelProto | ir.Model,
+    *,
+    source_path: PathLike | None,
+    verify_report: Any = None,
+    bench_summary: Mapping[str, Any] | None = None,
+    export: Mapping[str, Any] | None = None,
+    output_format: str = "onnx",
+    libraries: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The manifest of ``model`` (not yet embedded or written).
+
+    Args:
+        model: the model about to be saved; its metadata gives the recipe, and a manifest
+            already embedded in it (the source's) becomes the last entry of ``lineage``.
+        source_path: the file (or folder) the command read; None for a model built in memory.
+        verify_report: a :class:`~onnxsqueeze.verify.VerifyReport` (or its ``to_dict()``) of the
+            model against the source.
+        bench_summary: the latest benchmark summary, any JSON-able dict.
+        export: what produced the artifact and how (e.g. ``{"kind": "triton", ...}``).
+        output_format: ``onnx`` or ``ort``.
+        libraries: more distributions whose versions to record (e.g. ``torch`` for a conversion).
+    """
+    proto = _without_manifest(model)
+    recipe, origin = _recipe(proto)
+    prior = embedded(model)
+    lineage: list[Any] = []
+    if prior is not None:
+        lineage = [*prior.get("lineage", []), {k: v for k, v in prior.items() if k != "lineage"}]
+    return {
+        "schema": SCHEMA,
+        "tool": {"name": "onnxsqueeze", "version": tool_version()},
+        "libraries": library_versions(libraries),
+        "source": _source(source_path),
+        "origin_sha256": origin,
+        "recipe": recipe,
+        "verification": _report_dict(verify_report),
+        "benchmark": _clean(bench_summary) if bench_summary is not None else None,
+        "export": _clean(export) if export is not None else None,
+        "output": {"format": output_format, "model_sha256": model_sha256(proto)},
+        "lineage": lineage,
+    }
+
+
+def _dumps(manifest: Mapping[str, Any]) -> str:
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def embed(model: onnx.ModelProto | ir.Model, manifest: Mapping[str, Any]) -> onnx.ModelProto:
+    """A copy of ``model`` with ``manifest`` in its metadata (replacing any embedded one).
+
+    The entry is appended last, so removing it gives back the bytes ``model_sha256`` hashed.
+    """
+    out = _without_manifest(model)
+    entry = out.metadata_props.add()
+    entry.key, entry.value = MANIFEST_KEY, _dumps({k: v for k, v in manifest.items() if k != "file"})
+    return out
+
+
+def file_facts(path: PathLike, **more: Any) -> dict[str, Any]:
+    """The sidecar's ``file`` block: name, bytes and sha256 of the file, and of its external data."""
+    path = Path(path)
+    facts: dict[str, Any] = {"name": path.name, "bytes": path.stat().st_size, "sha256": sio.sha256_file(path)}
+    data = path.with_name(path.name + ".data")
+    if data.is_file():
+        facts["data_files"] = {data.name: sio.sha256_file(data)}
+    return facts | more
+
+
+def write(
+    artifact: PathLike, manifest: Mapping[str, Any], *, protect: Iterable[PathLike] = (), **file_extra: Any
+) -> tuple[Path, dict[str, Any]]:
+    """Write the sidecar manifest of an artifact already on disk, atomically.
+
+    Returns:
+        The sidecar's path and its content (``manifest`` plus the ``file`` block).
+    """
+    full = {**manifest, "file": _clean(file_facts(artifact, **file_extra))}
+    text = json.dumps(full, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    path = sio.write_bytes_atomic(sidecar_path(artifact), text.encode(), protect=protect)
+    return path, full
+
+
+def save_artifact(
+    model: onnx.ModelProto | ir.Model,
+    out_path: PathLike,
+    *,
+    source_path: PathLike | None,
+    verify_report: Any = None,
+    bench_summary: Mapping[str, Any] | None = None,
+    export: Mapping[str, Any] | None = None,
+    protect: Iterable[PathLike] = (),
+    libraries: Iterable[str] = (),
+) -> Artifact:
+    """Save a model with its manifest embedded, and the sidecar manifest beside it.
+
+    The one call every writing command uses in place of :func:`onnxsqueeze.io.save`. Both files are
+    written atomically; a stale sidecar is removed before the model is replaced, so a crash never
+    leaves a model beside a manifest describing other bytes. ``source_path`` is never overwritten.
+
+    Args:
+        model: the result (protobuf or onnx_ir); not modified.
+        out_path: the ``.onnx`` file to write.
+        source_path: the file the command read (hashed into the manifest); None if none.
+        verify_report: the result's verification against the source.
+        bench_summary: the latest benchmark summary, if any.
+        export: what produced the artifact (see :func:`build`).
+        protect: more paths that must not be overwritten.
+        libraries: more distributions whose versions to record.
+
+    Raises:
+        InputError: ``out_path`` is the source or a protected path, or the source is missing.
+    """
+    out_path = Path(out_path)
+    protect = [*protect, *([source_path] if source_path is not None else [])]
+    sio._refuse_overwrite(out_path, protect)
+    sio._refuse_overwrite(sidecar_path(out_path), protect)
+    manifest = build(
+        model,
+        source_path=source_path,
+        verify_report=verify_report,
+        bench_summary=bench_summary,
+        export=export,
+        libraries=libraries,
+    )
+    sidecar_path(out_path).unlink(missing_ok=True)
+    sio.save(embed(model, manifest), out_path, protect=protect)
+    path, full = write(out_path, manifest, protect=protect)
+    return Artifact(out_path, path, full)
+
+
+def attach_benchmark(artifact: PathLike, summary: Mapping[str, Any]) -> Path:
+    """Record the latest benchmark summary of an artifact in its sidecar manifest.
+
+    Benchmarks run after an artifact is written, and re-embedding would change the model's bytes,
+    so only the sidecar is updated: its ``benchmark`` is the latest, the embedded copy keeps what
+    was known when the model was written. An artifact without a sidecar gets one built from its
+    embedded manifest.
+
+    Raises:
+        InputError: the artifact has no manifest, or changed since its sidecar was written.
+    """
+    path = Path(artifact)
+    found = read(path)
+    if found is None:
+        raise InputError(f"{path}: has no onnxsqueeze manifest to attach the benchmark to")
+    problems = [p for p in check(path, found) if "sha256 differs" in p or "external data" in p]
+    if problems:
+        raise InputError(f"{path}: {problems[0]}; refusing to attach a benchmark to changed bytes")
+    manifest = {k: v for k, v in found.items() if k not in ("where", "file")}
+    file_extra = {k: v for k, v in (found.get("file") or {}).items() if k == "verification"}
+    side, _ = write(path, manifest | {"benchmark": _clean(summary)}, **file_extra)
+    return side
+
+
+def _embedded_in_file(path: Path) -> dict[str, Any] | None:
+    if path.suffix.lower() == ".ort":
+        import onnxruntime as ort
+
+        try:
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise ModelLoadError(f"{path}: onnxruntime cannot load it: {sio._one_line(e)}") from e
+        raw = sess.get_modelmeta().custom_metadata_map.get(MANIFEST_KEY)
+        return _parse(raw) if raw else None
+    return embedded(sio.load(path, check=False))
+
+
+def read(path: PathLike) -> dict[str, Any] | None:
+    """The manifest of an artifact: its sidecar if present, else the copy embedded in it.
+
+    Args:
+        path: the artifact (``.onnx`` or ``.ort``) or its sidecar ``.manifest.json``.
+
+    Returns:
+        The manifest, with ``"where": "sidecar" | "embedded"`` added; None when there is none.
+
+    Raises:
+        InputError: the sidecar exists but is not a JSON object.
+    """
+    path = Path(path)
+    side = path if path.name.endswith(SUFFIX) else sidecar_path(path)
+    if side.is_file():
+        value = _parse(side.read_text(encoding="utf-8"))
+        if value is None:
+            raise InputError(f"{side}: not a JSON manifest")
+        return value | {"where": "sidecar"}
+    if path.name.endswith(SUFFIX):
+        raise InputError(f"{path}: no such manifest")
+    found = _embedded_in_file(path)
+    return None if found is None else found | {"where": "embedded"}
+
+
+def check(
+    path: PathLike, manifest: Mapping[str, Any] | None = None, *, model: onnx.ModelProto | None = None
+) -> list[str]:
+    """What does not match between an artifact and its manifest (empty when all hashes match).
+
+    Checks the sidecar's ``file.sha256`` (and external data) against the bytes on disk and, for an
+    ONNX artifact, ``output.model_sha256`` against the model recomputed without its manifest.
+
+    Args:
+        path: the artifact.
+        manifest: its manifest (default: :func:`read`).
+        model: the artifact already loaded, to avoid loading it again.
+    """
+    path = Path(path)
+    manifest = manifest if manifest is not None else read(path)
+    if manifest is None:
+        return [f"{path.name}: no manifest"]
+    problems = []
+    facts = manifest.get("file")
+    if facts:
+        if facts.get("sha256") != sio.sha256_file(path):
+            problems.append(
+                f"{path.name}: sha256 differs from the sidecar's (the file changed after writing)"
+            )
+        for name, digest in (facts.get("data_files") or {}).items():
+            data = path.with_name(name)
+            if not data.is_file() or sio.sha256_file(data) != digest:
+                problems.append(f"{name}: external data missing or changed")
+    output = manifest.get("output") or {}
+    if path.suffix.lower() != ".ort" and output.get("model_sha256"):
+        try:
+            loaded = model if model is not None else sio.load(path, check=False)
+        except ModelLoadError as e:
+            return [*problems, str(e)]
+        if model_sha256(loaded) != output["model_sha256"]:
+            problems.append(f"{path.name}: the model differs from the manifest's model_sha256")
+    return problems
+
+
+def inspect(path: PathLike, model: onnx.ModelProto) -> dict[str, Any] | None:
+    """The manifest of a loaded ONNX artifact with ``where`` and ``problems`` (for ``inspect``)."""
+    path = Path(path)
+    side = sidecar_path(path)
+    found: dict[str, Any] | None
+    if side.is_file():
+        found = read(path)
+    else:
+        found = embedded(model)
+        found = None if found is None else found | {"where": "embedded"}
+    if found is None:
+        return None
+    return found | {"problems": check(path, found, model=model)}

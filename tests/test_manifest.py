@@ -1,0 +1,193 @@
+"""The provenance manifest: which sha256 covers which bytes, recipe, verification, lineage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxsqueeze import io as sio
+from onnxsqueeze import manifest as mf
+from onnxsqueeze.errors import InputError
+from onnxsqueeze.passes import CleanupPass, FoldConstantsPass
+from onnxsqueeze.pipeline import run_passes
+from onnxsqueeze.verify import verify
+from tests.export import models
+from tests.helpers import model_from_text, rand
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    return models.write(models.dynamic_fp32(), tmp_path, "src.onnx")
+
+
+def squeezed(src: Path) -> onnx.ModelProto:
+    """The source after a pipeline run, so its metadata carries a recipe."""
+    model = sio.load_ir(src)
+    run_passes(model, [FoldConstantsPass(), CleanupPass()], source_sha256=sio.sha256_file(src))
+    return sio.to_proto(model)
+
+
+def test_hashes_say_which_bytes_they_cover(src: Path, tmp_path: Path):
+    out = tmp_path / "out" / "model.onnx"
+    art = mf.save_artifact(squeezed(src), out, source_path=src)
+    assert art.manifest_path == tmp_path / "out" / "model.onnx.manifest.json"
+    side = json.loads(art.manifest_path.read_text())
+    # file.sha256: the exact bytes on disk, embedded manifest included
+    assert side["file"] == {"name": "model.onnx", "bytes": out.stat().st_size, "sha256": sio.sha256_file(out)}
+    # output.model_sha256: the model without its embedded manifest, recomputable from the file
+    saved = sio.load(out)
+    assert side["output"]["model_sha256"] == mf.model_sha256(saved)
+    assert side["output"]["model_sha256"] != side["file"]["sha256"]
+    stripped = onnx.ModelProto()
+    stripped.CopyFrom(saved)
+    kept = [p for p in stripped.metadata_props if p.key != mf.MANIFEST_KEY]
+    del stripped.metadata_props[:]
+    stripped.metadata_props.extend(kept)
+    assert sio.sha256_model(stripped) == side["output"]["model_sha256"]
+    # source: the file the command read
+    assert side["source"] == {"path": str(src), "sha256": sio.sha256_file(src), "bytes": src.stat().st_size}
+    assert side["origin_sha256"] == sio.sha256_file(src)
+    assert mf.check(out) == []
+
+
+def test_embedded_copy_is_the_sidecar_without_the_file_block(src: Path, tmp_path: Path):
+    out = tmp_path / "model.onnx"
+    art = mf.save_artifact(squeezed(src), out, source_path=src)
+    inside = mf.embedded(sio.load(out))
+    side = json.loads(art.manifest_path.read_text())
+    assert inside == {k: v for k, v in side.items() if k != "file"}
+    art.manifest_path.unlink()
+    assert mf.read(out) == inside | {"where": "embedded"}
+
+
+def test_recipe_tools_and_verification_are_recorded(src: Path, tmp_path: Path):
+    model = squeezed(src)
+    report = verify(sio.load(src), model, seed=3)
+    art = mf.save_artifact(
+        model, tmp_path / "m.onnx", source_path=src, verify_report=report, bench_summary={"p50_ms": 1.5}
+    )
+    m = art.manifest
+    assert [step["pass"] for step in m["recipe"]] == ["fold-constants", "cleanup"]
+    assert all(step["source_sha256"] == sio.sha256_file(src) for step in m["recipe"])
+    assert m["verification"] == json.loads(json.dumps(report.to_dict()))
+    assert m["benchmark"] == {"p50_ms": 1.5}
+    assert m["tool"]["name"] == "onnxsqueeze" and m["tool"]["version"]
+    assert {"python", "onnx", "onnxruntime", "numpy", "onnx-ir"} <= set(m["libraries"])
+    assert m["schema"] == mf.SCHEMA and m["lineage"] == []
+
+
+def test_numpy_values_and_non_finite_numbers_become_plain_json(src: Path, tmp_path: Path):
+    bench = {"p50_ms": np.float32(1.25), "runs": np.int64(3), "ratio": float("nan"), "per_batch": np.ones(2)}
+    art = mf.save_artifact(squeezed(src), tmp_path / "m.onnx", source_path=src, bench_summary=bench)
+    assert json.loads(art.manifest_path.read_text())["benchmark"] == {
+        "p50_ms": 1.25,
+        "runs": 3,
+        "ratio": None,
+        "per_batch": [1.0, 1.0],
+    }
+
+
+def test_lineage_keeps_the_earlier_manifest(src: Path, tmp_path: Path):
+    first = mf.save_artifact(squeezed(src), tmp_path / "a.onnx", source_path=src, bench_summary={"x": 1})
+    second = mf.save_artifact(sio.load(first.path), tmp_path / "b.onnx", source_path=first.path)
+    assert second.manifest["source"]["sha256"] == first.manifest["file"]["sha256"]
+    (parent,) = second.manifest["lineage"]
+    assert parent["source"]["sha256"] == sio.sha256_file(src)
+    assert parent["benchmark"] == {"x": 1}
+    # the model is unchanged, so the content hash carries over though the file bytes differ
+    assert second.manifest["output"]["model_sha256"] == first.manifest["output"]["model_sha256"]
+    assert second.manifest["file"]["sha256"] != first.manifest["file"]["sha256"]
+
+
+def test_same_input_gives_the_same_bytes(src: Path, tmp_path: Path):
+    a = mf.save_artifact(squeezed(src), tmp_path / "a" / "m.onnx", source_path=src)
+    b = mf.save_artifact(squeezed(src), tmp_path / "b" / "m.onnx", source_path=src)
+    assert a.path.read_bytes() == b.path.read_bytes()
+    assert a.manifest_path.read_bytes() == b.manifest_path.read_bytes()
+
+
+def test_tampering_is_detected(src: Path, tmp_path: Path):
+    out = tmp_path / "m.onnx"
+    mf.save_artifact(squeezed(src), out, source_path=src)
+    model = sio.load(out)
+    model.graph.initializer[0].raw_data = bytes(len(model.graph.initializer[0].raw_data))
+    out.write_bytes(model.SerializeToString())
+    problems = mf.check(out)
+    assert any("sha256 differs from the sidecar" in p for p in problems)
+    assert any("differs from the manifest's model_sha256" in p for p in problems)
+
+
+def test_never_overwrites_the_source_and_replaces_a_stale_sidecar(src: Path, tmp_path: Path):
+    with pytest.raises(InputError, match="refusing to overwrite the input"):
+        mf.save_artifact(squeezed(src), src, source_path=src)
+    out = tmp_path / "m.onnx"
+    mf.sidecar_path(out).write_text('{"stale": true}')
+    mf.save_artifact(squeezed(src), out, source_path=src)
+    assert "stale" not in mf.read(out)
+    with pytest.raises(InputError, match="does not exist"):
+        mf.save_artifact(squeezed(src), tmp_path / "n.onnx", source_path=tmp_path / "missing.onnx")
+
+
+def test_external_data_is_hashed(src: Path, tmp_path: Path):
+    out = tmp_path / "m.onnx"
+    model = model_from_text(
+        f"{models.HEADER} g (float[N, 64] x) => (float[N, 32] y) {{ y = MatMul(x, W) }}",
+        {"W": rand((64, 32))},
+    )
+    # force external data the way a >2 GB model would be saved
+    proto = mf.embed(model, mf.build(model, source_path=src))
+    sio.save(proto, out, external_data=True)
+    _, side = mf.write(out, mf.build(model, source_path=src))
+    assert side["file"]["data_files"] == {"m.onnx.data": sio.sha256_file(tmp_path / "m.onnx.data")}
+    assert mf.check(out) == []
+    (tmp_path / "m.onnx.data").write_bytes(b"\0" * (tmp_path / "m.onnx.data").stat().st_size)
+    assert any("external data" in p for p in mf.check(out))
+
+
+def test_folder_source_and_no_source(tmp_path: Path):
+    saved_model = tmp_path / "saved"
+    (saved_model / "variables").mkdir(parents=True)
+    (saved_model / "saved_model.pb").write_bytes(b"graph")
+    (saved_model / "variables" / "v.data").write_bytes(b"weights")
+    m = mf.build(models.dynamic_fp32(), source_path=saved_model)
+    assert len(m["source"]["sha256"]) == 64 and "bytes" not in m["source"]
+    (saved_model / "variables" / "v.data").write_bytes(b"other")
+    assert (
+        mf.build(models.dynamic_fp32(), source_path=saved_model)["source"]["sha256"] != m["source"]["sha256"]
+    )
+    assert mf.build(models.dynamic_fp32(), source_path=None)["source"] is None
+
+
+def test_read_refuses_a_broken_sidecar(src: Path, tmp_path: Path):
+    out = tmp_path / "m.onnx"
+    mf.save_artifact(squeezed(src), out, source_path=src)
+    mf.sidecar_path(out).write_text("not json")
+    with pytest.raises(InputError, match="not a JSON manifest"):
+        mf.read(out)
+    assert mf.read(src) is None
+
+
+def test_attach_benchmark_updates_only_the_sidecar(src: Path, tmp_path: Path):
+    out = tmp_path / "m.onnx"
+    mf.save_artifact(squeezed(src), out, source_path=src)
+    model_bytes = out.read_bytes()
+    side = mf.attach_benchmark(out, {"latency_ratio": np.float64(0.61)})
+    assert out.read_bytes() == model_bytes
+    doc = json.loads(side.read_text())
+    assert doc["benchmark"] == {"latency_ratio": 0.61} and doc["file"]["sha256"] == sio.sha256_file(out)
+    assert mf.embedded(sio.load(out))["benchmark"] is None  # what was known at writing
+    assert mf.check(out) == []
+    # without a sidecar, one is built from the embedded manifest
+    side.unlink()
+    mf.attach_benchmark(out, {"latency_ratio": 0.5})
+    assert mf.read(out)["benchmark"] == {"latency_ratio": 0.5} and mf.check(out) == []
+    # changed bytes are refused, and a model without a manifest too
+    out.write_bytes(model_bytes + b"\0")
+    with pytest.raises(InputError, match="refusing to attach"):
+        mf.attach_benchmark(out, {"x": 1})
+    with pytest.raises(InputError, match="no onnxsqueeze manifest"):
+        mf.attach_benchmark(src, {"x": 1})
