@@ -92,14 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"| model | {Path(args.model).name} |")
     print("|---|---|")
-    print(f"| eval set | {results['samples']} real-image crops (+{args.calibration_samples} held out for calibration) |")
+    print(
+        f"| eval set | {results['samples']} real-image crops (+{args.calibration_samples} held out for calibration) |"
+    )
     print(f"| budget | top-1 agreement drop <= {args.max_drop:g} point |")
     if best is None:
         print("| best | nothing fits |")
     else:
         print(f"| best | {best['label']} |")
         print(f"| agreement | {best['metric']:.2f} % (drop {best['drop']:.2f}) |")
-        print(f"| size | {base['size'] / 1e6:.2f} MB -> {best['size'] / 1e6:.2f} MB ({base['size'] / best['size']:.2f}x) |")
+        print(
+            f"| size | {base['size'] / 1e6:.2f} MB -> {best['size'] / 1e6:.2f} MB ({base['size'] / best['size']:.2f}x) |"
+        )
         print(
             f"| latency (batch 1, interleaved A/B) | {base['latency_ms']:.2f} ms -> {best['latency_ms']:.2f} ms "
             f"({base['latency_ms'] / best['latency_ms']:.2f}x) |"
