@@ -174,7 +174,10 @@ class Preprocess:
             x = x[:, :, None]
         if self.channels == "BGR":
             x = x[:, :, ::-1]
-        x = (x * self.scale - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        x = (
+            (x * np.float32(self.scale) - np.asarray(self.mean, np.float32))
+            / np.asarray(self.std, np.float32)
+        ).astype(np.float32)
         if self.layout == "NCHW":
             x = x.transpose(2, 0, 1)
         return np.ascontiguousarray(x, dtype=np.float32)

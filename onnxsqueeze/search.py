@@ -256,7 +256,7 @@ def pareto_front(points: Sequence[Point], objective: str, higher_is_better: bool
         p for p in points if p.error is None and p.metric is not None and math.isfinite(p.value(objective))
     ]
     sign = 1.0 if higher_is_better else -1.0
-    front = []
+    front: list[Point] = []
     for p in valid:
         pm, pc = sign * p.metric, p.value(objective)  # type: ignore[operator]
         dominated = any(
@@ -405,8 +405,8 @@ def search(
         truncated = "time budget reached"
 
     within = [p for p in points if p.fits and p.error is None]
-    best_point = min(within, key=lambda p: (cost(p), p.drop if p.drop is not None else 0.0))
-    if best_point is baseline or cost(best_point) >= cost(baseline):
+    best_point: Point | None = min(within, key=lambda p: (cost(p), p.drop if p.drop is not None else 0.0))
+    if best_point is baseline or (best_point is not None and cost(best_point) >= cost(baseline)):
         best_point = None
     return SearchResult(
         baseline=baseline,
@@ -450,7 +450,7 @@ def measure_latency(
     sess = runtime.session(model, provider=provider, optimize=True, threads=threads)
     for _ in range(warmup):
         sess.run(None, dict(feeds))
-    times = []
+    times: list[float] = []
     start = time.perf_counter()
     while len(times) < min_iterations or time.perf_counter() - start < min_seconds:
         t = time.perf_counter()
@@ -834,7 +834,7 @@ def _json_default(v: Any) -> Any:
 def closest(result: SearchResult, n: int = 3) -> list[Point]:
     """The candidates nearest to the budget (smallest drop), for the nothing-fits message."""
     cands = [p for p in result.points if p.settings and p.error is None and p.drop is not None]
-    return sorted(cands, key=lambda p: (p.drop, p.value(result.objective)))[:n]  # type: ignore[arg-type,return-value]
+    return sorted(cands, key=lambda p: (p.drop or 0.0, p.value(result.objective)))[:n]
 
 
 def nothing_fits_message(squeezer: Squeezer, result: SearchResult) -> str:
@@ -1052,7 +1052,7 @@ def plot_pareto(squeezer: Squeezer, result: SearchResult, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     ax.scatter(
         [p.value(obj) for p in pts],
-        [p.metric for p in pts],
+        [float(p.metric or 0.0) for p in pts],
         c=["tab:green" if p.fits else "tab:gray" for p in pts],
         s=22,
         label="evaluated (green: within budget)",
@@ -1060,18 +1060,26 @@ def plot_pareto(squeezer: Squeezer, result: SearchResult, path: Path) -> bool:
     front = result.pareto(m.higher_is_better)
     ax.plot(
         [p.value(obj) for p in front],
-        [p.metric for p in front],
+        [float(p.metric or 0.0) for p in front],
         "-",
         color="tab:blue",
         lw=1,
         label="Pareto front",
     )
     base = result.baseline
-    ax.scatter([base.value(obj)], [base.metric], marker="s", color="black", s=40, label="baseline", zorder=3)
+    ax.scatter(
+        [base.value(obj)],
+        [float(base.metric or 0.0)],
+        marker="s",
+        color="black",
+        s=40,
+        label="baseline",
+        zorder=3,
+    )
     if result.best is not None:
         ax.scatter(
             [result.best.value(obj)],
-            [result.best.metric],
+            [float(result.best.metric or 0.0)],
             marker="*",
             color="tab:red",
             s=140,

@@ -78,7 +78,7 @@ def _reader(data: CalibrationData, model: onnx.ModelProto, fixed_batch: int | No
 
     dtypes = {vi.name: input_dtype(vi) for vi in graph_inputs(model)}
 
-    class _Reader(CalibrationDataReader):  # type: ignore[misc]
+    class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self._it = self._gen()
 
