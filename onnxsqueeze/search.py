@@ -70,19 +70,91 @@ class Knob:
         stage: order of application in a combination (structure first, precision last).
         group: knobs of one group exclude each other in a combination (fp16 vs int8).
         label: how a setting reads in reports (default ``"<name> <setting>"``).
+        plan: model- and data-dependent preparation, computed once per search (and cached):
+            ``plan(context) -> value``; a knob with a plan has ``step(setting, value)``, and
+            ``value`` is None when the plan could not be made.
     """
 
     name: str
     settings: tuple[Any, ...]
     monotone: bool
-    step: Callable[[Any], Step]
+    step: Callable[..., Step]
     stage: int
     group: str | None = None
     label: Callable[[Any], str] | None = None
     help: str = ""
+    plan: Callable[[PlanContext], Any] | None = None
 
     def describe(self, setting: Any) -> str:
         return self.label(setting) if self.label is not None else f"{self.name} {setting}"
+
+    def step_of(self, setting: Any) -> Step:
+        """The step of a setting (a planned knob not yet bound gets its plan-less step)."""
+        return self.step(setting, None) if self.plan is not None else self.step(setting)
+
+    def bind(self, value: Any) -> Knob:
+        """This knob with its plan's value fixed in its steps."""
+        unbound = self.step
+        return dataclasses.replace(self, step=lambda s: unbound(s, value), plan=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanContext:
+    """What a knob's plan may look at: the original model and the search's data."""
+
+    model: onnx.ModelProto
+    evaluator: Evaluator
+    calibration: Dataset | None
+
+
+def _channels_plan(ctx: PlanContext, *, ratio: float = 0.75, samples: int = 128) -> dict[str, float]:
+    """Per-group sensitivity: the metric drop when each prunable group alone loses ``ratio``.
+
+    Uses :func:`onnxsqueeze.prune.sensitivity` (the pruning issue's analysis) on up to
+    ``samples`` evaluation samples, with least-squares reconstruction on the calibration data.
+    """
+    from onnxsqueeze.prune import sensitivity  # type: ignore[import-not-found, unused-ignore]
+
+    ds = ctx.evaluator.dataset.take(0, min(samples, len(ctx.evaluator.dataset)))
+    data = dict(ds.inputs)
+    if ds.labels is not None and ctx.evaluator.metric.name == "accuracy":
+        data["labels"] = ds.labels
+    rows = sensitivity(
+        ctx.model,
+        data,
+        ratios=(ratio,),
+        calibration=ctx.calibration.inputs if ctx.calibration is not None else None,
+        reconstruction="lsq" if ctx.calibration is not None else "none",
+    )
+    return {
+        str(r["group"]): max(float(r["drop"]), 0.0)
+        for r in rows
+        if r.get("drop") is not None and r.get("ratio") == ratio
+    }
+
+
+def allocate_ratios(drops: Mapping[str, float], target: float, *, cap: float = 0.9) -> dict[str, float]:
+    """Per-group channel ratios around ``target``, larger for groups whose drop is smaller.
+
+    With ``d_g`` the drop of group ``g`` pruned alone (from :func:`_channels_plan`), the weight
+    ``w_g = (d_g + eps)^(-1/2)`` (``eps = 0.1 + 0.1 mean(d)`` points keeps insensitive groups
+    from taking everything) gives ``r_g = min(cap, target * w_g / mean(w))``: the mean ratio is
+    ``target`` until the cap binds, and every ``r_g`` grows with ``target`` (bisection stays valid).
+    """
+    if not drops:
+        return {}
+    values = list(drops.values())
+    eps = 0.1 + 0.1 * float(np.mean(values))
+    weights = {g: (d + eps) ** -0.5 for g, d in drops.items()}
+    mean_w = float(np.mean(list(weights.values())))
+    return {g: round(min(cap, target * w / mean_w), 3) for g, w in sorted(weights.items())}
+
+
+def _channels_step(ratio: float, drops: Mapping[str, float] | None) -> Step:
+    options: dict[str, Any] = {"ratio": ratio}
+    if drops:
+        options["ratios"] = allocate_ratios(drops, ratio)
+    return Step.of("channels", options, calibration=True)
 
 
 # NOTE for the lead: when a technique lands, check that its registry name and option names match
@@ -100,10 +172,12 @@ KNOBS: tuple[Knob, ...] = (
     ),
     Knob(
         "channels",
-        settings=(0.1, 0.2, 0.3, 0.4, 0.5),
+        settings=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
         monotone=True,
-        # Per-layer ratios come from the pass's sensitivity analysis on the calibration data.
-        step=lambda r: Step.of("channels", {"ratio": r, "per_layer": "sensitivity"}, calibration=True),
+        # Per-group ratios from the pruning sensitivity analysis (the plan), least-squares
+        # reconstruction on the calibration data; uniform ratios if the analysis cannot run.
+        step=_channels_step,
+        plan=_channels_plan,
         stage=1,
         label=lambda r: f"channels -{r:.0%}",
         help="structured channel pruning ratio (PruneChannelsPass)",
@@ -112,7 +186,8 @@ KNOBS: tuple[Knob, ...] = (
         "sparsity",
         settings=(0.3, 0.5, 0.6, 0.7, 0.8, 0.9),
         monotone=True,
-        step=lambda s: Step.of("sparsity", {"sparsity": s}),
+        # With least-squares reconstruction on the calibration data (the pass's default).
+        step=lambda s: Step.of("sparsity", {"sparsity": s}, calibration=True),
         stage=2,
         label=lambda s: f"sparsity {s:.0%}",
         help="zero-weight magnitude pruning (PruneWeightsPass)",
@@ -165,7 +240,7 @@ def available_knobs(knobs: Sequence[Knob] = KNOBS) -> tuple[list[Knob], dict[str
     for knob in knobs:
         ok, why = [], []
         for s in knob.settings:
-            step = knob.step(s)
+            step = knob.step_of(s)
             cls = PASSES.get(step.pass_name)
             if cls is None:
                 why.append(f"pass '{step.pass_name}' is not registered")
@@ -190,7 +265,7 @@ def steps_of(settings: Mapping[str, Any], knobs: Sequence[Knob]) -> list[Step]:
     """The recipe steps of a candidate: cleanup, then each knob's step by stage."""
     by_name = {k.name: k for k in knobs}
     chosen = sorted(settings.items(), key=lambda kv: (by_name[kv[0]].stage, kv[0]))
-    return [CLEANUP, *(by_name[name].step(value) for name, value in chosen)]
+    return [CLEANUP, *(by_name[name].step_of(value) for name, value in chosen)]
 
 
 def describe_settings(settings: Mapping[str, Any], knobs: Sequence[Knob]) -> str:
@@ -575,7 +650,7 @@ class Squeezer:
             offered = [k for k in offered if k.name in options.techniques]
         if calibration is None:
             for k in list(offered):
-                keep = tuple(s for s in k.settings if not k.step(s).calibration)
+                keep = tuple(s for s in k.settings if not k.step_of(s).calibration)
                 if len(keep) < len(k.settings):
                     skipped[f"{k.name} (calibrated settings)"] = "no calibration data"
                 offered.remove(k)
@@ -586,6 +661,8 @@ class Squeezer:
         self.skipped = skipped
         self.price = options.price_per_hour or DEFAULT_PRICE_PER_HOUR.get(options.provider, 0.085)
         self.evaluations = 0  # fresh (uncached) evaluations in this run
+        self.notes: list[str] = []
+        self.plans: dict[str, Any] = {}
         self.cache_hits = 0
         self._baseline_metric: float | None = None
         self._baseline_latency: float | None = None
@@ -637,6 +714,7 @@ class Squeezer:
         """The candidate model of ``settings`` (deterministic: what ``apply`` rebuilds)."""
         from onnxsqueeze.recipe import build
 
+        self.prepare()
         return build(
             self.model,
             steps_of(settings, self.knobs),
@@ -645,6 +723,7 @@ class Squeezer:
         )
 
     def recipe(self, settings: Mapping[str, Any]) -> Recipe:
+        self.prepare()
         steps = tuple(steps_of(settings, self.knobs))
         needs = any(s.calibration for s in steps)
         return Recipe(steps, self.model_sha256, self.calibration_source if needs else None)
@@ -761,10 +840,40 @@ class Squeezer:
     def fits(self, p: Point) -> bool:
         return p.drop is not None and p.drop <= self.options.budget.max_drop + 1e-9
 
+    def prepare(self, on_plan: Callable[[str], None] | None = None) -> None:
+        """Compute (or read from the cache) the plans of planned knobs and bind them. Idempotent."""
+        bound = []
+        for knob in self.knobs:
+            if knob.plan is None:
+                bound.append(knob)
+                continue
+            key = hashlib.sha256(
+                json.dumps({**self._context, "plan": knob.name}, sort_keys=True, default=str).encode()
+            ).hexdigest()
+            doc = self._cache_get(key)
+            if doc is None:
+                if on_plan:
+                    on_plan(knob.name)
+                t0 = time.perf_counter()
+                try:
+                    value = knob.plan(PlanContext(self.model, self.evaluator, self.calibration))
+                    doc = {"value": value, "seconds": time.perf_counter() - t0}
+                except (MemoryError, KeyboardInterrupt):
+                    raise
+                except Exception as e:  # no analysis (module missing, unsupported model): plain steps
+                    doc = {"value": None, "error": f"{type(e).__name__}: {str(e).strip()[:200]}"}
+                self._cache_put(key, doc)
+            if doc.get("error"):
+                self.notes.append(f"{knob.name}: no plan ({doc['error']}); plain settings used")
+            self.plans[knob.name] = doc.get("value")
+            bound.append(knob.bind(doc.get("value")))
+        self.knobs = bound
+
     def run(self, on_point: Callable[[Point], None] | None = None) -> SearchResult:
         deadline = (
             time.monotonic() + self.options.time_budget_s if self.options.time_budget_s is not None else None
         )
+        self.prepare()
         return search(
             self.knobs,
             self.evaluate,
@@ -879,6 +988,8 @@ def results_dict(
         "best": result.best.to_dict(knobs) if result.best else None,
         "knobs": {k.name: {"settings": [str(s) for s in k.settings], "monotone": k.monotone} for k in knobs},
         "not_offered": result.skipped,
+        "notes": squeezer.notes,
+        "plans": squeezer.plans,
         "rejected": [{"candidate": a, "why": b} for a, b in result.rejected],
         "pareto": [p.to_dict(knobs) for p in result.pareto(higher)],
         "points": [p.to_dict(knobs) for p in result.points],
@@ -997,6 +1108,8 @@ def render_report(squeezer: Squeezer, result: SearchResult, results: Mapping[str
     lines += [_table(["knob", "setting", "drop", f"{obj} gain", "in best"], rows), ""]
     if result.skipped:
         lines += ["Not offered:", ""] + [f"- {k}: {v}" for k, v in result.skipped.items()] + [""]
+    if squeezer.notes:
+        lines += ["Notes:", ""] + [f"- {n}" for n in squeezer.notes] + [""]
     lines += ["## Tried and rejected", ""]
     if result.rejected:
         lines += [f"- {a}: {b}" for a, b in result.rejected]

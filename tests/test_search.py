@@ -179,3 +179,67 @@ def test_knobs_of_one_group_exclude_each_other():
     assert result.best is not None and result.best.settings == {"a": 2, "c": 2}
     assert ("b 2", "excluded by a 2") in result.rejected
     assert not any("a" in c and "b" in c for c in ev.calls)  # never evaluated together
+
+
+def test_allocate_ratios_favours_insensitive_groups_and_grows_with_the_target():
+    from onnxsqueeze.search import allocate_ratios
+
+    drops = {"a": 0.0, "b": 0.5, "c": 4.0}
+    r = allocate_ratios(drops, 0.3)
+    assert r["a"] > r["b"] > r["c"] > 0
+    assert sum(r.values()) / 3 == pytest.approx(0.3, abs=0.002)
+    bigger = allocate_ratios(drops, 0.6)
+    assert all(bigger[g] >= r[g] for g in drops)
+    assert max(allocate_ratios(drops, 0.9).values()) == 0.9  # capped
+    assert allocate_ratios({}, 0.5) == {}
+
+
+def test_planned_knob_is_bound_once_and_cached(tmp_path):
+    from onnxsqueeze import evaluate as E
+    from onnxsqueeze.search import SqueezeOptions, Squeezer
+    from tests.helpers import rand
+    from tests.passes.test_quantize import cnn
+
+    calls = []
+
+    def plan(ctx):
+        calls.append(len(ctx.evaluator.dataset))
+        return 0.5
+
+    def plan_fails(ctx):
+        raise RuntimeError("no analysis for this model")
+
+    def step(setting, value):
+        return Step.of("int8", {"mode": "static", "fraction": value or 1.0}, calibration=True)
+
+    knobs = (
+        Knob("q", (True,), False, step, 3, plan=plan),
+        Knob("r", (True,), False, step, 3, plan=plan_fails),
+    )
+    model = cnn()
+    ds = E.Dataset({"x": rand((24, 3, 8, 8), 5)})
+
+    def squeezer():
+        return Squeezer(
+            model,
+            E.Evaluator(model, ds.take(8, 24), "agreement"),
+            calibration=ds.take(0, 8),
+            calibration_source=None,
+            options=SqueezeOptions(budget=Budget(50.0), objective="size", latency_seconds=0.01),
+            cache_dir=tmp_path,
+            knobs=knobs,
+        )
+
+    first = squeezer()
+    first.prepare()
+    first.prepare()  # idempotent
+    assert calls == [16]
+    assert first.plans == {"q": 0.5, "r": None}
+    assert any("no analysis for this model" in n for n in first.notes)
+    by_name = {k.name: k for k in first.knobs}
+    assert dict(by_name["q"].step_of(True).options)["fraction"] == 0.5
+    assert dict(by_name["r"].step_of(True).options)["fraction"] == 1.0
+    again = squeezer()
+    again.prepare()
+    assert calls == [16]  # from the cache
+    assert again.plans == first.plans
