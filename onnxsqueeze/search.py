@@ -52,6 +52,9 @@ OBJECTIVES = ("latency", "size", "macs", "cost")
 # objective ranks candidates like latency; it is reported in dollars per million inferences.
 DEFAULT_PRICE_PER_HOUR = {"cpu": 0.085, "cuda": 0.526}
 CACHE_FORMAT = 1
+# A latency (or cost) step must gain more than this to count: interleaved A/B timing on a shared
+# machine still wobbles by a percent or two.
+LATENCY_MIN_GAIN = 0.03
 
 
 # ------------------------------------------------------------------------------------ the knobs
@@ -363,6 +366,7 @@ def search(
     deadline: float | None = None,
     on_point: Callable[[Point], None] | None = None,
     skipped: Mapping[str, str] | None = None,
+    min_gain: float = 0.0,
 ) -> SearchResult:
     """Run the search (see the module docstring) over ``knobs``.
 
@@ -375,6 +379,8 @@ def search(
         deadline: ``time.monotonic()`` after which no new point is started.
         on_point: called with every point as it is measured.
         skipped: knobs not offered and why (for the report).
+        min_gain: a step must lower the cost by more than this fraction to count (measured
+            latency is noisy; sizes and MACs are exact).
     """
     points: list[Point] = []
     seen: dict[str, Point] = {}
@@ -402,12 +408,18 @@ def search(
     def cost(p: Point) -> float:
         return p.value(objective)
 
+    def cheaper(p: Point, than: Point) -> bool:
+        """Lower cost by more than ``min_gain`` (a fraction), so timing noise is not a gain."""
+        return cost(p) < cost(than) * (1.0 - min_gain)
+
     def why_not(p: Point, reference: Point) -> str:
         if p.error:
             return p.error
         if not p.fits:
             return f"over budget (drop {p.drop:.3g} > {budget.max_drop:g})"
-        return f"no gain ({objective} {_fmt(cost(p))} vs {_fmt(cost(reference))})"
+        return f"no gain ({objective} {_fmt(cost(p))} vs {_fmt(cost(reference))}" + (
+            f", {min_gain:.0%} needed)" if min_gain else ")"
+        )
 
     truncated = None
     baseline = ev({}, "baseline")
@@ -441,7 +453,7 @@ def search(
                         best = p
                     elif not p.fits:
                         rejected.append((describe_settings(p.settings, knobs), why_not(p, baseline)))
-            if best is not None and cost(best) >= cost(baseline):
+            if best is not None and not cheaper(best, baseline):
                 rejected.append((describe_settings(best.settings, knobs), why_not(best, baseline)))
                 best = None
             singles[knob.name] = best
@@ -460,7 +472,7 @@ def search(
                 )
                 continue
             trial = ev(current | {name: setting}, "combine")
-            accepted: Point | None = trial if trial.fits and cost(trial) < cost(current_point) else None
+            accepted: Point | None = trial if trial.fits and cheaper(trial, current_point) else None
             if accepted is None and knob.monotone and not trial.fits and not trial.error:
                 idx = knob.settings.index(setting)
                 lo, hi = -1, idx
@@ -470,7 +482,7 @@ def search(
                     lo, hi = (mid, hi) if p.fits else (lo, mid)
                 if lo >= 0:
                     p = seen[key(current | {name: knob.settings[lo]})]
-                    if cost(p) < cost(current_point):
+                    if cheaper(p, current_point):
                         accepted = p
             if accepted is not None:
                 current, current_point = dict(accepted.settings), accepted
@@ -481,7 +493,7 @@ def search(
 
     within = [p for p in points if p.fits and p.error is None]
     best_point: Point | None = min(within, key=lambda p: (cost(p), p.drop if p.drop is not None else 0.0))
-    if best_point is baseline or (best_point is not None and cost(best_point) >= cost(baseline)):
+    if best_point is baseline or (best_point is not None and not cheaper(best_point, baseline)):
         best_point = None
     return SearchResult(
         baseline=baseline,
@@ -883,6 +895,7 @@ class Squeezer:
             deadline=deadline,
             on_point=on_point,
             skipped=self.skipped,
+            min_gain=LATENCY_MIN_GAIN if self.options.objective in ("latency", "cost") else 0.0,
         )
 
 

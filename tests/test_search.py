@@ -243,3 +243,10 @@ def test_planned_knob_is_bound_once_and_cached(tmp_path):
     again.prepare()
     assert calls == [16]  # from the cache
     assert again.plans == first.plans
+
+
+def test_min_gain_ignores_noise_sized_improvements():
+    ev = Synthetic({"a": 0.1, "n": 0.1}, {"a": 0.5, "n": 0.99})  # n: 1 % per level, noise
+    result = run(ev, [knob("a", 2), knob("n", 2, stage=1)], min_gain=0.03)
+    assert result.singles["n"] is None and result.best.settings == {"a": 2}
+    assert any("3% needed" in why for _, why in result.rejected)
