@@ -483,10 +483,8 @@ class Budget:
         )
 
     def describe(self, metric: Metric) -> str:
-        unit = (
-            "% of the baseline"
-            if self.relative
-            else (" points" if metric.unit == "%" else f" {metric.unit}".rstrip())
-        )
+        units = {"%": " points", "x100": " (cosine x100)", "": ""}
+        of = "the original's mean |output|" if not metric.higher_is_better else "the baseline"
+        unit = f"% of {of}" if self.relative else units.get(metric.unit, f" {metric.unit}")
         verb = "rise" if not metric.higher_is_better else "drop"
         return f"{metric.name} {verb} <= {self.max_drop:g}{unit}"
