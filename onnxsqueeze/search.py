@@ -734,6 +734,22 @@ class Squeezer:
             source_sha256=self.model_sha256,
         )
 
+    def build_cached(self, settings: Mapping[str, Any]) -> onnx.ModelProto:
+        """:meth:`build`, keeping the bytes in the cache so a rerun does not rebuild (calibrate) it."""
+        key = self.cache_key(steps_of(settings, self.knobs))
+        path = self._cache_path(key)
+        if path is not None and path.with_suffix(".onnx").is_file():
+            model = onnx.ModelProto()
+            try:
+                model.ParseFromString(path.with_suffix(".onnx").read_bytes())
+                return model
+            except Exception:  # a damaged entry is rebuilt
+                pass
+        model = self.build(settings)
+        if path is not None:
+            sio.write_bytes_atomic(path.with_suffix(".onnx"), model.SerializeToString(deterministic=True))
+        return model
+
     def recipe(self, settings: Mapping[str, Any]) -> Recipe:
         self.prepare()
         steps = tuple(steps_of(settings, self.knobs))
@@ -922,7 +938,7 @@ def write_outputs(
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     if result.best is not None:
-        best_model = squeezer.build(result.best.settings)
+        best_model = squeezer.build_cached(result.best.settings)
         written["model"] = sio.save(best_model, out / f"{model_name}.squeezed.onnx", protect=protect)
         written["recipe"] = rcp.save(
             squeezer.recipe(result.best.settings), out / "recipe.toml", protect=protect

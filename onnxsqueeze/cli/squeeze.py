@@ -198,14 +198,11 @@ def squeeze_cmd(
             src = CalibrationSource("calibration.npz", 0, k, E.Dataset(cal.inputs).sha256())
         else:
             src = CalibrationSource(str(data.resolve()), 0, k, cal.sha256())
-    with progress("baseline outputs") as update:
-        evaluator = E.Evaluator(
-            original, evalset, metric, output=output_name, threshold=threshold, provider=provider
-        )
-        if not evaluator.metric.needs_labels:
-            evaluator.on_batch = update
-            evaluator.reference_outputs()
-        evaluator.on_batch = None
+    # The original's outputs (teacher of label-free metrics) are computed on the first evaluation
+    # that is not in the cache, so a rerun served from the cache skips them.
+    evaluator = E.Evaluator(
+        original, evalset, metric, output=output_name, threshold=threshold, provider=provider
+    )
     options = S.SqueezeOptions(
         budget=E.Budget(max_drop, relative),
         objective=objective,
@@ -242,7 +239,9 @@ def squeeze_cmd(
         f"{options.budget.describe(evaluator.metric)}, objective {objective}"
     )
     try:
-        result = squeezer.run(on_point=on_point)
+        with progress("evaluating (batches)") as update:
+            evaluator.on_batch = update
+            result = squeezer.run(on_point=on_point)
     except KeyboardInterrupt:
         where = squeezer.cache_dir or "nowhere (--no-cache)"
         err.print(
