@@ -984,6 +984,8 @@ def nothing_fits_message(squeezer: Squeezer, result: SearchResult) -> str:
         for p in near
     )
     what = "no candidate" if not any(p.fits for p in result.points if p.settings) else "no cheaper candidate"
+    if result.truncated:
+        what = f"{result.truncated} before a cheaper candidate was found; {what}"
     return (
         f"{what} fits the budget ({result.budget.describe(m)}; baseline {m.name} "
         f"{result.baseline.metric:.4g}); closest: {tail or 'none evaluated'}"

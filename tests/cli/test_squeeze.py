@@ -225,3 +225,86 @@ def test_apply_bad_input(assets, tmp_path):
     assert r.exit_code == 2 and "differs from the recipe's source" in r.output
     r = runner.invoke(app, ["apply", str(recipe), str(model), "-o", str(model), "--force"])
     assert r.exit_code == 2 and "refusing to overwrite" in r.output
+
+
+def test_time_budget_zero_measures_only_the_baseline_and_says_so(assets, tmp_path):
+    model, data = assets
+    out = tmp_path / "out"
+    r = squeeze(model, data, out, "--time-budget", "0")
+    assert r.exit_code == 1
+    assert "time budget reached" in r.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["truncated"] == "time budget reached" and len(results["points"]) == 1
+    r = squeeze(model, data, out)  # resumes: the baseline comes from the cache
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "results.json").read_text())["cache_hits"] == 1
+
+
+def test_relative_budget(assets, tmp_path):
+    model, data = assets
+    out = tmp_path / "out"
+    r = squeeze(model, data, out, "--relative", "--max-drop", "5", "--json")
+    assert r.exit_code == 0, r.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["budget"] == {"max_drop": 5.0, "relative": True}
+    base = results["baseline"]["metric"]
+    for p in results["points"]:
+        if p["metric"] is not None:
+            assert p["drop"] == pytest.approx((base - p["metric"]) / base * 100)
+
+
+def test_ctrl_c_leaves_a_resumable_cache(assets, tmp_path, monkeypatch):
+    model, data = assets
+    out = tmp_path / "out"
+    real = S.Squeezer.evaluate
+
+    def evaluate_then_interrupt(self, settings):
+        if settings:
+            raise KeyboardInterrupt
+        return real(self, settings)
+
+    monkeypatch.setattr(S.Squeezer, "evaluate", evaluate_then_interrupt)
+    r = squeeze(model, data, out)
+    assert r.exit_code == 130
+    assert "rerun the same command to resume" in r.output and "Traceback" not in r.output
+    monkeypatch.setattr(S.Squeezer, "evaluate", real)
+    r = squeeze(model, data, out)
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "results.json").read_text())["cache_hits"] == 1  # the baseline
+
+
+def test_image_folder_data_and_a_replayable_recipe(tmp_path):
+    from PIL import Image
+
+    from tests.passes.test_quantize import CNN
+
+    model = tmp_path / "cnn.onnx"
+    wide = {  # weights large enough for int8 static (QDQ) to be smaller than float
+        "w1": rand((32, 3, 3, 3), 1, 0.3),
+        "b1": rand((32,), 2, 0.1),
+        "w2": rand((64, 32, 3, 3), 3, 0.1),
+        "b2": rand((64,), 4, 0.1),
+        "wf": rand((4, 64), 5, 0.5),
+        "bf": rand((4,), 6, 0.1),
+    }
+    sio.save(model_from_text(CNN, wide), model)
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images"
+    for cls in ("a", "b"):
+        (images / cls).mkdir(parents=True)
+        for i in range(20):
+            Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(images / cls / f"{i}.png")
+    out = tmp_path / "out"
+    r = runner.invoke(
+        app,
+        ["squeeze", str(model), "--data", str(images), "--metric", "agreement", "--image-size", "8x8",
+         "--calibration-samples", "8", "--max-drop", "10", "-o", str(out), *FAST, "--techniques", "int8"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert (out / "calibration.npz").is_file()
+    recipe = (out / "recipe.toml").read_text()
+    assert 'data = "calibration.npz"' in recipe
+    replayed = tmp_path / "replayed.onnx"
+    r = runner.invoke(app, ["apply", str(out / "recipe.toml"), str(model), "-o", str(replayed)])
+    assert r.exit_code == 0, r.output
+    assert replayed.read_bytes() == (out / "cnn.squeezed.onnx").read_bytes()
