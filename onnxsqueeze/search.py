@@ -47,10 +47,10 @@ from onnxsqueeze.evaluate import Budget, Dataset, Evaluator
 from onnxsqueeze.recipe import CalibrationSource, Recipe, Step
 
 OBJECTIVES = ("latency", "size", "macs", "cost")
-# On-demand list prices (USD per hour), AWS us-east-1, taken 2025-06: c6i.large (2 vCPU) for
-# CPU and g4dn.xlarge (T4) for CUDA. ``--price-per-hour`` overrides. At a fixed price the cost
-# objective ranks candidates like latency; it is reported in dollars per million inferences.
-DEFAULT_PRICE_PER_HOUR = {"cpu": 0.085, "cuda": 0.526}
+# The instance a cost is priced on when none is given (onnxsqueeze.bench.cost's table): a 2-vCPU
+# CPU machine, a T4 for CUDA. At a fixed price the cost objective ranks candidates like latency;
+# it is reported in dollars per million inferences at batch 1.
+DEFAULT_INSTANCE = {"cpu": "aws/c7i.large", "cuda": "aws/g4dn.xlarge", "tensorrt": "aws/g4dn.xlarge"}
 CACHE_FORMAT = 1
 # A latency (or cost) step must gain more than this to count: interleaved A/B timing on a shared
 # machine still wobbles by a percent or two.
@@ -599,7 +599,8 @@ class SqueezeOptions:
         provider: execution provider for evaluation and latency.
         time_budget_s: stop starting new evaluations after this many seconds.
         techniques: restrict to these knob names (None: all offered).
-        price_per_hour: for the cost objective (default by provider).
+        price_per_hour: for the cost objective; or ``instance``, a name in
+            ``onnxsqueeze.bench.cost``'s table (default by provider, see ``DEFAULT_INSTANCE``).
         latency_seconds: minimum timing-loop duration per candidate.
         batch_size: evaluation batch size.
     """
@@ -610,6 +611,7 @@ class SqueezeOptions:
     time_budget_s: float | None = None
     techniques: tuple[str, ...] | None = None
     price_per_hour: float | None = None
+    instance: str | None = None
     latency_seconds: float = 0.5
     batch_size: int = 64
 
@@ -671,7 +673,14 @@ class Squeezer:
             offered.sort(key=lambda k: [x.name for x in knobs].index(k.name))
         self.knobs = offered
         self.skipped = skipped
-        self.price = options.price_per_hour or DEFAULT_PRICE_PER_HOUR.get(options.provider, 0.085)
+        from onnxsqueeze.bench.cost import resolve_price
+
+        price = resolve_price(
+            price_per_hour=options.price_per_hour, instance=options.instance
+        ) or resolve_price(instance=DEFAULT_INSTANCE.get(options.provider, DEFAULT_INSTANCE["cpu"]))
+        assert price is not None
+        self.price = price.usd_per_hour
+        self.price_source = price.source
         self.evaluations = 0  # fresh (uncached) evaluations in this run
         self.notes: list[str] = []
         self.plans: dict[str, Any] = {}
@@ -850,9 +859,10 @@ class Squeezer:
         elif p.latency_ratio is not None and self._baseline_latency is not None:
             # Comparable within the run: the interleaved ratio times the original's latency.
             p.latency_ms = self._baseline_latency * p.latency_ratio
-        if p.latency_ms is not None:
-            # USD per million inferences at batch 1: price per hour / 3600 * seconds each * 1e6.
-            p.cost = self.price / 3600.0 * p.latency_ms / 1e3 * 1e6
+        if p.latency_ms is not None and p.latency_ms > 0:
+            from onnxsqueeze.bench.cost import usd_per_million
+
+            p.cost = usd_per_million(self.price, 1e3 / p.latency_ms)  # one inference at a time
         if not settings and p.metric is not None:
             self._baseline_metric = p.metric
             self._scale = self.evaluator.relative_scale(p.metric)
@@ -1010,6 +1020,7 @@ def results_dict(
         "higher_is_better": higher,
         "objective": result.objective,
         "provider": squeezer.options.provider,
+        "price": {"usd_per_hour": squeezer.price, "source": squeezer.price_source},
         "budget": {"max_drop": result.budget.max_drop, "relative": result.budget.relative},
         "elapsed_s": elapsed_s,
         "evaluations": squeezer.evaluations,
@@ -1167,7 +1178,7 @@ def render_report(squeezer: Squeezer, result: SearchResult, results: Mapping[str
         ),
         "",
         "Latency: median of a fixed timing loop at batch 1 (optimized onnxruntime session); "
-        f"cost at ${squeezer.price:g}/hour.",
+        f"cost: {squeezer.price_source}.",
         "",
     ]
     return "\n".join(lines)

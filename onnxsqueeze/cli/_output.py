@@ -79,8 +79,8 @@ def _json_default(value: Any) -> Any:
 
 
 @contextmanager
-def progress(description: str, total: int | None = None) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr; yields ``update(done, total)`` for the library's callbacks."""
+def progress(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr; yields ``update(done, total, description=None)`` for callbacks."""
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -92,8 +92,11 @@ def progress(description: str, total: int | None = None) -> Iterator[Callable[[i
     ) as bar:
         task = bar.add_task(description, total=total)
 
-        def update(done: int, total_: int) -> None:
-            bar.update(task, completed=done, total=total_)
+        def update(done: int, total_: int, description: str | None = None) -> None:
+            if description is None:
+                bar.update(task, completed=done, total=total_)
+            else:
+                bar.update(task, completed=done, total=total_, description=description)
 
         yield update
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from onnxsqueeze.cli import core, squeeze
+from onnxsqueeze.cli import bench, core, squeeze
 from onnxsqueeze.cli import export as export_cli
 
 app = typer.Typer(
@@ -38,6 +38,7 @@ def _root(
 
 
 core.register(app)
+bench.register(app)
 export_cli.register(app)
 squeeze.register(app)
 

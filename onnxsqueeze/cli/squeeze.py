@@ -131,6 +131,12 @@ def squeeze_cmd(
     price_per_hour: Annotated[
         float | None, typer.Option("--price-per-hour", help="USD per hour of the target machine (cost).")
     ] = None,
+    instance: Annotated[
+        str | None,
+        typer.Option(
+            "--instance", help="Price the cost on this instance (as in `bench`), e.g. aws/c7i.large."
+        ),
+    ] = None,
     latency_seconds: Annotated[
         float, typer.Option("--latency-seconds", min=0.0, help="Minimum timing-loop duration per candidate.")
     ] = 0.5,
@@ -210,6 +216,7 @@ def squeeze_cmd(
         time_budget_s=time_budget * 60 if time_budget is not None else None,
         techniques=tuple(t.strip() for t in techniques.split(",") if t.strip()) if techniques else None,
         price_per_hour=price_per_hour,
+        instance=instance,
         latency_seconds=latency_seconds,
     )
     squeezer = S.Squeezer(

@@ -308,3 +308,16 @@ def test_image_folder_data_and_a_replayable_recipe(tmp_path):
     r = runner.invoke(app, ["apply", str(out / "recipe.toml"), str(model), "-o", str(replayed)])
     assert r.exit_code == 0, r.output
     assert replayed.read_bytes() == (out / "cnn.squeezed.onnx").read_bytes()
+
+
+def test_cost_objective_prices_on_an_instance(assets, tmp_path):
+    model, data = assets
+    out = tmp_path / "out"
+    r = squeeze(model, data, out, "--objective", "cost", "--instance", "aws/c7i.xlarge")
+    assert r.exit_code in (0, 1), r.output  # int8 may or may not be cheaper on a tiny graph
+    results = json.loads((out / "results.json").read_text())
+    assert results["price"]["usd_per_hour"] == pytest.approx(0.1785)
+    base = results["baseline"]
+    assert base["cost"] == pytest.approx(0.1785 / 3600 * base["latency_ms"] / 1e3 * 1e6)
+    r = squeeze(model, data, tmp_path / "o2", "--instance", "nowhere/x1")
+    assert r.exit_code == 2 and "nowhere/x1" in r.output
