@@ -957,6 +957,7 @@ def write_outputs(
     if "model" in written:
         results["best"]["file"] = written["model"].name
         results["best"]["sha256"] = sio.sha256_file(written["model"])
+        results["best"]["verify"] = verify_best(squeezer, best_model)
     written["results"] = sio.write_bytes_atomic(
         out / "results.json",
         (json.dumps(results, indent=2, default=_json_default) + "\n").encode(),
@@ -971,6 +972,25 @@ def write_outputs(
     if result.best is None:
         raise BudgetNotMetError(nothing_fits_message(squeezer, result))
     return written
+
+
+def verify_best(squeezer: Squeezer, model: onnx.ModelProto, samples: int = 8) -> dict[str, Any]:
+    """The best model against the original on the first evaluation samples (onnxsqueeze.verify)."""
+    from onnxsqueeze.verify import verify
+
+    ds = squeezer.evaluator.dataset
+    data = ds.take(0, min(samples, len(ds))).inputs
+    try:
+        report = verify(
+            squeezer.model,
+            model,
+            data=data,
+            data_label="evaluation samples",
+            provider=squeezer.options.provider,
+        )
+    except SqueezeError as e:  # e.g. an output shape changed on purpose: say so, do not fail
+        return {"error": str(e)}
+    return report.to_dict() | {"min_cosine": report.min_cosine}
 
 
 def _json_default(v: Any) -> Any:
@@ -1099,6 +1119,7 @@ def render_report(squeezer: Squeezer, result: SearchResult, results: Mapping[str
             f"Ratios (baseline / best): size {_ratio(base.size, b.size)}, latency "
             f"{_ratio(base.latency_ms, b.latency_ms)}, MACs {_ratio(base.macs, b.macs)}.",
             "",
+            *_verify_lines(results.get("best", {}).get("verify")),
         ]
     else:
         lines += ["## Nothing fits the budget", "", nothing_fits_message(squeezer, result), ""]
@@ -1184,6 +1205,22 @@ def render_report(squeezer: Squeezer, result: SearchResult, results: Mapping[str
     return "\n".join(lines)
 
 
+def _verify_lines(v: Mapping[str, Any] | None) -> list[str]:
+    if not v:
+        return []
+    if "error" in v:
+        return [f"Verification against the original: {v['error']}", ""]
+    outs = v.get("outputs") or [{}]
+    top1 = outs[0].get("top1_agreement")
+    return [
+        f"Verification against the original ({v['samples']} evaluation samples, onnxsqueeze.verify): "
+        f"max abs {v['max_abs']:.3g}, min cosine {v['min_cosine']:.6f}"
+        + (f", top-1 agreement {top1:.1%}" if top1 is not None else "")
+        + ".",
+        "",
+    ]
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     if a is None or b is None or not b or not math.isfinite(float(a)) or not math.isfinite(float(b)):
         return "-"
@@ -1254,6 +1291,9 @@ def plot_pareto(squeezer: Squeezer, result: SearchResult, path: Path) -> bool:
         "macs": "MACs per sample",
         "cost": "USD per 1M inferences",
     }
+    xs = [p.value(obj) for p in pts if p.value(obj) > 0]
+    if xs and max(xs) / min(xs) > 10:  # one slow outlier (int8 dynamic on CPU) would squash the rest
+        ax.set_xscale("log")
     ax.set_xlabel(units[obj])
     ax.set_ylabel(m.name)
     ax.grid(alpha=0.3)

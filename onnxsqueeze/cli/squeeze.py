@@ -320,8 +320,13 @@ def apply_cmd(
     ] = None,
     force: Annotated[
         bool,
-        typer.Option("--force", help="Apply even if the model or calibration data differ from the recipe's."),
+        typer.Option(
+            "--force",
+            help="Apply even if the model or calibration data differ from the recipe's, or write a "
+            "result beyond --tolerance.",
+        ),
     ] = False,
+    tolerance: opt.ToleranceOpt = None,
     json_: opt.JsonFlag = False,
 ) -> None:
     """Replay a recipe on a model, deterministically: same model and data give the same bytes."""
@@ -356,13 +361,37 @@ def apply_cmd(
             warn(message)
         calibration = cal.inputs
     result = rcp.build(proto, r.steps, calibration=calibration, source_sha256=sha)
+    from onnxsqueeze.verify import verify
+
+    # Verified against the source on the calibration samples (or seeded random inputs): a recipe
+    # squeezes on purpose, so the metrics are reported and only --tolerance makes them a gate.
+    report = verify(proto, result, data=calibration, data_label="calibration samples", seed=0)
+    failed = tolerance is not None and not report.within(tolerance)
+    if failed and not force:
+        from onnxsqueeze.errors import VerificationError
+
+        raise VerificationError(
+            f"{output}: not written: max abs error {report.max_abs:.3g} vs the source exceeds "
+            f"--tolerance {tolerance:g} (use --force to write anyway)"
+        )
     sio.save(result, output, protect=[model, recipe] + ([data] if data else []))
     digest = sio.sha256_file(output)
     if json_:
-        emit_json({"output": str(output), "sha256": digest, "steps": [s.to_dict() for s in r.steps]})
+        emit_json(
+            {
+                "output": str(output),
+                "sha256": digest,
+                "steps": [s.to_dict() for s in r.steps],
+                "verify": report.to_dict(),
+            }
+        )
     else:
+        o = report.outputs[0]
+        top1 = f", top-1 agreement {o.top1_agreement:.1%}" if o.top1_agreement is not None else ""
         out.print(
-            f"wrote {escape(str(output))} ({human_bytes(output.stat().st_size)}, sha256 {digest[:16]}...)"
+            f"wrote {escape(str(output))} ({human_bytes(output.stat().st_size)}, sha256 {digest[:16]}...)\n"
+            f"  vs the source on {report.samples} {escape(report.source)}: max abs {report.max_abs:.3g}, "
+            f"cosine {report.min_cosine:.6f}{top1}"
         )
 
 

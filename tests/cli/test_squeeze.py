@@ -321,3 +321,24 @@ def test_cost_objective_prices_on_an_instance(assets, tmp_path):
     assert base["cost"] == pytest.approx(0.1785 / 3600 * base["latency_ms"] / 1e3 * 1e6)
     r = squeeze(model, data, tmp_path / "o2", "--instance", "nowhere/x1")
     assert r.exit_code == 2 and "nowhere/x1" in r.output
+
+
+def test_apply_reports_verification_and_gates_on_tolerance(assets, tmp_path):
+    model, data = assets
+    sq = _squeezer(model, data, tmp_path / "cache")
+    from onnxsqueeze import recipe as rcp
+
+    recipe = tmp_path / "recipe.toml"
+    rcp.save(sq.recipe({"int8-dynamic": True}), recipe)
+    out = tmp_path / "o.onnx"
+    r = runner.invoke(app, ["apply", str(recipe), str(model), "-o", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["verify"]["max_abs"] > 0 and doc["sha256"] == sio.sha256_file(out)
+    tight = tmp_path / "tight.onnx"
+    r = runner.invoke(app, ["apply", str(recipe), str(model), "-o", str(tight), "--tolerance", "1e-9"])
+    assert r.exit_code == 1 and "not written" in r.output and not tight.exists()
+    r = runner.invoke(
+        app, ["apply", str(recipe), str(model), "-o", str(tight), "--tolerance", "1e-9", "--force"]
+    )
+    assert r.exit_code == 0 and tight.read_bytes() == out.read_bytes()
