@@ -250,3 +250,26 @@ def test_min_gain_ignores_noise_sized_improvements():
     result = run(ev, [knob("a", 2), knob("n", 2, stage=1)], min_gain=0.03)
     assert result.singles["n"] is None and result.best.settings == {"a": 2}
     assert any("3% needed" in why for _, why in result.rejected)
+
+
+def test_python_api_squeeze(tmp_path):
+    """``onnxsqueeze.squeeze`` is the CLI's core: search, then the output folder."""
+    import json
+
+    import onnxsqueeze
+    from onnxsqueeze import io as sio
+    from tests.helpers import rand
+    from tests.passes.test_quantize import cnn
+
+    model = tmp_path / "m.onnx"
+    sio.save(cnn(), model)
+    data = tmp_path / "d.npz"
+    sio.save_npz(data, {"x": rand((48, 3, 8, 8), 1)})
+    points = []
+    result, files = onnxsqueeze.squeeze(
+        model, data, tmp_path / "out", max_drop=50, objective="size", techniques=("int8-dynamic",),
+        latency_seconds=0.01, calibration_samples=8, on_point=points.append,
+    )  # fmt: skip
+    assert result.best is not None and result.best.settings == {"int8-dynamic": True}
+    assert len(points) == 2 and set(files) >= {"model", "recipe", "report", "results", "plot"}
+    assert json.loads(files["results"].read_text())["metric"] == "agreement"  # no labels

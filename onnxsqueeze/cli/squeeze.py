@@ -43,39 +43,24 @@ def _parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
         raise InputError(f"{what} '{text}': expected comma-separated numbers") from e
 
 
-def _load_data(
-    data: Path,
-    *,
-    input_name: str,
-    size: str | None,
-    resize: str,
-    mean: str | None,
-    std: str | None,
-    layout: str,
-    channels: str,
-    limit: int | None,
+def _preprocess(
+    size: str | None, resize: str, mean: str | None, std: str | None, layout: str, channels: str
 ) -> Any:
     from onnxsqueeze import evaluate as E
     from onnxsqueeze.errors import InputError
 
-    if data.is_dir():
-        kwargs: dict[str, Any] = {"resize": resize, "layout": layout.upper(), "channels": channels.upper()}
-        if size:
-            try:
-                h, _, w = size.lower().partition("x")
-                kwargs["size"] = (int(h), int(w or h))
-            except ValueError as e:
-                raise InputError(f"--image-size '{size}': expected HxW, e.g. 224x224") from e
-        if mean:
-            kwargs["mean"] = _parse_floats(mean, "--mean")
-        if std:
-            kwargs["std"] = _parse_floats(std, "--std")
-        with progress("loading images") as update:
-            return E.load_image_folder(
-                data, E.Preprocess(**kwargs), input_name=input_name, limit=limit, on_image=update
-            )
-    ds = E.load_npz_dataset(data)
-    return ds.take(0, limit) if limit is not None and limit < len(ds) else ds
+    kwargs: dict[str, Any] = {"resize": resize, "layout": layout.upper(), "channels": channels.upper()}
+    if size:
+        try:
+            h, _, w = size.lower().partition("x")
+            kwargs["size"] = (int(h), int(w or h))
+        except ValueError as e:
+            raise InputError(f"--image-size '{size}': expected HxW, e.g. 224x224") from e
+    if mean:
+        kwargs["mean"] = _parse_floats(mean, "--mean")
+    if std:
+        kwargs["std"] = _parse_floats(std, "--std")
+    return E.Preprocess(**kwargs)
 
 
 @handle_errors
@@ -164,51 +149,9 @@ def squeeze_cmd(
     Exit 1 when nothing fits the budget.
     """
     from onnxsqueeze import evaluate as E
-    from onnxsqueeze import io as sio
     from onnxsqueeze import search as S
-    from onnxsqueeze.errors import InputError
-    from onnxsqueeze.recipe import CalibrationSource
 
     t0 = time.perf_counter()
-    original = sio.load(model)
-    model_sha = sio.sha256_file(model)
-    input_names = [
-        i.name for i in original.graph.input if i.name not in {t.name for t in original.graph.initializer}
-    ]
-    ds = _load_data(
-        data,
-        input_name=input_names[0],
-        size=image_size,
-        resize=resize,
-        mean=mean,
-        std=std,
-        layout=layout,
-        channels=channels,
-        limit=samples,
-    )
-    metric = metric or ("accuracy" if ds.labels is not None else "agreement")
-    if calibration_data is not None:
-        cal = E.load_npz_dataset(calibration_data)
-        cal = cal.take(0, min(calibration_samples, len(cal)))
-        evalset = ds
-        src = CalibrationSource(str(calibration_data.resolve()), 0, len(cal), cal.sha256())
-    else:
-        k = min(calibration_samples, len(ds) // 4)
-        if k < 1 or len(ds) - k < 1:
-            raise InputError(f"{data}: {len(ds)} samples are too few to hold out calibration data")
-        cal, evalset = ds.take(0, k), ds.take(k, len(ds))
-        if data.is_dir():
-            # Images are preprocessed here; keep the calibration arrays beside the recipe so that
-            # `apply` replays without the image folder or its preprocessing options.
-            sio.save_npz(output / "calibration.npz", cal.inputs, protect=[model])
-            src = CalibrationSource("calibration.npz", 0, k, E.Dataset(cal.inputs).sha256())
-        else:
-            src = CalibrationSource(str(data.resolve()), 0, k, cal.sha256())
-    # The original's outputs (teacher of label-free metrics) are computed on the first evaluation
-    # that is not in the cache, so a rerun served from the cache skips them.
-    evaluator = E.Evaluator(
-        original, evalset, metric, output=output_name, threshold=threshold, provider=provider
-    )
     options = S.SqueezeOptions(
         budget=E.Budget(max_drop, relative),
         objective=objective,
@@ -219,15 +162,27 @@ def squeeze_cmd(
         instance=instance,
         latency_seconds=latency_seconds,
     )
-    squeezer = S.Squeezer(
-        original,
-        evaluator,
-        calibration=cal,
-        calibration_source=src,
-        options=options,
-        cache_dir=None if no_cache else (cache_dir or output / ".cache"),
-        model_sha256=model_sha,
-    )
+    with progress("loading images") as on_image:
+        squeezer = S.make_squeezer(
+            model,
+            data,
+            options=options,
+            out_dir=output,
+            metric=metric or None,
+            calibration_data=calibration_data,
+            calibration_samples=calibration_samples,
+            samples=samples,
+            output=output_name,
+            threshold=threshold,
+            preprocess=_preprocess(image_size, resize, mean, std, layout, channels)
+            if data.is_dir()
+            else None,
+            cache_dir=cache_dir,
+            use_cache=not no_cache,
+            on_image=on_image,
+        )
+    evaluator = squeezer.evaluator
+    evalset = evaluator.dataset
     for name, why in squeezer.skipped.items():
         info(f"not offered: {name} ({why})")
 
