@@ -22,6 +22,9 @@ from onnxsqueeze.cli._output import (
     warn,
 )
 
+# The knob names of onnxsqueeze.search.KNOBS, spelled out so that --help imports nothing heavy.
+TECHNIQUES = ("resolution", "channels", "sparsity", "int8", "int8-dynamic", "fp16")
+
 MetricOpt = Annotated[
     str,
     typer.Option(
@@ -78,7 +81,7 @@ def squeeze_cmd(
     max_drop: Annotated[
         float,
         typer.Option(
-            "--max-drop", help="Largest allowed drop from the baseline (points, or %% with --relative)."
+            "--max-drop", help="Largest allowed drop from the baseline (points, or % with --relative)."
         ),
     ] = 1.0,
     relative: Annotated[
@@ -93,7 +96,11 @@ def squeeze_cmd(
         float | None, typer.Option("--time-budget", help="Minutes; stop starting new evaluations after it.")
     ] = None,
     techniques: Annotated[
-        str | None, typer.Option("--techniques", help="Comma-separated knobs to try (default: all offered).")
+        str | None,
+        typer.Option(
+            "--techniques",
+            help=f"Comma-separated knobs to try: {', '.join(TECHNIQUES)} (default: every one whose pass is installed).",
+        ),
     ] = None,
     calibration_data: Annotated[
         Path | None,

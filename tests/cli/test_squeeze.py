@@ -342,3 +342,9 @@ def test_apply_reports_verification_and_gates_on_tolerance(assets, tmp_path):
         app, ["apply", str(recipe), str(model), "-o", str(tight), "--tolerance", "1e-9", "--force"]
     )
     assert r.exit_code == 0 and tight.read_bytes() == out.read_bytes()
+
+
+def test_help_lists_every_knob():
+    from onnxsqueeze.cli.squeeze import TECHNIQUES
+
+    assert TECHNIQUES == tuple(k.name for k in S.KNOBS)
