@@ -273,3 +273,22 @@ def test_python_api_squeeze(tmp_path):
     assert result.best is not None and result.best.settings == {"int8-dynamic": True}
     assert len(points) == 2 and set(files) >= {"model", "recipe", "report", "results", "plot"}
     assert json.loads(files["results"].read_text())["metric"] == "agreement"  # no labels
+
+
+def test_knob_table_matches_every_registered_pass():
+    """A knob whose pass is registered must build options that pass takes (catches API drift when
+    a technique lands); unregistered techniques are simply not offered."""
+    import dataclasses
+
+    from onnxsqueeze.passes import PASSES
+    from onnxsqueeze.search import KNOBS, available_knobs
+
+    offered, skipped = available_knobs(KNOBS)
+    assert not [why for why in skipped.values() if "takes no option" in why], skipped
+    for knob in offered:
+        for setting in knob.settings:
+            step = knob.step_of(setting)
+            cls = PASSES[step.pass_name]
+            fields = {f.name for f in dataclasses.fields(cls)}
+            assert {k for k, _ in step.options} <= fields
+    assert "int8" in {k.name for k in offered} and "int8-dynamic" in {k.name for k in offered}
