@@ -20,7 +20,10 @@ from onnxsqueeze.errors import (
 from onnxsqueeze.io import load, load_ir, save
 from onnxsqueeze.manifest import save_artifact
 from onnxsqueeze.passes import PASSES, CleanupPass, FoldBatchNormPass, FoldConstantsPass, SqueezePass
+from onnxsqueeze.passes.quantize import QuantizeInt8Pass
 from onnxsqueeze.pipeline import run_passes
+from onnxsqueeze.recipe import Recipe
+from onnxsqueeze.search import squeeze
 from onnxsqueeze.summary import count_macs, summarize
 from onnxsqueeze.verify import VerifyReport, verify
 
@@ -34,6 +37,8 @@ __all__ = [
     "GateFailedError",
     "InputError",
     "ModelLoadError",
+    "QuantizeInt8Pass",
+    "Recipe",
     "SqueezeError",
     "SqueezePass",
     "UnsupportedModelError",
@@ -46,6 +51,7 @@ __all__ = [
     "run_passes",
     "save",
     "save_artifact",
+    "squeeze",
     "summarize",
     "verify",
 ]

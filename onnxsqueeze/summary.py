@@ -5,6 +5,8 @@ MACs (multiply-accumulates) are counted at concrete input shapes for the ops tha
 - Conv: ``N * C_out * prod(out_spatial) * (C_in / group) * prod(kernel)``
 - ConvTranspose: ``N * C_in * prod(in_spatial) * (C_out / group) * prod(kernel)``
 - Gemm: ``M * N * K``; MatMul: ``prod(batch) * M * N * K``
+- the integer forms (ConvInteger, QLinearConv, MatMulInteger, QLinearMatMul) count like their
+  float op
 
 FLOPs are reported as ``2 * MACs``. Other ops are not counted (they are memory-bound).
 """
@@ -55,14 +57,15 @@ def count_macs(
     for i, node in enumerate(inferred.graph.node):
         key = node.name or f"{node.op_type}#{i}"
         macs = 0
-        if node.op_type in ("Conv", "ConvTranspose") and len(node.input) >= 2:
-            w = dims(node.input[1])
+        if node.op_type in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv") and len(node.input) >= 2:
+            # Quantized convs do the same MACs; QLinearConv's weight is input 3 (after x, scale, zp).
+            w = dims(node.input[3 if node.op_type == "QLinearConv" else 1])
             x = dims(node.input[0])
             y = dims(node.output[0])
             group = int(_attr(node, "group", 1))
             if w is not None and x is not None and y is not None:
                 kernel = int(np.prod(w[2:])) if len(w) > 2 else 1
-                if node.op_type == "Conv":
+                if node.op_type != "ConvTranspose":
                     macs = y[0] * y[1] * int(np.prod(y[2:])) * (x[1] // group) * kernel
                 else:
                     macs = x[0] * x[1] * int(np.prod(x[2:])) * (y[1] // group) * kernel
@@ -73,8 +76,9 @@ def count_macs(
                 k = a[0] if _attr(node, "transA", 0) else a[1]
                 n = b[0] if _attr(node, "transB", 0) else b[1]
                 macs = m * n * k
-        elif node.op_type == "MatMul":
-            a, b = dims(node.input[0]), dims(node.input[1])
+        elif node.op_type in ("MatMul", "MatMulInteger", "QLinearMatMul"):
+            a = dims(node.input[0])
+            b = dims(node.input[3 if node.op_type == "QLinearMatMul" else 1])
             y = dims(node.output[0])
             if a is not None and b is not None and y is not None:
                 k = a[-1]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from onnxsqueeze.cli import bench, core, fp16
+from onnxsqueeze.cli import bench, core, fp16, squeeze
 from onnxsqueeze.cli import export as export_cli
 from onnxsqueeze.cli import resize as resize_cli
 
@@ -43,6 +43,7 @@ bench.register(app)
 export_cli.register(app)
 fp16.register(app)
 resize_cli.register(app)
+squeeze.register(app)
 
 
 def main() -> None:

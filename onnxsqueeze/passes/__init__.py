@@ -5,6 +5,7 @@ from __future__ import annotations
 from onnxsqueeze.passes.base import SqueezePass, describe
 from onnxsqueeze.passes.cleanup import CleanupPass, FoldBatchNormPass, FoldConstantsPass
 from onnxsqueeze.passes.fp16 import ConvertToFloat16Pass
+from onnxsqueeze.passes.quantize import CalibrationData, QuantizeInt8Pass
 from onnxsqueeze.passes.resolution import RewriteInputResolutionPass
 
 # The registry: recipe and CLI names to pass classes. No import side effects register anything.
@@ -14,14 +15,17 @@ PASSES: dict[str, type[SqueezePass]] = {
     FoldBatchNormPass.name: FoldBatchNormPass,
     ConvertToFloat16Pass.name: ConvertToFloat16Pass,
     RewriteInputResolutionPass.name: RewriteInputResolutionPass,
+    QuantizeInt8Pass.name: QuantizeInt8Pass,
 }
 
 __all__ = [
     "PASSES",
+    "CalibrationData",
     "CleanupPass",
     "ConvertToFloat16Pass",
     "FoldBatchNormPass",
     "FoldConstantsPass",
+    "QuantizeInt8Pass",
     "RewriteInputResolutionPass",
     "SqueezePass",
     "describe",

@@ -1,0 +1,362 @@
+"""``squeeze`` (the accuracy-budgeted search) and ``apply`` (replay a recipe)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from onnxsqueeze.cli import _options as opt
+from onnxsqueeze.cli._output import (
+    emit_json,
+    err,
+    escape,
+    handle_errors,
+    human_bytes,
+    info,
+    out,
+    progress,
+    warn,
+)
+
+# The knob names of onnxsqueeze.search.KNOBS, spelled out so that --help imports nothing heavy.
+TECHNIQUES = ("resolution", "channels", "sparsity", "int8", "int8-dynamic", "fp16")
+
+MetricOpt = Annotated[
+    str,
+    typer.Option(
+        "--metric",
+        help="accuracy (needs labels) | agreement (top-1 vs the original) | iou | cosine | mae. "
+        "Default: accuracy when the data has labels, else agreement.",
+    ),
+]
+
+
+def _parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
+    from onnxsqueeze.errors import InputError
+
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as e:
+        raise InputError(f"{what} '{text}': expected comma-separated numbers") from e
+
+
+def _preprocess(
+    size: str | None, resize: str, mean: str | None, std: str | None, layout: str, channels: str
+) -> Any:
+    from onnxsqueeze import evaluate as E
+    from onnxsqueeze.errors import InputError
+
+    kwargs: dict[str, Any] = {"resize": resize, "layout": layout.upper(), "channels": channels.upper()}
+    if size:
+        try:
+            h, _, w = size.lower().partition("x")
+            kwargs["size"] = (int(h), int(w or h))
+        except ValueError as e:
+            raise InputError(f"--image-size '{size}': expected HxW, e.g. 224x224") from e
+    if mean:
+        kwargs["mean"] = _parse_floats(mean, "--mean")
+    if std:
+        kwargs["std"] = _parse_floats(std, "--std")
+    return E.Preprocess(**kwargs)
+
+
+@handle_errors
+def squeeze_cmd(
+    model: opt.ModelArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="Evaluation data: an .npz of inputs (+ optional 'labels') or an image folder "
+            "(ImageFolder layout: one subfolder per class, or flat without labels).",
+        ),
+    ],
+    max_drop: Annotated[
+        float,
+        typer.Option(
+            "--max-drop", help="Largest allowed drop from the baseline (points, or % with --relative)."
+        ),
+    ] = 1.0,
+    relative: Annotated[
+        bool, typer.Option("--relative", help="--max-drop is a percentage of the baseline.")
+    ] = False,
+    metric: MetricOpt = "",
+    objective: Annotated[
+        str, typer.Option("--objective", help="What to minimize: latency | size | macs | cost.")
+    ] = "latency",
+    provider: opt.ProviderOpt = "cpu",
+    time_budget: Annotated[
+        float | None, typer.Option("--time-budget", help="Minutes; stop starting new evaluations after it.")
+    ] = None,
+    techniques: Annotated[
+        str | None,
+        typer.Option(
+            "--techniques",
+            help=f"Comma-separated knobs to try: {', '.join(TECHNIQUES)} (default: every one whose pass is installed).",
+        ),
+    ] = None,
+    calibration_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibration-data",
+            help="An .npz for calibration (int8 static). Default: hold out the first "
+            "--calibration-samples of --data and evaluate on the rest.",
+        ),
+    ] = None,
+    calibration_samples: Annotated[int, typer.Option("--calibration-samples", min=1)] = 64,
+    samples: Annotated[
+        int | None, typer.Option("--samples", min=1, help="Use at most N samples of --data.")
+    ] = None,
+    output_name: Annotated[
+        str | None, typer.Option("--output-name", help="Scored output (default: first).")
+    ] = None,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Binarization threshold of --metric iou.")
+    ] = 0.5,
+    price_per_hour: Annotated[
+        float | None, typer.Option("--price-per-hour", help="USD per hour of the target machine (cost).")
+    ] = None,
+    instance: Annotated[
+        str | None,
+        typer.Option(
+            "--instance", help="Price the cost on this instance (as in `bench`), e.g. aws/c7i.large."
+        ),
+    ] = None,
+    latency_seconds: Annotated[
+        float, typer.Option("--latency-seconds", min=0.0, help="Minimum timing-loop duration per candidate.")
+    ] = 0.5,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Evaluation cache (default: OUT/.cache).")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Measure everything afresh.")] = False,
+    image_size: Annotated[
+        str | None, typer.Option("--image-size", help="Image folder: HxW (default 224x224).")
+    ] = None,
+    resize: Annotated[str, typer.Option("--resize", help="Image folder: crop | stretch | pad.")] = "crop",
+    mean: Annotated[
+        str | None, typer.Option("--mean", help="Image folder: per-channel mean (0..1 scale).")
+    ] = None,
+    std: Annotated[str | None, typer.Option("--std", help="Image folder: per-channel std.")] = None,
+    layout: Annotated[str, typer.Option("--layout", help="Image folder: NCHW | NHWC.")] = "NCHW",
+    channels: Annotated[str, typer.Option("--channels", help="Image folder: RGB | BGR | GRAY.")] = "RGB",
+    json_: opt.JsonFlag = False,
+) -> None:
+    """Find the cheapest model within an accuracy budget; write it with its recipe and a report.
+
+    Measures the baseline, bisects each technique for its most aggressive setting within budget,
+    combines the survivors greedily, and writes OUT/: the best model, recipe.toml, report.md,
+    results.json and pareto.png. Evaluations are cached: rerun the same command to resume.
+    Exit 1 when nothing fits the budget.
+    """
+    from onnxsqueeze import evaluate as E
+    from onnxsqueeze import search as S
+
+    t0 = time.perf_counter()
+    options = S.SqueezeOptions(
+        budget=E.Budget(max_drop, relative),
+        objective=objective,
+        provider=provider,
+        time_budget_s=time_budget * 60 if time_budget is not None else None,
+        techniques=tuple(t.strip() for t in techniques.split(",") if t.strip()) if techniques else None,
+        price_per_hour=price_per_hour,
+        instance=instance,
+        latency_seconds=latency_seconds,
+    )
+    with progress("loading images") as on_image:
+        squeezer = S.make_squeezer(
+            model,
+            data,
+            options=options,
+            out_dir=output,
+            metric=metric or None,
+            calibration_data=calibration_data,
+            calibration_samples=calibration_samples,
+            samples=samples,
+            output=output_name,
+            threshold=threshold,
+            preprocess=_preprocess(image_size, resize, mean, std, layout, channels)
+            if data.is_dir()
+            else None,
+            cache_dir=cache_dir,
+            use_cache=not no_cache,
+            on_image=on_image,
+        )
+    evaluator = squeezer.evaluator
+    evalset = evaluator.dataset
+    for name, why in squeezer.skipped.items():
+        info(f"not offered: {name} ({why})")
+
+    def on_point(p: S.Point) -> None:
+        label = S.describe_settings(p.settings, squeezer.knobs)
+        if p.error:
+            status = f"[yellow]rejected[/]: {escape(p.error[:100])}"
+        else:
+            status = "[green]fits[/]" if p.fits else "[red]over budget[/]"
+            status += f"  {evaluator.metric.name} {p.metric:.4g} (drop {p.drop:+.3g})"
+            status += f"  {human_bytes(p.size)}  {p.latency_ms:.3g} ms"
+        err.print(f"  {p.phase:<8} {escape(label):<28} {status}{'  (cached)' if p.cached else ''}")
+
+    err.print(
+        f"squeezing {escape(str(model))}: {evaluator.metric.name} on {len(evalset)} samples, "
+        f"{options.budget.describe(evaluator.metric)}, objective {objective}"
+    )
+    try:
+        with progress("evaluating (batches)") as update:
+            evaluator.on_batch = update
+            result = squeezer.run(on_point=on_point)
+    except KeyboardInterrupt:
+        where = squeezer.cache_dir or "nowhere (--no-cache)"
+        err.print(
+            f"[red]interrupted[/] after {squeezer.evaluations} new evaluation(s); they are cached in "
+            f"{escape(str(where))}: rerun the same command to resume"
+        )
+        raise typer.Exit(130) from None
+    stem = model.name.removesuffix(".onnx")
+    elapsed = time.perf_counter() - t0
+    from onnxsqueeze.errors import BudgetNotMetError
+
+    try:
+        written = S.write_outputs(
+            squeezer, result, output, protect=[model, data], model_name=stem, elapsed_s=elapsed
+        )
+    except BudgetNotMetError:
+        if json_:
+            emit_json(S.results_dict(squeezer, result, elapsed_s=elapsed))
+        raise
+    if json_:
+        emit_json(
+            S.results_dict(squeezer, result, elapsed_s=elapsed)
+            | {"files": {k: str(v) for k, v in written.items()}}
+        )
+        return
+    _render(squeezer, result, written, elapsed)
+
+
+def _render(squeezer: Any, result: Any, written: dict[str, Path], elapsed: float) -> None:
+    from onnxsqueeze import search as S
+
+    obj = result.objective
+    m = squeezer.evaluator.metric
+    t = Table(title=f"squeeze: {m.name}, objective {obj}", title_justify="left")
+    for col in ("", "candidate", m.name, "drop", "size", "latency ms", "MACs"):
+        t.add_column(col)
+    for tag, p in (("baseline", result.baseline), ("best", result.best)):
+        t.add_row(
+            tag,
+            escape(S.describe_settings(p.settings, squeezer.knobs)),
+            f"{p.metric:.4g}",
+            f"{p.drop:+.3g}",
+            human_bytes(p.size),
+            f"{p.latency_ms:.3g}",
+            f"{p.macs / 1e6:.3g} M" if p.macs is not None else "-",
+        )
+    out.print(t)
+    b, base = result.best, result.baseline
+    out.print(
+        f"size {base.size / b.size:.2f}x smaller, latency {base.latency_ms / b.latency_ms:.2f}x; "
+        f"{len(result.points)} points ({squeezer.evaluations} measured, {squeezer.cache_hits} cached) "
+        f"in {elapsed:.1f} s"
+    )
+    if result.truncated:
+        warn(f"search stopped early ({result.truncated}); rerun to continue from the cache")
+    for kind in ("model", "recipe", "report", "results", "plot"):
+        if kind in written:
+            out.print(f"  {kind:<8} {escape(str(written[kind]))}")
+
+
+@handle_errors
+def apply_cmd(
+    recipe: Annotated[Path, typer.Argument(help="A recipe.toml written by squeeze.", show_default=False)],
+    model: opt.ModelArg,
+    output: opt.OutputOpt,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Calibration data file (default: the path recorded in the recipe)."),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Apply even if the model or calibration data differ from the recipe's, or write a "
+            "result beyond --tolerance.",
+        ),
+    ] = False,
+    tolerance: opt.ToleranceOpt = None,
+    json_: opt.JsonFlag = False,
+) -> None:
+    """Replay a recipe on a model, deterministically: same model and data give the same bytes."""
+    from onnxsqueeze import evaluate as E
+    from onnxsqueeze import io as sio
+    from onnxsqueeze import recipe as rcp
+    from onnxsqueeze.errors import InputError
+
+    r = rcp.load(recipe)
+    proto = sio.load(model)
+    sha = sio.sha256_file(model)
+    if r.source_sha256 and r.source_sha256 != sha:
+        message = f"{model}: sha256 {sha[:12]}... differs from the recipe's source {r.source_sha256[:12]}..."
+        if not force:
+            raise InputError(message + " (use --force to apply anyway)")
+        warn(message)
+    calibration = None
+    if r.needs_calibration():
+        assert r.calibration is not None
+        path = data or Path(r.calibration.data)
+        if not path.is_absolute() and data is None:
+            path = recipe.parent / path  # relative paths are relative to the recipe
+        ds = E.load_npz_dataset(path)
+        if r.calibration.stop > len(ds):
+            c = r.calibration
+            raise InputError(f"{path}: has {len(ds)} samples, the recipe calibrates on {c.start}:{c.stop}")
+        cal = ds.take(r.calibration.start, r.calibration.stop)
+        if cal.sha256() != r.calibration.sha256:
+            message = f"{path}: calibration samples differ from the recipe's (sha256 mismatch)"
+            if not force:
+                raise InputError(message + " (use --force to apply anyway)")
+            warn(message)
+        calibration = cal.inputs
+    result = rcp.build(proto, r.steps, calibration=calibration, source_sha256=sha)
+    from onnxsqueeze.verify import verify
+
+    # Verified against the source on the calibration samples (or seeded random inputs): a recipe
+    # squeezes on purpose, so the metrics are reported and only --tolerance makes them a gate.
+    report = verify(proto, result, data=calibration, data_label="calibration samples", seed=0)
+    failed = tolerance is not None and not report.within(tolerance)
+    if failed and not force:
+        from onnxsqueeze.errors import VerificationError
+
+        raise VerificationError(
+            f"{output}: not written: max abs error {report.max_abs:.3g} vs the source exceeds "
+            f"--tolerance {tolerance:g} (use --force to write anyway)"
+        )
+    sio.save(result, output, protect=[model, recipe] + ([data] if data else []))
+    digest = sio.sha256_file(output)
+    if json_:
+        emit_json(
+            {
+                "output": str(output),
+                "sha256": digest,
+                "steps": [s.to_dict() for s in r.steps],
+                "verify": report.to_dict(),
+            }
+        )
+    else:
+        o = report.outputs[0]
+        top1 = f", top-1 agreement {o.top1_agreement:.1%}" if o.top1_agreement is not None else ""
+        out.print(
+            f"wrote {escape(str(output))} ({human_bytes(output.stat().st_size)}, sha256 {digest[:16]}...)\n"
+            f"  vs the source on {report.samples} {escape(report.source)}: max abs {report.max_abs:.3g}, "
+            f"cosine {report.min_cosine:.6f}{top1}"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("squeeze")(squeeze_cmd)
+    app.command("apply")(apply_cmd)

@@ -1,0 +1,490 @@
+"""Datasets and metrics: how good is a candidate model, in the units a budget is written in.
+
+Datasets:
+
+- an ``.npz`` of input arrays keyed by model input name (first axis = samples), with an optional
+  ``labels`` array of class indices;
+- a folder of images in the ImageFolder layout (``root/<class>/<image>``; classes are the sorted
+  folder names and give the labels) or a flat folder of images (no labels), turned into an array
+  by a :class:`Preprocess` spec (size, resize mode, mean/std, NCHW/NHWC, RGB/BGR).
+
+Metrics (``METRICS``), all computed on one model output (the first unless named):
+
+- ``accuracy``: top-1 against the labels, in percent;
+- ``agreement``: top-1 agreement with the original model (its argmax used as teacher labels), %;
+- ``iou``: IoU of the maps thresholded at ``threshold`` (or of the argmax class maps when the
+  output has a class axis ``[N, C, H, W]`` with C > 1, mean over classes), against the original,
+  averaged per sample, in percent;
+- ``cosine``: mean per-sample cosine similarity with the original's output, times 100;
+- ``mae``: mean absolute error against the original's output (lower is better).
+
+A budget is a drop from the baseline in these units: points for the percentages, raw units for
+``mae`` (where a "drop" is an increase), or with ``relative=True`` a percentage of the baseline
+(for ``mae``, of the original output's mean magnitude).
+"""
+
+# NOTE: this module imports nothing from passes/, search or cli/.
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+
+from onnxsqueeze import io as sio
+from onnxsqueeze import runtime, shapes
+from onnxsqueeze.errors import InputError
+
+LABELS_KEY = "labels"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
+
+Progress = Callable[[int, int], None]
+
+
+# --------------------------------------------------------------------------------------- datasets
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """Model inputs (name -> array, first axis = samples) and optional integer labels."""
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+    source: str = "data"
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise InputError(f"{self.source}: no input arrays")
+        counts = {k: (len(v) if np.ndim(v) else 0) for k, v in self.inputs.items()}
+        if len(set(counts.values())) != 1:
+            raise InputError(f"{self.source}: input arrays differ in sample count: {counts}")
+        if self.labels is not None and len(self.labels) != len(self):
+            raise InputError(
+                f"{self.source}: {len(self.labels)} labels for {len(self)} samples; they must match"
+            )
+        if len(self) == 0:
+            raise InputError(f"{self.source}: no samples")
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def take(self, start: int, stop: int) -> Dataset:
+        """Samples ``start:stop`` (a view)."""
+        labels = None if self.labels is None else self.labels[start:stop]
+        return Dataset(
+            {k: v[start:stop] for k, v in self.inputs.items()}, labels, f"{self.source}[{start}:{stop}]"
+        )
+
+    def sha256(self) -> str:
+        """A content hash of the arrays (names, dtypes, shapes and bytes), for cache keys."""
+        import hashlib
+
+        h = hashlib.sha256()
+        items = [
+            *sorted(self.inputs.items()),
+            *([(LABELS_KEY, self.labels)] if self.labels is not None else []),
+        ]
+        for name, array in items:
+            a = np.ascontiguousarray(array)
+            h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+            h.update(a.tobytes())
+        return h.hexdigest()
+
+
+def load_npz_dataset(path: str | Path, *, labels_key: str = LABELS_KEY) -> Dataset:
+    """An ``.npz`` of inputs keyed by input name, with optional ``labels``.
+
+    Raises:
+        InputError: the file is missing, unreadable or inconsistent.
+    """
+    arrays = sio.load_npz(path)
+    labels = arrays.pop(labels_key, None)
+    if labels is not None and not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(f"{path}: '{labels_key}' must hold integer class indices, not {labels.dtype}")
+    if not arrays:
+        raise InputError(f"{path}: holds no input arrays (only '{labels_key}')")
+    return Dataset(arrays, labels, str(path))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Preprocess:
+    """How an image becomes a model input.
+
+    Attributes:
+        size: (height, width) of the model input.
+        resize: ``crop``: resize the shorter side to ``size / crop_fraction`` then center-crop
+            (torchvision's eval transform); ``stretch``: resize to ``size`` ignoring the aspect;
+            ``pad``: fit inside ``size`` keeping the aspect and pad with zeros (letterbox).
+        crop_fraction: see ``crop`` (0.875 gives torchvision's 256 -> 224).
+        mean, std: per-channel normalization applied after ``scale``.
+        scale: multiplies the 0..255 pixel values first (1/255 gives 0..1).
+        layout: ``NCHW`` or ``NHWC``.
+        channels: ``RGB``, ``BGR`` or ``GRAY`` (one channel).
+    """
+
+    size: tuple[int, int] = (224, 224)
+    resize: Literal["crop", "stretch", "pad"] = "crop"
+    crop_fraction: float = 0.875
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    scale: float = 1.0 / 255.0
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    channels: Literal["RGB", "BGR", "GRAY"] = "RGB"
+
+    def __post_init__(self) -> None:
+        if self.resize not in ("crop", "stretch", "pad"):
+            raise InputError(f"resize mode '{self.resize}': expected crop, stretch or pad")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise InputError(f"layout '{self.layout}': expected NCHW or NHWC")
+        if self.channels not in ("RGB", "BGR", "GRAY"):
+            raise InputError(f"channels '{self.channels}': expected RGB, BGR or GRAY")
+        n = 1 if self.channels == "GRAY" else 3
+        if len(self.mean) not in (1, n) or len(self.std) not in (1, n):
+            raise InputError(f"mean/std need 1 or {n} values for {self.channels}")
+        if any(s == 0 for s in self.std) or min(self.size) <= 0 or not 0 < self.crop_fraction <= 1:
+            raise InputError("preprocessing: std must be nonzero, size positive, crop_fraction in (0, 1]")
+
+    def __call__(self, image: Any) -> np.ndarray:
+        """A PIL image to one float32 sample (``[C, H, W]`` or ``[H, W, C]``)."""
+        from PIL import Image
+
+        image = image.convert("L" if self.channels == "GRAY" else "RGB")
+        h, w = self.size
+        if self.resize == "stretch":
+            image = image.resize((w, h), Image.Resampling.BILINEAR)
+        elif self.resize == "crop":
+            sh, sw = round(h / self.crop_fraction), round(w / self.crop_fraction)
+            ratio = max(sh / image.height, sw / image.width)
+            nw, nh = max(sw, round(image.width * ratio)), max(sh, round(image.height * ratio))
+            image = image.resize((nw, nh), Image.Resampling.BILINEAR)
+            left, top = (nw - w) // 2, (nh - h) // 2
+            image = image.crop((left, top, left + w, top + h))
+        else:
+            ratio = min(h / image.height, w / image.width)
+            nw, nh = max(1, round(image.width * ratio)), max(1, round(image.height * ratio))
+            canvas = Image.new(image.mode, (w, h))
+            canvas.paste(image.resize((nw, nh), Image.Resampling.BILINEAR), ((w - nw) // 2, (h - nh) // 2))
+            image = canvas
+        x = np.asarray(image, dtype=np.float32)
+        if x.ndim == 2:
+            x = x[:, :, None]
+        if self.channels == "BGR":
+            x = x[:, :, ::-1]
+        x = (
+            (x * np.float32(self.scale) - np.asarray(self.mean, np.float32))
+            / np.asarray(self.std, np.float32)
+        ).astype(np.float32)
+        if self.layout == "NCHW":
+            x = x.transpose(2, 0, 1)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def load_image_folder(
+    root: str | Path,
+    spec: Preprocess,
+    *,
+    input_name: str = "input",
+    limit: int | None = None,
+    on_image: Progress | None = None,
+) -> Dataset:
+    """Images under ``root`` as a dataset: ImageFolder layout with labels, or a flat folder without.
+
+    Args:
+        root: the folder.
+        spec: the preprocessing.
+        input_name: the model input the images feed.
+        limit: keep at most this many images (the first ones in sorted order, per class in turn).
+        on_image: progress callback ``(done, total)``.
+
+    Raises:
+        InputError: the folder is missing, holds no images, or an image cannot be read.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder of images")
+
+    def images(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and images(p))
+    files: list[tuple[Path, int]]
+    if classes:
+        files = [(p, i) for i, c in enumerate(classes) for p in images(root / c)]
+    else:
+        files = [(p, -1) for p in images(root)]
+    if not files:
+        raise InputError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or in class subfolders")
+    if limit is not None:
+        files = files[:limit]
+    samples = []
+    for k, (path, _) in enumerate(files):
+        try:
+            with Image.open(path) as im:
+                samples.append(spec(im))
+        except (OSError, UnidentifiedImageError) as e:
+            raise InputError(f"{path}: cannot read the image ({e})") from e
+        if on_image:
+            on_image(k + 1, len(files))
+    labels = np.asarray([label for _, label in files], dtype=np.int64) if classes else None
+    return Dataset({input_name: np.stack(samples)}, labels, str(root))
+
+
+# ---------------------------------------------------------------------------------------- metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    name: str
+    higher_is_better: bool
+    needs_labels: bool
+    unit: str
+    help: str
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("accuracy", True, True, "%", "top-1 accuracy against the labels"),
+        Metric("agreement", True, False, "%", "top-1 agreement with the original model"),
+        Metric("iou", True, False, "%", "IoU of thresholded maps against the original model"),
+        Metric("cosine", True, False, "x100", "mean cosine similarity with the original's outputs"),
+        Metric("mae", False, False, "", "mean absolute error against the original's outputs"),
+    )
+}
+
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+
+
+def _top1(scores: np.ndarray, what: str) -> np.ndarray:
+    s = np.asarray(scores)
+    if s.ndim < 2 or s.shape[1] < 2:
+        raise InputError(f"{what}: output shape {list(s.shape)} is not class scores [N, C, ...]")
+    return np.argmax(s, axis=1)
+
+
+def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy in percent (argmax over axis 1)."""
+    return float(np.mean(_top1(scores, "accuracy") == np.asarray(labels).reshape(len(labels)))) * 100.0
+
+
+def agreement(scores: np.ndarray, reference: np.ndarray) -> float:
+    """Top-1 agreement with the reference in percent."""
+    return float(np.mean(_top1(scores, "agreement") == _top1(reference, "agreement"))) * 100.0
+
+
+def iou(maps: np.ndarray, reference: np.ndarray, *, threshold: float = 0.5) -> float:
+    """Mean per-sample IoU in percent of ``maps > threshold`` (or argmax class maps) vs the reference."""
+    m, r = np.asarray(maps), np.asarray(reference)
+    if m.ndim == 4 and m.shape[1] > 1:  # class scores per pixel: mean IoU over the classes present
+        cm, cr = np.argmax(m, axis=1), np.argmax(r, axis=1)
+        scores = []
+        for i in range(len(m)):
+            per = []
+            for c in np.union1d(np.unique(cm[i]), np.unique(cr[i])):
+                a, b = cm[i] == c, cr[i] == c
+                per.append(np.count_nonzero(a & b) / np.count_nonzero(a | b))
+            scores.append(np.mean(per))
+        return float(np.mean(scores)) * 100.0
+    a, b = _rows(m) > threshold, _rows(r) > threshold
+    inter = np.count_nonzero(a & b, axis=1)
+    union = np.count_nonzero(a | b, axis=1)
+    per_sample = np.where(union > 0, inter / np.maximum(union, 1), 1.0)  # both empty: identical
+    return float(np.mean(per_sample)) * 100.0
+
+
+def cosine(x: np.ndarray, reference: np.ndarray) -> float:
+    """Mean per-sample cosine similarity, times 100 (two zero vectors count as identical)."""
+    a, b = _rows(x), _rows(reference)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    dot = np.sum(a * b, axis=1)
+    both_zero = (na == 0) & (nb == 0)
+    cos = np.where(both_zero, 1.0, dot / np.maximum(na * nb, 1e-300))
+    return float(np.mean(cos)) * 100.0
+
+
+def mae(x: np.ndarray, reference: np.ndarray) -> float:
+    """Mean absolute error."""
+    return float(np.mean(np.abs(np.asarray(x, np.float64) - np.asarray(reference, np.float64))))
+
+
+# ------------------------------------------------------------------------------------- evaluation
+
+
+def resize_inputs(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Bilinearly resize 4-D NCHW inputs whose spatial size differs from the model's static one.
+
+    A candidate whose input resolution was rewritten expects smaller images; the evaluation feeds
+    it the same data resized (half-pixel centers, as ONNX Resize ``linear``), as a deployment
+    would. Other inputs pass through unchanged.
+    """
+    out = dict(inputs)
+    for vi in shapes.graph_inputs(model):
+        x = out.get(vi.name)
+        dims = shapes.declared_shape(vi)
+        if x is None or x.ndim != 4 or len(dims) != 4:
+            continue
+        h, w = dims[2], dims[3]
+        if isinstance(h, int) and isinstance(w, int) and (h, w) != tuple(x.shape[2:]):
+            out[vi.name] = _bilinear(x, h, w)
+    return out
+
+
+def _bilinear(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    def axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, (pos - lo).astype(np.float32)
+
+    y0, y1, fy = axis(x.shape[2], h)
+    x0, x1, fx = axis(x.shape[3], w)
+    rows = x[:, :, y0] * (1 - fy)[:, None] + x[:, :, y1] * fy[:, None]
+    return np.ascontiguousarray(rows[..., x0] * (1 - fx) + rows[..., x1] * fx, dtype=x.dtype)
+
+
+class Evaluator:
+    """Scores models on one dataset with one metric; the original's outputs are computed once.
+
+    Args:
+        reference: the original model (the teacher for label-free metrics).
+        dataset: the evaluation data.
+        metric: a name in ``METRICS``.
+        output: the output to score (default: the first).
+        threshold: the binarization threshold of ``iou``.
+        provider: execution provider.
+        batch_size: samples per run (models with a static batch use theirs).
+        on_batch: progress callback ``(done, total)`` for every evaluation.
+
+    Raises:
+        InputError: unknown metric or output, ``accuracy`` without labels.
+    """
+
+    def __init__(
+        self,
+        reference: onnx.ModelProto,
+        dataset: Dataset,
+        metric: str = "accuracy",
+        *,
+        output: str | None = None,
+        threshold: float = 0.5,
+        provider: str = "cpu",
+        batch_size: int = 64,
+        on_batch: Progress | None = None,
+    ) -> None:
+        if metric not in METRICS:
+            raise InputError(f"unknown metric '{metric}'; choose one of {', '.join(METRICS)}")
+        self.metric = METRICS[metric]
+        if self.metric.needs_labels and dataset.labels is None:
+            raise InputError(
+                f"{dataset.source}: metric 'accuracy' needs '{LABELS_KEY}'; "
+                "without labels use --metric agreement, iou, cosine or mae"
+            )
+        names = [o.name for o in reference.graph.output]
+        if output is not None and output not in names:
+            raise InputError(f"output '{output}' is not an output of the model; it has {names}")
+        self.output_index = names.index(output) if output is not None else 0
+        self.reference = reference
+        self.dataset = dataset
+        self.threshold = threshold
+        self.provider = provider
+        self.batch_size = batch_size
+        self.on_batch = on_batch
+        self._reference_out: np.ndarray | None = None
+
+    def outputs(self, model: onnx.ModelProto, on_batch: Progress | None = None) -> np.ndarray:
+        """The scored output of ``model`` over the dataset (optimized session, as deployed)."""
+        sess = runtime.session(model, provider=self.provider, optimize=True)
+        feeds = resize_inputs(model, self.dataset.inputs)
+        cast = {}
+        for vi in shapes.graph_inputs(model):
+            if vi.name not in feeds:
+                raise InputError(
+                    f"{self.dataset.source}: no array for model input '{vi.name}'; it has {sorted(feeds)}"
+                )
+            cast[vi.name] = np.asarray(feeds[vi.name]).astype(shapes.input_dtype(vi), copy=False)
+        out = runtime.run_batched(sess, cast, batch_size=self.batch_size, on_batch=on_batch or self.on_batch)
+        return list(out.values())[self.output_index]
+
+    def reference_outputs(self) -> np.ndarray:
+        if self._reference_out is None:
+            self._reference_out = self.outputs(self.reference)
+        return self._reference_out
+
+    def score_outputs(self, y: np.ndarray) -> float:
+        """The metric of an output array (shaped like the original's)."""
+        name = self.metric.name
+        if name == "accuracy":
+            assert self.dataset.labels is not None
+            return accuracy(y, self.dataset.labels)
+        ref = self.reference_outputs()
+        if y.shape != ref.shape:
+            raise InputError(
+                f"candidate output shape {list(y.shape)} differs from the original's {list(ref.shape)}"
+            )
+        if name == "agreement":
+            return agreement(y, ref)
+        if name == "iou":
+            return iou(y, ref, threshold=self.threshold)
+        if name == "cosine":
+            return cosine(y, ref)
+        return mae(y, ref)
+
+    def score(self, model: onnx.ModelProto, on_batch: Progress | None = None) -> float:
+        """Evaluate ``model`` on the dataset with the metric."""
+        return self.score_outputs(self.outputs(model, on_batch))
+
+    def relative_scale(self, baseline: float) -> float:
+        """What a relative budget is a percentage of: the baseline, or for ``mae`` the outputs' size."""
+        if self.metric.name == "mae":
+            return float(np.mean(np.abs(self.reference_outputs())))
+        return abs(baseline)
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """An accuracy budget: how far a candidate may fall behind the baseline.
+
+    ``max_drop`` is in the metric's units (points for percentages), or with ``relative`` a
+    percentage of ``scale`` (the baseline's value, see :meth:`Evaluator.relative_scale`).
+    """
+
+    max_drop: float
+    relative: bool = False
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.max_drop) or self.max_drop < 0:
+            raise InputError(f"--max-drop {self.max_drop}: must be a finite number >= 0")
+
+    def drop(
+        self, baseline: float, value: float, *, higher_is_better: bool = True, scale: float = 1.0
+    ) -> float:
+        """The candidate's drop in budget units (negative when it is better than the baseline)."""
+        raw = baseline - value if higher_is_better else value - baseline
+        if not self.relative:
+            return float(raw)
+        return float(raw / scale * 100.0) if scale > 0 else (0.0 if raw <= 0 else float("inf"))
+
+    def fits(
+        self, baseline: float, value: float, *, higher_is_better: bool = True, scale: float = 1.0
+    ) -> bool:
+        if not np.isfinite(value):
+            return False
+        # A hair of slack so that a drop exactly at the limit is not lost to float rounding.
+        return (
+            self.drop(baseline, value, higher_is_better=higher_is_better, scale=scale) <= self.max_drop + 1e-9
+        )
+
+    def describe(self, metric: Metric) -> str:
+        units = {"%": " points", "x100": " (cosine x100)", "": ""}
+        of = "the original's mean |output|" if not metric.higher_is_better else "the baseline"
+        unit = f"% of {of}" if self.relative else units.get(metric.unit, f" {metric.unit}")
+        verb = "rise" if not metric.higher_is_better else "drop"
+        return f"{metric.name} {verb} <= {self.max_drop:g}{unit}"

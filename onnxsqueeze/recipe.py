@@ -1,0 +1,228 @@
+"""Recipes: the passes (and options) that turned a source model into a squeezed one, as TOML.
+
+A recipe replays deterministically: :func:`build` on the same source model and calibration data
+gives byte-identical output, so a CI job can rebuild the artifact ``squeeze`` found::
+
+    format = 1
+    source_sha256 = "9f2c..."            # the model the recipe was made for
+
+    [calibration]                         # only when a step takes calibration data
+    data = "/data/val.npz"                # where the arrays came from (``apply --data`` overrides)
+    start = 0
+    stop = 64
+    sha256 = "1ab4..."                    # of the arrays used, checked on replay
+
+    [[steps]]
+    pass = "cleanup"
+
+    [[steps]]
+    pass = "int8"
+    calibration = true
+    options = { mode = "static", per_channel = true }
+
+Pass names are keys of :data:`onnxsqueeze.passes.PASSES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxsqueeze import io as sio
+from onnxsqueeze.errors import InputError
+
+FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One pass of a recipe: its registry name, options, and whether it takes calibration data."""
+
+    pass_name: str
+    options: tuple[tuple[str, Any], ...] = ()
+    calibration: bool = False
+
+    @classmethod
+    def of(
+        cls, pass_name: str, options: Mapping[str, Any] | None = None, *, calibration: bool = False
+    ) -> Step:
+        return cls(pass_name, tuple(sorted((options or {}).items())), calibration)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"pass": self.pass_name}
+        if self.calibration:
+            out["calibration"] = True
+        if self.options:
+            out["options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.options}
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationSource:
+    """Where a recipe's calibration arrays come from: samples ``start:stop`` of a data file."""
+
+    data: str
+    start: int
+    stop: int
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    steps: tuple[Step, ...]
+    source_sha256: str | None = None
+    calibration: CalibrationSource | None = None
+
+    def needs_calibration(self) -> bool:
+        return any(s.calibration for s in self.steps)
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        doc: dict[str, Any] = {"format": FORMAT}
+        if self.source_sha256:
+            doc["source_sha256"] = self.source_sha256
+        if self.calibration is not None and self.needs_calibration():
+            doc["calibration"] = dataclasses.asdict(self.calibration)
+        doc["steps"] = [s.to_dict() for s in self.steps]
+        header = "# onnxsqueeze recipe: replay with `onnxsqueeze apply recipe.toml MODEL -o OUT`\n"
+        return header + tomli_w.dumps(doc)
+
+
+def loads(text: str, *, source: str = "recipe") -> Recipe:
+    """Parse a recipe; every problem is an InputError naming ``source``."""
+    from onnxsqueeze.passes import PASSES
+
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{source}: not valid TOML ({e})") from e
+    if doc.get("format", FORMAT) != FORMAT:
+        raise InputError(f"{source}: recipe format {doc.get('format')} is not supported (expected {FORMAT})")
+    raw_steps = doc.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise InputError(f"{source}: no [[steps]]")
+    steps = []
+    for i, raw in enumerate(raw_steps):
+        if not isinstance(raw, dict) or not isinstance(raw.get("pass"), str):
+            raise InputError(f"{source}: step {i + 1} has no 'pass' name")
+        name = raw["pass"]
+        if name not in PASSES:
+            raise InputError(
+                f"{source}: step {i + 1}: unknown pass '{name}'; known: {', '.join(sorted(PASSES))}"
+            )
+        options = raw.get("options", {})
+        if not isinstance(options, dict):
+            raise InputError(f"{source}: step {i + 1}: 'options' must be a table")
+        fields = {f.name for f in dataclasses.fields(PASSES[name])}  # type: ignore[arg-type]
+        unknown = sorted(set(options) - fields)
+        if unknown:
+            raise InputError(f"{source}: step {i + 1} ({name}): unknown option(s) {unknown}")
+        opts = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+        steps.append(Step.of(name, opts, calibration=bool(raw.get("calibration", False))))
+    calibration = None
+    if "calibration" in doc:
+        c = doc["calibration"]
+        try:
+            calibration = CalibrationSource(str(c["data"]), int(c["start"]), int(c["stop"]), str(c["sha256"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"{source}: [calibration] needs data, start, stop and sha256") from e
+    recipe = Recipe(tuple(steps), doc.get("source_sha256"), calibration)
+    if recipe.needs_calibration() and calibration is None:
+        raise InputError(f"{source}: a step takes calibration data but the recipe has no [calibration]")
+    return recipe
+
+
+def load(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such recipe file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read the recipe ({e})") from e
+    return loads(text, source=str(path))
+
+
+def save(recipe: Recipe, path: str | Path, *, protect: Sequence[str | Path] = ()) -> Path:
+    return sio.write_bytes_atomic(path, recipe.to_toml().encode(), protect=protect)
+
+
+def make_passes(steps: Sequence[Step], calibration: Mapping[str, np.ndarray] | None) -> list[Any]:
+    """Instantiate the passes of ``steps``; calibrated steps get ``calibration=`` the arrays.
+
+    Raises:
+        InputError: a pass is unknown, an option is invalid, or calibration data are missing.
+    """
+    from onnxsqueeze.passes import PASSES
+
+    passes = []
+    for step in steps:
+        cls = PASSES.get(step.pass_name)
+        if cls is None:
+            raise InputError(f"unknown pass '{step.pass_name}'; known: {', '.join(sorted(PASSES))}")
+        kwargs = dict(step.options)
+        if step.calibration:
+            if calibration is None:
+                raise InputError(f"pass '{step.pass_name}' needs calibration data")
+            kwargs["calibration"] = dict(calibration)
+        try:
+            passes.append(cls(**kwargs))
+        except TypeError as e:
+            raise InputError(f"pass '{step.pass_name}': invalid options {dict(step.options)} ({e})") from e
+    return passes
+
+
+def build(
+    model: onnx.ModelProto,
+    steps: Sequence[Step],
+    *,
+    calibration: Mapping[str, np.ndarray] | None = None,
+    source_sha256: str | None = None,
+) -> onnx.ModelProto:
+    """Run ``steps`` on a copy of ``model`` and return the result (provenance recorded).
+
+    Deterministic: the same model, steps and calibration arrays give the same bytes.
+
+    Raises:
+        InputError: see :func:`make_passes`.
+        UnsupportedModelError: a pass cannot be applied (its message names why).
+    """
+    return build_traced(model, steps, calibration=calibration, source_sha256=source_sha256)[0]
+
+
+def build_traced(
+    model: onnx.ModelProto,
+    steps: Sequence[Step],
+    *,
+    calibration: Mapping[str, np.ndarray] | None = None,
+    source_sha256: str | None = None,
+) -> tuple[onnx.ModelProto, list[bool]]:
+    """:func:`build`, also returning whether each step modified the model."""
+    from onnxsqueeze.errors import UnsupportedModelError
+    from onnxsqueeze.passes.base import describe
+    from onnxsqueeze.pipeline import record_provenance
+
+    passes = make_passes(steps, calibration)
+    work = ir.serde.deserialize_model(model)
+    modified = []
+    for step, p in zip(steps, passes, strict=True):
+        try:
+            modified.append(p(work).modified)
+        except (ir.passes.PassError, ir.passes.InvariantError) as e:
+            cause = e.__cause__ if isinstance(e.__cause__, Exception) else e
+            raise UnsupportedModelError(f"pass '{step.pass_name}': {_first_line(cause)}") from e
+    record_provenance(work, [describe(p) for p in passes], source_sha256)
+    return ir.serde.serialize_model(work), modified
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,294 @@
+"""The search algorithm on synthetic, exactly known metrics (no models): bisection, greedy
+combination with back-off, budget semantics, the nothing-fits result, the Pareto front, time."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from onnxsqueeze.evaluate import Budget
+from onnxsqueeze.recipe import Step
+from onnxsqueeze.search import Knob, Point, pareto_front, search
+
+
+def knob(name: str, n: int, *, monotone: bool = True, stage: int = 0, group: str | None = None) -> Knob:
+    return Knob(
+        name, tuple(range(1, n + 1)), monotone, lambda s, _n=name: Step.of(_n, {"level": s}), stage, group
+    )
+
+
+class Synthetic:
+    """metric = 100 - sum(drop per knob level); cost = 100 * prod(cost factor per level)."""
+
+    def __init__(self, drops: dict[str, float], gains: dict[str, float], interaction: float = 0.0):
+        self.drops, self.gains, self.interaction = drops, gains, interaction
+        self.calls: list[dict[str, int]] = []
+        self.budget = Budget(2.0)
+
+    def __call__(self, settings: dict[str, int]) -> Point:
+        self.calls.append(dict(settings))
+        metric = 100.0 - sum(self.drops[k] * v for k, v in settings.items())
+        metric -= self.interaction * max(0, len(settings) - 1) * sum(settings.values())
+        size = 100.0
+        for k, v in settings.items():
+            size *= self.gains[k] ** v
+        p = Point(settings=settings, phase="", metric=metric, size=int(size * 1000), latency_ms=size)
+        p.drop = self.budget.drop(100.0, metric)
+        return p
+
+    def fits(self, p: Point) -> bool:
+        return p.drop is not None and p.drop <= self.budget.max_drop + 1e-9
+
+
+def run(ev: Synthetic, knobs: list[Knob], objective: str = "size", **kw):
+    return search(knobs, ev, ev.fits, objective=objective, budget=ev.budget, **kw)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8, 16, 31])
+@pytest.mark.parametrize("drop_per_level", [0.13, 0.3, 0.7, 1.1, 5.0])
+def test_bisection_finds_the_largest_setting_within_budget_in_log_steps(n: int, drop_per_level: float):
+    ev = Synthetic({"k": drop_per_level}, {"k": 0.9})
+    result = run(ev, [knob("k", n)])
+    expected = min(n, math.floor(2.0 / drop_per_level + 1e-9))
+    single = result.singles["k"]
+    if expected == 0:
+        assert single is None and result.best is None
+    else:
+        assert single is not None and single.settings == {"k": expected}
+        assert result.best is not None and result.best.settings == {"k": expected}
+    singles = [c for c in ev.calls if c]
+    assert len(singles) <= math.ceil(math.log2(n + 1)), singles  # bisection, not enumeration
+    assert len({str(c) for c in ev.calls}) == len(ev.calls)  # no point is evaluated twice
+
+
+def test_categorical_knob_evaluates_every_setting_and_keeps_the_cheapest_within_budget():
+    ev = Synthetic({"p": 0.6}, {"p": 0.5})  # levels 1..4: drops 0.6 1.2 1.8 2.4
+    result = run(ev, [knob("p", 4, monotone=False)])
+    assert [c for c in ev.calls if c] == [{"p": 1}, {"p": 2}, {"p": 3}, {"p": 4}]
+    assert result.best is not None and result.best.settings == {"p": 3}
+    assert any("over budget" in why for _, why in result.rejected)
+
+
+def test_greedy_combination_adds_cheapest_first_and_reverifies_with_back_off():
+    # a alone fits at level 3 (drop 1.5), b alone at level 4 (drop 2.0); together they overflow,
+    # so b is bisected again over its milder settings on top of a.
+    ev = Synthetic({"a": 0.5, "b": 0.5}, {"a": 0.5, "b": 0.8})
+    result = run(ev, [knob("a", 4), knob("b", 4, stage=1)])
+    assert result.singles["a"].settings == {"a": 4}  # drop 2.0 exactly on the budget fits
+    assert result.singles["b"].settings == {"b": 4}
+    combos = [c for c in ev.calls if len(c) == 2]
+    assert combos[0] == {"a": 4, "b": 4}  # the cheapest survivor first, the other added
+    assert result.best is not None
+    assert all(p.drop <= 2.0 + 1e-9 for p in result.points if p.fits)
+    # The greedy keeps a (cheapest) and finds b cannot be added at any level: the best is a alone.
+    assert result.best.settings == {"a": 4}
+    assert ("a 4 + b 4", "over budget (drop 4 > 2)") in result.rejected
+
+
+def test_combination_backs_off_to_a_milder_setting_that_fits():
+    ev = Synthetic({"a": 0.5, "b": 0.25}, {"a": 0.5, "b": 0.8})  # a4 = 2.0 alone; b8 = 2.0 alone
+    ev.budget = Budget(3.0)  # a at 6 (3.0) alone; with a6, b must drop to 0
+    result = run(ev, [knob("a", 4), knob("b", 8, stage=1)])
+    assert result.singles["a"].settings == {"a": 4}  # 4 levels only: drop 2.0
+    assert result.singles["b"].settings == {"b": 8}  # drop 2.0
+    # a4 + b8 = drop 4.0 > 3: back off b to the largest level with 2.0 + 0.25 b <= 3, b = 4.
+    assert result.best is not None and result.best.settings == {"a": 4, "b": 4}
+    assert result.best.drop == pytest.approx(3.0)
+
+
+def test_a_knob_that_does_not_lower_the_cost_is_dropped():
+    ev = Synthetic({"a": 0.1, "z": 0.1}, {"a": 0.5, "z": 1.0})
+    result = run(ev, [knob("a", 3), knob("z", 3, stage=1)])
+    assert result.singles["z"] is None
+    assert any("no gain" in why for _, why in result.rejected)
+    assert result.best is not None and "z" not in result.best.settings
+
+
+def test_nothing_fits_leaves_no_best_and_keeps_every_point():
+    ev = Synthetic({"a": 3.0}, {"a": 0.5})
+    result = run(ev, [knob("a", 4)])
+    assert result.best is None
+    assert result.singles["a"] is None
+    assert len(result.points) >= 2 and result.points[0].settings == {}
+    assert result.rejected and "over budget" in result.rejected[0][1]
+
+
+def test_errors_are_rejected_points_not_crashes():
+    def evaluate(settings):
+        if settings.get("a") == 2:
+            return Point(settings=settings, phase="", error="pass 'a': unsupported node Foo")
+        p = Point(settings=settings, phase="", metric=100.0, size=100 - 10 * settings.get("a", 0))
+        p.drop = 0.0
+        return p
+
+    result = search(
+        [knob("a", 3, monotone=False)],
+        evaluate,
+        lambda p: p.drop is not None and p.drop <= 1,
+        objective="size",
+        budget=Budget(1.0),
+    )
+    assert result.best is not None and result.best.settings == {"a": 3}
+    assert ("a 2", "pass 'a': unsupported node Foo") in result.rejected
+
+
+def test_time_budget_stops_early_and_says_so():
+    ev = Synthetic({"a": 0.1, "b": 0.1}, {"a": 0.5, "b": 0.5})
+    result = run(ev, [knob("a", 8), knob("b", 8, stage=1)], deadline=0.0)  # already past
+    assert result.truncated == "time budget reached"
+    assert len(ev.calls) == 1  # only the baseline, which is always measured
+
+
+def test_budget_absolute_and_relative_semantics():
+    b = Budget(2.0)
+    assert b.drop(90.0, 88.5) == pytest.approx(1.5) and b.fits(90.0, 88.0) and not b.fits(90.0, 87.9)
+    assert b.drop(90.0, 91.0) == pytest.approx(-1.0) and b.fits(90.0, 91.0)  # better is fine
+    r = Budget(2.0, relative=True)  # 2 % of the baseline
+    assert r.drop(50.0, 49.0, scale=50.0) == pytest.approx(2.0) and r.fits(50.0, 49.0, scale=50.0)
+    assert not r.fits(50.0, 48.9, scale=50.0)
+    # lower-is-better (mae): a rise is the drop
+    assert b.drop(0.0, 0.5, higher_is_better=False) == pytest.approx(0.5)
+    assert r.drop(0.0, 0.1, higher_is_better=False, scale=2.0) == pytest.approx(5.0)
+    assert not b.fits(90.0, float("nan"))
+    with pytest.raises(Exception, match="max-drop"):
+        Budget(-1.0)
+
+
+def test_pareto_front_keeps_only_non_dominated_points():
+    pts = [
+        Point({}, "baseline", metric=99.0, size=100),
+        Point({"a": 1}, "single", metric=98.5, size=50),
+        Point({"a": 2}, "single", metric=98.0, size=60),  # dominated by a=1
+        Point({"a": 3}, "single", metric=95.0, size=20),
+        Point({"a": 4}, "single", error="boom"),
+    ]
+    front = pareto_front(pts, "size")
+    assert [p.settings for p in front] == [{"a": 3}, {"a": 1}, {}]
+    lower = pareto_front(
+        [Point({}, "", metric=0.0, size=100), Point({"a": 1}, "", metric=0.5, size=10)], "size", False
+    )
+    assert len(lower) == 2
+
+
+def test_knobs_of_one_group_exclude_each_other():
+    ev = Synthetic({"a": 0.1, "b": 0.1, "c": 0.1}, {"a": 0.5, "b": 0.6, "c": 0.9})
+    result = run(
+        ev, [knob("a", 2, group="precision"), knob("b", 2, group="precision"), knob("c", 2, stage=1)]
+    )
+    assert result.best is not None and result.best.settings == {"a": 2, "c": 2}
+    assert ("b 2", "excluded by a 2") in result.rejected
+    assert not any("a" in c and "b" in c for c in ev.calls)  # never evaluated together
+
+
+def test_allocate_ratios_favours_insensitive_groups_and_grows_with_the_target():
+    from onnxsqueeze.search import allocate_ratios
+
+    drops = {"a": 0.0, "b": 0.5, "c": 4.0}
+    r = allocate_ratios(drops, 0.3)
+    assert r["a"] > r["b"] > r["c"] > 0
+    assert sum(r.values()) / 3 == pytest.approx(0.3, abs=0.002)
+    bigger = allocate_ratios(drops, 0.6)
+    assert all(bigger[g] >= r[g] for g in drops)
+    assert max(allocate_ratios(drops, 0.9).values()) == 0.9  # capped
+    assert allocate_ratios({}, 0.5) == {}
+
+
+def test_planned_knob_is_bound_once_and_cached(tmp_path):
+    from onnxsqueeze import evaluate as E
+    from onnxsqueeze.search import SqueezeOptions, Squeezer
+    from tests.helpers import rand
+    from tests.passes.test_quantize import cnn
+
+    calls = []
+
+    def plan(ctx):
+        calls.append(len(ctx.evaluator.dataset))
+        return 0.5
+
+    def plan_fails(ctx):
+        raise RuntimeError("no analysis for this model")
+
+    def step(setting, value):
+        return Step.of("int8", {"mode": "static", "fraction": value or 1.0}, calibration=True)
+
+    knobs = (
+        Knob("q", (True,), False, step, 3, plan=plan),
+        Knob("r", (True,), False, step, 3, plan=plan_fails),
+    )
+    model = cnn()
+    ds = E.Dataset({"x": rand((24, 3, 8, 8), 5)})
+
+    def squeezer():
+        return Squeezer(
+            model,
+            E.Evaluator(model, ds.take(8, 24), "agreement"),
+            calibration=ds.take(0, 8),
+            calibration_source=None,
+            options=SqueezeOptions(budget=Budget(50.0), objective="size", latency_seconds=0.01),
+            cache_dir=tmp_path,
+            knobs=knobs,
+        )
+
+    first = squeezer()
+    first.prepare()
+    first.prepare()  # idempotent
+    assert calls == [16]
+    assert first.plans == {"q": 0.5, "r": None}
+    assert any("no analysis for this model" in n for n in first.notes)
+    by_name = {k.name: k for k in first.knobs}
+    assert dict(by_name["q"].step_of(True).options)["fraction"] == 0.5
+    assert dict(by_name["r"].step_of(True).options)["fraction"] == 1.0
+    again = squeezer()
+    again.prepare()
+    assert calls == [16]  # from the cache
+    assert again.plans == first.plans
+
+
+def test_min_gain_ignores_noise_sized_improvements():
+    ev = Synthetic({"a": 0.1, "n": 0.1}, {"a": 0.5, "n": 0.99})  # n: 1 % per level, noise
+    result = run(ev, [knob("a", 2), knob("n", 2, stage=1)], min_gain=0.03)
+    assert result.singles["n"] is None and result.best.settings == {"a": 2}
+    assert any("3% needed" in why for _, why in result.rejected)
+
+
+def test_python_api_squeeze(tmp_path):
+    """``onnxsqueeze.squeeze`` is the CLI's core: search, then the output folder."""
+    import json
+
+    import onnxsqueeze
+    from onnxsqueeze import io as sio
+    from tests.helpers import rand
+    from tests.passes.test_quantize import cnn
+
+    model = tmp_path / "m.onnx"
+    sio.save(cnn(), model)
+    data = tmp_path / "d.npz"
+    sio.save_npz(data, {"x": rand((48, 3, 8, 8), 1)})
+    points = []
+    result, files = onnxsqueeze.squeeze(
+        model, data, tmp_path / "out", max_drop=50, objective="size", techniques=("int8-dynamic",),
+        latency_seconds=0.01, calibration_samples=8, on_point=points.append,
+    )  # fmt: skip
+    assert result.best is not None and result.best.settings == {"int8-dynamic": True}
+    assert len(points) == 2 and set(files) >= {"model", "recipe", "report", "results", "plot"}
+    assert json.loads(files["results"].read_text())["metric"] == "agreement"  # no labels
+
+
+def test_knob_table_matches_every_registered_pass():
+    """A knob whose pass is registered must build options that pass takes (catches API drift when
+    a technique lands); unregistered techniques are simply not offered."""
+    import dataclasses
+
+    from onnxsqueeze.passes import PASSES
+    from onnxsqueeze.search import KNOBS, available_knobs
+
+    offered, skipped = available_knobs(KNOBS)
+    assert not [why for why in skipped.values() if "takes no option" in why], skipped
+    for knob in offered:
+        for setting in knob.settings:
+            step = knob.step_of(setting)
+            cls = PASSES[step.pass_name]
+            fields = {f.name for f in dataclasses.fields(cls)}
+            assert {k for k, _ in step.options} <= fields
+    assert "int8" in {k.name for k in offered} and "int8-dynamic" in {k.name for k in offered}
