@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from onnxsqueeze.cli import core
+from onnxsqueeze.cli import convert, core
 
 app = typer.Typer(
     name="onnxsqueeze",
@@ -37,6 +37,7 @@ def _root(
 
 
 core.register(app)
+convert.register(app)
 
 
 def main() -> None:
