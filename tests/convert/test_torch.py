@@ -15,44 +15,10 @@ nn = torch.nn
 from onnxsqueeze.convert import from_torch  # noqa: E402
 from onnxsqueeze.convert import torch as ct  # noqa: E402
 from onnxsqueeze.errors import ConversionError, InputError, VerificationError  # noqa: E402
+from tests.convert.factories import Noisy, tiny_cnn  # noqa: E402
 from tests.helpers import run_ort  # noqa: E402
 
 TOL = 1e-4  # fp32 end to end: torch CPU kernels vs onnxruntime CPU kernels
-
-
-class TinyNet(nn.Module):
-    """Conv, BN, ReLU, max/avg pooling, a residual Add, Linear."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(8)
-        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
-        self.pool = nn.MaxPool2d(2)
-        self.avg = nn.AvgPool2d(2)
-        self.fc = nn.Linear(8, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.bn(self.conv(x)))
-        y = self.pool(y + self.conv2(y))
-        y = self.avg(y).mean(dim=(2, 3))
-        return self.fc(y)
-
-
-def tiny_cnn() -> nn.Module:
-    """A seeded TinyNet with non-trivial BN statistics, in eval mode."""
-    torch.manual_seed(0)
-    net = TinyNet()
-    with torch.no_grad():
-        net.bn.running_mean.uniform_(-0.5, 0.5)
-        net.bn.running_var.uniform_(0.5, 2.0)
-        net.bn.weight.uniform_(0.5, 1.5)
-    return net.eval()
-
-
-def tiny_factory() -> nn.Module:
-    """Used through --factory tests.convert.test_torch:tiny_factory."""
-    return tiny_cnn()
 
 
 def input_dims(model: onnx.ModelProto) -> list[list[int | str]]:
@@ -155,12 +121,6 @@ def test_unsupported_op_names_the_op() -> None:
 
 
 def test_verification_gate() -> None:
-    class Noisy(nn.Module):
-        """A stochastic op left in the forward pass: torch and onnxruntime draw different noise."""
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x + torch.rand_like(x)
-
     with pytest.raises(VerificationError, match="exceeds tolerance"):
         from_torch(Noisy(), torch.randn(2, 4))
     result = from_torch(Noisy(), torch.randn(2, 4), strict=False)
@@ -215,16 +175,16 @@ def test_state_dict_with_factory(tmp_path: Path) -> None:
     torch.save(net.state_dict(), path)
     with pytest.raises(InputError, match="--factory"):
         ct.load_source(path)
-    built = ct.build_from_factory("tests.convert.test_torch:tiny_factory", path)
+    built = ct.build_from_factory("tests.convert.factories:tiny_cnn", path)
     for a, b in zip(built.state_dict().values(), net.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     torch.save({"fc.weight": torch.zeros(1)}, tmp_path / "bad.pt")
     with pytest.raises(InputError, match="do not fit"):
-        ct.build_from_factory("tests.convert.test_torch:tiny_factory", tmp_path / "bad.pt")
+        ct.build_from_factory("tests.convert.factories:tiny_cnn", tmp_path / "bad.pt")
     for spec, msg in [
         ("nocolon", "expected package.module:callable"),
         ("no_such_mod:f", "cannot import"),
-        ("tests.convert.test_torch:nope", "no attribute"),
+        ("tests.convert.factories:nope", "no attribute"),
     ]:
         with pytest.raises(InputError, match=msg):
             ct.build_from_factory(spec)
