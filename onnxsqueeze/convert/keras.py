@@ -23,6 +23,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxsqueeze.convert.result import BATCH, ConversionResult, finish, link_batch_outputs, name_batch_axis
+from onnxsqueeze.convert.result import BATCH, ConversionResult, finish, name_batch_axis
 from onnxsqueeze.errors import ConversionError, InputError
 
 EXPORTER = "tf2onnx"
@@ -343,6 +344,8 @@ def from_keras(
             concrete = fn.get_concrete_function()  # tf2onnx reuses this trace (same signature)
             tf_outputs = [t for t in concrete.outputs if t.dtype != tf.resource]
             rank4_out = [t.name for t in tf_outputs if t.shape.rank == 4]
+            # Keras keeps the batch axis symbolic (None) through every layer that preserves it
+            out_batch = [bool(t.shape.rank) and t.shape[0] is None for t in tf_outputs]
             proto, _ = tf2onnx.convert.from_function(
                 fn,
                 input_signature=specs,
@@ -352,7 +355,7 @@ def from_keras(
             )
     except Exception as e:
         raise ConversionError(f"{label}: tf2onnx cannot convert it: {_first_line(e)}") from e
-    _check_ops(proto, label)
+    _check_ops(proto, label, [layer.name for layer in getattr(model, "layers", [])])
 
     # the Keras reference on the same inputs, in its own NHWC layout
     with _quiet():
@@ -364,7 +367,7 @@ def from_keras(
         reference = [_to_nchw(r) for r in reference]
     if dynamic_batch:
         name_batch_axis(proto)
-        link_batch_outputs(proto)
+        _name_output_batch(proto, out_batch)
     notes: list[str] = []
     return finish(
         proto,
@@ -380,15 +383,31 @@ def from_keras(
     )
 
 
-def _check_ops(proto: onnx.ModelProto, label: str) -> None:
-    """tf2onnx leaves a TF op it cannot convert in the graph under its TF name; name it."""
+def _check_ops(proto: onnx.ModelProto, label: str, layers: Sequence[str] = ()) -> None:
+    """tf2onnx leaves a TF op it cannot convert in the graph under its TF name; name it and its layer."""
     for node in proto.graph.node:
-        if node.domain not in KNOWN_DOMAINS:
-            layer = node.name.rsplit("/", 1)[0] if "/" in node.name else node.name
-            raise ConversionError(
-                f"{label}: TensorFlow op '{node.op_type}' (in layer '{layer}') "
-                "has no ONNX conversion in tf2onnx"
-            )
+        domain = node.domain or ""
+        if domain in ("", "ai.onnx") and onnx.defs.has(node.op_type, ""):
+            continue
+        if domain in KNOWN_DOMAINS - {"", "ai.onnx"}:
+            continue
+        # tf2onnx names nodes after the TF graph: "<function>/<layer>/<op>"
+        parts = [p for p in node.name.split("/") if p]
+        layer = parts[-2] if len(parts) >= 2 else node.name
+        base = re.sub(r"_\d+$", "", layer)  # TF scopes repeat calls as name_1
+        if layer not in layers and base in layers:
+            layer = base
+        raise ConversionError(
+            f"{label}: TensorFlow op '{node.op_type}' in layer '{layer}' has no ONNX conversion in tf2onnx"
+        )
+
+
+def _name_output_batch(proto: onnx.ModelProto, is_batch: Sequence[bool]) -> None:
+    """tf2onnx gives each output a fresh symbol (``unk__105``); call the batch axes ``batch``."""
+    for vi, batch in zip(proto.graph.output, is_batch, strict=False):
+        dims = vi.type.tensor_type.shape.dim
+        if batch and dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = BATCH
 
 
 def _rename_outputs(proto: onnx.ModelProto, out_names: Sequence[str], n_out: int) -> None:

@@ -114,30 +114,6 @@ def name_batch_axis(model: onnx.ModelProto) -> None:
             rename_dim(model, sym, BATCH)
 
 
-def link_batch_outputs(model: onnx.ModelProto) -> None:
-    """Mark output axes that shape inference derives from the inputs' ``batch`` as ``batch``.
-
-    tf2onnx gives each output a fresh symbol (``unk__105``); ONNX shape inference with data
-    propagation recovers which of them are the batch.
-    """
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.value_info[:]
-    for vi in probe.graph.output:
-        vi.type.tensor_type.ClearField("shape")
-    try:
-        inferred = onnx.shape_inference.infer_shapes(probe, data_prop=True)
-    except Exception:  # inference is best effort; the symbols stay as they were
-        return
-    for vi, inf in zip(model.graph.output, inferred.graph.output, strict=True):
-        dims, found = vi.type.tensor_type.shape.dim, inf.type.tensor_type.shape.dim
-        if len(dims) != len(found):
-            continue
-        for d, f in zip(dims, found, strict=True):
-            if f.HasField("dim_param") and f.dim_param == BATCH and not d.HasField("dim_value"):
-                d.dim_param = BATCH
-
-
 def static_batch_inputs(model: onnx.ModelProto) -> list[str]:
     """Inputs whose axis 0 is static (the exporter specialized a requested dynamic batch)."""
     inits = {i.name for i in model.graph.initializer}
