@@ -55,9 +55,23 @@ def test_json_and_data(weights: Path, tmp_path: Path) -> None:
     data = tmp_path / "x.npz"
     np.savez(data, image=np.random.default_rng(0).standard_normal((3, 3, 16, 16)).astype(np.float32))
     out = tmp_path / "tiny.onnx"
-    code, text = invoke("--factory", TINY, "--weights", weights, "--data", data, "--json", "-o", out)
-    assert code == 0, text
-    doc = json.loads(text)
+    result = runner.invoke(
+        app,
+        [
+            "convert",
+            "--factory",
+            TINY,
+            "--weights",
+            str(weights),
+            "--data",
+            str(data),
+            "--json",
+            "-o",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
     assert doc["passed"] and doc["max_abs"] <= 1e-4 and doc["output"] == str(out)
     assert doc["verify"]["inputs"] == {"image": [3, 3, 16, 16]} and doc["verify"]["source"] == str(data)
 
