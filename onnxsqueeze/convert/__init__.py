@@ -42,15 +42,17 @@ def source_kind(source: str | os.PathLike[str] | None, factory: str | None = Non
     Raises:
         InputError: the source is missing or of no known kind.
     """
-    if factory:
-        return "torch"
     if source is None:
+        if factory:
+            return "torch"
         raise InputError("give a model file (or --factory package.module:callable with --weights)")
     path = Path(source)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if path.is_dir() or path.suffix.lower() in KERAS_SUFFIXES:
         return "keras"
+    if factory:
+        return "torch"
     if path.suffix.lower() in TORCH_SUFFIXES:
         return "torch"
     import zipfile

@@ -358,9 +358,7 @@ def from_keras(
     _check_ops(proto, label, [layer.name for layer in getattr(model, "layers", [])])
 
     # the Keras reference on the same inputs, in its own NHWC layout
-    with _quiet():
-        raw = fn(*[tf.constant(feeds[n]) for n in in_names])
-    reference = [np.asarray(t) for t in tf.nest.flatten(raw)]
+    reference = _run_reference(fn, feeds, in_names, None if dynamic_batch else specs[0].shape[0], tf)
     _rename_outputs(proto, out_names, len(reference))
     if nchw:
         feeds = {n: _to_nchw(a) if n in rank4_in else a for n, a in feeds.items()}
@@ -381,6 +379,22 @@ def from_keras(
         strict=strict,
         source_sha256=source_sha256,
     )
+
+
+def _run_reference(
+    fn: Any, feeds: Mapping[str, np.ndarray], names: Sequence[str], static_batch: int | None, tf: Any
+) -> list[np.ndarray]:
+    """The Keras outputs on ``feeds``, in chunks of the static batch when there is one."""
+    n = len(feeds[names[0]])
+    step = static_batch or n
+    if static_batch and n % static_batch:
+        raise InputError(f"{n} samples do not split into the static batch of {static_batch}")
+    chunks: list[list[np.ndarray]] = []
+    with _quiet():
+        for start in range(0, n, step):
+            raw = fn(*[tf.constant(feeds[k][start : start + step]) for k in names])
+            chunks.append([np.asarray(t) for t in tf.nest.flatten(raw)])
+    return [np.concatenate(parts, axis=0) for parts in zip(*chunks, strict=True)]
 
 
 def _check_ops(proto: onnx.ModelProto, label: str, layers: Sequence[str] = ()) -> None:

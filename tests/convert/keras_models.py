@@ -67,3 +67,104 @@ def mini_xception(
     x = L.GlobalAveragePooling2D()(x)
     out = L.Activation("softmax", name="predictions")(x)
     return randomize_bn(keras.Model(inp, out, name="mini_xception"), seed)
+
+
+def _histories(obj: object) -> list[list[object]]:
+    """The ``keras_history`` ([layer, node, tensor]) of every Keras tensor in a Keras 3 node config."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "__keras_tensor__":
+            return [list(obj["config"]["keras_history"])]
+        return [h for v in obj.values() for h in _histories(v)]
+    if isinstance(obj, (list, tuple)):
+        return [h for v in obj for h in _histories(v)]
+    return []
+
+
+KERAS2_INIT_KEYS = {
+    "seed",
+    "mean",
+    "stddev",
+    "minval",
+    "maxval",
+    "value",
+    "scale",
+    "mode",
+    "distribution",
+    "gain",
+}
+
+
+def _keras2_layer_config(config: dict[str, object]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in config.items():
+        if key == "dtype":
+            out[key] = "float32"  # Keras 2 stored the dtype as a string, not a DTypePolicy
+        elif isinstance(value, dict) and "class_name" in value:  # an initializer: Keras 2's keys only
+            inner = {k: v for k, v in value.get("config", {}).items() if k in KERAS2_INIT_KEYS}
+            out[key] = {"class_name": value["class_name"], "config": inner}
+        else:
+            out[key] = value
+    return out
+
+
+def save_as_keras2_h5(model: keras.Model, path: object, keras_version: str = "2.15.0") -> None:
+    """Write ``model`` as Keras 2 (tf.keras <= 2.15) wrote ``model.save('x.h5')``.
+
+    The Keras 2 layout, which Keras 3 writes differently: the model config in the Keras 2 JSON
+    schema (``batch_input_shape``, string dtypes, ``inbound_nodes`` as nested
+    ``[[layer, node, tensor, kwargs]]`` lists, no ``module``/``registered_name``), the
+    ``keras_version`` attribute ``2.x``, and weights named ``<layer>/<weight>:0``. Only for
+    single-node functional models of built-in layers (the test models).
+    """
+    import json
+
+    import h5py
+
+    layers = []
+    for entry in model.get_config()["layers"]:
+        name = entry["config"]["name"]
+        if entry["class_name"] == "InputLayer":
+            shape = entry["config"].get("batch_shape") or entry["config"]["batch_input_shape"]
+            config = {"batch_input_shape": list(shape), "dtype": "float32", "sparse": False, "ragged": False}
+            layers.append(
+                {
+                    "class_name": "InputLayer",
+                    "config": {**config, "name": name},
+                    "name": name,
+                    "inbound_nodes": [],
+                }
+            )
+            continue
+        nodes = [[[*h, {}] for h in _histories(node)] for node in entry["inbound_nodes"]]
+        layers.append(
+            {
+                "class_name": entry["class_name"],
+                "config": _keras2_layer_config(entry["config"]),
+                "name": name,
+                "inbound_nodes": nodes,
+            }
+        )
+    model_config = {
+        "class_name": "Functional",
+        "config": {
+            "name": model.name,
+            "trainable": True,
+            "layers": layers,
+            "input_layers": [[t.name.split(":")[0], 0, 0] for t in model.inputs],
+            "output_layers": [[name, 0, 0] for name in model.output_names],
+        },
+    }
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"] = keras_version.encode()
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["model_config"] = json.dumps(model_config).encode()
+        group = f.create_group("model_weights")
+        group.attrs["keras_version"] = keras_version.encode()
+        group.attrs["backend"] = b"tensorflow"
+        group.attrs["layer_names"] = [layer.name.encode() for layer in model.layers]
+        for layer in model.layers:
+            g = group.create_group(layer.name)
+            names = [f"{layer.name}/{w.path.split('/')[-1]}:0" for w in layer.weights]
+            g.attrs["weight_names"] = [n.encode() for n in names]
+            for n, value in zip(names, layer.get_weights(), strict=True):
+                g.create_dataset(n, data=value)
