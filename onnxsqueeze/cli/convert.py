@@ -20,7 +20,7 @@ def render(result: Any, source_label: str) -> None:
     d = result.to_dict()
     out.print(
         f"converted [bold]{escape(source_label)}[/] with {escape(result.exporter)}, opset {d['opset']}, "
-        f"{d['nodes']} nodes (cleaned)"
+        f"{d['nodes']} nodes after cleanup (exporter: {d['exported_nodes']})"
     )
     t = Table(show_edge=False)
     for col in ("", "name", "dtype", "shape"):
@@ -92,7 +92,9 @@ def convert_cmd(
 ) -> None:
     """Convert a PyTorch or Keras/TensorFlow model to ONNX, clean it, and verify it against the framework.
 
-    The converted model runs in onnxruntime and in its framework on the same inputs (seeded, or --data); beyond --tolerance nothing is written (exit 1) unless --force.
+    Both models run on the same inputs (seeded, or --data) and their outputs are compared.
+
+    Beyond --tolerance nothing is written (exit 1) unless --force.
     """
     from onnxsqueeze import io as sio
     from onnxsqueeze.convert import convert_file

@@ -105,7 +105,7 @@ def _restore_fd(fd: int, saved: int | None) -> None:
 # Loading
 
 
-def load_source(path: str | Path) -> tuple[Any, str]:
+def load_source(path: str | os.PathLike[str]) -> tuple[Any, str]:
     """Load a ``.keras``, ``.h5``/``.hdf5`` file or a SavedModel folder: (model, kind).
 
     Returns a Keras model, or for a SavedModel its ``serving_default`` concrete function.
@@ -129,7 +129,7 @@ def load_source(path: str | Path) -> tuple[Any, str]:
         if signature is None:
             raise InputError(f"{path}: the SavedModel has no 'serving_default' signature")
         # keep the loaded object alive as long as the function
-        signature._onnxsqueeze_owner = loaded  # type: ignore[attr-defined]
+        signature._onnxsqueeze_owner = loaded
         return signature, "savedmodel"
     suffix = path.suffix.lower()
     if suffix not in (".keras", ".h5", ".hdf5"):
@@ -293,11 +293,11 @@ def from_keras(
     """
     tf, keras, tf2onnx = _tf()
     if isinstance(model_or_path, (str, os.PathLike)):
-        label = source or str(model_or_path)
-        model, kind = load_source(model_or_path)
+        label = source or os.fspath(model_or_path)
+        model, kind = load_source(os.fspath(model_or_path))
     else:
         model, kind = model_or_path, "object"
-        label = source or getattr(model, "name", type(model).__name__)
+        label = source or str(getattr(model, "name", None) or type(model).__name__)
 
     if kind == "savedmodel":
         sig, out_names = _function_signature(model)

@@ -37,6 +37,7 @@ class ConversionResult:
         source: what was converted (a class name or a file).
         tolerance: the max absolute error allowed.
         warnings: what the user should know (a fallback taken, a batch axis left static...).
+        exported_nodes: the node count the exporter produced, before cleanup.
     """
 
     model: onnx.ModelProto
@@ -45,6 +46,7 @@ class ConversionResult:
     source: str
     tolerance: float
     warnings: tuple[str, ...] = ()
+    exported_nodes: int = 0
 
     @property
     def max_abs(self) -> float:
@@ -66,6 +68,7 @@ class ConversionResult:
             "inputs": _io_dict(self.model.graph.input, self.model),
             "outputs": _io_dict(self.model.graph.output, self.model),
             "nodes": len(self.model.graph.node),
+            "exported_nodes": self.exported_nodes,
             "tolerance": self.tolerance,
             "passed": self.passed,
             "max_abs": self.max_abs,
@@ -167,6 +170,7 @@ def finish(
     Raises:
         VerificationError: the outputs differ in count or shape, or (strict) beyond tolerance.
     """
+    exported_nodes = len(model.graph.node)
     model = cleanup(model, source_sha256=source_sha256)
     candidate = run(model, feeds)
     names = [o.name for o in model.graph.output]
@@ -183,7 +187,7 @@ def finish(
         inputs={k: tuple(v.shape) for k, v in feeds.items()},
         source=data_label,
     )
-    result = ConversionResult(model, report, exporter, source, tolerance, tuple(warnings))
+    result = ConversionResult(model, report, exporter, source, tolerance, tuple(warnings), exported_nodes)
     if strict and not result.passed:
         raise VerificationError(failure_message(result))
     return result

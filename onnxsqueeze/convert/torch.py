@@ -24,6 +24,7 @@ import importlib
 import inspect
 import io
 import logging
+import os
 import re
 import warnings
 import zipfile
@@ -67,21 +68,19 @@ def _first_line(e: BaseException) -> str:
     return type(e).__name__
 
 
-class _KwargsModule:
-    """Wraps a module called with keyword tensors so exporters see positional inputs."""
+def _kwargs_adapter(module: Any, keys: Sequence[str]) -> Any:
+    """Wrap a module called with keyword tensors so that exporters see positional inputs."""
+    base: Any = _torch().nn.Module
 
-    def __new__(cls, module: Any, keys: Sequence[str]) -> Any:
-        torch = _torch()
+    class KwargsAdapter(base):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
 
-        class KwargsAdapter(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.inner = module
+        def forward(self, *args: Any) -> Any:
+            return self.inner(**dict(zip(keys, args, strict=True)))
 
-            def forward(self, *args: Any) -> Any:
-                return self.inner(**dict(zip(keys, args, strict=True)))
-
-        return KwargsAdapter().eval()
+    return KwargsAdapter().eval()
 
 
 def _default_input_names(module: Any, count: int) -> list[str]:
@@ -330,7 +329,7 @@ def from_torch(
     if keys is not None:
         if is_ep:
             raise InputError("an ExportedProgram takes its example inputs positionally")
-        runner = exported = _KwargsModule(module, keys)
+        runner = exported = _kwargs_adapter(module, keys)
     names = list(input_names) if input_names else (keys or _default_input_names(module, len(args)))
     if len(names) != len(args):
         raise InputError(f"{len(names)} input names {names} for {len(args)} example inputs")
@@ -423,7 +422,7 @@ def file_kind(path: Path) -> str:
     return "pickle"
 
 
-def load_weights(path: str | Path) -> dict[str, Any]:
+def load_weights(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A state_dict from a file, with ``torch.load(weights_only=True)`` (never runs file code).
 
     Accepts a plain state_dict or a checkpoint dict holding one under ``state_dict``,
@@ -463,7 +462,7 @@ def _safe_load(path: Path) -> Any:
         raise InputError(f"{path}: not a readable PyTorch file ({_first_line(e)})") from e
 
 
-def build_from_factory(spec: str, weights: str | Path | None = None) -> Any:
+def build_from_factory(spec: str, weights: str | os.PathLike[str] | None = None) -> Any:
     """Import ``package.module:callable``, call it to build the module, load ``weights`` strictly.
 
     Raises:
@@ -509,7 +508,7 @@ def build_from_factory(spec: str, weights: str | Path | None = None) -> Any:
     return module.eval()
 
 
-def load_source(path: str | Path, *, trust_pickle: bool = False) -> tuple[Any, str]:
+def load_source(path: str | os.PathLike[str], *, trust_pickle: bool = False) -> tuple[Any, str]:
     """Load a PyTorch model file: (module or ExportedProgram, kind).
 
     Raises:

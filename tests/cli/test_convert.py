@@ -136,3 +136,15 @@ def test_bad_input(args: list[str], message: str, weights: Path, tmp_path: Path)
     assert message in text and "Traceback" not in text
     assert not (tmp_path / "a.onnx").exists()
     assert weights.read_bytes() == before
+
+
+def test_missing_tensorflow_gives_a_one_line_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    path = tmp_path / "m.keras"
+    path.write_bytes(b"PK")  # never read: the import fails first
+    for name in ("tensorflow", "keras", "tf2onnx"):
+        monkeypatch.setitem(sys.modules, name, None)
+    code, text = invoke(path, "-o", tmp_path / "m.onnx")
+    assert code == 2
+    assert "pip install 'onnxsqueeze[tf]'" in text and "Traceback" not in text

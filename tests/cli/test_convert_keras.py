@@ -4,27 +4,34 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import pytest
 from typer.testing import CliRunner
 
+from onnxsqueeze.cli.app import app
+
+# NOTE: TensorFlow is imported by fixtures, never at collection (TF before torchvision crashes).
 pytestmark = pytest.mark.tf
-
-keras = pytest.importorskip("keras")
-pytest.importorskip("tf2onnx")
-
-from onnxsqueeze.cli.app import app  # noqa: E402
-from tests.convert.keras_models import L, single  # noqa: E402
-
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def h5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def km() -> Any:
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tf2onnx")
+    from tests.convert import keras_models
+
+    return keras_models
+
+
+@pytest.fixture(scope="module")
+def h5(tmp_path_factory: pytest.TempPathFactory, km: Any) -> Path:
     path = tmp_path_factory.mktemp("k") / "small.h5"
-    single(lambda x: L.GlobalAveragePooling2D()(L.BatchNormalization()(L.Conv2D(4, 3)(x)))).save(path)
+    L = km.L
+    km.single(lambda x: L.GlobalAveragePooling2D()(L.BatchNormalization()(L.Conv2D(4, 3)(x)))).save(path)
     return path
 
 
@@ -65,9 +72,10 @@ def test_bad_input(h5: Path, tmp_path: Path, extra: list[str], message: str) -> 
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_unsupported_layer_is_one_line(tmp_path: Path) -> None:
+def test_unsupported_layer_is_one_line(tmp_path: Path, km: Any) -> None:
     import tensorflow as tf
 
+    keras, L = km.keras, km.L
     inp = keras.Input((4, 4), name="x")
     out = L.Lambda(lambda t: tf.linalg.svd(t, compute_uv=False), output_shape=(4,), name="singular_values")(
         inp

@@ -3,11 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
 
 L = keras.layers
+
+
+# The layers users bring, each in a model of its own, with the ONNX ops it must become.
+LAYERS: dict[str, tuple[Callable[[Any], Any], set[str]]] = {
+    "Conv2D": (lambda x: L.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x), {"Conv"}),
+    "DepthwiseConv2D": (lambda x: L.DepthwiseConv2D(3, depth_multiplier=2, padding="valid")(x), {"Conv"}),
+    "SeparableConv2D": (lambda x: L.SeparableConv2D(8, 3, padding="same")(x), {"Conv"}),
+    "Conv2DTranspose": (lambda x: L.Conv2DTranspose(4, 3, strides=2, padding="same")(x), {"ConvTranspose"}),
+    # BN after a conv folds into it; BN on the input has no conv to fold into and stays a BN or Mul/Add
+    "BatchNormalization": (
+        lambda x: L.BatchNormalization()(L.Conv2D(6, 3)(L.BatchNormalization()(x))),
+        {"Conv"},
+    ),
+    "Dense": (lambda x: L.Dense(5, activation="tanh")(L.Flatten()(x)), {"MatMul"}),
+    "MaxPooling2D": (lambda x: L.MaxPooling2D(2)(x), {"MaxPool"}),
+    "AveragePooling2D": (lambda x: L.AveragePooling2D(3, strides=2, padding="same")(x), {"AveragePool"}),
+    "GlobalAveragePooling2D": (
+        lambda x: L.GlobalAveragePooling2D()(L.Conv2D(4, 1)(x)),
+        {"GlobalAveragePool"},
+    ),
+    "GlobalMaxPooling2D": (lambda x: L.GlobalMaxPooling2D()(x), {"ReduceMax"}),
+    "Add (residual)": (lambda x: L.Add()([x, L.Conv2D(3, 3, padding="same")(x)]), {"Add"}),
+    "Concatenate": (lambda x: L.Concatenate()([x, L.Conv2D(2, 1)(x)]), {"Concat"}),
+    "Dropout": (lambda x: L.Dense(4)(L.Dropout(0.5)(L.Flatten()(x))), set()),
+    "hard_swish": (lambda x: L.Activation("hard_swish")(x), set()),
+    "PReLU": (lambda x: L.PReLU(shared_axes=[1, 2])(L.Conv2D(4, 1)(x)), set()),
+    "ReLU6": (lambda x: L.ReLU(max_value=6.0)(x), set()),
+}
 
 
 def randomize_bn(model: keras.Model, seed: int = 0) -> keras.Model:

