@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -108,21 +109,23 @@ def convert_cmd(
     arrays = sio.load_npz(data) if data is not None else None
     if not json_:
         err.print("converting...", style="dim")
-    result = convert_file(
-        source,
-        factory=factory,
-        weights=weights,
-        trust_pickle=trust_pickle,
-        input_shapes=parse_input_shapes(input_shape),
-        opset=opset,
-        dynamic_batch=dynamic_batch,
-        nchw=nchw,
-        tolerance=tolerance,
-        data=arrays,
-        data_label=str(data),
-        seed=seed,
-        strict=False,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # what matters comes back in result.warnings, printed below
+        result = convert_file(
+            source,
+            factory=factory,
+            weights=weights,
+            trust_pickle=trust_pickle,
+            input_shapes=parse_input_shapes(input_shape),
+            opset=opset,
+            dynamic_batch=dynamic_batch,
+            nchw=nchw,
+            tolerance=tolerance,
+            data=arrays,
+            data_label=str(data),
+            seed=seed,
+            strict=False,
+        )
     for note in result.warnings:
         warn(note)
     written = None

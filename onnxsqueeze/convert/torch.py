@@ -83,6 +83,10 @@ def _kwargs_adapter(module: Any, keys: Sequence[str]) -> Any:
     return KwargsAdapter().eval()
 
 
+class _SkipDynamo(Exception):
+    """Internal: go straight to the TorchScript exporter."""
+
+
 def _default_input_names(module: Any, count: int) -> list[str]:
     try:
         params = [
@@ -351,22 +355,27 @@ def from_torch(
         if len(outputs) != n_out:
             raise InputError(f"{len(outputs)} output names {outputs} for {n_out} outputs of {label}")
 
-        exporter = DYNAMO
+        exporter, dynamo_error = DYNAMO, None
+        # torch.export cannot take a ScriptModule: the TorchScript exporter is the one for it
+        scripted = isinstance(module, torch.jit.ScriptModule)
         try:
+            if scripted:
+                raise _SkipDynamo
             proto = _export_dynamo(exported, args, names, outputs, dynamic_batch=dynamic_batch, opset=opset)
         except Exception as e:
-            dynamo_error = _first_line(e)
+            dynamo_error = None if scripted else _first_line(e)
             try:
                 # ``runner`` is the module itself, the keyword adapter, or the program's module
                 proto = _export_torchscript(
                     runner, args, names, outputs, dynamic_batch=dynamic_batch, opset=opset
                 )
             except Exception as e2:
+                tried = f"dynamo exporter: {dynamo_error}; " if dynamo_error else ""
                 raise ConversionError(
-                    f"{label}: cannot export to ONNX. dynamo exporter: {dynamo_error}; "
-                    f"TorchScript exporter: {_first_line(e2)}"
+                    f"{label}: cannot export to ONNX. {tried}TorchScript exporter: {_first_line(e2)}"
                 ) from e2
             exporter = TORCHSCRIPT
+        if dynamo_error is not None:
             notes.append(
                 f"the dynamo exporter failed ({dynamo_error}); used the TorchScript exporter instead"
             )
@@ -524,7 +533,9 @@ def load_source(path: str | os.PathLike[str], *, trust_pickle: bool = False) -> 
         if kind == "exported-program":
             return torch.export.load(str(path)), kind
         if kind == "torchscript":
-            return torch.jit.load(str(path), map_location="cpu"), kind
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
+                return torch.jit.load(str(path), map_location="cpu"), kind
     except Exception as e:
         raise InputError(f"{path}: cannot load the {kind} archive: {_first_line(e)}") from e
     if not trust_pickle:

@@ -51,6 +51,17 @@ def test_factory_and_weights(weights: Path, tmp_path: Path) -> None:
     assert code == 0, text
 
 
+def test_opset_fallback_is_reported_once(weights: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o17.onnx"
+    code, text = invoke(
+        "--factory", TINY, "--weights", weights, "--input-shape", "x:1,3,16,16", "--opset", "17", "-o", out
+    )
+    assert code == 0, text
+    assert text.count("used the TorchScript exporter instead") == 1 and "UserWarning" not in text
+    assert "torch.onnx (torchscript), opset 17" in text
+    assert onnx.load(out).opset_import[0].version == 17
+
+
 def test_json_and_data(weights: Path, tmp_path: Path) -> None:
     data = tmp_path / "x.npz"
     np.savez(data, image=np.random.default_rng(0).standard_normal((3, 3, 16, 16)).astype(np.float32))

@@ -150,11 +150,13 @@ def test_exported_program_and_torchscript_sources(tmp_path: Path) -> None:
     result = from_torch(program)  # example inputs stored in the program
     assert result.passed and input_dims(result.model)[0][0] == "batch"
 
-    script, _ = ct.load_source(tmp_path / "m.ts")
+    script, kind = ct.load_source(tmp_path / "m.ts")
+    assert kind == "torchscript"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("error")  # a ScriptModule goes straight to the TorchScript exporter
         result = from_torch(script, x)
-    assert result.passed
+    assert result.exporter == ct.TORCHSCRIPT and result.warnings == ()
+    assert result.passed and input_dims(result.model)[0][0] == "batch"
 
 
 def test_pickled_module_is_refused_unless_trusted(tmp_path: Path) -> None:
