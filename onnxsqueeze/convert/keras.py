@@ -149,7 +149,10 @@ def load_source(path: str | os.PathLike[str]) -> tuple[Any, str]:
 
 def _model_signature(model: Any, keras: Any, tf: Any) -> list[tuple[str, tuple[int | None, ...], Any]]:
     """(name, shape with None for unknown dims, tf dtype) of each input of a Keras model."""
-    inputs = getattr(model, "inputs", None)
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):  # a Sequential model that was never built
+        inputs = None
     if not inputs:
         raise InputError(
             f"{getattr(model, 'name', 'model')}: the Keras model has no defined inputs "
@@ -274,8 +277,8 @@ def from_keras(
 
     Args:
         model_or_path: a Keras model, a ``.keras``/``.h5``/``.hdf5`` path, or a SavedModel folder.
-        input_shapes: shapes for unknown dims, by input name (NHWC, the model's own layout);
-            with a static batch, also the batch to export with (default 1).
+        input_shapes: shapes for unknown dims, by input name, in the ONNX model's layout (NCHW
+            with ``nchw``); with a static batch, also the batch to export with (default 1).
         nchw: expose 4-D inputs and outputs as NCHW; ``data`` is then NCHW too.
         dynamic_batch: keep axis 0 of the inputs dynamic (symbol ``batch``).
         opset: the ONNX opset (default: tf2onnx's).
@@ -306,9 +309,14 @@ def from_keras(
         out_names = list(getattr(model, "output_names", None) or [])
     rank4_in = [n for n, shape, _ in sig if len(shape) == 4]
     overrides = {
-        n: (tuple(np.array(v)[[0, 2, 3, 1]]) if nchw and n in rank4_in and len(v) == 4 else tuple(v))
+        n: tuple(int(v[i]) for i in (0, 2, 3, 1)) if nchw and n in rank4_in and len(v) == 4 else tuple(v)
         for n, v in (input_shapes or {}).items()
     }
+    unknown = [n for n in overrides if n not in [name for name, _, _ in sig]]
+    if unknown:
+        raise InputError(
+            f"--input-shape names '{unknown[0]}', but {label}'s inputs are {[name for name, _, _ in sig]}"
+        )
     if data is not None:
         feeds = _data_feeds(sig, data, rank4_in, nchw)
         shapes = {n: tuple(a.shape) for n, a in feeds.items()}

@@ -124,6 +124,24 @@ def test_static_batch_and_opset(km: Any) -> None:
     assert dims(result.model.graph.input) == [[4, 16, 16, 3]]
 
 
+def test_two_inputs(km: Any) -> None:
+    keras, L = km.keras, km.L
+    keras.utils.set_random_seed(0)
+    image = keras.Input((16, 16, 3), name="image")
+    meta = keras.Input((4,), name="meta")
+    features = L.GlobalAveragePooling2D()(L.Conv2D(8, 3)(image))
+    out = L.Dense(3, name="score")(L.Concatenate()([features, L.Dense(8, activation="relu")(meta)]))
+    model = keras.Model([image, meta], out)
+    result = from_keras(model, nchw=True, input_shapes={"image": (1, 3, 16, 16)})
+    assert [
+        (i.name, d) for i, d in zip(result.model.graph.input, dims(result.model.graph.input), strict=True)
+    ] == [
+        ("image", ["batch", 3, 16, 16]),
+        ("meta", ["batch", 4]),
+    ]
+    assert result.passed and [o.name for o in result.model.graph.output] == ["score"]
+
+
 def test_unknown_spatial_dims_need_a_shape(km: Any) -> None:
     keras, L = km.keras, km.L
     keras.utils.set_random_seed(0)
