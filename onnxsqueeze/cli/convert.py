@@ -56,6 +56,14 @@ def convert_cmd(
         bool,
         typer.Option("--dynamic-batch/--static-batch", help="Make axis 0 of the inputs and outputs dynamic."),
     ] = True,
+    dynamic_axis: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dynamic-axis",
+            help="PyTorch: another dynamic axis, NAME:AXIS[=SYMBOL] (repeatable), e.g. input_ids:1=sequence.",
+            show_default=False,
+        ),
+    ] = None,
     factory: Annotated[
         str | None,
         typer.Option(
@@ -98,7 +106,7 @@ def convert_cmd(
     Beyond --tolerance nothing is written (exit 1) unless --force.
     """
     from onnxsqueeze import io as sio
-    from onnxsqueeze.convert import convert_file
+    from onnxsqueeze.convert import convert_file, parse_dynamic_axes
     from onnxsqueeze.errors import InputError
     from onnxsqueeze.shapes import parse_input_shapes
 
@@ -119,6 +127,7 @@ def convert_cmd(
             input_shapes=parse_input_shapes(input_shape),
             opset=opset,
             dynamic_batch=dynamic_batch,
+            dynamic_axes=parse_dynamic_axes(dynamic_axis),
             nchw=nchw,
             tolerance=tolerance,
             data=arrays,

@@ -36,6 +36,21 @@ def from_keras(model_or_path: Any, **kwargs: Any) -> ConversionResult:
     return _k.from_keras(model_or_path, **kwargs)
 
 
+def parse_dynamic_axes(specs: Sequence[str] | None) -> dict[str, dict[int, str]]:
+    """Parse ``NAME:AXIS`` or ``NAME:AXIS=SYMBOL`` (``input_ids:1=sequence``) into a dict."""
+    axes: dict[str, dict[int, str]] = {}
+    for spec in specs or ():
+        name, sep, rest = spec.rpartition(":")
+        axis_text, _, symbol = rest.partition("=")
+        if not sep or not name or not axis_text.strip().isdigit():
+            raise InputError(
+                f"--dynamic-axis '{spec}': expected NAME:AXIS or NAME:AXIS=SYMBOL (e.g. input_ids:1=sequence)"
+            )
+        axis = int(axis_text)
+        axes.setdefault(name, {})[axis] = symbol.strip() or f"{name}_{axis}"
+    return axes
+
+
 def source_kind(source: str | os.PathLike[str] | None, factory: str | None = None) -> str:
     """``torch`` or ``keras``: which converter a source needs (by factory, folder, suffix, content).
 
@@ -77,6 +92,7 @@ def convert_file(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     opset: int | None = None,
     dynamic_batch: bool = True,
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
     nchw: bool = False,
     tolerance: float = 1e-4,
     data: Mapping[str, np.ndarray] | None = None,
@@ -112,6 +128,11 @@ def convert_file(
     if kind == "keras":
         if factory or weights or trust_pickle:
             raise InputError("--factory, --weights and --trust-pickle apply to PyTorch models only")
+        if dynamic_axes:
+            raise InputError(
+                "--dynamic-axis applies to PyTorch models; a Keras model keeps dynamic the dims its "
+                "Input declares as None"
+            )
         from onnxsqueeze.convert import keras as _k
 
         return _k.from_keras(source, input_shapes=input_shapes, nchw=nchw, **common)
@@ -148,7 +169,14 @@ def convert_file(
             )
     names = list(example) if example is not None else None
     args = tuple(example.values()) if example is not None else None
-    return _t.from_torch(module, args, input_names=names, source=label, **common)
+    return _t.from_torch(module, args, input_names=names, source=label, dynamic_axes=dynamic_axes, **common)
 
 
-__all__ = ["ConversionResult", "convert_file", "from_keras", "from_torch", "source_kind"]
+__all__ = [
+    "ConversionResult",
+    "convert_file",
+    "from_keras",
+    "from_torch",
+    "parse_dynamic_axes",
+    "source_kind",
+]

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxsqueeze.convert.result import BATCH, ConversionResult, finish, name_batch_axis, static_batch_inputs
+from onnxsqueeze.convert.result import BATCH, ConversionResult, finish
 from onnxsqueeze.errors import ConversionError, InputError
 
 DYNAMO = "torch.onnx (dynamo)"
@@ -81,6 +81,53 @@ def _kwargs_adapter(module: Any, keys: Sequence[str]) -> Any:
             return self.inner(**dict(zip(keys, args, strict=True)))
 
     return KwargsAdapter().eval()
+
+
+def _requested_axes(
+    names: Sequence[str],
+    args: Sequence[Any],
+    dynamic_batch: bool,
+    extra: Mapping[str, Mapping[int, str]] | None,
+) -> dict[str, dict[int, str]]:
+    """Dynamic axes by input name: axis 0 (``batch``) of every input when ``dynamic_batch``, plus
+    ``extra``; validated against the example inputs."""
+    ranks = {n: t.ndim for n, t in zip(names, args, strict=True)}
+    axes: dict[str, dict[int, str]] = {
+        n: ({0: BATCH} if dynamic_batch and r else {}) for n, r in ranks.items()
+    }
+    for name, more in (extra or {}).items():
+        if name not in ranks:
+            raise InputError(f"dynamic axis for '{name}', but the inputs are {list(names)}")
+        for axis, symbol in more.items():
+            if not 0 <= axis < ranks[name]:
+                raise InputError(f"dynamic axis {axis} of '{name}': the input has rank {ranks[name]}")
+            axes[name][axis] = symbol
+    return axes
+
+
+def _name_axes(
+    proto: onnx.ModelProto, names: Sequence[str], axes: Mapping[str, Mapping[int, str]], notes: list[str]
+) -> dict[str, list[int]]:
+    """Name the exporter's symbols (``s0``, ``s31``...) as requested; return the axes that really
+    are dynamic, noting the ones the exporter kept static."""
+    from onnxsqueeze.convert.result import rename_dim
+
+    by_name = {vi.name: vi for vi in proto.graph.input}
+    dynamic: dict[str, list[int]] = {}
+    static: list[str] = []
+    for name in names:
+        vi = by_name.get(name)
+        for axis, symbol in sorted(axes.get(name, {}).items()):
+            dim = vi.type.tensor_type.shape.dim[axis] if vi is not None else None
+            if dim is None or not dim.HasField("dim_param"):
+                static.append(f"{name}[{axis}]")
+                continue
+            if dim.dim_param != symbol:
+                rename_dim(proto, dim.dim_param, symbol)
+            dynamic.setdefault(name, []).append(axis)
+    if static:
+        notes.append(f"the exporter kept these axes static: {', '.join(static)}")
+    return dynamic
 
 
 class _SkipDynamo(Exception):
@@ -140,14 +187,16 @@ def _verify_inputs(
     args: Sequence[Any],
     names: Sequence[str],
     *,
-    batch: int | None,
+    vary: Mapping[str, Sequence[int]],
     data: Mapping[str, np.ndarray] | None,
     seed: int,
 ) -> dict[str, np.ndarray]:
     """Inputs to verify on: ``data`` by name, else seeded normal floats and the example's integers.
 
-    Integer and boolean inputs (token ids, masks) keep the example's values, tiled along the
-    batch axis: random ids may be out of a vocabulary, the example's are valid by construction.
+    Each dynamic axis in ``vary`` gets one more element than the example had, so the check
+    proves the axis really is dynamic. Integer and boolean inputs (token ids, masks) keep the
+    example's values, tiled along the varied axes: random ids may be out of a vocabulary, the
+    example's are valid by construction.
     """
     if data is not None:
         missing = [n for n in names if n not in data]
@@ -159,15 +208,15 @@ def _verify_inputs(
     for name, t in zip(names, args, strict=True):
         ex = t.detach().cpu().numpy()
         shape = list(ex.shape)
-        if batch is not None and shape:
-            shape[0] = batch
+        for axis in vary.get(name, ()):
+            shape[axis] += 1
         if np.issubdtype(ex.dtype, np.floating):
             feeds[name] = rng.standard_normal(shape).astype(ex.dtype)
-        elif ex.ndim and batch is not None:
-            reps = -(-batch // max(ex.shape[0], 1))
-            feeds[name] = np.concatenate([ex] * reps, axis=0)[:batch]
-        else:
-            feeds[name] = ex
+            continue
+        value = ex
+        for axis in vary.get(name, ()):
+            value = np.take(value, np.arange(shape[axis]) % max(ex.shape[axis], 1), axis=axis)
+        feeds[name] = value
     return feeds
 
 
@@ -188,13 +237,15 @@ def _export_dynamo(
     names: list[str],
     outputs: list[str],
     *,
-    dynamic_batch: bool,
+    axes: Mapping[str, Mapping[int, str]],
     opset: int | None,
 ) -> onnx.ModelProto:
     torch = _torch()
     kwargs: dict[str, Any] = {}
-    if dynamic_batch and not isinstance(model, torch.export.ExportedProgram):
-        specs = tuple({0: torch.export.Dim.DYNAMIC} if t.ndim else None for t in args)
+    if axes and not isinstance(model, torch.export.ExportedProgram):
+        # Dim.DYNAMIC, not a named Dim: a named one fails when the exporter specializes a size-1
+        # example axis; DYNAMIC never fails, and an axis kept static is detected afterwards
+        specs = tuple({a: torch.export.Dim.DYNAMIC for a in axes[n]} if axes.get(n) else None for n in names)
         # a ``forward(*args)`` (the keyword adapter) takes all specs as its one parameter
         kwargs["dynamic_shapes"] = (specs,) if _takes_varargs(model) else specs
     with warnings.catch_warnings(), _quiet():
@@ -224,14 +275,14 @@ def _export_torchscript(
     names: list[str],
     outputs: list[str],
     *,
-    dynamic_batch: bool,
+    axes: Mapping[str, Mapping[int, str]],
     opset: int | None,
 ) -> onnx.ModelProto:
     torch = _torch()
     buf = io.BytesIO()
-    axes = {n: {0: BATCH} for n, t in zip(names, args, strict=True) if t.ndim} if dynamic_batch else None
-    if axes:
-        axes.update({n: {0: BATCH} for n in outputs})
+    dynamic = {n: dict(a) for n, a in axes.items() if a}
+    if any(0 in a for a in dynamic.values()):
+        dynamic.update({n: {0: BATCH} for n in outputs})
     with warnings.catch_warnings(), _quiet():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -242,7 +293,7 @@ def _export_torchscript(
             input_names=names,
             output_names=outputs,
             opset_version=opset,
-            dynamic_axes=axes,
+            dynamic_axes=dynamic or None,
         )
     return onnx.load_from_string(buf.getvalue())
 
@@ -280,6 +331,7 @@ def from_torch(
     dynamic_batch: bool = True,
     opset: int | None = None,
     tolerance: float = 1e-4,
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
     data: Mapping[str, np.ndarray] | None = None,
     data_label: str = "data",
     seed: int = 0,
@@ -299,9 +351,11 @@ def from_torch(
         dynamic_batch: make axis 0 of every input and output dynamic (symbol ``batch``).
         opset: the ONNX opset (default: the exporter's).
         tolerance: the max absolute error allowed between torch and onnxruntime outputs.
+        dynamic_axes: more dynamic axes, by input name: ``{"input_ids": {1: "sequence"}}``
+            (the symbol names the axis in the ONNX model). Verified one longer than the example.
         data: verification inputs by input name (first axis = samples; at most 256 used);
-            default: seeded random floats at a batch other than the example's when the batch is
-            dynamic (so the dynamic axis is exercised), and the example's integer inputs.
+            default: seeded random floats one larger than the example along every dynamic axis
+            (so the dynamic axes are exercised), and the example's integer inputs.
         seed: seed of the random verification inputs.
         strict: raise VerificationError beyond ``tolerance``; with False the caller checks
             ``result.passed``.
@@ -355,20 +409,19 @@ def from_torch(
         if len(outputs) != n_out:
             raise InputError(f"{len(outputs)} output names {outputs} for {n_out} outputs of {label}")
 
+        axes = _requested_axes(names, args, dynamic_batch, dynamic_axes)
         exporter, dynamo_error = DYNAMO, None
         # torch.export cannot take a ScriptModule: the TorchScript exporter is the one for it
         scripted = isinstance(module, torch.jit.ScriptModule)
         try:
             if scripted:
                 raise _SkipDynamo
-            proto = _export_dynamo(exported, args, names, outputs, dynamic_batch=dynamic_batch, opset=opset)
+            proto = _export_dynamo(exported, args, names, outputs, axes=axes, opset=opset)
         except Exception as e:
             dynamo_error = None if scripted else _first_line(e)
             try:
                 # ``runner`` is the module itself, the keyword adapter, or the program's module
-                proto = _export_torchscript(
-                    runner, args, names, outputs, dynamic_batch=dynamic_batch, opset=opset
-                )
+                proto = _export_torchscript(runner, args, names, outputs, axes=axes, opset=opset)
             except Exception as e2:
                 tried = f"dynamo exporter: {dynamo_error}; " if dynamo_error else ""
                 raise ConversionError(
@@ -381,15 +434,8 @@ def from_torch(
             )
             warnings.warn(notes[-1], stacklevel=3)
 
-        batch: int | None = None
-        if dynamic_batch:
-            name_batch_axis(proto)
-            static = static_batch_inputs(proto)
-            if static:
-                notes.append(f"the exporter kept a static batch axis on input(s) {static}")
-            elif args[0].ndim:
-                batch = int(args[0].shape[0]) + 1  # verify at another batch: proves the dynamic axis
-        feeds = _verify_inputs(args, names, batch=batch, data=data, seed=seed)
+        vary = _name_axes(proto, names, axes, notes)
+        feeds = _verify_inputs(args, names, vary=vary, data=data, seed=seed)
         reference = _run_torch(runner, feeds, names)
     return finish(
         proto,

@@ -134,6 +134,23 @@ def test_verification_failure_writes_nothing_unless_forced(tmp_path: Path) -> No
         (["--factory", "no.such.module:f", "--input-shape", "x:1,2", "-o", "{tmp}/a.onnx"], "cannot import"),
         (["--factory", TINY, "--nchw", "--input-shape", "x:1,3,16,16", "-o", "{tmp}/a.onnx"], "--nchw"),
         (["{tmp}/missing.pt", "-o", "{tmp}/a.onnx"], "no such file"),
+        (
+            ["--factory", TINY, "--input-shape", "x:1,3,16,16", "--dynamic-axis", "x", "-o", "{tmp}/a.onnx"],
+            "NAME:AXIS",
+        ),
+        (
+            [
+                "--factory",
+                TINY,
+                "--input-shape",
+                "x:1,3,16,16",
+                "--dynamic-axis",
+                "y:1",
+                "-o",
+                "{tmp}/a.onnx",
+            ],
+            "dynamic axis for 'y'",
+        ),
         (["{tmp}/notes.txt", "-o", "{tmp}/a.onnx"], "unknown model format"),
         (["{weights}", "--factory", TINY, "--input-shape", "x:1,3,16,16", "-o", "{weights}"], "overwrite"),
         (["--factory", TINY, "--input-shape", "x:1,3,16", "-o", "{tmp}/a.onnx"], "fails on the example"),

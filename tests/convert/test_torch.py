@@ -87,6 +87,35 @@ def test_keyword_inputs_and_integer_ids() -> None:
     assert result.passed and result.report.inputs["input_ids"] == (2, 6)
 
 
+def test_dynamic_sequence_axis() -> None:
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.emb = nn.Embedding(50, 16)
+            self.block = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            h = self.block(self.emb(input_ids), src_key_padding_mask=attention_mask == 0)
+            return (h * attention_mask[..., None]).sum(1) / attention_mask.sum(1, keepdim=True)
+
+    ids = torch.randint(1, 50, (1, 6))
+    seq = {1: "sequence"}
+    result = from_torch(
+        Encoder(),
+        (ids, torch.ones(1, 6, dtype=torch.int64)),
+        input_names=["input_ids", "attention_mask"],
+        dynamic_axes={"input_ids": seq, "attention_mask": seq},
+    )
+    assert input_dims(result.model) == [["batch", "sequence"], ["batch", "sequence"]]
+    assert result.report.inputs == {"input_ids": (2, 7), "attention_mask": (2, 7)}  # both axes exercised
+    assert result.passed and result.max_abs <= TOL
+    with pytest.raises(InputError, match="rank 2"):
+        from_torch(
+            Encoder(), (ids, torch.ones(1, 6, dtype=torch.int64)), dynamic_axes={"input_ids": {2: "x"}}
+        )
+
+
 def test_requested_opset_below_dynamo_range_falls_back_with_a_warning() -> None:
     with pytest.warns(UserWarning, match="TorchScript exporter"):
         result = from_torch(tiny_cnn(), torch.randn(1, 3, 16, 16), opset=17)
