@@ -14,26 +14,14 @@ from typing import Any
 
 import numpy as np
 
+# NOTE: these modules import torch / tensorflow inside their functions only; importing them is cheap.
+from onnxsqueeze.convert.keras import from_keras
 from onnxsqueeze.convert.result import ConversionResult
+from onnxsqueeze.convert.torch import from_torch
 from onnxsqueeze.errors import InputError
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 TORCH_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".torchscript", ".ptl", ".bin", ".ckpt")
-
-
-def from_torch(module: Any, example_inputs: Any = None, **kwargs: Any) -> ConversionResult:
-    """Export a PyTorch module to verified ONNX; see :func:`onnxsqueeze.convert.torch.from_torch`."""
-    from onnxsqueeze.convert import torch as _t
-
-    return _t.from_torch(module, example_inputs, **kwargs)
-
-
-def from_keras(model_or_path: Any, **kwargs: Any) -> ConversionResult:
-    """Convert a Keras model, file or SavedModel to verified ONNX; see
-    :func:`onnxsqueeze.convert.keras.from_keras`."""
-    from onnxsqueeze.convert import keras as _k
-
-    return _k.from_keras(model_or_path, **kwargs)
 
 
 def parse_dynamic_axes(specs: Sequence[str] | None) -> dict[str, dict[int, str]]:

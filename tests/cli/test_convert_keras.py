@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from onnxsqueeze.cli.app import app
 
 # NOTE: TensorFlow is imported by fixtures, never at collection (TF before torchvision crashes).
-pytestmark = pytest.mark.tf
+pytestmark = [pytest.mark.tf, pytest.mark.filterwarnings("ignore::DeprecationWarning")]  # keras internals
 runner = CliRunner()
 
 

@@ -16,7 +16,7 @@ from onnxsqueeze.convert import from_keras
 from onnxsqueeze.errors import ConversionError, InputError
 from tests.helpers import run_ort
 
-pytestmark = pytest.mark.tf
+pytestmark = [pytest.mark.tf, pytest.mark.filterwarnings("ignore::DeprecationWarning")]  # keras internals
 
 # NOTE: TensorFlow is imported by the tests, never at collection: the non-TF session collects this
 # file too, and TF loaded before torchvision crashes that process.

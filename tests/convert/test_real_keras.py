@@ -20,7 +20,7 @@ from onnxsqueeze.cli.app import app
 from tests.helpers import run_ort
 
 # NOTE: TensorFlow is imported by the fixture, never at collection (TF before torchvision crashes).
-pytestmark = [pytest.mark.tf, pytest.mark.slow]
+pytestmark = [pytest.mark.tf, pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 runner = CliRunner()
 
 
