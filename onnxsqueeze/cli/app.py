@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from onnxsqueeze.cli import bench, core, fp16, squeeze
+from onnxsqueeze.cli import bench, convert, core, fp16, squeeze
 from onnxsqueeze.cli import export as export_cli
 from onnxsqueeze.cli import resize as resize_cli
 
@@ -40,6 +40,7 @@ def _root(
 
 core.register(app)
 bench.register(app)
+convert.register(app)
 export_cli.register(app)
 fp16.register(app)
 resize_cli.register(app)

@@ -1,0 +1,163 @@
+"""``convert``: a PyTorch or Keras/TensorFlow model to a verified, cleaned ONNX file."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from onnxsqueeze.cli import _options as opt
+from onnxsqueeze.cli._output import emit_json, err, escape, handle_errors, human_bytes, out, warn
+
+
+def _dims(shape: list[Any]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def render(result: Any, source_label: str) -> None:
+    d = result.to_dict()
+    out.print(
+        f"converted [bold]{escape(source_label)}[/] with {escape(result.exporter)}, opset {d['opset']}, "
+        f"{d['nodes']} nodes after cleanup (exporter: {d['exported_nodes']})"
+    )
+    t = Table(show_edge=False)
+    for col in ("", "name", "dtype", "shape"):
+        t.add_column(col)
+    for kind in ("inputs", "outputs"):
+        for e in d[kind]:
+            t.add_row(kind[:-1], escape(e["name"]), e["dtype"], escape(_dims(e["shape"])))
+    out.print(t)
+    from onnxsqueeze.cli.core import render_report
+
+    render_report(result.report, None)
+    verdict = "[green]within[/]" if result.passed else "[red]exceeds[/]"
+    out.print(f"max abs error {result.max_abs:.3g} {verdict} tolerance {result.tolerance:g}")
+
+
+@handle_errors
+def convert_cmd(
+    output: opt.OutputOpt,
+    source: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A PyTorch file (.pt2 ExportedProgram, TorchScript archive, state_dict with --factory), "
+            "a Keras file (.keras, .h5, .hdf5) or a TensorFlow SavedModel folder.",
+            show_default=False,
+        ),
+    ] = None,
+    input_shape: opt.InputShapeOpt = None,
+    opset: Annotated[
+        int | None, typer.Option("--opset", help="ONNX opset (default: the exporter's).", show_default=False)
+    ] = None,
+    dynamic_batch: Annotated[
+        bool,
+        typer.Option("--dynamic-batch/--static-batch", help="Make axis 0 of the inputs and outputs dynamic."),
+    ] = True,
+    dynamic_axis: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dynamic-axis",
+            help="PyTorch: another dynamic axis, NAME:AXIS[=SYMBOL] (repeatable), e.g. input_ids:1=sequence.",
+            show_default=False,
+        ),
+    ] = None,
+    factory: Annotated[
+        str | None,
+        typer.Option(
+            "--factory",
+            help="package.module:callable that builds the torch.nn.Module (e.g. "
+            "facenet_pytorch.models.mtcnn:ONet); weights from --weights or SOURCE.",
+            show_default=False,
+        ),
+    ] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--weights", help="A state_dict for --factory (read with weights_only=True).", show_default=False
+        ),
+    ] = None,
+    nchw: Annotated[
+        bool, typer.Option("--nchw", help="Keras/TF: expose 4-D inputs and outputs as NCHW.")
+    ] = False,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--trust-pickle",
+            help="Allow a file that pickles a whole torch module. Unpickling can run arbitrary code: "
+            "only for files you trust.",
+        ),
+    ] = False,
+    tolerance: Annotated[
+        float,
+        typer.Option("--tolerance", help="Max absolute error allowed vs. the framework; exit 1 beyond it."),
+    ] = 1e-4,
+    data: opt.DataOpt = None,
+    seed: opt.SeedOpt = 0,
+    force: opt.ForceFlag = False,
+    json_: opt.JsonFlag = False,
+) -> None:
+    """Convert a PyTorch or Keras/TensorFlow model to ONNX, clean it, and verify it against the framework.
+
+    Both models run on the same inputs (seeded, or --data) and their outputs are compared.
+
+    Beyond --tolerance nothing is written (exit 1) unless --force.
+    """
+    from onnxsqueeze import io as sio
+    from onnxsqueeze.convert import convert_file, parse_dynamic_axes
+    from onnxsqueeze.errors import InputError
+    from onnxsqueeze.shapes import parse_input_shapes
+
+    protect = [p for p in (source, weights) if p is not None]
+    for p in protect:
+        if p.exists() and p.resolve() == output.resolve():
+            raise InputError(f"{output}: refusing to overwrite the input file; choose another output")
+    arrays = sio.load_npz(data) if data is not None else None
+    if not json_:
+        err.print("converting...", style="dim")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # what matters comes back in result.warnings, printed below
+        result = convert_file(
+            source,
+            factory=factory,
+            weights=weights,
+            trust_pickle=trust_pickle,
+            input_shapes=parse_input_shapes(input_shape),
+            opset=opset,
+            dynamic_batch=dynamic_batch,
+            dynamic_axes=parse_dynamic_axes(dynamic_axis),
+            nchw=nchw,
+            tolerance=tolerance,
+            data=arrays,
+            data_label=str(data),
+            seed=seed,
+            strict=False,
+        )
+    for note in result.warnings:
+        warn(note)
+    written = None
+    if result.passed or force:
+        written = sio.save(result.model, output, protect=protect)
+    label = factory if factory and source is None and weights is None else result.source
+    if json_:
+        emit_json(result.to_dict() | {"output": str(written) if written else None})
+    else:
+        render(result, label)
+        if written is not None:
+            out.print(f"wrote {escape(str(written))} ({human_bytes(written.stat().st_size)})")
+    if not result.passed:
+        from onnxsqueeze.convert.result import failure_message
+        from onnxsqueeze.errors import VerificationError
+
+        if force:
+            warn(f"{failure_message(result)}; written anyway (--force)")
+            return
+        raise VerificationError(
+            f"{failure_message(result)}; nothing written (use --force to write it anyway)"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("convert")(convert_cmd)
