@@ -112,19 +112,36 @@ class _Normal:
         self.resid_sum += r.sum(axis=0)
         self.rows += len(p)
 
-    def solve(self, ridge: float, intercept: bool) -> tuple[np.ndarray, float]:
-        """Weights ``[D, n_out]`` (last row the bias when ``intercept``) and the relative error."""
+    def solve(
+        self, ridge: float, intercept: bool, support: np.ndarray | None = None
+    ) -> tuple[np.ndarray, float]:
+        """Weights ``[D, n_out]`` (last row the bias when ``intercept``) and the relative error.
+
+        With ``support`` (a boolean ``[D, n_out]`` mask), each output column is fitted on its own
+        nonzero rows only, so a sparsity pattern is kept: ``w_S = (G_SS + lam I)^-1 H_S``.
+        """
         d = self.g.shape[0]
         reg = np.eye(d) * ridge * max(float(np.mean(np.diag(self.g))), 1e-12)
         if intercept:
             reg[-1, -1] = 0.0
         a = self.g + reg
-        try:
-            w = np.linalg.solve(a, self.h)
-        except np.linalg.LinAlgError:
-            w = np.linalg.lstsq(a, self.h, rcond=None)[0]
+        if support is None:
+            w = _solve_spd(a, self.h)
+        else:
+            w = np.zeros_like(self.h)
+            for o in range(self.h.shape[1]):
+                s = np.flatnonzero(support[:, o])
+                if len(s):
+                    w[s, o] = _solve_spd(a[np.ix_(s, s)], self.h[s, o])
         err = float(np.einsum("ij,ik,kj->", w, self.g, w) - 2 * np.sum(w * self.h) + self.yy)
         return w, max(err, 0.0) / max(self.yy, 1e-30)
+
+
+def _solve_spd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    try:
+        return np.linalg.solve(a, b)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(a, b, rcond=None)[0]
 
 
 def _conv_rows(
@@ -139,7 +156,14 @@ def _conv_rows(
 
 
 def _fit_conv(
-    node: ir.Node, x: np.ndarray, y: np.ndarray, mode: str, ridge: float, max_rows: int, rng: np.random.Generator
+    node: ir.Node,
+    x: np.ndarray,
+    y: np.ndarray,
+    mode: str,
+    ridge: float,
+    max_rows: int,
+    rng: np.random.Generator,
+    masked: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | str:
     w_value, b_value = node.inputs[1], node.inputs[2] if len(node.inputs) > 2 else None
     w = w_value.const_value.numpy()  # type: ignore[union-attr]
@@ -168,26 +192,37 @@ def _fit_conv(
         target = y[n_idx[sel], :, h_idx[sel], w_idx[sel]]
         pred = p @ w_flat.T + b_cur
         acc.add(np.concatenate([p, np.ones((len(p), 1), p.dtype)], axis=1), target, pred)
-    w_new, b_new, info = _solve(acc, w_flat.T, b_cur, mode, ridge)
+    w_new, b_new, info = _solve(acc, w_flat.T, b_cur, mode, ridge, masked)
     return w_new.T.reshape(cout, cin, kh, kw), b_new, info
 
 
 def _solve(
-    acc: _Normal, w_cur: np.ndarray, b_cur: np.ndarray, mode: str, ridge: float
+    acc: _Normal, w_cur: np.ndarray, b_cur: np.ndarray, mode: str, ridge: float, masked: bool = False
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     before = acc.err_before / max(acc.yy, 1e-30)
     if mode == "bias":
         delta = acc.resid_sum / max(acc.rows, 1)
         after = (acc.err_before - acc.rows * float((delta**2).sum())) / max(acc.yy, 1e-30)
         return w_cur, b_cur + delta, {"rows": acc.rows, "error_before": before, "error_after": max(after, 0.0)}
-    sol, after = acc.solve(ridge, intercept=True)
+    if masked:
+        support = np.concatenate([w_cur != 0, np.ones((1, w_cur.shape[1]), bool)], axis=0)
+        sol, after = acc.solve(ridge, intercept=True, support=support)
+    else:
+        sol, after = acc.solve(ridge, intercept=True)
     if after > before:  # regularization cannot make the fit worse than what we had; keep the better
         return w_cur, b_cur, {"rows": acc.rows, "error_before": before, "error_after": before}
     return sol[:-1], sol[-1], {"rows": acc.rows, "error_before": before, "error_after": after}
 
 
 def _fit_dense(
-    node: ir.Node, x: np.ndarray, y: np.ndarray, mode: str, ridge: float, max_rows: int, rng: np.random.Generator
+    node: ir.Node,
+    x: np.ndarray,
+    y: np.ndarray,
+    mode: str,
+    ridge: float,
+    max_rows: int,
+    rng: np.random.Generator,
+    masked: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | str:
     """Gemm / MatMul: the effective ``Y = X @ W + b`` view of the layer."""
     w = node.inputs[1].const_value.numpy().astype(np.float64)  # type: ignore[union-attr]
@@ -219,13 +254,18 @@ def _fit_dense(
             p = np.concatenate([p, np.ones((len(p), 1), p.dtype)], axis=1)
         acc.add(p, target, pred)
     if intercept:
-        w_new, b_new, info = _solve(acc, w_eff, b_cur, mode, ridge)
+        w_new, b_new, info = _solve(acc, w_eff, b_cur, mode, ridge, masked)
         return w_new, b_new, info
     before = acc.err_before / max(acc.yy, 1e-30)
-    sol, after = acc.solve(ridge, intercept=False)
+    sol, after = acc.solve(ridge, intercept=False, support=(w_eff != 0) if masked else None)
     if after > before:
         sol, after = w_eff, before
     return sol, b_cur, {"rows": acc.rows, "error_before": before, "error_after": after}
+
+
+def _group(node: ir.Node) -> int:
+    attr = node.attributes.get("group")
+    return attr.as_int() if attr is not None else 1
 
 
 def _write(graph: ir.Graph, node: ir.Node, w: np.ndarray, b: np.ndarray) -> None:
@@ -256,6 +296,7 @@ def refit(
     ridge: float = 1e-3,
     max_rows: int = 20000,
     seed: int = 0,
+    masked: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Re-fit ``layers`` of the pruned ``model`` (in place) to match ``original`` on ``calibration``.
@@ -266,6 +307,7 @@ def refit(
         layers: Conv (group 1), Gemm or MatMul nodes of ``model`` whose input lost channels.
         kept: kept channel indices per value name (for the layers' pruned outputs).
         calibration: model inputs, first axis = samples.
+        masked: keep each layer's zero weights at zero (re-fit of a sparsity pattern).
 
     Returns:
         One dict per layer: ``layer``, ``op``, ``rows``, ``error_before`` and ``error_after``
@@ -288,8 +330,11 @@ def refit(
             if idx is not None and len(idx) != y.shape[-1 if node.op_type == "MatMul" else 1]:
                 y = np.take(y, idx, axis=-1 if node.op_type == "MatMul" else 1)
             x = inputs[node.inputs[0].name]  # type: ignore[index]
-            fit = _fit_conv if node.op_type == "Conv" else _fit_dense
-            result = fit(node, x, y, mode, ridge, max_rows, rng)
+            if node.op_type == "Conv" and _group(node) != 1 or node.op_type not in ("Conv", "Gemm", "MatMul"):
+                result: Any = f"{node.op_type} with groups is not re-fitted"
+            else:
+                fit = _fit_conv if node.op_type == "Conv" else _fit_dense
+                result = fit(node, x, y, mode, ridge, max_rows, rng, masked)
             entry: dict[str, Any] = {"layer": node.name, "op": node.op_type, "mode": mode}
             if isinstance(result, str):
                 entry["skipped"] = result
