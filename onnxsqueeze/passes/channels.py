@@ -48,13 +48,85 @@ from onnxsqueeze.errors import InputError, UnsupportedModelError
 from onnxsqueeze.passes.base import SqueezePass
 
 UNARY = frozenset(
-    "Relu LeakyRelu Sigmoid HardSigmoid HardSwish Tanh Clip Elu Selu Celu Softplus Softsign Gelu Erf Exp "
-    "Log Neg Abs Sqrt Identity Dropout Cast Mish Floor Ceil Round Reciprocal ThresholdedRelu Sign Sin Cos "
-    "Not IsNaN IsInf QuickGelu".split()
+    [
+        "Relu",
+        "LeakyRelu",
+        "Sigmoid",
+        "HardSigmoid",
+        "HardSwish",
+        "Tanh",
+        "Clip",
+        "Elu",
+        "Selu",
+        "Celu",
+        "Softplus",
+        "Softsign",
+        "Gelu",
+        "Erf",
+        "Exp",
+        "Log",
+        "Neg",
+        "Abs",
+        "Sqrt",
+        "Identity",
+        "Dropout",
+        "Cast",
+        "Mish",
+        "Floor",
+        "Ceil",
+        "Round",
+        "Reciprocal",
+        "ThresholdedRelu",
+        "Sign",
+        "Sin",
+        "Cos",
+        "Not",
+        "IsNaN",
+        "IsInf",
+        "QuickGelu",
+    ]
 )
-SPATIAL = frozenset("MaxPool AveragePool GlobalAveragePool GlobalMaxPool LpPool GlobalLpPool".split())
-BINARY = frozenset("Add Sub Mul Div Max Min Sum Mean Pow PRelu Where Equal Greater Less And Or".split())
-REDUCE = frozenset("ReduceMean ReduceSum ReduceMax ReduceMin ReduceProd ReduceL1 ReduceL2".split())
+SPATIAL = frozenset(
+    [
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+        "LpPool",
+        "GlobalLpPool",
+    ]
+)
+BINARY = frozenset(
+    [
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Max",
+        "Min",
+        "Sum",
+        "Mean",
+        "Pow",
+        "PRelu",
+        "Where",
+        "Equal",
+        "Greater",
+        "Less",
+        "And",
+        "Or",
+    ]
+)
+REDUCE = frozenset(
+    [
+        "ReduceMean",
+        "ReduceSum",
+        "ReduceMax",
+        "ReduceMin",
+        "ReduceProd",
+        "ReduceL1",
+        "ReduceL2",
+    ]
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -423,7 +495,9 @@ class ChannelGraph:
             dims = _dims(v) if v is not None else None
             if dims is None or dims[axis] is None:
                 for other in present:
-                    self._block(other, f"Concat '{node.name}' input '{getattr(v, 'name', '')}' has unknown size")
+                    self._block(
+                        other, f"Concat '{node.name}' input '{getattr(v, 'name', '')}' has unknown size"
+                    )
                 return
             size = int(dims[axis])  # type: ignore[arg-type]
             fixed = self._new_space(size, None, fixed=f"Concat '{node.name}' input without a producer")
@@ -472,7 +546,11 @@ class ChannelGraph:
         starts, ends = consts[0], consts[1]
         axes = consts[2] if len(consts) > 2 and node.inputs[3] is not None else None
         steps = consts[3] if len(consts) > 3 and node.inputs[4] is not None else None
-        if starts is None or ends is None or (len(node.inputs) > 3 and node.inputs[3] is not None and axes is None):
+        if (
+            starts is None
+            or ends is None
+            or (len(node.inputs) > 3 and node.inputs[3] is not None and axes is None)
+        ):
             self._block(x, f"Slice '{node.name}' has dynamic bounds")
             return
         rank = len(dims)
@@ -720,7 +798,12 @@ def _sub_layout(x: Layout, lo: int, hi: int) -> Layout | None:
             if (a - offset) % seg.block or (b - offset) % seg.block:
                 return None
             out.append(
-                Segment(seg.space, seg.start + (a - offset) // seg.block, seg.start + (b - offset) // seg.block, seg.block)
+                Segment(
+                    seg.space,
+                    seg.start + (a - offset) // seg.block,
+                    seg.start + (b - offset) // seg.block,
+                    seg.block,
+                )
             )
         offset += seg.elements
     return Layout(x.axis, tuple(out))
@@ -745,7 +828,9 @@ def _new_initializer(graph: ir.Graph, array: np.ndarray, base: str) -> ir.Value:
     while name in graph.initializers:
         k += 1
         name = f"{base}_{k}"
-    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)))
+    value = ir.Value(
+        name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype))
+    )
     value.const_value = ir.tensor(array, name=name)
     graph.register_initializer(value)
     return value
@@ -844,7 +929,9 @@ class PruneChannelsPass(SqueezePass):
     reconstruction: Literal["lsq", "bias", "none"] = "lsq"
     ridge: float = 1e-3
     max_rows: int = 20000
-    on_progress: Callable[[int, int], None] | None = dataclasses.field(default=None, repr=False, compare=False)
+    on_progress: Callable[[int, int], None] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         for r in [self.ratio, *(self.ratios or {}).values()]:
@@ -863,7 +950,7 @@ class PruneChannelsPass(SqueezePass):
         data = out.pop("calibration", None)
         out["ratios"] = dict(self.ratios) if self.ratios else None
         out["calibration_samples"] = (
-            int(len(next(iter(data.values())))) if data else 0  # the data itself is not provenance
+            len(next(iter(data.values()))) if data else 0  # the data itself is not provenance
         )
         return out
 

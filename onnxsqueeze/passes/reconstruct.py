@@ -203,7 +203,11 @@ def _solve(
     if mode == "bias":
         delta = acc.resid_sum / max(acc.rows, 1)
         after = (acc.err_before - acc.rows * float((delta**2).sum())) / max(acc.yy, 1e-30)
-        return w_cur, b_cur + delta, {"rows": acc.rows, "error_before": before, "error_after": max(after, 0.0)}
+        return (
+            w_cur,
+            b_cur + delta,
+            {"rows": acc.rows, "error_before": before, "error_after": max(after, 0.0)},
+        )
     if masked:
         support = np.concatenate([w_cur != 0, np.ones((1, w_cur.shape[1]), bool)], axis=0)
         sol, after = acc.solve(ridge, intercept=True, support=support)
@@ -235,7 +239,11 @@ def _fit_dense(
         c = c_value.const_value.numpy() if c_value is not None and c_value.const_value is not None else None
         if c is not None and c.ndim == 2 and c.shape[0] != 1:
             return "Gemm with a per-row C is not re-fitted"
-        b_cur = np.broadcast_to(beta * c.astype(np.float64).reshape(-1), (w_eff.shape[1],)) if c is not None else 0
+        b_cur = (
+            np.broadcast_to(beta * c.astype(np.float64).reshape(-1), (w_eff.shape[1],))
+            if c is not None
+            else 0
+        )
         b_cur = np.zeros(w_eff.shape[1]) + b_cur
     else:
         if mode == "bias":
@@ -330,7 +338,8 @@ def refit(
             if idx is not None and len(idx) != y.shape[-1 if node.op_type == "MatMul" else 1]:
                 y = np.take(y, idx, axis=-1 if node.op_type == "MatMul" else 1)
             x = inputs[node.inputs[0].name]  # type: ignore[index]
-            if node.op_type == "Conv" and _group(node) != 1 or node.op_type not in ("Conv", "Gemm", "MatMul"):
+            grouped = node.op_type == "Conv" and _group(node) != 1
+            if grouped or node.op_type not in ("Conv", "Gemm", "MatMul"):
                 result: Any = f"{node.op_type} with groups is not re-fitted"
             else:
                 fit = _fit_conv if node.op_type == "Conv" else _fit_dense

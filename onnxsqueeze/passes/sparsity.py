@@ -28,7 +28,9 @@ from onnxsqueeze.passes.base import SqueezePass
 TARGET_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
-def prunable_weights(model: ir.Model, op_types: tuple[str, ...] = TARGET_OPS) -> list[tuple[ir.Node, ir.Value]]:
+def prunable_weights(
+    model: ir.Model, op_types: tuple[str, ...] = TARGET_OPS
+) -> list[tuple[ir.Node, ir.Value]]:
     """``(node, weight value)`` of every prunable weight, first use only, in topological order."""
     seen: set[ir.Value] = set()
     out = []
@@ -88,13 +90,15 @@ class PruneWeightsPass(SqueezePass):
     reconstruction: Literal["lsq", "none"] = "lsq"
     ridge: float = 1e-3
     max_rows: int = 20000
-    on_progress: Callable[[int, int], None] | None = dataclasses.field(default=None, repr=False, compare=False)
+    on_progress: Callable[[int, int], None] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
 
     def options(self) -> dict[str, Any]:
         out = super().options()
         out.pop("on_progress", None)
         data = out.pop("calibration", None)
-        out["calibration_samples"] = int(len(next(iter(data.values())))) if data else 0
+        out["calibration_samples"] = len(next(iter(data.values()))) if data else 0
         return out
 
     def __post_init__(self) -> None:
@@ -131,7 +135,9 @@ class PruneWeightsPass(SqueezePass):
             if i in masks:
                 mask = masks[i].reshape(array.shape)
                 if np.any(array[mask] != 0):
-                    value.const_value = ir.tensor(np.where(mask, np.zeros((), array.dtype), array), name=value.name)
+                    value.const_value = ir.tensor(
+                        np.where(mask, np.zeros((), array.dtype), array), name=value.name
+                    )
                     modified = True
                     if node.inputs[1] is value and node.op_type != "ConvTranspose":
                         changed.append(node)
@@ -171,7 +177,11 @@ class PruneWeightsPass(SqueezePass):
                 }
             )
         return PruneWeightsResult(
-            model, modified, layers=layers, sparsity=zeros_total / total if total else 0.0, reconstruction=recon
+            model,
+            modified,
+            layers=layers,
+            sparsity=zeros_total / total if total else 0.0,
+            reconstruction=recon,
         )
 
 
@@ -187,7 +197,9 @@ def _smallest(magnitudes: np.ndarray, k: int) -> np.ndarray:
     return mask
 
 
-def to_sparse_initializers(model: onnx.ModelProto, *, min_sparsity: float = 0.5) -> tuple[onnx.ModelProto, int]:
+def to_sparse_initializers(
+    model: onnx.ModelProto, *, min_sparsity: float = 0.5
+) -> tuple[onnx.ModelProto, int]:
     """Store float initializers with at least ``min_sparsity`` zeros as ONNX ``sparse_initializer``.
 
     Values are kept in their dtype, indices as linear int64 positions (the ONNX spec). Returns a
@@ -216,7 +228,9 @@ def to_sparse_initializers(model: onnx.ModelProto, *, min_sparsity: float = 0.5)
         idx = np.flatnonzero(flat).astype(np.int64)
         values = onnx.numpy_helper.from_array(flat[idx], tensor.name)
         indices = onnx.numpy_helper.from_array(idx, f"{tensor.name}_indices")
-        out.graph.sparse_initializer.append(onnx.helper.make_sparse_tensor(values, indices, list(array.shape)))
+        out.graph.sparse_initializer.append(
+            onnx.helper.make_sparse_tensor(values, indices, list(array.shape))
+        )
         converted += 1
     del out.graph.initializer[:]
     out.graph.initializer.extend(keep)
