@@ -872,6 +872,22 @@ def _refresh_shapes(model: ir.Model) -> None:
     ir_common.ShapeInferencePass()(model)
 
 
+def _bypass_constant_identities(model: ir.Model) -> bool:
+    """Read initializers directly where an exporter routed them through Identity (shared weights)."""
+    graph = model.graph
+    changed = False
+    for node in list(graph):
+        if node.op_type != "Identity" or node.domain not in ("", "ai.onnx"):
+            continue
+        src, out = node.inputs[0], node.outputs[0]
+        if src is None or not src.is_initializer() or src.is_graph_input() or out.is_graph_output():
+            continue
+        out.replace_all_uses_with(src)
+        graph.remove(node, safe=True)
+        changed = True
+    return changed
+
+
 def _infer_shapes(model: ir.Model) -> None:
     try:
         ir_common.ShapeInferencePass()(model)
@@ -955,6 +971,7 @@ class PruneChannelsPass(SqueezePass):
         return out
 
     def call(self, model: ir.Model) -> PruneChannelsResult:
+        bypassed = _bypass_constant_identities(model)
         _infer_shapes(model)
         cg = ChannelGraph.analyze(model)
         groups = cg.groups()
@@ -985,7 +1002,7 @@ class PruneChannelsPass(SqueezePass):
                 }
             )
         if not kept:
-            return PruneChannelsResult(model, False, groups=report, criterion=used)
+            return PruneChannelsResult(model, bypassed, groups=report, criterion=used)
         original = None
         if self.calibration is not None and self.reconstruction != "none":
             original = ir.serde.serialize_model(model)
@@ -1017,7 +1034,8 @@ def _consumer_changed(cg: ChannelGraph, node: ir.Node, kept: Mapping[int, np.nda
 
 
 def analyze(model: ir.Model) -> list[GroupInfo]:
-    """The prunable (and blocked) channel groups of a model, in topological order."""
+    """The prunable (and blocked) channel groups of a model, in topological order (modifies shapes)."""
+    _bypass_constant_identities(model)
     _infer_shapes(model)
     return list(ChannelGraph.analyze(model).groups().values())
 
