@@ -642,7 +642,7 @@ class ChannelGraph:
             blocked = next((self.spaces[s].fixed for s in spaces if self.spaces[s].fixed), None)
             if any(self.spaces[s].producer is None for s in spaces) and blocked is None:
                 blocked = "coupled with channels that have no producer"
-            names = tuple(p.name or f"{p.op_type}#{i}" for i, p in enumerate(producers))  # type: ignore[union-attr]
+            names = tuple(_label(p) for p in producers)  # type: ignore[arg-type]
             out[root] = GroupInfo(names[0], names, self.spaces[root].size, blocked)
         return out
 
@@ -782,6 +782,11 @@ def _rank(value: ir.Value | None) -> int | None:
 def _attr_int(node: ir.Node, name: str, default: int) -> int:
     attr = node.attributes.get(name)
     return attr.as_int() if attr is not None else default
+
+
+def _label(node: ir.Node) -> str:
+    """A node's name, or its first output's name for unnamed nodes (unique either way in practice)."""
+    return node.name or f"{node.op_type}:{node.outputs[0].name}"
 
 
 def _scaled(x: Layout, inner: int) -> Layout:

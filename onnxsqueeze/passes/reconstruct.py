@@ -44,7 +44,7 @@ def capture(
 
     The model is not modified; intermediate values are exposed as extra outputs of a copy.
     """
-    from onnxsqueeze import runtime
+    from onnxsqueeze import runtime, shapes
 
     proto = ir.serde.serialize_model(model) if isinstance(model, ir.Model) else model
     copy = onnx.ModelProto()
@@ -55,7 +55,12 @@ def capture(
             copy.graph.output.append(onnx.ValueInfoProto(name=name))
             present.add(name)
     sess = runtime.session(copy)
-    feeds = {i.name: data[i.name] for i in sess.get_inputs() if i.name in data}
+    dtypes = {vi.name: shapes.input_dtype(vi) for vi in shapes.graph_inputs(copy)}
+    feeds = {
+        i.name: np.asarray(data[i.name]).astype(dtypes.get(i.name, np.float32), copy=False)
+        for i in sess.get_inputs()
+        if i.name in data
+    }
     missing = [i.name for i in sess.get_inputs() if i.name not in data]
     if missing:
         raise InputError(f"calibration data has no array for model input(s) {missing}; it has {sorted(data)}")
