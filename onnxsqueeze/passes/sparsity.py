@@ -139,7 +139,7 @@ class PruneWeightsPass(SqueezePass):
                         np.where(mask, np.zeros((), array.dtype), array), name=value.name
                     )
                     modified = True
-                    if node.inputs[1] is value and node.op_type != "ConvTranspose":
+                    if _refittable(node, value):
                         changed.append(node)
         recon: list[dict[str, Any]] = []
         if original is not None and changed:
@@ -183,6 +183,16 @@ class PruneWeightsPass(SqueezePass):
             sparsity=zeros_total / total if total else 0.0,
             reconstruction=recon,
         )
+
+
+def _refittable(node: ir.Node, weight: ir.Value) -> bool:
+    """Layers :func:`reconstruct.refit` handles: weight in input 1, no ConvTranspose, no transA."""
+    trans_a = node.attributes.get("transA")
+    return (
+        node.inputs[1] is weight
+        and node.op_type != "ConvTranspose"
+        and not (trans_a is not None and trans_a.as_int())
+    )
 
 
 def _smallest(magnitudes: np.ndarray, k: int) -> np.ndarray:
