@@ -27,8 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from onnxsqueeze import io as sio  # noqa: E402
-from onnxsqueeze import prune  # noqa: E402
+from onnxsqueeze import io as sio
+from onnxsqueeze import prune
 
 MODELS = ("resnet18", "resnet50", "mobilenet_v3_large", "mobilenet_v3_small")
 
