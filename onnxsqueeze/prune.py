@@ -256,6 +256,12 @@ def prune_channels(
         notes.append("criterion bn: no BatchNormalization after the producers (folded?); used l2 norms")
     if calib is None or reconstruction == "none":
         notes.append("no reconstruction: channels chosen by weight norms alone; expect an accuracy drop")
+    odd = [g["group"] for g in result.groups if g["status"] == "pruned" and g["kept"] % 8]
+    if odd and round_to == 1:
+        notes.append(
+            f"{len(odd)} group(s) keep channel counts that are not multiples of 8; onnxruntime on CPU "
+            "ran MobileNetV3 slower with such counts (benchmarks/RESULTS.md): consider --round-to 8"
+        )
     record_provenance(m, [describe(p)], _source(model))
     pruned = ir.serde.serialize_model(m)
     without = None
