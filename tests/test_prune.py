@@ -91,3 +91,21 @@ def test_digits_channels_40_percent_macs(digits) -> None:
     assert report["after"]["macs"] <= 0.6 * report["before"]["macs"]  # >= 40% of MACs removed
     assert acc["pruned"] >= acc["original"] - 0.02  # within 2 points
     assert acc["pruned_without_reconstruction"] < acc["pruned"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_large"])
+def test_zoo_channels_30_percent(name: str) -> None:
+    from tests.helpers import CACHE
+
+    path = CACHE / f"{name}.onnx"
+    if not path.exists():
+        pytest.skip(f"{path} not cached (python -m models.zoo {name})")
+    model = sio.load(path)
+    pruned, report = prune.prune_channels(model, ratio=0.3, round_to=8)  # checked and verified inside
+    assert report["before"]["macs"] / report["after"]["macs"] >= 1.5
+    assert sum(g["status"] == "pruned" for g in report["groups"]) >= 10
+    shapes = [
+        [d.dim_value or d.dim_param for d in vi.type.tensor_type.shape.dim] for vi in pruned.graph.output
+    ]
+    assert shapes == [["batch", 1000]]
