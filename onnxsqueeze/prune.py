@@ -75,7 +75,7 @@ def score(
             result["agreement"] = float(np.mean(out.argmax(1) == reference.argmax(1)))
         else:
             a, b = out.reshape(-1).astype(np.float64), reference.reshape(-1).astype(np.float64)
-            result["cosine"] = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+            result["cosine"] = float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-30))
     return result
 
 
@@ -169,9 +169,9 @@ def prune_weights(
     calib = model_inputs(model, calibration) if calibration is not None else None
     p = PruneWeightsPass(
         sparsity=sparsity,
-        scope=scope,
+        scope=scope,  # type: ignore[arg-type]
         skip_first_last=skip_first_last,
-        calibration=calib,  # type: ignore[arg-type]
+        calibration=calib,
         on_progress=on_progress,
     )
     m = _ir(model)

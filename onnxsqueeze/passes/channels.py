@@ -296,7 +296,7 @@ class ChannelGraph:
                     self._block(x_layout, f"Conv '{node.name}' input layout mismatch")
                 else:
                     self._mark(node, 0)
-                    self.slices.append(_Slice(node, 1, 1, node.inputs[0]))
+                    self.slices.append(_Slice(node, 1, 1, node.inputs[0]))  # type: ignore[arg-type]
                     self.consumers.append(node)
             space = self._new_space(cout, node)
             y = node.outputs[0]
@@ -333,7 +333,7 @@ class ChannelGraph:
                 self._block(a_layout, f"Gemm '{node.name}' input layout mismatch")
             else:
                 self._mark(node, 0)
-                self.slices.append(_Slice(node, 1, k_axis, node.inputs[0]))
+                self.slices.append(_Slice(node, 1, k_axis, node.inputs[0]))  # type: ignore[arg-type]
                 self.consumers.append(node)
         n = w.shape[n_axis]
         space = self._new_space(n, node)
@@ -356,7 +356,7 @@ class ChannelGraph:
                 self._block(a_layout, f"MatMul '{node.name}' input layout mismatch")
             else:
                 self._mark(node, 0)
-                self.slices.append(_Slice(node, 1, 0, node.inputs[0]))
+                self.slices.append(_Slice(node, 1, 0, node.inputs[0]))  # type: ignore[arg-type]
                 self.consumers.append(node)
         y = node.outputs[0]
         y_rank = _rank(y) or max(a_rank, 2)
@@ -478,8 +478,8 @@ class ChannelGraph:
         present = [la for la in lay if la is not None]
         axis = _attr_int(node, "axis", 0) % rank if rank else None
         if axis is None or len({la.axis for la in present}) != 1:
-            for la in present:
-                self._block(la, f"Concat '{node.name}' layouts do not align")
+            for other in present:
+                self._block(other, f"Concat '{node.name}' layouts do not align")
             return
         ch_axis = present[0].axis
         if axis != ch_axis:
@@ -487,9 +487,9 @@ class ChannelGraph:
             return
         segments: list[Segment] = []
         for i, v in enumerate(node.inputs):
-            la = lay[i]
-            if la is not None:
-                segments.extend(la.segments)
+            got = lay[i]
+            if got is not None:
+                segments.extend(got.segments)
                 self._mark(node, i)
                 continue
             dims = _dims(v) if v is not None else None
@@ -499,7 +499,7 @@ class ChannelGraph:
                         other, f"Concat '{node.name}' input '{getattr(v, 'name', '')}' has unknown size"
                     )
                 return
-            size = int(dims[axis])  # type: ignore[arg-type]
+            size = int(dims[axis] or 0)
             fixed = self._new_space(size, None, fixed=f"Concat '{node.name}' input without a producer")
             segments.append(Segment(fixed, 0, size))
         self.layouts[out] = Layout(axis, tuple(segments))
@@ -597,7 +597,7 @@ class ChannelGraph:
         dims_in, dims_out = _dims(node.inputs[0]), _dims(node.outputs[0])
         shape = _const(node.inputs[1]) if len(node.inputs) > 1 else None
         ok = dims_in is not None and dims_out is not None and shape is not None and x.axis == 1
-        if ok and len(dims_out) >= 2 and dims_out[1] is not None:  # type: ignore[arg-type]
+        if ok and dims_out is not None and len(dims_out) >= 2 and dims_out[1] is not None:
             assert dims_in is not None and dims_out is not None
             keep_axis = len(dims_out) >= 2 and dims_out[:2] == dims_in[:2]
             tail = dims_in[2:]
@@ -855,7 +855,7 @@ def _set_const_input(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarr
         node.resize_inputs(index + 1)
     node.replace_input_with(index, value)
     if old is not None and old.is_initializer() and not old.uses() and not old.is_graph_output():
-        graph.initializers.pop(old.name, None)
+        graph.initializers.pop(old.name or "", None)
 
 
 def keep_count(channels: int, ratio: float, round_to: int = 1) -> int:
@@ -982,7 +982,7 @@ class PruneChannelsPass(SqueezePass):
         groups = cg.groups()
         kept: dict[int, np.ndarray] = {}
         report: list[dict[str, Any]] = []
-        used = self.criterion
+        used: str = self.criterion
         for root, g in groups.items():
             ratio = (self.ratios or {}).get(g.name, self.ratio)
             status = g.blocked
@@ -1034,7 +1034,7 @@ class PruneChannelsPass(SqueezePass):
 
 
 def _consumer_changed(cg: ChannelGraph, node: ir.Node, kept: Mapping[int, np.ndarray]) -> bool:
-    layout = cg.layouts.get(node.inputs[0])
+    layout = cg.layouts.get(node.inputs[0]) if node.inputs[0] is not None else None
     return layout is not None and any(cg.find(s.space) in kept for s in layout.segments)
 
 

@@ -276,6 +276,11 @@ def _fit_dense(
     return sol, b_cur, {"rows": acc.rows, "error_before": before, "error_after": after}
 
 
+def _name(value: ir.Value | None) -> str:
+    assert value is not None and value.name, "re-fitted layers read and write named values"
+    return value.name
+
+
 def _group(node: ir.Node) -> int:
     attr = node.attributes.get("group")
     return attr.as_int() if attr is not None else 1
@@ -335,14 +340,14 @@ def refit(
         wave = [n for n in pending if deps[n] <= done]
         if not wave:  # cannot happen in a DAG; guard against an infinite loop
             wave = pending[:1]
-        targets = capture(original, calibration, [n.outputs[0].name for n in wave])  # type: ignore[misc]
-        inputs = capture(model, calibration, [n.inputs[0].name for n in wave])  # type: ignore[misc]
+        targets = capture(original, calibration, [_name(n.outputs[0]) for n in wave])
+        inputs = capture(model, calibration, [_name(n.inputs[0]) for n in wave])
         for node in wave:
-            y = targets[node.outputs[0].name]  # type: ignore[index]
+            y = targets[_name(node.outputs[0])]
             idx = kept.get(node.outputs[0].name or "")
             if idx is not None and len(idx) != y.shape[-1 if node.op_type == "MatMul" else 1]:
                 y = np.take(y, idx, axis=-1 if node.op_type == "MatMul" else 1)
-            x = inputs[node.inputs[0].name]  # type: ignore[index]
+            x = inputs[_name(node.inputs[0])]
             grouped = node.op_type == "Conv" and _group(node) != 1
             if grouped or node.op_type not in ("Conv", "Gemm", "MatMul"):
                 result: Any = f"{node.op_type} with groups is not re-fitted"
