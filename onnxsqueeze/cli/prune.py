@@ -198,7 +198,12 @@ def prune_cmd(
         float | None, typer.Option("--channels", help="Structured pruning: fraction of channels removed.")
     ] = None,
     criterion: Annotated[str, typer.Option("--criterion", help="Channel importance: l1, l2 or bn.")] = "l2",
-    round_to: Annotated[int, typer.Option("--round-to", help="Keep channel counts multiples of N.")] = 1,
+    round_to: Annotated[
+        int,
+        typer.Option(
+            "--round-to", help="Keep channel counts multiples of N (8 for CPU: odd counts ran slower)."
+        ),
+    ] = 1,
     coupled: Annotated[
         bool, typer.Option("--coupled/--no-coupled", help="Prune residual-coupled groups (shared indices).")
     ] = True,
@@ -220,7 +225,11 @@ def prune_cmd(
     calib_samples: Annotated[int, typer.Option("--calib-samples", help="Calibration samples used.")] = 512,
     sensitivity: Annotated[
         bool,
-        typer.Option("--sensitivity", help="Measure each channel group alone at --ratios; write nothing."),
+        typer.Option(
+            "--sensitivity",
+            help="Measure each channel group alone at --ratios on --data; with --eval-data too, "
+            "re-fit on --data and measure on --eval-data. Writes nothing.",
+        ),
     ] = False,
     ratios: Annotated[str, typer.Option("--ratios", help="Ratios for --sensitivity.")] = "0.25,0.5,0.75",
     max_drop: Annotated[
@@ -235,9 +244,9 @@ def prune_cmd(
 ) -> None:
     """Prune a model: zero small weights (--sparsity) or remove whole channels (--channels).
 
-    Structured pruning propagates through BN, activations, depthwise convs, Concat, Split/Slice,
-    Flatten->Gemm and residual Add/Mul; model inputs and outputs keep their shapes. With --data
-    (a few hundred inputs) the layers are re-fitted by least squares to recover accuracy.
+    Channel removal follows BN, activations, depthwise convs, Concat, Split/Slice, Flatten->Gemm
+    and residual Add/Mul; model inputs and outputs keep their shapes.
+    With --data (a few hundred unlabeled inputs) each affected layer is re-fitted by least squares.
     """
     from onnxsqueeze import io as sio
     from onnxsqueeze import prune as api
