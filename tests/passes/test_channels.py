@@ -426,3 +426,57 @@ def test_reconstruction_reduces_the_error() -> None:
             assert fits and all(r["error_after"] <= r["error_before"] for r in fits)
     assert errors["lsq"] < errors["bias"] <= errors["none"] * 1.05
     assert errors["lsq"] < 0.5 * errors["none"]
+
+
+MLP = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 5, 6] x) => (float[N, 5, 6] y) {
+    h = MatMul (x, w1)
+    hb = Add (h, b1)
+    ha = Gelu (hb)
+    o = MatMul (ha, w2)
+    ob = Add (o, b2)
+    y = Add (ob, x)
+}
+"""
+
+
+def test_transformer_mlp_matmul_hidden_neurons() -> None:
+    """MatMul producer -> bias Add -> activation -> MatMul consumer; the residual to x is fixed."""
+    init = {"w1": rand((6, 16), 1), "b1": rand((16,), 2), "w2": rand((16, 6), 3), "b2": rand((6,), 4)}
+    _zero_out(init, [0, 5, 9, 12], "w1", axis=1)
+    _zero_out(init, [0, 5, 9, 12], "b1")
+    model = model_from_text(MLP.replace('"" : 17', '"" : 20'), init)  # Gelu is opset 20
+    pruned, result = _prune(model, ratio=0.25)
+    status = {g["group"]: g["status"] for g in result.groups}
+    assert status["MatMul:h"] == "pruned"
+    assert "varies along the channel axis" in status["MatMul:o"]  # x is a model input: not prunable
+    w = _weights(pruned)
+    assert w["w1"] == (6, 12) and w["b1"] == (12,) and w["w2"] == (12, 6)
+    _same(model, pruned, {"x": rand((2, 5, 6), 5)})
+
+
+LAYERNORM = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 6] x) => (float[N, 3] y) {
+    h = Gemm <transB = 1> (x, w1, b1)
+    n = LayerNormalization <axis = -1> (h, scale, bias)
+    y = Gemm <transB = 1> (n, w2, b2)
+}
+"""
+
+
+def test_layernorm_over_channels_blocks() -> None:
+    init = {
+        "w1": rand((8, 6), 1),
+        "b1": rand((8,), 2),
+        "scale": rand((8,), 3),
+        "bias": rand((8,), 4),
+        "w2": rand((3, 8), 5),
+        "b2": rand((3,), 6),
+    }
+    model = model_from_text(LAYERNORM, init)
+    m = ir.serde.deserialize_model(model)
+    result = PruneChannelsPass(ratio=0.5)(m)
+    assert result.modified is False
+    assert "LayerNormalization" in result.groups[0]["status"]
