@@ -185,6 +185,8 @@ def prune_weights(
     pruned = ir.serde.serialize_model(m)
     if calib is None:
         notes.append("no calibration data: weights pruned by magnitude alone, no re-fit")
+    if not result.modified:
+        notes.append("nothing was pruned: the weights already have this sparsity")
     without = None
     if calib is not None and eval_data is not None:
         plain = _ir(model)
@@ -252,6 +254,8 @@ def prune_channels(
     if not any(g["status"] in ("pruned", "unchanged") for g in result.groups):
         reasons = "; ".join(sorted({g["status"] for g in result.groups})) or "no Conv/Gemm/MatMul layers"
         raise UnsupportedModelError(f"model '{model.graph.name}': no prunable channel group ({reasons})")
+    if not result.modified:
+        notes.append("nothing was pruned: every group is blocked, skipped or too small for the ratio")
     if criterion == "bn" and result.criterion != "bn":
         notes.append("criterion bn: no BatchNormalization after the producers (folded?); used l2 norms")
     if calib is None or reconstruction == "none":
