@@ -124,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.names:
         r = bench(name, args)
         rows.append(r)
-        cos = f"{r['cosine']:.3f}" + (f" ({r['cosine_refit']:.3f} re-fit)" if "cosine_refit" in r else "")
+        cos = f"{r['cosine']:.3f}" + (
+            f" ({r['cosine_refit']:.3f} re-fit in {r['refit_s']:.0f} s)" if "cosine_refit" in r else ""
+        )
         print(
             f"| {name} | {r['groups_pruned']}/{r['groups']} | {r['macs_before'] / 1e9:.3f} G | "
             f"{r['macs_after'] / 1e9:.3f} G | {r['macs_ratio']:.3f}x | {r['params_ratio']:.2f}x | "
