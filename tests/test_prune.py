@@ -109,3 +109,11 @@ def test_zoo_channels_30_percent(name: str) -> None:
         [d.dim_value or d.dim_param for d in vi.type.tensor_type.shape.dim] for vi in pruned.graph.output
     ]
     assert shapes == [["batch", 1000]]
+
+
+def test_prune_weights_sparse_storage() -> None:
+    pruned, report = prune.prune_weights(residual_model(zero=False), sparsity=0.9, sparse_storage=True)
+    assert len(pruned.graph.sparse_initializer) >= 1
+    assert report["after"]["file_bytes"] < report["dense_after"]["file_bytes"]
+    assert report["after"]["macs"] == report["before"]["macs"]
+    assert any("sparse_initializer" in n for n in report["notes"])

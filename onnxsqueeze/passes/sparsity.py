@@ -220,14 +220,16 @@ def to_sparse_initializers(
     out = onnx.ModelProto()
     out.CopyFrom(model)
     keep = []
-    converted = 0
+    converted: set[str] = set()
+    graph_inputs = {vi.name for vi in out.graph.input}
     for tensor in out.graph.initializer:
         array = onnx.numpy_helper.to_array(tensor)
         nnz = int(np.count_nonzero(array))
         itemsize = array.dtype.itemsize
         sparse_enough = array.size and 1 - nnz / array.size >= min_sparsity
         if (
-            not np.issubdtype(array.dtype, np.floating)
+            tensor.name in graph_inputs  # an overridable initializer must stay a dense input
+            or not np.issubdtype(array.dtype, np.floating)
             or array.ndim < 2
             or not sparse_enough
             or nnz * (8 + itemsize) >= array.size * itemsize
@@ -241,7 +243,11 @@ def to_sparse_initializers(
         out.graph.sparse_initializer.append(
             onnx.helper.make_sparse_tensor(values, indices, list(array.shape))
         )
-        converted += 1
+        converted.add(tensor.name)
     del out.graph.initializer[:]
     out.graph.initializer.extend(keep)
-    return out, converted
+    # value_info declaring a converted tensor as a dense tensor contradicts its sparse type
+    infos = [vi for vi in out.graph.value_info if vi.name not in converted]
+    del out.graph.value_info[:]
+    out.graph.value_info.extend(infos)
+    return out, len(converted)

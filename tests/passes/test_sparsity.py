@@ -144,7 +144,7 @@ def test_sparse_initializers_load_and_match() -> None:
     pruned, _ = _run(PruneWeightsPass(sparsity=0.9), model())
     stored, converted = to_sparse_initializers(pruned, min_sparsity=0.5)
     assert converted == 4 and len(stored.graph.sparse_initializer) == 4
-    onnx.checker.check_model(stored)
+    onnx.checker.check_model(stored)  # full_check: onnx shape inference rejects sparse Conv inputs
     feeds = {"x": rand((2, 3, 6, 6), 12)}
     np.testing.assert_allclose(run_ort(stored, feeds)[0], run_ort(pruned, feeds)[0], rtol=1e-6, atol=1e-6)
     # dense tensors are left alone
