@@ -107,3 +107,20 @@ def test_refuses_missing_model_output_and_overwrite(files, tmp_path: Path) -> No
     assert result.exit_code == 2 and "--output" in result.output
     result = runner.invoke(app, ["prune", str(model), "-o", str(model), "--sparsity", "0.5"])
     assert result.exit_code == 2 and "refusing to overwrite" in result.output
+
+
+def test_unprunable_model_is_one_line_error(tmp_path: Path) -> None:
+    from tests.helpers import model_from_text
+
+    text = (
+        '<ir_version: 8, opset_import: ["" : 17]> '
+        "g (float[N, 6] x) => (float[N, 4] y) { y = Gemm <transB = 1> (x, w, b) }"
+    )
+    model = sio.save(model_from_text(text, {"w": rand((4, 6), 1), "b": rand((4,), 2)}), tmp_path / "g.onnx")
+    result = runner.invoke(app, ["prune", str(model), "-o", str(tmp_path / "o.onnx"), "--channels", "0.5"])
+    assert (
+        result.exit_code == 2
+        and "no prunable channel group" in result.output
+        and "model output" in result.output
+    )
+    assert not (tmp_path / "o.onnx").exists()
