@@ -8,6 +8,7 @@ import typer
 
 from onnxsqueeze.cli import bench, convert, core, fp16, squeeze
 from onnxsqueeze.cli import export as export_cli
+from onnxsqueeze.cli import prune as prune_cli
 from onnxsqueeze.cli import resize as resize_cli
 
 app = typer.Typer(
@@ -43,6 +44,7 @@ bench.register(app)
 convert.register(app)
 export_cli.register(app)
 fp16.register(app)
+prune_cli.register(app)
 resize_cli.register(app)
 squeeze.register(app)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from onnxsqueeze.passes.base import SqueezePass, describe
+from onnxsqueeze.passes.channels import PruneChannelsPass
 from onnxsqueeze.passes.cleanup import CleanupPass, FoldBatchNormPass, FoldConstantsPass
 from onnxsqueeze.passes.fp16 import ConvertToFloat16Pass
 from onnxsqueeze.passes.quantize import CalibrationData, QuantizeInt8Pass
 from onnxsqueeze.passes.resolution import RewriteInputResolutionPass
+from onnxsqueeze.passes.sparsity import PruneWeightsPass
 
 # The registry: recipe and CLI names to pass classes. No import side effects register anything.
 PASSES: dict[str, type[SqueezePass]] = {
@@ -16,6 +18,8 @@ PASSES: dict[str, type[SqueezePass]] = {
     ConvertToFloat16Pass.name: ConvertToFloat16Pass,
     RewriteInputResolutionPass.name: RewriteInputResolutionPass,
     QuantizeInt8Pass.name: QuantizeInt8Pass,
+    PruneWeightsPass.name: PruneWeightsPass,
+    PruneChannelsPass.name: PruneChannelsPass,
 }
 
 __all__ = [
@@ -25,6 +29,8 @@ __all__ = [
     "ConvertToFloat16Pass",
     "FoldBatchNormPass",
     "FoldConstantsPass",
+    "PruneChannelsPass",
+    "PruneWeightsPass",
     "QuantizeInt8Pass",
     "RewriteInputResolutionPass",
     "SqueezePass",

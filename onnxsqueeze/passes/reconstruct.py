@@ -1,0 +1,372 @@
+"""Least-squares reconstruction of the layers that lost input channels (channel pruning + re-fit).
+
+For a consumer layer ``L`` with original output ``Y`` (on calibration inputs, kept output channels
+only) and pruned input ``X'`` (the *pruned* model's activation, so earlier re-fits are taken into
+account), find the weights and bias minimizing the ridge-regularized error
+
+    min_{W, b} || P(X') W + 1 b - Y ||^2 + lam * ||W||^2,      lam = ridge * mean(diag(P^T P))
+
+where ``P(X')`` is the im2col matrix of the conv (one row per output position, ``C_in' * k_h * k_w``
+columns) or the input itself for Gemm/MatMul. The normal equations ``(P^T P + lam I) W = P^T Y``
+are accumulated over chunks of at most ``max_rows`` randomly sampled rows, so memory stays at
+``O(D^2)`` with ``D = C_in' * k_h * k_w``: an exact regression on a subsample rather than a cheaper
+surrogate. The fit includes the bias (an intercept column), which is the bias recalibration; a
+BatchNormalization after ``L`` keeps its statistics because its input is matched. ``bias`` mode
+only shifts the bias by the mean residual (``b += mean(Y - Y')``).
+
+Layers are fitted in waves: a wave holds the layers whose upstream re-fitted layers are all done;
+each wave costs one onnxruntime run of the original and one of the pruned model with the needed
+intermediate values exposed as outputs.
+"""
+
+# NOTE: onnxruntime is imported inside functions; this module does no file I/O.
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxsqueeze.errors import InputError
+
+
+def capture(
+    model: onnx.ModelProto | ir.Model,
+    data: Mapping[str, np.ndarray],
+    names: Sequence[str],
+    *,
+    batch_size: int = 64,
+) -> dict[str, np.ndarray]:
+    """Run ``model`` on ``data`` in onnxruntime and return the values ``names`` (any intermediate).
+
+    The model is not modified; intermediate values are exposed as extra outputs of a copy.
+    """
+    from onnxsqueeze import runtime, shapes
+
+    proto = ir.serde.serialize_model(model) if isinstance(model, ir.Model) else model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    present = {o.name for o in copy.graph.output}
+    for name in names:
+        if name not in present:
+            copy.graph.output.append(onnx.ValueInfoProto(name=name))
+            present.add(name)
+    sess = runtime.session(copy)
+    dtypes = {vi.name: shapes.input_dtype(vi) for vi in shapes.graph_inputs(copy)}
+    feeds = {
+        i.name: np.asarray(data[i.name]).astype(dtypes.get(i.name, np.float32), copy=False)
+        for i in sess.get_inputs()
+        if i.name in data
+    }
+    missing = [i.name for i in sess.get_inputs() if i.name not in data]
+    if missing:
+        raise InputError(f"calibration data has no array for model input(s) {missing}; it has {sorted(data)}")
+    outs = runtime.run_batched(sess, feeds, batch_size=batch_size)
+    return {name: outs[name] for name in names}
+
+
+def _ancestors(graph: ir.Graph, targets: Sequence[ir.Node]) -> dict[ir.Node, set[ir.Node]]:
+    """For each target node, the other targets upstream of it."""
+    wanted = set(targets)
+    up: dict[ir.Node, set[ir.Node]] = {}
+    for node in graph:
+        acc: set[ir.Node] = set()
+        for v in node.inputs:
+            p = v.producer() if v is not None else None
+            if p is not None and p in up:
+                acc |= up[p]
+                if p in wanted:
+                    acc.add(p)
+        up[node] = acc
+    return {t: up.get(t, set()) for t in targets}
+
+
+def _attr_ints(node: ir.Node, name: str, default: list[int]) -> list[int]:
+    attr = node.attributes.get(name)
+    return list(attr.as_ints()) if attr is not None else default
+
+
+def _attr_num(node: ir.Node, name: str, default: float) -> float:
+    attr = node.attributes.get(name)
+    if attr is None:
+        return default
+    return float(attr.as_float() if attr.type == ir.AttributeType.FLOAT else attr.as_int())
+
+
+class _Normal:
+    """Accumulates ``G = P^T P`` and ``H = P^T Y`` (float64) plus the current prediction's error."""
+
+    def __init__(self, d: int, n_out: int) -> None:
+        self.g = np.zeros((d, d))
+        self.h = np.zeros((d, n_out))
+        self.yy = 0.0
+        self.err_before = 0.0
+        self.resid_sum = np.zeros(n_out)
+        self.rows = 0
+
+    def add(self, p: np.ndarray, y: np.ndarray, pred: np.ndarray) -> None:
+        # float32 products per chunk (at most 4096 rows, 2.7x faster than float64 here), summed in
+        # float64 across chunks; the ridge term dwarfs the rounding error.
+        p32, y32 = p.astype(np.float32, copy=False), y.astype(np.float32, copy=False)
+        self.g += (p32.T @ p32).astype(np.float64)
+        self.h += (p32.T @ y32).astype(np.float64)
+        y64 = y.astype(np.float64)
+        self.yy += float((y64**2).sum())
+        r = y64 - pred.astype(np.float64)
+        self.err_before += float((r**2).sum())
+        self.resid_sum += r.sum(axis=0)
+        self.rows += len(p)
+
+    def solve(
+        self, ridge: float, intercept: bool, support: np.ndarray | None = None
+    ) -> tuple[np.ndarray, float]:
+        """Weights ``[D, n_out]`` (last row the bias when ``intercept``) and the relative error.
+
+        With ``support`` (a boolean ``[D, n_out]`` mask), each output column is fitted on its own
+        nonzero rows only, so a sparsity pattern is kept: ``w_S = (G_SS + lam I)^-1 H_S``.
+        """
+        d = self.g.shape[0]
+        reg = np.eye(d) * ridge * max(float(np.mean(np.diag(self.g))), 1e-12)
+        if intercept:
+            reg[-1, -1] = 0.0
+        a = self.g + reg
+        if support is None:
+            w = _solve_spd(a, self.h)
+        else:
+            w = np.zeros_like(self.h)
+            for o in range(self.h.shape[1]):
+                s = np.flatnonzero(support[:, o])
+                if len(s):
+                    w[s, o] = _solve_spd(a[np.ix_(s, s)], self.h[s, o])
+        err = float(np.einsum("ij,ik,kj->", w, self.g, w) - 2 * np.sum(w * self.h) + self.yy)
+        return w, max(err, 0.0) / max(self.yy, 1e-30)
+
+
+def _solve_spd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    try:
+        return np.linalg.solve(a, b)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(a, b, rcond=None)[0]
+
+
+def _conv_rows(
+    xp: np.ndarray, node: ir.Node, kernel: tuple[int, int], pos: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """im2col rows ``[M, C * kh * kw]`` (W's flattening order) at output positions ``pos``."""
+    sh, sw = _attr_ints(node, "strides", [1, 1])
+    dh, dw = _attr_ints(node, "dilations", [1, 1])
+    n, ho, wo = pos
+    cols = [xp[n, :, ho * sh + i * dh, wo * sw + j * dw] for i in range(kernel[0]) for j in range(kernel[1])]
+    return np.stack(cols, axis=-1).reshape(len(n), -1)
+
+
+def _fit_conv(
+    node: ir.Node,
+    x: np.ndarray,
+    y: np.ndarray,
+    mode: str,
+    ridge: float,
+    max_rows: int,
+    rng: np.random.Generator,
+    masked: bool = False,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | str:
+    w_value, b_value = node.inputs[1], node.inputs[2] if len(node.inputs) > 2 else None
+    w = w_value.const_value.numpy()  # type: ignore[union-attr]
+    b = b_value.const_value.numpy() if b_value is not None and b_value.const_value is not None else None
+    if w.ndim != 4 or x.ndim != 4:
+        return "only 2-D convolutions are re-fitted"
+    auto_pad = node.attributes.get("auto_pad")
+    if auto_pad is not None and auto_pad.as_string() not in ("NOTSET", ""):
+        return "auto_pad convolutions are not re-fitted"
+    cout, cin, kh, kw = w.shape
+    pt, pl, pb, pr = _attr_ints(node, "pads", [0, 0, 0, 0])
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    n_all, _, hout, wout = y.shape
+    total = n_all * hout * wout
+    m = min(total, max_rows)
+    flat = np.sort(rng.choice(total, size=m, replace=False)) if m < total else np.arange(total)
+    n_idx, rest = np.divmod(flat, hout * wout)
+    h_idx, w_idx = np.divmod(rest, wout)
+    d = cin * kh * kw
+    acc = _Normal(d + 1, cout)
+    w_flat = w.reshape(cout, d).astype(np.float64)
+    b_cur = b.astype(np.float64) if b is not None else np.zeros(cout)
+    for s in range(0, m, 4096):
+        sel = slice(s, s + 4096)
+        p = _conv_rows(xp, node, (kh, kw), (n_idx[sel], h_idx[sel], w_idx[sel]))
+        target = y[n_idx[sel], :, h_idx[sel], w_idx[sel]]
+        pred = p @ w_flat.T + b_cur
+        acc.add(np.concatenate([p, np.ones((len(p), 1), p.dtype)], axis=1), target, pred)
+    w_new, b_new, info = _solve(acc, w_flat.T, b_cur, mode, ridge, masked)
+    return w_new.T.reshape(cout, cin, kh, kw), b_new, info
+
+
+def _solve(
+    acc: _Normal, w_cur: np.ndarray, b_cur: np.ndarray, mode: str, ridge: float, masked: bool = False
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    before = acc.err_before / max(acc.yy, 1e-30)
+    if mode == "bias":
+        delta = acc.resid_sum / max(acc.rows, 1)
+        after = (acc.err_before - acc.rows * float((delta**2).sum())) / max(acc.yy, 1e-30)
+        return (
+            w_cur,
+            b_cur + delta,
+            {"rows": acc.rows, "error_before": before, "error_after": max(after, 0.0)},
+        )
+    if masked:
+        support = np.concatenate([w_cur != 0, np.ones((1, w_cur.shape[1]), bool)], axis=0)
+        sol, after = acc.solve(ridge, intercept=True, support=support)
+    else:
+        sol, after = acc.solve(ridge, intercept=True)
+    if after > before:  # regularization cannot make the fit worse than what we had; keep the better
+        return w_cur, b_cur, {"rows": acc.rows, "error_before": before, "error_after": before}
+    return sol[:-1], sol[-1], {"rows": acc.rows, "error_before": before, "error_after": after}
+
+
+def _fit_dense(
+    node: ir.Node,
+    x: np.ndarray,
+    y: np.ndarray,
+    mode: str,
+    ridge: float,
+    max_rows: int,
+    rng: np.random.Generator,
+    masked: bool = False,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | str:
+    """Gemm / MatMul: the effective ``Y = X @ W + b`` view of the layer."""
+    w = node.inputs[1].const_value.numpy().astype(np.float64)  # type: ignore[union-attr]
+    x2 = x.reshape(-1, x.shape[-1]) if node.op_type == "MatMul" else x
+    y2 = y.reshape(-1, y.shape[-1]) if node.op_type == "MatMul" else y
+    if node.op_type == "Gemm":
+        alpha, beta = _attr_num(node, "alpha", 1.0), _attr_num(node, "beta", 1.0)
+        w_eff = alpha * (w.T if node.attributes.get("transB") and node.attributes["transB"].as_int() else w)
+        c_value = node.inputs[2] if len(node.inputs) > 2 else None
+        c = c_value.const_value.numpy() if c_value is not None and c_value.const_value is not None else None
+        if c is not None and c.ndim == 2 and c.shape[0] != 1:
+            return "Gemm with a per-row C is not re-fitted"
+        b_cur = (
+            np.broadcast_to(beta * c.astype(np.float64).reshape(-1), (w_eff.shape[1],))
+            if c is not None
+            else 0
+        )
+        b_cur = np.zeros(w_eff.shape[1]) + b_cur
+    else:
+        if mode == "bias":
+            return "MatMul has no bias to correct"
+        w_eff, b_cur = w, np.zeros(w.shape[1])
+    total = len(x2)
+    m = min(total, max_rows)
+    rows = np.sort(rng.choice(total, size=m, replace=False)) if m < total else np.arange(total)
+    intercept = node.op_type == "Gemm"
+    acc = _Normal(w_eff.shape[0] + int(intercept), w_eff.shape[1])
+    for s in range(0, m, 4096):
+        sel = rows[s : s + 4096]
+        p, target = x2[sel], y2[sel]
+        pred = p @ w_eff + b_cur
+        if intercept:
+            p = np.concatenate([p, np.ones((len(p), 1), p.dtype)], axis=1)
+        acc.add(p, target, pred)
+    if intercept:
+        w_new, b_new, info = _solve(acc, w_eff, b_cur, mode, ridge, masked)
+        return w_new, b_new, info
+    before = acc.err_before / max(acc.yy, 1e-30)
+    sol, after = acc.solve(ridge, intercept=False, support=(w_eff != 0) if masked else None)
+    if after > before:
+        sol, after = w_eff, before
+    return sol, b_cur, {"rows": acc.rows, "error_before": before, "error_after": after}
+
+
+def _name(value: ir.Value | None) -> str:
+    assert value is not None and value.name, "re-fitted layers read and write named values"
+    return value.name
+
+
+def _group(node: ir.Node) -> int:
+    attr = node.attributes.get("group")
+    return attr.as_int() if attr is not None else 1
+
+
+def _write(graph: ir.Graph, node: ir.Node, w: np.ndarray, b: np.ndarray) -> None:
+    from onnxsqueeze.passes.channels import _set_const_input
+
+    dtype = node.inputs[1].const_value.numpy().dtype  # type: ignore[union-attr]
+    if node.op_type == "Conv":
+        _set_const_input(graph, node, 1, w.astype(dtype))
+        _set_const_input(graph, node, 2, b.astype(dtype))
+    elif node.op_type == "Gemm":
+        trans_b = node.attributes.get("transB") is not None and node.attributes["transB"].as_int()
+        _set_const_input(graph, node, 1, (w.T if trans_b else w).astype(dtype))
+        _set_const_input(graph, node, 2, b.astype(dtype))
+        node.attributes["alpha"] = ir.AttrFloat32("alpha", 1.0)
+        node.attributes["beta"] = ir.AttrFloat32("beta", 1.0)
+    else:
+        _set_const_input(graph, node, 1, w.astype(dtype))
+
+
+def refit(
+    original: onnx.ModelProto,
+    model: ir.Model,
+    layers: Sequence[ir.Node],
+    kept: Mapping[str, np.ndarray],
+    calibration: Mapping[str, np.ndarray],
+    *,
+    mode: str = "lsq",
+    ridge: float = 1e-3,
+    max_rows: int = 20000,
+    seed: int = 0,
+    masked: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Re-fit ``layers`` of the pruned ``model`` (in place) to match ``original`` on ``calibration``.
+
+    Args:
+        original: the model before pruning (same value names).
+        model: the pruned model; the layers' weights are replaced.
+        layers: Conv (group 1), Gemm or MatMul nodes of ``model`` whose input lost channels.
+        kept: kept channel indices per value name (for the layers' pruned outputs).
+        calibration: model inputs, first axis = samples.
+        masked: keep each layer's zero weights at zero (re-fit of a sparsity pattern).
+
+    Returns:
+        One dict per layer: ``layer``, ``op``, ``rows``, ``error_before`` and ``error_after``
+        (relative squared error ``||Y' - Y||^2 / ||Y||^2`` on the sampled rows), or ``skipped``.
+    """
+    rng = np.random.default_rng(seed)
+    deps = _ancestors(model.graph, layers)
+    done: set[ir.Node] = set()
+    report: list[dict[str, Any]] = []
+    pending = list(layers)
+    while pending:
+        wave = [n for n in pending if deps[n] <= done]
+        if not wave:  # cannot happen in a DAG; guard against an infinite loop
+            wave = pending[:1]
+        targets = capture(original, calibration, [_name(n.outputs[0]) for n in wave])
+        inputs = capture(model, calibration, [_name(n.inputs[0]) for n in wave])
+        for node in wave:
+            y = targets[_name(node.outputs[0])]
+            idx = kept.get(node.outputs[0].name or "")
+            if idx is not None and len(idx) != y.shape[-1 if node.op_type == "MatMul" else 1]:
+                y = np.take(y, idx, axis=-1 if node.op_type == "MatMul" else 1)
+            x = inputs[_name(node.inputs[0])]
+            grouped = node.op_type == "Conv" and _group(node) != 1
+            if grouped or node.op_type not in ("Conv", "Gemm", "MatMul"):
+                result: Any = f"{node.op_type} with groups is not re-fitted"
+            else:
+                fit = _fit_conv if node.op_type == "Conv" else _fit_dense
+                result = fit(node, x, y, mode, ridge, max_rows, rng, masked)
+            entry: dict[str, Any] = {"layer": node.name, "op": node.op_type, "mode": mode}
+            if isinstance(result, str):
+                entry["skipped"] = result
+            else:
+                w, b, info = result
+                _write(model.graph, node, w, b)
+                entry.update(info)
+            report.append(entry)
+            done.add(node)
+            pending.remove(node)
+            if on_progress:
+                on_progress(len(done), len(layers))
+    return report

@@ -1,0 +1,253 @@
+"""Zero-weight (magnitude) pruning: set the smallest-magnitude weights of linear layers to zero.
+
+The weights of Conv, ConvTranspose and Gemm (input B) and the constant operand of MatMul are
+ranked by ``|w|``; the smallest ``sparsity`` fraction becomes exactly ``0``:
+
+- ``layer`` scope: every tensor gets the same sparsity (``k_t = round(s * n_t)`` per tensor);
+- ``global`` scope: one threshold over all tensors (``k = round(s * sum n_t)`` smallest overall),
+  so layers with many redundant weights give more than small, sensitive ones.
+
+Biases and normalization parameters are never touched. Dense kernels do not run faster on zeros
+(onnxruntime densifies weights at load): the saving is in the compressed artifact, and the zeros
+prepare the weights for sparse kernels and for :func:`to_sparse_initializers`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxsqueeze.errors import InputError
+from onnxsqueeze.passes.base import SqueezePass
+
+TARGET_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def prunable_weights(
+    model: ir.Model, op_types: tuple[str, ...] = TARGET_OPS
+) -> list[tuple[ir.Node, ir.Value]]:
+    """``(node, weight value)`` of every prunable weight, first use only, in topological order."""
+    seen: set[ir.Value] = set()
+    out = []
+    for node in model.graph:
+        if node.op_type not in op_types or node.domain not in ("", "ai.onnx"):
+            continue
+        candidates = [1] if node.op_type != "MatMul" else [1, 0]
+        for i in candidates:
+            v = node.inputs[i] if i < len(node.inputs) else None
+            if v is None or v.const_value is None or v in seen:
+                continue
+            dtype = v.const_value.dtype
+            if not dtype.is_floating_point() or len(v.const_value.shape) < 2:
+                continue
+            seen.add(v)
+            out.append((node, v))
+            break
+    return out
+
+
+@dataclasses.dataclass
+class PruneWeightsResult(ir.passes.PassResult):
+    """The pass result with the achieved sparsity per weight tensor and overall."""
+
+    layers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    sparsity: float = 0.0
+    reconstruction: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PruneWeightsPass(SqueezePass):
+    """Zero the smallest-magnitude weights of Conv/ConvTranspose/Gemm/MatMul initializers.
+
+    Args:
+        sparsity: target fraction of zeros in the pruned tensors (0 <= sparsity < 1).
+        scope: ``layer`` (same sparsity in every tensor) or ``global`` (one magnitude threshold).
+        skip_first_last: leave the first and the last prunable layer dense (they are the most
+            sensitive and the smallest).
+        op_types: the op types whose weights are pruned.
+        calibration: model inputs (name -> array, first axis = samples); when given, the
+            remaining weights of each pruned Conv/Gemm/MatMul are re-fitted by least squares
+            with the sparsity pattern fixed (bias included), layer by layer, so that the layer's
+            output matches the original model's (see :mod:`onnxsqueeze.passes.reconstruct`).
+        reconstruction: ``lsq`` or ``none`` (ignored without calibration).
+        ridge: relative Tikhonov regularization of the fit.
+        max_rows: rows (output positions) sampled per layer for the fit.
+
+    Requires: weights are float initializers. Ensures: shapes and structure unchanged.
+    """
+
+    name: ClassVar[str] = "sparsity"
+    sparsity: float = 0.5
+    scope: Literal["layer", "global"] = "layer"
+    skip_first_last: bool = False
+    op_types: tuple[str, ...] = TARGET_OPS
+    calibration: Mapping[str, np.ndarray] | None = dataclasses.field(default=None, repr=False, compare=False)
+    reconstruction: Literal["lsq", "none"] = "lsq"
+    ridge: float = 1e-3
+    max_rows: int = 20000
+    on_progress: Callable[[int, int], None] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
+
+    def options(self) -> dict[str, Any]:
+        out = super().options()
+        out.pop("on_progress", None)
+        data = out.pop("calibration", None)
+        out["calibration_samples"] = len(next(iter(data.values()))) if data else 0
+        return out
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sparsity < 1.0:
+            raise InputError(f"sparsity {self.sparsity} is out of range; use 0 <= sparsity < 1")
+        if self.scope not in ("layer", "global"):
+            raise InputError(f"unknown scope '{self.scope}'; use layer or global")
+
+    def call(self, model: ir.Model) -> PruneWeightsResult:
+        targets = prunable_weights(model, self.op_types)
+        skipped: set[int] = set()
+        if self.skip_first_last and targets:
+            skipped = {0, len(targets) - 1}
+        arrays = [v.const_value.numpy() for _, v in targets]  # type: ignore[union-attr]
+        chosen = [i for i in range(len(targets)) if i not in skipped]
+        masks: dict[int, np.ndarray] = {}
+        if self.sparsity > 0 and chosen:
+            if self.scope == "layer":
+                for i in chosen:
+                    masks[i] = _smallest(np.abs(arrays[i]).reshape(-1), round(self.sparsity * arrays[i].size))
+            else:
+                flat = np.concatenate([np.abs(arrays[i]).reshape(-1).astype(np.float32) for i in chosen])
+                mask = _smallest(flat, round(self.sparsity * flat.size))
+                start = 0
+                for i in chosen:
+                    masks[i] = mask[start : start + arrays[i].size]
+                    start += arrays[i].size
+        modified = False
+        original = None
+        if self.calibration is not None and self.reconstruction == "lsq":
+            original = ir.serde.serialize_model(model)
+        changed = []
+        for i, ((node, value), array) in enumerate(zip(targets, arrays, strict=True)):
+            if i in masks:
+                mask = masks[i].reshape(array.shape)
+                if np.any(array[mask] != 0):
+                    value.const_value = ir.tensor(
+                        np.where(mask, np.zeros((), array.dtype), array), name=value.name
+                    )
+                    modified = True
+                    if _refittable(node, value):
+                        changed.append(node)
+        recon: list[dict[str, Any]] = []
+        if original is not None and changed:
+            from onnxsqueeze.passes import reconstruct
+
+            recon = reconstruct.refit(
+                original,
+                model,
+                changed,
+                {},
+                self.calibration,  # type: ignore[arg-type]
+                ridge=self.ridge,
+                max_rows=self.max_rows,
+                masked=True,
+                on_progress=self.on_progress,
+            )
+        layers = []
+        total = zeros_total = 0
+        for i, ((node, _), array) in enumerate(zip(targets, arrays, strict=True)):
+            before = int(np.count_nonzero(array == 0))
+            index = 0 if node.op_type == "MatMul" and node.inputs[0] is targets[i][1] else 1
+            new = node.inputs[index].const_value.numpy()  # type: ignore[union-attr]
+            zeros = int(np.count_nonzero(new == 0))
+            total += new.size
+            zeros_total += zeros
+            layers.append(
+                {
+                    "layer": node.name,
+                    "op": node.op_type,
+                    "weight": targets[i][1].name,
+                    "params": int(new.size),
+                    "sparsity_before": before / new.size,
+                    "sparsity": zeros / new.size,
+                    "skipped": i in skipped,
+                }
+            )
+        return PruneWeightsResult(
+            model,
+            modified,
+            layers=layers,
+            sparsity=zeros_total / total if total else 0.0,
+            reconstruction=recon,
+        )
+
+
+def _refittable(node: ir.Node, weight: ir.Value) -> bool:
+    """Layers :func:`reconstruct.refit` handles: weight in input 1, no ConvTranspose, no transA."""
+    trans_a = node.attributes.get("transA")
+    return (
+        node.inputs[1] is weight
+        and node.op_type != "ConvTranspose"
+        and not (trans_a is not None and trans_a.as_int())
+    )
+
+
+def _smallest(magnitudes: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask of exactly ``k`` smallest entries (ties broken by position)."""
+    mask = np.zeros(magnitudes.shape, dtype=bool)
+    if k <= 0:
+        return mask
+    if k >= magnitudes.size:
+        mask[:] = True
+        return mask
+    mask[np.argpartition(magnitudes, k - 1, kind="introselect")[:k]] = True
+    return mask
+
+
+def to_sparse_initializers(
+    model: onnx.ModelProto, *, min_sparsity: float = 0.5
+) -> tuple[onnx.ModelProto, int]:
+    """Store float initializers with at least ``min_sparsity`` zeros as ONNX ``sparse_initializer``.
+
+    Values are kept in their dtype, indices as linear int64 positions (the ONNX spec). Returns a
+    new model and the number of tensors converted. onnxruntime densifies them at load, so this
+    only changes the file: it pays off for the uncompressed size at high sparsity (an index costs
+    8 bytes, so ``nnz * (8 + itemsize) < n * itemsize`` is required, and it is checked per tensor).
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    keep = []
+    converted: set[str] = set()
+    graph_inputs = {vi.name for vi in out.graph.input}
+    for tensor in out.graph.initializer:
+        array = onnx.numpy_helper.to_array(tensor)
+        nnz = int(np.count_nonzero(array))
+        itemsize = array.dtype.itemsize
+        sparse_enough = array.size and 1 - nnz / array.size >= min_sparsity
+        if (
+            tensor.name in graph_inputs  # an overridable initializer must stay a dense input
+            or not np.issubdtype(array.dtype, np.floating)
+            or array.ndim < 2
+            or not sparse_enough
+            or nnz * (8 + itemsize) >= array.size * itemsize
+        ):
+            keep.append(tensor)
+            continue
+        flat = array.reshape(-1)
+        idx = np.flatnonzero(flat).astype(np.int64)
+        values = onnx.numpy_helper.from_array(flat[idx], tensor.name)
+        indices = onnx.numpy_helper.from_array(idx, f"{tensor.name}_indices")
+        out.graph.sparse_initializer.append(
+            onnx.helper.make_sparse_tensor(values, indices, list(array.shape))
+        )
+        converted.add(tensor.name)
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(keep)
+    # value_info declaring a converted tensor as a dense tensor contradicts its sparse type
+    infos = [vi for vi in out.graph.value_info if vi.name not in converted]
+    del out.graph.value_info[:]
+    out.graph.value_info.extend(infos)
+    return out, len(converted)

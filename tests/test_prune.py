@@ -1,0 +1,119 @@
+"""The pruning API: reports, sensitivity rows, and the digits CNN acceptance figures (slow)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxsqueeze import io as sio
+from onnxsqueeze import prune
+from tests.helpers import rand
+from tests.passes.test_channels import residual_model
+
+
+def _data(n: int, seed: int) -> dict[str, np.ndarray]:
+    return {"x": rand((n, 3, 8, 8), seed)}
+
+
+def test_prune_channels_report() -> None:
+    model = residual_model(zero=False)
+    pruned, report = prune.prune_channels(
+        model, ratio=0.25, calibration=_data(64, 1), eval_data=_data(32, 2) | {"labels": np.arange(32) % 5}
+    )
+    assert report["mode"] == "channels" and report["modified"]
+    assert report["after"]["macs"] < report["before"]["macs"]
+    assert report["after"]["params"] < report["before"]["params"]
+    q = report["quality"]
+    assert set(q["accuracy"]) == {"original", "pruned", "pruned_without_reconstruction"}
+    assert q["agreement"]["original"] == 1.0
+    assert report["reconstruction"] and report["verify"]["samples"] == 32
+    meta = {p.key: p.value for p in pruned.metadata_props}
+    assert '"pass":"channels"' in meta["onnxsqueeze.passes"]
+
+
+def test_prune_channels_without_data_says_so() -> None:
+    _, report = prune.prune_channels(residual_model(zero=False), ratio=0.25)
+    assert any("no reconstruction" in n for n in report["notes"])
+    assert "quality" not in report and report["verify"]["source"].startswith("random")
+
+
+def test_prune_weights_report() -> None:
+    _, report = prune.prune_weights(residual_model(zero=False), sparsity=0.5, eval_data=_data(16, 3))
+    assert report["mode"] == "sparsity" and report["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert report["after"]["nonzero_params"] < report["before"]["nonzero_params"]
+    assert report["after"]["zipped_bytes"] < report["before"]["zipped_bytes"]
+    assert "agreement" in report["quality"] and "accuracy" not in report["quality"]
+
+
+def test_sensitivity_rows() -> None:
+    model = residual_model(zero=False)
+    rows = prune.sensitivity(model, _data(32, 4), ratios=(0.25, 0.5))
+    measured = [r for r in rows if "ratio" in r]
+    blocked = [r for r in rows if "ratio" not in r]
+    assert len(measured) == 2 * 2 and len(blocked) == 1  # two prunable groups, the logits Gemm blocked
+    for r in measured:
+        assert r["metric"] == "agreement" and 0.0 <= r["value"] <= 1.0 and r["baseline"] == 1.0
+        assert r["macs_ratio"] < 1.0 and r["kept"] < r["channels"]
+    by_group: dict[str, dict[float, float]] = {}
+    for r in measured:
+        by_group.setdefault(r["group"], {})[r["ratio"]] = r["macs_ratio"]
+    assert all(v[0.5] < v[0.25] for v in by_group.values())
+
+
+def test_check_result_rejects_interface_change() -> None:
+    from onnxsqueeze.errors import VerificationError
+    from tests.passes.test_sparsity import model as other
+
+    with pytest.raises(VerificationError, match="inputs or outputs"):
+        prune.check_result(residual_model(), other())
+
+
+@pytest.mark.slow
+def test_digits_sparsity_80(digits) -> None:
+    model_path, val_path, train_path = digits
+    model = sio.load(model_path)
+    val, train = sio.load_npz(val_path), prune.limit(sio.load_npz(train_path), 512)
+    _, report = prune.prune_weights(model, sparsity=0.8, calibration=train, eval_data=val)
+    acc = report["quality"]["accuracy"]
+    assert report["sparsity"] >= 0.79
+    assert acc["pruned"] >= acc["original"] - 0.01  # <= 1 point lost
+    assert report["before"]["zipped_bytes"] / report["after"]["zipped_bytes"] >= 3.0
+    assert acc["pruned_without_reconstruction"] < acc["pruned"]
+
+
+@pytest.mark.slow
+def test_digits_channels_40_percent_macs(digits) -> None:
+    model_path, val_path, train_path = digits
+    model = sio.load(model_path)
+    val, train = sio.load_npz(val_path), prune.limit(sio.load_npz(train_path), 512)
+    _, report = prune.prune_channels(model, ratio=0.3, calibration=train, eval_data=val)
+    acc = report["quality"]["accuracy"]
+    assert report["after"]["macs"] <= 0.6 * report["before"]["macs"]  # >= 40% of MACs removed
+    assert acc["pruned"] >= acc["original"] - 0.02  # within 2 points
+    assert acc["pruned_without_reconstruction"] < acc["pruned"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_large"])
+def test_zoo_channels_30_percent(name: str) -> None:
+    from tests.helpers import CACHE
+
+    path = CACHE / f"{name}.onnx"
+    if not path.exists():
+        pytest.skip(f"{path} not cached (python -m models.zoo {name})")
+    model = sio.load(path)
+    pruned, report = prune.prune_channels(model, ratio=0.3, round_to=8)  # checked and verified inside
+    assert report["before"]["macs"] / report["after"]["macs"] >= 1.5
+    assert sum(g["status"] == "pruned" for g in report["groups"]) >= 10
+    shapes = [
+        [d.dim_value or d.dim_param for d in vi.type.tensor_type.shape.dim] for vi in pruned.graph.output
+    ]
+    assert shapes == [["batch", 1000]]
+
+
+def test_prune_weights_sparse_storage() -> None:
+    pruned, report = prune.prune_weights(residual_model(zero=False), sparsity=0.9, sparse_storage=True)
+    assert len(pruned.graph.sparse_initializer) >= 1
+    assert report["after"]["file_bytes"] < report["dense_after"]["file_bytes"]
+    assert report["after"]["macs"] == report["before"]["macs"]
+    assert any("sparse_initializer" in n for n in report["notes"])
