@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from onnxsqueeze.cli import core
+from onnxsqueeze.cli import distill as distill_cli
 
 app = typer.Typer(
     name="onnxsqueeze",
@@ -37,6 +38,7 @@ def _root(
 
 
 core.register(app)
+distill_cli.register(app)
 
 
 def main() -> None:
