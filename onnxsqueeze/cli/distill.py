@@ -205,9 +205,7 @@ def distill_cmd(
             f"exceeds --tolerance {tolerance:g}; not written (use --force to write it anyway)"
         )
     if failed:
-        warn(
-            f"export max abs error {result.report.export.max_abs:.3g} exceeds {tolerance:g}; written anyway"
-        )
+        warn(f"export max abs error {result.report.export.max_abs:.3g} exceeds {tolerance:g}; written anyway")
     sio.save(result.model, output, protect=[p for p in (teacher, data, val, test) if p is not None])
     if json_:
         emit_json(report | {"output": str(output)})

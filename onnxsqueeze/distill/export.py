@@ -7,6 +7,7 @@ two share a signature shape so the swap is one function body.
 from __future__ import annotations
 
 import io as _io
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,16 +50,20 @@ def export_student(
     axes = {name: {0: "batch"} for name in [*input_names, *output_names]}
     buf = _io.BytesIO()
     try:
-        torch.onnx.export(
-            module,
-            tensors,
-            buf,
-            input_names=list(input_names),
-            output_names=list(output_names),
-            dynamic_axes=axes,
-            opset_version=OPSET,
-            dynamo=False,
-        )
+        with warnings.catch_warnings():
+            # the TorchScript exporter is deprecated in favour of dynamo; it is small, fast and
+            # exact for these students (and from_torch will choose for us once it lands)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                module,
+                tensors,
+                buf,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
         model = onnx.load_from_string(buf.getvalue())
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -202,7 +202,7 @@ def _train(
             loss.backward()
             opt.step()
             step += 1
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             seen += len(idx)
         epoch += 1
         val_loss, val_metric = evaluate(module, val, config)
@@ -229,6 +229,8 @@ def _train(
         if since_best >= config.patience:
             stop = "early stopping"
             break
+    if stop == "epochs" and planned < config.epochs:
+        stop = "time budget"  # the plan was shortened to fit the budget
     if best_state is not None:
         module.load_state_dict(best_state)
     module.eval()
