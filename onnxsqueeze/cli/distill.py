@@ -131,6 +131,17 @@ def distill_cmd(
     labels_key: Annotated[
         str, typer.Option("--labels-key", help="Key of the class labels in the .npz files.")
     ] = ("labels"),
+    feature: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--feature",
+            help="Also match a teacher tensor with a student module's output, TEACHER_TENSOR:STUDENT_MODULE "
+            "(repeatable; a trained 1x1-conv/linear adapter maps the student's onto the teacher's).",
+        ),
+    ] = None,
+    feature_weight: Annotated[
+        float, typer.Option("--feature-weight", help="Weight of the --feature (MSE) terms in the loss.")
+    ] = 1.0,
     teacher_output: Annotated[
         str | None,
         typer.Option("--teacher-output", help="Teacher output with the class scores (default: first)."),
@@ -162,6 +173,12 @@ def distill_cmd(
             raise InputError(f"{output}: refusing to overwrite an input file; choose another output")
     if time_budget is not None and time_budget <= 0:
         raise InputError(f"--time-budget {time_budget}: must be positive (minutes)")
+    pairs = []
+    for spec in feature or ():
+        tensor, sep, module = spec.rpartition(":")
+        if not sep or not tensor or not module:
+            raise InputError(f"--feature '{spec}': expected TEACHER_TENSOR:STUDENT_MODULE (e.g. relu_3:8)")
+        pairs.append((tensor, module))
     config = TrainConfig(
         temperature=temperature,
         alpha=alpha,
@@ -170,6 +187,7 @@ def distill_cmd(
         lr=lr,
         patience=patience,
         time_budget_s=time_budget * 60 if time_budget is not None else None,
+        feature_weight=feature_weight,
         seed=seed,
         threads=threads,
     )
@@ -190,6 +208,7 @@ def distill_cmd(
         config=config,
         labels_key=labels_key,
         teacher_output=teacher_output,
+        features=pairs,
         cache_dir=cache_dir,
         use_cache=not no_cache,
         tolerance=None,

@@ -19,9 +19,8 @@ data defaults to the validation data.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +117,7 @@ def distill(
     config: TrainConfig | None = None,
     labels_key: str = "labels",
     teacher_output: str | None = None,
+    features: Sequence[tuple[str, str]] = (),
     cache_dir: Path | None = None,
     use_cache: bool = True,
     measure_latency: bool = True,
@@ -137,6 +137,7 @@ def distill(
         config: the training hyper-parameters.
         labels_key: the key of the class labels in the data files.
         teacher_output: the teacher output with the class scores (default: its first).
+        features: ``(teacher_tensor, student_module)`` pairs to match as hints (see :mod:`.loss`).
         cache_dir: where teacher outputs are cached (default :func:`default_cache_dir`).
         use_cache: False recomputes the teacher outputs and writes nothing to the cache.
         measure_latency: time both models in onnxruntime for the report.
@@ -177,20 +178,23 @@ def distill(
     x_train, y_train = _split_arrays(train_data, names, labels_key, train_label)
     hits: dict[str, bool] = {}
 
-    def soft(inputs: dict, key: str) -> np.ndarray:
-        result: TeacherOutputs = teacher_logits(
+    def soft(inputs: dict, key: str, tensors: Sequence[str] = ()) -> TeacherOutputs:
+        result = teacher_logits(
             teacher_model,
             teacher_sha,
             inputs,
             cache_dir=cache,
             output=out_name,
+            features=tensors,
             on_batch=on_teacher,
             threads=config.threads,
         )
         hits[key] = result.cache_hit
-        return result.logits
+        return result
 
-    t_train = soft(x_train, "train")
+    train_out = soft(x_train, "train", [t for t, _ in features])
+    t_train = train_out.logits
+    f_train = tuple(train_out.features[t] for t, _ in features)
     if val is None:
         rng = np.random.default_rng(config.seed)
         order = rng.permutation(len(t_train))
@@ -202,17 +206,18 @@ def distill(
         x_train = {k: v[ti] for k, v in x_train.items()}
         y_train = y_train[ti] if y_train is not None else None
         t_train = t_train[ti]
+        f_train = tuple(f[ti] for f in f_train)
         val_label = f"10% of {train_label} (seed {config.seed})"
     else:
         val_data, val_label = _load(val, "val")
         x_val, y_val = _split_arrays(val_data, names, labels_key, val_label)
-        t_val = soft(x_val, "val")
+        t_val = soft(x_val, "val").logits
     if test is None:
         x_test, y_test, t_test, test_label = x_val, y_val, t_val, val_label
     else:
         test_data, test_label = _load(test, "test")
         x_test, y_test = _split_arrays(test_data, names, labels_key, test_label)
-        t_test = soft(x_test, "test")
+        t_test = soft(x_test, "test").logits
 
     num_classes = t_train.shape[1]
     for key, y in (("train", y_train), ("val", y_val), ("test", y_test)):
@@ -227,11 +232,16 @@ def distill(
     example = torch.from_numpy(np.ascontiguousarray(first[:2]).astype(np.float32))
     built = build_student(student, first.shape[1:], num_classes, example=example)
 
-    def split(x: dict, t: np.ndarray, y: np.ndarray | None) -> Split:
-        return Split(tuple(np.asarray(x[n], dtype=np.float32) for n in names), t, y)
+    def split(x: dict, t: np.ndarray, y: np.ndarray | None, f: tuple[np.ndarray, ...] = ()) -> Split:
+        return Split(tuple(np.asarray(x[n], dtype=np.float32) for n in names), t, y, f)
 
     result = train_student(
-        built.module, split(x_train, t_train, y_train), split(x_val, t_val, y_val), config, on_epoch=on_epoch
+        built.module,
+        split(x_train, t_train, y_train, f_train),
+        split(x_val, t_val, y_val),
+        config,
+        taps=[s for _, s in features],
+        on_epoch=on_epoch,
     )
     check = tuple(np.asarray(x_test[n][:64], dtype=np.float32) for n in names)
     model, export_report = export_student(
@@ -282,16 +292,13 @@ def _provenance(
         entry.key, entry.value = key, value
 
 
-def config_hash(config: TrainConfig) -> str:
-    return hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True).encode()).hexdigest()[:12]
-
-
 __all__ = [
     "DistillReport",
     "DistillResult",
     "EpochLog",
     "ModelStats",
     "Split",
+    "TeacherOutputs",
     "TrainConfig",
     "TrainResult",
     "default_cache_dir",

@@ -10,6 +10,11 @@ weight ``alpha`` in [0, 1]:
 - ``T^2`` keeps the soft term's gradients on the same scale as the hard term's when ``T`` changes
   (the soft gradients shrink as ``1/T^2``).
 
+With ``--feature TEACHER_TENSOR:STUDENT_MODULE`` pairs (FitNets-style hints, Romero et al. 2015)
+the loss gains ``beta * sum_f MSE(adapter_f(h_s), h_t)``: the student module's output ``h_s``,
+mapped by a small trained adapter (1x1 conv or linear, resized to the teacher's spatial size), is
+pulled towards the teacher tensor ``h_t``. Adapters are discarded after training.
+
 So ``alpha`` weights the teacher (soft) term: ``alpha = 1`` is pure teacher-student, ``alpha = 0``
 plain supervised training. Without labels the loss is the soft term alone, ``T^2 * KL``, whatever
 ``alpha`` is.
@@ -42,3 +47,10 @@ def distillation_loss(
         return soft
     hard = F.cross_entropy(student_logits, labels)
     return alpha * soft + (1.0 - alpha) * hard
+
+
+def feature_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
+    """The hint term for one pair: mean squared error of the adapted student feature to the teacher's."""
+    import torch.nn.functional as F
+
+    return F.mse_loss(student_feature, teacher_feature)

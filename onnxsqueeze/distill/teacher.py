@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +36,12 @@ def default_cache_dir() -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class TeacherOutputs:
-    """The teacher's logits ``[N, C]`` for a data set, and whether they came from the cache."""
+    """The teacher's logits ``[N, C]`` (and intermediate tensors) for a data set; cache hit or not."""
 
     logits: np.ndarray
     cache_hit: bool
     path: Path | None
+    features: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def data_hash(arrays: Mapping[str, np.ndarray], names: list[str]) -> str:
@@ -76,6 +77,33 @@ def as_logits(values: np.ndarray, label: str) -> np.ndarray:
     return v
 
 
+def with_outputs(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs the intermediate ``tensors``.
+
+    Raises:
+        InputError: a name is no tensor of the graph (the message lists a few that are).
+    """
+    produced = [o for node in model.graph.node for o in node.output if o]
+    outputs = {o.name for o in model.graph.output}
+    missing = [t for t in tensors if t not in produced]
+    if missing:
+        sample = ", ".join(produced[:: max(1, len(produced) // 8)][:8])
+        raise InputError(
+            f"--feature: the teacher has no tensor {missing[0]!r} (node outputs include: {sample})"
+        )
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    known = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    for name in tensors:
+        if name in outputs:
+            continue
+        if name in known:
+            out.graph.output.append(known[name])
+        else:
+            out.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return out
+
+
 def teacher_logits(
     teacher: onnx.ModelProto,
     teacher_sha256: str,
@@ -83,6 +111,7 @@ def teacher_logits(
     *,
     cache_dir: Path | None,
     output: str | None = None,
+    features: Sequence[str] = (),
     batch_size: int = 64,
     threads: int | None = 2,
     label: str = "teacher",
@@ -96,6 +125,7 @@ def teacher_logits(
         data: input arrays, first axis = samples; extra keys (labels) are ignored.
         cache_dir: where entries live; None disables the cache.
         output: which teacher output holds the class scores (default: the first).
+        features: intermediate tensors to return too (for feature matching); cached with the logits.
         batch_size: samples per onnxruntime run.
         threads: onnxruntime intra-op threads.
         label: how messages name the teacher.
@@ -110,25 +140,31 @@ def teacher_logits(
     missing = [n for n in names if n not in data]
     if missing:
         raise InputError(f"the data has no array for teacher input(s) {missing}; it has {sorted(data)}")
+    features = list(dict.fromkeys(features))
     key = f"v{CACHE_VERSION}-{teacher_sha256[:20]}-{data_hash(data, names)[:20]}-{_safe(out_name)}"
+    if features:
+        key += "-f" + hashlib.sha256("\0".join(features).encode()).hexdigest()[:12]
     path = cache_dir / f"{key}.npz" if cache_dir is not None else None
     if path is not None and path.is_file():
         try:
-            cached = sio.load_npz(path)["logits"]
-            if len(cached) == len(data[names[0]]):
-                return TeacherOutputs(cached, True, path)
+            cached = sio.load_npz(path)
+            if len(cached["logits"]) == len(data[names[0]]):
+                feats = {f: cached[f"feature:{f}"] for f in features}
+                return TeacherOutputs(cached["logits"], True, path, feats)
         except (InputError, KeyError):
             pass  # a damaged entry: recompute and overwrite it
-    sess = runtime.session(teacher, optimize=True, threads=threads)
+    model = with_outputs(teacher, features) if features else teacher
+    sess = runtime.session(model, optimize=True, threads=threads)
     feeds = {
         vi.name: np.asarray(data[vi.name]).astype(shapes.input_dtype(vi), copy=False)
         for vi in shapes.graph_inputs(teacher)
     }
     outputs = runtime.run_batched(sess, feeds, batch_size=batch_size, on_batch=on_batch)
     logits = as_logits(outputs[out_name], f"{label} output '{out_name}'")
+    feats = {f: outputs[f].astype(np.float32) for f in features}
     if path is not None:
-        sio.save_npz(path, {"logits": logits})
-    return TeacherOutputs(logits, False, path)
+        sio.save_npz(path, {"logits": logits, **{f"feature:{f}": v for f, v in feats.items()}})
+    return TeacherOutputs(logits, False, path, feats)
 
 
 def _safe(name: str) -> str:

@@ -6,6 +6,9 @@
 - Validation after every epoch: accuracy on the labels when there are labels, else top-1
   agreement with the teacher; ties go to the lower validation loss. The best epoch's weights are
   kept in memory and restored at the end; ``patience`` epochs without improvement stop early.
+- Feature hints (optional): forward hooks capture named student modules' outputs; a trained adapter
+  per pair maps them onto the teacher's tensors (see :mod:`.loss`); hooks and adapters are removed
+  after training, so the exported student is the plain architecture.
 - Time budget: after the first epoch the plan shrinks to the epochs that fit, so the cosine
   schedule still reaches its end; an epoch that would overrun it is not started.
 """
@@ -16,12 +19,13 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from onnxsqueeze.distill.loss import distillation_loss
+from onnxsqueeze.distill.loss import distillation_loss, feature_loss
+from onnxsqueeze.errors import InputError
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -36,6 +40,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     patience: int = 10
     time_budget_s: float | None = None
+    feature_weight: float = 1.0
     seed: int = 0
     # NOTE: 1 thread, not 2: on the shared 2-core machine, small students trained 6-16x slower with
     # 2 intra-op threads than with 1 (OpenMP threads contending with other processes' load).
@@ -78,11 +83,12 @@ class TrainResult:
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    """Arrays of one split: inputs (one array per student input), teacher logits, optional labels."""
+    """Arrays of one split: inputs (one per student input), teacher logits, labels, teacher features."""
 
     inputs: tuple[np.ndarray, ...]
     teacher: np.ndarray
     labels: np.ndarray | None
+    features: tuple[np.ndarray, ...] = ()
 
     def __len__(self) -> int:
         return len(self.teacher)
@@ -122,9 +128,17 @@ def train_student(
     val: Split,
     config: TrainConfig,
     *,
+    taps: Sequence[str] = (),
     on_epoch: Callable[[EpochLog], None] | None = None,
 ) -> TrainResult:
     """Train ``module`` in place on ``train``; select and restore the best epoch on ``val``.
+
+    Args:
+        module: the student.
+        train, val: the splits (``train.features`` aligned with ``taps``).
+        config: hyper-parameters.
+        taps: student module names whose outputs are matched to ``train.features``.
+        on_epoch: called after every epoch.
 
     Returns:
         The history, the best epoch and its validation metric, why training stopped, the seconds.
@@ -133,14 +147,89 @@ def train_student(
 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(config.threads)
+    if len(taps) != len(train.features):
+        raise InputError(f"{len(taps)} student taps for {len(train.features)} teacher features")
+    hints = _Hints(module, taps, train, config.seed) if taps else None
     try:
-        return _train(module, train, val, config, on_epoch)
+        return _train(module, train, val, config, on_epoch, hints)
     finally:
+        if hints is not None:
+            hints.remove()
         torch.set_num_threads(threads_before)
 
 
+class _Hints:
+    """Forward hooks on named student modules plus the adapters onto the teacher's tensors."""
+
+    def __init__(self, module: Any, taps: Sequence[str], train: Split, seed: int) -> None:
+        import torch
+        from torch import nn
+
+        modules = dict(module.named_modules())
+        for name in taps:
+            if name not in modules or not name:
+                some = ", ".join(n for n in list(modules)[1:9])
+                raise InputError(
+                    f"--feature: the student has no module '{name}' (its modules include: {some})"
+                )
+        self.taps = list(taps)
+        self.values: dict[str, Any] = {}
+        self.hooks = [modules[n].register_forward_hook(self._store(n)) for n in self.taps]
+        was_training = module.training
+        module.eval()
+        with torch.no_grad():
+            module(*(torch.from_numpy(np.ascontiguousarray(x[:2])) for x in train.inputs))
+        module.train(was_training)
+        torch.manual_seed(seed)
+        adapters = []
+        for name, teacher in zip(self.taps, train.features, strict=True):
+            s = self.values[name]
+            if not isinstance(s, torch.Tensor):
+                raise InputError(f"--feature: student module '{name}' does not output a tensor")
+            t_shape = tuple(teacher.shape[1:])
+            if s.ndim == 4 and len(t_shape) == 3:
+                adapters.append(nn.Conv2d(s.shape[1], t_shape[0], 1))
+            else:
+                adapters.append(
+                    nn.Sequential(nn.Flatten(), nn.Linear(math.prod(s.shape[1:]), math.prod(t_shape)))
+                )
+        self.adapters = nn.ModuleList(adapters)
+        self.values.clear()
+
+    def _store(self, name: str) -> Callable[..., None]:
+        def hook(mod: Any, args: Any, output: Any) -> None:
+            self.values[name] = output
+
+        return hook
+
+    def loss(self, teacher_features: Sequence[Any]) -> Any:
+        import torch.nn.functional as F
+
+        total = 0.0
+        for name, adapter, t in zip(self.taps, self.adapters, teacher_features, strict=True):
+            s = adapter(self.values[name])
+            if s.ndim == 4 and s.shape[2:] != t.shape[2:]:
+                s = (
+                    F.adaptive_avg_pool2d(s, t.shape[2:])
+                    if s.shape[2] >= t.shape[2]
+                    else F.interpolate(s, size=t.shape[2:], mode="bilinear", align_corners=False)
+                )
+            total = total + feature_loss(s.reshape(t.shape), t)
+        return total
+
+    def remove(self) -> None:
+        for h in self.hooks:
+            h.remove()
+        self.values.clear()
+
+
 def _train(
-    module: Any, train: Split, val: Split, config: TrainConfig, on_epoch: Callable[[EpochLog], None] | None
+    module: Any,
+    train: Split,
+    val: Split,
+    config: TrainConfig,
+    on_epoch: Callable[[EpochLog], None] | None,
+    hints: _Hints | None,
 ) -> TrainResult:
     import torch
 
@@ -149,11 +238,12 @@ def _train(
     xs = [torch.from_numpy(np.ascontiguousarray(x)) for x in train.inputs]
     t_all = torch.from_numpy(np.ascontiguousarray(train.teacher))
     y_all = torch.from_numpy(train.labels) if train.labels is not None else None
+    f_all = [torch.from_numpy(np.ascontiguousarray(f)) for f in train.features]
     n = len(train)
     steps_per_epoch = math.ceil(n / config.batch_size)
     planned = config.epochs
     decay, no_decay = [], []
-    for p in module.parameters():
+    for p in [*module.parameters(), *(hints.adapters.parameters() if hints else ())]:
         (decay if p.ndim > 1 else no_decay).append(p)
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -198,6 +288,8 @@ def _train(
                 temperature=config.temperature,
                 alpha=config.alpha,
             )
+            if hints is not None:
+                loss = loss + config.feature_weight * hints.loss([f[idx] for f in f_all])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
