@@ -99,7 +99,7 @@ def conv_macs(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> tu
             if isinstance(mod, nn.Conv2d):
                 kh, kw = mod.kernel_size
                 per[name] = per.get(name, 0) + int(output.numel()) * (mod.in_channels // mod.groups) * kh * kw
-            else:
+            elif isinstance(mod, nn.Linear):
                 per[name] = per.get(name, 0) + int(output.numel()) * mod.in_features
 
         return fn
@@ -175,7 +175,7 @@ def separate_convs(
     """
     import torch
 
-    targets = [(name, m) for name, m in module.named_modules() if rewritable(m)]
+    targets: list[tuple[str, Any]] = [(name, m) for name, m in module.named_modules() if rewritable(m)]
     if not targets:
         raise UnsupportedModelError(
             f"{type(module).__name__}: no Conv2d with a kernel > 1x1 and groups=1 to make separable"
@@ -195,7 +195,7 @@ def separate_convs(
     for name, conv in targets:
         parent_name, _, attr = name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module
-        new = _separable(conv, norm=norm, activation=activation)  # type: ignore[arg-type]
+        new = _separable(conv, norm=norm, activation=activation)
         setattr(parent, attr, new)
         replaced[name] = new
 
@@ -216,12 +216,12 @@ def separate_convs(
     convs = []
     for name, conv in targets:
         new = replaced[name]
-        kh, kw = conv.kernel_size  # type: ignore[misc]
+        kh, kw = conv.kernel_size
         convs.append(
             ConvRewrite(
                 name=name,
-                in_channels=int(conv.in_channels),  # type: ignore[arg-type]
-                out_channels=int(conv.out_channels),  # type: ignore[arg-type]
+                in_channels=int(conv.in_channels),
+                out_channels=int(conv.out_channels),
                 kernel=(int(kh), int(kw)),
                 params_before=count_params(conv),
                 params_after=count_params(new),

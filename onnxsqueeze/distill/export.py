@@ -57,7 +57,7 @@ def export_student(
             torch.onnx.export(
                 module,
                 tensors,
-                buf,
+                buf,  # type: ignore[arg-type]  # the TorchScript exporter writes to file objects
                 input_names=list(input_names),
                 output_names=list(output_names),
                 dynamic_axes=axes,

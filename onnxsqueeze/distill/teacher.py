@@ -50,7 +50,7 @@ def data_hash(arrays: Mapping[str, np.ndarray], names: list[str]) -> str:
     for name in names:
         a = np.ascontiguousarray(arrays[name])
         digest.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-        digest.update(memoryview(a).cast("B"))
+        digest.update(a.tobytes())
     return digest.hexdigest()
 
 

@@ -181,7 +181,7 @@ class _Hints:
             module(*(torch.from_numpy(np.ascontiguousarray(x[:2])) for x in train.inputs))
         module.train(was_training)
         torch.manual_seed(seed)
-        adapters = []
+        adapters: list[nn.Module] = []
         for name, teacher in zip(self.taps, train.features, strict=True):
             s = self.values[name]
             if not isinstance(s, torch.Tensor):
@@ -205,7 +205,7 @@ class _Hints:
     def loss(self, teacher_features: Sequence[Any]) -> Any:
         import torch.nn.functional as F
 
-        total = 0.0
+        total: Any = 0.0
         for name, adapter, t in zip(self.taps, self.adapters, teacher_features, strict=True):
             s = adapter(self.values[name])
             if s.ndim == 4 and s.shape[2:] != t.shape[2:]:
@@ -242,7 +242,8 @@ def _train(
     n = len(train)
     steps_per_epoch = math.ceil(n / config.batch_size)
     planned = config.epochs
-    decay, no_decay = [], []
+    decay: list[Any] = []
+    no_decay: list[Any] = []
     for p in [*module.parameters(), *(hints.adapters.parameters() if hints else ())]:
         (decay if p.ndim > 1 else no_decay).append(p)
     opt = torch.optim.AdamW(
