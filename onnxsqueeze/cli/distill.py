@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from onnxsqueeze.cli import _options as opt
 from onnxsqueeze.cli._output import (
     emit_json,
+    err,
     escape,
     handle_errors,
     human_bytes,
@@ -35,6 +39,26 @@ def _ratio(t: float | None, s: float | None, fmt: str = "{:.1f}x smaller") -> st
     if not t or not s:
         return ""
     return fmt.format(t / s)
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[int, int, str], None]]:
+    """One bar on stderr: the teacher's batches, then the epochs with loss and validation metric."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
+        task = bar.add_task("distill", total=None)
+
+        def update(done: int, total: int, description: str) -> None:
+            bar.update(task, completed=done, total=total, description=description)
+
+        yield update
 
 
 def render(report: dict[str, Any], output: Path, tolerance: float | None) -> None:
@@ -192,28 +216,30 @@ def distill_cmd(
         threads=threads,
     )
 
-    def on_epoch(e: EpochLog) -> None:
-        mark = "  *best*" if e.best else ""
-        info(
-            f"epoch {e.epoch}/{e.planned}  loss {e.train_loss:.4f}  val loss {e.val_loss:.4f}  "
-            f"val {e.metric} {e.val_metric:.2%}  {e.elapsed_s:.0f}s{mark}"
-        )
+    with _progress() as update:
 
-    result = distill(
-        teacher,
-        student,
-        data,
-        val=val,
-        test=test,
-        config=config,
-        labels_key=labels_key,
-        teacher_output=teacher_output,
-        features=pairs,
-        cache_dir=cache_dir,
-        use_cache=not no_cache,
-        tolerance=None,
-        on_epoch=on_epoch,
-    )
+        def on_epoch(e: EpochLog) -> None:
+            mark = "  *best*" if e.best else ""
+            line = f"epoch {e.epoch}/{e.planned}  loss {e.train_loss:.4f}  val {e.metric} {e.val_metric:.2%}"
+            update(e.epoch, e.planned, line)
+            info(f"{line}  val loss {e.val_loss:.4f}  {e.elapsed_s:.0f}s{mark}")
+
+        result = distill(
+            teacher,
+            student,
+            data,
+            val=val,
+            test=test,
+            config=config,
+            labels_key=labels_key,
+            teacher_output=teacher_output,
+            features=pairs,
+            cache_dir=cache_dir,
+            use_cache=not no_cache,
+            tolerance=None,
+            on_teacher=lambda done, total: update(done, total, "teacher outputs"),
+            on_epoch=on_epoch,
+        )
     report = result.report.to_dict()
     failed = result.report.export.max_abs > tolerance or any(
         o.nonfinite for o in result.report.export.outputs

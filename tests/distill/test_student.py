@@ -84,3 +84,14 @@ def test_bad_specs_are_one_line_input_errors(spec: str, message: str) -> None:
 def test_student_with_the_wrong_output_is_refused() -> None:
     with pytest.raises(UnsupportedModelError, match=r"outputs \[2, 10\]; the teacher outputs \[2, 4\]"):
         build_student(f"{__name__}:fixed_student", (1, 8, 8), 4)
+
+
+def test_backbone_swap_adapts_stem_and_head() -> None:
+    big = build_student("mobilenet_v3_small", (3, 224, 224), 1000).module
+    assert big.features[0][0].stride == (2, 2)  # torchvision's own stem at ImageNet size
+    small = build_student("mobilenet_v3_small", (1, 32, 32), 10).module
+    assert small.features[0][0].in_channels == 1 and small.features[0][0].stride == (1, 1)
+    assert small.classifier[-1].out_features == 10
+    r18 = build_student("resnet18", (1, 32, 32), 10).module
+    assert r18.conv1.kernel_size == (3, 3) and isinstance(r18.maxpool, nn.Identity)
+    assert r18.fc.out_features == 10
