@@ -55,29 +55,54 @@ def headline(student: str, epochs: int, threads: int, cache: Path) -> dict:
     return report | {"wall_s": wall, "load_before": load_before, "load_after": _load()}
 
 
-def ablation(student: str, seeds: int, epochs: int, threads: int, cache: Path, subset: int | None) -> dict:
+def ablation(
+    student: str, seeds: int, epochs: int, threads: int, cache: Path, scarce: int | None
+) -> dict[str, dict]:
+    """Test accuracy per arm and seed.
+
+    Without ``scarce``: all training data, labels for all, alpha 0.5 / 1 / 0.
+    With ``scarce = N``: only N training samples keep their labels. Arms: hard labels on those N,
+    distillation (alpha 0.5) on the same N, and pure teacher-student (no labels needed) on all the
+    training inputs. Epochs and patience are scaled by the sample count, so every arm takes about
+    the same number of optimizer steps.
+    """
     from onnxsqueeze import io as sio
     from onnxsqueeze.distill import TrainConfig, distill
 
-    train = sio.load_npz(MODELS / "digits_train.npz")
-    if subset is not None:
-        pick = np.sort(np.random.default_rng(123).permutation(len(train["labels"]))[:subset])
-        train = {k: v[pick] for k, v in train.items()}
-    arms = {
-        "distill (alpha 0.5, T 4)": 0.5,
-        "soft only (alpha 1, T 4)": 1.0,
-        "hard labels only (alpha 0)": 0.0,
-    }
+    full = sio.load_npz(MODELS / "digits_train.npz")
+    if scarce is None:
+        arms = [
+            ("distill (alpha 0.5, T 4)", full, 0.5),
+            ("soft only (alpha 1, T 4)", full, 1.0),
+            ("hard labels only (alpha 0)", full, 0.0),
+        ]
+    else:
+        pick = np.sort(np.random.default_rng(123).permutation(len(full["labels"]))[:scarce])
+        labelled = {k: v[pick] for k, v in full.items()}
+        unlabelled = {"input": full["input"]}
+        arms = [
+            (f"hard labels only, {scarce} labelled samples", labelled, 0.0),
+            (f"distill (alpha 0.5, T 4), the same {scarce} labelled samples", labelled, 0.5),
+            (f"teacher-student (T 4) on all {len(full['input'])} inputs, no labels", unlabelled, 1.0),
+        ]
     out: dict[str, dict] = {}
-    for arm, alpha in arms.items():
+    for arm, train, alpha in arms:
+        scale = len(full["input"]) / len(train["input"])
         accs, agrees, secs = [], [], []
         for seed in range(seeds):
+            config = TrainConfig(
+                epochs=round(epochs * scale),
+                patience=round(10 * scale),
+                threads=threads,
+                seed=seed,
+                alpha=alpha,
+            )
             r = distill(
                 MODELS / "digits_cnn.onnx",
                 student,
                 train,
                 test=MODELS / "digits_val.npz",
-                config=TrainConfig(epochs=epochs, threads=threads, seed=seed, alpha=alpha),
+                config=config,
                 cache_dir=cache,
                 measure_latency=False,
             ).report
@@ -85,7 +110,7 @@ def ablation(student: str, seeds: int, epochs: int, threads: int, cache: Path, s
             agrees.append(r.student.agreement)
             secs.append(r.training.seconds)
             print(f"  {arm} seed {seed}: accuracy {r.student.accuracy:.4f}", file=sys.stderr, flush=True)
-        out[arm] = {"accuracy": accs, "agreement": agrees, "seconds": secs}
+        out[arm] = {"accuracy": accs, "agreement": agrees, "seconds": secs, "epochs": round(epochs * scale)}
     return out
 
 
@@ -94,12 +119,33 @@ def _mean_sd(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.2f} % ± {100 * sd:.2f}"
 
 
-def markdown(head: dict, abl: dict[str, dict], args: argparse.Namespace, command: str) -> str:
+def markdown(head: dict | None, abl: dict[str, dict], args: argparse.Namespace, command: str) -> str:
+    lines = [
+        f"Command: `{command}` ({args.threads} training thread(s), load average {_load()} at the end).",
+        "",
+    ]
+    if head is not None:
+        lines = _headline_md(head, args, command)
+    for title, table in abl.items():
+        lines += [
+            f"Soft vs hard labels, `{args.student}`, {title}, seeds 0..{args.seeds - 1}, "
+            f"test accuracy on `digits_val.npz`:",
+            "",
+            "| training | epochs max | mean ± sd accuracy | per seed | mean agreement with teacher |",
+            "|---|---:|---:|---|---:|",
+        ]
+        for arm, r in table.items():
+            per = ", ".join(f"{100 * a:.1f}" for a in r["accuracy"])
+            agree = 100 * statistics.mean(r["agreement"])
+            lines.append(f"| {arm} | {r['epochs']} | {_mean_sd(r['accuracy'])} | {per} | {agree:.2f} % |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _headline_md(head: dict, args: argparse.Namespace, command: str) -> list[str]:
     t, s = head["models"]["teacher"], head["models"]["student"]
     tr = head["training"]
-    lines = [
-        "## Distillation",
-        "",
+    return [
         f"Command: `{command}` (torch {head['torch']}, {args.threads} training thread(s); the machine has "
         f"2 cores shared with other jobs, load average {head['load_before']} before the headline run, "
         f"{head['load_after']} after).",
@@ -125,20 +171,6 @@ def markdown(head: dict, abl: dict[str, dict], args: argparse.Namespace, command
         f"Export check: ONNX vs PyTorch max abs {head['export']['max_abs']:.1e} on 64 samples.",
         "",
     ]
-    for title, table in abl.items():
-        lines += [
-            f"Soft vs hard labels, `{head['student']}`, {title}, seeds 0..{args.seeds - 1}, "
-            f"same schedule ({args.epochs} epochs max, early stopping), test accuracy on `digits_val.npz`:",
-            "",
-            "| training | mean ± sd accuracy | per seed | mean agreement with teacher |",
-            "|---|---:|---|---:|",
-        ]
-        for arm, r in table.items():
-            per = ", ".join(f"{100 * a:.1f}" for a in r["accuracy"])
-            agree = 100 * statistics.mean(r["agreement"])
-            lines.append(f"| {arm} | {_mean_sd(r['accuracy'])} | {per} | {agree:.2f} % |")
-        lines.append("")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,6 +101,12 @@ def _split_arrays(
     return inputs, labels
 
 
+def _model_dtype(x: np.ndarray) -> np.ndarray:
+    """Floats as float32, integers (token ids) as int64, contiguous: what the student is fed."""
+    dtype = np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
 def _load(data: Data | str | Path, label: str) -> tuple[Data, str]:
     if isinstance(data, str | Path):
         return sio.load_npz(data), str(data)
@@ -229,11 +235,11 @@ def distill(
 
     first = x_train[names[0]]
     torch.manual_seed(config.seed)
-    example = torch.from_numpy(np.ascontiguousarray(first[:2]).astype(np.float32))
+    example = tuple(torch.from_numpy(_model_dtype(x_train[n][:2])) for n in names)
     built = build_student(student, first.shape[1:], num_classes, example=example)
 
     def split(x: dict, t: np.ndarray, y: np.ndarray | None, f: tuple[np.ndarray, ...] = ()) -> Split:
-        return Split(tuple(np.asarray(x[n], dtype=np.float32) for n in names), t, y, f)
+        return Split(tuple(_model_dtype(x[n]) for n in names), t, y, f)
 
     result = train_student(
         built.module,
@@ -243,7 +249,7 @@ def distill(
         taps=[s for _, s in features],
         on_epoch=on_epoch,
     )
-    check = tuple(np.asarray(x_test[n][:64], dtype=np.float32) for n in names)
+    check = tuple(_model_dtype(x_test[n][:64]) for n in names)
     model, export_report = export_student(
         built.module, check, input_names=names, output_names=[out_name], tolerance=tolerance
     )
@@ -251,7 +257,7 @@ def distill(
     stats = side_by_side(
         teacher_model,
         model,
-        {n: np.asarray(x_test[n], dtype=np.float32) for n in names},
+        {n: _model_dtype(x_test[n]) for n in names},
         labels=y_test,
         teacher_logits=t_test,
         output=out_name,

@@ -92,8 +92,9 @@ def build_student(
         spec: see the module docstring.
         input_shape: one sample's shape (no batch axis).
         num_outputs: the teacher's class count.
-        example: a tensor batch ``[N, *input_shape]`` for the shape check and MAC counts
-            (zeros of batch 2 by default).
+        example: a tensor batch ``[N, *input_shape]``, or a tuple of them for a teacher with
+            several inputs (passed positionally), for the shape check and MAC counts (zeros of
+            batch 2 by default).
 
     Raises:
         InputError: the spec names nothing buildable (one line, with the choices).
@@ -105,12 +106,14 @@ def build_student(
     shape = tuple(int(d) for d in input_shape)
     if example is None:
         example = torch.zeros((2, *shape))
+    examples = tuple(example) if isinstance(example, tuple | list) else (example,)
+    batch = len(examples[0])
     spec = spec.strip()
     if spec.startswith(SEPCONV):
         from onnxsqueeze import sepconv
 
         inner = build_student(spec[len(SEPCONV) :], shape, num_outputs, example=example)
-        report = sepconv.separate_convs(inner.module, (example,))
+        report = sepconv.separate_convs(inner.module, examples)
         return Student(inner.module, spec, report)
     if ":" in spec:
         module = _from_callable(spec, shape, num_outputs)
@@ -127,15 +130,15 @@ def build_student(
     module.eval()
     try:
         with torch.no_grad():
-            y = module(example)
+            y = module(*examples)
     except Exception as e:
         raise UnsupportedModelError(
-            f"--student '{spec}': it fails on the teacher's input shape {[len(example), *shape]}: "
+            f"--student '{spec}': it fails on the teacher's input shape {[batch, *shape]}: "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         ) from e
-    if not isinstance(y, torch.Tensor) or tuple(y.shape) != (len(example), num_outputs):
+    if not isinstance(y, torch.Tensor) or tuple(y.shape) != (batch, num_outputs):
         got = list(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise UnsupportedModelError(
-            f"--student '{spec}': it outputs {got}; the teacher outputs [{len(example)}, {num_outputs}]"
+            f"--student '{spec}': it outputs {got}; the teacher outputs [{batch}, {num_outputs}]"
         )
     return Student(module.train(), spec)
