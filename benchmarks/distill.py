@@ -180,24 +180,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
-        "--subset", type=int, default=None, help="Also run the ablation on N training samples."
+        "--scarce", type=int, default=None, help="Run the label-scarce ablation with N labels."
     )
+    parser.add_argument("--no-headline", action="store_true", help="Skip the headline run.")
+    parser.add_argument("--no-full", action="store_true", help="Skip the all-labels ablation.")
     parser.add_argument("--json", type=Path, default=REPO / "out" / "distill_bench.json")
     args = parser.parse_args(argv)
     import torch
 
-    command = "PYTHONPATH=. python benchmarks/distill.py " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
+    given = argv if argv is not None else sys.argv[1:]
+    command = "PYTHONPATH=. python benchmarks/distill.py " + " ".join(given)
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp)
-        head = headline(args.student, args.epochs, args.threads, cache) | {"torch": torch.__version__}
-        abl = {
-            "all training data": ablation(args.student, args.seeds, args.epochs, args.threads, cache, None)
-        }
-        if args.subset:
-            abl[f"{args.subset} training samples"] = ablation(
-                args.student, args.seeds, args.epochs, args.threads, cache, args.subset
+        head = None
+        if not args.no_headline:
+            head = headline(args.student, args.epochs, args.threads, cache) | {"torch": torch.__version__}
+        abl = {}
+        if not args.no_full:
+            abl["all training data"] = ablation(
+                args.student, args.seeds, args.epochs, args.threads, cache, None
+            )
+        if args.scarce:
+            abl[f"{args.scarce} labelled training samples"] = ablation(
+                args.student, args.seeds, args.epochs, args.threads, cache, args.scarce
             )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"headline": head, "ablation": abl}, indent=2, default=str))
