@@ -23,11 +23,12 @@ from onnxsqueeze.cli._output import (
     out,
     warn,
 )
+from onnxsqueeze.distill.student import catalog
 
 STUDENT_HELP = (
-    "The student: a catalog name (cnn4, cnn8, cnn16, cnn32, mobilenet_v3_small, resnet8, resnet18, "
-    "mlp, transformer), a 'package.module:callable' returning a torch.nn.Module, or 'sepconv:SPEC' "
-    "(SPEC with its k x k convs made depthwise-separable)."
+    f"The student: a catalog name ({', '.join(catalog()) or 'none: models/ is not importable'}), "
+    "a 'package.module:callable' returning a torch.nn.Module, or 'sepconv:SPEC' (SPEC with its "
+    "k x k convs made depthwise-separable)."
 )
 
 
@@ -185,8 +186,9 @@ def distill_cmd(
 ) -> None:
     """Distill an ONNX teacher into a small student, export it to verified ONNX, compare the two.
 
-    Loss: alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, labels); without
-    labels, the KL term alone.
+    Loss: alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, labels).
+
+    Without labels in the data, the KL term alone (pure teacher-student).
     """
     from onnxsqueeze import io as sio
     from onnxsqueeze.distill import EpochLog, TrainConfig, distill

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import inspect
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from onnxsqueeze.errors import InputError, UnsupportedModelError
@@ -26,11 +28,21 @@ SEPCONV = "sepconv:"
 
 
 def catalog() -> dict[str, Any]:
-    """The catalog's builders by name (empty when ``models/`` is not importable)."""
+    """The catalog's builders by name (empty when ``models/students.py`` cannot be found).
+
+    ``models`` is importable from the repository root; otherwise (the ``onnxsqueeze`` script of an
+    editable install, run elsewhere) the file beside the package is loaded directly.
+    """
     try:
         from models.students import STUDENTS
     except ImportError:
-        return {}
+        path = Path(__file__).resolve().parents[2] / "models" / "students.py"
+        spec = importlib.util.spec_from_file_location("onnxsqueeze_students", path)
+        if not path.is_file() or spec is None or spec.loader is None:
+            return {}
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        STUDENTS = module.STUDENTS
     return dict(STUDENTS)
 
 

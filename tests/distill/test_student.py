@@ -95,3 +95,12 @@ def test_backbone_swap_adapts_stem_and_head() -> None:
     r18 = build_student("resnet18", (1, 32, 32), 10).module
     assert r18.conv1.kernel_size == (3, 3) and isinstance(r18.maxpool, nn.Identity)
     assert r18.fc.out_features == 10
+
+
+def test_catalog_is_found_beside_the_package_when_models_is_not_importable(monkeypatch) -> None:
+    import sys
+
+    from onnxsqueeze.distill.student import catalog
+
+    monkeypatch.setitem(sys.modules, "models.students", None)  # makes the import raise ImportError
+    assert {"cnn4", "mobilenet_v3_small", "mlp"} <= set(catalog())
