@@ -1,7 +1,14 @@
 """PyTorch student -> verified ONNX. The one place distillation touches a converter.
 
-NOTE: this is a stand-in for ``onnxsqueeze.convert.from_torch`` (being built in parallel); the
-two share a signature shape so the swap is one function body.
+NOTE: this is a stand-in for ``onnxsqueeze.convert.from_torch`` (being built in parallel). Both
+return the model and a :class:`~onnxsqueeze.verify.VerifyReport`, so the swap is this body::
+
+    result = from_torch(
+        module, tensors, input_names=input_names, output_names=output_names, dynamic_batch=True,
+        opset=OPSET, tolerance=math.inf if tolerance is None else tolerance,
+        data=dict(zip(input_names, example_inputs)), strict=tolerance is not None,
+    )
+    return result.model, result.report
 """
 
 from __future__ import annotations
