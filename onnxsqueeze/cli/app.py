@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from onnxsqueeze.cli import bench, convert, core, fp16, squeeze
+from onnxsqueeze.cli import distill as distill_cli
 from onnxsqueeze.cli import export as export_cli
 from onnxsqueeze.cli import prune as prune_cli
 from onnxsqueeze.cli import resize as resize_cli
@@ -42,6 +43,7 @@ def _root(
 core.register(app)
 bench.register(app)
 convert.register(app)
+distill_cli.register(app)
 export_cli.register(app)
 fp16.register(app)
 prune_cli.register(app)

@@ -1,0 +1,264 @@
+"""``distill``: train a small student on an ONNX teacher's soft labels and export it, verified."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from onnxsqueeze.cli import _options as opt
+from onnxsqueeze.cli._output import (
+    emit_json,
+    err,
+    escape,
+    handle_errors,
+    human_bytes,
+    human_count,
+    info,
+    out,
+    warn,
+)
+from onnxsqueeze.distill.student import catalog
+
+STUDENT_HELP = (
+    f"The student: a catalog name ({', '.join(catalog()) or 'none: models/ is not importable'}), "
+    "a 'package.module:callable' returning a torch.nn.Module, or 'sepconv:SPEC' (SPEC with its "
+    "k x k convs made depthwise-separable)."
+)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2%}"
+
+
+def _ratio(t: float | None, s: float | None, fmt: str = "{:.1f}x smaller") -> str:
+    if not t or not s:
+        return ""
+    return fmt.format(t / s)
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[int, int, str], None]]:
+    """One bar on stderr: the teacher's batches, then the epochs with loss and validation metric."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
+        task = bar.add_task("distill", total=None)
+
+        def update(done: int, total: int, description: str) -> None:
+            bar.update(task, completed=done, total=total, description=description)
+
+        yield update
+
+
+def render(report: dict[str, Any], output: Path, tolerance: float | None) -> None:
+    t, s = report["models"]["teacher"], report["models"]["student"]
+    table = Table(
+        title=f"teacher vs student '{escape(report['student'])}' on {escape(report['report_data'])} "
+        f"({report['samples']['report']} samples)",
+        title_justify="left",
+    )
+    for col in ("", "teacher", "student", "ratio"):
+        table.add_column(col, justify="right" if col else "left")
+    table.add_row(
+        "params", human_count(t["params"]), human_count(s["params"]), _ratio(t["params"], s["params"])
+    )
+    table.add_row(
+        "MACs / sample", human_count(t["macs"]), human_count(s["macs"]), _ratio(t["macs"], s["macs"])
+    )
+    table.add_row(
+        "file",
+        human_bytes(t["file_bytes"]),
+        human_bytes(s["file_bytes"]),
+        _ratio(t["file_bytes"], s["file_bytes"]),
+    )
+    if t["accuracy"] is not None:
+        diff = (s["accuracy"] - t["accuracy"]) * 100
+        table.add_row("accuracy", _pct(t["accuracy"]), _pct(s["accuracy"]), f"{diff:+.2f} points")
+    table.add_row("agreement with teacher", _pct(t["agreement"]), _pct(s["agreement"]), "")
+    if t["latency_ms"] is not None:
+        table.add_row(
+            "latency (batch 1, ORT CPU)",
+            f"{t['latency_ms']:.3f} ms",
+            f"{s['latency_ms']:.3f} ms",
+            _ratio(t["latency_ms"], s["latency_ms"], "{:.1f}x faster"),
+        )
+    out.print(table)
+    tr = report["training"]
+    metric = next(k for k in tr if k.startswith("best_val_"))
+    out.print(
+        f"trained {tr['epochs_run']} epochs in {tr['seconds']:.1f} s ({tr['stop_reason']}); best epoch "
+        f"{tr['best_epoch']}, validation {metric[len('best_val_') :]} {tr[metric]:.2%}"
+    )
+    if report.get("sepconv"):
+        sc = report["sepconv"]
+        macs = f", MACs x{sc['mac_ratio']:.3f}" if sc.get("mac_ratio") is not None else ""
+        out.print(f"sepconv: {sc['replaced']} convs made separable, params x{sc['param_ratio']:.3f}{macs}")
+    hits = report["teacher_cache_hits"]
+    out.print(
+        "teacher outputs: "
+        + ", ".join(f"{k} {'cached' if v else 'computed'}" for k, v in hits.items())
+        + f"; export verified: max abs {report['export']['max_abs']:.2g} (ONNX vs PyTorch)"
+        + (f" within {tolerance:g}" if tolerance is not None else "")
+    )
+    out.print(f"[green]wrote[/] {escape(str(output))}")
+
+
+@handle_errors
+def distill_cmd(
+    teacher: Annotated[Path, typer.Option("--teacher", help="The teacher ONNX model.", show_default=False)],
+    student: Annotated[str, typer.Option("--student", help=STUDENT_HELP, show_default=False)],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="Training .npz: inputs keyed by the teacher's input names, optional class labels.",
+            show_default=False,
+        ),
+    ],
+    output: opt.OutputOpt,
+    val: Annotated[
+        Path | None,
+        typer.Option(
+            "--val", help="Validation .npz for early stopping and the report (default: 10% of --data)."
+        ),
+    ] = None,
+    test: Annotated[
+        Path | None, typer.Option("--test", help="A held-out .npz for the report only (default: --val).")
+    ] = None,
+    temperature: Annotated[float, typer.Option("--temperature", help="Softmax temperature T.")] = 4.0,
+    alpha: Annotated[
+        float,
+        typer.Option("--alpha", help="Weight of the soft (teacher) term; 1 - alpha weights hard-label CE."),
+    ] = 0.5,
+    epochs: Annotated[int, typer.Option("--epochs", help="Maximum epochs.")] = 40,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per step.")] = 64,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, cosine decay).")] = 5e-3,
+    patience: Annotated[
+        int, typer.Option("--patience", help="Epochs without improvement before stopping.")
+    ] = 10,
+    time_budget: Annotated[
+        float | None, typer.Option("--time-budget", help="Stop training within this many minutes.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of weights, batch order and split.")] = 0,
+    threads: Annotated[int, typer.Option("--threads", help="CPU threads for training and the teacher.")] = 1,
+    labels_key: Annotated[
+        str, typer.Option("--labels-key", help="Key of the class labels in the .npz files.")
+    ] = ("labels"),
+    feature: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--feature",
+            help="Also match a teacher tensor with a student module's output, TEACHER_TENSOR:STUDENT_MODULE "
+            "(repeatable; a trained 1x1-conv/linear adapter maps the student's onto the teacher's).",
+        ),
+    ] = None,
+    feature_weight: Annotated[
+        float, typer.Option("--feature-weight", help="Weight of the --feature (MSE) terms in the loss.")
+    ] = 1.0,
+    teacher_output: Annotated[
+        str | None,
+        typer.Option("--teacher-output", help="Teacher output with the class scores (default: first)."),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", help="Cache of teacher outputs (default ~/.cache/onnxsqueeze/teacher)."),
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Recompute teacher outputs; cache nothing.")
+    ] = False,
+    tolerance: Annotated[
+        float, typer.Option("--tolerance", help="Max abs error of the exported ONNX vs PyTorch.")
+    ] = 1e-4,
+    force: opt.ForceFlag = False,
+    json_: opt.JsonFlag = False,
+) -> None:
+    """Distill an ONNX teacher into a small student, export it to verified ONNX, compare the two.
+
+    Loss: alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, labels).
+
+    Without labels in the data, the KL term alone (pure teacher-student).
+    """
+    from onnxsqueeze import io as sio
+    from onnxsqueeze.distill import EpochLog, TrainConfig, distill
+    from onnxsqueeze.errors import InputError, VerificationError
+
+    for p in (teacher, data, val, test):
+        if p is not None and Path(p).resolve() == Path(output).resolve():
+            raise InputError(f"{output}: refusing to overwrite an input file; choose another output")
+    if time_budget is not None and time_budget <= 0:
+        raise InputError(f"--time-budget {time_budget}: must be positive (minutes)")
+    pairs = []
+    for spec in feature or ():
+        tensor, sep, module = spec.rpartition(":")
+        if not sep or not tensor or not module:
+            raise InputError(f"--feature '{spec}': expected TEACHER_TENSOR:STUDENT_MODULE (e.g. relu_3:8)")
+        pairs.append((tensor, module))
+    config = TrainConfig(
+        temperature=temperature,
+        alpha=alpha,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        patience=patience,
+        time_budget_s=time_budget * 60 if time_budget is not None else None,
+        feature_weight=feature_weight,
+        seed=seed,
+        threads=threads,
+    )
+
+    with _progress() as update:
+
+        def on_epoch(e: EpochLog) -> None:
+            mark = "  *best*" if e.best else ""
+            line = f"epoch {e.epoch}/{e.planned}  loss {e.train_loss:.4f}  val {e.metric} {e.val_metric:.2%}"
+            update(e.epoch, e.planned, line)
+            info(f"{line}  val loss {e.val_loss:.4f}  {e.elapsed_s:.0f}s{mark}")
+
+        result = distill(
+            teacher,
+            student,
+            data,
+            val=val,
+            test=test,
+            config=config,
+            labels_key=labels_key,
+            teacher_output=teacher_output,
+            features=pairs,
+            cache_dir=cache_dir,
+            use_cache=not no_cache,
+            tolerance=None,
+            on_teacher=lambda done, total: update(done, total, "teacher outputs"),
+            on_epoch=on_epoch,
+        )
+    report = result.report.to_dict()
+    failed = result.report.export.max_abs > tolerance or any(
+        o.nonfinite for o in result.report.export.outputs
+    )
+    if failed and not force:
+        raise VerificationError(
+            f"the exported student differs from PyTorch: max abs error {result.report.export.max_abs:.3g} "
+            f"exceeds --tolerance {tolerance:g}; not written (use --force to write it anyway)"
+        )
+    if failed:
+        warn(f"export max abs error {result.report.export.max_abs:.3g} exceeds {tolerance:g}; written anyway")
+    sio.save(result.model, output, protect=[p for p in (teacher, data, val, test) if p is not None])
+    if json_:
+        emit_json(report | {"output": str(output)})
+    else:
+        render(report, output, None if failed else tolerance)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("distill")(distill_cmd)

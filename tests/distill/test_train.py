@@ -1,0 +1,68 @@
+"""The training loop: deterministic, best epoch restored, early stopping and time budget honoured."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from onnxsqueeze.distill.train import Split, TrainConfig, evaluate, train_student  # noqa: E402
+
+
+def _data(n: int, seed: int, labels: bool = True) -> Split:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 6)).astype(np.float32)
+    w = np.random.default_rng(99).standard_normal((6, 3)).astype(np.float32)
+    t = (x @ w).astype(np.float32)
+    return Split((x,), t, t.argmax(1).astype(np.int64) if labels else None)
+
+
+def _model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def test_same_seed_same_weights() -> None:
+    cfg = TrainConfig(epochs=3, batch_size=16, seed=7)
+    a, b = _model(), _model()
+    train_student(a, _data(64, 0), _data(32, 1), cfg)
+    train_student(b, _data(64, 0), _data(32, 1), cfg)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_learns_and_restores_the_best_epoch() -> None:
+    val = _data(64, 1)
+    cfg = TrainConfig(epochs=15, batch_size=16, lr=1e-2)
+    model = _model()
+    logs = []
+    result = train_student(model, _data(256, 0), val, cfg, on_epoch=logs.append)
+    assert len(logs) == len(result.history) and logs[0].metric == "accuracy"
+    assert result.best_metric == max(h.val_metric for h in result.history)
+    assert result.best_metric > 0.8  # a linear teacher is easy to learn
+    # the weights left in the module are the best epoch's, not the last one's
+    assert evaluate(model, val, cfg)[1] == pytest.approx(result.best_metric)
+
+
+def test_without_labels_validation_is_agreement() -> None:
+    result = train_student(
+        _model(), _data(64, 0, labels=False), _data(32, 1, labels=False), TrainConfig(epochs=2)
+    )
+    assert result.metric == "agreement"
+
+
+def test_early_stopping() -> None:
+    cfg = TrainConfig(epochs=50, batch_size=16, lr=0.0, patience=2)  # lr 0: never improves after epoch 1
+    result = train_student(_model(), _data(64, 0), _data(32, 1), cfg)
+    assert result.stop_reason == "early stopping"
+    assert len(result.history) == 3 and result.best_epoch == 1
+
+
+def test_time_budget_is_honoured() -> None:
+    cfg = TrainConfig(epochs=1000, batch_size=8, time_budget_s=0.5)
+    result = train_student(_model(), _data(512, 0), _data(32, 1), cfg)
+    assert result.stop_reason == "time budget"
+    assert len(result.history) < 1000
+    assert result.seconds < 0.5 + 2 * (result.seconds / len(result.history)) + 0.5
