@@ -40,15 +40,16 @@ def _root(
     """Squeeze ONNX models: smaller, faster and cheaper within an accuracy budget."""
 
 
-core.register(app)
-bench.register(app)
+# In the order of a user's workflow: get an ONNX model, look at it, squeeze it, measure, deploy.
 convert.register(app)
-distill_cli.register(app)
-export_cli.register(app)
+core.register(app)
 fp16.register(app)
 prune_cli.register(app)
 resize_cli.register(app)
 squeeze.register(app)
+distill_cli.register(app)
+bench.register(app)
+export_cli.register(app)
 
 
 def main() -> None:
