@@ -136,9 +136,9 @@ def test_bad_arguments(src: Path, tmp_path: Path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "resnet18"])
 def test_real_models_at_level_all(name: str, tmp_path: Path):
-    src = CACHE / f"{name}.onnx"
-    if not src.exists():
-        pytest.skip(f"{src} is not built (models/zoo.py)")
+    from models import zoo
+
+    src = zoo.ensure(name, CACHE)  # exported once on a fresh machine
     out = tmp_path / f"{name}.ort"
     result = ort_export.export_ort(src, out, input_shapes={"input": (2, 3, 224, 224)})
     assert result.passed
