@@ -290,20 +290,20 @@ def _group(node: ir.Node) -> int:
 
 
 def _write(graph: ir.Graph, node: ir.Node, w: np.ndarray, b: np.ndarray) -> None:
-    from onnxsqueeze.passes.channels import _set_const_input
+    from onnxsqueeze.passes.channels import set_const_input
 
     dtype = node.inputs[1].const_value.numpy().dtype  # type: ignore[union-attr]
     if node.op_type == "Conv":
-        _set_const_input(graph, node, 1, w.astype(dtype))
-        _set_const_input(graph, node, 2, b.astype(dtype))
+        set_const_input(graph, node, 1, w.astype(dtype))
+        set_const_input(graph, node, 2, b.astype(dtype))
     elif node.op_type == "Gemm":
         trans_b = node.attributes.get("transB") is not None and node.attributes["transB"].as_int()
-        _set_const_input(graph, node, 1, (w.T if trans_b else w).astype(dtype))
-        _set_const_input(graph, node, 2, b.astype(dtype))
+        set_const_input(graph, node, 1, (w.T if trans_b else w).astype(dtype))
+        set_const_input(graph, node, 2, b.astype(dtype))
         node.attributes["alpha"] = ir.AttrFloat32("alpha", 1.0)
         node.attributes["beta"] = ir.AttrFloat32("beta", 1.0)
     else:
-        _set_const_input(graph, node, 1, w.astype(dtype))
+        set_const_input(graph, node, 1, w.astype(dtype))
 
 
 def refit(
