@@ -193,10 +193,12 @@ def distill_cmd(
     from onnxsqueeze import io as sio
     from onnxsqueeze.distill import EpochLog, TrainConfig, distill
     from onnxsqueeze.errors import InputError, VerificationError
+    from onnxsqueeze.manifest import save_artifact, sidecar_path
 
-    for p in (teacher, data, val, test):
-        if p is not None and Path(p).resolve() == Path(output).resolve():
-            raise InputError(f"{output}: refusing to overwrite an input file; choose another output")
+    inputs = [p for p in (teacher, data, val, test) if p is not None]
+    # refuse before training, not after minutes of it
+    sio.refuse_overwrite(output, inputs)
+    sio.refuse_overwrite(sidecar_path(output), inputs)
     if time_budget is not None and time_budget <= 0:
         raise InputError(f"--time-budget {time_budget}: must be positive (minutes)")
     pairs = []
@@ -253,9 +255,24 @@ def distill_cmd(
         )
     if failed:
         warn(f"export max abs error {result.report.export.max_abs:.3g} exceeds {tolerance:g}; written anyway")
-    sio.save(result.model, output, protect=[p for p in (teacher, data, val, test) if p is not None])
+    art = save_artifact(
+        result.model,
+        output,
+        source_path=teacher,
+        # the student has no reference but its PyTorch self: the check is the export's
+        verify_report=result.report.export,
+        export={
+            "kind": "distill",
+            "student": student,
+            "config": report["config"],
+            "best_epoch": report["training"].get("best_epoch"),
+            "data": {str(p): sio.sha256_file(p) for p in (data, val, test) if p is not None},
+        },
+        protect=inputs,
+        libraries=("torch", "torchvision"),
+    )
     if json_:
-        emit_json(report | {"output": str(output)})
+        emit_json(report | {"output": str(art.path), "manifest": str(art.manifest_path)})
     else:
         render(report, output, None if failed else tolerance)
 
