@@ -26,7 +26,7 @@ from onnxsqueeze.cli._output import (
 from onnxsqueeze.distill.student import catalog
 
 STUDENT_HELP = (
-    f"The student: a catalog name ({', '.join(catalog()) or 'none: models/ is not importable'}), "
+    f"The student: a catalog name ({', '.join(catalog())}), "
     "a 'package.module:callable' returning a torch.nn.Module, or 'sepconv:SPEC' (SPEC with its "
     "k x k convs made depthwise-separable)."
 )
