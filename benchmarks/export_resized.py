@@ -21,25 +21,16 @@ def export(name: str, size: int, out: Path, seed: int = 0) -> Path:
     import torch
 
     from models import zoo
-    from onnxsqueeze import io as sio
+    from models.export import export_torchscript
 
-    path = out / f"{name}_{size}.onnx"
-    tmp = path.with_name(f".{path.name}.export")
-    torch.onnx.export(
+    return export_torchscript(
         zoo.build(name, seed),
         (torch.zeros(1, 3, size, size),),
-        str(tmp),
+        out / f"{name}_{size}.onnx",
         input_names=["input"],
         output_names=["logits"],
         dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
     )
-    try:
-        sio.save(sio.load(tmp), path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:
