@@ -55,10 +55,9 @@ def torchscript(module, x: np.ndarray):
 
 def latency_ms(models, x: np.ndarray, rounds: int = 15, runs: int = 5) -> list[float]:
     from onnxsqueeze import runtime
-    from onnxsqueeze.passes.resolution import time_sessions
 
     sessions = [runtime.session(m, optimize=True, threads=1) for m in models]
-    return time_sessions(sessions, [{"input": x}] * len(sessions), rounds=rounds, runs=runs)
+    return runtime.time_sessions(sessions, [{"input": x}] * len(sessions), rounds=rounds, runs=runs)
 
 
 def main(names: list[str]) -> None:

@@ -22,7 +22,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxsqueeze import io as sio
-from onnxsqueeze.errors import InputError, UnsupportedModelError, VerificationError
+from onnxsqueeze.errors import InputError, UnsupportedModelError, VerificationError, one_line
 from onnxsqueeze.passes.base import describe
 from onnxsqueeze.passes.channels import PruneChannelsPass, PruneChannelsResult
 from onnxsqueeze.passes.sparsity import PruneWeightsPass, PruneWeightsResult, to_sparse_initializers
@@ -225,7 +225,7 @@ def _store_sparse(dense: onnx.ModelProto, report: dict[str, Any], notes: list[st
         onnx.checker.check_model(stored)
         same = verify(dense, stored).max_abs == 0.0
     except Exception as e:  # a runtime that cannot load them: keep the dense form, say so
-        notes.append(f"sparse storage not used: {str(e).splitlines()[0][:160]}")
+        notes.append(f"sparse storage not used: {one_line(e)[:160]}")
         return dense
     size = measure(stored)
     if not same or size["file_bytes"] >= report["after"]["file_bytes"]:

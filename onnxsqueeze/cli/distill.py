@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from onnxsqueeze.cli import _options as opt
 from onnxsqueeze.cli._output import (
     emit_json,
-    err,
     escape,
     handle_errors,
     human_bytes,
     human_count,
     info,
     out,
+    progress,
     warn,
 )
 from onnxsqueeze.distill.student import catalog
@@ -40,26 +37,6 @@ def _ratio(t: float | None, s: float | None, fmt: str = "{:.1f}x smaller") -> st
     if not t or not s:
         return ""
     return fmt.format(t / s)
-
-
-@contextmanager
-def _progress() -> Iterator[Callable[[int, int, str], None]]:
-    """One bar on stderr: the teacher's batches, then the epochs with loss and validation metric."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as bar:
-        task = bar.add_task("distill", total=None)
-
-        def update(done: int, total: int, description: str) -> None:
-            bar.update(task, completed=done, total=total, description=description)
-
-        yield update
 
 
 def render(report: dict[str, Any], output: Path, tolerance: float | None) -> None:
@@ -220,7 +197,8 @@ def distill_cmd(
         threads=threads,
     )
 
-    with _progress() as update:
+    # one bar on stderr: the teacher's batches, then the epochs with loss and validation metric
+    with progress("distill") as update:
 
         def on_epoch(e: EpochLog) -> None:
             mark = "  *best*" if e.best else ""

@@ -179,14 +179,7 @@ def finish(
             f"the ONNX model has {len(names)} outputs {names}, the framework model {len(reference)}"
         )
     ref = dict(zip(names, (np.asarray(r) for r in reference), strict=True))
-    first = next(iter(feeds.values()))
-    report = compare(
-        ref,
-        candidate,
-        samples=int(first.shape[0]) if first.ndim else 1,
-        inputs={k: tuple(v.shape) for k, v in feeds.items()},
-        source=data_label,
-    )
+    report = compare(ref, candidate, feeds=feeds, source=data_label)
     result = ConversionResult(model, report, exporter, source, tolerance, tuple(warnings), exported_nodes)
     if strict and not result.passed:
         raise VerificationError(failure_message(result))

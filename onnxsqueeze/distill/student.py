@@ -20,7 +20,7 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from onnxsqueeze.errors import InputError, UnsupportedModelError
+from onnxsqueeze.errors import InputError, UnsupportedModelError, one_line
 
 SEPCONV = "sepconv:"
 
@@ -132,7 +132,7 @@ def build_student(
     except Exception as e:
         raise UnsupportedModelError(
             f"--student '{spec}': it fails on the teacher's input shape {[batch, *shape]}: "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            f"{type(e).__name__}: {one_line(e)}"
         ) from e
     if not isinstance(y, torch.Tensor) or tuple(y.shape) != (batch, num_outputs):
         got = list(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__

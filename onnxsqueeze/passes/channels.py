@@ -44,7 +44,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import common as ir_common
 
-from onnxsqueeze.errors import InputError, UnsupportedModelError
+from onnxsqueeze.errors import InputError, UnsupportedModelError, one_line
 from onnxsqueeze.passes.base import SqueezePass
 
 UNARY = frozenset(
@@ -897,8 +897,9 @@ def _infer_shapes(model: ir.Model) -> None:
     try:
         ir_common.ShapeInferencePass()(model)
     except Exception as e:  # the model is invalid for onnx's checker: refuse clearly
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UnsupportedModelError(f"model '{model.graph.name}': shape inference failed: {first}") from e
+        raise UnsupportedModelError(
+            f"model '{model.graph.name}': shape inference failed: {one_line(e)}"
+        ) from e
 
 
 @dataclasses.dataclass

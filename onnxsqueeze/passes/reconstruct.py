@@ -47,13 +47,7 @@ def capture(
     from onnxsqueeze import runtime, shapes
 
     proto = ir.serde.serialize_model(model) if isinstance(model, ir.Model) else model
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
-    present = {o.name for o in copy.graph.output}
-    for name in names:
-        if name not in present:
-            copy.graph.output.append(onnx.ValueInfoProto(name=name))
-            present.add(name)
+    copy = runtime.with_outputs(proto, names)
     sess = runtime.session(copy)
     dtypes = {vi.name: shapes.input_dtype(vi) for vi in shapes.graph_inputs(copy)}
     feeds = {
