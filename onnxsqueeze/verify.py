@@ -23,7 +23,7 @@ import onnx
 
 from onnxsqueeze import io as sio
 from onnxsqueeze import runtime, shapes
-from onnxsqueeze.errors import InputError, VerificationError
+from onnxsqueeze.errors import VerificationError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,11 +79,7 @@ def prepare_feeds(
 ) -> dict[str, np.ndarray]:
     """Inputs for a model: arrays from ``data`` (by input name) or seeded random ones."""
     if data is not None:
-        names = [vi.name for vi in shapes.graph_inputs(model)]
-        missing = [n for n in names if n not in data]
-        if missing:
-            raise InputError(f"the data has no array for model input(s) {missing}; it has {sorted(data)}")
-        return {n: np.asarray(data[n]) for n in names}
+        return shapes.select_inputs(model, data)
     resolved = shapes.resolve_input_shapes(model, input_shapes, batch=batch)
     return shapes.make_inputs(model, resolved, seed=seed)
 

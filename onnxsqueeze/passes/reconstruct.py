@@ -30,8 +30,6 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxsqueeze.errors import InputError
-
 
 def capture(
     model: onnx.ModelProto | ir.Model,
@@ -48,17 +46,8 @@ def capture(
 
     proto = ir.serde.serialize_model(model) if isinstance(model, ir.Model) else model
     copy = runtime.with_outputs(proto, names)
-    sess = runtime.session(copy)
-    dtypes = {vi.name: shapes.input_dtype(vi) for vi in shapes.graph_inputs(copy)}
-    feeds = {
-        i.name: np.asarray(data[i.name]).astype(dtypes.get(i.name, np.float32), copy=False)
-        for i in sess.get_inputs()
-        if i.name in data
-    }
-    missing = [i.name for i in sess.get_inputs() if i.name not in data]
-    if missing:
-        raise InputError(f"calibration data has no array for model input(s) {missing}; it has {sorted(data)}")
-    outs = runtime.run_batched(sess, feeds, batch_size=batch_size)
+    feeds = shapes.select_inputs(copy, data, label="calibration data")
+    outs = runtime.run_batched(runtime.session(copy), feeds, batch_size=batch_size)
     return {name: outs[name] for name in names}
 
 
