@@ -129,7 +129,14 @@ def static_batch_inputs(model: onnx.ModelProto) -> list[str]:
 
 
 def cleanup(model: onnx.ModelProto, *, source_sha256: str | None = None) -> onnx.ModelProto:
-    """Run the foundation's CleanupPass (recorded in the model's provenance) and check the result."""
+    """Run the foundation's CleanupPass (recorded in the model's provenance) and check the result.
+
+    The shapes of intermediate values (``graph.value_info``) the exporter wrote are dropped: they
+    are redundant (shape inference recomputes them) and onnxruntime ran models slower with them.
+    Measured on the dynamo export (benchmarks/RESULTS.md, 'Distillation export'): the tiny
+    transformer student 12.9 -> 10.8 ms, all-MiniLM-L6-v2 50.2 -> 46.1 ms (CPU, 1 thread); CNNs
+    unchanged. Inputs and outputs keep their declared types and shapes.
+    """
     from onnxsqueeze.passes import CleanupPass
     from onnxsqueeze.pipeline import run_passes
 
@@ -142,6 +149,7 @@ def cleanup(model: onnx.ModelProto, *, source_sha256: str | None = None) -> onnx
     finally:
         folder_log.setLevel(level)
     out = ir.serde.serialize_model(irm)
+    del out.graph.value_info[:]
     sio.check_model(out)
     return out
 
