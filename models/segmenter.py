@@ -195,24 +195,16 @@ def train(
 def export(model, path: Path) -> Path:
     import torch
 
-    from onnxsqueeze import io as sio
+    from models.export import export_torchscript
 
-    tmp = path.with_name(f".{path.name}.export")
-    torch.onnx.export(
+    return export_torchscript(
         model,
         (torch.zeros(1, 1, SIZE, SIZE),),
-        str(tmp),
+        path,
         input_names=["image"],
         output_names=["mask"],
         dynamic_axes={"image": {0: "batch"}, "mask": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
     )
-    try:
-        sio.save(sio.load(tmp), path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def ensure(out: Path = Path(".cache/models")) -> tuple[Path, Path]:

@@ -37,25 +37,16 @@ def build(name: str, seed: int = 0):
 def export(name: str, path: Path, seed: int = 0) -> Path:
     import torch
 
-    from onnxsqueeze import io as sio
+    from models.export import export_torchscript
 
-    model = build(name, seed)
-    tmp = path.with_name(f".{path.name}.export")
-    torch.onnx.export(
-        model,
+    return export_torchscript(
+        build(name, seed),
         (torch.zeros(1, 3, 224, 224),),
-        str(tmp),
+        path,
         input_names=["input"],
         output_names=["logits"],
         dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
     )
-    try:
-        sio.save(sio.load(tmp), path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def ensure(name: str, out: Path = Path(".cache/models")) -> Path:

@@ -45,3 +45,15 @@ class GateFailedError(SqueezeError):
     """A benchmark gate (``--fail-if``) failed."""
 
     exit_code = 1
+
+
+def one_line(text: object) -> str:
+    """The first non-blank line of ``text`` (an exception or any object), cut to 300 characters.
+
+    This is how a foreign exception (protobuf, onnxruntime, torch) becomes part of a one-line
+    SqueezeError message: ``raise ModelLoadError(f"{path}: cannot parse: {one_line(e)}") from e``.
+    An exception with an empty message gives its class name.
+    """
+    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
+    first = lines[0] if lines else type(text).__name__
+    return first if len(first) <= 300 else first[:297] + "..."

@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxsqueeze.errors import InputError, ModelLoadError
+from onnxsqueeze.errors import InputError, ModelLoadError, one_line
 
 # NOTE: protobuf refuses to serialize a message of 2 GiB or more; leave headroom for the graph.
 PROTO_LIMIT = 2**31 - 64 * 2**20
@@ -31,12 +31,6 @@ PROTO_LIMIT = 2**31 - 64 * 2**20
 EXTERNAL_THRESHOLD = 1024
 
 PathLike = str | os.PathLike[str]
-
-
-def _one_line(text: object) -> str:
-    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
-    first = lines[0] if lines else type(text).__name__
-    return first if len(first) <= 300 else first[:297] + "..."
 
 
 def iter_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
@@ -139,7 +133,7 @@ def load(path: PathLike, *, check: bool = True) -> onnx.ModelProto:
     try:
         model.ParseFromString(data)
     except Exception as e:  # protobuf raises DecodeError, RuntimeError or others on garbage
-        raise ModelLoadError(f"{path}: not an ONNX model (cannot be parsed: {_one_line(e)})") from e
+        raise ModelLoadError(f"{path}: not an ONNX model (cannot be parsed: {one_line(e)})") from e
     if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
         raise ModelLoadError(f"{path}: not an ONNX model (no graph, IR version or opset)")
     _check_versions(model, path)
@@ -147,7 +141,7 @@ def load(path: PathLike, *, check: bool = True) -> onnx.ModelProto:
     try:
         onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
     except Exception as e:
-        raise ModelLoadError(f"{path}: cannot load external data: {_one_line(e)}") from e
+        raise ModelLoadError(f"{path}: cannot load external data: {one_line(e)}") from e
     if check:
         check_model(model, path)
     return model
@@ -162,7 +156,7 @@ def check_model(model: onnx.ModelProto, path: PathLike | None = None) -> None:
         elif path is not None:
             onnx.checker.check_model(str(path), full_check=True)
     except Exception as e:  # ValidationError, InferenceError, and C++ errors surfacing as others
-        raise ModelLoadError(f"{label}: invalid model: {_one_line(e)}") from e
+        raise ModelLoadError(f"{label}: invalid model: {one_line(e)}") from e
 
 
 def load_ir(path: PathLike, *, check: bool = True) -> ir.Model:
@@ -187,7 +181,7 @@ def _same_file(a: Path, b: Path) -> bool:
 def _write_atomic(path: Path, chunks: Iterable[bytes]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
+        set_default_mode(tmp)  # mkstemp makes 0600
         with os.fdopen(fd, "wb") as f:
             for chunk in chunks:
                 f.write(chunk)
@@ -207,6 +201,17 @@ def _umask() -> int:
     return mask
 
 
+def set_default_mode(path: PathLike) -> None:
+    """Give a file or folder the permissions a plain ``open()`` / ``mkdir()`` would have.
+
+    ``tempfile.mkstemp`` and ``mkdtemp`` create 0600 files and 0700 folders; an artifact staged
+    with them and renamed into place must not stay private to its writer (a serving container
+    often runs as another user).
+    """
+    base = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, base & ~_umask())
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -223,13 +228,19 @@ def _fsync_dir(folder: Path) -> None:
 def write_bytes_atomic(path: PathLike, data: bytes, *, protect: Iterable[PathLike] = ()) -> Path:
     """Write ``data`` to ``path`` atomically; refuse to overwrite any ``protect`` path."""
     path = Path(path)
-    _refuse_overwrite(path, protect)
+    refuse_overwrite(path, protect)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(path, [data])
     return path
 
 
-def _refuse_overwrite(path: Path, protect: Iterable[PathLike]) -> None:
+def refuse_overwrite(path: PathLike, protect: Iterable[PathLike]) -> None:
+    """Raise InputError if writing ``path`` would overwrite one of ``protect`` (a command's inputs).
+
+    Compares resolved paths and, for existing files, the inode (hard links, bind mounts), so an
+    output spelled differently from the input is still refused.
+    """
+    path = Path(path)
     for p in protect:
         if Path(p).resolve() == path.resolve() or _same_file(Path(p), path):
             raise InputError(f"{path}: refusing to overwrite the input file; choose another output")
@@ -259,7 +270,7 @@ def save(
     """
     path = Path(path)
     protect = list(protect)
-    _refuse_overwrite(path, protect)
+    refuse_overwrite(path, protect)
     path.parent.mkdir(parents=True, exist_ok=True)
     proto = to_proto(model)
     size = proto.ByteSize()
@@ -271,7 +282,7 @@ def save(
         return path
 
     data_path = path.with_name(path.name + ".data")
-    _refuse_overwrite(data_path, protect)
+    refuse_overwrite(data_path, protect)
     out = onnx.ModelProto()
     out.CopyFrom(proto)
     blobs: list[bytes] = []
@@ -331,7 +342,7 @@ def load_npz(path: PathLike) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
     except Exception as e:
-        raise InputError(f"{path}: not a readable .npz file ({_one_line(e)})") from e
+        raise InputError(f"{path}: not a readable .npz file ({one_line(e)})") from e
 
 
 def save_npz(path: PathLike, arrays: dict[str, np.ndarray], *, protect: Iterable[PathLike] = ()) -> Path:

@@ -49,7 +49,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxsqueeze import io as sio
-from onnxsqueeze.errors import InputError, ModelLoadError
+from onnxsqueeze.errors import InputError, ModelLoadError, one_line
 from onnxsqueeze.pipeline import PASSES_KEY, SOURCE_KEY, tool_version
 
 MANIFEST_KEY = "onnxsqueeze.manifest"
@@ -303,8 +303,8 @@ def save_artifact(
     """
     out_path = Path(out_path)
     protect = [*protect, *([source_path] if source_path is not None else [])]
-    sio._refuse_overwrite(out_path, protect)
-    sio._refuse_overwrite(sidecar_path(out_path), protect)
+    sio.refuse_overwrite(out_path, protect)
+    sio.refuse_overwrite(sidecar_path(out_path), protect)
     manifest = build(
         model,
         source_path=source_path,
@@ -350,7 +350,7 @@ def _embedded_in_file(path: Path) -> dict[str, Any] | None:
         try:
             sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as e:
-            raise ModelLoadError(f"{path}: onnxruntime cannot load it: {sio._one_line(e)}") from e
+            raise ModelLoadError(f"{path}: onnxruntime cannot load it: {one_line(e)}") from e
         raw = sess.get_modelmeta().custom_metadata_map.get(MANIFEST_KEY)
         return _parse(raw) if raw else None
     return embedded(sio.load(path, check=False))

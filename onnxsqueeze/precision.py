@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ from onnxsqueeze.errors import (
     SqueezeError,
     UnsupportedModelError,
     VerificationError,
+    one_line,
 )
 from onnxsqueeze.passes.base import describe
 from onnxsqueeze.passes.cleanup import CleanupPass
@@ -101,23 +102,6 @@ def _main_graph_tensors(proto: onnx.ModelProto) -> list[str]:
     return names
 
 
-def _expose(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
-    """A copy of ``proto`` with ``names`` added as graph outputs (types from shape inference)."""
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(out)
-        types = {vi.name: vi.type for vi in inferred.graph.value_info}
-    except Exception:
-        types = {}
-    for name in names:
-        vi = out.graph.output.add()
-        vi.name = name
-        if name in types:
-            vi.type.CopyFrom(types[name])
-    return out
-
-
 def analyze_fp16(
     model: ir.Model,
     feeds: Mapping[str, np.ndarray],
@@ -151,7 +135,7 @@ def analyze_fp16(
 
     proto = ir.serde.serialize_model(model)
     names = _main_graph_tensors(proto)
-    exposed = _expose(proto, names)
+    exposed = runtime.with_outputs(proto, names, infer_types=True)
     sess = runtime.session(exposed, provider=provider)
     out_names = [o.name for o in sess.get_outputs()]
     input_names = [i.name for i in sess.get_inputs()]
@@ -522,8 +506,7 @@ def convert_fp16(
     except SqueezeError:
         raise
     except Exception as e:  # onnxruntime rejects the inputs (shape or dtype)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"the model cannot run on the given inputs: {first}") from e
+        raise InputError(f"the model cannot run on the given inputs: {one_line(e)}") from e
     analysis = None
     keep = dict.fromkeys(keep_fp32, "kept float32 on request")
     if measure:
@@ -564,14 +547,7 @@ def convert_fp16(
                 f"verified ({str(e).split(': ', 1)[-1][:160]}); use a provider with bfloat16 kernels "
                 "(--provider cuda) or float16"
             ) from e
-        first_feed = next(iter(feeds.values()))
-        report = compare(
-            reference,
-            outputs,
-            samples=int(np.shape(first_feed)[0]) if np.ndim(first_feed) else 1,
-            inputs={k: tuple(np.shape(v)) for k, v in feeds.items()},
-            source=data_label,
-        )
+        report = compare(reference, outputs, feeds=feeds, source=data_label)
         norm_err = _normalized_error(reference, outputs)
         ok = report.within(tolerance) if tolerance is not None else norm_err <= normalized_tolerance
         ok = ok and not any(o.nonfinite for o in report.outputs)

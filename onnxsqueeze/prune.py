@@ -22,27 +22,14 @@ import onnx
 import onnx_ir as ir
 
 from onnxsqueeze import io as sio
-from onnxsqueeze.errors import InputError, UnsupportedModelError, VerificationError
+from onnxsqueeze import shapes
+from onnxsqueeze.errors import UnsupportedModelError, VerificationError, one_line
 from onnxsqueeze.passes.base import describe
 from onnxsqueeze.passes.channels import PruneChannelsPass, PruneChannelsResult
 from onnxsqueeze.passes.sparsity import PruneWeightsPass, PruneWeightsResult, to_sparse_initializers
 from onnxsqueeze.pipeline import record_provenance
 
 Progress = Callable[[int, int], None]
-
-
-def model_inputs(model: onnx.ModelProto, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The arrays of ``data`` that feed the model's inputs (``labels`` and others dropped)."""
-    from onnxsqueeze import shapes
-
-    names = [vi.name for vi in shapes.graph_inputs(model)]
-    missing = [n for n in names if n not in data]
-    if missing:
-        raise InputError(f"the data has no array for model input(s) {missing}; it has {sorted(data)}")
-    return {
-        n: np.asarray(data[n]).astype(shapes.input_dtype(vi), copy=False)
-        for n, vi in zip(names, shapes.graph_inputs(model), strict=True)
-    }
 
 
 def limit(data: Mapping[str, np.ndarray], samples: int | None) -> dict[str, np.ndarray]:
@@ -54,7 +41,7 @@ def _first_output(model: onnx.ModelProto, data: Mapping[str, np.ndarray]) -> np.
     from onnxsqueeze import runtime
 
     sess = runtime.session(model)
-    out = runtime.run_batched(sess, model_inputs(model, data))
+    out = runtime.run_batched(sess, shapes.select_inputs(model, data))
     return out[sess.get_outputs()[0].name]
 
 
@@ -105,8 +92,6 @@ def measure(
 
 
 def _interface(model: onnx.ModelProto) -> list[tuple[str, list[Any]]]:
-    from onnxsqueeze import shapes
-
     return [(vi.name, shapes.declared_shape(vi)) for vi in [*shapes.graph_inputs(model), *model.graph.output]]
 
 
@@ -129,7 +114,9 @@ def _verify(
 ):
     from onnxsqueeze.verify import verify
 
-    report = verify(original, pruned, data=model_inputs(original, data) if data else None, data_label=label)
+    report = verify(
+        original, pruned, data=shapes.select_inputs(original, data) if data else None, data_label=label
+    )
     if any(o.nonfinite for o in report.outputs):
         raise VerificationError("the pruned model produces NaN/Inf where the original does not")
     return report
@@ -166,7 +153,7 @@ def prune_weights(
         InputError: bad options or data. VerificationError: the result is invalid or not finite.
     """
     notes: list[str] = []
-    calib = model_inputs(model, calibration) if calibration is not None else None
+    calib = shapes.select_inputs(model, calibration) if calibration is not None else None
     p = PruneWeightsPass(
         sparsity=sparsity,
         scope=scope,  # type: ignore[arg-type]
@@ -225,7 +212,7 @@ def _store_sparse(dense: onnx.ModelProto, report: dict[str, Any], notes: list[st
         onnx.checker.check_model(stored)
         same = verify(dense, stored).max_abs == 0.0
     except Exception as e:  # a runtime that cannot load them: keep the dense form, say so
-        notes.append(f"sparse storage not used: {str(e).splitlines()[0][:160]}")
+        notes.append(f"sparse storage not used: {one_line(e)[:160]}")
         return dense
     size = measure(stored)
     if not same or size["file_bytes"] >= report["after"]["file_bytes"]:
@@ -262,7 +249,7 @@ def prune_channels(
     without reconstruction (``accuracy.pruned_without_reconstruction``).
     """
     notes: list[str] = []
-    calib = model_inputs(model, calibration) if calibration is not None else None
+    calib = shapes.select_inputs(model, calibration) if calibration is not None else None
     p = PruneChannelsPass(
         ratio=ratio,
         ratios=dict(ratios) if ratios else None,
@@ -381,7 +368,7 @@ def sensitivity(
     macs0 = count_macs(model, input_shapes)[0]
     found = analyze(_ir(model))
     wanted = [g for g in found if groups is None or g.name in groups]
-    calib = model_inputs(model, calibration) if calibration is not None else None
+    calib = shapes.select_inputs(model, calibration) if calibration is not None else None
     rows: list[dict[str, Any]] = []
     todo = [(g, r) for g in wanted if g.blocked is None for r in ratios]
     for g in wanted:

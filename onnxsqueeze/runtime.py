@@ -1,18 +1,20 @@
-"""onnxruntime sessions: creation with clear errors, providers, batched runs over data.
+"""onnxruntime sessions: creation with clear errors, providers, batched runs over data, timing.
 
 onnxruntime is imported inside functions so that importing onnxsqueeze stays fast.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
-from onnxsqueeze.errors import InputError, ModelLoadError
+from onnxsqueeze.errors import InputError, ModelLoadError, one_line
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -90,8 +92,42 @@ def session(
         return ort.InferenceSession(source, opts, providers=providers)
     except Exception as e:
         label = str(model) if isinstance(model, (str, Path)) else f"model '{model.graph.name}'"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelLoadError(f"{label}: onnxruntime cannot load it: {first}") from e
+        raise ModelLoadError(f"{label}: onnxruntime cannot load it: {one_line(e)}") from e
+
+
+def with_outputs(
+    model: onnx.ModelProto, names: Sequence[str], *, infer_types: bool = False
+) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs the intermediate tensors ``names``, for onnxruntime.
+
+    The one way a module reads intermediate values (calibration statistics, re-fitting inputs,
+    per-node precision errors, teacher features): run this copy. Names that already are graph
+    outputs are not repeated; the model itself is not modified.
+
+    Args:
+        model: the model.
+        names: tensor names of the main graph.
+        infer_types: give the new outputs the types and shapes onnx's shape inference finds (when
+            it can); otherwise they are left untyped and onnxruntime infers them on load.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    types: dict[str, onnx.TypeProto] = {}
+    if infer_types:
+        try:
+            types = {vi.name: vi.type for vi in onnx.shape_inference.infer_shapes(model).graph.value_info}
+        except Exception:  # a model shape inference cannot follow: onnxruntime types the outputs
+            types = {}
+    present = {o.name for o in out.graph.output}
+    for name in names:
+        if name in present:
+            continue
+        vi = out.graph.output.add()
+        vi.name = name
+        if name in types:
+            vi.type.CopyFrom(types[name])
+        present.add(name)
+    return out
 
 
 def fixed_batch(sess: Any) -> int | None:
@@ -131,3 +167,28 @@ def run_batched(
         if on_batch:
             on_batch(min(start + step, n), n)
     return {k: np.concatenate(v, axis=0) if v and v[0].ndim else np.asarray(v) for k, v in outputs.items()}
+
+
+def time_sessions(
+    sessions: Sequence[Any], feeds: Sequence[Mapping[str, np.ndarray]], *, rounds: int = 5, runs: int = 10
+) -> list[float]:
+    """Median latency (ms) of one run of each session on its feeds, for side-by-side comparisons.
+
+    Three warm-up runs each, then ``rounds`` rounds that visit every session in turn (so machine
+    noise hits all alike); a round's figure is the median of its ``runs`` timed runs, and the
+    result the median over rounds. For full benchmarks (percentiles, IO binding, memory) use
+    :mod:`onnxsqueeze.bench.harness`.
+    """
+    for sess, feed in zip(sessions, feeds, strict=True):
+        for _ in range(3):
+            sess.run(None, dict(feed))
+    per: list[list[float]] = [[] for _ in sessions]
+    for _ in range(rounds):
+        for k, (sess, feed) in enumerate(zip(sessions, feeds, strict=True)):
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                sess.run(None, dict(feed))
+                times.append(time.perf_counter() - t0)
+            per[k].append(statistics.median(times))
+    return [1e3 * statistics.median(p) for p in per]

@@ -59,6 +59,24 @@ def input_dtype(vi: onnx.ValueInfoProto) -> np.dtype:
     return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
 
 
+def select_inputs(
+    model: onnx.ModelProto, data: Mapping[str, np.ndarray], *, label: str = "the data"
+) -> dict[str, np.ndarray]:
+    """The arrays of ``data`` that feed the model's inputs, cast to their dtypes (others dropped).
+
+    Data files hold more than inputs (``labels``), and arrays saved as float64 or int32 must
+    become the model's float32 or int64.
+
+    Raises:
+        InputError: an input of the model has no array in ``data`` (``label`` names the data).
+    """
+    inputs = graph_inputs(model)
+    missing = [vi.name for vi in inputs if vi.name not in data]
+    if missing:
+        raise InputError(f"{label} has no array for model input(s) {missing}; it has {sorted(data)}")
+    return {vi.name: np.asarray(data[vi.name]).astype(input_dtype(vi), copy=False) for vi in inputs}
+
+
 def resolve_input_shapes(
     model: onnx.ModelProto,
     overrides: Mapping[str, Sequence[int]] | None = None,

@@ -23,7 +23,7 @@ import onnx
 
 from onnxsqueeze import io as sio
 from onnxsqueeze import runtime, shapes
-from onnxsqueeze.errors import InputError, VerificationError
+from onnxsqueeze.errors import VerificationError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,11 +79,7 @@ def prepare_feeds(
 ) -> dict[str, np.ndarray]:
     """Inputs for a model: arrays from ``data`` (by input name) or seeded random ones."""
     if data is not None:
-        names = [vi.name for vi in shapes.graph_inputs(model)]
-        missing = [n for n in names if n not in data]
-        if missing:
-            raise InputError(f"the data has no array for model input(s) {missing}; it has {sorted(data)}")
-        return {n: np.asarray(data[n]) for n in names}
+        return shapes.select_inputs(model, data)
     resolved = shapes.resolve_input_shapes(model, input_shapes, batch=batch)
     return shapes.make_inputs(model, resolved, seed=seed)
 
@@ -145,8 +141,17 @@ def compare(
     samples: int = 1,
     inputs: Mapping[str, tuple[int, ...]] | None = None,
     source: str = "",
+    feeds: Mapping[str, np.ndarray] | None = None,
 ) -> VerifyReport:
-    """Compare two output dicts (matched by name, or by position when the names differ)."""
+    """Compare two output dicts (matched by name, or by position when the names differ).
+
+    ``feeds``, the inputs both outputs were computed from, fill in ``samples`` (the first axis
+    of the first input) and ``inputs`` (their shapes) for the report.
+    """
+    if feeds:
+        first = np.asarray(next(iter(feeds.values())))
+        samples = int(first.shape[0]) if first.ndim else 1
+        inputs = {k: tuple(np.shape(v)) for k, v in feeds.items()}
     ref_items = list(reference.items())
     cand_items = list(candidate.items())
     if len(ref_items) != len(cand_items):
@@ -192,13 +197,8 @@ def verify(
     feeds = prepare_feeds(ref_model, data=data, input_shapes=input_shapes, seed=seed)
     ref_out = run(ref_model, feeds, provider=provider)
     cand_out = run(cand_model, feeds, provider=provider)
-    first = next(iter(feeds.values()))
     report = compare(
-        ref_out,
-        cand_out,
-        samples=int(first.shape[0]) if first.ndim else 1,
-        inputs={k: tuple(v.shape) for k, v in feeds.items()},
-        source=data_label if data is not None else f"random (seed {seed})",
+        ref_out, cand_out, feeds=feeds, source=data_label if data is not None else f"random (seed {seed})"
     )
     if tolerance is not None and not report.within(tolerance):
         worst = max(report.outputs, key=lambda o: o.max_abs)

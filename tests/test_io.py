@@ -198,6 +198,27 @@ def test_saved_file_has_normal_permissions(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o044  # readable by others (not mkstemp's 0600)
 
 
+def test_refuse_overwrite_sees_through_spelling_and_hard_links(model_file: Path) -> None:
+    sio.refuse_overwrite(model_file.parent / "other.onnx", [model_file])  # a different file is fine
+    with pytest.raises(InputError, match="refusing to overwrite"):
+        sio.refuse_overwrite(model_file.parent / "." / model_file.name, [str(model_file)])
+    hard = model_file.parent / "hard.onnx"
+    os.link(model_file, hard)
+    with pytest.raises(InputError, match="refusing to overwrite"):
+        sio.refuse_overwrite(hard, [model_file])
+
+
+def test_set_default_mode_opens_up_staged_folders(tmp_path: Path) -> None:
+    import tempfile
+
+    stage = Path(tempfile.mkdtemp(dir=tmp_path))
+    assert stage.stat().st_mode & 0o077 == 0  # mkdtemp: private to its writer
+    sio.set_default_mode(stage)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stage.stat().st_mode & 0o777 == 0o777 & ~mask
+
+
 def test_npz_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such data file"):
         sio.load_npz(tmp_path / "none.npz")

@@ -46,3 +46,18 @@ def test_make_inputs_is_seeded_and_typed() -> None:
     assert a["x"].dtype == np.float32 and a["ids"].dtype == np.int64
     assert (a["attention_mask"] == 1).all()
     assert not np.array_equal(a["x"], make_inputs(model, shapes, seed=2)["x"])
+
+
+def test_select_inputs_drops_extras_casts_and_names_missing_inputs() -> None:
+    import onnx
+
+    from onnxsqueeze.shapes import select_inputs
+
+    model = onnx.parser.parse_model(
+        '<ir_version: 8, opset_import: ["" : 17]> g (float[N, 2] x, int64[N] ids) => (float[N, 2] y) { y = Identity (x) }'
+    )
+    data = {"x": np.ones((3, 2)), "ids": np.arange(3, dtype=np.int32), "labels": np.zeros(3)}
+    feeds = select_inputs(model, data)
+    assert list(feeds) == ["x", "ids"] and feeds["x"].dtype == np.float32 and feeds["ids"].dtype == np.int64
+    with pytest.raises(InputError, match=r"calib has no array for model input\(s\) \['ids'\]"):
+        select_inputs(model, {"x": data["x"]}, label="calib")

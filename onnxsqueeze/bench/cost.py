@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from onnxsqueeze.errors import InputError
+from onnxsqueeze.errors import InputError, one_line
 
 PRICES_TAKEN = "2025-01"
 """When the built-in prices were taken from the providers' public on-demand price lists."""
@@ -99,7 +99,7 @@ def load_prices(path: str | Path | None = None) -> dict[str, Instance]:
         text = path.read_text(encoding="utf-8")
         doc = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except (OSError, ValueError) as e:  # JSONDecodeError and TOMLDecodeError are ValueErrors
-        raise InputError(f"{path}: not a readable price file ({str(e).splitlines()[0]})") from e
+        raise InputError(f"{path}: not a readable price file ({one_line(e)})") from e
     entries = doc.get("instances")
     if not isinstance(entries, dict) or not entries:
         raise InputError(f"{path}: expected an 'instances' table of NAME = {{price_per_hour = USD}}")

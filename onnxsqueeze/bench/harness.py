@@ -60,7 +60,7 @@ import onnx
 from onnxsqueeze import io as sio
 from onnxsqueeze import runtime, shapes
 from onnxsqueeze.bench.cost import Price, resolve_price, usd_per_million
-from onnxsqueeze.errors import InputError, ModelLoadError
+from onnxsqueeze.errors import InputError, ModelLoadError, one_line
 
 SCHEMA = "onnxsqueeze.bench/1"
 STAT_KEYS = ("count", "mean", "std", "min", "p50", "p90", "p95", "p99", "max")
@@ -560,11 +560,6 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 # --------------------------------------------------------------------------------------------
 # the benchmark
 
@@ -736,7 +731,7 @@ def benchmark(
                         runner.segment(warmup - 1, 0)
             except Exception as e:  # onnxruntime's errors have no common base class
                 raise ModelLoadError(
-                    f"{m.name}: onnxruntime failed to run it at batch {batch}: {_one_line(e)}"
+                    f"{m.name}: onnxruntime failed to run it at batch {batch}: {one_line(e)}"
                 ) from e
             gpu_mem = device_memory(device_id) if provider in GPU_PROVIDERS else None
             rows.append(

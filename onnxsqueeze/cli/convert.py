@@ -107,13 +107,13 @@ def convert_cmd(
     """
     from onnxsqueeze import io as sio
     from onnxsqueeze.convert import convert_file, parse_dynamic_axes
-    from onnxsqueeze.errors import InputError
+    from onnxsqueeze.manifest import save_artifact, sidecar_path
     from onnxsqueeze.shapes import parse_input_shapes
 
-    protect = [p for p in (source, weights) if p is not None]
-    for p in protect:
-        if p.exists() and p.resolve() == output.resolve():
-            raise InputError(f"{output}: refusing to overwrite the input file; choose another output")
+    protect = [p for p in (source, weights, data) if p is not None]
+    # refuse before converting, not after minutes of export
+    sio.refuse_overwrite(output, protect)
+    sio.refuse_overwrite(sidecar_path(output), protect)
     arrays = sio.load_npz(data) if data is not None else None
     if not json_:
         err.print("converting...", style="dim")
@@ -137,12 +137,26 @@ def convert_cmd(
         )
     for note in result.warnings:
         warn(note)
-    written = None
+    written = manifest = None
     if result.passed or force:
-        written = sio.save(result.model, output, protect=protect)
+        tf = result.exporter == "tf2onnx"
+        art = save_artifact(
+            result.model,
+            output,
+            # the weights are the source when a factory builds the module (the code is --factory)
+            source_path=weights if weights is not None else source,
+            verify_report=result.report,
+            export={"kind": "convert", "exporter": result.exporter, "factory": factory},
+            protect=protect,
+            libraries=("tensorflow", "tf2onnx") if tf else ("torch", "torchvision"),
+        )
+        written, manifest = art.path, art.manifest_path
     label = factory if factory and source is None and weights is None else result.source
     if json_:
-        emit_json(result.to_dict() | {"output": str(written) if written else None})
+        emit_json(
+            result.to_dict()
+            | {"output": str(written) if written else None, "manifest": str(manifest) if manifest else None}
+        )
     else:
         render(result, label)
         if written is not None:

@@ -2,31 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from onnxsqueeze.cli import _options as opt
 from onnxsqueeze.cli._output import (
     emit_json,
-    err,
     escape,
     handle_errors,
     human_bytes,
     human_count,
     info,
     out,
+    progress,
     warn,
 )
 from onnxsqueeze.distill.student import catalog
 
 STUDENT_HELP = (
-    f"The student: a catalog name ({', '.join(catalog()) or 'none: models/ is not importable'}), "
+    f"The student: a catalog name ({', '.join(catalog())}), "
     "a 'package.module:callable' returning a torch.nn.Module, or 'sepconv:SPEC' (SPEC with its "
     "k x k convs made depthwise-separable)."
 )
@@ -40,26 +37,6 @@ def _ratio(t: float | None, s: float | None, fmt: str = "{:.1f}x smaller") -> st
     if not t or not s:
         return ""
     return fmt.format(t / s)
-
-
-@contextmanager
-def _progress() -> Iterator[Callable[[int, int, str], None]]:
-    """One bar on stderr: the teacher's batches, then the epochs with loss and validation metric."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as bar:
-        task = bar.add_task("distill", total=None)
-
-        def update(done: int, total: int, description: str) -> None:
-            bar.update(task, completed=done, total=total, description=description)
-
-        yield update
 
 
 def render(report: dict[str, Any], output: Path, tolerance: float | None) -> None:
@@ -193,10 +170,12 @@ def distill_cmd(
     from onnxsqueeze import io as sio
     from onnxsqueeze.distill import EpochLog, TrainConfig, distill
     from onnxsqueeze.errors import InputError, VerificationError
+    from onnxsqueeze.manifest import save_artifact, sidecar_path
 
-    for p in (teacher, data, val, test):
-        if p is not None and Path(p).resolve() == Path(output).resolve():
-            raise InputError(f"{output}: refusing to overwrite an input file; choose another output")
+    inputs = [p for p in (teacher, data, val, test) if p is not None]
+    # refuse before training, not after minutes of it
+    sio.refuse_overwrite(output, inputs)
+    sio.refuse_overwrite(sidecar_path(output), inputs)
     if time_budget is not None and time_budget <= 0:
         raise InputError(f"--time-budget {time_budget}: must be positive (minutes)")
     pairs = []
@@ -218,7 +197,8 @@ def distill_cmd(
         threads=threads,
     )
 
-    with _progress() as update:
+    # one bar on stderr: the teacher's batches, then the epochs with loss and validation metric
+    with progress("distill") as update:
 
         def on_epoch(e: EpochLog) -> None:
             mark = "  *best*" if e.best else ""
@@ -253,9 +233,24 @@ def distill_cmd(
         )
     if failed:
         warn(f"export max abs error {result.report.export.max_abs:.3g} exceeds {tolerance:g}; written anyway")
-    sio.save(result.model, output, protect=[p for p in (teacher, data, val, test) if p is not None])
+    art = save_artifact(
+        result.model,
+        output,
+        source_path=teacher,
+        # the student has no reference but its PyTorch self: the check is the export's
+        verify_report=result.report.export,
+        export={
+            "kind": "distill",
+            "student": student,
+            "config": report["config"],
+            "best_epoch": report["training"].get("best_epoch"),
+            "data": {str(p): sio.sha256_file(p) for p in (data, val, test) if p is not None},
+        },
+        protect=inputs,
+        libraries=("torch", "torchvision"),
+    )
     if json_:
-        emit_json(report | {"output": str(output)})
+        emit_json(report | {"output": str(art.path), "manifest": str(art.manifest_path)})
     else:
         render(report, output, None if failed else tolerance)
 

@@ -251,6 +251,7 @@ def prune_cmd(
     from onnxsqueeze import io as sio
     from onnxsqueeze import prune as api
     from onnxsqueeze.errors import InputError, VerificationError
+    from onnxsqueeze.manifest import save_artifact
     from onnxsqueeze.shapes import parse_input_shapes
 
     modes = [
@@ -344,8 +345,10 @@ def prune_cmd(
         if drop > max_drop:
             failure = f"{metric} dropped {drop:.2f} points, more than --max-drop {max_drop:g}"
     written = None
+    report["manifest"] = None
     if failure is None or force:
-        written = str(sio.save(pruned, output, protect=[model]))
+        art = save_artifact(pruned, output, source_path=model, verify_report=report["verify"])
+        written, report["manifest"] = str(art.path), str(art.manifest_path)
     report["output"] = written
     if json_:
         emit_json(report | {"model": str(model), "passed": failure is None})

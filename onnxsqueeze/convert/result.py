@@ -129,7 +129,14 @@ def static_batch_inputs(model: onnx.ModelProto) -> list[str]:
 
 
 def cleanup(model: onnx.ModelProto, *, source_sha256: str | None = None) -> onnx.ModelProto:
-    """Run the foundation's CleanupPass (recorded in the model's provenance) and check the result."""
+    """Run the foundation's CleanupPass (recorded in the model's provenance) and check the result.
+
+    The shapes of intermediate values (``graph.value_info``) the exporter wrote are dropped: they
+    are redundant (shape inference recomputes them) and onnxruntime ran models slower with them.
+    Measured on the dynamo export (benchmarks/RESULTS.md, 'Distillation export'): the tiny
+    transformer student 12.9 -> 10.8 ms, all-MiniLM-L6-v2 50.2 -> 46.1 ms (CPU, 1 thread); CNNs
+    unchanged. Inputs and outputs keep their declared types and shapes.
+    """
     from onnxsqueeze.passes import CleanupPass
     from onnxsqueeze.pipeline import run_passes
 
@@ -142,6 +149,7 @@ def cleanup(model: onnx.ModelProto, *, source_sha256: str | None = None) -> onnx
     finally:
         folder_log.setLevel(level)
     out = ir.serde.serialize_model(irm)
+    del out.graph.value_info[:]
     sio.check_model(out)
     return out
 
@@ -179,14 +187,7 @@ def finish(
             f"the ONNX model has {len(names)} outputs {names}, the framework model {len(reference)}"
         )
     ref = dict(zip(names, (np.asarray(r) for r in reference), strict=True))
-    first = next(iter(feeds.values()))
-    report = compare(
-        ref,
-        candidate,
-        samples=int(first.shape[0]) if first.ndim else 1,
-        inputs={k: tuple(v.shape) for k, v in feeds.items()},
-        source=data_label,
-    )
+    report = compare(ref, candidate, feeds=feeds, source=data_label)
     result = ConversionResult(model, report, exporter, source, tolerance, tuple(warnings), exported_nodes)
     if strict and not result.passed:
         raise VerificationError(failure_message(result))

@@ -5,7 +5,7 @@ The pipeline of :func:`distill`:
 1. the teacher (any ONNX model, run in onnxruntime) labels the training, validation and report
    data once; its logits are cached on disk by teacher hash and data hash (:mod:`.teacher`);
 2. the student named by a spec is built for the teacher's input shape and class count
-   (:mod:`.student`, catalog in ``models/students.py``);
+   (:mod:`.student`, catalog in :mod:`.catalog`);
 3. it trains on ``alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE(student, labels)``
    (:mod:`.loss`; pure KL without labels), seeded, on 2 CPU threads, with early stopping on
    validation, the best epoch kept and a time budget (:mod:`.train`);

@@ -12,8 +12,6 @@
 from __future__ import annotations
 
 import dataclasses
-import statistics
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,17 +51,8 @@ def latencies(
     """Median ms per batch-1 run of each model, measured in interleaved rounds."""
     sessions = {k: runtime.session(m, optimize=True, threads=threads) for k, m in models.items()}
     one = {k: np.ascontiguousarray(v[:1]) for k, v in feeds.items()}
-    per_round: dict[str, list[float]] = {k: [] for k in models}
-    for _ in range(3):  # warm-up
-        for sess in sessions.values():
-            sess.run(None, one)
-    for _ in range(rounds):
-        for k, sess in sessions.items():
-            t0 = time.perf_counter()
-            for _ in range(runs):
-                sess.run(None, one)
-            per_round[k].append((time.perf_counter() - t0) * 1000 / runs)
-    return {k: statistics.median(v) for k, v in per_round.items()}
+    ms = runtime.time_sessions(list(sessions.values()), [one] * len(sessions), rounds=rounds, runs=runs)
+    return dict(zip(sessions, ms, strict=True))
 
 
 def side_by_side(

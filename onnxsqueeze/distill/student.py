@@ -1,6 +1,6 @@
 """Student specs: a catalog name, a user's ``package.module:callable``, or ``sepconv:<spec>``.
 
-- ``NAME``: a student from the catalog in ``models/students.py`` (``cnn4`` ... ``resnet18``,
+- ``NAME``: a student from the catalog in :mod:`.catalog` (``cnn4`` ... ``resnet18``,
   ``mlp``, ``transformer``), built for the teacher's input shape and class count.
 - ``package.module:callable``: the callable is imported and called; it gets the keyword arguments
   ``input_shape`` (one sample, no batch axis) and ``num_outputs`` when its signature takes them
@@ -16,33 +16,19 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import importlib.util
 import inspect
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from onnxsqueeze.errors import InputError, UnsupportedModelError
+from onnxsqueeze.errors import InputError, UnsupportedModelError, one_line
 
 SEPCONV = "sepconv:"
 
 
 def catalog() -> dict[str, Any]:
-    """The catalog's builders by name (empty when ``models/students.py`` cannot be found).
+    """The catalog's builders by name (:data:`onnxsqueeze.distill.catalog.STUDENTS`)."""
+    from onnxsqueeze.distill.catalog import STUDENTS
 
-    ``models`` is importable from the repository root; otherwise (the ``onnxsqueeze`` script of an
-    editable install, run elsewhere) the file beside the package is loaded directly.
-    """
-    try:
-        from models.students import STUDENTS
-    except ImportError:
-        path = Path(__file__).resolve().parents[2] / "models" / "students.py"
-        spec = importlib.util.spec_from_file_location("onnxsqueeze_students", path)
-        if not path.is_file() or spec is None or spec.loader is None:
-            return {}
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        STUDENTS = module.STUDENTS
     return dict(STUDENTS)
 
 
@@ -56,7 +42,7 @@ class Student:
 
 
 def _usage(spec: str, problem: str) -> InputError:
-    names = ", ".join(catalog()) or "none: models/students.py is not importable"
+    names = ", ".join(catalog())
     return InputError(
         f"--student '{spec}': {problem}; give a catalog name ({names}), "
         "'package.module:callable' or 'sepconv:<spec>'"
@@ -146,7 +132,7 @@ def build_student(
     except Exception as e:
         raise UnsupportedModelError(
             f"--student '{spec}': it fails on the teacher's input shape {[batch, *shape]}: "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            f"{type(e).__name__}: {one_line(e)}"
         ) from e
     if not isinstance(y, torch.Tensor) or tuple(y.shape) != (batch, num_outputs):
         got = list(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__

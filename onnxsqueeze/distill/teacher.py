@@ -84,24 +84,13 @@ def with_outputs(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelPr
         InputError: a name is no tensor of the graph (the message lists a few that are).
     """
     produced = [o for node in model.graph.node for o in node.output if o]
-    outputs = {o.name for o in model.graph.output}
     missing = [t for t in tensors if t not in produced]
     if missing:
         sample = ", ".join(produced[:: max(1, len(produced) // 8)][:8])
         raise InputError(
             f"--feature: the teacher has no tensor {missing[0]!r} (node outputs include: {sample})"
         )
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    known = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(model).graph.value_info}
-    for name in tensors:
-        if name in outputs:
-            continue
-        if name in known:
-            out.graph.output.append(known[name])
-        else:
-            out.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return out
+    return runtime.with_outputs(model, tensors, infer_types=True)
 
 
 def teacher_logits(

@@ -36,7 +36,7 @@ import numpy as np
 from onnxsqueeze import io as sio
 from onnxsqueeze import manifest as mf
 from onnxsqueeze import runtime, shapes
-from onnxsqueeze.errors import ConversionError, InputError, ModelLoadError, VerificationError
+from onnxsqueeze.errors import ConversionError, InputError, ModelLoadError, VerificationError, one_line
 from onnxsqueeze.verify import VerifyReport, compare, prepare_feeds, run
 
 LEVELS = ("disable", "basic", "extended", "layout", "all")
@@ -72,7 +72,7 @@ def _convert(onnx_path: Path, out_dir: Path, level: str) -> Path:
         from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle
         from onnxruntime.tools.convert_onnx_models_to_ort import _convert as ort_convert
     except ImportError as e:
-        raise ConversionError(f"this onnxruntime has no ORT format converter: {sio._one_line(e)}") from e
+        raise ConversionError(f"this onnxruntime has no ORT format converter: {one_line(e)}") from e
     chatter = _io.StringIO()  # the tool prints progress on stdout, which is ours
     try:
         with contextlib.redirect_stdout(chatter):
@@ -89,7 +89,7 @@ def _convert(onnx_path: Path, out_dir: Path, level: str) -> Path:
                 session_options_config_entries={"session.qdqisint8allowed": "0"},
             )
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
-        raise ConversionError(f"onnxruntime cannot convert it to ORT format: {sio._one_line(e)}") from e
+        raise ConversionError(f"onnxruntime cannot convert it to ORT format: {one_line(e)}") from e
     if len(converted) != 1 or not Path(converted[0]).is_file():
         raise ConversionError(f"onnxruntime's converter wrote no .ort file ({chatter.getvalue().strip()})")
     return Path(converted[0])
@@ -105,9 +105,7 @@ def ort_session(path: str | os.PathLike[str]) -> Any:
     try:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise ModelLoadError(
-            f"{path}: onnxruntime cannot load the ORT format file: {sio._one_line(e)}"
-        ) from e
+        raise ModelLoadError(f"{path}: onnxruntime cannot load the ORT format file: {one_line(e)}") from e
 
 
 def export_ort(
@@ -150,7 +148,7 @@ def export_ort(
         raise InputError(
             f"{out_path}: the ORT format file must end in .ort (onnxruntime picks the format by it)"
         )
-    sio._refuse_overwrite(out_path, [model_path])
+    sio.refuse_overwrite(out_path, [model_path])
     model = sio.load(model_path)
     manifest = mf.build(
         model,
@@ -170,12 +168,10 @@ def export_ort(
         }
         reference = run(model, feeds)
         candidate = runtime.run_batched(ort_session(ort_file), feeds)
-        first = next(iter(feeds.values()))
         report = compare(
             reference,
             candidate,
-            samples=int(first.shape[0]) if first.ndim else 1,
-            inputs={k: tuple(v.shape) for k, v in feeds.items()},
+            feeds=feeds,
             source=data_label if data is not None else f"random (seed {seed})",
         )
         passed, criterion = check_passes(report, tolerance)

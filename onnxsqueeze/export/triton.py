@@ -45,7 +45,7 @@ import onnx
 from onnxsqueeze import io as sio
 from onnxsqueeze import manifest as mf
 from onnxsqueeze import shapes
-from onnxsqueeze.errors import InputError, ModelLoadError, UnsupportedModelError
+from onnxsqueeze.errors import InputError, ModelLoadError, UnsupportedModelError, one_line
 
 CONFIG = "config.pbtxt"
 MODEL_FILE = "model.onnx"
@@ -310,7 +310,7 @@ def parse_config(path: Path) -> Any:
     try:
         return text_format.Parse(path.read_text(encoding="utf-8"), pb2.ModelConfig())
     except (text_format.ParseError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not a valid Triton model config: {sio._one_line(e)}") from e
+        raise InputError(f"{path}: not a valid Triton model config: {one_line(e)}") from e
 
 
 # The fields this module generates; an existing config's other fields are the operator's.
@@ -465,12 +465,12 @@ def export_triton(
         _check_loads(art.path, config)
         if new_model:
             sio.write_bytes_atomic(stage / CONFIG, text.encode())
-            os.chmod(stage, 0o777 & ~sio._umask())
+            sio.set_default_mode(stage)
             os.rename(stage, model_dir)
         else:
             if existing_config is None:  # an empty model folder: give it its config first
                 sio.write_bytes_atomic(model_dir / CONFIG, text.encode())
-            os.chmod(stage, 0o777 & ~sio._umask())
+            sio.set_default_mode(stage)
             os.rename(stage, model_dir / str(version))
     except OSError as e:
         raise InputError(f"{model_dir}: cannot write the version folder: {e.strerror or e}") from e

@@ -44,7 +44,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import common as ir_common
 
-from onnxsqueeze.errors import InputError, UnsupportedModelError
+from onnxsqueeze.errors import InputError, UnsupportedModelError, one_line
 from onnxsqueeze.passes.base import SqueezePass
 
 UNARY = frozenset(
@@ -712,7 +712,7 @@ class ChannelGraph:
                 if len(i) != new.shape[sl.axis]:
                     new = np.take(new, i, axis=sl.axis)
             if new is not array:
-                _set_const_input(self.graph, node, index, new)
+                set_const_input(self.graph, node, index, new)
         for kind, node, arg in self.fixups:
             if kind == "group":
                 node.attributes["group"] = ir.AttrInt64("group", len(idx(arg)))
@@ -726,7 +726,7 @@ class ChannelGraph:
                 if int(shape[1]) > 0:
                     shape = shape.copy()
                     shape[1] = len(idx(arg))
-                    _set_const_input(self.graph, node, 1, shape)
+                    set_const_input(self.graph, node, 1, shape)
         return {v.name: idx(v) for v in self.layouts if v.name}
 
     def _fix_split(self, node: ir.Node, x: Layout, kept: Mapping[int, np.ndarray]) -> None:
@@ -749,7 +749,7 @@ class ChannelGraph:
                 value = _new_initializer(self.graph, arr, f"{node.name or 'split'}_sizes")
                 node.replace_input_with(1, value)
             else:
-                _set_const_input(self.graph, node, 1, arr)
+                set_const_input(self.graph, node, 1, arr)
 
     def _fix_slice(self, node: ir.Node, x: Layout, k: int, lo: int, hi: int, *, kept: Any) -> None:
         keep = self.indices(x, kept)
@@ -758,7 +758,7 @@ class ChannelGraph:
         for index, value in ((1, new_lo), (2, new_hi)):
             arr = _const(node.inputs[index]).copy()  # type: ignore[union-attr]
             arr[k] = value
-            _set_const_input(self.graph, node, index, arr)
+            set_const_input(self.graph, node, index, arr)
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -841,7 +841,7 @@ def _new_initializer(graph: ir.Graph, array: np.ndarray, base: str) -> ir.Value:
     return value
 
 
-def _set_const_input(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray) -> None:
+def set_const_input(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray) -> None:
     """Make input ``index`` of ``node`` hold ``array``: in place if only this node reads it."""
     old = node.inputs[index] if index < len(node.inputs) else None
     array = np.ascontiguousarray(array)
@@ -897,8 +897,9 @@ def _infer_shapes(model: ir.Model) -> None:
     try:
         ir_common.ShapeInferencePass()(model)
     except Exception as e:  # the model is invalid for onnx's checker: refuse clearly
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UnsupportedModelError(f"model '{model.graph.name}': shape inference failed: {first}") from e
+        raise UnsupportedModelError(
+            f"model '{model.graph.name}': shape inference failed: {one_line(e)}"
+        ) from e
 
 
 @dataclasses.dataclass

@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxsqueeze.errors import UnsupportedModelError
+from onnxsqueeze.errors import UnsupportedModelError, one_line
 from onnxsqueeze.passes.base import SqueezePass
 
 FLOAT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -273,8 +273,7 @@ class QuantizeInt8Pass(SqueezePass):
                         nodes_to_exclude=exclude,
                     )
             except Exception as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise UnsupportedModelError(f"int8 {self.mode} quantization failed: {first}") from e
+                raise UnsupportedModelError(f"int8 {self.mode} quantization failed: {one_line(e)}") from e
             return onnx.load(str(out))
 
 
@@ -344,13 +343,7 @@ def sensitivity(
         return []
     inputs = {vi.name: input_dtype(vi) for vi in graph_inputs(model)}
     watched = list(dict.fromkeys(n.input[0] for n in nodes if n.input[0] not in inputs))
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    known = {o.name for o in probe.graph.output}
-    for name in watched:
-        if name not in known:
-            probe.graph.output.append(onnx.ValueInfoProto(name=name))
-    sess = runtime.session(probe)
+    sess = runtime.session(runtime.with_outputs(model, watched))
     out_names = [o.name for o in sess.get_outputs()]
     stats: dict[str, list[float]] = {}  # name -> [min, max, sum of squares, count]
 

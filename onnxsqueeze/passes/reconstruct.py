@@ -30,8 +30,6 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxsqueeze.errors import InputError
-
 
 def capture(
     model: onnx.ModelProto | ir.Model,
@@ -47,24 +45,9 @@ def capture(
     from onnxsqueeze import runtime, shapes
 
     proto = ir.serde.serialize_model(model) if isinstance(model, ir.Model) else model
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
-    present = {o.name for o in copy.graph.output}
-    for name in names:
-        if name not in present:
-            copy.graph.output.append(onnx.ValueInfoProto(name=name))
-            present.add(name)
-    sess = runtime.session(copy)
-    dtypes = {vi.name: shapes.input_dtype(vi) for vi in shapes.graph_inputs(copy)}
-    feeds = {
-        i.name: np.asarray(data[i.name]).astype(dtypes.get(i.name, np.float32), copy=False)
-        for i in sess.get_inputs()
-        if i.name in data
-    }
-    missing = [i.name for i in sess.get_inputs() if i.name not in data]
-    if missing:
-        raise InputError(f"calibration data has no array for model input(s) {missing}; it has {sorted(data)}")
-    outs = runtime.run_batched(sess, feeds, batch_size=batch_size)
+    copy = runtime.with_outputs(proto, names)
+    feeds = shapes.select_inputs(copy, data, label="calibration data")
+    outs = runtime.run_batched(runtime.session(copy), feeds, batch_size=batch_size)
     return {name: outs[name] for name in names}
 
 
@@ -290,20 +273,20 @@ def _group(node: ir.Node) -> int:
 
 
 def _write(graph: ir.Graph, node: ir.Node, w: np.ndarray, b: np.ndarray) -> None:
-    from onnxsqueeze.passes.channels import _set_const_input
+    from onnxsqueeze.passes.channels import set_const_input
 
     dtype = node.inputs[1].const_value.numpy().dtype  # type: ignore[union-attr]
     if node.op_type == "Conv":
-        _set_const_input(graph, node, 1, w.astype(dtype))
-        _set_const_input(graph, node, 2, b.astype(dtype))
+        set_const_input(graph, node, 1, w.astype(dtype))
+        set_const_input(graph, node, 2, b.astype(dtype))
     elif node.op_type == "Gemm":
         trans_b = node.attributes.get("transB") is not None and node.attributes["transB"].as_int()
-        _set_const_input(graph, node, 1, (w.T if trans_b else w).astype(dtype))
-        _set_const_input(graph, node, 2, b.astype(dtype))
+        set_const_input(graph, node, 1, (w.T if trans_b else w).astype(dtype))
+        set_const_input(graph, node, 2, b.astype(dtype))
         node.attributes["alpha"] = ir.AttrFloat32("alpha", 1.0)
         node.attributes["beta"] = ir.AttrFloat32("beta", 1.0)
     else:
-        _set_const_input(graph, node, 1, w.astype(dtype))
+        set_const_input(graph, node, 1, w.astype(dtype))
 
 
 def refit(

@@ -46,8 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import statistics
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -1621,25 +1619,6 @@ def compare_outputs(
     return out
 
 
-def time_sessions(
-    sessions: Sequence[Any], feeds: Sequence[Mapping[str, np.ndarray]], *, rounds: int = 5, runs: int = 10
-) -> list[float]:
-    """Median latency (ms) of each session, interleaving rounds so machine noise hits all alike."""
-    for sess, feed in zip(sessions, feeds, strict=True):
-        for _ in range(3):
-            sess.run(None, dict(feed))
-    per: list[list[float]] = [[] for _ in sessions]
-    for _ in range(rounds):
-        for k, (sess, feed) in enumerate(zip(sessions, feeds, strict=True)):
-            times = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                sess.run(None, dict(feed))
-                times.append(time.perf_counter() - t0)
-            per[k].append(statistics.median(times))
-    return [1e3 * statistics.median(p) for p in per]
-
-
 def sweep_resolutions(
     model: onnx.ModelProto | ir.Model,
     resolutions: Sequence[tuple[int, int]],
@@ -1758,7 +1737,7 @@ def sweep_resolutions(
     if latency and timed:
         sessions = [runtime.session(base, optimize=True, threads=threads)] + [s for _, s, _ in timed]
         feeds_t = [one] + [f for _, _, f in timed]
-        ms = time_sessions(sessions, feeds_t, rounds=rounds, runs=runs)
+        ms = runtime.time_sessions(sessions, feeds_t, rounds=rounds, runs=runs)
         for (i, _, _), t in zip(timed, ms[1:], strict=True):
             points[i] = dataclasses.replace(points[i], latency_ms=t, latency_ratio=t / ms[0])
         baseline_ms = ms[0]

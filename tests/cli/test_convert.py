@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 
 torch = pytest.importorskip("torch")
 
+from onnxsqueeze import io as sio  # noqa: E402
+from onnxsqueeze import manifest as mf  # noqa: E402
 from onnxsqueeze.cli.app import app  # noqa: E402
 from onnxsqueeze.pipeline import PASSES_KEY  # noqa: E402
 from tests.convert.factories import tiny_cnn  # noqa: E402
@@ -85,6 +87,13 @@ def test_json_and_data(weights: Path, tmp_path: Path) -> None:
     doc = json.loads(result.stdout)
     assert doc["passed"] and doc["max_abs"] <= 1e-4 and doc["output"] == str(out)
     assert doc["verify"]["inputs"] == {"image": [3, 3, 16, 16]} and doc["verify"]["source"] == str(data)
+    # provenance: the weights are the source; exporter, factory and torch recorded; hashes match
+    manifest = json.loads(Path(doc["manifest"]).read_text())
+    assert doc["manifest"] == str(mf.sidecar_path(out)) and mf.check(out) == []
+    assert manifest["source"]["sha256"] == sio.sha256_file(weights)
+    assert manifest["export"] == {"kind": "convert", "exporter": doc["exporter"], "factory": TINY}
+    assert manifest["verification"]["max_abs"] == doc["max_abs"] and "torch" in manifest["libraries"]
+    assert mf.embedded(onnx.load(out))["source"] == manifest["source"]
 
 
 def test_pickled_module_refused_then_trusted(tmp_path: Path) -> None:
@@ -114,7 +123,7 @@ def test_verification_failure_writes_nothing_unless_forced(tmp_path: Path) -> No
     code, text = invoke("--factory", "tests.convert.factories:noisy", "--input-shape", "x:2,4", "-o", out)
     assert code == 1
     assert "exceeds tolerance" in text and "nothing written" in text
-    assert not out.exists()
+    assert not out.exists() and not mf.sidecar_path(out).exists()
     code, text = invoke(
         "--factory", "tests.convert.factories:noisy", "--input-shape", "x:2,4", "--force", "-o", out
     )

@@ -11,6 +11,8 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
+from onnxsqueeze import io as sio
+from onnxsqueeze import manifest as mf
 from onnxsqueeze.cli.app import app
 
 # NOTE: TensorFlow is imported by fixtures, never at collection (TF before torchvision crashes).
@@ -55,6 +57,10 @@ def test_json_with_data_and_static_batch(h5: Path, tmp_path: Path) -> None:
     doc = json.loads(result.stdout)
     assert doc["opset"] == 17 and doc["inputs"][0]["shape"] == [1, 16, 16, 3]
     assert doc["verify"]["samples"] == 4 and doc["passed"]
+    manifest = mf.read(tmp_path / "s.onnx")
+    assert manifest is not None and manifest["source"]["sha256"] == sio.sha256_file(h5)
+    assert manifest["export"]["exporter"] == "tf2onnx" and "tf2onnx" in manifest["libraries"]
+    assert "torch" not in manifest["libraries"] and mf.check(tmp_path / "s.onnx") == []
 
 
 @pytest.mark.parametrize(
@@ -87,3 +93,17 @@ def test_lambda_layer_refused_by_keras_safe_mode(tmp_path: Path, km: Any) -> Non
     assert result.exit_code == 2
     assert "safe_mode" in result.output or "Lambda" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "x.onnx").exists()
+
+
+def test_savedmodel_folder_is_hashed_as_the_source(tmp_path: Path, km: Any) -> None:
+    L = km.L
+    km.single(lambda x: L.GlobalAveragePooling2D()(L.Conv2D(4, 3)(x))).export(
+        tmp_path / "saved", verbose=False
+    )
+    out = tmp_path / "saved.onnx"
+    result = runner.invoke(app, ["convert", str(tmp_path / "saved"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = mf.read(out)
+    assert manifest is not None and manifest["source"]["path"] == str(tmp_path / "saved")
+    assert len(manifest["source"]["sha256"]) == 64 and "bytes" not in manifest["source"]  # a folder
+    assert mf.check(out) == []

@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 
 pytest.importorskip("torch")
 
+from onnxsqueeze import io as sio
+from onnxsqueeze import manifest as mf
 from onnxsqueeze.cli.app import app
 from tests.distill.tiny import write_assets
 from tests.helpers import run_ort
@@ -51,6 +53,17 @@ def test_tiny_end_to_end_writes_a_verified_student_and_hits_the_cache_on_rerun(t
     # dynamic batch: any number of samples runs
     for n in (1, 5):
         assert run_ort(model, {"input": np.zeros((n, 1, 8, 8), np.float32)})[0].shape == (n, 4)
+    # provenance: the teacher is the source, the training data and the student spec are recorded
+    assert report["manifest"] == str(out) + ".manifest.json"
+    manifest = json.loads(Path(report["manifest"]).read_text())
+    assert manifest["source"]["sha256"] == sio.sha256_file(args[1])
+    assert manifest["export"]["kind"] == "distill" and manifest["export"]["student"] == "mlp"
+    assert manifest["export"]["data"] == {
+        args[3]: sio.sha256_file(args[3]),
+        args[5]: sio.sha256_file(args[5]),
+    }
+    assert manifest["verification"]["max_abs"] == report["export"]["max_abs"]
+    assert "torch" in manifest["libraries"] and mf.check(out) == []
 
     rerun = _run(*args, "--student", "mlp", "-o", str(tmp_path / "again.onnx"), "--json")
     assert rerun.exit_code == 0, rerun.output

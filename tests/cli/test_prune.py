@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from onnxsqueeze import io as sio
+from onnxsqueeze import manifest as mf
 from onnxsqueeze.cli.app import app
 from tests.helpers import rand
 from tests.passes.test_channels import residual_model
@@ -35,6 +36,11 @@ def test_sparsity_writes_and_reports(files, tmp_path: Path) -> None:
     assert out.exists() and "zipped file" in result.output and "zero weights per layer" in result.output
     assert "no calibration data" in result.output  # said on stderr (mixed in by the runner)
     sio.load(out)
+    manifest = mf.read(out)
+    assert manifest is not None and manifest["where"] == "sidecar"
+    assert manifest["source"]["sha256"] == sio.sha256_file(model)
+    assert [step["pass"] for step in manifest["recipe"]] == ["sparsity"]
+    assert manifest["verification"]["max_abs"] > 0 and mf.check(out) == []
 
 
 def test_channels_json_with_data(files, tmp_path: Path) -> None:
@@ -45,6 +51,7 @@ def test_channels_json_with_data(files, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["mode"] == "channels" and report["output"] == str(out) and report["passed"]
+    assert report["manifest"] == str(mf.sidecar_path(out)) and mf.check(out) == []
     assert report["after"]["macs"] < report["before"]["macs"]
     assert "pruned_without_reconstruction" in report["quality"]["accuracy"]
     assert all(g["kept"] % 2 == 0 for g in report["groups"] if g["status"] == "pruned")

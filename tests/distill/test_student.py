@@ -97,10 +97,20 @@ def test_backbone_swap_adapts_stem_and_head() -> None:
     assert r18.fc.out_features == 10
 
 
-def test_catalog_is_found_beside_the_package_when_models_is_not_importable(monkeypatch) -> None:
+def test_catalog_ships_in_the_package_without_the_models_recipes(monkeypatch) -> None:
     import sys
 
     from onnxsqueeze.distill.student import catalog
 
-    monkeypatch.setitem(sys.modules, "models.students", None)  # makes the import raise ImportError
-    assert {"cnn4", "mobilenet_v3_small", "mlp"} <= set(catalog())
+    # an installed wheel has no models/ package: the catalog must not need it
+    monkeypatch.setitem(sys.modules, "models", None)
+    monkeypatch.setitem(sys.modules, "models.students", None)
+    assert {"cnn4", "mobilenet_v3_small", "mlp", "transformer"} <= set(catalog())
+    assert build_student("cnn4", (1, 8, 8), 3).module(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
+
+
+def test_models_students_is_the_same_catalog() -> None:
+    from models.students import STUDENTS
+    from onnxsqueeze.distill.catalog import STUDENTS as packaged
+
+    assert STUDENTS is packaged
