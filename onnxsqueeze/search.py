@@ -23,6 +23,17 @@ candidate steps, tool version); a result file is written atomically as soon as i
 so an interrupted run (Ctrl-C, time budget) resumes where it stopped and a repeated run is
 instant.
 
+**Distillation** (the ``distill`` knob, offered only with training data): a setting names a
+catalog student (``models/students.py``); the original teaches it on the training data
+(:func:`onnxsqueeze.distill.distill`, seeded, a time budget per student, early stopping on a
+seeded 10% of the training data) and the student replaces the model the other knobs' passes run
+on, so ``distill -> cnn4 + int8 static`` is int8 of the student. A student is trained once and
+cached (ONNX bytes, keyed by the original's hash, the training data's hash, the spec and the time
+budget); its sha256 enters the keys of the evaluations built on it. Training is not replayed by
+``apply`` (a time budget and torch's kernels make it irreproducible byte for byte): the recipe
+records the student as its base model (path beside the recipe and sha256) and ``apply`` replays
+the passes on it.
+
 The knob table :data:`KNOBS` is the one place that maps techniques to passes. A knob whose pass is
 not registered in :data:`onnxsqueeze.passes.PASSES` (or whose options the pass does not take) is
 not offered; the report says so.

@@ -122,3 +122,12 @@ def test_apply_refuses_a_changed_or_missing_base_model(assets, tmp_path):
     student.unlink()
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and "base model (distill -> cnn4) is missing" in r.output
+
+
+def test_apply_base_without_a_base_in_the_recipe_is_bad_input(assets, tmp_path):
+    teacher, _, val = assets
+    out = tmp_path / "out"
+    assert squeeze(teacher, None, val, out, techniques="int8").exit_code == 0
+    args = ["apply", str(out / "recipe.toml"), str(teacher), "-o", str(tmp_path / "r.onnx")]
+    r = runner.invoke(app, [*args, "--base", str(teacher)])
+    assert r.exit_code == 2 and "the recipe has no [base] model" in r.output

@@ -362,6 +362,8 @@ def apply_cmd(
             warn(message)
         calibration = cal.inputs
     start, start_sha = proto, sha
+    if base is not None and r.base is None:
+        raise InputError(f"{recipe}: --base given, but the recipe has no [base] model")
     if r.base is not None:
         bpath = base or Path(r.base.path)
         if base is None and not bpath.is_absolute():
