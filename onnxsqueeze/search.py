@@ -628,17 +628,23 @@ def compare_latency(
     min_iterations: int = 30,
     min_seconds: float = 0.5,
     burst: int = 5,
+    threads: int | None = 1,
 ) -> tuple[float, float]:
     """Interleaved A/B timing: (candidate median ms, candidate / reference median ratio).
 
     Bursts of ``burst`` runs alternate between the two sessions until each has ``min_iterations``
     runs and ``min_seconds`` have passed, so load from other processes hits both alike; the ratio
     is what the search compares (the machine is shared and noisy; absolute times drift).
+
+    ``threads=1`` by default: with onnxruntime's default intra-op pool, one session's worker
+    threads keep spinning after its run and steal the cores from the other session's next burst.
+    On the shared 2-core machine, the same graph timed against itself gave ratios of 0.77-1.29
+    with the default pool and 0.998-1.002 with one thread (digits CNN, six runs each).
     """
     from onnxsqueeze import runtime
 
-    sa = runtime.session(reference, provider=provider, optimize=True)
-    sb = runtime.session(candidate, provider=provider, optimize=True)
+    sa = runtime.session(reference, provider=provider, optimize=True, threads=threads)
+    sb = runtime.session(candidate, provider=provider, optimize=True, threads=threads)
     fa, fb = dict(reference_feeds), dict(candidate_feeds)
     for _ in range(warmup):
         sa.run(None, fa)
@@ -671,6 +677,8 @@ class SqueezeOptions:
         price_per_hour: for the cost objective; or ``instance``, a name in
             ``onnxsqueeze.bench.cost``'s table (default by provider, see ``DEFAULT_INSTANCE``).
         latency_seconds: minimum timing-loop duration per candidate.
+        latency_threads: intra-op threads of the timed sessions (1: see :func:`compare_latency`;
+            None: onnxruntime's default pool).
         batch_size: evaluation batch size.
         distill_time_s: training-time budget of each distilled student.
         distill_students: the catalog students the ``distill`` knob tries, larger to smaller
@@ -685,6 +693,7 @@ class SqueezeOptions:
     price_per_hour: float | None = None
     instance: str | None = None
     latency_seconds: float = 0.5
+    latency_threads: int | None = 1
     batch_size: int = 64
     distill_time_s: float = 60.0
     distill_students: tuple[str, ...] | None = None
@@ -796,6 +805,7 @@ class Squeezer:
             "provider": self.options.provider,
             "calibration": self.calibration.sha256() if self.calibration is not None else None,
             "latency_seconds": self.options.latency_seconds,
+            "latency_threads": self.options.latency_threads,
         }
 
     def cache_key(self, steps: Sequence[Step], base: str | None = None) -> str:
@@ -1009,11 +1019,13 @@ class Squeezer:
                 latency, ratio = compare_latency(
                     self.model, model, feeds_for(self.model), feeds_for(model),
                     provider=self.options.provider, min_seconds=seconds,
+                    threads=self.options.latency_threads,
                 )  # fmt: skip
             else:
                 latency = measure_latency(
-                    model, feeds_for(model), provider=self.options.provider, min_seconds=seconds
-                )
+                    model, feeds_for(model), provider=self.options.provider, min_seconds=seconds,
+                    threads=self.options.latency_threads,
+                )  # fmt: skip
                 ratio = 1.0
         except SqueezeError as e:
             return {"error": str(e), "seconds": time.perf_counter() - t0}

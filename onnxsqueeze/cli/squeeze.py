@@ -150,6 +150,15 @@ def squeeze_cmd(
     latency_seconds: Annotated[
         float, typer.Option("--latency-seconds", min=0.0, help="Minimum timing-loop duration per candidate.")
     ] = 0.5,
+    latency_threads: Annotated[
+        int,
+        typer.Option(
+            "--latency-threads",
+            min=0,
+            help="Intra-op threads when timing candidates (0: onnxruntime's default pool). One "
+            "thread keeps the interleaved A/B timing fair on a shared machine.",
+        ),
+    ] = 1,
     cache_dir: Annotated[
         Path | None, typer.Option("--cache-dir", help="Evaluation cache (default: OUT/.cache).")
     ] = None,
@@ -186,6 +195,7 @@ def squeeze_cmd(
         price_per_hour=price_per_hour,
         instance=instance,
         latency_seconds=latency_seconds,
+        latency_threads=latency_threads or None,
         distill_time_s=distill_minutes * 60,
         distill_students=tuple(x.strip() for x in distill_students.split(",") if x.strip())
         if distill_students
