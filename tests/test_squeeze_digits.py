@@ -79,3 +79,12 @@ def test_digits_squeeze_graph_passes_only(digits, tmp_path):
     base, best = results["baseline"], results["best"]
     assert elapsed < 300 and best["drop"] <= 2.0 and best["latency_ratio"] < 0.9
     assert base["size"] / best["size"] >= 3.0
+
+
+def test_digits_squeeze_literal_issue_command(digits, tmp_path):
+    """The issue's command as written: calibration held out from the first 64 samples of --data
+    (the other 296 are evaluated), objective latency."""
+    model, val, _ = digits
+    results, elapsed = _squeeze(model, val, tmp_path / "out")
+    _assert_done_when(results, elapsed)
+    assert results["samples"] == 296 and results["calibration"]["stop"] == 64
