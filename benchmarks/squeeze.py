@@ -10,6 +10,7 @@ prints the figures for benchmarks/RESULTS.md.
 
 Usage: python benchmarks/squeeze.py [--model .cache/models/resnet18.onnx] [--metric agreement]
        [--max-drop 1] [--images 160] [--out .cache/bench-squeeze] [--objective latency]
+       [--time-budget MINUTES] [--techniques channels,int8]
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--objective", default="latency")
     ap.add_argument("--out", default=".cache/bench-squeeze")
     ap.add_argument("--keep-cache", action="store_true", help="Do not clear the evaluation cache first.")
+    ap.add_argument("--time-budget", type=float, default=None, help="Minutes (squeeze --time-budget).")
+    ap.add_argument("--techniques", default=None, help="Knobs to try (squeeze --techniques).")
     args = ap.parse_args(argv)
 
     out = Path(args.out)
@@ -81,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         "--image-size", "224x224", "--calibration-samples", str(args.calibration_samples),
         "-o", str(result_dir),
     ]  # fmt: skip
+    if args.time_budget is not None:
+        cmd += ["--time-budget", str(args.time_budget)]
+    if args.techniques:
+        cmd += ["--techniques", args.techniques]
     print("$", " ".join(cmd), flush=True)
     timings = []
     for run in ("first", "rerun"):

@@ -21,6 +21,19 @@ gives byte-identical output, so a CI job can rebuild the artifact ``squeeze`` fo
     options = { mode = "static", per_channel = true }
 
 Pass names are keys of :data:`onnxsqueeze.passes.PASSES`.
+
+A step that needs training (distillation into a smaller student) cannot be replayed byte for byte
+cheaply: its result depends on a time budget and on torch's kernels. Such a recipe names a
+**base model** instead, stored beside the recipe, and the passes run on it::
+
+    [base]                                # the passes run on this model, not on the source
+    path = "digits_cnn.student.onnx"      # relative to the recipe
+    sha256 = "5e1d..."                    # checked on replay
+    method = "distill"
+    student = "cnn4"                      # how it was made (provenance)
+
+``apply`` checks the source model's hash as usual (the teacher), then replays the steps on the
+base model: the result is byte-identical to what ``squeeze`` wrote.
 """
 
 from __future__ import annotations
@@ -75,10 +88,28 @@ class CalibrationSource:
 
 
 @dataclasses.dataclass(frozen=True)
+class BaseModel:
+    """The model a recipe's steps run on when it is not the source (a distilled student).
+
+    Attributes:
+        path: the ONNX file, relative to the recipe's folder (or absolute).
+        sha256: of that file's bytes, checked on replay.
+        method: how it was made from the source (``distill``).
+        student: the student spec it was made with.
+    """
+
+    path: str
+    sha256: str
+    method: str = "distill"
+    student: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class Recipe:
     steps: tuple[Step, ...]
     source_sha256: str | None = None
     calibration: CalibrationSource | None = None
+    base: BaseModel | None = None
 
     def needs_calibration(self) -> bool:
         return any(s.calibration for s in self.steps)
@@ -91,6 +122,8 @@ class Recipe:
             doc["source_sha256"] = self.source_sha256
         if self.calibration is not None and self.needs_calibration():
             doc["calibration"] = dataclasses.asdict(self.calibration)
+        if self.base is not None:
+            doc["base"] = dataclasses.asdict(self.base)
         doc["steps"] = [s.to_dict() for s in self.steps]
         header = "# onnxsqueeze recipe: replay with `onnxsqueeze apply recipe.toml MODEL -o OUT`\n"
         return header + tomli_w.dumps(doc)
@@ -134,7 +167,16 @@ def loads(text: str, *, source: str = "recipe") -> Recipe:
             calibration = CalibrationSource(str(c["data"]), int(c["start"]), int(c["stop"]), str(c["sha256"]))
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"{source}: [calibration] needs data, start, stop and sha256") from e
-    recipe = Recipe(tuple(steps), doc.get("source_sha256"), calibration)
+    base = None
+    if "base" in doc:
+        b = doc["base"]
+        try:
+            base = BaseModel(
+                str(b["path"]), str(b["sha256"]), str(b.get("method", "distill")), str(b.get("student", ""))
+            )
+        except (KeyError, TypeError) as e:
+            raise InputError(f"{source}: [base] needs path and sha256") from e
+    recipe = Recipe(tuple(steps), doc.get("source_sha256"), calibration, base)
     if recipe.needs_calibration() and calibration is None:
         raise InputError(f"{source}: a step takes calibration data but the recipe has no [calibration]")
     return recipe

@@ -8,17 +8,31 @@ Not blind enumeration. With ``cost`` the chosen objective (latency, file size, M
    within budget, ``O(log n)`` evaluations (the fraction of layers quantized to int8 is one); a
    categorical knob evaluates each setting and keeps the cheapest that fits. A knob whose best
    setting does not lower the cost is dropped.
-3. **Greedy combination**: starting from the cheapest survivor, add the others one by one in
-   order of their own cost (one knob per group: fp16, int8 and int8-dynamic exclude each other),
-   re-verifying the budget after each step; when a monotone knob breaks
-   the budget in combination, bisect it again over its milder settings before rejecting it.
-4. **Best**: the cheapest evaluated point within budget. Every point is kept (Pareto front,
-   report).
+3. **Greedy combination**: add the survivors one by one, the most budget-efficient first (cost
+   gain per point of drop, so a free step precedes one that spends the budget for the same gain;
+   one knob per group: fp16, int8 and int8-dynamic exclude each other), re-verifying the budget
+   after each step; when a monotone knob breaks the budget in combination, bisect it again over
+   its milder settings before rejecting it. A step is taken when it lowers the cost beyond the
+   timing noise, or, on a noisy objective (latency, cost), ties within the noise and shrinks the
+   file by more than 10%.
+4. **Best**: the cheapest evaluated point within budget; on a noisy objective, the smallest file
+   among the points within the noise of the cheapest. Every point is kept (Pareto front, report).
 
 Every evaluation is cached on disk under a key of (model hash, data hash, metric, provider,
 candidate steps, tool version); a result file is written atomically as soon as it is measured,
 so an interrupted run (Ctrl-C, time budget) resumes where it stopped and a repeated run is
 instant.
+
+**Distillation** (the ``distill`` knob, offered only with training data): a setting names a
+catalog student (``models/students.py``); the original teaches it on the training data
+(:func:`onnxsqueeze.distill.distill`, seeded, a time budget per student, early stopping on a
+seeded 10% of the training data) and the student replaces the model the other knobs' passes run
+on, so ``distill -> cnn4 + int8 static`` is int8 of the student. A student is trained once and
+cached (ONNX bytes, keyed by the original's hash, the training data's hash, the spec and the time
+budget); its sha256 enters the keys of the evaluations built on it. Training is not replayed by
+``apply`` (a time budget and torch's kernels make it irreproducible byte for byte): the recipe
+records the student as its base model (path beside the recipe and sha256) and ``apply`` replays
+the passes on it.
 
 The knob table :data:`KNOBS` is the one place that maps techniques to passes. A knob whose pass is
 not registered in :data:`onnxsqueeze.passes.PASSES` (or whose options the pass does not take) is
@@ -76,6 +90,9 @@ class Knob:
         plan: model- and data-dependent preparation, computed once per search (and cached):
             ``plan(context) -> value``; a knob with a plan has ``step(setting, value)``, and
             ``value`` is None when the plan could not be made.
+        base: the setting replaces the model the passes run on (distillation into a student)
+            instead of adding a pass; its ``step`` only names it (cache keys, reports) and the
+            recipe records the new model as its base (:class:`onnxsqueeze.recipe.BaseModel`).
     """
 
     name: str
@@ -87,6 +104,7 @@ class Knob:
     label: Callable[[Any], str] | None = None
     help: str = ""
     plan: Callable[[PlanContext], Any] | None = None
+    base: bool = False
 
     def describe(self, setting: Any) -> str:
         return self.label(setting) if self.label is not None else f"{self.name} {setting}"
@@ -229,6 +247,18 @@ KNOBS: tuple[Knob, ...] = (
         label=lambda _: "fp16",
         help="half precision (ConvertToFloat16Pass)",
     ),
+    Knob(
+        "distill",
+        # Catalog students (models/students.py), larger to smaller: a smaller student learns less
+        # (roughly monotone, as the int8 fraction). Offered only with training data.
+        settings=("cnn8", "cnn4"),
+        monotone=True,
+        step=lambda s: Step.of("distill", {"student": s}),
+        stage=-1,
+        base=True,
+        label=lambda s: f"distill -> {s}",
+        help="knowledge distillation into a smaller catalog student (needs --train-data)",
+    ),
 )
 
 CLEANUP = Step.of("cleanup", {})
@@ -241,6 +271,9 @@ def available_knobs(knobs: Sequence[Knob] = KNOBS) -> tuple[list[Knob], dict[str
     offered: list[Knob] = []
     skipped: dict[str, str] = {}
     for knob in knobs:
+        if knob.base:  # not a pass: offered when its data are (see Squeezer)
+            offered.append(knob)
+            continue
         ok, why = [], []
         for s in knob.settings:
             step = knob.step_of(s)
@@ -265,10 +298,17 @@ Settings = dict[str, Any]
 
 
 def steps_of(settings: Mapping[str, Any], knobs: Sequence[Knob]) -> list[Step]:
-    """The recipe steps of a candidate: cleanup, then each knob's step by stage."""
+    """The recipe steps of a candidate: cleanup, then each pass knob's step by stage."""
     by_name = {k.name: k for k in knobs}
     chosen = sorted(settings.items(), key=lambda kv: (by_name[kv[0]].stage, kv[0]))
-    return [CLEANUP, *(by_name[name].step_of(value) for name, value in chosen)]
+    return [CLEANUP, *(by_name[name].step_of(value) for name, value in chosen if not by_name[name].base)]
+
+
+def base_of(settings: Mapping[str, Any], knobs: Sequence[Knob]) -> Step | None:
+    """The step naming the candidate's base model (distillation), None for the original."""
+    by_name = {k.name: k for k in knobs}
+    bases = [by_name[n].step_of(v) for n, v in sorted(settings.items()) if by_name[n].base]
+    return bases[0] if bases else None
 
 
 def describe_settings(settings: Mapping[str, Any], knobs: Sequence[Knob]) -> str:
@@ -412,6 +452,29 @@ def search(
         """Lower cost by more than ``min_gain`` (a fraction), so timing noise is not a gain."""
         return cost(p) < cost(than) * (1.0 - min_gain)
 
+    def tie_smaller(p: Point, than: Point) -> bool:
+        """A noisy cost within ``min_gain`` of ``than`` (a tie) with a file smaller by > 10%.
+
+        Measured latency cannot rank two candidates closer than its noise; the exact file size
+        breaks the tie, so a step that shrinks the model without slowing it is still taken.
+        """
+        if not min_gain or p.size is None or than.size is None:
+            return False
+        return cost(p) <= cost(than) * (1.0 + min_gain) and p.size < 0.9 * than.size
+
+    def better(p: Point, than: Point) -> bool:
+        return cheaper(p, than) or tie_smaller(p, than)
+
+    def efficiency(p: Point) -> float:
+        """Cost gain per point of drop: ``log(cost_base / cost_p) / (max(drop, 0) + eps)``.
+
+        Spending the budget where it buys the most (a knapsack's value/weight order): a free
+        step (int8 at no accuracy cost) goes before an equal gain that costs 1.5 points.
+        ``eps = 10%`` of the budget keeps free steps finite and ordered by their gain.
+        """
+        gain = math.log(cost(baseline) / cost(p)) if 0 < cost(p) < math.inf else 0.0
+        return gain / (max(p.drop or 0.0, 0.0) + 0.1 * max(budget.max_drop, 1e-6))
+
     def why_not(p: Point, reference: Point) -> str:
         if p.error:
             return p.error
@@ -458,8 +521,10 @@ def search(
                 best = None
             singles[knob.name] = best
 
-        # 3. greedy combination, cheapest survivor first
-        order = sorted((p for p in singles.values() if p is not None), key=cost)
+        # 3. greedy combination, the most budget-efficient survivor first
+        order = sorted(
+            (p for p in singles.values() if p is not None), key=lambda p: (-efficiency(p), cost(p))
+        )
         current: Settings = {}
         current_point = baseline
         for single in order:
@@ -472,7 +537,7 @@ def search(
                 )
                 continue
             trial = ev(current | {name: setting}, "combine")
-            accepted: Point | None = trial if trial.fits and cheaper(trial, current_point) else None
+            accepted: Point | None = trial if trial.fits and better(trial, current_point) else None
             if accepted is None and knob.monotone and not trial.fits and not trial.error:
                 idx = knob.settings.index(setting)
                 lo, hi = -1, idx
@@ -482,7 +547,7 @@ def search(
                     lo, hi = (mid, hi) if p.fits else (lo, mid)
                 if lo >= 0:
                     p = seen[key(current | {name: knob.settings[lo]})]
-                    if cheaper(p, current_point):
+                    if better(p, current_point):
                         accepted = p
             if accepted is not None:
                 current, current_point = dict(accepted.settings), accepted
@@ -493,6 +558,10 @@ def search(
 
     within = [p for p in points if p.fits and p.error is None]
     best_point: Point | None = min(within, key=lambda p: (cost(p), p.drop if p.drop is not None else 0.0))
+    if best_point is not None and min_gain:
+        # Points within the timing noise of the fastest are ties: the smallest file wins.
+        ties = [p for p in within if cost(p) <= cost(best_point) * (1.0 + min_gain)]
+        best_point = min(ties, key=lambda p: (p.size if p.size is not None else math.inf, cost(p)))
     if best_point is baseline or (best_point is not None and not cheaper(best_point, baseline)):
         best_point = None
     return SearchResult(
@@ -559,17 +628,23 @@ def compare_latency(
     min_iterations: int = 30,
     min_seconds: float = 0.5,
     burst: int = 5,
+    threads: int | None = 1,
 ) -> tuple[float, float]:
     """Interleaved A/B timing: (candidate median ms, candidate / reference median ratio).
 
     Bursts of ``burst`` runs alternate between the two sessions until each has ``min_iterations``
     runs and ``min_seconds`` have passed, so load from other processes hits both alike; the ratio
     is what the search compares (the machine is shared and noisy; absolute times drift).
+
+    ``threads=1`` by default: with onnxruntime's default intra-op pool, one session's worker
+    threads keep spinning after its run and steal the cores from the other session's next burst.
+    On the shared 2-core machine, the same graph timed against itself gave ratios of 0.77-1.29
+    with the default pool and 0.998-1.002 with one thread (digits CNN, six runs each).
     """
     from onnxsqueeze import runtime
 
-    sa = runtime.session(reference, provider=provider, optimize=True)
-    sb = runtime.session(candidate, provider=provider, optimize=True)
+    sa = runtime.session(reference, provider=provider, optimize=True, threads=threads)
+    sb = runtime.session(candidate, provider=provider, optimize=True, threads=threads)
     fa, fb = dict(reference_feeds), dict(candidate_feeds)
     for _ in range(warmup):
         sa.run(None, fa)
@@ -602,7 +677,12 @@ class SqueezeOptions:
         price_per_hour: for the cost objective; or ``instance``, a name in
             ``onnxsqueeze.bench.cost``'s table (default by provider, see ``DEFAULT_INSTANCE``).
         latency_seconds: minimum timing-loop duration per candidate.
+        latency_threads: intra-op threads of the timed sessions (1: see :func:`compare_latency`;
+            None: onnxruntime's default pool).
         batch_size: evaluation batch size.
+        distill_time_s: training-time budget of each distilled student.
+        distill_students: the catalog students the ``distill`` knob tries, larger to smaller
+            (None: the knob's own list).
     """
 
     budget: Budget
@@ -613,7 +693,10 @@ class SqueezeOptions:
     price_per_hour: float | None = None
     instance: str | None = None
     latency_seconds: float = 0.5
+    latency_threads: int | None = 1
     batch_size: int = 64
+    distill_time_s: float = 60.0
+    distill_students: tuple[str, ...] | None = None
 
 
 class Squeezer:
@@ -627,6 +710,10 @@ class Squeezer:
         options: see :class:`SqueezeOptions`.
         cache_dir: where evaluations are cached (None: no cache).
         model_sha256: the original file's hash (computed from the model when None).
+        train: training data (inputs, optional labels) for the knobs that train (distill); they
+            are not offered without it.
+        model_path: the original's file (the teacher of distillation; written to the cache when
+            None).
     """
 
     def __init__(
@@ -640,6 +727,8 @@ class Squeezer:
         cache_dir: str | Path | None,
         model_sha256: str | None = None,
         knobs: Sequence[Knob] = KNOBS,
+        train: Dataset | None = None,
+        model_path: str | Path | None = None,
     ) -> None:
         if options.objective not in OBJECTIVES:
             raise InputError(
@@ -652,7 +741,17 @@ class Squeezer:
         self.options = options
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.model_sha256 = model_sha256 or sio.sha256_model(model)
+        self.train = train
+        self.model_path = Path(model_path) if model_path is not None else None
+        self.students: dict[str, dict[str, Any]] = {}  # spec -> what its distillation measured
+        self._student_models: dict[str, tuple[onnx.ModelProto, str]] = {}
         offered, skipped = available_knobs(knobs)
+        for k in [k for k in offered if k.base]:
+            if train is None:
+                skipped[k.name] = "no training data (--train-data)"
+                offered.remove(k)
+            elif options.distill_students:
+                offered[offered.index(k)] = dataclasses.replace(k, settings=tuple(options.distill_students))
         if options.techniques is not None:
             known = {k.name for k in knobs}
             unknown = sorted(set(options.techniques) - known)
@@ -706,11 +805,112 @@ class Squeezer:
             "provider": self.options.provider,
             "calibration": self.calibration.sha256() if self.calibration is not None else None,
             "latency_seconds": self.options.latency_seconds,
+            "latency_threads": self.options.latency_threads,
         }
 
-    def cache_key(self, steps: Sequence[Step]) -> str:
-        doc = {**self._context, "steps": [s.to_dict() for s in steps]}
+    def cache_key(self, steps: Sequence[Step], base: str | None = None) -> str:
+        """The key of a candidate: the context, its steps and (distilled) its base model's hash."""
+        doc: dict[str, Any] = {**self._context, "steps": [s.to_dict() for s in steps]}
+        if base is not None:
+            doc["base"] = base
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+    def key_of(self, settings: Mapping[str, Any]) -> str:
+        """:meth:`cache_key` of a candidate (training its base model first if needed)."""
+        if not settings:
+            return self.cache_key([])
+        base = base_of(settings, self.knobs)
+        base_sha = self.base_model(settings)[1] if base is not None else None
+        return self.cache_key(steps_of(settings, self.knobs), base_sha)
+
+    # ------------------------------------------------------------------ base models
+    def base_model(self, settings: Mapping[str, Any]) -> tuple[onnx.ModelProto, str]:
+        """The model a candidate's passes run on and its sha256: the original or a student."""
+        base = base_of(settings, self.knobs)
+        if base is None:
+            return self.model, self.model_sha256
+        return self.student(str(dict(base.options)["student"]))
+
+    def _student_key(self, spec: str) -> str:
+        from onnxsqueeze import __version__
+
+        assert self.train is not None
+        doc = {
+            "format": CACHE_FORMAT,
+            "version": __version__,
+            "teacher": self.model_sha256,
+            "train": self.train.sha256(),
+            "labels": self.train.labels is not None,
+            "student": spec,
+            "time_s": self.options.distill_time_s,
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+    def student(self, spec: str) -> tuple[onnx.ModelProto, str]:
+        """The original distilled into the catalog student ``spec`` on the training data.
+
+        Trained once (seeded, ``options.distill_time_s`` of training, early stopping on a seeded
+        10% of the training data: the evaluation data stay unseen) and cached as ONNX bytes with
+        what the distillation measured; the sha256 of those bytes names the student in cache keys
+        and in the recipe.
+
+        Raises:
+            SqueezeError: the student cannot be built, trained or exported for this model.
+        """
+        if spec in self._student_models:
+            return self._student_models[spec]
+        key = self._student_key(spec)
+        path = self.cache_dir / "students" / f"{key}.onnx" if self.cache_dir is not None else None
+        if path is not None and path.is_file() and path.with_suffix(".json").is_file():
+            data = path.read_bytes()
+            model = onnx.ModelProto()
+            model.ParseFromString(data)
+            info = json.loads(path.with_suffix(".json").read_text())
+        else:
+            model, info = self._distill(spec)
+            data = model.SerializeToString(deterministic=True)
+            if path is not None:
+                sio.write_bytes_atomic(path.with_suffix(".json"), json.dumps(info, sort_keys=True).encode())
+                sio.write_bytes_atomic(path, data)
+        sha = hashlib.sha256(data).hexdigest()
+        self.students[spec] = info | {"sha256": sha}
+        self._student_models[spec] = (model, sha)
+        return model, sha
+
+    def _distill(self, spec: str) -> tuple[onnx.ModelProto, dict[str, Any]]:
+        from onnxsqueeze.distill import TrainConfig, distill
+
+        assert self.train is not None
+        teacher = self.model_path
+        if teacher is None:  # distill() reads the teacher from a file
+            if self.cache_dir is None:
+                raise InputError("distillation needs the model's file or a cache folder")
+            teacher = sio.save(self.model, self.cache_dir / "students" / f"teacher-{self.model_sha256}.onnx")
+        data = dict(self.train.inputs)
+        if self.train.labels is not None:
+            data["labels"] = self.train.labels
+        t0 = time.perf_counter()
+        result = distill(
+            teacher,
+            spec,
+            data,
+            config=TrainConfig(time_budget_s=self.options.distill_time_s, seed=0),
+            cache_dir=self.cache_dir / "teacher" if self.cache_dir is not None else None,
+            use_cache=self.cache_dir is not None,
+            measure_latency=False,
+        )
+        r = result.report
+        info = {
+            "student": spec,
+            "params": r.student.params,
+            "teacher_params": r.teacher.params,
+            "param_reduction": r.param_reduction,
+            "epochs": len(r.training.history),
+            "best_epoch": r.training.best_epoch,
+            "train_samples": r.samples.get("train"),
+            "seconds": time.perf_counter() - t0,
+        }
+        return result.model, info
 
     def _cache_path(self, key: str) -> Path | None:
         return self.cache_dir / f"{key[:2]}" / f"{key}.json" if self.cache_dir is not None else None
@@ -736,16 +936,17 @@ class Squeezer:
         from onnxsqueeze.recipe import build
 
         self.prepare()
+        base, base_sha = self.base_model(settings)
         return build(
-            self.model,
+            base,
             steps_of(settings, self.knobs),
             calibration=self.calibration.inputs if self.calibration is not None else None,
-            source_sha256=self.model_sha256,
+            source_sha256=base_sha,
         )
 
     def build_cached(self, settings: Mapping[str, Any]) -> onnx.ModelProto:
         """:meth:`build`, keeping the bytes in the cache so a rerun does not rebuild (calibrate) it."""
-        key = self.cache_key(steps_of(settings, self.knobs))
+        key = self.key_of(settings)
         path = self._cache_path(key)
         if path is not None and path.with_suffix(".onnx").is_file():
             model = onnx.ModelProto()
@@ -759,11 +960,19 @@ class Squeezer:
             sio.write_bytes_atomic(path.with_suffix(".onnx"), model.SerializeToString(deterministic=True))
         return model
 
-    def recipe(self, settings: Mapping[str, Any]) -> Recipe:
+    def recipe(self, settings: Mapping[str, Any], base_path: str | None = None) -> Recipe:
+        """The recipe of ``settings``; a distilled candidate's student lives at ``base_path``."""
+        from onnxsqueeze.recipe import BaseModel
+
         self.prepare()
         steps = tuple(steps_of(settings, self.knobs))
         needs = any(s.calibration for s in steps)
-        return Recipe(steps, self.model_sha256, self.calibration_source if needs else None)
+        base = None
+        step = base_of(settings, self.knobs)
+        if step is not None:
+            spec = str(dict(step.options)["student"])
+            base = BaseModel(base_path or f"{spec}.onnx", self.student(spec)[1], "distill", spec)
+        return Recipe(steps, self.model_sha256, self.calibration_source if needs else None, base)
 
     def _measure(self, settings: Settings) -> dict[str, Any]:
         from onnxsqueeze.recipe import build_traced
@@ -773,11 +982,12 @@ class Squeezer:
         try:
             if settings:
                 steps = steps_of(settings, self.knobs)
+                base, base_sha = self.base_model(settings)
                 model, modified = build_traced(
-                    self.model,
+                    base,
                     steps,
                     calibration=self.calibration.inputs if self.calibration is not None else None,
-                    source_sha256=self.model_sha256,
+                    source_sha256=base_sha,
                 )
                 idle = [s.pass_name for s, m in zip(steps[1:], modified[1:], strict=True) if not m]
                 if idle:
@@ -809,11 +1019,13 @@ class Squeezer:
                 latency, ratio = compare_latency(
                     self.model, model, feeds_for(self.model), feeds_for(model),
                     provider=self.options.provider, min_seconds=seconds,
+                    threads=self.options.latency_threads,
                 )  # fmt: skip
             else:
                 latency = measure_latency(
-                    model, feeds_for(model), provider=self.options.provider, min_seconds=seconds
-                )
+                    model, feeds_for(model), provider=self.options.provider, min_seconds=seconds,
+                    threads=self.options.latency_threads,
+                )  # fmt: skip
                 ratio = 1.0
         except SqueezeError as e:
             return {"error": str(e), "seconds": time.perf_counter() - t0}
@@ -833,7 +1045,15 @@ class Squeezer:
 
     def evaluate(self, settings: Settings) -> Point:
         """Measure one candidate, from the cache when it holds it."""
-        key = self.cache_key(steps_of(settings, self.knobs) if settings else [])
+        try:
+            key = self.key_of(settings)
+        except SqueezeError as e:  # the base model could not be made (a student did not train)
+            return Point(settings=dict(settings), phase="", error=str(e))
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # e.g. torch refusing a student for this input: a rejected point
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            return Point(settings=dict(settings), phase="", error=f"{type(e).__name__}: {first_line}"[:300])
         doc = self._cache_get(key)
         cached = doc is not None
         if doc is None:
@@ -944,6 +1164,7 @@ def make_squeezer(
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     on_image: Callable[[int, int], None] | None = None,
+    train_data: str | Path | None = None,
 ) -> Squeezer:
     """Load the model and data, split off calibration samples and set up the search.
 
@@ -955,6 +1176,7 @@ def make_squeezer(
             calibration arrays are written to ``out_dir/calibration.npz`` for ``apply``).
         metric: a name in ``evaluate.METRICS`` (default: accuracy with labels, else agreement).
         calibration_data: an ``.npz`` to calibrate on; by default the first
+            ``calibration_samples`` of ``train_data`` when given, else the first
             ``calibration_samples`` (at most a quarter) of ``data`` are held out for calibration
             and the rest is evaluated.
         samples: use at most this many samples of ``data``.
@@ -963,6 +1185,8 @@ def make_squeezer(
         preprocess: image preprocessing (default :class:`Preprocess`'s).
         cache_dir: evaluation cache (default ``out_dir/.cache``); ``use_cache=False`` for none.
         on_image: progress of image loading.
+        train_data: an ``.npz`` of training inputs (and optional ``labels``): offers the
+            ``distill`` knob (the model is the teacher) and is the default calibration data.
 
     Raises:
         ModelLoadError, InputError: bad model, data or options.
@@ -982,6 +1206,9 @@ def make_squeezer(
         if samples is not None and samples < len(ds):
             ds = ds.take(0, samples)
     metric = metric or ("accuracy" if ds.labels is not None else "agreement")
+    train = E.load_npz_dataset(train_data) if train_data is not None else None
+    if calibration_data is None and train_data is not None:
+        calibration_data = train_data
     if calibration_data is not None:
         calibration_data = Path(calibration_data)
         cal = E.load_npz_dataset(calibration_data)
@@ -1013,6 +1240,8 @@ def make_squeezer(
         options=options,
         cache_dir=(cache_dir or out_dir / ".cache") if use_cache else None,
         model_sha256=sio.sha256_file(model),
+        train=train,
+        model_path=model,
     )
 
 
@@ -1030,7 +1259,8 @@ def squeeze(
     """The whole squeeze: search, then write the best model, recipe, report, results and plot.
 
     ``kwargs`` go to :func:`make_squeezer`, except the :class:`SqueezeOptions` fields
-    (provider, time_budget_s, techniques, price_per_hour, instance, latency_seconds).
+    (provider, time_budget_s, techniques, price_per_hour, instance, latency_seconds,
+    distill_time_s).
 
     Raises:
         BudgetNotMetError: nothing fits (the report is written all the same).
@@ -1077,8 +1307,18 @@ def write_outputs(
     if result.best is not None:
         best_model = squeezer.build_cached(result.best.settings)
         written["model"] = sio.save(best_model, out / f"{model_name}.squeezed.onnx", protect=protect)
+        base_path = None
+        if base_of(result.best.settings, squeezer.knobs) is not None:
+            # The recipe's base model: the student's exact bytes (their sha256 is in the recipe).
+            student, _ = squeezer.base_model(result.best.settings)
+            written["student"] = sio.write_bytes_atomic(
+                out / f"{model_name}.student.onnx",
+                student.SerializeToString(deterministic=True),
+                protect=protect,
+            )
+            base_path = written["student"].name
         written["recipe"] = rcp.save(
-            squeezer.recipe(result.best.settings), out / "recipe.toml", protect=protect
+            squeezer.recipe(result.best.settings, base_path), out / "recipe.toml", protect=protect
         )
     results = results_dict(squeezer, result, elapsed_s=elapsed_s)
     if "model" in written:
@@ -1179,6 +1419,8 @@ def results_dict(
         "not_offered": result.skipped,
         "notes": squeezer.notes,
         "plans": squeezer.plans,
+        "students": squeezer.students,
+        "train_data": squeezer.train.source if squeezer.train is not None else None,
         "rejected": [{"candidate": a, "why": b} for a, b in result.rejected],
         "pareto": [p.to_dict(knobs) for p in result.pareto(higher)],
         "points": [p.to_dict(knobs) for p in result.points],
@@ -1298,6 +1540,27 @@ def render_report(squeezer: Squeezer, result: SearchResult, results: Mapping[str
     lines += [_table(["knob", "setting", "drop", f"{obj} gain", "in best"], rows), ""]
     if result.skipped:
         lines += ["Not offered:", ""] + [f"- {k}: {v}" for k, v in result.skipped.items()] + [""]
+    if squeezer.students:
+        lines += [
+            f"Distilled students (trained on `{squeezer.train.source if squeezer.train else '?'}`, "
+            "early stopping on a seeded 10% of it; the evaluation data stay unseen):",
+            "",
+            _table(
+                ["student", "params", "vs original", "epochs", "train s", "sha256"],
+                [
+                    [
+                        spec,
+                        str(i.get("params", "-")),
+                        f"{i['param_reduction']:.1f}x fewer" if i.get("param_reduction") else "-",
+                        str(i.get("epochs", "-")),
+                        f"{i['seconds']:.0f}" if i.get("seconds") is not None else "-",
+                        str(i.get("sha256", ""))[:12],
+                    ]
+                    for spec, i in squeezer.students.items()
+                ],
+            ),
+            "",
+        ]
     if squeezer.notes:
         lines += ["Notes:", ""] + [f"- {n}" for n in squeezer.notes] + [""]
     lines += ["## Tried and rejected", ""]

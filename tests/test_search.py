@@ -285,10 +285,68 @@ def test_knob_table_matches_every_registered_pass():
 
     offered, skipped = available_knobs(KNOBS)
     assert not [why for why in skipped.values() if "takes no option" in why], skipped
+    # every technique has landed: every knob and every setting is offered
+    assert skipped == {} and [k.settings for k in offered] == [k.settings for k in KNOBS]
+    assert {k.name for k in offered} == {
+        "fp16", "int8", "int8-dynamic", "sparsity", "channels", "resolution", "distill",
+    }  # fmt: skip
     for knob in offered:
+        if knob.base:  # distill: not a pass; its settings are catalog students
+            from onnxsqueeze.distill.student import catalog
+
+            assert set(knob.settings) <= set(catalog())
+            continue
         for setting in knob.settings:
             step = knob.step_of(setting)
             cls = PASSES[step.pass_name]
             fields = {f.name for f in dataclasses.fields(cls)}
             assert {k for k, _ in step.options} <= fields
     assert "int8" in {k.name for k in offered} and "int8-dynamic" in {k.name for k in offered}
+
+
+def test_greedy_spends_the_budget_where_it_buys_the_most_first():
+    # a: the cheapest single (a2: cost x0.25 for 2.0 points, the whole budget); f: f2 costs x0.36
+    # for 0.5 points. Cheapest-first takes a2 and then cannot add any f (a2 + f1 = 2.25 points):
+    # cost 25. By gain per point of drop, f2 goes first and a backs off to a1 on top: cost 18.
+    ev = Synthetic({"a": 1.0, "f": 0.25}, {"a": 0.5, "f": 0.6})
+    result = run(ev, [knob("a", 2), knob("f", 2, stage=1)])
+    combos = [c for c in ev.calls if len(c) == 2]
+    assert combos[0] == {"f": 2, "a": 2}
+    assert result.best is not None and result.best.settings == {"a": 1, "f": 2}
+    assert result.best.size < 25_000
+
+
+def test_latency_ties_within_the_noise_are_broken_by_the_file_size():
+    # q: 2x faster, 3x smaller; c: alone 1.3x faster, 3x smaller; q + c: as fast as q (within 3%),
+    # 9x smaller. On latency, q + c is a tie with q, and the smaller file wins it.
+    table = {
+        (): (100.0, 900),
+        (("q", 1),): (50.0, 300),
+        (("c", 1),): (77.0, 300),
+        (("c", 1), ("q", 1)): (51.0, 100),
+    }
+
+    def evaluate(settings):
+        latency, size = table[tuple(sorted(settings.items()))]
+        p = Point(settings=settings, phase="", metric=100.0, size=size, latency_ms=latency)
+        p.drop = 0.0
+        return p
+
+    result = search(
+        [knob("q", 1, stage=3), knob("c", 1, stage=1)],
+        evaluate,
+        lambda p: True,
+        objective="latency",
+        budget=Budget(1.0),
+        min_gain=0.03,
+    )
+    assert result.best is not None and result.best.settings == {"q": 1, "c": 1}
+    # without noise (exact objectives), a slower point is never preferred
+    exact = search(
+        [knob("q", 1, stage=3), knob("c", 1, stage=1)],
+        evaluate,
+        lambda p: True,
+        objective="latency",
+        budget=Budget(1.0),
+    )
+    assert exact.best is not None and exact.best.settings == {"q": 1}

@@ -23,7 +23,7 @@ from onnxsqueeze.cli._output import (
 )
 
 # The knob names of onnxsqueeze.search.KNOBS, spelled out so that --help imports nothing heavy.
-TECHNIQUES = ("resolution", "channels", "sparsity", "int8", "int8-dynamic", "fp16")
+TECHNIQUES = ("resolution", "channels", "sparsity", "int8", "int8-dynamic", "fp16", "distill")
 
 MetricOpt = Annotated[
     str,
@@ -111,6 +111,24 @@ def squeeze_cmd(
         ),
     ] = None,
     calibration_samples: Annotated[int, typer.Option("--calibration-samples", min=1)] = 64,
+    train_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--train-data",
+            help="Training .npz (inputs + optional 'labels'): offers the 'distill' knob (the model "
+            "teaches a smaller catalog student) and is the default calibration data.",
+        ),
+    ] = None,
+    distill_minutes: Annotated[
+        float, typer.Option("--distill-minutes", min=0.05, help="Training time of each distilled student.")
+    ] = 1.0,
+    distill_students: Annotated[
+        str | None,
+        typer.Option(
+            "--distill-students",
+            help="Comma-separated catalog students to distill into, larger to smaller (default: cnn8,cnn4).",
+        ),
+    ] = None,
     samples: Annotated[
         int | None, typer.Option("--samples", min=1, help="Use at most N samples of --data.")
     ] = None,
@@ -132,6 +150,15 @@ def squeeze_cmd(
     latency_seconds: Annotated[
         float, typer.Option("--latency-seconds", min=0.0, help="Minimum timing-loop duration per candidate.")
     ] = 0.5,
+    latency_threads: Annotated[
+        int,
+        typer.Option(
+            "--latency-threads",
+            min=0,
+            help="Intra-op threads when timing candidates (0: onnxruntime's default pool). One "
+            "thread keeps the interleaved A/B timing fair on a shared machine.",
+        ),
+    ] = 1,
     cache_dir: Annotated[
         Path | None, typer.Option("--cache-dir", help="Evaluation cache (default: OUT/.cache).")
     ] = None,
@@ -168,6 +195,11 @@ def squeeze_cmd(
         price_per_hour=price_per_hour,
         instance=instance,
         latency_seconds=latency_seconds,
+        latency_threads=latency_threads or None,
+        distill_time_s=distill_minutes * 60,
+        distill_students=tuple(x.strip() for x in distill_students.split(",") if x.strip())
+        if distill_students
+        else None,
     )
     with progress("loading images") as on_image:
         squeezer = S.make_squeezer(
@@ -187,6 +219,7 @@ def squeeze_cmd(
             cache_dir=cache_dir,
             use_cache=not no_cache,
             on_image=on_image,
+            train_data=train_data,
         )
     evaluator = squeezer.evaluator
     evalset = evaluator.dataset
@@ -224,7 +257,12 @@ def squeeze_cmd(
 
     try:
         written = S.write_outputs(
-            squeezer, result, output, protect=[model, data], model_name=stem, elapsed_s=elapsed
+            squeezer,
+            result,
+            output,
+            protect=[model, data] + ([train_data] if train_data else []),
+            model_name=stem,
+            elapsed_s=elapsed,
         )
     except BudgetNotMetError:
         if json_:
@@ -266,7 +304,7 @@ def _render(squeezer: Any, result: Any, written: dict[str, Path], elapsed: float
     )
     if result.truncated:
         warn(f"search stopped early ({result.truncated}); rerun to continue from the cache")
-    for kind in ("model", "recipe", "report", "results", "plot"):
+    for kind in ("model", "student", "recipe", "report", "results", "plot"):
         if kind in written:
             out.print(f"  {kind:<8} {escape(str(written[kind]))}")
 
@@ -289,9 +327,20 @@ def apply_cmd(
         ),
     ] = False,
     tolerance: opt.ToleranceOpt = None,
+    base: Annotated[
+        Path | None,
+        typer.Option(
+            "--base",
+            help="The recipe's base model (a distilled student; default: the path in its [base]).",
+        ),
+    ] = None,
     json_: opt.JsonFlag = False,
 ) -> None:
-    """Replay a recipe on a model, deterministically: same model and data give the same bytes."""
+    """Replay a recipe on a model, deterministically: same model and data give the same bytes.
+
+    A recipe found with distillation names a base model (the student, saved beside it): MODEL is
+    still the original (the teacher, its hash checked) and the passes replay on the student.
+    """
     from onnxsqueeze import evaluate as E
     from onnxsqueeze import io as sio
     from onnxsqueeze import recipe as rcp
@@ -322,7 +371,27 @@ def apply_cmd(
                 raise InputError(message + " (use --force to apply anyway)")
             warn(message)
         calibration = cal.inputs
-    result = rcp.build(proto, r.steps, calibration=calibration, source_sha256=sha)
+    start, start_sha = proto, sha
+    if base is not None and r.base is None:
+        raise InputError(f"{recipe}: --base given, but the recipe has no [base] model")
+    if r.base is not None:
+        bpath = base or Path(r.base.path)
+        if base is None and not bpath.is_absolute():
+            bpath = recipe.parent / bpath
+        if not bpath.is_file():
+            raise InputError(
+                f"{bpath}: the recipe's base model ({r.base.method} -> {r.base.student}) is missing"
+            )
+        start_sha = sio.sha256_file(bpath)
+        if start_sha != r.base.sha256:
+            message = (
+                f"{bpath}: sha256 {start_sha[:12]}... differs from the recipe's base {r.base.sha256[:12]}..."
+            )
+            if not force:
+                raise InputError(message + " (use --force to apply anyway)")
+            warn(message)
+        start = sio.load(bpath)
+    result = rcp.build(start, r.steps, calibration=calibration, source_sha256=start_sha)
     from onnxsqueeze.verify import verify
 
     # Verified against the source on the calibration samples (or seeded random inputs): a recipe
@@ -336,7 +405,7 @@ def apply_cmd(
             f"{output}: not written: max abs error {report.max_abs:.3g} vs the source exceeds "
             f"--tolerance {tolerance:g} (use --force to write anyway)"
         )
-    sio.save(result, output, protect=[model, recipe] + ([data] if data else []))
+    sio.save(result, output, protect=[model, recipe] + ([data] if data else []) + ([base] if base else []))
     digest = sio.sha256_file(output)
     if json_:
         emit_json(
