@@ -59,6 +59,7 @@ from onnxsqueeze import io as sio
 from onnxsqueeze.errors import BudgetNotMetError, InputError, SqueezeError
 from onnxsqueeze.evaluate import Budget, Dataset, Evaluator, Preprocess
 from onnxsqueeze.recipe import CalibrationSource, Recipe, Step
+from onnxsqueeze.units import human_bytes
 
 OBJECTIVES = ("latency", "size", "macs", "cost")
 # The instance a cost is priced on when none is given (onnxsqueeze.bench.cost's table): a 2-vCPU
@@ -1431,21 +1432,11 @@ def _cell(p: Point, objective: str) -> list[str]:
     return [
         f"{p.metric:.4g}" if p.metric is not None else "-",
         f"{p.drop:+.3g}" if p.drop is not None else "-",
-        sio_human(p.size),
+        human_bytes(p.size),
         f"{p.macs / 1e6:.3g} M" if p.macs is not None else "-",
         f"{p.latency_ms:.3g}" if p.latency_ms is not None else "-",
         f"{p.cost:.3g}" if p.cost is not None else "-",
     ]
-
-
-def sio_human(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
