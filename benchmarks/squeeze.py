@@ -95,14 +95,23 @@ def main(argv: list[str] | None = None) -> int:
         proc = subprocess.run(cmd, check=False)
         timings.append(time.perf_counter() - t)
         print(f"{run} run: exit {proc.returncode}, {timings[-1]:.1f} s", flush=True)
+    eval_set = f"real-image crops (+{args.calibration_samples} for calibration)"
+    print_figures(result_dir, Path(args.model).name, eval_set, args.max_drop, timings)
+    return 0
+
+
+def print_figures(result_dir: Path, model: str, eval_set: str, max_drop: float, timings: list[float]) -> None:
+    """Print the RESULTS.md table of a finished squeeze (``timings``: first run and rerun, seconds)."""
     results = json.loads((result_dir / "results.json").read_text())
     base, best = results["baseline"], results["best"]
     metric = results["metric"]
+    ms = "ms" if base["latency_ms"] >= 1 else "µs"
+    scale = 1.0 if ms == "ms" else 1000.0
     rows = [
-        ("model", Path(args.model).name),
-        ("eval set", f"{results['samples']} real-image crops (+{args.calibration_samples} for calibration)"),
-        ("budget", f"{metric} drop <= {args.max_drop:g}"),
-        ("baseline", f"{base['size'] / 1e6:.1f} MB, {base['latency_ms']:.1f} ms (batch 1)"),
+        ("model", model),
+        ("eval set", f"{results['samples']} {eval_set}"),
+        ("budget", f"{metric} drop <= {max_drop:g}"),
+        ("baseline", f"{base['size'] / 1e6:.2f} MB, {base['latency_ms'] * scale:.1f} {ms} (batch 1)"),
     ]
     if best is None:
         near = sorted(
@@ -121,10 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         rows += [
             ("best", best["label"]),
             (metric, f"{best['metric']:.3f} (drop {best['drop']:.3f})"),
-            ("size", f"{base['size'] / best['size']:.2f}x smaller ({best['size'] / 1e6:.1f} MB)"),
+            ("size", f"{base['size'] / best['size']:.2f}x smaller ({best['size'] / 1e6:.2f} MB)"),
             (
                 "latency",
-                f"{base['latency_ms'] / best['latency_ms']:.2f}x faster ({best['latency_ms']:.1f} ms)",
+                f"{base['latency_ms'] / best['latency_ms']:.2f}x faster "
+                f"({best['latency_ms'] * scale:.1f} {ms})",
             ),
         ]
     rows += [
@@ -134,7 +144,6 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| | |\n|---|---|")
     for k, v in rows:
         print(f"| {k} | {v} |")
-    return 0
 
 
 if __name__ == "__main__":

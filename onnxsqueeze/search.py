@@ -1358,7 +1358,8 @@ def verify_best(squeezer: Squeezer, model: onnx.ModelProto, samples: int = 8) ->
         )
     except SqueezeError as e:  # e.g. an output shape changed on purpose: say so, do not fail
         return {"error": str(e)}
-    return report.to_dict() | {"min_cosine": report.min_cosine}
+    scored = squeezer.model.graph.output[squeezer.evaluator.output_index].name
+    return report.to_dict() | {"min_cosine": report.min_cosine, "scored_output": scored}
 
 
 def _json_default(v: Any) -> Any:
@@ -1592,11 +1593,17 @@ def _verify_lines(v: Mapping[str, Any] | None) -> list[str]:
     if "error" in v:
         return [f"Verification against the original: {v['error']}", ""]
     outs = v.get("outputs") or [{}]
-    top1 = outs[0].get("top1_agreement")
+    # The top-1 of the scored output (--output-name), not of whichever output comes first: on a
+    # multi-head model (boxes, landmarks, class probabilities) the first may be a regression head.
+    scored = next((o for o in outs if o.get("name") == v.get("scored_output")), outs[0])
+    top1 = scored.get("top1_agreement")
+    per_output = ""
+    if len(outs) > 1:
+        per_output = " (per output: " + ", ".join(f"'{o['name']}' {o['cosine']:.6f}" for o in outs) + ")"
     return [
         f"Verification against the original ({v['samples']} evaluation samples, onnxsqueeze.verify): "
-        f"max abs {v['max_abs']:.3g}, min cosine {v['min_cosine']:.6f}"
-        + (f", top-1 agreement {top1:.1%}" if top1 is not None else "")
+        f"max abs {v['max_abs']:.3g}, min cosine {v['min_cosine']:.6f}{per_output}"
+        + (f", top-1 agreement of '{scored['name']}' {top1:.1%}" if top1 is not None else "")
         + ".",
         "",
     ]

@@ -350,3 +350,39 @@ def test_latency_ties_within_the_noise_are_broken_by_the_file_size():
         budget=Budget(1.0),
     )
     assert exact.best is not None and exact.best.settings == {"q": 1}
+
+
+def test_report_verifies_the_scored_output_of_a_multi_head_model(tmp_path):
+    """With ``output`` (--output-name), the report's top-1 line is the scored head's, not the first output's
+    (on MTCNN's ONet the first output is a box regression whose argmax means nothing)."""
+    import json
+
+    import onnxsqueeze
+    from onnxsqueeze import io as sio
+    from tests.helpers import model_from_text, rand
+
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    heads (float[N, 16] x) => (float[N, 4] box, float[N, 2] probs) {
+        h = Gemm (x, w1)
+        r = Relu (h)
+        box = Gemm (r, wb)
+        logits = Gemm (r, wp)
+        probs = Softmax <axis = 1> (logits)
+    }
+    """
+    weights = {"w1": rand((16, 512), 1), "wb": rand((512, 4), 2), "wp": rand((512, 2), 3)}
+    model = tmp_path / "m.onnx"
+    sio.save(model_from_text(text, weights), model)
+    data = tmp_path / "d.npz"
+    sio.save_npz(data, {"x": rand((24, 16), 4)})
+    result, files = onnxsqueeze.squeeze(
+        model, data, tmp_path / "out", max_drop=50, objective="size", techniques=("fp16",),
+        latency_seconds=0.01, calibration_samples=8, output="probs",
+    )  # fmt: skip
+    assert result.best is not None and result.best.settings == {"fp16": True}
+    verify = json.loads(files["results"].read_text())["best"]["verify"]
+    assert verify["scored_output"] == "probs" and [o["name"] for o in verify["outputs"]] == ["box", "probs"]
+    report = files["report"].read_text()
+    assert "top-1 agreement of 'probs' 100.0%" in report
+    assert "'box' " in report and "per output" in report
