@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.squeeze import print_figures
+from benchmarks.squeeze import print_figures, run_twice
 
 SIZES = {"onet": 48, "rnet": 24}
 
@@ -91,17 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "--objective", args.objective, "--calibration-samples", str(args.calibration_samples),
         "-o", str(result_dir),
     ]  # fmt: skip
-    if args.time_budget is not None:
-        cmd += ["--time-budget", str(args.time_budget)]
-    if args.techniques:
-        cmd += ["--techniques", args.techniques]
-    print("$", " ".join(cmd), flush=True)
-    timings = []
-    for run in ("first", "rerun"):
-        t = time.perf_counter()
-        proc = subprocess.run(cmd, check=False)
-        timings.append(time.perf_counter() - t)
-        print(f"{run} run: exit {proc.returncode}, {timings[-1]:.1f} s", flush=True)
+    timings = run_twice(cmd, args.time_budget, args.techniques)
     eval_set = (
         f"real LFW face / non-face crops (lfw_subset; +{args.calibration_samples} held out for calibration)"
     )
