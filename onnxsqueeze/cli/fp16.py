@@ -128,6 +128,7 @@ def fp16_cmd(
     from onnxsqueeze.precision import convert_fp16, require_passed
 
     source = sio.load(model)
+    sio.refuse_overwrite(output, [p for p in (model, data) if p is not None])  # before the work
     feeds, label = _feeds(source, data, input_shape, samples, seed)
     blocked = (set(DEFAULT_BLOCK_OPS) | set(block_op or ())) - set(allow_op or ())
     dtype = "bfloat16" if bf16 else "float16"

@@ -273,6 +273,8 @@ def prune_cmd(
         raise InputError("missing --output/-o for the pruned model")
     shapes_ = parse_input_shapes(input_shape)
     original = sio.load(model)
+    if output is not None:  # before the work, not after it
+        sio.refuse_overwrite(output, [p for p in (model, data, eval_data) if p is not None])
     calib = api.limit(sio.load_npz(data), calib_samples) if data is not None else None
     if eval_data is not None:
         evaluation, eval_label = sio.load_npz(eval_data), str(eval_data)

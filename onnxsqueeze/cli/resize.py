@@ -151,6 +151,8 @@ def resize_cmd(
     if sum(bool(x) for x in (check, sweep, output)) != 1:
         raise InputError("choose one of --check, --sweep RESOLUTIONS, or -o OUT with --resolution/--scale")
     source = sio.load(model)
+    if output is not None:  # before the work, not after it
+        sio.refuse_overwrite(output, [p for p in (model, data) if p is not None])
     arrays = sio.load_npz(data) if data is not None else None
 
     if check:
