@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxsqueeze import io as sio
+from onnxsqueeze.units import human_bytes as fmt_bytes
 
 _STATS = {
     "type": "object",
@@ -295,16 +296,6 @@ def fmt_usd(v: float | None) -> str:
     if v is None:
         return "-"
     return f"${v:,.2f}" if v >= 1 else f"${v:.3g}"
-
-
-def fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 MARK_MIN_CHANGE = 0.02
