@@ -145,12 +145,14 @@ def resize_cmd(
     is refused, naming the node. With --keep-interface the model keeps its input and output shapes.
     """
     from onnxsqueeze import io as sio
+    from onnxsqueeze import resolution_sweep as sweeps
     from onnxsqueeze.errors import InputError
     from onnxsqueeze.passes import resolution as res
 
     if sum(bool(x) for x in (check, sweep, output)) != 1:
         raise InputError("choose one of --check, --sweep RESOLUTIONS, or -o OUT with --resolution/--scale")
     source = sio.load(model)
+    _check_flags(source, input_name, mode, resolution, scale, output)
     if output is not None:  # before the work, not after it
         sio.refuse_overwrite(output, [p for p in (model, data) if p is not None])
     arrays = sio.load_npz(data) if data is not None else None
@@ -166,9 +168,9 @@ def resize_cmd(
         return
 
     if sweep:
-        sizes = res.parse_sweep(sweep)
+        sizes = sweeps.parse_sweep(sweep)
         with progress("sweeping resolutions", total=len(sizes) + 1) as update:
-            points = res.sweep_resolutions(
+            points = sweeps.sweep_resolutions(
                 source, sizes, input_name=input_name, data=arrays, mode=mode, threads=threads, on_step=update
             )
         label = str(data) if data is not None else "8 random inputs (agreement only)"
@@ -222,8 +224,9 @@ def resize_model(
     from onnxsqueeze import runtime, shapes
     from onnxsqueeze.errors import SqueezeError, VerificationError
     from onnxsqueeze.passes.base import describe
-    from onnxsqueeze.passes.resolution import RewriteInputResolutionPass, compare_outputs, rewrite_resolution
+    from onnxsqueeze.passes.resolution import RewriteInputResolutionPass, rewrite_resolution
     from onnxsqueeze.pipeline import record_provenance
+    from onnxsqueeze.resolution_sweep import check_runs, compare_outputs
     from onnxsqueeze.verify import output_metrics
 
     candidate, rinfo, modified = rewrite_resolution(
@@ -234,6 +237,10 @@ def resize_model(
         keep_interface=keep_interface,
         mode=mode,
     )
+    if modified:
+        new_size = None if rinfo.new_size == (None, None) else rinfo.new_size
+        traced = (rinfo.old_size[0] or 224, rinfo.old_size[1] or 224)
+        check_runs(candidate, rinfo.input, new_size, keep_interface, traced)  # type: ignore[arg-type]
     report: dict[str, Any] = {"model": str(source_path), "output": str(output), **rinfo.to_dict()}
     report["modified"] = modified
     if not modified:
@@ -301,6 +308,25 @@ def resize_model(
 
     save_artifact(model_ir, output, source_path=source_path, verify_report=agreement)
     return report
+
+
+def _check_flags(
+    source: Any, input_name: str | None, mode: str, resolution: str | None, scale: float | None, output: Any
+) -> None:
+    """The library's checks, said with this command's flag names."""
+    from onnxsqueeze import shapes
+    from onnxsqueeze.errors import InputError
+    from onnxsqueeze.passes.resolution import MODES
+
+    names = [vi.name for vi in shapes.graph_inputs(source)]
+    if input_name is not None and input_name not in names:
+        raise InputError(f"--input '{input_name}': the model's inputs are {names}")
+    if mode not in MODES:
+        raise InputError(f"--mode '{mode}': choose one of {', '.join(MODES)}")
+    if output is not None and (resolution is None) == (scale is None):
+        raise InputError("give exactly one of --resolution HxW and --scale FACTOR")
+    if scale is not None and not (0 < scale <= 16):
+        raise InputError(f"--scale {scale}: expected a factor in (0, 16]")
 
 
 def _dynamic_hint(e: Exception, data: dict[str, Any] | None) -> str:
