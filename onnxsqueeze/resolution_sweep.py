@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,8 +38,12 @@ def check_runs(
     size: tuple[int, int] | None,
     keep_interface: bool,
     old_size: tuple[int, int],
+    feeds: Mapping[str, np.ndarray] | None = None,
 ) -> None:
-    """``onnx.checker`` and one onnxruntime run of the rewritten model on seeded inputs.
+    """``onnx.checker`` and one onnxruntime run of the rewritten model.
+
+    The run uses the first sample of ``feeds`` (the caller's data, at the size callers send) when
+    given, else seeded inputs at the new size (or at ``old_size`` for a kept dynamic interface).
 
     Raises:
         UnsupportedModelError: the model is invalid, fails to run, or produces NaN/Inf.
@@ -49,22 +54,28 @@ def check_runs(
     try:
         sio.check_model(model)
     except Exception as e:
-        raise UnsupportedModelError(f"the rewritten model is invalid: {e}") from e
+        raise UnsupportedModelError(f"the rewritten model is invalid: {one_line(e)}") from e
     vi = next(v for v in model.graph.input if v.name == input_name)
     dims = sshapes.declared_shape(vi)
     ha, wa = _hw_axes(_detect_layout(dims), len(dims))
-    bound = [d if isinstance(d, int) else 1 for d in dims]
-    if not keep_interface and size is not None:
-        bound[ha], bound[wa] = size
-    elif not isinstance(dims[ha], int) or not isinstance(dims[wa], int):
-        bound[ha], bound[wa] = old_size
-    shapes_in = sshapes.resolve_input_shapes(model, {input_name: bound})
-    feeds = sshapes.make_inputs(model, shapes_in, seed=0)
+    names = {v.name for v in sshapes.graph_inputs(model)}
+    if feeds is not None and names <= set(feeds):
+        run_feeds = {k: np.asarray(feeds[k])[:1] for k in names}
+        shown = run_feeds[input_name].shape
+        where = f"{shown[ha]}x{shown[wa]} (the data's size)"
+    else:
+        bound = [d if isinstance(d, int) else 1 for d in dims]
+        if not keep_interface and size is not None:
+            bound[ha], bound[wa] = size
+        elif not isinstance(dims[ha], int) or not isinstance(dims[wa], int):
+            bound[ha], bound[wa] = old_size
+        shapes_in = sshapes.resolve_input_shapes(model, {input_name: bound})
+        run_feeds = sshapes.make_inputs(model, shapes_in, seed=0)
+        where = f"{size[0]}x{size[1]}" if size else f"x{old_size[0]}x{old_size[1]} scaled"
     sess = runtime.session(model)
     try:
-        results = sess.run(None, feeds)
+        results = sess.run(None, run_feeds)
     except Exception as e:
-        where = f"{size[0]}x{size[1]}" if size else "the scaled size"
         raise UnsupportedModelError(
             f"the model does not run at {where} (is the input smaller than a kernel?): {one_line(e)}"
         ) from e
@@ -72,6 +83,25 @@ def check_runs(
         arr = np.asarray(r)
         if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
             raise UnsupportedModelError(f"output '{o.name}' has NaN/Inf at the new resolution")
+
+
+def data_size(
+    model: onnx.ModelProto, data: Mapping[str, Any] | None, input_name: str | None
+) -> tuple[int, int] | None:
+    """The ``(H, W)`` of the image input in ``data`` (None without data for that input)."""
+    if data is None:
+        return None
+    vi = _image_input(model, input_name)
+    if vi.name not in data:
+        return None
+    dims = sshapes.declared_shape(vi)
+    ha, wa = _hw_axes(_detect_layout(dims), len(dims))
+    shape = np.asarray(data[vi.name]).shape
+    if len(shape) != len(dims):
+        raise InputError(
+            f"the data's '{vi.name}' has shape {list(shape)}; the model expects rank {len(dims)}"
+        )
+    return int(shape[ha]), int(shape[wa])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,11 +346,176 @@ def parse_sweep(text: str) -> list[tuple[int, int]]:
     return [parse_resolution(p) for p in items]
 
 
+def resize_model(
+    source: onnx.ModelProto,
+    source_path: Path,
+    output: Path,
+    *,
+    resolution: tuple[int, int] | None,
+    scale: float | None,
+    input_name: str | None = None,
+    keep_interface: bool = False,
+    mode: str = "linear",
+    data: Mapping[str, Any] | None = None,
+    data_label: str | None = None,
+    min_agreement: float | None = None,
+    force: bool = False,
+    on_note: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The resize technique: rewrite, run at the data's size, measure, record provenance, write.
+
+    Dynamic H/W are traced at the data's size (``data`` holds the image input) and ``scale``
+    applies to it; scaled sizes are rounded to the stride the model needs, and the report says so.
+
+    Returns:
+        The report: the rewrite (sizes, stride, rewrites), MACs at batch 1, agreement with the
+        original on the data (or 8 seeded random inputs), ``passed``, and ``notes`` (also sent to
+        ``on_note`` as they happen).
+
+    Raises:
+        UnsupportedModelError: the model cannot change resolution (the message names the node) or
+            the result does not run at the data's size.
+        VerificationError: agreement is below ``min_agreement`` or NaN/Inf appear (unless ``force``).
+    """
+    from onnxsqueeze import io as sio
+    from onnxsqueeze import runtime
+    from onnxsqueeze.errors import SqueezeError, VerificationError
+    from onnxsqueeze.manifest import save_artifact
+    from onnxsqueeze.passes.base import describe
+    from onnxsqueeze.passes.resolution import RewriteInputResolutionPass
+    from onnxsqueeze.pipeline import record_provenance
+    from onnxsqueeze.verify import output_metrics
+
+    notes: list[str] = []
+
+    def note(text: str) -> None:
+        notes.append(text)
+        if on_note is not None:
+            on_note(text)
+
+    size = data_size(source, data, input_name)
+    step = RewriteInputResolutionPass(
+        resolution=resolution,
+        scale=scale,
+        input_name=input_name,
+        keep_interface=keep_interface,
+        mode=mode,
+        size=size,
+    )
+    options = {k: v for k, v in step.options().items()}
+    candidate, rinfo, modified = rewrite_resolution(source, **options)
+    report: dict[str, Any] = {"model": str(source_path), "output": str(output), **rinfo.to_dict()}
+    report["modified"] = modified
+    if rinfo.rounded:
+        note(rinfo.rounded)
+    if rinfo.varying_outputs:
+        note(
+            f"output(s) {', '.join(rinfo.varying_outputs)} follow the internal size (declared dynamic: "
+            "e.g. a detector's anchors and box coordinates are those of the scaled image)"
+        )
+    if not modified:
+        note(f"the model is already {rinfo.old_size[0]}x{rinfo.old_size[1]}; writing it unchanged")
+    feeds: dict[str, np.ndarray] | None = None
+    if data is not None:
+        feeds = {k: np.asarray(v) for k, v in data.items() if k != "labels"}
+    traced = (rinfo.old_size[0] or (size or (224, 224))[0], rinfo.old_size[1] or (size or (224, 224))[1])
+    internal = rinfo.internal_size
+    if modified:
+        check_runs(candidate, rinfo.input, internal, keep_interface, traced, feeds)
+    # MACs at batch 1: the original at the data's (or its own) size, the candidate at the size it
+    # computes at (the plain model at the internal size: the interface Resizes cost ~nothing)
+    try:
+        base_macs = _macs(source, rinfo.input, size or traced)
+        plain = candidate
+        if internal is not None and (keep_interface or internal != size):
+            plain, _, _ = rewrite_resolution(source, resolution=internal, input_name=rinfo.input, mode=mode)
+        cand_macs = _macs(plain, rinfo.input, internal)
+        report["macs"] = {"original": base_macs, "candidate": cand_macs, "ratio": cand_macs / base_macs}
+    except SqueezeError as e:
+        report["macs"] = None
+        note(f"MACs not computed: {_dynamic_hint(e, data)}")
+    # agreement: the original at full resolution vs the candidate with its interface kept
+    agreement: dict[str, Any] | None = None
+    if modified:
+        try:
+            evaluated = candidate
+            if not keep_interface:
+                evaluated, _, _ = rewrite_resolution(source, **{**options, "keep_interface": True})
+            if feeds is not None:
+                label = data_label or "data"
+            else:  # a dynamic H/W is fed at the traced size
+                feeds = sshapes.make_inputs(source, _bound(source, rinfo.input, traced, 8), seed=0)
+                label = f"8 random inputs (seed 0) at {traced[0]}x{traced[1]}"
+            ref = runtime.run_batched(runtime.session(source), feeds)
+            cand = runtime.run_batched(runtime.session(evaluated), feeds)
+            labels = np.asarray(data["labels"]) if data is not None and "labels" in data else None
+            first = next(iter(ref))
+            agreement = dict(compare_outputs(ref[first], cand[first], labels=labels))
+            metrics = output_metrics(first, ref[first], cand[first])  # the verifier's view, too
+            agreement.update(cosine=metrics.cosine, max_abs=metrics.max_abs, nonfinite=metrics.nonfinite)
+            if labels is not None:
+                baseline = compare_outputs(ref[first], ref[first], labels=labels)
+                agreement["original_accuracy"] = baseline["accuracy"]
+            agreement["output"] = first
+            agreement["samples"] = len(next(iter(feeds.values())))
+            agreement["source"] = label
+        except SqueezeError as e:  # a dynamic H/W without data cannot be fed; a detector's anchors differ
+            note(f"agreement not measured: {_dynamic_hint(e, data)}")
+    report["agreement"] = agreement
+    failed = None
+    if agreement is not None and agreement.get("nonfinite"):
+        failed = f"the result has {agreement['nonfinite']} NaN/Inf values the original does not"
+    if min_agreement is not None and agreement is not None and failed is None:
+        score = agreement.get("top1_agreement")
+        score = agreement.get("iou") if score is None else score
+        if score is not None and score < min_agreement:
+            failed = f"agreement {score:.4f} with the original is below the minimum {min_agreement:g}"
+    report["passed"] = failed is None
+    report["failed"] = failed
+    report["notes"] = notes
+    if failed and not force:
+        raise VerificationError(f"{failed}; nothing written")
+    model_ir = ir.serde.deserialize_model(candidate)
+    record_provenance(model_ir, [describe(step)], sio.sha256_file(source_path))
+    save_artifact(model_ir, output, source_path=source_path, verify_report=agreement)
+    return report
+
+
+def _dynamic_hint(e: Exception, data: Mapping[str, Any] | None) -> str:
+    if data is None and "dynamic dimension" in str(e):
+        return "the input has dynamic dimensions; give data to measure at the data's size"
+    return str(e)
+
+
+def _bound(
+    model: onnx.ModelProto, input_name: str, size: tuple[int, int] | None, batch: int
+) -> dict[str, tuple[int, ...]]:
+    """Concrete input shapes at ``batch``, the image input's dynamic H/W bound to ``size``."""
+    bind: dict[str, tuple[int, ...]] = {}
+    for vi in sshapes.graph_inputs(model):
+        dims = sshapes.declared_shape(vi)
+        if vi.name == input_name and size is not None and any(not isinstance(d, int) for d in dims[1:]):
+            ha, wa = _hw_axes(_detect_layout(dims), len(dims))
+            bound = [batch] + [d if isinstance(d, int) else 1 for d in dims[1:]]
+            bound[ha], bound[wa] = size
+            bind[vi.name] = tuple(bound)
+    return sshapes.resolve_input_shapes(model, bind, batch=batch)
+
+
+def _macs(model: onnx.ModelProto, input_name: str, size: tuple[int, int] | None) -> int:
+    """MACs at batch 1; a dynamic H/W is bound to ``size``."""
+    from onnxsqueeze.summary import count_macs
+
+    return count_macs(model, _bound(model, input_name, size, 1))[0]
+
+
 __all__ = [
     "SweepPoint",
     "check_runs",
     "compare_outputs",
+    "data_size",
     "map_iou",
     "parse_sweep",
+    "resize_model",
     "sweep_resolutions",
 ]

@@ -97,7 +97,7 @@ def test_min_agreement_blocks_write_unless_forced(models: dict[str, Path], tmp_p
         "0.999",
     ]
     result = runner.invoke(app, args)
-    assert result.exit_code == 1 and "below --min-agreement" in result.output
+    assert result.exit_code == 1 and "below the minimum 0.999" in result.output and "--force" in result.output
     assert not out.exists()
     forced = runner.invoke(app, [*args, "--force"])
     assert forced.exit_code == 0 and out.exists()

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -103,6 +105,10 @@ class ResolutionVerdict:
         outputs: per output, ``fixed`` (independent of resolution), ``map`` (its H and W follow
             the input: image-to-image) or ``varies`` (its size changes with resolution otherwise).
         rewrites: nodes whose size-derived constants a rewrite recomputes.
+        stride: the ``(H, W)`` multiples the input's sizes must be (1: any size); a model that
+            adds or concatenates an upsampled deep map to a skip connection (an FPN, a U-Net)
+            needs the depth of its deepest such map.
+        stride_node: the first node that needs ``stride`` (``op_type 'name'``).
     """
 
     ok: bool
@@ -115,6 +121,17 @@ class ResolutionVerdict:
     global_pools: tuple[str, ...] = ()
     outputs: dict[str, str] = dataclasses.field(default_factory=dict)
     rewrites: tuple[str, ...] = ()
+    stride: tuple[int, int] = (1, 1)
+    stride_node: str | None = None
+
+    @property
+    def sizes(self) -> str:
+        """The sizes the model accepts, in words."""
+        sh, sw = self.stride
+        if (sh, sw) == (1, 1):
+            return "any H and W"
+        what = f"multiples of {sh}" if sh == sw else f"H a multiple of {sh}, W of {sw}"
+        return f"{what} ({self.stride_node} merges an upsampled map with a skip connection)"
 
     @property
     def message(self) -> str:
@@ -126,6 +143,8 @@ class ResolutionVerdict:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["size"] = list(self.size)
+        out["stride"] = list(self.stride)
+        out["sizes"] = self.sizes
         out["message"] = self.message
         return out
 
@@ -155,6 +174,11 @@ class _Trace:
     producer: dict[str, onnx.NodeProto] = dataclasses.field(default_factory=dict)
     plan: list[_Action] = dataclasses.field(default_factory=list)
     pools: list[str] = dataclasses.field(default_factory=list)
+    # per value with an H and a W axis: the downsampling so far, and the deepest it went
+    stride: dict[str, tuple[Fraction, Fraction]] = dataclasses.field(default_factory=dict)
+    peak: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    need: list[int] = dataclasses.field(default_factory=lambda: [1, 1])
+    need_node: str | None = None
 
     def k(self, name: str) -> Kinds:
         if not name:
@@ -352,6 +376,19 @@ def _vector(
 def _analyze(
     model: onnx.ModelProto, input_name: str | None, probe: tuple[int, int] | None
 ) -> tuple[ResolutionVerdict, _Trace]:
+    verdict, trace = _analyze_at(model, input_name, probe)
+    sh, sw = verdict.stride
+    if probe is None and verdict.ok and (verdict.size[0] is None or verdict.size[1] is None):
+        # dynamic H/W traced at the default 224x224: trace again at a size the model accepts
+        ph, pw = -(-224 // sh) * sh, -(-224 // sw) * sw
+        if (ph, pw) != (224, 224):
+            return _analyze_at(model, input_name, (ph, pw))
+    return verdict, trace
+
+
+def _analyze_at(
+    model: onnx.ModelProto, input_name: str | None, probe: tuple[int, int] | None
+) -> tuple[ResolutionVerdict, _Trace]:
     vi = _image_input(model, input_name)
     declared = sshapes.declared_shape(vi)
     layout = _detect_layout(declared)
@@ -374,6 +411,8 @@ def _analyze(
     trace.literals = _literals(model)
     trace.const = set(trace.literals)
     trace.kinds[vi.name] = tuple(_H if a == ha else _W if a == wa else _NONE for a in range(len(declared)))
+    trace.stride[vi.name] = (Fraction(1), Fraction(1))
+    trace.peak[vi.name] = (1, 1)
     for node in model.graph.node:
         for o in node.output:
             trace.producer[o] = node
@@ -415,6 +454,8 @@ def _analyze(
         global_pools=tuple(trace.pools),
         outputs=outputs,
         rewrites=tuple(dict.fromkeys(a.node for a in trace.plan)),
+        stride=(trace.need[0], trace.need[1]),
+        stride_node=trace.need_node,
     )
     return verdict, trace
 
@@ -529,6 +570,8 @@ def _propagate(t: _Trace, node: onnx.NodeProto) -> None:
             t.kinds[o] = kx
     elif op in ("Gemm", "MatMul"):
         _matmul(t, node)
+    elif op in ("LSTM", "GRU", "RNN"):
+        _recurrent(t, node)
     elif op == "Reshape":
         _reshape(t, node)
     elif op in ("Resize", "Upsample"):
@@ -552,6 +595,88 @@ def _propagate(t: _Trace, node: onnx.NodeProto) -> None:
     for o in node.output[1:]:
         if o and o not in t.kinds and op in _SHAPE_PRESERVING:
             t.kinds[o] = t.kinds[out]
+    _track_stride(t, node)
+
+
+def _one_axis(kinds: Kinds, kind: frozenset[str]) -> int | None:
+    found = [a for a, k in enumerate(kinds) if k == kind]
+    return found[0] if len(found) == 1 else None
+
+
+def _factor(old: int, new: int) -> Fraction:
+    """``old / new`` (a stride factor), snapped to the power of two it rounds to (7 -> 14 is 1/2)."""
+    r = Fraction(old, new)
+    k = round(math.log2(old / new))
+    return Fraction(2) ** k if abs(old / new / 2.0**k - 1) < 0.2 else r
+
+
+def _merge_stride(t: _Trace, node: onnx.NodeProto, ins: list[str]) -> None:
+    """The stride an Add/Concat of maps needs: that of the deepest map upsampled into it.
+
+    A map downsampled to ``1/p`` has ``ceil``-rounded sizes unless ``H`` is a multiple of ``p``;
+    upsampled back to ``1/s`` (``s < p``) it is ``(s/p) * ceil(H/p)`` while its partner is
+    ``ceil(H/s)``: they agree at every size only when ``H`` is a multiple of ``p`` (7 by 8 at 240).
+    """
+    for d in (0, 1):
+        deep = [t.peak[i][d] for i in ins if t.peak[i][d] > t.stride[i][d]]
+        if not deep:
+            continue
+        need = math.lcm(t.need[d], *deep)
+        if need != t.need[d]:
+            t.need_node = f"{node.op_type} '{_label(node)}'"
+        t.need[d] = need
+
+
+def _track_stride(t: _Trace, node: onnx.NodeProto) -> None:
+    """Carry the downsampling factor along H and W (see :func:`_merge_stride`)."""
+    op, out = node.op_type, node.output[0]
+    ko = t.k(out)
+    oh, ow = _one_axis(ko, _H), _one_axis(ko, _W)
+    ins = [i for i in node.input if i in t.stride]
+    if oh is None or ow is None or not ins:
+        return
+    if op in _BROADCAST or op in ("Concat", "Sum", "Mean", "Max", "Min"):
+        if len(ins) > 1:
+            _merge_stride(t, node, ins)
+        t.stride[out] = t.stride[ins[0]]
+        t.peak[out] = (max(t.peak[i][0] for i in ins), max(t.peak[i][1] for i in ins))
+        return
+    x = node.input[0]
+    if x not in t.stride:
+        return
+    kx = t.k(x)
+    axes = (_one_axis(kx, _H), _one_axis(kx, _W))
+    f = [Fraction(1), Fraction(1)]
+    if op in ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"):
+        strides = _attr(node, "strides") or []
+        for d, a in enumerate(axes):
+            if a is not None and 0 <= a - 2 < len(strides):
+                f[d] = Fraction(int(strides[a - 2]))
+                if op == "ConvTranspose":
+                    f[d] = 1 / f[d]
+    elif op in ("SpaceToDepth", "DepthToSpace"):
+        b = Fraction(int(_attr(node, "blocksize", 1)))
+        f = [b, b] if op == "SpaceToDepth" else [1 / b, 1 / b]
+    elif op in ("Resize", "Upsample"):
+        xo, yo = t.old.get(x) or (), t.old.get(out) or ()
+        for d, a in enumerate(axes):
+            if a is not None and a < len(xo) and a < len(yo) and xo[a] and yo[a]:
+                f[d] = _factor(int(xo[a]), int(yo[a]))  # type: ignore[arg-type]
+    elif (
+        op == "Slice" and len(node.input) > 4 and node.input[4] in t.literals and node.input[3] in t.literals
+    ):
+        steps = t.literals[node.input[4]].reshape(-1)
+        for a, st in zip(t.literals[node.input[3]].reshape(-1), steps, strict=False):
+            for d, ax in enumerate(axes):
+                if ax is not None and int(a) % len(kx) == ax and int(st) > 1:
+                    f[d] = Fraction(int(st))  # x[..., ::2, ::2] (YOLOX's Focus) downsamples
+    # every other op keeps the factor (Split, Transpose, Reshape keeping H and W apart...)
+    sh, sw = t.stride[x][0] * f[0], t.stride[x][1] * f[1]
+    ph, pw = t.peak[x]
+    for o in node.output:
+        if o and _one_axis(t.k(o), _H) is not None and _one_axis(t.k(o), _W) is not None:
+            t.stride[o] = (sh, sw)
+            t.peak[o] = (max(ph, math.ceil(sh)), max(pw, math.ceil(sw)))
 
 
 def _is_whole_map_pool(t: _Trace, node: onnx.NodeProto) -> bool:
@@ -746,9 +871,88 @@ def _matmul(t: _Trace, node: onnx.NodeProto) -> None:
     t.kinds[node.output[0]] = out_kinds
 
 
+def _recurrent(t: _Trace, node: onnx.NodeProto) -> None:
+    """LSTM/GRU/RNN: the sequence axis may follow H or W; the feature axis meets the weights."""
+    kx = t.k(node.input[0])
+    if len(kx) != 3:
+        raise _Refused(node, "has an input that is not [seq, batch, features]; not traced")
+    seq, batch = (1, 0) if _attr(node, "layout", 0) else (0, 1)
+    if kx[2]:
+        shape = t.old.get(node.input[0])
+        raise _Refused(
+            node,
+            f"contracts its weight '{node.input[1]}' over its feature axis, which follows the input's "
+            f"{_fmt_kind(kx[2])} (input {list(shape) if shape else '[?]'}): the recurrent layer is tied "
+            "to this feature-map size",
+        )
+    if kx[batch]:
+        raise _Refused(node, f"runs over a batch axis that follows the input's {_fmt_kind(kx[batch])}")
+    outs = list(node.output) + [""] * 3
+    y = (kx[seq], _NONE, _NONE, _NONE) if not _attr(node, "layout", 0) else (_NONE, kx[seq], _NONE, _NONE)
+    if outs[0]:
+        t.kinds[outs[0]] = y
+    for o in outs[1:3]:
+        if o:
+            t.kinds[o] = (_NONE, _NONE, _NONE)
+
+
+def _shape_value(t: _Trace, name: str, depth: int = 0) -> np.ndarray | None:
+    """The value of a small shape computation (Shape, Gather, Unsqueeze, Concat, arithmetic) at the
+    traced size, where onnx's data propagation stops (scalar Gathers, Mul of dims)."""
+    if name in t.literals:
+        return t.literals[name]
+    node = t.producer.get(name)
+    if node is None or depth > 12:
+        return None
+    op = node.op_type
+    if op == "Shape":
+        s = _static(t.old.get(node.input[0]))
+        if s is None:
+            return None
+        start, end = _attr(node, "start", 0), _attr(node, "end", None)
+        return np.asarray(s, np.int64)[start:end]
+    if any(i and _shape_value(t, i, depth + 1) is None for i in node.input):
+        return None
+    args: list[np.ndarray] = [_shape_value(t, i, depth + 1) for i in node.input if i]  # type: ignore[misc]
+    with contextlib.suppress(Exception):  # anything unexpected: unknown
+        if op == "Gather":
+            return np.take(args[0], args[1].astype(np.int64), axis=_attr(node, "axis", 0))
+        if op == "Unsqueeze":
+            axes = _attr(node, "axes") or [int(a) for a in args[1].reshape(-1)]
+            return np.expand_dims(args[0], tuple(axes))
+        if op == "Squeeze":
+            return np.squeeze(args[0])
+        if op == "Concat":
+            return np.concatenate([np.atleast_1d(a) for a in args], axis=_attr(node, "axis", 0))
+        if op in ("Cast", "Identity"):
+            return args[0]
+        if op in ("Mul", "Add", "Sub", "Div"):
+            fn = {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract, "Div": np.floor_divide}[op]
+            return np.asarray(fn(args[0], args[1]))
+    return None
+
+
+def _reshape_shape(t: _Trace, node: onnx.NodeProto) -> tuple[int, ...] | None:
+    """The Reshape's output shape at the traced size, from the target's value."""
+    xo = _static(t.old.get(node.input[0]))
+    target = _shape_value(t, node.input[1])
+    if xo is None or target is None:
+        return None
+    dims = [int(d) for d in target.reshape(-1)]
+    dims = [xo[i] if d == 0 and not _attr(node, "allowzero", 0) else d for i, d in enumerate(dims)]
+    if dims.count(-1) == 1:
+        known = int(np.prod([d for d in dims if d != -1]))
+        dims[dims.index(-1)] = int(np.prod(xo)) // max(known, 1)
+    return tuple(dims) if int(np.prod(dims)) == int(np.prod(xo)) else None
+
+
 def _reshape(t: _Trace, node: onnx.NodeProto) -> None:
     x, target = node.input[0], node.input[1]
     kx = t.k(x)
+    if t.old.get(node.output[0]) is None or _static(t.old.get(node.output[0])) is None:
+        found = _reshape_shape(t, node)
+        if found is not None:
+            t.old[node.output[0]] = found
     xo, oo = _static(t.old.get(x)), _static(t.old.get(node.output[0]))
     if xo is None or oo is None:
         raise _Refused(node, "reshapes the spatial path but its shapes cannot be inferred")
@@ -863,7 +1067,7 @@ def _slice(t: _Trace, node: onnx.NodeProto) -> None:
         if d is None:
             raise _Refused(node, f"slices axis {a} with fixed bounds at an unknown size")
         s, e = int(s), int(e)
-        if st > 0 and s == 0 and e >= d:
+        if st > 0 and 0 <= s < st and e >= d:  # to the end, from a phase within one step
             if e < INT64_MAX // 2:
                 touched.append(a)
             continue

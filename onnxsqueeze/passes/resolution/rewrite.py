@@ -24,6 +24,7 @@ The rewrite runs no model: checking that the result runs is the technique layer'
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -70,9 +71,19 @@ class RewriteInfo:
     keep_interface: bool
     rewrites: tuple[str, ...]
     resized_outputs: tuple[str, ...]
+    stride: tuple[int, int] = (1, 1)
+    sizes: str = "any H and W"
+    rounded: str = ""
+    varying_outputs: tuple[str, ...] = ()
+    internal_size: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def round_to_stride(size: int, scale: float, stride: int) -> int:
+    """``size * scale`` rounded to the nearest multiple of ``stride`` (at least ``stride``)."""
+    return max(stride, math.floor(size * scale / stride + 0.5) * stride)
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -263,14 +274,15 @@ def _apply(
         starts = literals[names[1]].reshape(-1).astype(np.int64).copy()
         ends = value.reshape(-1).astype(np.int64).copy()
         axes = literals[names[3]].reshape(-1) if names[3] else np.arange(len(starts))
+        steps = literals[names[4]].reshape(-1) if names[4] else np.ones(len(starts), np.int64)
         kx = kinds.get(x, ())
         for pos, axis in enumerate(axes):
             a = int(axis) % len(xo)
             if a not in action.axes:
                 continue
             d, dn = xo[a], xn[a]
-            if starts[pos] == 0 and ends[pos] >= d:
-                ends[pos] = INT64_MAX
+            if 0 <= starts[pos] < max(int(steps[pos]), 1) and ends[pos] >= d:
+                ends[pos] = INT64_MAX  # to the end, from a phase within one step (x[..., 1::2])
                 continue
             r = ratio[0] if "H" in kx[a] else ratio[1]
             s_new, e_new = starts[pos] * r, ends[pos] * r
@@ -361,6 +373,34 @@ def _sizes_from(
     return sizes_v, nodes
 
 
+def _scaled_sizes(
+    model: onnx.ModelProto, x: str, rank: int, axes: tuple[int, int], scale: float, stride: tuple[int, int]
+) -> tuple[str, list[onnx.NodeProto]]:
+    """Resize ``sizes`` from ``x``'s run-time shape: ``max(s, round(d * scale / s) * s)`` on H and W."""
+    tag = f"{x}_scaled"
+    factor = np.ones(rank, np.float32)
+    mult = np.ones(rank, np.int64)
+    for a, s in zip(axes, stride, strict=True):
+        factor[a], mult[a] = scale / s, s
+    consts = {}
+    for key, value in (("factor", factor), ("one", np.ones(rank, np.float32)), ("mult", mult)):
+        consts[key] = _unique(model, f"{tag}_{key}")
+        model.graph.initializer.append(numpy_helper.from_array(value, consts[key]))
+    names = [_unique(model, f"{tag}_{k}") for k in ("shape", "float", "mul", "round", "max", "int", "sizes")]
+    shape, flt, mul, rnd, mx, i64, sizes = names
+    f32, int64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
+    nodes = [
+        helper.make_node("Shape", [x], [shape], name=shape),
+        helper.make_node("Cast", [shape], [flt], name=flt, to=f32),
+        helper.make_node("Mul", [flt, consts["factor"]], [mul], name=mul),
+        helper.make_node("Round", [mul], [rnd], name=rnd),
+        helper.make_node("Max", [rnd, consts["one"]], [mx], name=mx),
+        helper.make_node("Cast", [mx], [i64], name=i64, to=int64),
+        helper.make_node("Mul", [i64, consts["mult"]], [sizes], name=sizes),
+    ]
+    return sizes, nodes
+
+
 def _copy_vi(vi: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
     out = onnx.ValueInfoProto()
     out.CopyFrom(vi)
@@ -383,6 +423,7 @@ def _add_interface(
     scale: float | None,
     dynamic: bool,
     mode: str,
+    stride: tuple[int, int] = (1, 1),
 ) -> list[str]:
     """Restore the original I/O shapes with a Resize after the input and before each map output."""
     ha, wa = axes
@@ -398,13 +439,9 @@ def _add_interface(
     front: list[onnx.NodeProto] = []
     if new_size is None:
         assert scale is not None
-        scales_v = _unique(work, f"{vi.name}_scales")
-        work.graph.initializer.append(
-            numpy_helper.from_array(
-                np.asarray([scale if a in (ha, wa) else 1.0 for a in range(rank)], np.float32), scales_v
-            )
-        )
-        front.append(_resize_node(work, vi.name, internal, mode=mode, scales=scales_v, antialias=scale < 1))
+        sizes_v, nodes = _scaled_sizes(work, vi.name, rank, (ha, wa), scale, stride)
+        front += nodes
+        front.append(_resize_node(work, vi.name, internal, mode=mode, sizes=sizes_v, antialias=scale < 1))
     else:
         in_spec = [new_size[0] if a == ha else new_size[1] if a == wa else None for a in range(rank)]
         sizes_v, nodes = _sizes_from(work, vi.name, in_spec, f"{vi.name}_in")
@@ -446,11 +483,34 @@ def _add_interface(
         tail.append(_resize_node(work, low, out.name, mode=mode, sizes=sizes_v))
         out.CopyFrom(original_outputs[out.name])
         resized.append(out.name)
+    for out in work.graph.output:
+        if outputs.get(out.name) == "varies":  # declared dynamic (checked): the declaration stays
+            out.CopyFrom(original_outputs[out.name])
     nodes_all = list(work.graph.node)
     del work.graph.node[:]
     work.graph.node.extend(front + nodes_all + tail)
     del work.graph.value_info[:]
     return resized
+
+
+def _check_declared_dynamic(model: onnx.ModelProto, name: str, kinds: Kinds, trace: Any) -> None:
+    """A non-map output may vary with the resolution under a kept interface only if declared dynamic.
+
+    A detector's ``[N, 84, anchors]`` keeps its declaration ``[N, 84, ?]`` (callers already accept
+    any anchor count); a fixed ``[1, 3549, 6]`` cannot be kept at another size.
+    """
+    vi = next(o for o in model.graph.output if o.name == name)
+    dims = sshapes.declared_shape(vi)
+    fixed = [a for a, k in enumerate(kinds) if k and a < len(dims) and isinstance(dims[a], int)]
+    if fixed or not dims:
+        src = trace.producer.get(name)
+        via = f" (from {src.op_type} '{src.name}')" if src is not None else ""
+        shown = [d if isinstance(d, int) else "?" for d in dims]
+        raise UnsupportedModelError(
+            f"output '{name}' {shown}{via} is declared with a fixed size along axis {fixed[0] if fixed else 0}, "
+            "which follows the input's H and W and is not an image-shaped map: it cannot keep its "
+            "interface at another resolution"
+        )
 
 
 def _validate(
@@ -521,22 +581,52 @@ def rewrite_resolution(
     # the traced size: the declared one, or the probe for dynamic H/W
     traced = trace.old[vi.name]
     old_h, old_w = int(traced[ha] or 0), int(traced[wa] or 0)
+    sh, sw = verdict.stride
+    rounded = ""
     if resolution is not None:
         new_h, new_w = resolution
+        if new_h % sh or new_w % sw:
+            lo = (max(sh, new_h // sh * sh), max(sw, new_w // sw * sw))
+            hi = (-(-new_h // sh) * sh, -(-new_w // sw) * sw)
+            raise UnsupportedModelError(
+                f"input '{vi.name}' cannot run at {new_h}x{new_w}: the model accepts {verdict.sizes}; "
+                f"the nearest sizes are {lo[0]}x{lo[1]} and {hi[0]}x{hi[1]}"
+            )
     else:
         assert scale is not None
-        new_h, new_w = max(1, round(old_h * scale)), max(1, round(old_w * scale))
+        new_h, new_w = round_to_stride(old_h, scale, sh), round_to_stride(old_w, scale, sw)
+        exact = (old_h * scale, old_w * scale)
+        if dynamic and (sh, sw) != (1, 1):
+            rounded = (
+                f"x{scale:g} of the caller's size is rounded at run time to what the model accepts, "
+                f"{verdict.sizes} (at {old_h}x{old_w}: {exact[0]:g}x{exact[1]:g} -> {new_h}x{new_w})"
+            )
+        elif abs(exact[0] - new_h) > 1e-6 or abs(exact[1] - new_w) > 1e-6:
+            rounded = (
+                f"x{scale:g} of {old_h}x{old_w} is {exact[0]:g}x{exact[1]:g}, rounded to {new_h}x{new_w}: "
+                f"the model accepts {verdict.sizes}"
+            )
     scale_mode = dynamic and resolution is None
     if not dynamic and (new_h, new_w) == (old_h, old_w):
-        info = RewriteInfo(vi.name, verdict.size, verdict.size, scale, keep_interface, (), ())
+        info = RewriteInfo(
+            input=vi.name,
+            old_size=verdict.size,
+            new_size=verdict.size,
+            scale=scale,
+            keep_interface=keep_interface,
+            rewrites=(),
+            resized_outputs=(),
+            stride=verdict.stride,
+            sizes=verdict.sizes,
+            rounded=rounded,
+            internal_size=(old_h, old_w),
+        )
         return work, info, False
     outputs = verdict.outputs
     varying = [k for k, v in outputs.items() if v == "varies"]
-    if keep_interface and varying:
-        raise UnsupportedModelError(
-            f"output '{varying[0]}' changes size with the resolution in a way that cannot be "
-            "resized back to keep the interface (not an image-shaped map)"
-        )
+    if keep_interface:
+        for name in varying:
+            _check_declared_dynamic(work, name, trace.kinds.get(name, ()), trace)
     ratio = (new_h / old_h, new_w / old_w)
     kinds = dict(trace.kinds)
     old_shapes = dict(trace.old)
@@ -591,6 +681,7 @@ def rewrite_resolution(
             scale=scale,
             dynamic=dynamic,
             mode=mode,
+            stride=verdict.stride,
         )
     info = RewriteInfo(
         input=vi.name,
@@ -600,6 +691,11 @@ def rewrite_resolution(
         keep_interface=keep_interface,
         rewrites=tuple(done),
         resized_outputs=tuple(resized),
+        stride=verdict.stride,
+        sizes=verdict.sizes,
+        rounded=rounded,
+        varying_outputs=tuple(varying) if keep_interface else (),
+        internal_size=(new_h, new_w),
     )
     return work, info, True
 
