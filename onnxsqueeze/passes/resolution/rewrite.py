@@ -383,17 +383,19 @@ def _scaled_sizes(
     for a, s in zip(axes, stride, strict=True):
         factor[a], mult[a] = scale / s, s
     consts = {}
-    for key, value in (("factor", factor), ("one", np.ones(rank, np.float32)), ("mult", mult)):
+    half, one = np.full(rank, 0.5, np.float32), np.ones(rank, np.float32)
+    for key, value in (("factor", factor), ("half", half), ("one", one), ("mult", mult)):
         consts[key] = _unique(model, f"{tag}_{key}")
         model.graph.initializer.append(numpy_helper.from_array(value, consts[key]))
-    names = [_unique(model, f"{tag}_{k}") for k in ("shape", "float", "mul", "round", "max", "int", "sizes")]
-    shape, flt, mul, rnd, mx, i64, sizes = names
+    keys = ("shape", "float", "mul", "add", "floor", "max", "int", "sizes")
+    shape, flt, mul, add, rnd, mx, i64, sizes = (_unique(model, f"{tag}_{k}") for k in keys)
     f32, int64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
     nodes = [
         helper.make_node("Shape", [x], [shape], name=shape),
         helper.make_node("Cast", [shape], [flt], name=flt, to=f32),
         helper.make_node("Mul", [flt, consts["factor"]], [mul], name=mul),
-        helper.make_node("Round", [mul], [rnd], name=rnd),
+        helper.make_node("Add", [mul, consts["half"]], [add], name=add),  # halves round up, as
+        helper.make_node("Floor", [add], [rnd], name=rnd),  # round_to_stride does (Round: to even)
         helper.make_node("Max", [rnd, consts["one"]], [mx], name=mx),
         helper.make_node("Cast", [mx], [i64], name=i64, to=int64),
         helper.make_node("Mul", [i64, consts["mult"]], [sizes], name=sizes),
@@ -599,7 +601,9 @@ def rewrite_resolution(
         if dynamic and (sh, sw) != (1, 1):
             rounded = (
                 f"x{scale:g} of the caller's size is rounded at run time to what the model accepts, "
-                f"{verdict.sizes} (at {old_h}x{old_w}: {exact[0]:g}x{exact[1]:g} -> {new_h}x{new_w})"
+                f"{verdict.sizes} (at {old_h}x{old_w}: {exact[0]:g}x{exact[1]:g}"
+                + ("" if (exact[0], exact[1]) == (new_h, new_w) else f" -> {new_h}x{new_w}")
+                + ")"
             )
         elif abs(exact[0] - new_h) > 1e-6 or abs(exact[1] - new_w) > 1e-6:
             rounded = (
