@@ -1,4 +1,4 @@
-"""The resize technique (``resolution_sweep.resize_model``) on real third-party models (``slow``)."""
+"""The resolution technique layer: metrics, the sweep, and ``resize_model`` on real third-party models."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 from onnxsqueeze import io as sio
 from onnxsqueeze.errors import UnsupportedModelError
 from onnxsqueeze.passes.resolution import analyze_resolution
-from onnxsqueeze.resolution_sweep import resize_model
-from tests.helpers import run_ort
+from onnxsqueeze.resolution_sweep import compare_outputs, map_iou, resize_model, sweep_resolutions
+from tests.helpers import rand, run_ort
+from tests.passes.test_resolution import fcn, gap_classifier
 
 CORPUS = Path("/work/corpus")
 
@@ -36,6 +37,27 @@ def letterboxed_photos(size: int) -> np.ndarray:
         small = Image.fromarray(pad).resize((size, size), Image.BILINEAR)
         out.append(np.asarray(small, np.float32).transpose(2, 0, 1) / 255.0)
     return np.stack(out)
+
+
+def test_metrics() -> None:
+    a = np.array([[True, False], [True, True]])
+    b = np.array([[True, True], [False, True]])
+    assert map_iou(a, b) == pytest.approx(2 / 4)
+    ref = np.array([[0.1, 2.0], [3.0, 1.0]])
+    m = compare_outputs(ref, np.array([[0.0, 1.0], [0.0, 1.0]]), labels=np.array([1, 0]))
+    assert m["top1_agreement"] == 0.5 and m["accuracy"] == 0.5
+
+
+def test_sweep_returns_points() -> None:
+    x = rand((6, 3, 32, 32), 11)
+    points = sweep_resolutions(fcn(), [(16, 16), (24, 24)], data={"image": x}, latency=True, rounds=1, runs=2)
+    assert [p.resolution for p in points] == [(32, 32), (16, 16), (24, 24)]
+    assert points[0].macs_ratio == 1.0 and points[0].iou == 1.0
+    assert points[1].macs_ratio == pytest.approx(0.25, rel=0.02)
+    assert 0.0 <= points[1].iou <= 1.0 and points[1].mean_abs_error > 0
+    assert points[1].latency_ms is not None and points[1].latency_ratio is not None
+    cls = sweep_resolutions(gap_classifier(), [(16, 16)], latency=False)
+    assert cls[1].top1_agreement is not None and cls[1].iou is None
 
 
 @pytest.mark.slow

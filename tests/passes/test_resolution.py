@@ -16,7 +16,7 @@ from onnxsqueeze.passes.resolution import (
     parse_resolution,
     rewrite_resolution,
 )
-from onnxsqueeze.resolution_sweep import check_runs, compare_outputs, map_iou, sweep_resolutions
+from onnxsqueeze.resolution_sweep import check_runs, compare_outputs
 from tests.helpers import model_from_text, rand, run_ort
 
 OPSET = '<ir_version: 8, opset_import: ["" : 17]>'
@@ -324,27 +324,6 @@ def test_group_axes() -> None:
     assert group_axes([1, 8, 16], [1, 8, 4, 4]) == [([0], [0]), ([1], [1]), ([2], [2, 3])]
     assert group_axes([2, 3], [3, 2]) == [([0, 1], [0, 1])]
     assert group_axes([2, 3], [4]) is None
-
-
-def test_metrics() -> None:
-    a = np.array([[True, False], [True, True]])
-    b = np.array([[True, True], [False, True]])
-    assert map_iou(a, b) == pytest.approx(2 / 4)
-    ref = np.array([[0.1, 2.0], [3.0, 1.0]])
-    m = compare_outputs(ref, np.array([[0.0, 1.0], [0.0, 1.0]]), labels=np.array([1, 0]))
-    assert m["top1_agreement"] == 0.5 and m["accuracy"] == 0.5
-
-
-def test_sweep_returns_points() -> None:
-    x = rand((6, 3, 32, 32), 11)
-    points = sweep_resolutions(fcn(), [(16, 16), (24, 24)], data={"image": x}, latency=True, rounds=1, runs=2)
-    assert [p.resolution for p in points] == [(32, 32), (16, 16), (24, 24)]
-    assert points[0].macs_ratio == 1.0 and points[0].iou == 1.0
-    assert points[1].macs_ratio == pytest.approx(0.25, rel=0.02)
-    assert 0.0 <= points[1].iou <= 1.0 and points[1].mean_abs_error > 0
-    assert points[1].latency_ms is not None and points[1].latency_ratio is not None
-    cls = sweep_resolutions(gap_classifier(), [(16, 16)], latency=False)
-    assert cls[1].top1_agreement is not None and cls[1].iou is None
 
 
 # ---------------------------------------------------------------------------------------------
