@@ -667,3 +667,30 @@ def test_pass_is_pure_and_validates_in_requires() -> None:
     out = ir.serde.serialize_model(result.model)
     (y,) = run_ort(out, {"image": rand((1, 3, 256, 256), 1)})
     assert y.shape == (1, 1, 256, 256)
+
+
+def test_lstm_over_the_width_after_pooling_the_height_is_accepted() -> None:
+    """An OCR that averages the height away before its LSTM runs at any size; the sequence varies."""
+    text = f"""{OPSET}
+    ocr (float[1, 1, 16, W] image) => (float[T, 2, 1, 5] seq) {{
+        c = Conv <pads = [1, 1, 1, 1], strides = [2, 2]> (image, wc, bc)
+        p = ReduceMean <axes = [2], keepdims = 0> (c)
+        x = Transpose <perm = [2, 0, 1]> (p)
+        seq = LSTM <hidden_size = 5, direction = "bidirectional"> (x, wl, rl)
+    }}"""
+    m = model_from_text(
+        text,
+        {
+            "wc": rand((4, 1, 3, 3), 1, 0.3),
+            "bc": rand((4,), 2, 0.1),
+            "wl": rand((2, 20, 4), 3, 0.3),
+            "rl": rand((2, 20, 5), 4, 0.3),
+        },
+    )
+    v = analyze_resolution(m, probe=(16, 64))
+    assert v.ok, v.message
+    assert v.outputs == {"seq": "varies"}
+    new, info, _ = rewrite_resolution(m, scale=0.5, keep_interface=True, size=(16, 64))
+    assert info.varying_outputs == ("seq",)
+    (y,) = run_ort(new, {"image": rand((1, 1, 16, 64), 5)})
+    assert y.shape == (16, 2, 1, 5)  # the sequence of the 8x32 internal image: 32 / 2
