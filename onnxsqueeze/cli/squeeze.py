@@ -90,8 +90,9 @@ def squeeze_cmd(
         Path | None,
         typer.Option(
             "--models-from",
-            help="A file listing a fleet, one 'MODEL [DATA [TRAIN_DATA]]' per line (# comments); "
-            "missing DATA / TRAIN_DATA default to --data / --train-data.",
+            help="A file listing a fleet, one 'MODEL [DATA [TRAIN_DATA]] [KEY=VALUE ...]' per line "
+            "(# comments; KEY: metric, output, threshold, samples, calibration_samples); missing "
+            "DATA / TRAIN_DATA default to --data / --train-data.",
         ),
     ] = None,
     workers: Annotated[

@@ -39,13 +39,25 @@ class FleetEntry:
     model: Path
     data: Path
     train_data: Path | None = None
+    overrides: tuple[tuple[str, Any], ...] = ()  # per-model squeeze settings (metric, output...)
+
+
+# Per-model settings a models list may give as KEY=VALUE (the rest of the flags are the fleet's).
+LINE_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "metric": str,
+    "output": str,
+    "threshold": float,
+    "samples": int,
+    "calibration_samples": int,
+}
 
 
 def read_models_list(path: str | Path, *, data: Path | None, train_data: Path | None) -> list[FleetEntry]:
-    """Parse a ``--models-from`` file: one ``MODEL [DATA [TRAIN_DATA]]`` per line.
+    """Parse a ``--models-from`` file: one ``MODEL [DATA [TRAIN_DATA]] [KEY=VALUE ...]`` per line.
 
     Blank lines and ``#`` comments are skipped; relative paths are relative to the list file;
-    a line without DATA uses ``data`` (the ``--data`` flag), likewise TRAIN_DATA.
+    a line without DATA uses ``data`` (the ``--data`` flag), likewise TRAIN_DATA. ``KEY=VALUE``
+    sets one of :data:`LINE_OPTIONS` for that model (``metric=agreement output=probs``).
 
     Raises:
         InputError: the file cannot be read, or a line names no data and ``--data`` is not given.
@@ -59,16 +71,29 @@ def read_models_list(path: str | Path, *, data: Path | None, train_data: Path | 
         raise InputError(f"{path}: the models list is not text") from e
     entries = []
     for n, line in enumerate(text.splitlines(), 1):
-        fields = line.split("#", 1)[0].split()
+        words = line.split("#", 1)[0].split()
+        fields = [w for w in words if "=" not in w]
         if not fields:
             continue
         if len(fields) > 3:
-            raise InputError(f"{path}:{n}: expected 'MODEL [DATA [TRAIN_DATA]]', got {len(fields)} fields")
+            raise InputError(f"{path}:{n}: expected 'MODEL [DATA [TRAIN_DATA]]', got {len(fields)} paths")
+        overrides = []
+        for word in (w for w in words if "=" in w):
+            k, _, v = word.partition("=")
+            k = k.replace("-", "_")
+            if k not in LINE_OPTIONS:
+                raise InputError(f"{path}:{n}: unknown setting '{k}'; known: {', '.join(LINE_OPTIONS)}")
+            try:
+                overrides.append((k, LINE_OPTIONS[k](v)))
+            except ValueError as e:
+                raise InputError(f"{path}:{n}: {k}={v}: not a valid value") from e
         paths = [p if p.is_absolute() else path.parent / p for p in map(Path, fields)]
         model_data = paths[1] if len(paths) > 1 else data
         if model_data is None:
             raise InputError(f"{path}:{n}: no data for {fields[0]}; give it on the line or with --data")
-        entries.append(FleetEntry(paths[0], model_data, paths[2] if len(paths) > 2 else train_data))
+        entries.append(
+            FleetEntry(paths[0], model_data, paths[2] if len(paths) > 2 else train_data, tuple(overrides))
+        )
     if not entries:
         raise InputError(f"{path}: no models listed")
     return entries
@@ -158,7 +183,7 @@ def squeeze_fleet(
                 options=options,
                 out_dir=out / name,
                 train_data=entry.train_data,
-                **make_kwargs,
+                **(make_kwargs | dict(entry.overrides)),
             )
             squeezer.executor = executor
             result = squeezer.run(on_point=(lambda p: on_point(name, squeezer, p)) if on_point else None)

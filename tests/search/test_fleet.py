@@ -31,12 +31,17 @@ def _model(folder: Path, name: str, seed: int) -> tuple[Path, Path]:
 
 
 def test_models_list_parsing(tmp_path):
-    (tmp_path / "list.txt").write_text("# fleet\na.onnx a.npz\n\nsub/b.onnx  # uses --data\n")
+    (tmp_path / "list.txt").write_text(
+        "# fleet\na.onnx a.npz metric=agreement output=probs\n\nsub/b.onnx  # uses --data\n"
+    )
     entries = read_models_list(tmp_path / "list.txt", data=Path("/d.npz"), train_data=None)
-    assert [(e.model, e.data) for e in entries] == [
-        (tmp_path / "a.onnx", tmp_path / "a.npz"),
-        (tmp_path / "sub/b.onnx", Path("/d.npz")),
+    assert [(e.model, e.data, e.overrides) for e in entries] == [
+        (tmp_path / "a.onnx", tmp_path / "a.npz", (("metric", "agreement"), ("output", "probs"))),
+        (tmp_path / "sub/b.onnx", Path("/d.npz"), ()),
     ]
+    (tmp_path / "bad.txt").write_text("a.onnx a.npz colour=red\n")
+    with pytest.raises(InputError, match="unknown setting 'colour'"):
+        read_models_list(tmp_path / "bad.txt", data=None, train_data=None)
     with pytest.raises(InputError, match="no data for"):
         read_models_list(tmp_path / "list.txt", data=None, train_data=None)
     assert fleet_names([Path("x/m.onnx"), Path("y/m.onnx"), Path("n.onnx")]) == ["m", "m-2", "n"]
