@@ -159,7 +159,8 @@ def resize_cmd(
     arrays = sio.load_npz(data) if data is not None else None
 
     if check:
-        verdict = res.analyze_resolution(source, input_name=input_name)
+        probe = sweeps.data_size(source, arrays, input_name)  # dynamic H/W: traced at the data's size
+        verdict = res.analyze_resolution(source, input_name=input_name, probe=probe)
         if json_:
             emit_json(verdict.to_dict())
         else:
