@@ -96,10 +96,9 @@ def test_digits_channels_40_percent_macs(digits) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_large"])
 def test_zoo_channels_30_percent(name: str) -> None:
-    from models import zoo
-    from tests.helpers import CACHE
+    from tests.helpers import zoo_model
 
-    model = sio.load(zoo.ensure(name, CACHE))  # exported once on a fresh machine
+    model = sio.load(zoo_model(name))  # exported once on a fresh machine
     pruned, report = prune.prune_channels(model, ratio=0.3, round_to=8)  # checked and verified inside
     assert report["before"]["macs"] / report["after"]["macs"] >= 1.5
     assert sum(g["status"] == "pruned" for g in report["groups"]) >= 10

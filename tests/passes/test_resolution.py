@@ -334,12 +334,11 @@ def test_group_axes() -> None:
 def test_segmenter_half_resolution_keeps_interface() -> None:
     """The trained U-Net at 64x64 inside a 128x128 interface: same output shape, 1/4 of the MACs."""
     pytest.importorskip("torch")
-    from models import segmenter
     from onnxsqueeze import io as sio
     from onnxsqueeze.summary import count_macs
-    from tests.helpers import CACHE
+    from tests.helpers import segmenter_assets
 
-    model_path, val_path = segmenter.ensure(CACHE)
+    model_path, val_path = segmenter_assets()
     model = sio.load(model_path)
     data = sio.load_npz(val_path)
     half, info, _ = rewrite_resolution(model, resolution=(64, 64), keep_interface=True)
@@ -384,13 +383,12 @@ def test_static_torch_export_size_constants_rewritten() -> None:
 
 @pytest.mark.slow
 def test_torchvision_classifier_at_160() -> None:
-    from models import zoo
     from onnxsqueeze import io as sio
     from onnxsqueeze.summary import count_macs
-    from tests.helpers import CACHE
+    from tests.helpers import zoo_model
 
     pytest.importorskip("torch")
-    model = sio.load(zoo.ensure("mobilenet_v3_small", CACHE), check=False)
+    model = sio.load(zoo_model("mobilenet_v3_small"), check=False)
     v = analyze_resolution(model)
     assert v.ok and v.outputs == {"logits": "fixed"} and len(v.global_pools) > 1
     new, _, _ = rewrite_resolution(model, resolution=(160, 160), keep_interface=True)
