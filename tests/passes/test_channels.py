@@ -14,7 +14,6 @@ import onnx_ir as ir
 import pytest
 
 from onnxsqueeze.errors import InputError
-from onnxsqueeze.passes import PASSES
 from onnxsqueeze.passes.channels import PruneChannelsPass, analyze, keep_count
 from tests.helpers import model_from_text, rand, run_ort
 
@@ -86,10 +85,6 @@ def residual_model(zero: bool = True) -> onnx.ModelProto:
     return model_from_text(RESIDUAL, init)
 
 
-def test_registered() -> None:
-    assert PASSES["channels"] is PruneChannelsPass
-
-
 def test_keep_count_rounding() -> None:
     assert keep_count(8, 0.25) == 6
     assert keep_count(64, 0.3, round_to=8) == 48  # 44.8 -> 45 -> 48
@@ -121,12 +116,32 @@ def test_residual_left_whole_when_not_coupled() -> None:
     _same(model, pruned, {"x": rand((2, 3, 8, 8), 9)})
 
 
-def test_nonzero_channels_change_the_output_but_stay_valid() -> None:
+def _kept_rows(original: np.ndarray, pruned: np.ndarray) -> list[int]:
+    """Which rows (output channels) of ``original`` the pass kept: it copies them unchanged."""
+    rows = [i for p in pruned for i, o in enumerate(original) if np.array_equal(p, o)]
+    assert len(rows) == len(pruned)
+    return rows
+
+
+def test_nonzero_channels_change_the_output_exactly_as_dropping_them() -> None:
+    """Pruning live channels changes the output, and exactly as zeroing those channels' producers
+    in the original does (no calibration data: no reconstruction, the kept weights are copied)."""
     model = residual_model(zero=False)
     pruned, result = _prune(model, ratio=0.5)
     assert result.modified
-    outs = run_ort(pruned, {"x": rand((2, 3, 8, 8), 9)})
-    assert outs[0].shape == (2, 5) and np.isfinite(outs[0]).all()
+    init = {t.name: onnx.numpy_helper.to_array(t).copy() for t in model.graph.initializer}
+    got = {t.name: onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer}
+    stream = _kept_rows(init["w0"], got["w0"])  # the coupled residual stream (w0 and w2 together)
+    inner = _kept_rows(init["w1"][:, stream], got["w1"])
+    assert len(stream) == 4 and len(inner) == 3
+    _zero_out(init, [i for i in range(8) if i not in stream], "w0", "b0", "w2", "b2")
+    _zero_out(init, [i for i in range(6) if i not in inner], "w1", "b1")
+    dropped = model_from_text(RESIDUAL, init)
+    feeds = {"x": rand((2, 3, 8, 8), 9)}
+    (ref,), (out,) = run_ort(model, feeds), run_ort(pruned, feeds)
+    assert out.shape == ref.shape == (2, 5)
+    assert np.abs(out - ref).max() > 1e-2  # the removed channels carried signal
+    _same(dropped, pruned, feeds)
 
 
 DEPTHWISE = """

@@ -14,7 +14,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-from onnxsqueeze.passes import PASSES, CalibrationData, QuantizeInt8Pass
+from onnxsqueeze.passes import CalibrationData, QuantizeInt8Pass
 from onnxsqueeze.passes.quantize import sensitivity
 from onnxsqueeze.pipeline import run_passes
 from tests.helpers import model_from_text, rand, run_ort
@@ -72,10 +72,6 @@ def static_kw(n: int = 32) -> dict:
 
 def ops(model: onnx.ModelProto) -> set[str]:
     return {n.op_type for n in model.graph.node}
-
-
-def test_registered():
-    assert PASSES["int8"] is QuantizeInt8Pass
 
 
 def test_dynamic_rewrites_weights_to_int8():

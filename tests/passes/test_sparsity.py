@@ -8,7 +8,6 @@ import onnx_ir as ir
 import pytest
 
 from onnxsqueeze.errors import InputError
-from onnxsqueeze.passes import PASSES
 from onnxsqueeze.passes.sparsity import PruneWeightsPass, to_sparse_initializers
 from tests.helpers import model_from_text, rand, run_ort
 
@@ -52,10 +51,6 @@ def _run(p: PruneWeightsPass, proto: onnx.ModelProto) -> tuple[onnx.ModelProto, 
     out = ir.serde.serialize_model(m)
     onnx.checker.check_model(out, full_check=True)
     return out, result
-
-
-def test_registered() -> None:
-    assert PASSES["sparsity"] is PruneWeightsPass
 
 
 def test_layer_scope_exact_sparsity_biases_untouched() -> None:
