@@ -14,6 +14,7 @@ import onnx
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "models"
 T = TypeVar("T")
+FP16_TOL = 1e-2  # normalized max error allowed after fp16 conversion
 
 
 def model_from_text(text: str, initializers: Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto:
@@ -37,6 +38,12 @@ def run_ort(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> list[np.
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     return sess.run(None, dict(feeds))
+
+
+def normalized_error(ref: np.ndarray, cand: np.ndarray) -> float:
+    """Max absolute error of ``cand`` against ``ref``, relative to ``ref``'s largest magnitude."""
+    ref = ref.astype(np.float64)
+    return float(np.max(np.abs(ref - cand.astype(np.float64))) / np.max(np.abs(ref)))
 
 
 def recipe_dir(recipe: str) -> Path:

@@ -7,8 +7,8 @@ import pytest
 
 from onnxsqueeze import io as sio
 from onnxsqueeze import prune
+from tests.graphs import residual_model
 from tests.helpers import rand
-from tests.passes.test_channels import residual_model
 
 
 def _data(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -62,7 +62,7 @@ def test_sensitivity_rows() -> None:
 
 def test_check_result_rejects_interface_change() -> None:
     from onnxsqueeze.errors import VerificationError
-    from tests.passes.test_sparsity import model as other
+    from tests.graphs import conv_matmul as other
 
     with pytest.raises(VerificationError, match="inputs or outputs"):
         prune.check_result(residual_model(), other())

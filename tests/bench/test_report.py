@@ -15,7 +15,7 @@ from onnxsqueeze.bench import JSON_SCHEMA, benchmark, render_markdown
 from onnxsqueeze.bench.cost import Price
 from onnxsqueeze.bench.report import fmt_ratio, plot_png, save_json, save_markdown, save_plot, to_json
 from onnxsqueeze.errors import InputError
-from tests.bench.conftest import tiny_mlp
+from tests.graphs import tiny_mlp
 
 jsonschema = pytest.importorskip("jsonschema")
 

@@ -15,6 +15,9 @@ import pytest
 
 from onnxsqueeze.errors import InputError
 from onnxsqueeze.passes.channels import PruneChannelsPass, analyze, keep_count
+from tests.graphs import RESIDUAL, residual_model
+from tests.graphs import head_model as _head_model
+from tests.graphs import zero_out as _zero_out
 from tests.helpers import model_from_text, rand, run_ort
 
 ATOL = 1e-5  # float32, a handful of accumulations
@@ -42,47 +45,6 @@ def _same(a: onnx.ModelProto, b: onnx.ModelProto, feeds: dict[str, np.ndarray], 
     for x, y in zip(run_ort(a, feeds), run_ort(b, feeds), strict=True):
         assert x.shape == y.shape
         np.testing.assert_allclose(x, y, atol=atol, rtol=1e-5)
-
-
-def _zero_out(init: dict[str, np.ndarray], channels: list[int], *names: str, axis: int = 0) -> None:
-    for name in names:
-        idx = [slice(None)] * init[name].ndim
-        idx[axis] = channels  # type: ignore[call-overload]
-        init[name][tuple(idx)] = 0.0
-
-
-RESIDUAL = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[N, 3, 8, 8] x) => (float[N, 5] y) {
-    a = Conv <pads = [1, 1, 1, 1], kernel_shape = [3, 3]> (x, w0, b0)
-    ar = Relu (a)
-    b = Conv <pads = [1, 1, 1, 1], kernel_shape = [3, 3]> (ar, w1, b1)
-    br = Relu (b)
-    c = Conv <pads = [1, 1, 1, 1], kernel_shape = [3, 3]> (br, w2, b2)
-    s = Add (c, ar)
-    sr = Relu (s)
-    p = GlobalAveragePool (sr)
-    f = Flatten (p)
-    y = Gemm <transB = 1> (f, wf, bf)
-}
-"""
-
-
-def residual_model(zero: bool = True) -> onnx.ModelProto:
-    init = {
-        "w0": rand((8, 3, 3, 3), 1),
-        "b0": rand((8,), 2),
-        "w1": rand((6, 8, 3, 3), 3),
-        "b1": rand((6,), 4),
-        "w2": rand((8, 6, 3, 3), 5),
-        "b2": rand((8,), 6),
-        "wf": rand((5, 8), 7),
-        "bf": rand((5,), 8),
-    }
-    if zero:
-        _zero_out(init, [1, 5], "w0", "b0", "w2", "b2")  # the coupled residual stream
-        _zero_out(init, [0, 3], "w1", "b1")  # the inner group
-    return model_from_text(RESIDUAL, init)
 
 
 def test_keep_count_rounding() -> None:
@@ -225,34 +187,6 @@ def test_concat_offsets_with_an_unprunable_segment() -> None:
     assert w["wa"] == (3, 3, 3, 3) and w["wb"] == (6, 3, 1, 1)
     assert w["wc"] == (4, 3 + 3 + 6, 1, 1)  # 3 (a) + 3 (x, untouched) + 6 (b)
     _same(model, pruned, {"x": rand((2, 3, 5, 5), 9)})
-
-
-HEAD = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[N, 3, 4, 4] x) => (float[N, 5] y) {
-    a = Conv <kernel_shape = [3, 3], pads = [1, 1, 1, 1], strides = [2, 2]> (x, w0, b0)
-    ar = Relu (a)
-    f = FLATTEN
-    h = Gemm <transB = 1> (f, w1, b1)
-    hr = Relu (h)
-    y = Gemm <transB = 1> (hr, w2, b2)
-}
-"""
-
-
-def _head_model(flatten: str, extra: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
-    init = {
-        "w0": rand((6, 3, 3, 3), 1),
-        "b0": rand((6,), 2),
-        "w1": rand((8, 24), 3),
-        "b1": rand((8,), 4),
-        "w2": rand((5, 8), 5),
-        "b2": rand((5,), 6),
-        **(extra or {}),
-    }
-    _zero_out(init, [1, 4], "w0", "b0")
-    _zero_out(init, [0, 7], "w1", "b1")
-    return model_from_text(HEAD.replace("FLATTEN", flatten), init)
 
 
 @pytest.mark.parametrize(
