@@ -55,17 +55,35 @@ def record_provenance(model: ir.Model, steps: Sequence[dict[str, Any]], source_s
 
 
 def run_passes(
-    model: ir.Model, passes: Sequence[ir.passes.PassBase], *, source_sha256: str | None = None
+    model: ir.Model,
+    passes: Sequence[ir.passes.PassBase],
+    *,
+    source_sha256: str | None = None,
+    record: Sequence[ir.passes.PassBase] | None = None,
 ) -> ir.passes.PassResult:
     """Run ``passes`` in order on ``model`` (in place) and record them in its metadata.
 
+    The one way passes run: every technique (``optimize/``), recipe and the search call it, so
+    the recorded history is what ran.
+
+    Args:
+        model: the model, changed in place.
+        passes: the passes, in order.
+        source_sha256: the source file's hash, recorded with each step.
+        record: the steps to record when they differ from ``passes`` (e.g. a cleanup that ran
+            earlier on the same model, recorded with the pass it prepared); default ``passes``.
+
     Returns:
-        The last pass's result, with ``modified`` true if any pass changed the model.
+        The last pass's own result (richer results such as ``Fp16PassResult`` keep their
+        fields), with ``modified`` true if any pass changed the model.
     """
     modified = False
     result = ir.passes.PassResult(model, False)
     for p in passes:
         result = p(result.model)
         modified = modified or result.modified
-    record_provenance(result.model, [describe(p) for p in passes], source_sha256)
-    return ir.passes.PassResult(result.model, modified)
+    record_provenance(
+        result.model, [describe(p) for p in (passes if record is None else record)], source_sha256
+    )
+    result.modified = modified
+    return result

@@ -1507,7 +1507,7 @@ class RewriteInputResolutionPass(SqueezePass):
     mode: str = "linear"
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        proto, _, modified = rewrite_resolution(
+        proto, info, modified = rewrite_resolution(
             model,
             resolution=self.resolution,
             scale=self.scale,
@@ -1516,12 +1516,20 @@ class RewriteInputResolutionPass(SqueezePass):
             mode=self.mode,
         )
         if not modified:
-            return ir.passes.PassResult(model, False)
+            return ResolutionPassResult(model, False, info=info)
         new = ir.serde.deserialize_model(proto)
         model.graph = new.graph
         model.functions.clear()
         model.functions.update(new.functions)
-        return ir.passes.PassResult(model, True)
+        return ResolutionPassResult(model, True, info=info)
+
+
+class ResolutionPassResult(ir.passes.PassResult):
+    """The pass result plus what the rewrite did (:class:`RewriteInfo`)."""
+
+    def __init__(self, model: ir.Model, modified: bool, *, info: RewriteInfo) -> None:
+        super().__init__(model, modified)
+        self.info = info
 
 
 # --------------------------------------------------------------------------------------------
