@@ -415,7 +415,13 @@ def judge(
             )
         metric_name, m = "agreement", metrics.get("agreement")
     kw = dict(threshold=acceptance.threshold, class_axis=acceptance.class_axis, samples=n)
-    value = metrics.score(metric_name, cand, ref, labels=labels, **kw)  # type: ignore[arg-type]
+    try:
+        value = metrics.score(metric_name, cand, ref, labels=labels, **kw)  # type: ignore[arg-type]
+    except InputError:
+        if acceptance.metric is not None:
+            raise
+        metric_name, m = "cosine", metrics.get("cosine")  # the default did not fit this output
+        value = metrics.score(metric_name, cand, ref, **kw)  # type: ignore[arg-type]
     if m.needs_labels:
         baseline = metrics.score(metric_name, ref, ref, labels=labels, **kw)  # type: ignore[arg-type]
     else:

@@ -169,6 +169,12 @@ def resize(
                     kind = "cosine"
                 acc = dataclasses.replace(acceptance, metric=kind, max_drop=100.0 * (1.0 - min_agreement))
             judgement = base.judge(ref, cand, acc, labels=labels, source=label, random_inputs=data is None)
+            if acc is not acceptance and not judgement.passed and not judgement.nonfinite:
+                judgement = dataclasses.replace(
+                    judgement,
+                    reason=f"{judgement.metric} {judgement.value / 100:.4f} with the original is below "
+                    f"--min-agreement {min_agreement:g}",
+                )
             report.judgement = judgement
             report.notes.extend(judgement.warnings)
     report.passed = judgement is None or judgement.passed
