@@ -55,18 +55,19 @@ def near_zero_map_model() -> onnx.ModelProto:
     return model_from_text(text, {"w": rand((1, 3, 3, 3), 7, 0.05), "b": np.array([-15.0], np.float32)})
 
 
-def ctc_model(classes: int = 12, steps: int = 10) -> onnx.ModelProto:
-    """An OCR recogniser: input [1, 1, 8, W], CTC scores [T, 1, C] (time first), declared [1, seqlen]."""
+def ctc_model(classes: int = 12) -> onnx.ModelProto:
+    """An OCR recogniser: input [1, 1, 8, W], CTC scores [T, 1, C] (time first), declared [1, seqlen].
+
+    Squeeze without axes hides the rank from shape inference (T is dynamic), so the wrong
+    declaration passes the checker, as ddddocr's does.
+    """
     text = """
     <ir_version: 8, opset_import: ["" : 13]>
     ocr (float[1, 1, 8, W] x) => (float[1, seqlen] y) {
         c = Conv <strides = [8, 4]> (x, w)
-        s = Squeeze (c, axes)
-        y = Transpose <perm = [2, 0, 1]> (s)
+        t = Transpose <perm = [3, 0, 2, 1]> (c)
+        s = Squeeze (t)
+        y = Unsqueeze (s, axes)
     }
     """
-    # parsed without the full check: the declared output contradicts inference, as in the original
-    model = onnx.parser.parse_model(text)
-    for name, array in {"w": rand((classes, 1, 8, 4), 8, 0.5), "axes": np.array([2], np.int64)}.items():
-        model.graph.initializer.append(onnx.numpy_helper.from_array(array, name))
-    return model
+    return model_from_text(text, {"w": rand((classes, 1, 8, 4), 8, 0.5), "axes": np.array([1], np.int64)})
