@@ -60,6 +60,7 @@ def run_passes(
     *,
     source_sha256: str | None = None,
     record: Sequence[ir.passes.PassBase] | None = None,
+    trace: list[bool] | None = None,
 ) -> ir.passes.PassResult:
     """Run ``passes`` in order on ``model`` (in place) and record them in its metadata.
 
@@ -72,15 +73,29 @@ def run_passes(
         source_sha256: the source file's hash, recorded with each step.
         record: the steps to record when they differ from ``passes`` (e.g. a cleanup that ran
             earlier on the same model, recorded with the pass it prepared); default ``passes``.
+        trace: when given, each pass's ``modified`` is appended to it.
+
+    Raises:
+        UnsupportedModelError: a pass's ``requires()``/``ensures()`` refused (naming the pass).
 
     Returns:
         The last pass's own result (richer results such as ``Fp16PassResult`` keep their
         fields), with ``modified`` true if any pass changed the model.
     """
+    from onnxsqueeze.errors import UnsupportedModelError
+
     modified = False
     result = ir.passes.PassResult(model, False)
     for p in passes:
-        result = p(result.model)
+        try:
+            result = p(result.model)
+        except (ir.passes.PassError, ir.passes.InvariantError) as e:  # requires()/ensures() refused
+            cause = e.__cause__ if isinstance(e.__cause__, Exception) else e
+            text = str(cause).strip()
+            why = text.splitlines()[0] if text else type(cause).__name__
+            raise UnsupportedModelError(f"pass '{describe(p)['pass']}': {why}") from e
+        if trace is not None:
+            trace.append(result.modified)
         modified = modified or result.modified
     record_provenance(
         result.model, [describe(p) for p in (passes if record is None else record)], source_sha256

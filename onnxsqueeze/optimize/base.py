@@ -140,6 +140,27 @@ def _restore_interface(form: onnx.ModelProto, source: onnx.ModelProto) -> onnx.M
     return form
 
 
+def _declared_or_inferred(
+    form: onnx.ModelProto, source: onnx.ModelProto, notes: list[str]
+) -> onnx.ModelProto:
+    """The source's declared interface on ``form``, unless shape inference now contradicts it.
+
+    A declaration inference contradicts (a wrong one the original graph hid from inference) would
+    make the form fail the checker: the inferred output shapes are kept instead, and said.
+    """
+    from onnxsqueeze import io as sio
+
+    restored = _restore_interface(_copy(form), source)
+    try:
+        sio.check_model(restored)
+        return restored
+    except Exception:
+        notes.append(
+            "an output's declared shape contradicts what the model computes; the simplified form declares the computed one"
+        )
+        return form
+
+
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -215,11 +236,17 @@ def normalize(
     slimmed = None
     if slim:
         say("simplifying with onnxslim")
-        slimmed = _slim(cleaned)
+        # onnxslim trusts declared output shapes, and exporters declare some wrongly (ddddocr's OCR
+        # declares [1, seqlen] and returns [T, 1, 8210]; slimmed with it, the output changes): it
+        # sees the outputs' types only.
+        bare = _copy(cleaned)
+        for vi in bare.graph.output:
+            vi.type.tensor_type.ClearField("shape")
+        slimmed = _slim(bare)
         if slimmed is not None and len(slimmed.graph.node) < len(cleaned.graph.node):
             with contextlib.suppress(Exception):  # lifts what onnxslim left as Constant nodes; types values
                 slimmed = _cleanup(slimmed)
-            candidates.append(("cleanup+onnxslim", _restore_interface(slimmed, model)))
+            candidates.append(("cleanup+onnxslim", _declared_or_inferred(slimmed, model, notes)))
     kept, used, err = model, "none", None
     for name, form in sorted(candidates, key=lambda c: len(c[1].graph.node)):
         if reference is not None and feeds is not None:
@@ -296,8 +323,11 @@ def sample_feeds(
 # --------------------------------------------------------------------------------------- check
 
 
-def _interface(model: onnx.ModelProto) -> list[tuple[str, list[Any]]]:
-    return [(vi.name, shapes.declared_shape(vi)) for vi in [*shapes.graph_inputs(model), *model.graph.output]]
+def _interface(model: onnx.ModelProto) -> list[tuple[str, Any]]:
+    """Input names and shapes, output names (output shapes may be corrected by normalization)."""
+    return [(vi.name, shapes.declared_shape(vi)) for vi in shapes.graph_inputs(model)] + [
+        (vi.name, None) for vi in model.graph.output
+    ]
 
 
 def check(

@@ -169,3 +169,15 @@ def test_squeeze_flag_names(tmp_path: Path) -> None:
         ["squeeze", str(src), "--data", str(data), "-o", str(tmp_path / "o"), "--input-shape", "x:1,3,16,16"],
     )
     assert bad.exit_code == 2 and "disagrees with" in bad.output
+
+
+def test_long_steps_report_progress_off_a_terminal(tmp_path: Path, monkeypatch) -> None:
+    from onnxsqueeze.cli import _output
+
+    monkeypatch.setattr(_output, "PROGRESS_EVERY_S", 0.0)
+    src = sio.save(constant_weights_model(), tmp_path / "m.onnx")
+    calib = sio.save_npz(tmp_path / "c.npz", {"x": rand((16, 3, 8, 8), 1)})
+    args = ["prune", str(src), "-o", str(tmp_path / "o.onnx"), "--channels", "0.5", "--data", str(calib)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "re-fitting layers: 1/" in result.output and "normalizing" in result.output
