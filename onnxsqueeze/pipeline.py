@@ -54,6 +54,34 @@ def record_provenance(model: ir.Model, steps: Sequence[dict[str, Any]], source_s
     model.metadata_props[PASSES_KEY] = json.dumps(past, sort_keys=True, separators=(",", ":"))
 
 
+def type_values(model: ir.Model) -> int:
+    """Give every value with a shape a type (from its constant) or drop the orphan shape.
+
+    onnx-ir skips, with a warning per value, shapes whose type is unknown ("The value type for
+    shape [8] is not known ... Skipping serialization"); folding leaves such values behind.
+    Returns the number of values fixed.
+    """
+    fixed = 0
+
+    def fix(v: ir.Value | None) -> None:
+        nonlocal fixed
+        if v is None or v.type is not None or v.shape is None:
+            return
+        if v.const_value is not None:
+            v.type = ir.TensorType(v.const_value.dtype)
+        else:
+            v.shape = None
+        fixed += 1
+
+    for graph in (model.graph, *model.graph.subgraphs()):
+        for v in (*graph.inputs, *graph.outputs, *graph.initializers.values()):
+            fix(v)
+        for node in graph:
+            for v in node.outputs:
+                fix(v)
+    return fixed
+
+
 def run_passes(
     model: ir.Model,
     passes: Sequence[ir.passes.PassBase],
@@ -97,6 +125,7 @@ def run_passes(
         if trace is not None:
             trace.append(result.modified)
         modified = modified or result.modified
+    type_values(result.model)  # else serializing prints a warning per untyped value
     record_provenance(
         result.model, [describe(p) for p in (passes if record is None else record)], source_sha256
     )

@@ -34,6 +34,7 @@ import onnx_ir as ir
 
 from onnxsqueeze import metrics, shapes
 from onnxsqueeze.errors import InputError, VerificationError, one_line
+from onnxsqueeze.pipeline import type_values
 
 Say = Callable[[str], None]
 
@@ -81,34 +82,6 @@ class NormalizeReport:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"notes": list(self.notes)}
-
-
-def type_values(model: ir.Model) -> int:
-    """Give every value with a shape a type (from its constant) or drop the orphan shape.
-
-    onnx-ir skips, with a warning per value, shapes whose type is unknown ("The value type for
-    shape [8] is not known ... Skipping serialization"); folding leaves such values behind.
-    Returns the number of values fixed.
-    """
-    fixed = 0
-
-    def fix(v: ir.Value | None) -> None:
-        nonlocal fixed
-        if v is None or v.type is not None or v.shape is None:
-            return
-        if v.const_value is not None:
-            v.type = ir.TensorType(v.const_value.dtype)
-        else:
-            v.shape = None
-        fixed += 1
-
-    for graph in (model.graph, *model.graph.subgraphs()):
-        for v in (*graph.inputs, *graph.outputs, *graph.initializers.values()):
-            fix(v)
-        for node in graph:
-            for v in node.outputs:
-                fix(v)
-    return fixed
 
 
 def _cleanup(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -162,3 +162,22 @@ def test_quantize_through_the_front_door(tmp_path) -> None:
     assert "ConvInteger" in ops and "Conv" not in ops  # the lifted Constant weights were quantized
     assert report.judgement.value >= 90.0
     onnx.checker.check_model(model)
+
+
+def test_run_passes_types_every_shaped_value(caplog: pytest.LogCaptureFixture) -> None:
+    import onnx_ir as ir
+
+    from onnxsqueeze.pipeline import run_passes
+
+    model = ir.serde.deserialize_model(constant_weights_model("N", "8", "8"))
+    node = next(n for n in model.graph if n.op_type == "Relu")
+    node.outputs[0].type = None  # what folding leaves behind: a shape without a type
+    node.outputs[0].shape = ir.Shape([1, 8, 8, 8])
+    with caplog.at_level(logging.WARNING):
+        ir.serde.serialize_model(model)
+    assert any("is not known" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    run_passes(model, [])
+    with caplog.at_level(logging.WARNING):
+        ir.serde.serialize_model(model)
+    assert not any("is not known" in r.getMessage() for r in caplog.records)
