@@ -140,7 +140,7 @@ def verify_cmd(
     """
     from onnxsqueeze import io as sio
     from onnxsqueeze.errors import VerificationError
-    from onnxsqueeze.optimize.base import judge
+    from onnxsqueeze.optimize.base import count, judge
     from onnxsqueeze.shapes import parse_input_shapes
     from onnxsqueeze.verify import compare, run_pair
 
@@ -156,7 +156,15 @@ def verify_cmd(
     source = str(data) if data is not None else f"random (seed {seed})"
     report = compare(ref_out, cand_out, feeds=feeds, source=source)
     labels = arrays.get("labels") if arrays is not None else None
-    verdict = judge(ref_out, cand_out, acceptance, labels=labels, source=source, random_inputs=data is None)
+    verdict = judge(
+        ref_out,
+        cand_out,
+        acceptance,
+        labels=labels,
+        samples=count(feeds),
+        source=source,
+        random_inputs=data is None,
+    )
     failed = tolerance is not None and not report.within(tolerance)
     failed = failed or not verdict.passed
     if json_:

@@ -293,6 +293,12 @@ def sample_feeds(
     return shapes.make_inputs(model, batched, seed=seed)
 
 
+def count(feeds: Mapping[str, np.ndarray]) -> int:
+    """The samples in a feed dict (the first axis of its first array)."""
+    first = np.asarray(next(iter(feeds.values()))) if feeds else np.zeros(0)
+    return int(first.shape[0]) if first.ndim else 1
+
+
 # --------------------------------------------------------------------------------------- check
 
 

@@ -118,7 +118,9 @@ def fp16(
     if acceptance.gates:
 
         def accept(ref: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]) -> bool:
-            return base.judge(ref, out, acceptance, labels=labels, random_inputs=random).passed
+            return base.judge(
+                ref, out, acceptance, labels=labels, samples=base.count(feeds), random_inputs=random
+            ).passed
 
         budget_text = f"--metric {acceptance.metric or '(default)'}"
     elif flat and acceptance.tolerance is None:
@@ -149,7 +151,15 @@ def fp16(
     say("verifying against the source")
     outputs = run(result.model, feeds, provider=provider)
     verify_report = compare(reference, outputs, feeds=feeds, source=label)
-    judgement = base.judge(reference, outputs, acceptance, labels=labels, source=label, random_inputs=random)
+    judgement = base.judge(
+        reference,
+        outputs,
+        acceptance,
+        labels=labels,
+        samples=base.count(feeds),
+        source=label,
+        random_inputs=random,
+    )
     passed = result.passed and (not acceptance.gates or judgement.passed) and not judgement.nonfinite
     report.judgement = judgement
     report.notes.extend(judgement.warnings)

@@ -124,6 +124,7 @@ def prune(
         run(pruned, feeds),
         acceptance,
         labels=labels,
+        samples=base.count(feeds),
         source=eval_label,
         random_inputs=eval_data is None,
     )

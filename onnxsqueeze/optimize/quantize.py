@@ -72,6 +72,7 @@ def quantize(
         run(result, feeds),
         acceptance,
         labels=labels,
+        samples=base.count(feeds),
         source=data_label if data is not None else "random inputs",
         random_inputs=data is None,
     )

@@ -168,7 +168,15 @@ def resize(
                 if agreement.get("top1_agreement") is None and agreement.get("iou") is None:
                     kind = "cosine"
                 acc = dataclasses.replace(acceptance, metric=kind, max_drop=100.0 * (1.0 - min_agreement))
-            judgement = base.judge(ref, cand, acc, labels=labels, source=label, random_inputs=data is None)
+            judgement = base.judge(
+                ref,
+                cand,
+                acc,
+                labels=labels,
+                samples=base.count(feeds),
+                source=label,
+                random_inputs=data is None,
+            )
             if acc is not acceptance and not judgement.passed and not judgement.nonfinite:
                 judgement = dataclasses.replace(
                     judgement,

@@ -181,3 +181,12 @@ def test_run_passes_types_every_shaped_value(caplog: pytest.LogCaptureFixture) -
     with caplog.at_level(logging.WARNING):
         ir.serde.serialize_model(model)
     assert not any("is not known" in r.getMessage() for r in caplog.records)
+
+
+def test_fp16_on_ctc_model_judged_per_sample_by_sequence(tmp_path) -> None:
+    src = sio.save(ctc_model(), tmp_path / "ocr.onnx")
+    data = {"x": rand((6, 1, 8, 40), 12)}
+    _, report = optimize.fp16(src, tmp_path / "o.onnx", data=data, acceptance=base.Acceptance("sequence"))
+    j = report.judgement
+    assert j is not None and j.metric == "sequence" and j.samples == 6 and j.value == 100.0
+    assert report.passed and report.written
