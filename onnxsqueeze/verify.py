@@ -105,7 +105,9 @@ def run(
     return runtime.run_batched(sess, _cast_feeds(proto, feeds), batch_size=batch_size)
 
 
-def output_metrics(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputMetrics:
+def output_metrics(
+    name: str, ref: np.ndarray, cand: np.ndarray, *, samples: int | None = None
+) -> OutputMetrics:
     """Metrics of one output pair (see the module docstring)."""
     if ref.shape != cand.shape:
         raise VerificationError(
@@ -132,7 +134,9 @@ def output_metrics(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputMetric
     if np.issubdtype(ref.dtype, np.floating):
         from onnxsqueeze.metrics import sequence_layout
 
-        axis = 1 if ref.ndim == 2 and ref.shape[1] >= 2 else (2 if sequence_layout(ref.shape) else None)
+        axis = (
+            1 if ref.ndim == 2 and ref.shape[1] >= 2 else (2 if sequence_layout(ref.shape, samples) else None)
+        )
         if axis is not None:
             top1 = float(np.mean(np.argmax(r, axis=axis) == np.argmax(c, axis=axis)))
     return OutputMetrics(name, tuple(ref.shape), max_abs, max_rel, cosine, top1, nonfinite)
@@ -165,7 +169,9 @@ def compare(
     metrics = []
     for i, (name, ref) in enumerate(ref_items):
         cand = candidate[name] if name in candidate else cand_items[i][1]
-        metrics.append(output_metrics(name, np.asarray(ref), np.asarray(cand)))
+        metrics.append(
+            output_metrics(name, np.asarray(ref), np.asarray(cand), samples=samples if feeds else None)
+        )
     return VerifyReport(tuple(metrics), samples, dict(inputs or {}), source)
 
 

@@ -190,3 +190,12 @@ def test_fp16_on_ctc_model_judged_per_sample_by_sequence(tmp_path) -> None:
     j = report.judgement
     assert j is not None and j.metric == "sequence" and j.samples == 6 and j.value == 100.0
     assert report.passed and report.written
+
+
+def test_verify_reports_top1_per_step_on_a_batched_ctc_output() -> None:
+    from onnxsqueeze.verify import verify
+
+    model = ctc_model()
+    report = verify(model, model, data={"x": rand((4, 1, 8, 40), 2)})
+    (out,) = report.outputs
+    assert out.shape == (10, 4, 12) and out.top1_agreement == 1.0
