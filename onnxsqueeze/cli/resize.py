@@ -81,6 +81,7 @@ def render_verdict(v: Any) -> None:
     t.add_column()
     t.add_row("input", f"{escape(v.input)} ({v.layout}, {_res(v.size)})")
     if v.ok:
+        t.add_row("sizes", escape(v.sizes))
         t.add_row("outputs", escape(", ".join(f"{k}: {kind}" for k, kind in v.outputs.items())))
         if v.rewrites:
             t.add_row("constants to rewrite", escape(", ".join(v.rewrites)))
@@ -142,8 +143,6 @@ def resize_cmd(
     input_shape: opt.InputShapeOpt = None,
     metric: opt.MetricOpt = None,
     max_drop: opt.MaxDropOpt = None,
-    threshold: opt.ThresholdOpt = 0.5,
-    class_axis: opt.ClassAxisOpt = None,
     json_: opt.JsonFlag = False,
     force: opt.ForceFlag = False,
 ) -> None:
@@ -154,18 +153,21 @@ def resize_cmd(
     is refused, naming the node. With --keep-interface the model keeps its input and output shapes.
     """
     from onnxsqueeze import io as sio
-    from onnxsqueeze.errors import InputError
+    from onnxsqueeze import resolution_sweep as sweeps
+    from onnxsqueeze.errors import InputError, VerificationError
     from onnxsqueeze.passes import resolution as res
 
     if sum(bool(x) for x in (check, sweep, output)) != 1:
         raise InputError("choose one of --check, --sweep RESOLUTIONS, or -o OUT with --resolution/--scale")
     source = sio.load(model)
+    _check_flags(source, input_name, mode, resolution, scale, output)
     if output is not None:  # before the work, not after it
         sio.refuse_overwrite(output, [p for p in (model, data) if p is not None])
     arrays = sio.load_npz(data) if data is not None else None
 
     if check:
-        verdict = res.analyze_resolution(source, input_name=input_name)
+        probe = sweeps.data_size(source, arrays, input_name)  # dynamic H/W: traced at the data's size
+        verdict = res.analyze_resolution(source, input_name=input_name, probe=probe)
         if json_:
             emit_json(verdict.to_dict())
         else:
@@ -175,9 +177,9 @@ def resize_cmd(
         return
 
     if sweep:
-        sizes = res.parse_sweep(sweep)
+        sizes = sweeps.parse_sweep(sweep)
         with progress("sweeping resolutions", total=len(sizes) + 1) as update:
-            points = res.sweep_resolutions(
+            points = sweeps.sweep_resolutions(
                 source, sizes, input_name=input_name, data=arrays, mode=mode, threads=threads, on_step=update
             )
         label = str(data) if data is not None else "8 random inputs (agreement only)"
@@ -191,36 +193,65 @@ def resize_cmd(
     from onnxsqueeze.optimize import resize
     from onnxsqueeze.shapes import parse_input_shapes
 
-    _, result = resize(
-        model,
-        output,
-        resolution=res.parse_resolution(resolution) if resolution else None,
-        scale=scale,
-        input_name=input_name,
-        keep_interface=keep_interface,
-        mode=mode,
-        input_shapes=parse_input_shapes(input_shape),
-        data=arrays,
-        data_label=str(data) if data is not None else None,
-        protect=[data] if data is not None else [],
-        acceptance=opt.acceptance(metric, max_drop, threshold=threshold, class_axis=class_axis),
-        min_agreement=min_agreement,
-        force=force,
-        say=info,
-    )
-    report = result.to_dict() | {"model": str(model)}
-    for note in result.notes:
-        warn(note)
+    try:
+        _, result = resize(
+            model,
+            output,
+            resolution=res.parse_resolution(resolution) if resolution else None,
+            scale=scale,
+            input_name=input_name,
+            keep_interface=keep_interface,
+            mode=mode,
+            input_shapes=parse_input_shapes(input_shape),
+            data=arrays,
+            data_label=str(data) if data is not None else None,
+            acceptance=opt.acceptance(metric, max_drop),
+            min_agreement=min_agreement,
+            force=force,
+            say=info,
+        )
+    except VerificationError as e:  # the flags that would change the outcome
+        flags = [f"--metric {metric}"] if metric else []
+        flags += [f"--max-drop {max_drop:g}"] if max_drop is not None else []
+        flags += [f"--min-agreement {min_agreement:g}"] if min_agreement is not None else []
+        raise VerificationError(f"{e} ({' '.join(flags) or 'no budget'}; use --force to write anyway)") from e
+    report = result.to_dict()
+    if report.get("failed"):
+        warn(f"{report['failed']}; writing anyway (--force)")
     if json_:
         emit_json(report)
     else:
         render_report(report)
 
 
+def _check_flags(
+    source: Any, input_name: str | None, mode: str, resolution: str | None, scale: float | None, output: Any
+) -> None:
+    """The library's checks, said with this command's flag names."""
+    from onnxsqueeze import shapes
+    from onnxsqueeze.errors import InputError
+    from onnxsqueeze.passes.resolution import MODES
+
+    names = [vi.name for vi in shapes.graph_inputs(source)]
+    if input_name is not None and input_name not in names:
+        raise InputError(f"--input '{input_name}': the model's inputs are {names}")
+    if mode not in MODES:
+        raise InputError(f"--mode '{mode}': choose one of {', '.join(MODES)}")
+    if output is not None and (resolution is None) == (scale is None):
+        raise InputError("give exactly one of --resolution HxW and --scale FACTOR")
+    if scale is not None and not (0 < scale <= 16):
+        raise InputError(f"--scale {scale}: expected a factor in (0, 16]")
+
+
 def render_report(r: dict[str, Any]) -> None:
     kind = "keeping the interface" if r["keep_interface"] else "new input size"
     scaled = list(r["new_size"]) == [None, None]
-    new = f"x{r['scale']} (follows the caller's size)" if scaled else _res(tuple(r["new_size"]))
+    if scaled:
+        stride = r["stride"]
+        step = "" if list(stride) == [1, 1] else f", rounded to multiples of {stride[0]}x{stride[1]}"
+        new = f"x{r['scale']} of the caller's size{step}"
+    else:
+        new = _res(tuple(r["new_size"]))
     out.print(f"input '{escape(r['input'])}': {_res(tuple(r['old_size']))} -> {new} ({kind})")
     for line in r["rewrites"]:
         out.print(f"  rewrote {escape(line)}")
