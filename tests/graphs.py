@@ -147,6 +147,7 @@ def fpn(h: str = "H", w: str = "W") -> onnx.ModelProto:
 
 
 def zero_out(init: dict[str, np.ndarray], channels: list[int], *names: str, axis: int = 0) -> None:
+    """Zero ``channels`` (along ``axis``) of the named initializers, in place: dead channels."""
     for name in names:
         idx = [slice(None)] * init[name].ndim
         idx[axis] = channels  # type: ignore[call-overload]
@@ -171,6 +172,8 @@ g (float[N, 3, 8, 8] x) => (float[N, 5] y) {
 
 
 def residual_model(zero: bool = True) -> onnx.ModelProto:
+    """Conv-conv-conv with a residual Add; with ``zero``, two residual-stream channels and two
+    inner channels are dead, so pruning exactly those leaves the output unchanged."""
     init = {
         "w0": rand((8, 3, 3, 3), 1),
         "b0": rand((8,), 2),
