@@ -246,16 +246,22 @@ def build_traced(
     *,
     calibration: Mapping[str, np.ndarray] | None = None,
     source_sha256: str | None = None,
+    applied: Sequence[bool] = (),
 ) -> tuple[onnx.ModelProto, list[bool]]:
-    """:func:`build`, also returning whether each step modified the model."""
+    """:func:`build`, also returning whether each step modified the model.
+
+    ``applied``: the first ``len(applied)`` steps were already run on ``model`` (without
+    provenance), and whether each modified it; they are recorded, not rerun. The search
+    normalizes its base model once this way and gets the same bytes as a full build.
+    """
     from onnxsqueeze.errors import UnsupportedModelError
     from onnxsqueeze.passes.base import describe
     from onnxsqueeze.pipeline import record_provenance
 
     passes = make_passes(steps, calibration)
     work = ir.serde.deserialize_model(model)
-    modified = []
-    for step, p in zip(steps, passes, strict=True):
+    modified = list(applied)
+    for step, p in list(zip(steps, passes, strict=True))[len(applied) :]:
         try:
             modified.append(p(work).modified)
         except (ir.passes.PassError, ir.passes.InvariantError) as e:
