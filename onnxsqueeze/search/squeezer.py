@@ -65,7 +65,8 @@ from onnxsqueeze.search.report import (
 # CPU machine, a T4 for CUDA. At a fixed price the cost objective ranks candidates like latency;
 # it is reported in dollars per million inferences at batch 1.
 DEFAULT_INSTANCE = {"cpu": "aws/c7i.large", "cuda": "aws/g4dn.xlarge", "tensorrt": "aws/g4dn.xlarge"}
-CACHE_FORMAT = 1
+# 2: partial (stopped-early) evaluations, latency only within budget, cheaper channel plans.
+CACHE_FORMAT = 2
 
 
 # ------------------------------------------------------------------------------- measurement
