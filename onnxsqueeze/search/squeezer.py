@@ -1,5 +1,17 @@
 """The Squeezer: real candidates (built, scored, timed, cached) for the search, and ``squeeze``.
 
+A candidate costs a build (the passes, on the base model normalized once per base), a score and
+a timing, so the Squeezer spends as little as it can on each:
+
+- **Successive halving**: the candidate is scored on a seeded quarter of the evaluation samples,
+  then half, then all, and stops as soon as it cannot fit the budget even if every unseen sample
+  scored its best (:func:`can_still_fit`, a worst-case bound: a candidate that fits on the full
+  set is never stopped). A stopped point keeps its partial metric (``samples``) and is over budget.
+- **Timing only within budget**: latency is measured (interleaved with the original's session,
+  created once) only for a candidate that fits; the others have no latency.
+- Every point records ``build_s``, ``score_s`` and ``time_s``; :attr:`Squeezer.timings` holds
+  the seconds per phase (load, plan, baseline, single, combine, distill, outputs).
+
 Every evaluation is cached on disk under a key of (model hash, data hash, metric, provider,
 candidate steps, tool version); a result file is written atomically as soon as it is measured,
 so an interrupted run (Ctrl-C, time budget) resumes where it stopped and a repeated run is
