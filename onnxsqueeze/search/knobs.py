@@ -45,6 +45,10 @@ class Knob:
         plan: model- and data-dependent preparation, computed once per search (and cached):
             ``plan(context) -> value``; a knob with a plan has ``step(setting, value)``, and
             ``value`` is None when the plan could not be made.
+        improves: the objectives a setting can lower as measured here (serialized bytes, MACs
+            counted densely, onnxruntime latency); unless named in ``--techniques``, a knob is
+            not offered when it can lower none of the requested objectives (evaluations for
+            nothing: zeroed weights are stored and multiplied densely).
         base: the setting replaces the model the passes run on (distillation into a student)
             instead of adding a pass; its ``step`` only names it (cache keys, reports) and the
             recipe records the new model as its base (:class:`onnxsqueeze.recipe.BaseModel`).
@@ -58,6 +62,7 @@ class Knob:
     group: str | None = None
     label: Callable[[Any], str] | None = None
     help: str = ""
+    improves: tuple[str, ...] = ("latency", "size", "macs", "cost")
     plan: Callable[[PlanContext], Any] | None = None
     base: bool = False
 
@@ -174,6 +179,9 @@ KNOBS: tuple[Knob, ...] = (
         stage=2,
         label=lambda s: f"sparsity {s:.0%}",
         help="zero-weight magnitude pruning (PruneWeightsPass)",
+        # Zeros are stored and multiplied densely: the file compresses (zip) but no measured
+        # objective moves, and its least-squares refits cost more than the rest of a search.
+        improves=(),
     ),
     Knob(
         "int8",
@@ -188,6 +196,7 @@ KNOBS: tuple[Knob, ...] = (
         group="precision",
         label=lambda f: "int8 static" if f == 1.0 else f"int8 static {f:.0%} of layers",
         help="int8 QDQ with calibration (QuantizeInt8Pass)",
+        improves=("latency", "size", "cost"),
     ),
     Knob(
         "int8-dynamic",
@@ -197,6 +206,7 @@ KNOBS: tuple[Knob, ...] = (
         stage=3,
         group="precision",
         label=lambda _: "int8 dynamic",
+        improves=("latency", "size", "cost"),
         help="int8 weights, activations quantized at run time (QuantizeInt8Pass)",
     ),
     Knob(
@@ -207,6 +217,7 @@ KNOBS: tuple[Knob, ...] = (
         stage=3,
         group="precision",
         label=lambda _: "fp16",
+        improves=("latency", "size", "cost"),
         help="half precision (ConvertToFloat16Pass)",
     ),
     Knob(

@@ -311,6 +311,15 @@ class Squeezer:
                 if k.name not in options.techniques:
                     skipped[k.name] = "not requested (--techniques)"
             offered = [k for k in offered if k.name in options.techniques]
+        else:
+            wanted = set(parse_objectives(options.objective))
+            for k in [k for k in offered if not wanted & set(k.improves)]:
+                skipped[k.name] = (
+                    f"cannot lower {options.objective} "
+                    f"({'no measured objective' if not k.improves else ', '.join(k.improves) + ' only'}; "
+                    "name it in --techniques to try it anyway)"
+                )
+                offered.remove(k)
         if calibration is None:
             for k in list(offered):
                 keep = tuple(s for s in k.settings if not k.step_of(s).calibration)

@@ -26,7 +26,12 @@ def squeezer() -> Squeezer:
         E.Evaluator(model, evalset, "accuracy"),
         calibration=cal,
         calibration_source=CalibrationSource("t", 0, 16, cal.sha256()),
-        options=SqueezeOptions(budget=E.Budget(5.0), objective="size", latency_seconds=0.01),
+        options=SqueezeOptions(
+            budget=E.Budget(5.0),
+            objective="size",
+            latency_seconds=0.01,
+            techniques=("fp16", "int8-dynamic", "int8", "sparsity"),
+        ),
         cache_dir=None,
     )
 
@@ -59,3 +64,24 @@ def test_points_and_phases_carry_their_timings(squeezer):
         assert p.build_s is not None and p.score_s is not None
         assert (p.time_s is not None) == p.fits
         assert p.seconds >= p.build_s + p.score_s
+
+
+def test_a_knob_that_cannot_lower_the_objective_is_offered_only_by_name(squeezer):
+    def make(**kw):
+        return Squeezer(
+            squeezer.model,
+            squeezer.evaluator,
+            calibration=squeezer.calibration,
+            calibration_source=squeezer.calibration_source,
+            options=SqueezeOptions(budget=E.Budget(5.0), latency_seconds=0.01, **kw),
+            cache_dir=None,
+        )
+
+    by_size = make(objective="size")
+    assert "sparsity" not in {k.name for k in by_size.knobs}
+    assert "cannot lower size" in by_size.skipped["sparsity"]
+    by_macs = make(objective="macs")  # precision changes no MAC count
+    assert {k.name for k in by_macs.knobs} >= {"channels"} and "fp16" in by_macs.skipped
+    assert "fp16" in {k.name for k in make(objective="macs,size").knobs}  # size is requested too
+    named = make(objective="size", techniques=("sparsity",))
+    assert [k.name for k in named.knobs] == ["sparsity"]
