@@ -142,7 +142,7 @@ def latency_method(squeezer: Squeezer) -> str:
     """How the search timed candidates (for the report: parallel runs must say it)."""
     threads = squeezer.options.latency_threads
     return (
-        "batch 1, each candidate timed interleaved A/B against the original "
+        "batch 1, each candidate within budget timed interleaved A/B against the original "
         f"({threads or 'default'} intra-op thread{'s' if threads != 1 else ''}, median ratio x the "
         "original's median), one candidate at a time per machine (timing slot), while other "
         "candidates may be scored in parallel"
