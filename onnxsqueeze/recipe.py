@@ -254,23 +254,10 @@ def build_traced(
     provenance), and whether each modified it; they are recorded, not rerun. The search
     normalizes its base model once this way and gets the same bytes as a full build.
     """
-    from onnxsqueeze.errors import UnsupportedModelError
-    from onnxsqueeze.passes.base import describe
-    from onnxsqueeze.pipeline import record_provenance
+    from onnxsqueeze.pipeline import run_passes
 
     passes = make_passes(steps, calibration)
     work = ir.serde.deserialize_model(model)
-    modified = list(applied)
-    for step, p in list(zip(steps, passes, strict=True))[len(applied) :]:
-        try:
-            modified.append(p(work).modified)
-        except (ir.passes.PassError, ir.passes.InvariantError) as e:
-            cause = e.__cause__ if isinstance(e.__cause__, Exception) else e
-            raise UnsupportedModelError(f"pass '{step.pass_name}': {_first_line(cause)}") from e
-    record_provenance(work, [describe(p) for p in passes], source_sha256)
+    modified: list[bool] = list(applied)
+    run_passes(work, passes[len(applied) :], source_sha256=source_sha256, record=passes, trace=modified)
     return ir.serde.serialize_model(work), modified
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -620,7 +620,10 @@ class Squeezer:
         total = len(ev.dataset)
         rungs = [n for n in (total // 4, total // 2) if n >= MIN_RUNG] + [total]
         best_sample = SAMPLE_RANGE.get(ev.metric.name)
-        if len(rungs) == 1 or best_sample is None or self._baseline_metric is None:
+        # Subsets are taken on the first axis: an output laid out otherwise ([T, N, C]
+        # sequences) is scored whole.
+        per_sample = ev.class_axis is None and np.shape(ev.reference_outputs())[0] == total
+        if len(rungs) == 1 or best_sample is None or self._baseline_metric is None or not per_sample:
             return ev.score(model), None
         score_prefix = ev.staged(model, self._order)
         for n in rungs:
