@@ -45,7 +45,9 @@ def render(result: Any, summary: dict[str, Any], show: int) -> None:
         f"{human_bytes(summary['bytes_before'])} -> {human_bytes(summary['bytes_after'])} "
         f"({summary['size_ratio']:.2f}x)",
     )
-    t.add_row("error", f"normalized {result.normalized_error:.3g} (budget: {escape(result.budget)})")
+    for check in result.checks:
+        t.add_row("check", escape(check.describe()) + ("" if check.passed else " [red]failed[/red]"))
+    t.add_row("error", f"normalized max abs {result.normalized_error:.3g}")
     t.add_row("rounds", f"{result.rounds} ({result.seconds:.1f} s)")
     out.print(t)
     if result.fp32_nodes:
@@ -145,6 +147,7 @@ def fp16_cmd(
         provider=provider,
         source_sha256=sio.sha256_file(model),
         data_label=label,
+        random_inputs=data is None,
         on_step=None if json_ else info,
     )
     report = result.report
@@ -174,12 +177,16 @@ def fp16_cmd(
                 "rounds": result.rounds,
                 "seconds": result.seconds,
                 "fp32_nodes": result.fp32_nodes,
+                "checks": [c.to_dict() for c in result.checks],
+                "warnings": list(result.warnings),
                 "verify": report.to_dict(),
             }
         )
     else:
         render(result, summary, show)
         out.print(f"wrote {escape(str(output))}")
+    for line in result.warnings:
+        warn(line)
     if not result.passed:
         warn(f"written with --force although the error is beyond the budget ({result.budget})")
     if provider == "cpu":
