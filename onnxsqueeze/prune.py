@@ -110,12 +110,20 @@ def check_result(original: onnx.ModelProto, pruned: onnx.ModelProto) -> None:
 
 
 def _verify(
-    original: onnx.ModelProto, pruned: onnx.ModelProto, data: Mapping[str, np.ndarray] | None, label: str
+    original: onnx.ModelProto,
+    pruned: onnx.ModelProto,
+    data: Mapping[str, np.ndarray] | None,
+    label: str,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
 ):
     from onnxsqueeze.verify import verify
 
     report = verify(
-        original, pruned, data=shapes.select_inputs(original, data) if data else None, data_label=label
+        original,
+        pruned,
+        data=shapes.select_inputs(original, data) if data else None,
+        data_label=label,
+        input_shapes=input_shapes,
     )
     if any(o.nonfinite for o in report.outputs):
         raise VerificationError("the pruned model produces NaN/Inf where the original does not")
@@ -142,9 +150,14 @@ def prune_weights(
     eval_data: Mapping[str, np.ndarray] | None = None,
     eval_label: str = "data",
     sparse_storage: bool = False,
+    reconstruction: str = "lsq",
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
     on_progress: Progress | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """Magnitude-prune a model, re-fit with calibration data, verify and measure.
+
+    ``reconstruction`` is ``lsq`` (masked least-squares re-fit with calibration data) or ``none``;
+    ``input_shapes`` fixes dynamic input dimensions for verification with random inputs and MACs.
 
     Returns:
         The pruned model and its report (see the module docstring).
@@ -159,6 +172,7 @@ def prune_weights(
         scope=scope,  # type: ignore[arg-type]
         skip_first_last=skip_first_last,
         calibration=calib,
+        reconstruction=reconstruction,  # type: ignore[arg-type]
         on_progress=on_progress,
     )
     m = _ir(model)
@@ -172,14 +186,16 @@ def prune_weights(
     pruned = ir.serde.serialize_model(m)
     if calib is None:
         notes.append("no calibration data: weights pruned by magnitude alone, no re-fit")
+    elif reconstruction == "none":
+        notes.append("reconstruction none: weights pruned by magnitude alone, no re-fit")
     if not result.modified:
         notes.append("nothing was pruned: the weights already have this sparsity")
     without = None
-    if calib is not None and eval_data is not None:
+    if calib is not None and reconstruction != "none" and eval_data is not None:
         plain = _ir(model)
         dataclasses.replace(p, calibration=None, on_progress=None)(plain)
         without = ir.serde.serialize_model(plain)
-    report = _report(model, pruned, without, eval_data, eval_label, notes)
+    report = _report(model, pruned, without, eval_data, eval_label, notes, input_shapes)
     if sparse_storage:
         pruned = _store_sparse(pruned, report, notes)
     report.update(
@@ -309,7 +325,7 @@ def _report(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     check_result(original, pruned)
-    verification = _verify(original, pruned, eval_data, eval_label)
+    verification = _verify(original, pruned, eval_data, eval_label, input_shapes)
     out: dict[str, Any] = {
         "before": measure(original, input_shapes),
         "after": measure(pruned, input_shapes),

@@ -318,6 +318,8 @@ def prune_cmd(
                 eval_data=evaluation,
                 eval_label=eval_label,
                 sparse_storage=sparse_storage,
+                reconstruction="none" if reconstruction == "none" else "lsq",
+                input_shapes=shapes_,
                 on_progress=update,
             )
         else:

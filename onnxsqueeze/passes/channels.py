@@ -45,6 +45,8 @@ import onnx_ir as ir
 from onnx_ir.passes import common as ir_common
 
 from onnxsqueeze.errors import InputError, UnsupportedModelError, one_line
+from onnxsqueeze.passes._ir import const_array as _const
+from onnxsqueeze.passes._ir import lift_constant_weights, new_initializer, set_const_input
 from onnxsqueeze.passes.base import SqueezePass
 
 UNARY = frozenset(
@@ -746,7 +748,7 @@ class ChannelGraph:
             if len(node.inputs) < 2:
                 node.resize_inputs(2)
             if node.inputs[1] is None:
-                value = _new_initializer(self.graph, arr, f"{node.name or 'split'}_sizes")
+                value = new_initializer(self.graph, arr, f"{node.name or 'split'}_sizes")
                 node.replace_input_with(1, value)
             else:
                 set_const_input(self.graph, node, 1, arr)
@@ -762,12 +764,6 @@ class ChannelGraph:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-def _const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None or value.const_value is None:
-        return None
-    return value.const_value.numpy()
-
-
 def _dims(value: ir.Value | None) -> tuple[int | None, ...] | None:
     if value is None or value.shape is None:
         return None
@@ -826,36 +822,6 @@ def _split_sizes(node: ir.Node, total: int) -> list[int] | None:
         n = node.attributes["num_outputs"].as_int()
     chunk = -(-total // n)
     return [min(chunk, total - i * chunk) for i in range(n)]
-
-
-def _new_initializer(graph: ir.Graph, array: np.ndarray, base: str) -> ir.Value:
-    name, k = base, 0
-    while name in graph.initializers:
-        k += 1
-        name = f"{base}_{k}"
-    value = ir.Value(
-        name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype))
-    )
-    value.const_value = ir.tensor(array, name=name)
-    graph.register_initializer(value)
-    return value
-
-
-def set_const_input(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray) -> None:
-    """Make input ``index`` of ``node`` hold ``array``: in place if only this node reads it."""
-    old = node.inputs[index] if index < len(node.inputs) else None
-    array = np.ascontiguousarray(array)
-    if old is not None and old.is_initializer() and len(old.uses()) == 1 and not old.is_graph_input():
-        old.const_value = ir.tensor(array, name=old.name)
-        old.shape = ir.Shape(array.shape)
-        return
-    base = (old.name if old is not None and old.name else f"{node.name or node.op_type}_{index}") + "_pruned"
-    value = _new_initializer(graph, array, base)
-    if index >= len(node.inputs):
-        node.resize_inputs(index + 1)
-    node.replace_input_with(index, value)
-    if old is not None and old.is_initializer() and not old.uses() and not old.is_graph_output():
-        graph.initializers.pop(old.name or "", None)
 
 
 def keep_count(channels: int, ratio: float, round_to: int = 1) -> int:
@@ -934,10 +900,13 @@ class PruneChannelsPass(SqueezePass):
         calibration: model inputs (name -> array, first axis = samples) for reconstruction.
         reconstruction: ``lsq`` (least-squares re-fit of consumers, bias included), ``bias``
             (bias correction only) or ``none``. Ignored without calibration.
-        ridge: relative Tikhonov regularization of the least-squares fit.
+        ridge: relative Tikhonov regularization of the least-squares fit; None chooses it per
+            layer on held-out calibration samples (and keeps a layer's weights when the re-fit
+            does not help there).
         max_rows: rows (output positions) sampled per layer for the fit.
 
-    Requires: static channel dimensions; float weights as initializers.
+    Requires: static channel dimensions; float weights (initializers, or Constant nodes, which
+    are lifted to initializers first).
     """
 
     name: ClassVar[str] = "channels"
@@ -949,7 +918,7 @@ class PruneChannelsPass(SqueezePass):
     skip: tuple[str, ...] = ()
     calibration: Mapping[str, np.ndarray] | None = dataclasses.field(default=None, repr=False, compare=False)
     reconstruction: Literal["lsq", "bias", "none"] = "lsq"
-    ridge: float = 1e-3
+    ridge: float | None = None
     max_rows: int = 20000
     on_progress: Callable[[int, int], None] | None = dataclasses.field(
         default=None, repr=False, compare=False
@@ -977,7 +946,8 @@ class PruneChannelsPass(SqueezePass):
         return out
 
     def call(self, model: ir.Model) -> PruneChannelsResult:
-        bypassed = _bypass_constant_identities(model)
+        lifted = lift_constant_weights(model)
+        bypassed = _bypass_constant_identities(model) or lifted
         _infer_shapes(model)
         cg = ChannelGraph.analyze(model)
         groups = cg.groups()
@@ -1041,9 +1011,18 @@ def _consumer_changed(cg: ChannelGraph, node: ir.Node, kept: Mapping[int, np.nda
 
 def analyze(model: ir.Model) -> list[GroupInfo]:
     """The prunable (and blocked) channel groups of a model, in topological order (modifies shapes)."""
+    lift_constant_weights(model)
     _bypass_constant_identities(model)
     _infer_shapes(model)
     return list(ChannelGraph.analyze(model).groups().values())
 
 
-__all__ = ["ChannelGraph", "GroupInfo", "PruneChannelsPass", "PruneChannelsResult", "analyze", "keep_count"]
+__all__ = [
+    "ChannelGraph",
+    "GroupInfo",
+    "PruneChannelsPass",
+    "PruneChannelsResult",
+    "analyze",
+    "keep_count",
+    "lift_constant_weights",
+]
