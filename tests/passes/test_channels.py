@@ -544,7 +544,7 @@ def test_constant_node_weights_and_dynamic_hw_are_pruned() -> None:
 def test_constant_node_weights_exact_at_two_sizes() -> None:
     # The two zeroed channels of conv0 carry nothing (HardSwish(0) = 0): removing them is exact.
     model = _paddle_like(zero=[2, 5])
-    pruned, result = _prune(model, ratios={"conv0": 0.25}, ratio=0.0)
+    pruned, _result = _prune(model, ratios={"conv0": 0.25}, ratio=0.0)
     assert _node_input_shape(pruned, "conv1", 1) == (12, 6, 3, 3)
     for h, w in ((16, 16), (24, 40)):
         _same(model, pruned, {"x": rand((2, 3, h, w), 46)})
