@@ -70,20 +70,25 @@ def letterbox(img: np.ndarray, size: int = 320) -> np.ndarray:
     return out
 
 
-def detector_inputs() -> dict[str, np.ndarray]:
-    """astronaut, coffee, chelsea and their mirror images, 320x320 letterboxed, RGB in [0, 1]."""
+def detector_inputs(photos: tuple[str, ...] = ("astronaut", "coffee", "chelsea")) -> dict[str, np.ndarray]:
+    """scikit-image photos and their mirror images, 320x320 letterboxed, RGB in [0, 1]."""
     from skimage import data
 
-    boxed = [letterbox(im) for im in (data.astronaut(), data.coffee(), data.chelsea())]
+    def rgb(name: str) -> np.ndarray:
+        im = getattr(data, name)()
+        im = im[0] if isinstance(im, tuple) else im
+        return np.stack([im] * 3, axis=-1) if im.ndim == 2 else im[..., :3]
+
+    boxed = [letterbox(rgb(name)) for name in photos]
     images = [x for b in boxed for x in (b, b[:, ::-1])]
     return {"images": np.stack(images).astype(np.float32).transpose(0, 3, 1, 2) / 255.0}
 
 
-def orientation_inputs(n: int = 32) -> dict[str, np.ndarray]:
+def orientation_inputs(n: int = 32, seed: int = 0) -> dict[str, np.ndarray]:
     """Rendered text pages rotated by k*90 degrees (labels: the model's class order)."""
     from PIL import Image, ImageDraw
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     mean = np.array([0.485, 0.456, 0.406], np.float32)
     std = np.array([0.229, 0.224, 0.225], np.float32)
     xs, labels = [], []
@@ -100,11 +105,11 @@ def orientation_inputs(n: int = 32) -> dict[str, np.ndarray]:
     return {"x": np.stack(xs).astype(np.float32), "labels": np.asarray(labels)}
 
 
-def ocr_inputs(n: int = 8, width: int = 160) -> dict[str, np.ndarray]:
+def ocr_inputs(n: int = 8, width: int = 160, seed: int = 0) -> dict[str, np.ndarray]:
     """Rendered lines of 4-6 characters, 64 pixels high, gray in [0, 1], batch axis of 1 per line."""
     from PIL import Image, ImageDraw
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     xs = []
     for _ in range(n):
         text = "".join(rng.choice(list("abcdefghijkmnpqrstuvwxyz0123456789"), int(rng.integers(4, 7))))
@@ -112,3 +117,21 @@ def ocr_inputs(n: int = 8, width: int = 160) -> dict[str, np.ndarray]:
         ImageDraw.Draw(img).text((int(rng.integers(2, 20)), 10), text, fill=0, font=_font(36))
         xs.append(np.asarray(img, np.float32)[None] / 255.0)
     return {"input1": np.stack(xs).astype(np.float32)}
+
+
+def face_grid_inputs(n: int = 12, offset: int = 0) -> dict[str, np.ndarray]:
+    """scikit-image ``lfw_subset`` faces, 2x2 per 320x320 image (upscaled to 150 px), RGB in [0, 1]."""
+    from PIL import Image
+    from skimage import data
+
+    faces = data.lfw_subset()
+    images = []
+    for k in range(n):
+        grid = np.full((320, 320, 3), 114, np.uint8)
+        for i in range(2):
+            for j in range(2):
+                face = (faces[(offset + 4 * k + 2 * i + j) % len(faces)] * 255).astype(np.uint8)
+                big = np.asarray(Image.fromarray(face).resize((150, 150), Image.BICUBIC))
+                grid[10 + 155 * i : 160 + 155 * i, 10 + 155 * j : 160 + 155 * j] = big[..., None]
+        images.append(grid)
+    return {"images": np.stack(images).astype(np.float32).transpose(0, 3, 1, 2) / 255.0}

@@ -24,7 +24,10 @@ The chosen ridge is then refitted on all rows. The report gives the held-out err
 
 **Cost.** Accumulating costs ``rows * D^2`` and solving ``D^3`` per ridge; rows are capped at
 ``max_rows`` and at ``max_flops / D^2`` (at least ``2 D``), and layers wider than ``max_columns``
-are skipped (named in the report), so no layer runs for minutes.
+are skipped (named in the report). A masked fit (a sparsity pattern kept) solves one system per
+output; when that exceeds ``max_flops`` the dense system is solved once and the pruned weights
+are zeroed (``projected`` in the report; the held-out check still decides), so no layer runs for
+minutes.
 
 Layers are fitted in waves: a wave holds the layers whose upstream re-fitted layers are all done;
 each wave costs one onnxruntime run of the original and one of the pruned model with the needed
@@ -248,7 +251,7 @@ def _fit_conv(
         target = y[n_idx[sel], :, h_idx[sel], w_idx[sel]]
         pred = p @ w_flat.T + b_cur
         acc.add(np.concatenate([p, np.ones((len(p), 1), p.dtype)], axis=1), target, pred, held[sel])
-    w_new, b_new, info = _solve(acc, w_flat.T, b_cur, mode, ridge, masked)
+    w_new, b_new, info = _solve(acc, w_flat.T, b_cur, mode, ridge, masked, max_flops=max_flops)
     return w_new.T.reshape(cout, cin, kh, kw), b_new, info
 
 
@@ -260,6 +263,7 @@ def _solve(
     ridge: float | None,
     masked: bool = False,
     intercept: bool = True,
+    max_flops: float = 4e10,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Choose the ridge on held-out rows, refit on all rows; keep the current weights if no better.
 
@@ -285,9 +289,30 @@ def _solve(
         if intercept:
             support = np.concatenate([support, np.ones((1, w_cur.shape[1]), bool)], axis=0)
     candidates = (ridge,) if ridge is not None else (MASKED_RIDGES if masked else RIDGES)
+    if support is not None:
+        # One system per output column: sum |S_o|^3 / 3 flops per ridge. Beyond the bound, solve
+        # the dense system once and zero the pruned weights (projected; validation still judges).
+        cost = float(np.sum(support.sum(axis=0).astype(np.float64) ** 3) / 3) * len(candidates)
+        if cost > max_flops:
+            info["projected"] = True
+            mask = support
+
+            def solve(acc: _Normal, lam: float) -> np.ndarray:
+                return acc.solve(lam, intercept=intercept)[0] * mask
+
+        else:
+
+            def solve(acc: _Normal, lam: float) -> np.ndarray:
+                return acc.solve(lam, intercept=intercept, support=support)[0]
+
+    else:
+
+        def solve(acc: _Normal, lam: float) -> np.ndarray:
+            return acc.solve(lam, intercept=intercept)[0]
+
     best: tuple[float, float] | None = None
     for lam in candidates:
-        sol, _ = fit.solve(lam, intercept=intercept, support=support)
+        sol = solve(fit, lam)
         err = val.error(sol)
         if best is None or err < best[0]:
             best = (err, lam)
@@ -295,7 +320,7 @@ def _solve(
     after, lam = best
     if not after < before:  # the re-fit does not generalize: keep what we had
         return w_cur, b_cur, info | {"error_before": before, "error_after": before, "refit": False}
-    sol, _ = everything.solve(lam, intercept=intercept, support=support)
+    sol = solve(everything, lam)
     info |= {"error_before": before, "error_after": after, "ridge": lam, "refit": True}
     if intercept:
         return sol[:-1], sol[-1], info
@@ -352,7 +377,7 @@ def _fit_dense(
         if intercept:
             p = np.concatenate([p, np.ones((len(p), 1), p.dtype)], axis=1)
         acc.add(p, target, pred, held[s : s + 4096])
-    return _solve(acc, w_eff, b_cur, mode, ridge, masked, intercept=intercept)
+    return _solve(acc, w_eff, b_cur, mode, ridge, masked, intercept=intercept, max_flops=max_flops)
 
 
 def _name(value: ir.Value | None) -> str:
