@@ -436,7 +436,8 @@ class OutputCheck:
 def output_task(ref: np.ndarray) -> tuple[str, str]:
     """Guess what an output is from its shape and values: ``(metric, layout)``.
 
-    - ``[N, C]`` scores: ``agreement`` (top-1 over axis 1);
+    - ``[N, C]`` scores: ``agreement`` (top-1 over axis 1), except L2-normalized rows
+      (sentence or face embeddings): ``cosine``;
     - ``[N, 4 + C, A]`` with ``A >= 2 (4 + C)`` (YOLOv8) or ``[N, A, 5 + C]`` (YOLOv5/X) whose
       score rows lie in [0, 1]: ``boxes``;
     - other rank-3 outputs with probabilities on the last axis, a vocabulary-sized last axis
@@ -453,6 +454,9 @@ def output_task(ref: np.ndarray) -> tuple[str, str]:
         return "cosine", ""
     unit = bool(finite.min() >= 0.0 and finite.max() <= 1.0)
     if r.ndim == 2 and r.shape[1] >= 2:
+        norms = np.linalg.norm(np.nan_to_num(r.astype(np.float64)), axis=1)
+        if np.allclose(norms, 1.0, atol=1e-3):  # L2-normalized embeddings, not class scores
+            return "cosine", ""
         return "agreement", ""
     if r.ndim == 3:
         k, a = r.shape[1], r.shape[2]

@@ -660,6 +660,14 @@ def test_output_task_from_shape(shape: tuple[int, ...], kind: str) -> None:
     assert output_task(x)[0] == kind
 
 
+def test_normalized_embeddings_are_judged_by_cosine() -> None:
+    from onnxsqueeze.precision import output_task
+
+    x = rand((8, 384), seed=37)
+    assert output_task(x)[0] == "agreement"
+    assert output_task(x / np.linalg.norm(x, axis=1, keepdims=True))[0] == "cosine"
+
+
 def test_check_outputs_classifier_agreement_and_cosine_floor() -> None:
     from onnxsqueeze.precision import check_outputs
 
