@@ -36,6 +36,7 @@ result depends on the weight criterion alone and accuracy usually drops without 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
@@ -160,6 +161,8 @@ class _Space:
     size: int
     producer: ir.Node | None
     fixed: str | None = None  # why this space cannot be pruned
+    offset: int = 0  # the producer's first output channel in this space (sub-spaces of a cut)
+    children: tuple[int, ...] = ()  # the sub-spaces replacing this one after a cut
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,10 +224,48 @@ class ChannelGraph:
         if ra != rb:
             self.parent[max(ra, rb)] = min(ra, rb)
 
+    # -- sub-spaces: a space cut where a residual Add couples part of it ---------------------------
+    def resolve(self, seg: Segment) -> list[Segment]:
+        """A segment in terms of the current (uncut) spaces."""
+        space = self.spaces[seg.space]
+        if not space.children:
+            return [seg]
+        out: list[Segment] = []
+        base = space.offset
+        for c in space.children:
+            child = self.spaces[c]
+            lo, hi = child.offset - base, child.offset - base + child.size
+            a, b = max(seg.start, lo), min(seg.stop, hi)
+            if a < b:
+                out.extend(self.resolve(Segment(c, a - lo, b - lo, seg.block)))
+        return out
+
+    def segments(self, layout: Layout) -> list[Segment]:
+        return [r for seg in layout.segments for r in self.resolve(seg)]
+
+    def _cut(self, seg: Segment) -> bool:
+        """Cut the space of ``seg`` so that ``seg`` covers a whole sub-space (False: cannot)."""
+        space = self.spaces[seg.space]
+        if seg.start == 0 and seg.stop == space.size:
+            return True
+        members = [s for s in range(len(self.spaces)) if self.find(s) == self.find(seg.space)]
+        if members != [seg.space] or space.producer is None:
+            return False  # already coupled with other spaces: they would need the same cut
+        bounds = sorted({0, seg.start, seg.stop, space.size})
+        children = []
+        for lo, hi in itertools.pairwise(bounds):
+            c = self._new_space(hi - lo, space.producer, space.fixed)
+            self.spaces[c].offset = space.offset + lo
+            if seg.space in self.bn_after:
+                self.bn_after[c] = self.bn_after[seg.space]
+            children.append(c)
+        space.children = tuple(children)
+        return True
+
     def _block(self, layout: Layout | None, why: str) -> None:
         if layout is None:
             return
-        for seg in layout.segments:
+        for seg in self.segments(layout):
             space = self.spaces[seg.space]
             if space.fixed is None:
                 space.fixed = why
@@ -432,11 +473,21 @@ class ChannelGraph:
         self.layouts[out] = Layout(out_axis, first.segments)
 
     def _couple(self, a: Layout, b: Layout) -> bool:
-        if a.segments == b.segments:
+        sa_list, sb_list = self.segments(a), self.segments(b)
+        if sa_list == sb_list:
             return True
-        if len(a.segments) != len(b.segments):
+        if len(sa_list) != len(sb_list):
             return False
-        pairs = list(zip(a.segments, b.segments, strict=True))
+        # C2f: Add(split half of one conv's output, another conv's output): cut the first space
+        # so the half becomes a sub-space of its own, coupled with the other conv.
+        for sa, sb in zip(sa_list, sb_list, strict=True):
+            same_size = sa.block == sb.block and sa.stop - sa.start == sb.stop - sb.start
+            if sa != sb and same_size and not (self._cut(sa) and self._cut(sb)):
+                return False
+        sa_list, sb_list = self.segments(a), self.segments(b)
+        if len(sa_list) != len(sb_list):
+            return False
+        pairs = list(zip(sa_list, sb_list, strict=True))
         for sa, sb in pairs:
             full_a = sa.start == 0 and sa.stop == self.spaces[sa.space].size
             full_b = sb.start == 0 and sb.stop == self.spaces[sb.space].size
@@ -620,6 +671,18 @@ class ChannelGraph:
                     return
         self._block(x, f"Reshape '{node.name}' mixes channels with other axes")
 
+    def _op_Resize(self, node: ir.Node, lay: list[Layout | None]) -> None:
+        """Upsampling (FPN necks): channels pass through when constant scales keep axes 0 and 1."""
+        x = lay[0]
+        if x is None:
+            return
+        scales = _const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+        sizes = node.inputs[3] if len(node.inputs) > 3 else None
+        if x.axis != 1 or sizes is not None or scales is None or scales.size < 2 or np.any(scales[:2] != 1):
+            self._block(x, f"Resize '{node.name}' does not keep the channel axis by constant scales")
+            return
+        self._passthrough(node, x, 0)
+
     def _op_Transpose(self, node: ir.Node, lay: list[Layout | None]) -> None:
         x = lay[0]
         rank = _rank(node.inputs[0])
@@ -635,7 +698,8 @@ class ChannelGraph:
         """Every group with a producer, keyed by its root space, in topological order."""
         members: dict[int, list[int]] = {}
         for s in range(len(self.spaces)):
-            members.setdefault(self.find(s), []).append(s)
+            if not self.spaces[s].children:  # a cut space lives on in its sub-spaces
+                members.setdefault(self.find(s), []).append(s)
         out: dict[int, GroupInfo] = {}
         for root, spaces in sorted(members.items(), key=lambda kv: min(kv[1])):
             producers = [self.spaces[s].producer for s in spaces if self.spaces[s].producer is not None]
@@ -644,21 +708,38 @@ class ChannelGraph:
             blocked = next((self.spaces[s].fixed for s in spaces if self.spaces[s].fixed), None)
             if any(self.spaces[s].producer is None for s in spaces) and blocked is None:
                 blocked = "coupled with channels that have no producer"
-            names = tuple(_label(p) for p in producers)  # type: ignore[arg-type]
+            names = tuple(self._space_label(s) for s in spaces if self.spaces[s].producer is not None)
             out[root] = GroupInfo(names[0], names, self.spaces[root].size, blocked)
         return out
 
+    def _space_label(self, s: int) -> str:
+        space = self.spaces[s]
+        assert space.producer is not None
+        label = _label(space.producer)
+        if space.offset == 0 and space.size == self._producer_channels(space.producer):
+            return label
+        return f"{label}[{space.offset}:{space.offset + space.size}]"
+
+    def _producer_channels(self, node: ir.Node) -> int:
+        w = _const(node.inputs[1])
+        assert w is not None
+        if node.op_type == "Gemm":
+            return int(w.shape[0] if _attr_int(node, "transB", 0) else w.shape[1])
+        return int(w.shape[1] if node.op_type == "MatMul" else w.shape[0])
+
     def importance(self, root: int, criterion: str) -> tuple[np.ndarray, str]:
         """Per-channel importance of a group (higher = keep) and the criterion actually used."""
-        spaces = [s for s in range(len(self.spaces)) if self.find(s) == root]
+        spaces = [s for s in range(len(self.spaces)) if self.find(s) == root and not self.spaces[s].children]
         used = criterion
         if criterion == "bn":
             bns = [self.bn_after.get(s) for s in spaces]
             if any(bn is not None for bn in bns):
                 score = np.zeros(self.spaces[root].size)
-                for bn in bns:
+                for s, bn in zip(spaces, bns, strict=True):
                     if bn is not None:
                         gamma = np.abs(_const(bn.inputs[1]).astype(np.float64))  # type: ignore[union-attr]
+                        sp = self.spaces[s]
+                        gamma = gamma[sp.offset : sp.offset + sp.size]
                         score += gamma / max(gamma.max(), 1e-12)
                 return score, "bn"
             used = "l2"  # no BatchNormalization after the producers (folded): fall back to weights
@@ -672,7 +753,8 @@ class ChannelGraph:
                 w = w if _attr_int(node, "transB", 0) else w.T
             elif node.op_type == "MatMul":
                 w = w.T
-            flat = w.reshape(w.shape[0], -1)
+            sp = self.spaces[s]
+            flat = w.reshape(w.shape[0], -1)[sp.offset : sp.offset + sp.size]
             norm = np.abs(flat).sum(axis=1) if used == "l1" else np.sqrt((flat**2).sum(axis=1))
             score += norm / max(norm.max(), 1e-12)
         return score, used
@@ -682,7 +764,7 @@ class ChannelGraph:
         """The kept element indices along a layout's axis."""
         parts = []
         offset = 0
-        for seg in layout.segments:
+        for seg in self.segments(layout):
             k = kept.get(self.find(seg.space))
             if k is None:
                 local = np.arange(seg.stop - seg.start)
@@ -1006,7 +1088,7 @@ class PruneChannelsPass(SqueezePass):
 
 def _consumer_changed(cg: ChannelGraph, node: ir.Node, kept: Mapping[int, np.ndarray]) -> bool:
     layout = cg.layouts.get(node.inputs[0]) if node.inputs[0] is not None else None
-    return layout is not None and any(cg.find(s.space) in kept for s in layout.segments)
+    return layout is not None and any(cg.find(s.space) in kept for s in cg.segments(layout))
 
 
 def analyze(model: ir.Model) -> list[GroupInfo]:

@@ -604,20 +604,38 @@ def _c2f() -> onnx.ModelProto:
     return model_from_text(C2F, init)
 
 
-def test_c2f_residual_split_concat_pruned_where_it_can_be() -> None:
+def test_c2f_residual_split_concat_all_pruned() -> None:
     model = _c2f()
     pruned, result = _prune(model, ratio=0.25)
     status = {g["group"]: g for g in result.groups}
-    # The inner bottleneck conv and the stem/cv2 outputs are free; the residual Add ties the second
-    # half of cv1's output to m_cv2's, which the Split and Concat address by offset: left whole.
-    assert status["stem"]["status"] == "pruned" and status["m_cv1"]["status"] == "pruned"
-    assert status["cv2"]["status"] == "pruned"
-    assert status["cv1"]["status"] not in ("pruned", "unchanged")
-    assert _node_input_shape(pruned, "m_cv2", 1) == (8, 6, 3, 3)
-    assert _node_input_shape(pruned, "cv1", 1) == (16, 6, 1, 1)
-    assert _node_input_shape(pruned, "head", 1) == (4, 12)
+    # The residual Add ties the second half of cv1's output (after the Split) to m_cv2's output:
+    # cv1's channel space is cut at the Split, its halves pruned on their own / with m_cv2.
+    assert {name for name, g in status.items() if g["status"] == "pruned"} == {
+        "stem", "cv1[0:8]", "m_cv1", "m_cv2", "cv2"
+    }  # fmt: skip
+    assert status["m_cv2"]["producers"] == ["m_cv2", "cv1[8:16]"]
+    assert _node_input_shape(pruned, "cv1", 1) == (12, 6, 1, 1)  # 6 + 6 of 8 + 8
+    assert _node_input_shape(pruned, "m_cv1", 1) == (6, 6, 3, 3)
+    assert _node_input_shape(pruned, "m_cv2", 1) == (6, 6, 3, 3)
+    assert _node_input_shape(pruned, "cv2", 1) == (12, 18, 1, 1)  # Concat of 6 + 6 + 6
+    halves = next(t for t in pruned.graph.initializer if t.name.startswith("halves"))
+    assert list(onnx.numpy_helper.to_array(halves)) == [6, 6]
     out = run_ort(pruned, {"x": rand((2, 3, 16, 16), 62)})[0]
     assert out.shape == (2, 4) and np.all(np.isfinite(out))
+
+
+def test_c2f_exact_when_the_removed_channels_carry_nothing() -> None:
+    # Zero cv1's channel 9 (second half: y1) and the same channel 1 of m_cv2's output, with biases
+    # that make SiLU give exactly 0: the coupled sub-space loses exactly that channel, output equal.
+    init = {t.name: onnx.numpy_helper.to_array(t).copy() for t in _c2f().graph.initializer}
+    init["wc1"][9] = 0.0
+    init["bc1"][9] = 0.0
+    init["wm2"][1] = 0.0
+    init["bm2"][1] = 0.0
+    model = model_from_text(C2F, init)
+    pruned, _ = _prune(model, ratio=0.0, ratios={"m_cv2": 1 / 8})
+    assert _node_input_shape(pruned, "cv1", 1) == (15, 8, 1, 1)
+    _same(model, pruned, {"x": rand((2, 3, 16, 16), 65)})
 
 
 def test_c2f_refit_recovers_the_output() -> None:
@@ -691,3 +709,44 @@ def test_refit_chooses_a_ridge_and_reports_held_out_errors() -> None:
     (se,) = [r for r in res.reconstruction if r["layer"] == "se"]
     assert se["held_out_rows"] == 16 and se["refit"]
     assert se["error_after"] < se["error_before"]
+
+
+UPSAMPLE = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 3, 8, 8] x) => (float[N, 4, 16, 16] y) {
+    [conv0] a = Conv <pads = [1, 1, 1, 1], kernel_shape = [3, 3]> (x, w0, b0)
+    [act0] ar = Relu (a)
+    [up] u = Resize <mode = "nearest"> (ar, , scales)
+    [conv1] y = Conv <pads = [1, 1, 1, 1], kernel_shape = [3, 3]> (u, w1, b1)
+}
+"""
+
+
+def _upsample(zero: list[int] | None = None) -> onnx.ModelProto:
+    init = {
+        "w0": rand((8, 3, 3, 3), 80, 0.5),
+        "b0": np.zeros(8, np.float32),
+        "scales": np.array([1.0, 1.0, 2.0, 2.0], np.float32),
+        "w1": rand((4, 8, 3, 3), 81, 0.3),
+        "b1": rand((4,), 82, 0.1),
+    }
+    if zero:
+        _zero_out(init, zero, "w0")
+    return model_from_text(UPSAMPLE, init)
+
+
+def test_resize_passes_channels_through_with_constant_scales() -> None:
+    # An FPN neck upsamples a conv's output before the next conv (YOLOv8's '/model.10/Resize').
+    model = _upsample(zero=[1, 6])
+    pruned, result = _prune(model, ratio=0.25)
+    assert result.groups[0]["status"] == "pruned"
+    assert _node_input_shape(pruned, "conv1", 1) == (4, 6, 3, 3)
+    _same(model, pruned, {"x": rand((2, 3, 8, 8), 83)})
+
+
+def test_resize_with_channel_scale_blocks() -> None:
+    m = ir.serde.deserialize_model(_upsample())
+    scales = m.graph.initializers["scales"]
+    scales.const_value = ir.tensor(np.array([1.0, 2.0, 2.0, 2.0], np.float32), name="scales")
+    groups = analyze(m)
+    assert "does not keep the channel axis" in (groups[0].blocked or "")
