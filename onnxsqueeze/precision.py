@@ -799,6 +799,7 @@ def convert_fp16(
     measure_samples: int = 32,
     blame_samples: int = 4,
     max_rounds: int = 6,
+    max_fp32_fraction: float = 0.5,
     provider: str = "cpu",
     source_sha256: str | None = None,
     data_label: str = "sample inputs",
@@ -825,6 +826,8 @@ def convert_fp16(
             intermediate tensor); verification uses all of ``feeds``.
         blame_samples: samples used by each blame round.
         max_rounds: conversions tried before giving up.
+        max_fp32_fraction: give up when the blame rounds would keep more than this fraction of
+            the nodes float32 (the conversion would no longer be a float16 model).
         provider: onnxruntime execution provider for measurement and verification.
         source_sha256: the source file's hash, recorded in the provenance metadata.
         data_label: how the verification report names ``feeds``.
@@ -902,8 +905,8 @@ def convert_fp16(
         say("locating the nodes that create the error")
         created, errors = blame(base, proto, blame_feeds, keep, provider=provider)
         added = _keep_blamed(base, keep, created, errors)
-        if not added:
-            break
+        if not added or len(keep) > max_fp32_fraction * total_nodes:
+            break  # nothing left to blame, or float16 would no longer cover most of the model
         blamed.extend(added)
     if tolerance is not None:
         budget = f"max abs error <= {tolerance:g}"
@@ -941,6 +944,6 @@ def require_passed(result: Fp16Result) -> None:
         failed = [c.describe() for c in result.checks if not c.passed]
         what = "; ".join(failed) if failed else f"max abs error {result.report.max_abs:.3g}"
         raise VerificationError(
-            f"fp16: after {result.rounds} round(s) {what} misses the budget ({result.budget}); "
+            f"fp16: after {result.rounds} round(s) {what}, beyond the budget ({result.budget}); "
             "keep more ops float32 with --block-op, or write it anyway with --force"
         )
