@@ -55,7 +55,6 @@ from onnxsqueeze.errors import (
     VerificationError,
     one_line,
 )
-from onnxsqueeze.passes.base import describe
 from onnxsqueeze.passes.cleanup import CleanupPass
 from onnxsqueeze.passes.fp16 import (
     DEFAULT_BLOCK_OPS,
@@ -68,7 +67,7 @@ from onnxsqueeze.passes.fp16 import (
     plan_conversion,
     subgraphs,
 )
-from onnxsqueeze.pipeline import record_provenance
+from onnxsqueeze.pipeline import run_passes
 
 Progress = Callable[[str], None]
 
@@ -805,6 +804,8 @@ def convert_fp16(
     data_label: str = "sample inputs",
     random_inputs: bool = False,
     on_step: Progress | None = None,
+    accept: Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], bool] | None = None,
+    accept_budget: str = "",
 ) -> Fp16Result:
     """Cleanup, measure, convert and verify; keep float32 what the measurement blames until it passes.
 
@@ -833,6 +834,9 @@ def convert_fp16(
         data_label: how the verification report names ``feeds``.
         random_inputs: ``feeds`` are random (a vacuous check then warns that real data is needed).
         on_step: progress callback receiving a short description of each step.
+        accept: when given, the acceptance test of (reference, candidate) outputs in place of
+            ``tolerance``/``normalized_tolerance`` (a task metric with its budget); NaN/Inf still fail.
+        accept_budget: how the report names ``accept``'s budget.
 
     Returns:
         The result; ``passed`` is False when the budget is not met after ``max_rounds``
@@ -874,13 +878,9 @@ def convert_fp16(
             keep_fp32=frozenset(keep),
             dtype=dtype,
         )
-        result = pass_(candidate)
+        # the cleanup ran once in prepare(); it is recorded with the pass it prepared
+        result = run_passes(candidate, [pass_], source_sha256=source_sha256, record=[CleanupPass(), pass_])
         assert isinstance(result, Fp16PassResult)
-        record_provenance(
-            candidate,
-            [describe(CleanupPass()), describe(pass_)],
-            source_sha256,
-        )
         proto = ir.serde.serialize_model(candidate)
         say("verifying against float32")
         try:
@@ -898,7 +898,10 @@ def convert_fp16(
         checks = check_outputs(
             reference, outputs, metric=metric, normalized_tolerance=normalized_tolerance, threshold=threshold
         )
-        ok = report.within(tolerance) if tolerance is not None else all(c.passed for c in checks)
+        if accept is not None:
+            ok = accept(reference, outputs)
+        else:
+            ok = report.within(tolerance) if tolerance is not None else all(c.passed for c in checks)
         ok = ok and not any(o.nonfinite for o in report.outputs)
         if ok or rounds >= max_rounds:
             break
@@ -908,7 +911,9 @@ def convert_fp16(
         if not added or len(keep) > max_fp32_fraction * total_nodes:
             break  # nothing left to blame, or float16 would no longer cover most of the model
         blamed.extend(added)
-    if tolerance is not None:
+    if accept_budget:
+        budget = accept_budget
+    elif tolerance is not None:
         budget = f"max abs error <= {tolerance:g}"
     else:
         budget = "; ".join(c.describe() for c in checks)
@@ -916,7 +921,7 @@ def convert_fp16(
         f"output '{c.output}': {c.vacuous}, so the {c.metric} check cannot show an error"
         + ("; pass real inputs with --data" if random_inputs else "; use more varied inputs")
         for c in checks
-        if c.vacuous is not None
+        if c.vacuous is not None and accept is None
     ]
     return Fp16Result(
         model=proto,

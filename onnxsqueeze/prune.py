@@ -24,10 +24,9 @@ import onnx_ir as ir
 from onnxsqueeze import io as sio
 from onnxsqueeze import shapes
 from onnxsqueeze.errors import UnsupportedModelError, VerificationError, one_line
-from onnxsqueeze.passes.base import describe
 from onnxsqueeze.passes.channels import PruneChannelsPass, PruneChannelsResult
 from onnxsqueeze.passes.sparsity import PruneWeightsPass, PruneWeightsResult, to_sparse_initializers
-from onnxsqueeze.pipeline import record_provenance
+from onnxsqueeze.pipeline import run_passes
 
 Progress = Callable[[int, int], None]
 
@@ -152,6 +151,7 @@ def prune_weights(
     sparse_storage: bool = False,
     reconstruction: str = "lsq",
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    source_sha256: str | None = None,
     on_progress: Progress | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """Magnitude-prune a model, re-fit with calibration data, verify and measure.
@@ -176,18 +176,17 @@ def prune_weights(
         on_progress=on_progress,
     )
     m = _ir(model)
-    result = p(m)
+    result = run_passes(m, [p], source_sha256=source_sha256 or _source(model))
     assert isinstance(result, PruneWeightsResult)
     if not result.layers:
         raise UnsupportedModelError(
             f"model '{model.graph.name}': no Conv/Gemm/MatMul weight initializers to prune"
         )
-    record_provenance(m, [describe(p)], _source(model))
     pruned = ir.serde.serialize_model(m)
-    if calib is None:
-        notes.append("no calibration data: weights pruned by magnitude alone, no re-fit")
-    elif reconstruction == "none":
-        notes.append("reconstruction none: weights pruned by magnitude alone, no re-fit")
+    if calib is None or reconstruction == "none":
+        notes.append(
+            "no calibration data or --reconstruction none: weights pruned by magnitude alone, no re-fit"
+        )
     if not result.modified:
         notes.append("nothing was pruned: the weights already have this sparsity")
     without = None
@@ -257,6 +256,7 @@ def prune_channels(
     eval_data: Mapping[str, np.ndarray] | None = None,
     eval_label: str = "data",
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    source_sha256: str | None = None,
     on_progress: Progress | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """Remove channels, propagate, re-fit with calibration data, verify and measure.
@@ -277,7 +277,7 @@ def prune_channels(
         on_progress=on_progress,
     )
     m = _ir(model)
-    result = p(m)
+    result = run_passes(m, [p], source_sha256=source_sha256 or _source(model))
     assert isinstance(result, PruneChannelsResult)
     if not any(g["status"] in ("pruned", "unchanged") for g in result.groups):
         reasons = "; ".join(sorted({g["status"] for g in result.groups})) or "no Conv/Gemm/MatMul layers"
@@ -294,7 +294,6 @@ def prune_channels(
             f"{len(odd)} group(s) keep channel counts that are not multiples of 8; onnxruntime on CPU "
             "ran MobileNetV3 slower with such counts (benchmarks/RESULTS.md): consider --round-to 8"
         )
-    record_provenance(m, [describe(p)], _source(model))
     pruned = ir.serde.serialize_model(m)
     without = None
     if calib is not None and reconstruction != "none" and eval_data is not None and result.modified:
