@@ -828,7 +828,8 @@ def convert_fp16(
         blame_samples: samples used by each blame round.
         max_rounds: conversions tried before giving up.
         max_fp32_fraction: give up when the blame rounds would keep more than this fraction of
-            the nodes float32 (the conversion would no longer be a float16 model).
+            the nodes float32 (the conversion would no longer be a float16 model); graphs of
+            fewer than 20 nodes give up only when every node would be float32.
         provider: onnxruntime execution provider for measurement and verification.
         source_sha256: the source file's hash, recorded in the provenance metadata.
         data_label: how the verification report names ``feeds``.
@@ -908,8 +909,10 @@ def convert_fp16(
         say("locating the nodes that create the error")
         created, errors = blame(base, proto, blame_feeds, keep, provider=provider)
         added = _keep_blamed(base, keep, created, errors)
-        if not added or len(keep) > max_fp32_fraction * total_nodes:
-            break  # nothing left to blame, or float16 would no longer cover most of the model
+        # Give up when float16 would no longer cover most of the model (tiny graphs: any of it).
+        limit = max_fp32_fraction * total_nodes if total_nodes >= 20 else total_nodes - 1
+        if not added or len(keep) > limit:
+            break
         blamed.extend(added)
     if accept_budget:
         budget = accept_budget
