@@ -218,6 +218,50 @@ def head_model(flatten: str, extra: dict[str, np.ndarray] | None = None) -> onnx
     return model_from_text(HEAD.replace("FLATTEN", flatten), init)
 
 
+PADDLE_LIKE = """
+<ir_version: 8, opset_import: ["" : 15]>
+g (float[N, 3, H, W] x) => (float[N, 4] y) {
+    [conv0] a = Conv <pads = [1, 1, 1, 1], kernel_shape = [3, 3]> (x, w0, b0)
+    [act0] ar = HardSwish (a)
+    [conv1] b = Conv <pads = [1, 1, 1, 1], kernel_shape = [3, 3]> (ar, w1, b1)
+    [act1] br = Relu (b)
+    [pool] p = GlobalAveragePool (br)
+    [flat] f = Flatten (p)
+    [fc] y = Gemm <transB = 1> (f, wf, bf)
+}
+"""
+
+
+def as_constant_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Move every initializer into a Constant node, as paddle2onnx writes weights."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    consts = [
+        onnx.helper.make_node("Constant", [], [t.name], name=f"const_{t.name}", value=t)
+        for t in out.graph.initializer
+    ]
+    del out.graph.initializer[:]
+    nodes = consts + list(out.graph.node)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    onnx.checker.check_model(out, full_check=True)
+    return out
+
+
+def paddle_like(zero: list[int] | None = None) -> onnx.ModelProto:
+    init = {
+        "w0": rand((8, 3, 3, 3), 40, 0.5),
+        "b0": rand((8,), 41, 0.1),
+        "w1": rand((12, 8, 3, 3), 42, 0.3),
+        "b1": rand((12,), 43, 0.1),
+        "wf": rand((4, 12), 44),
+        "bf": rand((4,), 45),
+    }
+    if zero:
+        zero_out(init, zero, "w0", "b0")
+    return as_constant_nodes(model_from_text(PADDLE_LIKE, init))
+
+
 # --- weight sparsity: convs and a MatMul ------------------------------------------------------
 
 CONV_MATMUL = """

@@ -121,7 +121,7 @@ def test_prune_weights_sparse_storage() -> None:
 
 def test_prune_channels_constant_weights_dynamic_hw_uses_the_given_shape() -> None:
     # paddle2onnx: Constant-node weights and dynamic H/W; --input-shape must reach verification.
-    from tests.passes.test_channels import _paddle_like
+    from tests.graphs import paddle_like as _paddle_like
 
     model = _paddle_like()
     pruned, report = prune.prune_channels(model, ratio=0.25, input_shapes={"x": [1, 3, 48, 192]})
@@ -132,14 +132,14 @@ def test_prune_channels_constant_weights_dynamic_hw_uses_the_given_shape() -> No
 
 def test_prune_channels_dynamic_hw_without_a_shape_names_the_input() -> None:
     from onnxsqueeze.errors import InputError
-    from tests.passes.test_channels import _paddle_like
+    from tests.graphs import paddle_like as _paddle_like
 
     with pytest.raises(InputError, match="'x'.*dynamic"):
         prune.prune_channels(_paddle_like(), ratio=0.25)
 
 
 def test_prune_weights_constant_weights_and_input_shape() -> None:
-    from tests.passes.test_channels import _paddle_like
+    from tests.graphs import paddle_like as _paddle_like
 
     _, report = prune.prune_weights(
         _paddle_like(),
