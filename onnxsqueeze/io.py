@@ -282,8 +282,16 @@ def check_output_path(path: PathLike) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise InputError(f"{path}: cannot create the output: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{path}: cannot write the output: the folder {parent} is not writable")
+    # A probe, not os.access: root passes access checks on read-only mounts and /proc.
+    try:
+        if parent == path.parent:
+            fd, probe = tempfile.mkstemp(dir=parent, prefix=".onnxsqueeze-probe.")
+            os.close(fd)
+            os.unlink(probe)
+        else:
+            os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".onnxsqueeze-probe."))
+    except OSError as e:
+        raise InputError(f"{path}: cannot write the output in {parent}: {e.strerror or one_line(e)}") from e
 
 
 def check_outputs(outputs: Iterable[PathLike], inputs: Iterable[PathLike | None]) -> None:
@@ -315,7 +323,7 @@ def check_outputs(outputs: Iterable[PathLike], inputs: Iterable[PathLike | None]
                 raise InputError(f"{out}: refusing to overwrite {what}; choose another output")
 
 
-def refuse_overwrite(path: PathLike, protect: Iterable[PathLike]) -> None:
+def refuse_overwrite(path: PathLike, protect: Iterable[PathLike | None]) -> None:
     """Raise InputError if writing ``path`` (and, for a model, its companions) would fail or
     overwrite one of ``protect`` (a command's inputs, with the files they reference).
 
@@ -324,6 +332,22 @@ def refuse_overwrite(path: PathLike, protect: Iterable[PathLike]) -> None:
     path = Path(path)
     outputs = [path, *companions(path)] if path.suffix.lower() == ".onnx" else [path]
     check_outputs(outputs, list(protect))
+
+
+def check_output_folder(folder: PathLike, names: Iterable[str], inputs: Iterable[PathLike | None]) -> None:
+    """Refuse, before any work, an output folder that is a file, cannot be created or written, or
+    whose files ``names`` (with a model's companions) would overwrite an input or a file it
+    references. See :func:`check_outputs`.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: the output folder is a file; give a folder (it is created if missing)")
+    check_output_path(folder / ".probe")  # the folder (or its nearest existing parent) is writable
+    outputs: list[Path] = []
+    for name in names:
+        path = folder / name
+        outputs += [path, *companions(path)] if name.endswith(".onnx") else [path]
+    check_outputs(outputs, list(inputs))
 
 
 # Temp files this process is writing; the signal handlers and the CLI's error boundary remove them.

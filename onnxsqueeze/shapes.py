@@ -68,13 +68,12 @@ def select_inputs(
     become the model's float32 or int64.
 
     Raises:
-        InputError: an input of the model has no array in ``data`` (``label`` names the data).
+        InputError: an input of the model has no array in ``data`` (``label`` names the data), or
+            an array does not fit it (see :mod:`onnxsqueeze.data`).
     """
-    inputs = graph_inputs(model)
-    missing = [vi.name for vi in inputs if vi.name not in data]
-    if missing:
-        raise InputError(f"{label} has no array for model input(s) {missing}; it has {sorted(data)}")
-    return {vi.name: np.asarray(data[vi.name]).astype(input_dtype(vi), copy=False) for vi in inputs}
+    from onnxsqueeze.data import validate_inputs
+
+    return validate_inputs(model, data, label=label)
 
 
 def resolve_input_shapes(
@@ -142,11 +141,15 @@ def make_inputs(
     are in [0, 100) (valid token ids and indices for most models), except inputs named like a
     mask, which are ones; booleans are True.
     """
+    from onnxsqueeze.data import check_allocation, check_feedable
+
+    check_feedable(model)
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for vi in graph_inputs(model):
         shape = tuple(shapes[vi.name])
         dtype = input_dtype(vi)
+        check_allocation(vi.name, shape, dtype)
         if dtype == np.bool_:
             feeds[vi.name] = np.ones(shape, dtype=np.bool_)
         elif np.issubdtype(dtype, np.integer):

@@ -158,10 +158,19 @@ def compare(
         raise VerificationError(
             f"the candidate has {len(cand_items)} outputs, the reference {len(ref_items)}"
         )
+    if samples < 1:
+        raise VerificationError("the verification ran on 0 samples: nothing was compared")
     metrics = []
     for i, (name, ref) in enumerate(ref_items):
+        ref = np.asarray(ref)
+        if np.issubdtype(ref.dtype, np.inexact) and not np.all(np.isfinite(ref)):
+            bad = int(ref.size - np.count_nonzero(np.isfinite(ref)))
+            raise VerificationError(
+                f"the reference's output '{name}' has {bad} NaN/Inf value(s) of {ref.size} on {source or 'these inputs'}: "
+                "a comparison with it means nothing (check the inputs)"
+            )
         cand = candidate[name] if name in candidate else cand_items[i][1]
-        metrics.append(output_metrics(name, np.asarray(ref), np.asarray(cand)))
+        metrics.append(output_metrics(name, ref, np.asarray(cand)))
     return VerifyReport(tuple(metrics), samples, dict(inputs or {}), source)
 
 

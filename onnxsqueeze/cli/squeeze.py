@@ -35,6 +35,10 @@ MetricOpt = Annotated[
 ]
 
 
+# What squeeze writes into its folder besides the model (and a distilled student).
+SQUEEZE_FILES = ("recipe.toml", "report.md", "results.json", "pareto.png", "calibration.npz")
+
+
 def _parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
     from onnxsqueeze.errors import InputError
 
@@ -183,8 +187,15 @@ def squeeze_cmd(
     Exit 1 when nothing fits the budget.
     """
     from onnxsqueeze import evaluate as E
+    from onnxsqueeze import io as sio
     from onnxsqueeze import search as S
 
+    stem = model.name.removesuffix(".onnx")
+    sio.check_output_folder(  # before the work, not after minutes of search
+        output,
+        [f"{stem}.squeezed.onnx", f"{stem}.student.onnx", *SQUEEZE_FILES],
+        [model, data, train_data, calibration_data],
+    )
     t0 = time.perf_counter()
     options = S.SqueezeOptions(
         budget=E.Budget(max_drop, relative),
@@ -346,6 +357,7 @@ def apply_cmd(
     from onnxsqueeze import recipe as rcp
     from onnxsqueeze.errors import InputError
 
+    sio.refuse_overwrite(output, [model, recipe, data])  # before the work
     r = rcp.load(recipe)
     proto = sio.load(model)
     sha = sio.sha256_file(model)
