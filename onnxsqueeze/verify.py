@@ -76,10 +76,12 @@ def prepare_feeds(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     seed: int = 0,
     batch: int | None = None,
+    label: str = "the data",
 ) -> dict[str, np.ndarray]:
-    """Inputs for a model: arrays from ``data`` (by input name) or seeded random ones."""
+    """Inputs for a model: arrays from ``data`` (by input name, checked; ``label`` names it in
+    errors) or seeded random ones."""
     if data is not None:
-        return shapes.select_inputs(model, data)
+        return shapes.select_inputs(model, data, label=label)
     resolved = shapes.resolve_input_shapes(model, input_shapes, batch=batch)
     return shapes.make_inputs(model, resolved, seed=seed)
 
@@ -203,7 +205,7 @@ def verify(
     """
     ref_model = _as_proto(reference)
     cand_model = _as_proto(candidate)
-    feeds = prepare_feeds(ref_model, data=data, input_shapes=input_shapes, seed=seed)
+    feeds = prepare_feeds(ref_model, data=data, input_shapes=input_shapes, seed=seed, label=data_label)
     ref_out = run(ref_model, feeds, provider=provider)
     cand_out = run(cand_model, feeds, provider=provider)
     report = compare(

@@ -81,6 +81,20 @@ def describe(e: BaseException) -> tuple[str, int] | None:
     return None
 
 
+def _limits_from_environment() -> None:
+    """``ONNXSQUEEZE_MAX_INPUT_BYTES``: the allocation guard's limit (the core reads no variable)."""
+    raw = os.environ.get("ONNXSQUEEZE_MAX_INPUT_BYTES", "").strip()
+    if not raw:
+        return
+    from onnxsqueeze import data
+    from onnxsqueeze.errors import InputError
+
+    try:
+        data.MAX_INPUT_BYTES = int(float(raw))
+    except ValueError as e:
+        raise InputError(f"ONNXSQUEEZE_MAX_INPUT_BYTES='{raw}': expected a number of bytes") from e
+
+
 def _say(message: str) -> None:
     try:
         sys.stderr.write(f"error: {message}\n")
@@ -104,6 +118,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         from typer._click import exceptions as cx  # typer >= 0.20 vendors click here
 
         from onnxsqueeze.cli.app import app
+
+        _limits_from_environment()
 
         try:
             rv = app(

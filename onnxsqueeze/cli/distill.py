@@ -126,7 +126,10 @@ def distill_cmd(
         int, typer.Option("--patience", help="Epochs without improvement before stopping.")
     ] = 10,
     time_budget: Annotated[
-        float | None, typer.Option("--time-budget", help="Stop training within this many minutes.")
+        float | None,
+        typer.Option(
+            "--time-budget", callback=opt.finite_non_negative, help="Stop training within this many minutes."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of weights, batch order and split.")] = 0,
     threads: Annotated[int, typer.Option("--threads", help="CPU threads for training and the teacher.")] = 1,
@@ -156,7 +159,12 @@ def distill_cmd(
         bool, typer.Option("--no-cache", help="Recompute teacher outputs; cache nothing.")
     ] = False,
     tolerance: Annotated[
-        float, typer.Option("--tolerance", help="Max abs error of the exported ONNX vs PyTorch.")
+        float,
+        typer.Option(
+            "--tolerance",
+            callback=opt.finite_non_negative,
+            help="Max abs error of the exported ONNX vs PyTorch.",
+        ),
     ] = 1e-4,
     force: opt.ForceFlag = False,
     json_: opt.JsonFlag = False,

@@ -24,7 +24,7 @@ def _feeds(model: Any, data: Path | None, input_shape: list[str] | None, samples
 
     if data is not None:
         arrays = sio.load_npz(data)
-        feeds = prepare_feeds(model, data=arrays)
+        feeds = prepare_feeds(model, data=arrays, label=str(data))
         return {k: v[:samples] if v.ndim else v for k, v in feeds.items()}, f"{data} (first {samples})"
     overrides = shapes.parse_input_shapes(input_shape)
     batch = shapes.resolve_input_shapes(model, overrides, batch=samples)
@@ -91,6 +91,7 @@ def fp16_cmd(
         float,
         typer.Option(
             "--normalized-tolerance",
+            callback=opt.finite_non_negative,
             help="Without --tolerance: the budget on max abs error / max |reference| per output.",
         ),
     ] = 0.01,
@@ -150,6 +151,13 @@ def fp16_cmd(
     report = result.report
     if not result.passed and not force:
         require_passed(result)
+    if result.converted_nodes == 0 and not force:
+        from onnxsqueeze.errors import VerificationError
+
+        raise VerificationError(
+            f"nothing was converted: all {result.total_nodes} nodes kept float32 to stay within the "
+            f"budget ({result.budget}); not written (a looser --tolerance converts more, --force writes it)"
+        )
     save_artifact(result.model, output, source_path=model, verify_report=report)
     before, after = model.stat().st_size, output.stat().st_size
     summary = {
@@ -182,6 +190,8 @@ def fp16_cmd(
         out.print(f"wrote {escape(str(output))}")
     if not result.passed:
         warn(f"written with --force although the error is beyond the budget ({result.budget})")
+    if result.converted_nodes == 0:
+        warn("written with --force although nothing was converted: the model is still all float32")
     if provider == "cpu":
         warn(CPU_NOTE)
 

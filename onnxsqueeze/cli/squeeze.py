@@ -85,7 +85,9 @@ def squeeze_cmd(
     max_drop: Annotated[
         float,
         typer.Option(
-            "--max-drop", help="Largest allowed drop from the baseline (points, or % with --relative)."
+            "--max-drop",
+            callback=opt.finite_non_negative,
+            help="Largest allowed drop from the baseline (points, or % with --relative).",
         ),
     ] = 1.0,
     relative: Annotated[
@@ -97,7 +99,12 @@ def squeeze_cmd(
     ] = "latency",
     provider: opt.ProviderOpt = "cpu",
     time_budget: Annotated[
-        float | None, typer.Option("--time-budget", help="Minutes; stop starting new evaluations after it.")
+        float | None,
+        typer.Option(
+            "--time-budget",
+            callback=opt.finite_non_negative,
+            help="Minutes; stop starting new evaluations after it.",
+        ),
     ] = None,
     techniques: Annotated[
         str | None,
