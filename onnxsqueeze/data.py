@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 
 from onnxsqueeze.errors import InputError, UnsupportedModelError
+from onnxsqueeze.units import human_bytes
 
 # The most bytes one generated or loaded input may take (the CLI reads ONNXSQUEEZE_MAX_INPUT_BYTES).
 MAX_INPUT_BYTES = 8 * 2**30
@@ -94,8 +95,8 @@ def check_allocation(name: str, shape: Sequence[int], dtype: np.dtype, *, what: 
     if size > MAX_INPUT_BYTES:
         dims = "x".join(str(d) for d in shape)
         raise InputError(
-            f"{what} {_name(name)} of shape {dims} ({dtype}) would take {size / 2**30:.3g} GiB, over the "
-            f"{MAX_INPUT_BYTES / 2**30:.3g} GiB limit (set ONNXSQUEEZE_MAX_INPUT_BYTES to raise it); "
+            f"{what} {_name(name)} of shape {dims} ({dtype}) would take {human_bytes(size)}, over the "
+            f"{human_bytes(MAX_INPUT_BYTES)} limit (set ONNXSQUEEZE_MAX_INPUT_BYTES to raise it); "
             f"give smaller shapes with --input-shape"
         )
 

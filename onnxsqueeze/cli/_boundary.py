@@ -161,6 +161,12 @@ def run(argv: Sequence[str] | None = None) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     """The ``onnxsqueeze`` entry point."""
     code = run(argv)
-    with contextlib.suppress(OSError, ValueError):  # stdout closed (a pipe that went away)
-        sys.stdout.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed (a pipe that went away)
+            stream.flush()
+    if _received:
+        # Interrupted, cleaned up, said so: leave now. A KeyboardInterrupt that landed in code an
+        # extension ran through PyRun_String during an import leaves CPython's "unhandled Ctrl-C"
+        # flag set, and a normal exit would then re-kill the process by SIGINT (130 for a SIGTERM).
+        os._exit(code)
     sys.exit(code)
