@@ -182,7 +182,12 @@ def run_batched(
             k: np.ascontiguousarray(data[k][start : start + step]) if k in batched else np.asarray(data[k])
             for k in names
         }
-        for o, value in zip(sess.get_outputs(), sess.run(None, feeds), strict=True):
+        try:
+            values = sess.run(None, feeds)
+        except Exception as e:  # onnxruntime's errors: bad dims or types, a kernel refusing an input
+            detail = " ".join(str(e).split())
+            raise InputError(f"onnxruntime cannot run the model on these inputs: {detail[:400]}") from e
+        for o, value in zip(sess.get_outputs(), values, strict=True):
             outputs[o.name].append(np.asarray(value))
         if on_batch:
             on_batch(min(start + step, n), n)

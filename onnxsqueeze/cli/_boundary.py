@@ -22,6 +22,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 EXIT_CODES: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 NAMES: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
@@ -35,11 +36,17 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # every cleanup path (temp files, caches) handles this one
 
 
-def install_signal_handlers() -> None:
-    """SIGINT and SIGTERM unwind the process like Ctrl-C (so cleanup runs), then exit 130 / 143."""
+def install_signal_handlers() -> dict[int, Any]:
+    """SIGINT and SIGTERM unwind the process like Ctrl-C (so cleanup runs), then exit 130 / 143.
+
+    Returns:
+        The handlers replaced, to restore when the run is over (an in-process caller, tests).
+    """
     del _received[:]
+    previous: dict[int, Any] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _on_signal)
+        previous[signum] = signal.signal(signum, _on_signal)
+    return previous
 
 
 def interrupted_exit_code() -> int:
@@ -111,7 +118,7 @@ def _cleanup() -> None:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default: ``sys.argv[1:]``) and return its exit code."""
-    install_signal_handlers()
+    previous = install_signal_handlers()
     code = 0
     try:
         import typer
@@ -138,8 +145,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             code = e.exit_code
         except typer.Abort:
             raise KeyboardInterrupt from None
-        if code == 130 and _received:  # typer turned the KeyboardInterrupt into exit 130
-            code = interrupted_exit_code()
+        if _received or code == 130:  # typer turns a KeyboardInterrupt into a silent exit 130
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         code = interrupted_exit_code()
         _cleanup()
@@ -155,6 +162,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         code = found[1]
     finally:
         _cleanup()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return code
 
 

@@ -60,10 +60,8 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             from onnxsqueeze import io as sio
 
-            sio.remove_temps()
-            code = _boundary.interrupted_exit_code()
-            err.print(f"[red]{'terminated' if code == 143 else 'interrupted'}[/]")
-            raise typer.Exit(code) from None
+            sio.remove_temps()  # the boundary (cli._boundary.run) says so and exits 130 / 143
+            raise typer.Exit(_boundary.interrupted_exit_code()) from None
         except Exception as e:
             found = _boundary.describe(e)
             if found is None:
