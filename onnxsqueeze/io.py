@@ -150,12 +150,17 @@ def load(path: PathLike, *, check: bool = True) -> onnx.ModelProto:
         raise ModelLoadError(f"{path}: not an ONNX model (no graph, IR version or opset)")
     _check_versions(model, path)
     _check_external_data(model, path)
+    if check:
+        # From the file, before the weights are in memory: checking the proto in memory would
+        # serialize it and parse it again in C++ (three copies of the weights at once).
+        try:
+            onnx.checker.check_model(str(path), full_check=True)
+        except Exception as e:  # ValidationError, InferenceError, and C++ errors surfacing as others
+            raise ModelLoadError(f"{path}: invalid model: {one_line(e)}") from e
     try:
         onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
     except Exception as e:
         raise ModelLoadError(f"{path}: cannot load external data: {one_line(e)}") from e
-    if check:
-        check_model(model, path)
     return model
 
 

@@ -163,9 +163,12 @@ def make_inputs(
 
 
 def with_static_inputs(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> onnx.ModelProto:
-    """A copy of ``model`` whose inputs have the given static shapes, with shapes inferred."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    """A copy of ``model`` whose inputs have the given static shapes, with shapes inferred.
+
+    The copy is for shapes only: initializers over 1 MiB keep their name, type and dims but not
+    their values (shape inference needs no weights, and a model over 2 GB would not go through it).
+    """
+    out = _weightless_copy(model)
     for vi in graph_inputs(out):
         if vi.name not in shapes:
             continue
@@ -178,6 +181,22 @@ def with_static_inputs(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int
         return onnx.shape_inference.infer_shapes(out, data_prop=True)
     except Exception:  # inference is best effort here; callers cope with missing shapes
         return out
+
+
+def _weightless_copy(model: onnx.ModelProto, max_bytes: int = 2**20) -> onnx.ModelProto:
+    out = onnx.ModelProto(ir_version=model.ir_version, producer_name=model.producer_name)
+    out.opset_import.extend(model.opset_import)
+    out.functions.extend(model.functions)
+    src, g = model.graph, out.graph
+    g.name = src.name
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(g, field).extend(getattr(src, field))
+    for t in src.initializer:
+        if t.ByteSize() <= max_bytes:
+            g.initializer.append(t)
+        else:
+            g.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
+    return out
 
 
 def value_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
