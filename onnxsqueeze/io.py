@@ -164,6 +164,25 @@ def load(path: PathLike, *, check: bool = True) -> onnx.ModelProto:
     return model
 
 
+def load_interface(path: PathLike) -> onnx.ModelProto:
+    """A model's graph (inputs, outputs, nodes) without loading its external data.
+
+    For code that needs the interface while onnxruntime reads the weights from the file itself
+    (sessions from a path): the same refusals as :func:`load`, one copy of the weights fewer.
+    """
+    path = Path(path)
+    problem = _not_a_regular_file(path)
+    if problem:
+        raise ModelLoadError(f"{path}: {problem}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise ModelLoadError(f"{path}: not an ONNX model (cannot be parsed: {one_line(e)})") from e
+    _check_versions(model, path)
+    _check_external_data(model, path)
+    return model
+
+
 def check_model(model: onnx.ModelProto, path: PathLike | None = None) -> None:
     """Run ``onnx.checker`` with full check; raise ModelLoadError naming ``path`` on failure."""
     label = str(path) if path is not None else f"model '{model.graph.name}'"

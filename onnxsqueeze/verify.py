@@ -66,7 +66,8 @@ class VerifyReport:
 
 
 def _as_proto(model: onnx.ModelProto | str | Path) -> onnx.ModelProto:
-    return model if isinstance(model, onnx.ModelProto) else sio.load(model, check=False)
+    # a path: the interface only; onnxruntime reads the weights from the file (one copy, not three)
+    return model if isinstance(model, onnx.ModelProto) else sio.load_interface(model)
 
 
 def prepare_feeds(
@@ -103,7 +104,7 @@ def run(
 ) -> dict[str, np.ndarray]:
     """Run a model on feeds (first axis = samples), casting inputs to the model's dtypes."""
     proto = _as_proto(model)
-    sess = runtime.session(proto, provider=provider)
+    sess = runtime.session(proto if isinstance(model, onnx.ModelProto) else model, provider=provider)
     return runtime.run_batched(sess, _cast_feeds(proto, feeds), batch_size=batch_size)
 
 
@@ -204,10 +205,9 @@ def verify(
         VerificationError: outputs differ in count or shape, or exceed ``tolerance``.
     """
     ref_model = _as_proto(reference)
-    cand_model = _as_proto(candidate)
     feeds = prepare_feeds(ref_model, data=data, input_shapes=input_shapes, seed=seed, label=data_label)
-    ref_out = run(ref_model, feeds, provider=provider)
-    cand_out = run(cand_model, feeds, provider=provider)
+    ref_out = run(reference, feeds, provider=provider)
+    cand_out = run(candidate, feeds, provider=provider)
     report = compare(
         ref_out, cand_out, feeds=feeds, source=data_label if data is not None else f"random (seed {seed})"
     )

@@ -134,12 +134,12 @@ def verify_cmd(
     from onnxsqueeze.shapes import parse_input_shapes
     from onnxsqueeze.verify import verify
 
-    ref = sio.load(original)
-    cand = sio.load(candidate)
+    for path in (original, candidate):
+        sio.load(path)  # every check and refusal of a load; the sessions then read the files
     arrays = sio.load_npz(data) if data is not None else None
     report = verify(
-        ref,
-        cand,
+        original,
+        candidate,
         data=arrays,
         data_label=str(data),
         input_shapes=parse_input_shapes(input_shape),
