@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,25 +72,43 @@ def generate(out: Path, width: int, layers: int, seed: int = 0) -> Path:
     return model_path
 
 
-def measure(args: list[str]) -> dict[str, object]:
-    """Run ``python -m onnxsqueeze ARGS``: wall seconds, peak RSS (GiB), exit code, last stderr line."""
+def _rss_gib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return 0.0
+
+
+def measure(args: list[str], max_rss_gib: float) -> dict[str, object]:
+    """Run ``python -m onnxsqueeze ARGS``: wall seconds, peak RSS (GiB), exit code, last stderr line.
+
+    A run whose RSS passes ``max_rss_gib`` is stopped (SIGKILL) so a shared machine stays usable;
+    it is reported as killed.
+    """
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "onnxsqueeze", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    lines = [ln for ln in err.splitlines() if ln.strip()]
+    with open(os.devnull, "w") as devnull, tempfile.TemporaryFile("w+") as errf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "onnxsqueeze", *args], stdout=devnull, stderr=errf, text=True
+        )
+        killed = False
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if not killed and _rss_gib(proc.pid) > max_rss_gib:
+                proc.kill()
+                killed = True
+            time.sleep(0.2)
+        errf.seek(0)
+        lines = [ln for ln in errf.read().splitlines() if ln.strip()]
     return {
         "command": "onnxsqueeze " + " ".join(args),
         "seconds": round(time.perf_counter() - t0, 1),
         "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2),  # ru_maxrss is KiB on Linux
-        "exit": proc.returncode,
+        "exit": f"killed above {max_rss_gib:g} GiB" if killed else os.waitstatus_to_exitcode(status),
         "last_line": lines[-1][:200] if lines else "",
     }
 
@@ -100,6 +119,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=11600)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--only", default="inspect,verify,fp16,prune,squeeze")
+    ap.add_argument("--max-rss-gib", type=float, default=12.0, help="Stop a command above this RSS.")
     ap.add_argument("--clean", action="store_true", help="Delete the generated files and exit.")
     args = ap.parse_args()
     if args.clean:
@@ -145,12 +165,13 @@ def main() -> None:
     }
     rows = []
     for name in args.only.split(","):
-        row = measure(runs[name])
+        row = measure(runs[name], args.max_rss_gib)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
-    print("| command | exit | wall s | peak RSS GiB |\n|---|---|---|---|")
+    print("| command | exit | wall s | peak RSS GiB | last line |\n|---|---|---|---|---|")
     for row in rows:
-        print(f"| `{row['command']}` | {row['exit']} | {row['seconds']} | {row['peak_rss_gib']} |")
+        line = row["last_line"]
+        print(f"| `{row['command']}` | {row['exit']} | {row['seconds']} | {row['peak_rss_gib']} | {line} |")
 
 
 if __name__ == "__main__":
