@@ -235,16 +235,16 @@ def squeeze_cmd(
     from onnxsqueeze import search as S
     from onnxsqueeze.errors import InputError
 
-    stem = model.name.removesuffix(".onnx")
-    sio.check_output_folder(  # before the work, not after minutes of search
-        output,
-        [f"{stem}.squeezed.onnx", f"{stem}.student.onnx", *SQUEEZE_FILES],
-        [model, data, train_data, calibration_data],
-    )
     t0 = time.perf_counter()
     if output == Path():
         raise InputError("missing --output / -o: the output folder")
     entries = _fleet_entries(models or [], models_from, data, train_data)
+    inputs = [p for e in entries for p in (e.model, e.data, e.train_data)] + [calibration_data, models_from]
+    names = []  # before the work, not after minutes of search
+    if len(entries) == 1 and models_from is None:
+        stem = entries[0].model.name.removesuffix(".onnx")
+        names = [f"{stem}.squeezed.onnx", f"{stem}.student.onnx", *SQUEEZE_FILES]
+    sio.check_output_folder(output, names, inputs)
     options = S.SqueezeOptions(
         budget=E.Budget(max_drop, relative),
         objective=objective,
