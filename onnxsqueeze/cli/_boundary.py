@@ -118,9 +118,10 @@ def _cleanup() -> None:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default: ``sys.argv[1:]``) and return its exit code."""
-    previous = install_signal_handlers()
+    previous: dict[int, Any] = {}
     code = 0
     try:
+        previous = install_signal_handlers()  # inside the try: a signal right after it is caught
         import typer
         from typer._click import exceptions as cx  # typer >= 0.20 vendors click here
 

@@ -121,6 +121,21 @@ def test_describe_maps_pass_and_os_errors() -> None:
     assert _boundary.one_line("input 'a\nb'\n") == "input 'a\\nb'"
 
 
+def wait_for_handlers(pid: int, timeout: float = 60.0) -> None:
+    """Wait until the process catches SIGTERM: the first thing the CLI's main() does.
+
+    Before that, Python itself is starting (a signal then is the interpreter's to handle).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{pid}/status").read_text()
+        caught = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("SigCgt:")), 16)
+        if caught & (1 << (signal.SIGTERM - 1)):
+            return
+        time.sleep(0.005)
+    raise AssertionError("the CLI never installed its signal handlers")
+
+
 def _spawn(*args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
@@ -139,7 +154,7 @@ def _spawn(*args: str) -> subprocess.Popen[str]:
 def test_signal_during_startup_is_one_line(model: Path, signum: int, code: int, word: str) -> None:
     """A signal while the heavy libraries are still importing exits cleanly, not with a traceback."""
     proc = _spawn("verify", str(model), str(model))
-    time.sleep(0.3)  # the interpreter is up, onnxruntime and friends are importing
+    wait_for_handlers(proc.pid)  # main() has started; onnxruntime and friends are still importing
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     if proc.returncode == 0:  # finished first on a fast machine: nothing to check
