@@ -506,13 +506,13 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _looks_pickled(path: Path) -> bool:
-    """Whether a file starts like a pickle (protocol 2 or later: what torch.save writes)."""
+    """Whether a file is what torch.save writes: a zip archive, or a pickle (protocol 2 or later)."""
     try:
         with open(path, "rb") as f:
             head = f.read(2)
     except OSError:
         return False
-    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+    return zipfile.is_zipfile(path) or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
 @contextlib.contextmanager
