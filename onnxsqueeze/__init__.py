@@ -42,7 +42,11 @@ _EXPORTS = {
     "verify": "onnxsqueeze.verify",
 }
 
+# public submodules, imported on first use too
+_SUBMODULES = ("metrics", "optimize")
+
 if TYPE_CHECKING:
+    from onnxsqueeze import metrics, optimize
     from onnxsqueeze.errors import (
         BudgetNotMetError,
         ConversionError,
@@ -65,6 +69,8 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"onnxsqueeze.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'onnxsqueeze' has no attribute {name!r}")
@@ -110,6 +116,8 @@ __all__ = [
     "count_macs",
     "load",
     "load_ir",
+    "metrics",
+    "optimize",
     "run_passes",
     "save",
     "save_artifact",

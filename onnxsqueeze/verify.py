@@ -7,7 +7,7 @@ Every transforming command checks its result with :func:`verify`. Metrics per ou
   zero from dominating; it is relative to the output's own scale);
 - ``cosine``: cosine similarity of the flattened outputs;
 - ``top1_agreement``: for outputs shaped like class scores ``[N, C]`` with ``C >= 2``, the
-  fraction of rows whose argmax agrees;
+  fraction of rows whose argmax agrees (per time step for ``[T, N, C]`` CTC sequences);
 - ``nonfinite``: NaN/Inf values in the candidate that the reference does not have.
 """
 
@@ -108,7 +108,9 @@ def run(
     return runtime.run_batched(sess, _cast_feeds(proto, feeds), batch_size=batch_size)
 
 
-def output_metrics(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputMetrics:
+def output_metrics(
+    name: str, ref: np.ndarray, cand: np.ndarray, *, samples: int | None = None
+) -> OutputMetrics:
     """Metrics of one output pair (see the module docstring)."""
     if ref.shape != cand.shape:
         raise VerificationError(
@@ -132,8 +134,14 @@ def output_metrics(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputMetric
     else:
         cosine = float(np.dot(rf, cf) / (nr * nc))
     top1 = None
-    if ref.ndim == 2 and ref.shape[1] >= 2 and np.issubdtype(ref.dtype, np.floating):
-        top1 = float(np.mean(np.argmax(r, axis=1) == np.argmax(c, axis=1)))
+    if np.issubdtype(ref.dtype, np.floating):
+        from onnxsqueeze.metrics import sequence_layout
+
+        axis = (
+            1 if ref.ndim == 2 and ref.shape[1] >= 2 else (2 if sequence_layout(ref.shape, samples) else None)
+        )
+        if axis is not None:
+            top1 = float(np.mean(np.argmax(r, axis=axis) == np.argmax(c, axis=axis)))
     return OutputMetrics(name, tuple(ref.shape), max_abs, max_rel, cosine, top1, nonfinite)
 
 
@@ -173,8 +181,28 @@ def compare(
                 "a comparison with it means nothing (check the inputs)"
             )
         cand = candidate[name] if name in candidate else cand_items[i][1]
-        metrics.append(output_metrics(name, ref, np.asarray(cand)))
+        metrics.append(output_metrics(name, ref, np.asarray(cand), samples=samples if feeds else None))
     return VerifyReport(tuple(metrics), samples, dict(inputs or {}), source)
+
+
+def run_pair(
+    reference: onnx.ModelProto | str | Path,
+    candidate: onnx.ModelProto | str | Path,
+    *,
+    data: Mapping[str, np.ndarray] | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    seed: int = 0,
+    provider: str = "cpu",
+    label: str = "the data",
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The feeds, and the reference's and the candidate's outputs on them (see :func:`verify`).
+
+    Models given as paths run from their files (onnxruntime reads the weights once); ``label``
+    names ``data`` in errors.
+    """
+    ref_model = _as_proto(reference)
+    feeds = prepare_feeds(ref_model, data=data, input_shapes=input_shapes, seed=seed, label=label)
+    return feeds, run(reference, feeds, provider=provider), run(candidate, feeds, provider=provider)
 
 
 def verify(
@@ -204,10 +232,15 @@ def verify(
     Raises:
         VerificationError: outputs differ in count or shape, or exceed ``tolerance``.
     """
-    ref_model = _as_proto(reference)
-    feeds = prepare_feeds(ref_model, data=data, input_shapes=input_shapes, seed=seed, label=data_label)
-    ref_out = run(reference, feeds, provider=provider)
-    cand_out = run(candidate, feeds, provider=provider)
+    feeds, ref_out, cand_out = run_pair(
+        reference,
+        candidate,
+        data=data,
+        input_shapes=input_shapes,
+        seed=seed,
+        provider=provider,
+        label=data_label,
+    )
     report = compare(
         ref_out, cand_out, feeds=feeds, source=data_label if data is not None else f"random (seed {seed})"
     )

@@ -106,9 +106,16 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+PROGRESS_EVERY_S = 5.0
+
+
 @contextmanager
 def progress(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
-    """A progress bar on stderr; yields ``update(done, total, description=None)`` for callbacks."""
+    """A progress bar on stderr; yields ``update(done, total, description=None)`` for callbacks.
+
+    Off a terminal the bar is hidden and a line is printed every ``PROGRESS_EVERY_S`` seconds.
+    """
+    title = description
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -121,6 +128,8 @@ def progress(description: str, total: int | None = None) -> Iterator[Callable[..
         task = bar.add_task(description, total=total)
         last = [time.monotonic(), time.monotonic()]  # start, last line printed
         label = [description]
+
+        last = [time.monotonic()]
 
         def update(done: int, total_: int, description: str | None = None) -> None:
             label[0] = description or label[0]
@@ -136,5 +145,9 @@ def progress(description: str, total: int | None = None) -> Iterator[Callable[..
                 bar.update(task, completed=done, total=total_)
             else:
                 bar.update(task, completed=done, total=total_, description=description)
+            # off a terminal (CI logs, pipes) the bar is hidden: a line every few seconds instead
+            if not err.is_terminal and time.monotonic() - last[0] >= PROGRESS_EVERY_S:
+                last[0] = time.monotonic()
+                err.print(escape(f"{description or title}: {done}/{total_}"))
 
         yield update
