@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import pytest
@@ -125,3 +127,19 @@ def test_names_with_line_breaks_stay_on_one_line() -> None:
     with pytest.raises(InputError) as info:
         D.validate_inputs(m, {"x\nevil": np.ones((2, 5))})
     assert "\n" not in str(info.value) and "'x\\nevil'" in str(info.value)
+
+
+def test_fp16_refuses_a_conversion_that_converted_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A float16 "result" that kept every node float32 is a failed check, not a success."""
+    from onnxsqueeze import precision
+    from onnxsqueeze.errors import VerificationError
+    from onnxsqueeze.optimize.fp16 import fp16
+
+    real = precision.convert_fp16
+
+    def keep_everything(*args, **kwargs):  # type: ignore[no-untyped-def]
+        return dataclasses.replace(real(*args, **kwargs), converted_nodes=0)
+
+    monkeypatch.setattr(precision, "convert_fp16", keep_everything)
+    with pytest.raises(VerificationError, match="nothing was converted"):
+        fp16(model())

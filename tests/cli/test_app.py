@@ -95,7 +95,9 @@ def test_prune_on_empty_data_writes_nothing(capsys: pytest.CaptureFixture[str], 
 def test_fp16_that_converts_nothing_exits_1(capsys: pytest.CaptureFixture[str], model: Path) -> None:
     out = model.parent / "h.onnx"
     code, _, err = cli(capsys, "fp16", model, "-o", out, "--tolerance", "1e-12")
-    assert code == 1 and "nothing was converted" in one_error_line(err)
+    line = one_error_line(err)
+    # an impossible budget: either every node stays float32 (nothing converted) or the budget fails
+    assert code == 1 and ("nothing was converted" in line or "beyond the budget" in line)
     assert not out.exists()
 
 
