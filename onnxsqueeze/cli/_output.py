@@ -39,7 +39,6 @@ out = _console(stderr=False)
 err = _console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
-PROGRESS_EVERY_S = 5.0  # without a terminal, a progress line this often
 
 
 def debug() -> bool:
@@ -126,21 +125,9 @@ def progress(description: str, total: int | None = None) -> Iterator[Callable[..
         disable=not err.is_terminal,
     ) as bar:
         task = bar.add_task(description, total=total)
-        last = [time.monotonic(), time.monotonic()]  # start, last line printed
-        label = [description]
-
         last = [time.monotonic()]
 
         def update(done: int, total_: int, description: str | None = None) -> None:
-            label[0] = description or label[0]
-            now = time.monotonic()
-            if not err.is_terminal and (
-                now - last[1] >= PROGRESS_EVERY_S
-                or (done >= total_ > 0 and now - last[0] >= PROGRESS_EVERY_S)
-            ):
-                # no bar in a log: a plain line every few seconds says the run is alive
-                last[1] = now
-                err.print(f"{escape(label[0])}: {done}/{total_} ({now - last[0]:.0f} s)")
             if description is None:
                 bar.update(task, completed=done, total=total_)
             else:
