@@ -565,13 +565,21 @@ def main(argv: list[str] | None = None) -> int:
     cells: list[Cell] = []
     for entry in entries:
         print(f"== {entry.name}", file=sys.stderr, flush=True)
-        for cell in matrix_for(entry, commands, args.work / entry.name, args.timeout, args.samples):
+        try:
+            got = matrix_for(entry, commands, args.work / entry.name, args.timeout, args.samples)
+        except Exception as e:  # a bug of this script on one model must not lose the others
+            got = [
+                Cell(entry.name, "original", "TRACEBACK", message=f"benchmark: {type(e).__name__}: {e}"[:300])
+            ]
+        for cell in got:
             print(
                 f"  {cell.command:15s} {cell.seconds:6.1f}s {cell.short()}  {cell.message}",
                 file=sys.stderr,
                 flush=True,
             )
             cells.append(cell)
+        if args.json:  # after every model, so an interrupted run keeps what it measured
+            args.json.write_text(json.dumps({"cells": [asdict(c) for c in cells]}, indent=1))
     if args.merge_json:
         previous = [Cell(**c) for c in json.loads(args.merge_json.read_text())["cells"]]
         rerun = {(c.model, c.command) for c in cells}

@@ -554,7 +554,9 @@ def score(
         texts = [ctc_greedy(o[k], charset) for o in outs]
         if entry.truth:
             truth = json.loads(Path(entry.truth).read_text())["texts"]
-            result["accuracy"] = float(np.mean([t == g for t, g in zip(texts, truth, strict=True)]))
+            result["accuracy"] = float(
+                np.mean([t == g for t, g in zip(texts, truth[: len(texts)], strict=True)])
+            )
         if cand is not None:
             ref_texts = [ctc_greedy(r[k], charset) for r in ref]
             result["agreement"] = float(np.mean([a == b for a, b in zip(ref_texts, texts, strict=True)]))
