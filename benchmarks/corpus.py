@@ -271,11 +271,13 @@ def matrix_for(
         return shapes if has_flag(cmd, "--input-shape") else []
 
     def cli(command: str, argv: list[str], sub: list[str], t: float = timeout) -> Cell:
-        rc, _, err, secs = run_cli(argv, t)
+        rc, stdout, err, secs = run_cli(argv, t)
         status = classify(rc, err)
         cell = Cell(entry.name, command, status, argv=argv, seconds=round(secs, 1), stderr_tail=err[-3000:])
         if status != "ok":
             cell.message = first_error_line(err) if status != "TIMEOUT" else f"no result in {t:.0f} s"
+            if not cell.message:  # e.g. `resize --check` answers on stdout and exits 1
+                cell.message = first_error_line(stdout)
         cells.append(cell)
         return cell
 
@@ -502,7 +504,8 @@ def markdown(
             if c == "original":
                 text = ", ".join(f"{k} {v:.3g}" for k, v in cell.metrics.items())
             if cell.status in ("REFUSED", "TRACEBACK", "INVALID", "TIMEOUT") or (cell.status == "skipped"):
-                notes.append(f"{e.name} / {c}: **{cell.status}** {cell.message}".rstrip())
+                status = cell.status if cell.status in ("REFUSED", "skipped") else f"**{cell.status}**"
+                notes.append(f"{e.name} / {c}: {status} {cell.message}".rstrip())
                 text = (
                     f"**{cell.status}** [{len(notes)}]"
                     if cell.status != "REFUSED"
@@ -542,7 +545,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=REPO / "out" / "corpus")
     parser.add_argument("--json", type=Path, help="Dump every cell (argv, status, message, metrics) here.")
     parser.add_argument(
-        "--merge-json", type=Path, help="Start from this --json dump: rerun cells replace its cells."
+        "--merge-json",
+        type=Path,
+        nargs="+",
+        help="Start from these --json dumps: cells run now replace theirs.",
+    )
+    parser.add_argument(
+        "--render-only", action="store_true", help="Run nothing: render the --merge-json cells."
     )
     parser.add_argument("--write", action="store_true", help=f"Replace the matrix section in {RESULTS.name}.")
     args = parser.parse_args(argv)
@@ -563,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     load_before = f"{os.getloadavg()[0]:.1f}"
     cells: list[Cell] = []
-    for entry in entries:
+    for entry in [] if args.render_only else entries:
         print(f"== {entry.name}", file=sys.stderr, flush=True)
         try:
             got = matrix_for(entry, commands, args.work / entry.name, args.timeout, args.samples)
@@ -581,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:  # after every model, so an interrupted run keeps what it measured
             args.json.write_text(json.dumps({"cells": [asdict(c) for c in cells]}, indent=1))
     if args.merge_json:
-        previous = [Cell(**c) for c in json.loads(args.merge_json.read_text())["cells"]]
+        previous = [Cell(**c) for dump in args.merge_json for c in json.loads(dump.read_text())["cells"]]
         rerun = {(c.model, c.command) for c in cells}
         cells = [c for c in previous if (c.model, c.command) not in rerun] + cells
         names = {c.model for c in cells}
