@@ -448,13 +448,14 @@ def matrix_for(
 
 
 def _config_dims(text: str) -> dict[str, list[int]]:
-    """Output name -> dims from a config.pbtxt (batch dim excluded when max_batch_size > 0)."""
+    """Output name -> dims from a config.pbtxt (protobuf text; -2 marks the batch dim Triton adds)."""
     dims: dict[str, list[int]] = {}
-    batching = int(m.group(1)) > 0 if (m := re.search(r"max_batch_size:\s*(\d+)", text)) else False
-    for block in re.finditer(r"output\s*\[(.*?)\n\]", text, re.S):
-        for entry in re.finditer(r'name:\s*"([^"]+)".*?dims:\s*\[([^\]]*)\]', block.group(1), re.S):
-            d = [int(x) for x in entry.group(2).split(",") if x.strip()]
-            dims[entry.group(1)] = [-2, *d] if batching else d
+    batching = int(m.group(1)) > 0 if (m := re.search(r"^max_batch_size:\s*(\d+)", text, re.M)) else False
+    for block in re.finditer(r"^output\s*\{(.*?)^\}", text, re.S | re.M):
+        name = re.search(r'name:\s*"([^"]+)"', block.group(1))
+        d = [int(x) for x in re.findall(r"dims:\s*(-?\d+)", block.group(1))]
+        if name:
+            dims[name.group(1)] = [-2, *d] if batching else d
     return dims
 
 
