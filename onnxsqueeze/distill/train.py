@@ -5,7 +5,7 @@
 - AdamW with a short linear warm-up then cosine decay to zero.
 - Learning rate: ``lr`` if given, else a short range test (Smith 2017, "Cyclical learning rates";
   the fast.ai recipe): the loss is recorded while the rate grows exponentially from 1e-5 over at
-  most 100 steps, and training uses a tenth of the rate at the smoothed loss's minimum. The module
+  50 steps, and training uses a tenth of the rate at the smoothed loss's minimum. The module
   is restored afterwards, so the test only chooses a number.
 - Length: with ``epochs`` given, cosine over that many epochs and ``patience`` epochs without
   improvement stop early (the fixed plan). Without (the default), the plan is as many epochs as
@@ -157,16 +157,15 @@ def lr_range_test(
     weight_decay: float = 0.0,
     start: float = 1e-5,
     end: float = 1.0,
-    max_steps: int = 100,
-    time_limit_s: float | None = None,
+    steps: int = 50,
     low: float = 1e-4,
     high: float = 0.1,
 ) -> float:
     """A peak learning rate for AdamW: a tenth of the rate at the smoothed loss's minimum.
 
-    The rate grows exponentially from ``start`` to ``end`` over ``max_steps`` steps (batches drawn
-    with ``seed``); the sweep stops early when the smoothed loss exceeds 4x its minimum, is not
-    finite, or ``time_limit_s`` passes. The module's state (weights, BatchNorm statistics) is
+    The rate grows exponentially from ``start`` to ``end`` over ``steps`` steps (batches drawn
+    with ``seed``); it stops early when the smoothed loss exceeds 4x its minimum or is not finite.
+    The step count is fixed, not timed, so the rate found depends only on the seed and the data. The module's state (weights, BatchNorm statistics) is
     restored afterwards. The result is clipped to ``[low, high]``.
 
     Args:
@@ -180,11 +179,10 @@ def lr_range_test(
     saved = copy.deepcopy(module.state_dict())
     gen = torch.Generator().manual_seed(seed + 1)
     opt = torch.optim.AdamW(params, lr=start, weight_decay=weight_decay)
-    steps = max(10, max_steps)
+    steps = max(10, steps)
     factor = (end / start) ** (1.0 / (steps - 1))
     rates, losses = [], []
     smooth, best = 0.0, math.inf
-    t0 = time.perf_counter()
     module.train()
     perm = torch.randperm(n, generator=gen)
     pos = 0
@@ -210,8 +208,6 @@ def lr_range_test(
             losses.append(corrected)
             best = min(best, corrected)
             if i > 5 and corrected > 4 * best:
-                break
-            if time_limit_s is not None and time.perf_counter() - t0 > time_limit_s:
                 break
     finally:
         module.load_state_dict(saved)
@@ -382,7 +378,6 @@ def _train(
     start = time.perf_counter()
     lr = config.lr
     if lr is None:
-        limit = None if config.time_budget_s is None else 0.1 * config.time_budget_s
         lr = lr_range_test(
             module,
             list(module.parameters()),
@@ -391,7 +386,6 @@ def _train(
             batch_size=config.batch_size,
             seed=config.seed,
             weight_decay=config.weight_decay,
-            time_limit_s=limit,
         )
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],

@@ -1,0 +1,192 @@
+"""Recovery fine-tuning: ONNX -> PyTorch -> ONNX round trips, masks, refusal, cache, the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx2torch")
+
+from typer.testing import CliRunner
+
+from onnxsqueeze import io as sio
+from onnxsqueeze.cli.app import app
+from onnxsqueeze.errors import UnsupportedModelError
+from onnxsqueeze.finetune import FinetuneConfig, finetune, normalize, to_onnx, to_torch
+from tests.helpers import model_from_text, rand, run_ort
+
+CNN = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 3, 8, 8] x) => (float[N, 4] y) {
+    a = Conv <kernel_shape = [3, 3], pads = [1, 1, 1, 1]> (x, w0, b0)
+    ar = Relu (a)
+    d = Conv <kernel_shape = [3, 3], pads = [1, 1, 1, 1], group = 8> (ar, wd, bd)
+    dr = Relu (d)
+    s = Add (dr, ar)
+    c = Concat <axis = 1> (s, ar)
+    u = Resize <mode = "nearest"> (c, roi, scales)
+    p = GlobalAveragePool (u)
+    f = Flatten (p)
+    h = MatMul (f, w2)
+    y = Gemm <transB = 1> (h, w3, b3)
+}
+"""
+
+
+def _cnn() -> onnx.ModelProto:
+    return model_from_text(
+        CNN,
+        {
+            "w0": rand((8, 3, 3, 3), 1, 0.3),
+            "b0": rand((8,), 2, 0.1),
+            "wd": rand((8, 1, 3, 3), 3, 0.3),
+            "bd": rand((8,), 4, 0.1),
+            "roi": np.zeros((0,), np.float32),
+            "scales": np.array([1, 1, 2, 2], np.float32),
+            "w2": rand((16, 12), 5, 0.3),
+            "w3": rand((4, 12), 6, 0.3),
+            "b3": rand((4,), 7, 0.1),
+        },
+    )
+
+
+def _data(n: int, seed: int) -> dict[str, np.ndarray]:
+    return {"x": rand((n, 3, 8, 8), seed)}
+
+
+def _sparse(model: onnx.ModelProto, fraction: float = 0.5) -> onnx.ModelProto:
+    """Zero the smallest ``fraction`` of every weight of rank > 1 (magnitude pruning)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for init in out.graph.initializer:
+        w = onnx.numpy_helper.to_array(init)
+        if w.ndim > 1:
+            cut = np.quantile(np.abs(w), fraction)
+            init.CopyFrom(
+                onnx.numpy_helper.from_array(np.where(np.abs(w) <= cut, 0, w).astype(w.dtype), init.name)
+            )
+    return out
+
+
+def test_round_trip_conv_depthwise_gemm_add_concat_resize() -> None:
+    model = normalize(_cnn())
+    graph = to_torch(model)
+    data = _data(16, 0)
+    out, report = to_onnx(graph, model, data, tolerance=1e-5)
+    assert report.max_abs <= 1e-5
+    ref = run_ort(model, data)[0]
+    got = run_ort(out, data)[0]
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+    # the interface is the candidate's, dimension names included
+    assert out.graph.input[0].type == model.graph.input[0].type
+    assert out.graph.output[0].type == model.graph.output[0].type
+    onnx.checker.check_model(out, full_check=True)
+    # MatMul's initializer weight trains too (promoted from a buffer), Resize scales do not
+    shapes_ = sorted(tuple(p.shape) for p in graph.parameters())
+    assert (16, 12) in shapes_ and (4,) in shapes_ and (8, 1, 3, 3) in shapes_
+
+
+def test_zeros_stay_exact_after_training(tmp_path) -> None:
+    teacher = _cnn()
+    sio.save(teacher, tmp_path / "t.onnx")
+    cand = _sparse(teacher)
+    zeros = {i.name: onnx.numpy_helper.to_array(i) == 0 for i in cand.graph.initializer if len(i.dims) > 1}
+    cfg = FinetuneConfig(epochs=3, batch_size=16, lr=1e-2, time_budget_s=None)
+    r = finetune(cand, tmp_path / "t.onnx", _data(64, 1), val=_data(32, 2), config=cfg, cache_dir=tmp_path)
+    rep = r.report
+    assert rep.zeros["candidate"] == sum(int(z.sum()) for z in zeros.values()) > 0
+    assert rep.zeros["result"] >= rep.zeros["candidate"]
+    # the weights moved (training happened) and the agreement with the teacher did not get worse
+    before = {i.name: onnx.numpy_helper.to_array(i) for i in normalize(cand).graph.initializer}
+    after = [onnx.numpy_helper.to_array(i) for i in r.model.graph.initializer]
+    moved = [
+        a
+        for a in after
+        if a.ndim > 1 and not any(a.shape == b.shape and np.array_equal(a, b) for b in before.values())
+    ]
+    assert moved
+    for a in after:
+        if a.ndim > 1:
+            # each sparse weight's zero pattern survives (matched by shape)
+            pats = [z for n, z in zeros.items() if z.shape == a.shape]
+            if pats:
+                assert any(np.all(a[z] == 0) for z in pats)
+    assert rep.after["agreement"] >= rep.before["agreement"]
+    assert rep.training.history and rep.export_max_abs <= 1e-4
+
+
+def test_same_seed_same_weights(tmp_path) -> None:
+    teacher = _cnn()
+    sio.save(teacher, tmp_path / "t.onnx")
+    cand = _sparse(teacher)
+    cfg = FinetuneConfig(epochs=2, batch_size=16, time_budget_s=None, seed=3)
+    a = finetune(cand, tmp_path / "t.onnx", _data(48, 1), config=cfg, cache_dir=tmp_path)
+    b = finetune(cand, tmp_path / "t.onnx", _data(48, 1), config=cfg, cache_dir=tmp_path)
+    for x, y in zip(a.model.graph.initializer, b.model.graph.initializer, strict=True):
+        assert np.array_equal(onnx.numpy_helper.to_array(x), onnx.numpy_helper.to_array(y))
+    # the second run read the teacher's outputs from the cache
+    assert a.report.cache_hits == {"train": False} and b.report.cache_hits == {"train": True}
+
+
+def test_refuses_an_op_without_converter(tmp_path) -> None:
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 4] x) => (float[N, 4] y) {
+        a = MatMul (x, w)
+        y = Hardmax (a)
+    }
+    """
+    model = model_from_text(text, {"w": rand((4, 4), 0)})
+    sio.save(model, tmp_path / "m.onnx")
+    sio.save_npz(tmp_path / "d.npz", {"x": rand((8, 4), 1)})
+    with pytest.raises(UnsupportedModelError, match="Hardmax"):
+        to_torch(normalize(model))
+    out = tmp_path / "o.onnx"
+    res = CliRunner().invoke(
+        app,
+        [
+            "finetune",
+            str(tmp_path / "m.onnx"),
+            "--teacher",
+            str(tmp_path / "m.onnx"),
+            "--data",
+            str(tmp_path / "d.npz"),
+            "-o",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 2
+    assert "Hardmax" in res.output and "Traceback" not in res.output
+    assert not out.exists()
+
+
+def test_cli_writes_a_verified_model_with_a_manifest(tmp_path) -> None:
+    teacher = _cnn()
+    sio.save(teacher, tmp_path / "t.onnx")
+    sio.save(_sparse(teacher), tmp_path / "c.onnx")
+    sio.save_npz(tmp_path / "d.npz", _data(64, 1))
+    out = tmp_path / "o.onnx"
+    res = CliRunner().invoke(
+        app,
+        [
+            "finetune",
+            str(tmp_path / "c.onnx"),
+            "--teacher",
+            str(tmp_path / "t.onnx"),
+            "--data",
+            str(tmp_path / "d.npz"),
+            "-o",
+            str(out),
+            "--epochs",
+            "2",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert out.exists() and (tmp_path / "o.onnx.manifest.json").exists()
+    model = sio.load(out)
+    assert [i.name for i in model.graph.input] == ["x"] and [o.name for o in model.graph.output] == ["y"]
