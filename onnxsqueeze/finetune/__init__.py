@@ -121,7 +121,53 @@ def score(
     return result
 
 
-def finetune(
+@dataclasses.dataclass
+class Session:
+    """A converted candidate with its data and the teacher's outputs, ready to train (and re-train)."""
+
+    norm: onnx.ModelProto
+    graph: TorchGraph
+    kinds: list[OutputKind]
+    x_tr: dict[str, np.ndarray]
+    t_tr: list[np.ndarray]
+    y_tr: np.ndarray | None
+    x_va: dict[str, np.ndarray]
+    t_va_raw: dict[str, np.ndarray]
+    t_va: list[np.ndarray]
+    y_va: np.ndarray | None
+    teacher_model: onnx.ModelProto
+    teacher_sha: str
+    cache_hits: dict[str, bool]
+    conversion_max_abs: float
+    config: FinetuneConfig
+    start: float
+
+    def train(
+        self,
+        config: FinetuneConfig | None = None,
+        on_epoch: Callable[[EpochLog], None] | None = None,
+        start_time: float | None = None,
+    ) -> TrainSummary:
+        names = self.graph.input_names
+        return train(
+            self.graph,
+            self.kinds,
+            [self.x_tr[n] for n in names],
+            self.t_tr,
+            self.y_tr,
+            [self.x_va[n] for n in names],
+            self.t_va,
+            self.y_va,
+            config or self.config,
+            on_epoch=on_epoch,
+            start_time=self.start if start_time is None else start_time,
+        )
+
+    def score(self, model: onnx.ModelProto) -> dict[str, float]:
+        return score(model, self.x_va, self.t_va_raw, self.kinds, self.y_va, self.config.threads)
+
+
+def prepare(
     candidate: str | Path | onnx.ModelProto,
     teacher: str | Path,
     train_data: Path | Data,
@@ -133,28 +179,9 @@ def finetune(
     use_cache: bool = True,
     tolerance: float = 1e-4,
     on_teacher: Callable[[int, int], None] | None = None,
-    on_epoch: Callable[[EpochLog], None] | None = None,
-) -> FinetuneResult:
-    """Fine-tune ``candidate`` to imitate ``teacher`` on ``train_data``; export and verify it.
-
-    Args:
-        candidate: the compressed model (file or proto); it must have the teacher's interface.
-        teacher: the original model's file (its sha256 keys the output cache).
-        train_data: ``.npz`` or arrays: inputs keyed by input name, optional ``labels_key``.
-        val: validation data (default: a seeded 10% of ``train_data``).
-        config: hyper-parameters (:class:`FinetuneConfig`).
-        cache_dir: teacher-output cache (default ``~/.cache/onnxsqueeze/teacher``).
-        tolerance: max abs error allowed for the conversion (relative to the outputs' scale when
-            it exceeds 1) and for the export.
-
-    Raises:
-        UnsupportedModelError: an op has no PyTorch converter (named), or the conversion differs.
-        InputError: interfaces or data do not match.
-        VerificationError: the export differs from PyTorch beyond ``tolerance``.
-    """
-    import torch
-
-    from onnxsqueeze.distill.teacher import default_cache_dir, teacher_outputs
+) -> Session:
+    """Steps 1-3 of the module docstring: convert and check the candidate, label the data."""
+    from onnxsqueeze.distill.teacher import as_logits, default_cache_dir, teacher_outputs
 
     t0 = time.perf_counter()
     config = config or FinetuneConfig()
@@ -218,8 +245,6 @@ def finetune(
             break
 
     def teacher_arrays(t: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        from onnxsqueeze.distill.teacher import as_logits
-
         return [
             as_logits(t[k.name], k.name) if k.kind == "scores" else t[k.name].astype(np.float32)
             for k in kinds
@@ -227,53 +252,113 @@ def finetune(
 
     # the conversion, checked against the candidate in onnxruntime before any training
     conv_err = _conversion_error(graph, norm, x_va, tolerance)
-
-    zeros_before = graph.zeros()
-    before = score(norm, x_va, t_va, kinds, y_va, config.threads)
-    teacher_score = score(teacher_model, x_va, t_va, kinds, y_va, config.threads)
-    summary = train(
-        graph,
-        kinds,
-        [x_tr[n] for n in names],
-        teacher_arrays(t_tr),
-        y_tr,
-        [x_va[n] for n in names],
-        teacher_arrays(t_va),
-        y_va,
-        config,
-        on_epoch=on_epoch,
-        start_time=t0,
+    return Session(
+        norm=norm,
+        graph=graph,
+        kinds=kinds,
+        x_tr=x_tr,
+        t_tr=teacher_arrays(t_tr),
+        y_tr=y_tr,
+        x_va=x_va,
+        t_va_raw=t_va,
+        t_va=teacher_arrays(t_va),
+        y_va=y_va,
+        teacher_model=teacher_model,
+        teacher_sha=teacher_sha,
+        cache_hits=hits,
+        conversion_max_abs=conv_err,
+        config=config,
+        start=t0,
     )
-    check = {n: x_va[n][:64] for n in names}
-    model, export_report = to_onnx(graph, norm, check, tolerance=tolerance)
+
+
+def finish(
+    session: Session,
+    summary: TrainSummary,
+    before: dict[str, float],
+    zeros_before: int,
+    tolerance: float,
+) -> FinetuneResult:
+    """Step 5: export, check the zeros and the interface, measure, record provenance."""
+    import torch
+
+    names = session.graph.input_names
+    check = {n: session.x_va[n][:64] for n in names}
+    model, export_report = to_onnx(session.graph, session.norm, check, tolerance=tolerance)
     zeros_after = _weight_zeros(model)
     if zeros_after < zeros_before:
         raise VerificationError(
             f"the exported model has {zeros_after} zero weights where the candidate had {zeros_before}"
         )
-    after = score(model, x_va, t_va, kinds, y_va, config.threads)
-    _provenance(model, teacher_sha, config, summary, torch.__version__)
-    metric = (
-        "accuracy"
-        if y_va is not None and any(k.kind == "scores" for k in kinds)
-        else ("agreement" if any(k.kind == "scores" for k in kinds) else "rel_rmse")
-    )
+    after = session.score(model)
+    _provenance(model, session.teacher_sha, session.config, summary, torch.__version__)
+    has_scores = any(k.kind == "scores" for k in session.kinds)
+    metric = ("accuracy" if session.y_va is not None else "agreement") if has_scores else "rel_rmse"
     report = FinetuneReport(
         metric=metric,
-        teacher=teacher_score,
+        teacher=session.score(session.teacher_model),
         before=before,
         after=after,
-        conversion_max_abs=conv_err,
+        conversion_max_abs=session.conversion_max_abs,
         export_max_abs=float(export_report.max_abs),
         zeros={"candidate": zeros_before, "result": zeros_after},
         training=summary,
-        cache_hits=hits,
-        samples={"train": len(x_tr[names[0]]), "val": len(x_va[names[0]])},
-        config=config,
-        ops=graph.ops,
-        seconds=time.perf_counter() - t0,
+        cache_hits=session.cache_hits,
+        samples={"train": len(session.x_tr[names[0]]), "val": len(session.x_va[names[0]])},
+        config=session.config,
+        ops=session.graph.ops,
+        seconds=time.perf_counter() - session.start,
     )
     return FinetuneResult(model, report, export_report)
+
+
+def finetune(
+    candidate: str | Path | onnx.ModelProto,
+    teacher: str | Path,
+    train_data: Path | Data,
+    *,
+    val: Path | Data | None = None,
+    config: FinetuneConfig | None = None,
+    labels_key: str = "labels",
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    tolerance: float = 1e-4,
+    on_teacher: Callable[[int, int], None] | None = None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``candidate`` to imitate ``teacher`` on ``train_data``; export and verify it.
+
+    Args:
+        candidate: the compressed model (file or proto); it must have the teacher's interface.
+        teacher: the original model's file (its sha256 keys the output cache).
+        train_data: ``.npz`` or arrays: inputs keyed by input name, optional ``labels_key``.
+        val: validation data (default: a seeded 10% of ``train_data``).
+        config: hyper-parameters (:class:`FinetuneConfig`).
+        cache_dir: teacher-output cache (default ``~/.cache/onnxsqueeze/teacher``).
+        tolerance: max abs error allowed for the conversion (relative to the outputs' scale when
+            it exceeds 1) and for the export.
+
+    Raises:
+        UnsupportedModelError: an op has no PyTorch converter (named), or the conversion differs.
+        InputError: interfaces or data do not match.
+        VerificationError: the export differs from PyTorch beyond ``tolerance``.
+    """
+    session = prepare(
+        candidate,
+        teacher,
+        train_data,
+        val=val,
+        config=config,
+        labels_key=labels_key,
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+        tolerance=tolerance,
+        on_teacher=on_teacher,
+    )
+    zeros_before = session.graph.zeros()
+    before = session.score(session.norm)
+    summary = session.train(on_epoch=on_epoch)
+    return finish(session, summary, before, zeros_before, tolerance)
 
 
 def _interface_names(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
@@ -350,8 +435,10 @@ __all__ = [
     "FinetuneReport",
     "FinetuneResult",
     "finetune",
+    "finish",
     "missing_ops",
     "normalize",
+    "prepare",
     "score",
     "to_onnx",
     "to_torch",

@@ -72,7 +72,7 @@ def _lstm(node: Any, graph: Any) -> Any:
             getattr(lstm, f"bias_hh_l0{sfx}").copy_(reorder(b[d, 4 * hidden :]))
     if c0_name and not h0_name:
         raise NotImplementedError("LSTM with initial_c but no initial_h")
-    module = _OnnxLSTM(lstm, dirs, hidden)
+    module = _OnnxLSTM(lstm, dirs, hidden, [i for i, name in enumerate(node.output_values) if name])
     inputs = tuple(n for n in (x_name, h0_name, c0_name) if n)
     return OperationConverterResult(
         torch_module=module, onnx_mapping=OnnxMapping(inputs=inputs, outputs=tuple(node.output_values))
@@ -88,9 +88,10 @@ def _module_base() -> Any:
 class _OnnxLSTM(_module_base()):  # type: ignore[misc]
     """``nn.LSTM`` with ONNX's input and output layout (``Y [T, dirs, N, H]``)."""
 
-    def __init__(self, lstm: Any, dirs: int, hidden: int) -> None:
+    def __init__(self, lstm: Any, dirs: int, hidden: int, outputs: list[int]) -> None:
         super().__init__()
         self.lstm, self.dirs, self.hidden = lstm, dirs, hidden
+        self.outputs = outputs  # which of Y, Y_h, Y_c the node produces, in order
 
     def forward(self, x: Any, h0: Any = None, c0: Any = None) -> Any:
         import torch
@@ -103,4 +104,5 @@ class _OnnxLSTM(_module_base()):  # type: ignore[misc]
             y, (h, c) = self.lstm(x)
         t, n = y.shape[0], y.shape[1]
         y = y.reshape(t, n, self.dirs, self.hidden).permute(0, 2, 1, 3)
-        return y, h, c
+        values = [(y, h, c)[i] for i in self.outputs]
+        return values[0] if len(values) == 1 else tuple(values)

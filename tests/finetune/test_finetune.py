@@ -190,3 +190,27 @@ def test_cli_writes_a_verified_model_with_a_manifest(tmp_path) -> None:
     assert out.exists() and (tmp_path / "o.onnx.manifest.json").exists()
     model = sio.load(out)
     assert [i.name for i in model.graph.input] == ["x"] and [o.name for o in model.graph.output] == ["y"]
+
+
+def test_lstm_converter_matches_onnxruntime() -> None:
+    # onnx2torch has no LSTM; the project's converter (finetune/ops.py) fills it
+    import torch
+
+    text = """
+    <ir_version: 8, opset_import: ["" : 14]>
+    g (float[T, N, 3] x) => (float[T, 2, N, 4] y, float[2, N, 4] h) {
+        y, h = LSTM <hidden_size = 4, direction = "bidirectional"> (x, w, r, b)
+    }
+    """
+    model = model_from_text(
+        text, {"w": rand((2, 16, 3), 1, 0.5), "r": rand((2, 16, 4), 2, 0.5), "b": rand((2, 32), 3, 0.2)}
+    )
+    graph = to_torch(model)
+    x = rand((5, 2, 3), 4)
+    ref = run_ort(model, {"x": x})
+    with torch.no_grad():
+        got = graph.module(torch.from_numpy(x))
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_allclose(a.numpy(), b, atol=1e-5, rtol=0)
+    # its weights train
+    assert sum(p.numel() for p in graph.parameters()) == 2 * (16 * 3 + 16 * 4 + 32)
