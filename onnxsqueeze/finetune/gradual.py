@@ -174,3 +174,24 @@ def sparsity_of(model: onnx.ModelProto) -> float:
 
 
 __all__ = ["cubic_schedule", "gradual_channels", "gradual_sparsity", "sparsity_of"]
+
+
+def prune_and_finetune(
+    model: Path,
+    data: Path,
+    *,
+    sparsity: float | None = None,
+    channels: float | None = None,
+    val: Path | None = None,
+    config: FinetuneConfig | None = None,
+    prune_options: Mapping[str, Any] | None = None,
+) -> FinetuneResult:
+    """``prune --sparsity S --finetune`` / ``prune --channels R --finetune``: the original is the teacher."""
+    if (sparsity is None) == (channels is None):
+        raise InputError("choose one of --sparsity or --channels with --finetune")
+    if sparsity is not None:
+        return gradual_sparsity(model, model, data, sparsity=sparsity, val=val, config=config)
+    assert channels is not None
+    return gradual_channels(
+        model, model, data, ratio=channels, val=val, config=config, prune_options=prune_options
+    )

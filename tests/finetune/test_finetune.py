@@ -9,6 +9,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnx2torch")
 
+import itertools
+
 from typer.testing import CliRunner
 
 from onnxsqueeze import io as sio
@@ -214,3 +216,71 @@ def test_lstm_converter_matches_onnxruntime() -> None:
         np.testing.assert_allclose(a.numpy(), b, atol=1e-5, rtol=0)
     # its weights train
     assert sum(p.numel() for p in graph.parameters()) == 2 * (16 * 3 + 16 * 4 + 32)
+
+
+def test_gradual_sparsity_reaches_the_target_and_keeps_it(tmp_path) -> None:
+    from onnxsqueeze.finetune.gradual import cubic_schedule, gradual_sparsity, sparsity_of
+
+    sched = cubic_schedule(0.8, 4)
+    assert sched[-1] == pytest.approx(0.8) and all(a < b for a, b in itertools.pairwise(sched))
+    # big steps first (Zhu & Gupta): the first step is more than a quarter of the target
+    assert sched[0] > 0.8 / 4
+    teacher = _cnn()
+    sio.save(teacher, tmp_path / "t.onnx")
+    cfg = FinetuneConfig(epochs=2, batch_size=16, time_budget_s=None)
+    r = gradual_sparsity(
+        teacher,
+        tmp_path / "t.onnx",
+        _data(64, 1),
+        sparsity=0.8,
+        steps=3,
+        val=_data(32, 2),
+        config=cfg,
+        cache_dir=tmp_path,
+    )
+    # every weight of rank > 1 is 80% zeros (up to rounding per layer)
+    for init in r.model.graph.initializer:
+        a = onnx.numpy_helper.to_array(init)
+        if a.ndim > 1 and a.size >= 16 and a.dtype == np.float32:
+            assert (a == 0).mean() == pytest.approx(0.8, abs=0.05)
+    assert sparsity_of(r.model) >= 0.75
+
+
+def test_prune_cli_finetune_flag(tmp_path) -> None:
+    sio.save(_cnn(), tmp_path / "t.onnx")
+    sio.save_npz(tmp_path / "d.npz", _data(48, 1))
+    out = tmp_path / "o.onnx"
+    res = CliRunner().invoke(
+        app,
+        [
+            "prune",
+            str(tmp_path / "t.onnx"),
+            "--sparsity",
+            "0.5",
+            "--finetune",
+            "--data",
+            str(tmp_path / "d.npz"),
+            "-o",
+            str(out),
+            "--json",
+        ],
+        env={"XDG_CACHE_HOME": str(tmp_path / "xdg")},
+    )
+    assert res.exit_code == 0, res.output
+    from onnxsqueeze.finetune.gradual import sparsity_of
+
+    assert sparsity_of(sio.load(out)) >= 0.45
+    # without training data: one line, exit 2
+    res = CliRunner().invoke(
+        app,
+        [
+            "prune",
+            str(tmp_path / "t.onnx"),
+            "--sparsity",
+            "0.5",
+            "--finetune",
+            "-o",
+            str(tmp_path / "x.onnx"),
+        ],
+    )
+    assert res.exit_code == 2 and "--data" in res.output
