@@ -284,3 +284,40 @@ def test_prune_cli_finetune_flag(tmp_path) -> None:
         ],
     )
     assert res.exit_code == 2 and "--data" in res.output
+
+
+SEG = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 1, 16, 16] x) => (float[N, 1, 16, 16] y) {
+    a = Conv <kernel_shape = [3, 3], pads = [1, 1, 1, 1]> (x, w0, b0)
+    ar = Relu (a)
+    y = Conv <kernel_shape = [3, 3], pads = [1, 1, 1, 1]> (ar, w1, b1)
+}
+"""
+
+
+def test_output_downsampling_is_trained_against_full_resolution(tmp_path) -> None:
+    # resize --keep-interface on an image-to-image model: the fine-tuned low-resolution model gets
+    # closer to the original's full-resolution maps (relative RMS error falls)
+    from onnxsqueeze.passes.resolution import rewrite_resolution
+
+    teacher = model_from_text(
+        SEG,
+        {
+            "w0": rand((8, 1, 3, 3), 1, 0.5),
+            "b0": rand((8,), 2, 0.1),
+            "w1": rand((1, 8, 3, 3), 3, 0.5),
+            "b1": rand((1,), 4, 0.1),
+        },
+    )
+    sio.save(teacher, tmp_path / "t.onnx")
+    small, _, _ = rewrite_resolution(teacher, resolution=(8, 8), keep_interface=True)
+    data = {"x": rand((64, 1, 16, 16), 5)}
+    cfg = FinetuneConfig(epochs=15, batch_size=16, lr=1e-2, time_budget_s=None)
+    r = finetune(
+        small, tmp_path / "t.onnx", data, val={"x": rand((32, 1, 16, 16), 6)}, config=cfg, cache_dir=tmp_path
+    )
+    key = "rel_rmse:y"
+    assert r.report.after[key] < r.report.before[key]
+    assert [d.dim_value for d in r.model.graph.output[0].type.tensor_type.shape.dim][1:] == [1, 16, 16]
+    assert any(n.op_type == "Resize" for n in r.model.graph.node)
