@@ -5,7 +5,7 @@
 - AdamW with a short linear warm-up then cosine decay to zero.
 - Learning rate: ``lr`` if given, else a short range test (Smith 2017, "Cyclical learning rates";
   the fast.ai recipe): the loss is recorded while the rate grows exponentially from 1e-5 over at
-  50 steps, and training uses a tenth of the rate at the smoothed loss's minimum. The module
+  100 steps, and training uses a tenth of the rate at the smoothed loss's minimum. The module
   is restored afterwards, so the test only chooses a number.
 - Length: with ``epochs`` given, cosine over that many epochs and ``patience`` epochs without
   improvement stop early (the fixed plan). Without (the default), the plan is as many epochs as
@@ -157,7 +157,7 @@ def lr_range_test(
     weight_decay: float = 0.0,
     start: float = 1e-5,
     end: float = 1.0,
-    steps: int = 50,
+    steps: int = 100,
     low: float = 1e-4,
     high: float = 0.1,
 ) -> float:
