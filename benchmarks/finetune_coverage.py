@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 MODELS = {
     ".cache/models/digits_cnn.onnx": [2, 1, 32, 32],
@@ -48,7 +49,9 @@ def main() -> None:
 
         return onnx2pytorch.ConvertModel(m, experimental=True)
 
-    converters = {"onnx2torch": onnx2torch.convert, "onnx2torch + project ops": project, "onnx2pytorch": o2p}
+    # onnx2torch as shipped first: the project's converters join its registry once registered
+    converters = {"onnx2torch": onnx2torch.convert, "onnx2pytorch": o2p, "onnx2torch + project ops": project}
+    cases = []
     for path, shape in MODELS.items():
         if not Path(path).exists():
             print(f"{path}: missing")
@@ -57,19 +60,24 @@ def main() -> None:
         ops = Counter(n.op_type for n in norm.graph.node)
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         sess = ort.InferenceSession(norm.SerializeToString(), providers=["CPUExecutionProvider"])
-        ref = sess.run(None, {sess.get_inputs()[0].name: x})
+        cases.append((path, norm, x, sess.run(None, {sess.get_inputs()[0].name: x})))
         print(f"{path}: {len(norm.graph.node)} nodes, ops {dict(ops)}")
-        for name, convert in converters.items():
+    for name, convert in converters.items():
+        for path, norm, x, ref in cases:
+            fresh = onnx.ModelProto()
+            fresh.CopyFrom(norm)  # onnx2pytorch edits the proto it converts
             try:
-                module = convert(norm).eval()
+                module = convert(fresh).eval()
                 with torch.no_grad():
                     out = module(torch.from_numpy(x))
                 outs = out if isinstance(out, (list, tuple)) else [out]
                 err = max(float(np.abs(o.numpy() - r).max()) for o, r in zip(outs, ref, strict=False))
                 params = sum(p.numel() for p in module.parameters())
-                print(f"  {name}: max abs {err:.2e}, {params} parameters")
+                print(f"  {name} on {Path(path).name}: max abs {err:.2e}, {params} parameters")
             except Exception as e:  # a coverage table: every failure is a row
-                print(f"  {name}: FAILED {type(e).__name__}: {str(e).splitlines()[0][:160]}")
+                print(
+                    f"  {name} on {Path(path).name}: FAILED {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+                )
 
 
 if __name__ == "__main__":
