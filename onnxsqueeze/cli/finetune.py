@@ -22,7 +22,7 @@ def render(report: dict[str, Any], output: Path) -> None:
         "validation samples (onnxruntime)",
         title_justify="left",
     )
-    for col in ("", "original", "candidate", "fine-tuned"):
+    for col in ("", "original", "before training", "fine-tuned"):
         table.add_column(col, justify="right" if col else "left")
     for key in report["after"]:
         table.add_row(
@@ -78,7 +78,14 @@ def finetune_cmd(
     ] = None,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, cosine decay).")] = 2e-3,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per step.")] = 32,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the batch order and the split.")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed",
+            help="Seed of the batch order and the split (with --epochs, the same seed gives the same "
+            "weights; a time budget ends where the machine's speed puts it).",
+        ),
+    ] = 0,
     threads: Annotated[int, typer.Option("--threads", help="CPU threads for training.")] = 1,
     labels_key: Annotated[
         str, typer.Option("--labels-key", help="Key of class labels in the .npz.")
