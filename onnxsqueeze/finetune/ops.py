@@ -6,6 +6,11 @@
   activations (sigmoid, tanh, tanh), forward or bidirectional, ``layout`` 0, no ``sequence_lens``
   (all sequences full length), no peepholes, no clipping; other forms are refused with the reason.
   Outputs: ``Y [T, dirs, N, H]``, ``Y_h`` and ``Y_c`` ``[dirs, N, H]``.
+- newer opsets (:func:`alias_newer`): an op whose schema at the model's opset is newer than
+  onnx2torch's newest converter for it (``Constant``-19, ``Resize``-19 in an opset-20 model) uses
+  that converter; the versions added attributes whose defaults keep the old behaviour, and the
+  conversion is checked against onnxruntime before training (``finetune._conversion_error``), so
+  a model that relies on a new attribute is refused, not trained wrong.
 """
 
 from __future__ import annotations
@@ -27,6 +32,28 @@ def register() -> None:
         if key not in _CONVERTER_REGISTRY:
             _CONVERTER_REGISTRY[key] = _lstm
     _REGISTERED = True
+
+
+def alias_newer(domain: str, op_type: str, version: int) -> bool:
+    """Register onnx2torch's newest converter for ``op_type`` below ``version`` under ``version``.
+
+    Returns:
+        Whether a converter now answers for ``(domain, op_type, version)``.
+    """
+    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
+
+    older = [
+        d.version
+        for d in _CONVERTER_REGISTRY
+        if d.domain == domain and d.operation_type == op_type and d.version < version
+    ]
+    if not older:
+        return False
+    source = OperationDescription(domain=domain, operation_type=op_type, version=max(older))
+    _CONVERTER_REGISTRY[OperationDescription(domain=domain, operation_type=op_type, version=version)] = (
+        _CONVERTER_REGISTRY[source]
+    )
+    return True
 
 
 def _lstm(node: Any, graph: Any) -> Any:

@@ -60,10 +60,24 @@ def missing_ops(model: onnx.ModelProto) -> list[str]:
         try:
             get_converter(node.op_type, opsets.get(domain, 1), domain)
         except NotImplementedError:
+            if ops.alias_newer(
+                domain, node.op_type, _schema_version(node.op_type, domain, opsets.get(domain, 1))
+            ):
+                continue
             name = f"{domain + '.' if domain else ''}{node.op_type} (opset {opsets.get(domain, 1)})"
             if name not in missing:
                 missing.append(name)
     return missing
+
+
+def _schema_version(op_type: str, domain: str, opset: int) -> int:
+    """The version of ``op_type``'s schema in force at ``opset`` (what onnx2torch looks up)."""
+    from onnx import defs
+
+    try:
+        return int(defs.get_schema(op_type, max_inclusive_version=opset, domain=domain).since_version)
+    except defs.SchemaError:  # an unknown op: onnx2torch looks it up at the opset itself
+        return opset
 
 
 @dataclasses.dataclass
