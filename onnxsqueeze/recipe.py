@@ -248,23 +248,10 @@ def build_traced(
     source_sha256: str | None = None,
 ) -> tuple[onnx.ModelProto, list[bool]]:
     """:func:`build`, also returning whether each step modified the model."""
-    from onnxsqueeze.errors import UnsupportedModelError
-    from onnxsqueeze.passes.base import describe
-    from onnxsqueeze.pipeline import record_provenance
+    from onnxsqueeze.pipeline import run_passes
 
     passes = make_passes(steps, calibration)
     work = ir.serde.deserialize_model(model)
-    modified = []
-    for step, p in zip(steps, passes, strict=True):
-        try:
-            modified.append(p(work).modified)
-        except (ir.passes.PassError, ir.passes.InvariantError) as e:
-            cause = e.__cause__ if isinstance(e.__cause__, Exception) else e
-            raise UnsupportedModelError(f"pass '{step.pass_name}': {_first_line(cause)}") from e
-    record_provenance(work, [describe(p) for p in passes], source_sha256)
+    modified: list[bool] = []
+    run_passes(work, passes, source_sha256=source_sha256, trace=modified)
     return ir.serde.serialize_model(work), modified
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

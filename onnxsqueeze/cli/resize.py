@@ -25,7 +25,12 @@ ScaleOpt = Annotated[
     ),
 ]
 InputOpt = Annotated[
-    str | None, typer.Option("--input", help="The image input (default: the only input of rank >= 3).")
+    str | None,
+    typer.Option(
+        "--input-name",
+        "--input",
+        help="The image input (default: the only input of rank >= 3, or the one --input-shape names).",
+    ),
 ]
 KeepOpt = Annotated[
     bool,
@@ -58,7 +63,6 @@ MinAgreementOpt = Annotated[
         "falls below this fraction.",
     ),
 ]
-ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="Intra-op threads for latency (--sweep).")]
 
 
 def _res(v: tuple[int | None, int | None]) -> str:
@@ -135,7 +139,10 @@ def resize_cmd(
     sweep: SweepOpt = None,
     data: opt.DataOpt = None,
     min_agreement: MinAgreementOpt = None,
-    threads: ThreadsOpt = None,
+    threads: opt.ThreadsOpt = None,
+    input_shape: opt.InputShapeOpt = None,
+    metric: opt.MetricOpt = None,
+    max_drop: opt.MaxDropOpt = None,
     json_: opt.JsonFlag = False,
     force: opt.ForceFlag = False,
 ) -> None:
@@ -183,9 +190,11 @@ def resize_cmd(
         return
 
     assert output is not None
+    from onnxsqueeze.optimize import resize
+    from onnxsqueeze.shapes import parse_input_shapes
+
     try:
-        report = sweeps.resize_model(
-            source,
+        _, result = resize(
             model,
             output,
             resolution=res.parse_resolution(resolution) if resolution else None,
@@ -193,16 +202,20 @@ def resize_cmd(
             input_name=input_name,
             keep_interface=keep_interface,
             mode=mode,
+            input_shapes=parse_input_shapes(input_shape),
             data=arrays,
             data_label=str(data) if data is not None else None,
+            acceptance=opt.acceptance(metric, max_drop),
             min_agreement=min_agreement,
             force=force,
-            on_note=info,
+            say=info,
         )
     except VerificationError as e:  # the flags that would change the outcome
-        raise VerificationError(
-            f"{e} (--min-agreement {min_agreement:g}; use --force to write anyway)"
-        ) from e
+        flags = [f"--metric {metric}"] if metric else []
+        flags += [f"--max-drop {max_drop:g}"] if max_drop is not None else []
+        flags += [f"--min-agreement {min_agreement:g}"] if min_agreement is not None else []
+        raise VerificationError(f"{e} ({' '.join(flags) or 'no budget'}; use --force to write anyway)") from e
+    report = result.to_dict()
     if report.get("failed"):
         warn(f"{report['failed']}; writing anyway (--force)")
     if json_:
