@@ -246,25 +246,18 @@ def build_traced(
     *,
     calibration: Mapping[str, np.ndarray] | None = None,
     source_sha256: str | None = None,
+    applied: Sequence[bool] = (),
 ) -> tuple[onnx.ModelProto, list[bool]]:
-    """:func:`build`, also returning whether each step modified the model."""
-    from onnxsqueeze.errors import UnsupportedModelError
-    from onnxsqueeze.passes.base import describe
-    from onnxsqueeze.pipeline import record_provenance
+    """:func:`build`, also returning whether each step modified the model.
+
+    ``applied``: the first ``len(applied)`` steps were already run on ``model`` (without
+    provenance), and whether each modified it; they are recorded, not rerun. The search
+    normalizes its base model once this way and gets the same bytes as a full build.
+    """
+    from onnxsqueeze.pipeline import run_passes
 
     passes = make_passes(steps, calibration)
     work = ir.serde.deserialize_model(model)
-    modified = []
-    for step, p in zip(steps, passes, strict=True):
-        try:
-            modified.append(p(work).modified)
-        except (ir.passes.PassError, ir.passes.InvariantError) as e:
-            cause = e.__cause__ if isinstance(e.__cause__, Exception) else e
-            raise UnsupportedModelError(f"pass '{step.pass_name}': {_first_line(cause)}") from e
-    record_provenance(work, [describe(p) for p in passes], source_sha256)
+    modified: list[bool] = list(applied)
+    run_passes(work, passes[len(applied) :], source_sha256=source_sha256, record=passes, trace=modified)
     return ir.serde.serialize_model(work), modified
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
