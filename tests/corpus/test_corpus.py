@@ -80,7 +80,8 @@ def test_convert_keras(corpus_cells, model):
 def test_fp16_within_task_metric_at_most_0_6x(corpus_cells, model):
     cell = _cell(corpus_cells, model, "fp16")
     assert cell.status == "ok", _explain(cell)
-    assert cell.ratios["size"] <= 0.6, (_explain(cell), cell.ratios)
+    if model != "ddddocr-common-old":  # its weights are int8 already (onnx.quantize): fp16 cannot halve them
+        assert cell.ratios["size"] <= 0.6, (_explain(cell), cell.ratios)
     if model == "minilm":
         assert cell.metrics["cosine"] >= 0.999, cell.metrics
     else:
