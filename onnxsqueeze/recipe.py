@@ -246,12 +246,18 @@ def build_traced(
     *,
     calibration: Mapping[str, np.ndarray] | None = None,
     source_sha256: str | None = None,
+    applied: Sequence[bool] = (),
 ) -> tuple[onnx.ModelProto, list[bool]]:
-    """:func:`build`, also returning whether each step modified the model."""
+    """:func:`build`, also returning whether each step modified the model.
+
+    ``applied``: the first ``len(applied)`` steps were already run on ``model`` (without
+    provenance), and whether each modified it; they are recorded, not rerun. The search
+    normalizes its base model once this way and gets the same bytes as a full build.
+    """
     from onnxsqueeze.pipeline import run_passes
 
     passes = make_passes(steps, calibration)
     work = ir.serde.deserialize_model(model)
-    modified: list[bool] = []
-    run_passes(work, passes, source_sha256=source_sha256, trace=modified)
+    modified: list[bool] = list(applied)
+    run_passes(work, passes[len(applied) :], source_sha256=source_sha256, record=passes, trace=modified)
     return ir.serde.serialize_model(work), modified
