@@ -284,7 +284,7 @@ def available_knobs(knobs: Sequence[Knob] = KNOBS) -> tuple[list[Knob], dict[str
                 continue
             fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
             missing = sorted({k for k, _ in step.options} - fields)
-            if missing or (step.calibration and "calibration" not in fields):
+            if missing or (step.calibration and not fields & {"calibration", "ranges"}):
                 why.append(f"pass '{step.pass_name}' takes no option(s) {missing or ['calibration']}")
                 continue
             ok.append(s)

@@ -1,0 +1,1 @@
+"""The technique layer: functions that load, run passes, verify and report (one module per technique)."""
