@@ -118,6 +118,7 @@ def _dequantize_nbits(node: onnx.NodeProto, inits: dict[str, np.ndarray]) -> np.
     attrs = {a.name: a.i for a in node.attribute}
     k, n, block = attrs["K"], attrs["N"], attrs["block_size"]
     packed, scales = inits[node.input[1]], inits[node.input[2]].reshape(n, -1)
+    assert packed.shape == (n, -(-k // block), block // 2)  # [N, blocks, two nibbles per byte]
     low, high = packed & 0x0F, packed >> 4
     nibbles = np.stack([low, high], axis=-1).reshape(n, packed.shape[1], -1)  # [N, blocks, block]
     values = (nibbles.astype(np.float32) - 8.0) * scales[:, :, None]  # symmetric: zero point 8
