@@ -5,8 +5,6 @@ onnxruntime is imported inside functions so that importing onnxsqueeze stays fas
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -174,21 +172,14 @@ def time_sessions(
 ) -> list[float]:
     """Median latency (ms) of one run of each session on its feeds, for side-by-side comparisons.
 
-    Three warm-up runs each, then ``rounds`` rounds that visit every session in turn (so machine
-    noise hits all alike); a round's figure is the median of its ``runs`` timed runs, and the
-    result the median over rounds. For full benchmarks (percentiles, IO binding, memory) use
-    :mod:`onnxsqueeze.bench.harness`.
+    Three warm-up runs each, then ``rounds`` rounds that visit every session in turn (order
+    reversed every other round, so machine noise hits all alike); a round's figure is the median
+    of its ``runs`` timed runs, and the result the median over rounds
+    (:func:`onnxsqueeze.bench.timing.interleaved`). For full benchmarks (percentiles, IO binding,
+    memory) use :mod:`onnxsqueeze.bench.harness`.
     """
-    for sess, feed in zip(sessions, feeds, strict=True):
-        for _ in range(3):
-            sess.run(None, dict(feed))
-    per: list[list[float]] = [[] for _ in sessions]
-    for _ in range(rounds):
-        for k, (sess, feed) in enumerate(zip(sessions, feeds, strict=True)):
-            times = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                sess.run(None, dict(feed))
-                times.append(time.perf_counter() - t0)
-            per[k].append(statistics.median(times))
-    return [1e3 * statistics.median(p) for p in per]
+    from onnxsqueeze.bench.timing import interleaved
+
+    fns = [lambda s=sess, f=dict(feed): s.run(None, f) for sess, feed in zip(sessions, feeds, strict=True)]
+    timings = interleaved(fns, warmup=3, burst=runs, min_rounds=rounds, max_runs=rounds * runs)
+    return [t.round_median_ms for t in timings]

@@ -1,0 +1,307 @@
+"""The search: the cheapest point within the accuracy budget, and the Pareto front.
+
+Not blind enumeration. With ``cost`` the chosen objective (latency, file size, MACs or dollars):
+
+1. **Baseline**: score the original model and measure its cost.
+2. **Each knob alone**: a monotone knob (more aggressive never helps accuracy: sparsity level,
+   channel ratio, resolution) is bisected over its ordered settings for the most aggressive one
+   within budget, ``O(log n)`` evaluations (the fraction of layers quantized to int8 is one); a
+   categorical knob evaluates each setting and keeps the cheapest that fits. A knob whose best
+   setting does not lower the cost is dropped.
+3. **Greedy combination**: add the survivors one by one, the most budget-efficient first (cost
+   gain per point of drop, so a free step precedes one that spends the budget for the same gain;
+   one knob per group: fp16, int8 and int8-dynamic exclude each other), re-verifying the budget
+   after each step; when a monotone knob breaks the budget in combination, bisect it again over
+   its milder settings before rejecting it. A step is taken when it lowers the cost beyond the
+   timing noise, or, on a noisy objective (latency, cost), ties within the noise and shrinks the
+   file by more than 10%.
+4. **Best**: the cheapest evaluated point within budget; on a noisy objective, the smallest file
+   among the points within the noise of the cheapest. Every point is kept (Pareto front, report).
+
+The algorithm knows nothing about models: ``evaluate(settings) -> Point`` is given to it
+(:class:`onnxsqueeze.search.squeezer.Squeezer` builds and measures real candidates; the tests
+give synthetic metrics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from onnxsqueeze.errors import InputError
+from onnxsqueeze.evaluate import Budget
+from onnxsqueeze.search.knobs import KNOBS, Knob, Settings, describe_settings
+
+OBJECTIVES = ("latency", "size", "macs", "cost")
+# A latency (or cost) step must gain more than this to count: interleaved A/B timing on a shared
+# machine still wobbles by a percent or two.
+LATENCY_MIN_GAIN = 0.03
+
+
+# ---------------------------------------------------------------------------------------- points
+
+
+@dataclasses.dataclass
+class Point:
+    """One evaluated candidate."""
+
+    settings: Settings
+    phase: str  # baseline | single | combine
+    metric: float | None = None
+    size: int | None = None  # serialized model bytes
+    macs: int | None = None  # per sample
+    latency_ms: float | None = None  # batch 1: the original's median x latency_ratio
+    latency_ratio: float | None = None  # median vs the original's, timed interleaved
+    cost: float | None = None  # USD per million inferences
+    error: str | None = None
+    seconds: float = 0.0
+    cached: bool = False
+    drop: float | None = None
+    fits: bool = False
+    note: str = ""
+
+    def value(self, objective: str) -> float:
+        v = {"latency": self.latency_ms, "size": self.size, "macs": self.macs, "cost": self.cost}[objective]
+        return math.inf if v is None or self.error else float(v)
+
+    def to_dict(self, knobs: Sequence[Knob] = KNOBS) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["label"] = describe_settings(self.settings, knobs)
+        return d
+
+
+@dataclasses.dataclass
+class SearchResult:
+    baseline: Point
+    points: list[Point]
+    best: Point | None
+    objective: str
+    budget: Budget
+    chosen: dict[str, Any]  # knob -> setting of the best point
+    singles: dict[str, Point | None]  # knob -> its best single point within budget (None: none fits)
+    rejected: list[tuple[str, str]]  # (what, why) in order
+    skipped: dict[str, str]  # knob -> why not offered
+    truncated: str | None = None  # why the search stopped early
+
+    def pareto(self, higher_is_better: bool = True) -> list[Point]:
+        return pareto_front(self.points, self.objective, higher_is_better)
+
+
+def pareto_front(points: Sequence[Point], objective: str, higher_is_better: bool = True) -> list[Point]:
+    """Points not dominated in (metric, objective cost), sorted by cost."""
+    valid = [
+        p for p in points if p.error is None and p.metric is not None and math.isfinite(p.value(objective))
+    ]
+    sign = 1.0 if higher_is_better else -1.0
+    front: list[Point] = []
+    for p in valid:
+        pm, pc = sign * p.metric, p.value(objective)  # type: ignore[operator]
+        dominated = any(
+            (sign * q.metric >= pm and q.value(objective) <= pc)  # type: ignore[operator]
+            and (sign * q.metric > pm or q.value(objective) < pc)  # type: ignore[operator]
+            for q in valid
+        )
+        if not dominated and not any(
+            f.settings == p.settings or (f.metric == p.metric and f.value(objective) == pc) for f in front
+        ):
+            front.append(p)
+    return sorted(front, key=lambda p: (p.value(objective), -sign * p.metric))  # type: ignore[operator]
+
+
+# ---------------------------------------------------------------------------------------- search
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+def search(
+    knobs: Sequence[Knob],
+    evaluate: Callable[[Settings], Point],
+    fits: Callable[[Point], bool],
+    *,
+    objective: str,
+    budget: Budget,
+    deadline: float | None = None,
+    on_point: Callable[[Point], None] | None = None,
+    skipped: Mapping[str, str] | None = None,
+    min_gain: float = 0.0,
+) -> SearchResult:
+    """Run the search (see the module docstring) over ``knobs``.
+
+    Args:
+        knobs: the offered knobs.
+        evaluate: settings -> a measured Point (``metric`` and costs, or ``error``); may read a cache.
+        fits: whether a point is within budget (its ``drop`` already set by ``evaluate``).
+        objective: which cost to minimize.
+        budget: recorded in the result.
+        deadline: ``time.monotonic()`` after which no new point is started.
+        on_point: called with every point as it is measured.
+        skipped: knobs not offered and why (for the report).
+        min_gain: a step must lower the cost by more than this fraction to count (measured
+            latency is noisy; sizes and MACs are exact).
+    """
+    points: list[Point] = []
+    seen: dict[str, Point] = {}
+    rejected: list[tuple[str, str]] = []
+    by_name = {k.name: k for k in knobs}
+
+    def key(settings: Settings) -> str:
+        return json.dumps(sorted(settings.items()), default=str)
+
+    def ev(settings: Settings, phase: str) -> Point:
+        k = key(settings)
+        if k in seen:
+            return seen[k]
+        if deadline is not None and time.monotonic() > deadline and points:
+            raise _OutOfTime
+        p = evaluate(dict(settings))
+        p.phase = phase
+        p.fits = p.error is None and fits(p)
+        seen[k] = p
+        points.append(p)
+        if on_point:
+            on_point(p)
+        return p
+
+    def cost(p: Point) -> float:
+        return p.value(objective)
+
+    def cheaper(p: Point, than: Point) -> bool:
+        """Lower cost by more than ``min_gain`` (a fraction), so timing noise is not a gain."""
+        return cost(p) < cost(than) * (1.0 - min_gain)
+
+    def tie_smaller(p: Point, than: Point) -> bool:
+        """A noisy cost within ``min_gain`` of ``than`` (a tie) with a file smaller by > 10%.
+
+        Measured latency cannot rank two candidates closer than its noise; the exact file size
+        breaks the tie, so a step that shrinks the model without slowing it is still taken.
+        """
+        if not min_gain or p.size is None or than.size is None:
+            return False
+        return cost(p) <= cost(than) * (1.0 + min_gain) and p.size < 0.9 * than.size
+
+    def better(p: Point, than: Point) -> bool:
+        return cheaper(p, than) or tie_smaller(p, than)
+
+    def efficiency(p: Point) -> float:
+        """Cost gain per point of drop: ``log(cost_base / cost_p) / (max(drop, 0) + eps)``.
+
+        Spending the budget where it buys the most (a knapsack's value/weight order): a free
+        step (int8 at no accuracy cost) goes before an equal gain that costs 1.5 points.
+        ``eps = 10%`` of the budget keeps free steps finite and ordered by their gain.
+        """
+        gain = math.log(cost(baseline) / cost(p)) if 0 < cost(p) < math.inf else 0.0
+        return gain / (max(p.drop or 0.0, 0.0) + 0.1 * max(budget.max_drop, 1e-6))
+
+    def why_not(p: Point, reference: Point) -> str:
+        if p.error:
+            return p.error
+        if not p.fits:
+            return f"over budget (drop {p.drop:.3g} > {budget.max_drop:g})"
+        return f"no gain ({objective} {format_value(cost(p))} vs {format_value(cost(reference))}" + (
+            f", {min_gain:.0%} needed)" if min_gain else ")"
+        )
+
+    truncated = None
+    baseline = ev({}, "baseline")
+    if baseline.error:
+        raise InputError(f"the original model cannot be evaluated: {baseline.error}")
+    singles: dict[str, Point | None] = {}
+    try:
+        # 2. each knob alone
+        for knob in knobs:
+            best: Point | None = None
+            if knob.monotone:
+                lo, hi = -1, len(knob.settings)
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    p = ev({knob.name: knob.settings[mid]}, "single")
+                    if p.fits:
+                        lo = mid
+                    else:
+                        hi = mid
+                        if not p.error:
+                            p.note = p.note or why_not(p, baseline)
+                if lo >= 0:
+                    best = seen[key({knob.name: knob.settings[lo]})]
+                if hi < len(knob.settings):
+                    p = seen[key({knob.name: knob.settings[hi]})]
+                    rejected.append((describe_settings(p.settings, knobs), why_not(p, baseline)))
+            else:
+                for s in knob.settings:
+                    p = ev({knob.name: s}, "single")
+                    if p.fits and (best is None or cost(p) < cost(best)):
+                        best = p
+                    elif not p.fits:
+                        rejected.append((describe_settings(p.settings, knobs), why_not(p, baseline)))
+            if best is not None and not cheaper(best, baseline):
+                rejected.append((describe_settings(best.settings, knobs), why_not(best, baseline)))
+                best = None
+            singles[knob.name] = best
+
+        # 3. greedy combination, the most budget-efficient survivor first
+        order = sorted(
+            (p for p in singles.values() if p is not None), key=lambda p: (-efficiency(p), cost(p))
+        )
+        current: Settings = {}
+        current_point = baseline
+        for single in order:
+            ((name, setting),) = single.settings.items()
+            knob = by_name[name]
+            rival = next((k for k in current if knob.group and by_name[k].group == knob.group), None)
+            if rival is not None:
+                rejected.append(
+                    (knob.describe(setting), f"excluded by {by_name[rival].describe(current[rival])}")
+                )
+                continue
+            trial = ev(current | {name: setting}, "combine")
+            accepted: Point | None = trial if trial.fits and better(trial, current_point) else None
+            if accepted is None and knob.monotone and not trial.fits and not trial.error:
+                idx = knob.settings.index(setting)
+                lo, hi = -1, idx
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    p = ev(current | {name: knob.settings[mid]}, "combine")
+                    lo, hi = (mid, hi) if p.fits else (lo, mid)
+                if lo >= 0:
+                    p = seen[key(current | {name: knob.settings[lo]})]
+                    if better(p, current_point):
+                        accepted = p
+            if accepted is not None:
+                current, current_point = dict(accepted.settings), accepted
+            else:
+                rejected.append((describe_settings(trial.settings, knobs), why_not(trial, current_point)))
+    except _OutOfTime:
+        truncated = "time budget reached"
+
+    within = [p for p in points if p.fits and p.error is None]
+    best_point: Point | None = min(within, key=lambda p: (cost(p), p.drop if p.drop is not None else 0.0))
+    if best_point is not None and min_gain:
+        # Points within the timing noise of the fastest are ties: the smallest file wins.
+        ties = [p for p in within if cost(p) <= cost(best_point) * (1.0 + min_gain)]
+        best_point = min(ties, key=lambda p: (p.size if p.size is not None else math.inf, cost(p)))
+    if best_point is baseline or (best_point is not None and not cheaper(best_point, baseline)):
+        best_point = None
+    return SearchResult(
+        baseline=baseline,
+        points=points,
+        best=best_point,
+        objective=objective,
+        budget=budget,
+        chosen=dict(best_point.settings) if best_point else {},
+        singles=singles,
+        rejected=rejected,
+        skipped=dict(skipped or {}),
+        truncated=truncated,
+    )
+
+
+def format_value(v: float) -> str:
+    if not math.isfinite(v):
+        return "-"
+    return f"{v:.4g}"

@@ -1,0 +1,274 @@
+"""The knobs: the techniques the search can turn, and the steps each setting stands for.
+
+The table :data:`KNOBS` is the one place that maps techniques to passes. A knob whose pass is not
+registered in :data:`onnxsqueeze.passes.PASSES` (or whose options the pass does not take) is not
+offered (:func:`available_knobs`); the report says so. A monotone knob (more aggressive never helps
+accuracy: sparsity level, channel ratio, resolution, the fraction of layers quantized to int8) has
+its settings ordered from mildest to most aggressive, so the search may bisect it.
+
+**Distillation** (the ``distill`` knob, offered only with training data) is a *base* knob: a
+setting names a catalog student (``models/students.py``) that replaces the model the other knobs'
+passes run on, so ``distill -> cnn4 + int8 static`` is int8 of the student
+(:class:`onnxsqueeze.search.squeezer.Squeezer` trains and caches it).
+"""
+
+# NOTE: this module imports nothing from the rest of search/; passes are looked up in the registry.
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+
+from onnxsqueeze.evaluate import Dataset, Evaluator
+from onnxsqueeze.recipe import Step
+
+# ------------------------------------------------------------------------------------ the knobs
+
+
+@dataclasses.dataclass(frozen=True)
+class Knob:
+    """A technique the search can turn.
+
+    Attributes:
+        name: the knob's name in reports and ``--techniques``.
+        settings: candidate settings; for a monotone knob ordered from mildest to most
+            aggressive.
+        monotone: more aggressive settings never raise the metric (bisection is valid).
+        step: the recipe step (registry pass name, options) of a setting.
+        stage: order of application in a combination (structure first, precision last).
+        group: knobs of one group exclude each other in a combination (fp16 vs int8).
+        label: how a setting reads in reports (default ``"<name> <setting>"``).
+        plan: model- and data-dependent preparation, computed once per search (and cached):
+            ``plan(context) -> value``; a knob with a plan has ``step(setting, value)``, and
+            ``value`` is None when the plan could not be made.
+        base: the setting replaces the model the passes run on (distillation into a student)
+            instead of adding a pass; its ``step`` only names it (cache keys, reports) and the
+            recipe records the new model as its base (:class:`onnxsqueeze.recipe.BaseModel`).
+    """
+
+    name: str
+    settings: tuple[Any, ...]
+    monotone: bool
+    step: Callable[..., Step]
+    stage: int
+    group: str | None = None
+    label: Callable[[Any], str] | None = None
+    help: str = ""
+    plan: Callable[[PlanContext], Any] | None = None
+    base: bool = False
+
+    def describe(self, setting: Any) -> str:
+        return self.label(setting) if self.label is not None else f"{self.name} {setting}"
+
+    def step_of(self, setting: Any) -> Step:
+        """The step of a setting (a planned knob not yet bound gets its plan-less step)."""
+        return self.step(setting, None) if self.plan is not None else self.step(setting)
+
+    def bind(self, value: Any) -> Knob:
+        """This knob with its plan's value fixed in its steps."""
+        unbound = self.step
+        return dataclasses.replace(self, step=lambda s: unbound(s, value), plan=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanContext:
+    """What a knob's plan may look at: the original model and the search's data."""
+
+    model: onnx.ModelProto
+    evaluator: Evaluator
+    calibration: Dataset | None
+
+
+def _channels_plan(ctx: PlanContext, *, ratio: float = 0.75, samples: int = 128) -> dict[str, float]:
+    """Per-group sensitivity: the metric drop when each prunable group alone loses ``ratio``.
+
+    Uses :func:`onnxsqueeze.prune.sensitivity` (the pruning issue's analysis) on up to
+    ``samples`` evaluation samples, with least-squares reconstruction on the calibration data.
+    """
+    from onnxsqueeze.prune import sensitivity  # type: ignore[import-not-found, unused-ignore]
+
+    ds = ctx.evaluator.dataset.take(0, min(samples, len(ctx.evaluator.dataset)))
+    data = dict(ds.inputs)
+    if ds.labels is not None and ctx.evaluator.metric.name == "accuracy":
+        data["labels"] = ds.labels
+    rows = sensitivity(
+        ctx.model,
+        data,
+        ratios=(ratio,),
+        calibration=ctx.calibration.inputs if ctx.calibration is not None else None,
+        reconstruction="lsq" if ctx.calibration is not None else "none",
+    )
+    return {
+        str(r["group"]): max(float(r["drop"]), 0.0)
+        for r in rows
+        if r.get("drop") is not None and r.get("ratio") == ratio
+    }
+
+
+def allocate_ratios(drops: Mapping[str, float], target: float, *, cap: float = 0.9) -> dict[str, float]:
+    """Per-group channel ratios around ``target``, larger for groups whose drop is smaller.
+
+    With ``d_g`` the drop of group ``g`` pruned alone (from :func:`_channels_plan`), the weight
+    ``w_g = (d_g + eps)^(-1/2)`` (``eps = 0.1 + 0.1 mean(d)`` points keeps insensitive groups
+    from taking everything) gives ``r_g = min(cap, target * w_g / mean(w))``: the mean ratio is
+    ``target`` until the cap binds, and every ``r_g`` grows with ``target`` (bisection stays valid).
+    """
+    if not drops:
+        return {}
+    values = list(drops.values())
+    eps = 0.1 + 0.1 * float(np.mean(values))
+    weights = {g: (d + eps) ** -0.5 for g, d in drops.items()}
+    mean_w = float(np.mean(list(weights.values())))
+    return {g: round(min(cap, target * w / mean_w), 3) for g, w in sorted(weights.items())}
+
+
+def _channels_step(ratio: float, drops: Mapping[str, float] | None) -> Step:
+    options: dict[str, Any] = {"ratio": ratio}
+    if drops:
+        options["ratios"] = allocate_ratios(drops, ratio)
+    return Step.of("channels", options, calibration=True)
+
+
+# NOTE for the lead: when a technique lands, check that its registry name and option names match
+# the step below (the search checks the options against the pass's dataclass fields and reports
+# a mismatch as "not offered").
+KNOBS: tuple[Knob, ...] = (
+    Knob(
+        "resolution",
+        settings=(0.875, 0.75, 0.625, 0.5),
+        monotone=True,
+        step=lambda s: Step.of("resolution", {"scale": s, "keep_interface": True}),
+        stage=0,
+        label=lambda s: f"resolution x{s:g}",
+        help="input resolution scale (RewriteInputResolutionPass)",
+    ),
+    Knob(
+        "channels",
+        settings=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+        monotone=True,
+        # Per-group ratios from the pruning sensitivity analysis (the plan), least-squares
+        # reconstruction on the calibration data; uniform ratios if the analysis cannot run.
+        step=_channels_step,
+        plan=_channels_plan,
+        stage=1,
+        label=lambda r: f"channels -{r:.0%}",
+        help="structured channel pruning ratio (PruneChannelsPass)",
+    ),
+    Knob(
+        "sparsity",
+        settings=(0.3, 0.5, 0.6, 0.7, 0.8, 0.9),
+        monotone=True,
+        # With least-squares reconstruction on the calibration data (the pass's default).
+        step=lambda s: Step.of("sparsity", {"sparsity": s}, calibration=True),
+        stage=2,
+        label=lambda s: f"sparsity {s:.0%}",
+        help="zero-weight magnitude pruning (PruneWeightsPass)",
+    ),
+    Knob(
+        "int8",
+        # The fraction of Conv/Gemm/MatMul layers quantized, least sensitive first (the others stay
+        # float): more layers, more noise, so the metric falls (roughly) monotonically.
+        settings=(0.5, 0.75, 1.0),
+        monotone=True,
+        step=lambda f: Step.of(
+            "int8", {"mode": "static", "per_channel": True, "fraction": f}, calibration=True
+        ),
+        stage=3,
+        group="precision",
+        label=lambda f: "int8 static" if f == 1.0 else f"int8 static {f:.0%} of layers",
+        help="int8 QDQ with calibration (QuantizeInt8Pass)",
+    ),
+    Knob(
+        "int8-dynamic",
+        settings=(True,),
+        monotone=False,
+        step=lambda _: Step.of("int8", {"mode": "dynamic", "per_channel": True}),
+        stage=3,
+        group="precision",
+        label=lambda _: "int8 dynamic",
+        help="int8 weights, activations quantized at run time (QuantizeInt8Pass)",
+    ),
+    Knob(
+        "fp16",
+        settings=(True,),
+        monotone=False,
+        step=lambda _: Step.of("fp16", {}),
+        stage=3,
+        group="precision",
+        label=lambda _: "fp16",
+        help="half precision (ConvertToFloat16Pass)",
+    ),
+    Knob(
+        "distill",
+        # Catalog students (models/students.py), larger to smaller: a smaller student learns less
+        # (roughly monotone, as the int8 fraction). Offered only with training data.
+        settings=("cnn8", "cnn4"),
+        monotone=True,
+        step=lambda s: Step.of("distill", {"student": s}),
+        stage=-1,
+        base=True,
+        label=lambda s: f"distill -> {s}",
+        help="knowledge distillation into a smaller catalog student (needs --train-data)",
+    ),
+)
+
+CLEANUP = Step.of("cleanup", {})
+
+
+def available_knobs(knobs: Sequence[Knob] = KNOBS) -> tuple[list[Knob], dict[str, str]]:
+    """The knobs (and settings) whose passes are registered, and why the others are not offered."""
+    from onnxsqueeze.passes import PASSES
+
+    offered: list[Knob] = []
+    skipped: dict[str, str] = {}
+    for knob in knobs:
+        if knob.base:  # not a pass: offered when its data are (see Squeezer)
+            offered.append(knob)
+            continue
+        ok, why = [], []
+        for s in knob.settings:
+            step = knob.step_of(s)
+            cls = PASSES.get(step.pass_name)
+            if cls is None:
+                why.append(f"pass '{step.pass_name}' is not registered")
+                continue
+            fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+            missing = sorted({k for k, _ in step.options} - fields)
+            if missing or (step.calibration and "calibration" not in fields):
+                why.append(f"pass '{step.pass_name}' takes no option(s) {missing or ['calibration']}")
+                continue
+            ok.append(s)
+        if ok:
+            offered.append(dataclasses.replace(knob, settings=tuple(ok)))
+        if why:
+            skipped[knob.name] = "; ".join(dict.fromkeys(why))
+    return offered, skipped
+
+
+Settings = dict[str, Any]
+
+
+def steps_of(settings: Mapping[str, Any], knobs: Sequence[Knob]) -> list[Step]:
+    """The recipe steps of a candidate: cleanup, then each pass knob's step by stage."""
+    by_name = {k.name: k for k in knobs}
+    chosen = sorted(settings.items(), key=lambda kv: (by_name[kv[0]].stage, kv[0]))
+    return [CLEANUP, *(by_name[name].step_of(value) for name, value in chosen if not by_name[name].base)]
+
+
+def base_of(settings: Mapping[str, Any], knobs: Sequence[Knob]) -> Step | None:
+    """The step naming the candidate's base model (distillation), None for the original."""
+    by_name = {k.name: k for k in knobs}
+    bases = [by_name[n].step_of(v) for n, v in sorted(settings.items()) if by_name[n].base]
+    return bases[0] if bases else None
+
+
+def describe_settings(settings: Mapping[str, Any], knobs: Sequence[Knob]) -> str:
+    if not settings:
+        return "baseline"
+    by_name = {k.name: k for k in knobs}
+    parts = sorted(settings.items(), key=lambda kv: (by_name[kv[0]].stage, kv[0]))
+    return " + ".join(by_name[n].describe(v) for n, v in parts)

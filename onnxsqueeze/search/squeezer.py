@@ -1,0 +1,820 @@
+"""The Squeezer: real candidates (built, scored, timed, cached) for the search, and ``squeeze``.
+
+Every evaluation is cached on disk under a key of (model hash, data hash, metric, provider,
+candidate steps, tool version); a result file is written atomically as soon as it is measured,
+so an interrupted run (Ctrl-C, time budget) resumes where it stopped and a repeated run is
+instant.
+
+**Distillation** (the ``distill`` knob, offered only with training data): a setting names a
+catalog student (``models/students.py``); the original teaches it on the training data
+(:func:`onnxsqueeze.distill.distill`, seeded, a time budget per student, early stopping on a
+seeded 10% of the training data) and the student replaces the model the other knobs' passes run
+on. A student is trained once and cached (ONNX bytes, keyed by the original's hash, the training
+data's hash, the spec and the time budget); its sha256 enters the keys of the evaluations built
+on it. Training is not replayed by ``apply`` (a time budget and torch's kernels make it
+irreproducible byte for byte): the recipe records the student as its base model (path beside the
+recipe and sha256) and ``apply`` replays the passes on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from onnxsqueeze import io as sio
+from onnxsqueeze.errors import BudgetNotMetError, InputError, SqueezeError
+from onnxsqueeze.evaluate import Budget, Dataset, Evaluator, Preprocess
+from onnxsqueeze.recipe import CalibrationSource, Recipe, Step
+from onnxsqueeze.search.algorithm import LATENCY_MIN_GAIN, OBJECTIVES, Point, SearchResult, search
+from onnxsqueeze.search.knobs import KNOBS, Knob, PlanContext, Settings, available_knobs, base_of, steps_of
+from onnxsqueeze.search.report import nothing_fits_message, plot_pareto, render_report, results_dict
+
+# The instance a cost is priced on when none is given (onnxsqueeze.bench.cost's table): a 2-vCPU
+# CPU machine, a T4 for CUDA. At a fixed price the cost objective ranks candidates like latency;
+# it is reported in dollars per million inferences at batch 1.
+DEFAULT_INSTANCE = {"cpu": "aws/c7i.large", "cuda": "aws/g4dn.xlarge", "tensorrt": "aws/g4dn.xlarge"}
+CACHE_FORMAT = 1
+
+
+# ------------------------------------------------------------------------------- measurement
+
+
+def measure_latency(
+    model: onnx.ModelProto,
+    feeds: Mapping[str, np.ndarray],
+    *,
+    provider: str = "cpu",
+    warmup: int = 5,
+    min_iterations: int = 30,
+    min_seconds: float = 0.5,
+    threads: int | None = None,
+) -> float:
+    """Median batch latency in ms (optimized session): runs until both ``min_iterations`` and
+    ``min_seconds`` are met, after ``warmup`` (:func:`onnxsqueeze.bench.timing.interleaved`)."""
+    from onnxsqueeze import runtime
+    from onnxsqueeze.bench.timing import interleaved
+
+    sess = runtime.session(model, provider=provider, optimize=True, threads=threads)
+    fa = dict(feeds)
+    (timing,) = interleaved(
+        [lambda: sess.run(None, fa)],
+        warmup=warmup,
+        burst=1,
+        min_runs=min_iterations,
+        min_seconds=min_seconds,
+    )
+    return timing.median_ms
+
+
+def compare_latency(
+    reference: onnx.ModelProto,
+    candidate: onnx.ModelProto,
+    reference_feeds: Mapping[str, np.ndarray],
+    candidate_feeds: Mapping[str, np.ndarray],
+    *,
+    provider: str = "cpu",
+    warmup: int = 5,
+    min_iterations: int = 30,
+    min_seconds: float = 0.5,
+    burst: int = 5,
+    threads: int | None = 1,
+) -> tuple[float, float]:
+    """Interleaved A/B timing: (candidate median ms, candidate / reference median ratio).
+
+    Bursts of ``burst`` runs alternate between the two sessions (order reversed every other
+    round, :func:`onnxsqueeze.bench.timing.interleaved`) until each has ``min_iterations`` runs
+    and ``min_seconds`` have passed (at most ``20 * min_iterations`` runs), so load from other
+    processes hits both alike; the ratio is what the search compares (the machine is shared and
+    noisy; absolute times drift).
+
+    ``threads=1`` by default: with onnxruntime's default intra-op pool, one session's worker
+    threads keep spinning after its run and steal the cores from the other session's next burst.
+    On the shared 2-core machine, the same graph timed against itself gave ratios of 0.77-1.29
+    with the default pool and 0.998-1.002 with one thread (digits CNN, six runs each).
+    """
+    from onnxsqueeze import runtime
+    from onnxsqueeze.bench.timing import interleaved
+
+    sa = runtime.session(reference, provider=provider, optimize=True, threads=threads)
+    sb = runtime.session(candidate, provider=provider, optimize=True, threads=threads)
+    fa, fb = dict(reference_feeds), dict(candidate_feeds)
+    ta, tb = interleaved(
+        [lambda: sa.run(None, fa), lambda: sb.run(None, fb)],
+        warmup=warmup,
+        burst=burst,
+        min_runs=min_iterations,
+        min_seconds=min_seconds,
+        max_runs=20 * min_iterations,
+    )
+    return tb.median_ms, tb.median_ms / ta.median_ms
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SqueezeOptions:
+    """What ``squeeze`` optimizes and how.
+
+    Attributes:
+        budget: the accuracy budget.
+        objective: latency, size, macs or cost.
+        provider: execution provider for evaluation and latency.
+        time_budget_s: stop starting new evaluations after this many seconds.
+        techniques: restrict to these knob names (None: all offered).
+        price_per_hour: for the cost objective; or ``instance``, a name in
+            ``onnxsqueeze.bench.cost``'s table (default by provider, see ``DEFAULT_INSTANCE``).
+        latency_seconds: minimum timing-loop duration per candidate.
+        latency_threads: intra-op threads of the timed sessions (1: see :func:`compare_latency`;
+            None: onnxruntime's default pool).
+        batch_size: evaluation batch size.
+        distill_time_s: training-time budget of each distilled student.
+        distill_students: the catalog students the ``distill`` knob tries, larger to smaller
+            (None: the knob's own list).
+    """
+
+    budget: Budget
+    objective: str = "latency"
+    provider: str = "cpu"
+    time_budget_s: float | None = None
+    techniques: tuple[str, ...] | None = None
+    price_per_hour: float | None = None
+    instance: str | None = None
+    latency_seconds: float = 0.5
+    latency_threads: int | None = 1
+    batch_size: int = 64
+    distill_time_s: float = 60.0
+    distill_students: tuple[str, ...] | None = None
+
+
+class Squeezer:
+    """Wires real evaluations (build the candidate, score it, measure costs) to :func:`search`.
+
+    Args:
+        model: the original model.
+        evaluator: scores models (holds the evaluation data and metric).
+        calibration: arrays for passes that calibrate (int8 static, channel reconstruction).
+        calibration_source: where they came from (recorded in the recipe).
+        options: see :class:`SqueezeOptions`.
+        cache_dir: where evaluations are cached (None: no cache).
+        model_sha256: the original file's hash (computed from the model when None).
+        train: training data (inputs, optional labels) for the knobs that train (distill); they
+            are not offered without it.
+        model_path: the original's file (the teacher of distillation; written to the cache when
+            None).
+    """
+
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        evaluator: Evaluator,
+        *,
+        calibration: Dataset | None,
+        calibration_source: CalibrationSource | None,
+        options: SqueezeOptions,
+        cache_dir: str | Path | None,
+        model_sha256: str | None = None,
+        knobs: Sequence[Knob] = KNOBS,
+        train: Dataset | None = None,
+        model_path: str | Path | None = None,
+    ) -> None:
+        if options.objective not in OBJECTIVES:
+            raise InputError(
+                f"unknown objective '{options.objective}'; choose one of {', '.join(OBJECTIVES)}"
+            )
+        self.model = model
+        self.evaluator = evaluator
+        self.calibration = calibration
+        self.calibration_source = calibration_source
+        self.options = options
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.model_sha256 = model_sha256 or sio.sha256_model(model)
+        self.train = train
+        self.model_path = Path(model_path) if model_path is not None else None
+        self.students: dict[str, dict[str, Any]] = {}  # spec -> what its distillation measured
+        self._student_models: dict[str, tuple[onnx.ModelProto, str]] = {}
+        offered, skipped = available_knobs(knobs)
+        for k in [k for k in offered if k.base]:
+            if train is None:
+                skipped[k.name] = "no training data (--train-data)"
+                offered.remove(k)
+            elif options.distill_students:
+                offered[offered.index(k)] = dataclasses.replace(k, settings=tuple(options.distill_students))
+        if options.techniques is not None:
+            known = {k.name for k in knobs}
+            unknown = sorted(set(options.techniques) - known)
+            if unknown:
+                raise InputError(f"unknown technique(s) {unknown}; known: {', '.join(sorted(known))}")
+            for k in offered:
+                if k.name not in options.techniques:
+                    skipped[k.name] = "not requested (--techniques)"
+            offered = [k for k in offered if k.name in options.techniques]
+        if calibration is None:
+            for k in list(offered):
+                keep = tuple(s for s in k.settings if not k.step_of(s).calibration)
+                if len(keep) < len(k.settings):
+                    skipped[f"{k.name} (calibrated settings)"] = "no calibration data"
+                offered.remove(k)
+                if keep:
+                    offered.append(dataclasses.replace(k, settings=keep))
+            offered.sort(key=lambda k: [x.name for x in knobs].index(k.name))
+        self.knobs = offered
+        self.skipped = skipped
+        from onnxsqueeze.bench.cost import resolve_price
+
+        price = resolve_price(
+            price_per_hour=options.price_per_hour, instance=options.instance
+        ) or resolve_price(instance=DEFAULT_INSTANCE.get(options.provider, DEFAULT_INSTANCE["cpu"]))
+        assert price is not None
+        self.price = price.usd_per_hour
+        self.price_source = price.source
+        self.evaluations = 0  # fresh (uncached) evaluations in this run
+        self.notes: list[str] = []
+        self.plans: dict[str, Any] = {}
+        self.cache_hits = 0
+        self._baseline_metric: float | None = None
+        self._baseline_latency: float | None = None
+        self._scale = 1.0
+        self._context = self._context_key()
+
+    # ------------------------------------------------------------------ cache
+    def _context_key(self) -> dict[str, Any]:
+        from onnxsqueeze import __version__
+
+        ev = self.evaluator
+        return {
+            "format": CACHE_FORMAT,
+            "version": __version__,
+            "model": self.model_sha256,
+            "data": ev.dataset.sha256(),
+            "metric": ev.metric.name,
+            "output": ev.output_index,
+            "threshold": ev.threshold,
+            "provider": self.options.provider,
+            "calibration": self.calibration.sha256() if self.calibration is not None else None,
+            "latency_seconds": self.options.latency_seconds,
+            "latency_threads": self.options.latency_threads,
+        }
+
+    def cache_key(self, steps: Sequence[Step], base: str | None = None) -> str:
+        """The key of a candidate: the context, its steps and (distilled) its base model's hash."""
+        doc: dict[str, Any] = {**self._context, "steps": [s.to_dict() for s in steps]}
+        if base is not None:
+            doc["base"] = base
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+    def key_of(self, settings: Mapping[str, Any]) -> str:
+        """:meth:`cache_key` of a candidate (training its base model first if needed)."""
+        if not settings:
+            return self.cache_key([])
+        base = base_of(settings, self.knobs)
+        base_sha = self.base_model(settings)[1] if base is not None else None
+        return self.cache_key(steps_of(settings, self.knobs), base_sha)
+
+    # ------------------------------------------------------------------ base models
+    def base_model(self, settings: Mapping[str, Any]) -> tuple[onnx.ModelProto, str]:
+        """The model a candidate's passes run on and its sha256: the original or a student."""
+        base = base_of(settings, self.knobs)
+        if base is None:
+            return self.model, self.model_sha256
+        return self.student(str(dict(base.options)["student"]))
+
+    def _student_key(self, spec: str) -> str:
+        from onnxsqueeze import __version__
+
+        assert self.train is not None
+        doc = {
+            "format": CACHE_FORMAT,
+            "version": __version__,
+            "teacher": self.model_sha256,
+            "train": self.train.sha256(),
+            "labels": self.train.labels is not None,
+            "student": spec,
+            "time_s": self.options.distill_time_s,
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+    def student(self, spec: str) -> tuple[onnx.ModelProto, str]:
+        """The original distilled into the catalog student ``spec`` on the training data.
+
+        Trained once (seeded, ``options.distill_time_s`` of training, early stopping on a seeded
+        10% of the training data: the evaluation data stay unseen) and cached as ONNX bytes with
+        what the distillation measured; the sha256 of those bytes names the student in cache keys
+        and in the recipe.
+
+        Raises:
+            SqueezeError: the student cannot be built, trained or exported for this model.
+        """
+        if spec in self._student_models:
+            return self._student_models[spec]
+        key = self._student_key(spec)
+        path = self.cache_dir / "students" / f"{key}.onnx" if self.cache_dir is not None else None
+        if path is not None and path.is_file() and path.with_suffix(".json").is_file():
+            data = path.read_bytes()
+            model = onnx.ModelProto()
+            model.ParseFromString(data)
+            info = json.loads(path.with_suffix(".json").read_text())
+        else:
+            model, info = self._distill(spec)
+            data = model.SerializeToString(deterministic=True)
+            if path is not None:
+                sio.write_bytes_atomic(path.with_suffix(".json"), json.dumps(info, sort_keys=True).encode())
+                sio.write_bytes_atomic(path, data)
+        sha = hashlib.sha256(data).hexdigest()
+        self.students[spec] = info | {"sha256": sha}
+        self._student_models[spec] = (model, sha)
+        return model, sha
+
+    def _distill(self, spec: str) -> tuple[onnx.ModelProto, dict[str, Any]]:
+        from onnxsqueeze.distill import TrainConfig, distill
+
+        assert self.train is not None
+        teacher = self.model_path
+        if teacher is None:  # distill() reads the teacher from a file
+            if self.cache_dir is None:
+                raise InputError("distillation needs the model's file or a cache folder")
+            teacher = sio.save(self.model, self.cache_dir / "students" / f"teacher-{self.model_sha256}.onnx")
+        data = dict(self.train.inputs)
+        if self.train.labels is not None:
+            data["labels"] = self.train.labels
+        t0 = time.perf_counter()
+        result = distill(
+            teacher,
+            spec,
+            data,
+            config=TrainConfig(time_budget_s=self.options.distill_time_s, seed=0),
+            cache_dir=self.cache_dir / "teacher" if self.cache_dir is not None else None,
+            use_cache=self.cache_dir is not None,
+            measure_latency=False,
+        )
+        r = result.report
+        info = {
+            "student": spec,
+            "params": r.student.params,
+            "teacher_params": r.teacher.params,
+            "param_reduction": r.param_reduction,
+            "epochs": len(r.training.history),
+            "best_epoch": r.training.best_epoch,
+            "train_samples": r.samples.get("train"),
+            "seconds": time.perf_counter() - t0,
+        }
+        return result.model, info
+
+    def _cache_path(self, key: str) -> Path | None:
+        return self.cache_dir / f"{key[:2]}" / f"{key}.json" if self.cache_dir is not None else None
+
+    def _cache_get(self, key: str) -> dict[str, Any] | None:
+        path = self._cache_path(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None  # a corrupt entry is re-measured
+        return doc if isinstance(doc, dict) and doc.get("key") == key else None
+
+    def _cache_put(self, key: str, doc: dict[str, Any]) -> None:
+        path = self._cache_path(key)
+        if path is not None:
+            sio.write_bytes_atomic(path, json.dumps({**doc, "key": key}, sort_keys=True).encode())
+
+    # ------------------------------------------------------------------ measuring
+    def build(self, settings: Mapping[str, Any]) -> onnx.ModelProto:
+        """The candidate model of ``settings`` (deterministic: what ``apply`` rebuilds)."""
+        from onnxsqueeze.recipe import build
+
+        self.prepare()
+        base, base_sha = self.base_model(settings)
+        return build(
+            base,
+            steps_of(settings, self.knobs),
+            calibration=self.calibration.inputs if self.calibration is not None else None,
+            source_sha256=base_sha,
+        )
+
+    def build_cached(self, settings: Mapping[str, Any]) -> onnx.ModelProto:
+        """:meth:`build`, keeping the bytes in the cache so a rerun does not rebuild (calibrate) it."""
+        key = self.key_of(settings)
+        path = self._cache_path(key)
+        if path is not None and path.with_suffix(".onnx").is_file():
+            model = onnx.ModelProto()
+            try:
+                model.ParseFromString(path.with_suffix(".onnx").read_bytes())
+                return model
+            except Exception:  # a damaged entry is rebuilt
+                pass
+        model = self.build(settings)
+        if path is not None:
+            sio.write_bytes_atomic(path.with_suffix(".onnx"), model.SerializeToString(deterministic=True))
+        return model
+
+    def recipe(self, settings: Mapping[str, Any], base_path: str | None = None) -> Recipe:
+        """The recipe of ``settings``; a distilled candidate's student lives at ``base_path``."""
+        from onnxsqueeze.recipe import BaseModel
+
+        self.prepare()
+        steps = tuple(steps_of(settings, self.knobs))
+        needs = any(s.calibration for s in steps)
+        base = None
+        step = base_of(settings, self.knobs)
+        if step is not None:
+            spec = str(dict(step.options)["student"])
+            base = BaseModel(base_path or f"{spec}.onnx", self.student(spec)[1], "distill", spec)
+        return Recipe(steps, self.model_sha256, self.calibration_source if needs else None, base)
+
+    def _measure(self, settings: Settings) -> dict[str, Any]:
+        from onnxsqueeze.recipe import build_traced
+        from onnxsqueeze.summary import count_macs
+
+        t0 = time.perf_counter()
+        try:
+            if settings:
+                steps = steps_of(settings, self.knobs)
+                base, base_sha = self.base_model(settings)
+                model, modified = build_traced(
+                    base,
+                    steps,
+                    calibration=self.calibration.inputs if self.calibration is not None else None,
+                    source_sha256=base_sha,
+                )
+                idle = [s.pass_name for s, m in zip(steps[1:], modified[1:], strict=True) if not m]
+                if idle:
+                    return {
+                        "error": f"nothing to do for {', '.join(idle)}",
+                        "seconds": time.perf_counter() - t0,
+                    }
+            else:
+                model = self.model
+            metric = self.evaluator.score(model)
+            size = len(model.SerializeToString(deterministic=True))
+            try:
+                macs: int | None = count_macs(model)[0]
+            except Exception:  # MACs are informative; a model shape inference cannot follow has none
+                macs = None
+            from onnxsqueeze.evaluate import resize_inputs
+            from onnxsqueeze.shapes import graph_inputs, input_dtype
+
+            first = self.evaluator.dataset.take(0, 1).inputs
+
+            def feeds_for(m: onnx.ModelProto) -> dict[str, np.ndarray]:
+                resized = resize_inputs(m, first)
+                return {
+                    vi.name: np.asarray(resized[vi.name]).astype(input_dtype(vi)) for vi in graph_inputs(m)
+                }
+
+            seconds = self.options.latency_seconds
+            if settings:
+                latency, ratio = compare_latency(
+                    self.model, model, feeds_for(self.model), feeds_for(model),
+                    provider=self.options.provider, min_seconds=seconds,
+                    threads=self.options.latency_threads,
+                )  # fmt: skip
+            else:
+                latency = measure_latency(
+                    model, feeds_for(model), provider=self.options.provider, min_seconds=seconds,
+                    threads=self.options.latency_threads,
+                )  # fmt: skip
+                ratio = 1.0
+        except SqueezeError as e:
+            return {"error": str(e), "seconds": time.perf_counter() - t0}
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # a candidate that crashes a pass or the runtime is a rejected point
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            return {"error": f"{type(e).__name__}: {first_line}"[:300], "seconds": time.perf_counter() - t0}
+        return {
+            "metric": metric,
+            "size": size,
+            "macs": macs,
+            "latency_ms": latency,
+            "latency_ratio": ratio,
+            "seconds": time.perf_counter() - t0,
+        }
+
+    def evaluate(self, settings: Settings) -> Point:
+        """Measure one candidate, from the cache when it holds it."""
+        try:
+            key = self.key_of(settings)
+        except SqueezeError as e:  # the base model could not be made (a student did not train)
+            return Point(settings=dict(settings), phase="", error=str(e))
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # e.g. torch refusing a student for this input: a rejected point
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            return Point(settings=dict(settings), phase="", error=f"{type(e).__name__}: {first_line}"[:300])
+        doc = self._cache_get(key)
+        cached = doc is not None
+        if doc is None:
+            doc = self._measure(settings)
+            self._cache_put(key, doc)
+            self.evaluations += 1
+        else:
+            self.cache_hits += 1
+        p = Point(
+            settings=dict(settings),
+            phase="",
+            metric=doc.get("metric"),
+            size=doc.get("size"),
+            macs=doc.get("macs"),
+            latency_ms=doc.get("latency_ms"),
+            latency_ratio=doc.get("latency_ratio"),
+            error=doc.get("error"),
+            seconds=float(doc.get("seconds", 0.0)),
+            cached=cached,
+        )
+        if not settings:
+            self._baseline_latency = p.latency_ms
+        elif p.latency_ratio is not None and self._baseline_latency is not None:
+            # Comparable within the run: the interleaved ratio times the original's latency.
+            p.latency_ms = self._baseline_latency * p.latency_ratio
+        if p.latency_ms is not None and p.latency_ms > 0:
+            from onnxsqueeze.bench.cost import usd_per_million
+
+            p.cost = usd_per_million(self.price, 1e3 / p.latency_ms)  # one inference at a time
+        if not settings and p.metric is not None:
+            self._baseline_metric = p.metric
+            self._scale = self.evaluator.relative_scale(p.metric)
+        if p.metric is not None and self._baseline_metric is not None:
+            p.drop = self.options.budget.drop(
+                self._baseline_metric,
+                p.metric,
+                higher_is_better=self.evaluator.metric.higher_is_better,
+                scale=self._scale,
+            )
+        return p
+
+    def fits(self, p: Point) -> bool:
+        return p.drop is not None and p.drop <= self.options.budget.max_drop + 1e-9
+
+    def prepare(self, on_plan: Callable[[str], None] | None = None) -> None:
+        """Compute (or read from the cache) the plans of planned knobs and bind them. Idempotent."""
+        bound = []
+        for knob in self.knobs:
+            if knob.plan is None:
+                bound.append(knob)
+                continue
+            key = hashlib.sha256(
+                json.dumps({**self._context, "plan": knob.name}, sort_keys=True, default=str).encode()
+            ).hexdigest()
+            doc = self._cache_get(key)
+            if doc is None:
+                if on_plan:
+                    on_plan(knob.name)
+                t0 = time.perf_counter()
+                try:
+                    value = knob.plan(PlanContext(self.model, self.evaluator, self.calibration))
+                    doc = {"value": value, "seconds": time.perf_counter() - t0}
+                except (MemoryError, KeyboardInterrupt):
+                    raise
+                except Exception as e:  # no analysis (module missing, unsupported model): plain steps
+                    doc = {"value": None, "error": f"{type(e).__name__}: {str(e).strip()[:200]}"}
+                self._cache_put(key, doc)
+            if doc.get("error"):
+                self.notes.append(f"{knob.name}: no plan ({doc['error']}); plain settings used")
+            self.plans[knob.name] = doc.get("value")
+            bound.append(knob.bind(doc.get("value")))
+        self.knobs = bound
+
+    def run(self, on_point: Callable[[Point], None] | None = None) -> SearchResult:
+        deadline = (
+            time.monotonic() + self.options.time_budget_s if self.options.time_budget_s is not None else None
+        )
+        self.prepare()
+        return search(
+            self.knobs,
+            self.evaluate,
+            self.fits,
+            objective=self.options.objective,
+            budget=self.options.budget,
+            deadline=deadline,
+            on_point=on_point,
+            skipped=self.skipped,
+            min_gain=LATENCY_MIN_GAIN if self.options.objective in ("latency", "cost") else 0.0,
+        )
+
+
+# --------------------------------------------------------------------------------- the API
+
+
+def make_squeezer(
+    model: str | Path,
+    data: str | Path,
+    *,
+    options: SqueezeOptions,
+    out_dir: str | Path,
+    metric: str | None = None,
+    calibration_data: str | Path | None = None,
+    calibration_samples: int = 64,
+    samples: int | None = None,
+    output: str | None = None,
+    threshold: float = 0.5,
+    preprocess: Preprocess | None = None,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    on_image: Callable[[int, int], None] | None = None,
+    train_data: str | Path | None = None,
+) -> Squeezer:
+    """Load the model and data, split off calibration samples and set up the search.
+
+    Args:
+        model: the original ``.onnx`` file.
+        data: an ``.npz`` (inputs and optional ``labels``) or an image folder (with ``preprocess``).
+        options: budget, objective, provider...
+        out_dir: the output folder (the default cache lives in ``out_dir/.cache``; image-folder
+            calibration arrays are written to ``out_dir/calibration.npz`` for ``apply``).
+        metric: a name in ``evaluate.METRICS`` (default: accuracy with labels, else agreement).
+        calibration_data: an ``.npz`` to calibrate on; by default the first
+            ``calibration_samples`` of ``train_data`` when given, else the first
+            ``calibration_samples`` (at most a quarter) of ``data`` are held out for calibration
+            and the rest is evaluated.
+        samples: use at most this many samples of ``data``.
+        output: the scored model output (default: the first).
+        threshold: binarization threshold of ``iou``.
+        preprocess: image preprocessing (default :class:`Preprocess`'s).
+        cache_dir: evaluation cache (default ``out_dir/.cache``); ``use_cache=False`` for none.
+        on_image: progress of image loading.
+        train_data: an ``.npz`` of training inputs (and optional ``labels``): offers the
+            ``distill`` knob (the model is the teacher) and is the default calibration data.
+
+    Raises:
+        ModelLoadError, InputError: bad model, data or options.
+    """
+    from onnxsqueeze import evaluate as E
+    from onnxsqueeze import shapes
+
+    model, data, out_dir = Path(model), Path(data), Path(out_dir)
+    original = sio.load(model)
+    if data.is_dir():
+        first_input = shapes.graph_inputs(original)[0].name
+        ds = E.load_image_folder(
+            data, preprocess or E.Preprocess(), input_name=first_input, limit=samples, on_image=on_image
+        )
+    else:
+        ds = E.load_npz_dataset(data)
+        if samples is not None and samples < len(ds):
+            ds = ds.take(0, samples)
+    metric = metric or ("accuracy" if ds.labels is not None else "agreement")
+    train = E.load_npz_dataset(train_data) if train_data is not None else None
+    if calibration_data is None and train_data is not None:
+        calibration_data = train_data
+    if calibration_data is not None:
+        calibration_data = Path(calibration_data)
+        cal = E.load_npz_dataset(calibration_data)
+        cal = cal.take(0, min(calibration_samples, len(cal)))
+        evalset = ds
+        source = CalibrationSource(str(calibration_data.resolve()), 0, len(cal), cal.sha256())
+    else:
+        k = min(calibration_samples, len(ds) // 4)
+        if k < 1:
+            raise InputError(f"{data}: {len(ds)} samples are too few to hold out calibration data")
+        cal, evalset = ds.take(0, k), ds.take(k, len(ds))
+        if data.is_dir():
+            # The images were preprocessed here: keep the calibration arrays beside the recipe so
+            # that `apply` replays without the image folder or its preprocessing options.
+            sio.save_npz(out_dir / "calibration.npz", cal.inputs, protect=[model])
+            source = CalibrationSource("calibration.npz", 0, k, Dataset(cal.inputs).sha256())
+        else:
+            source = CalibrationSource(str(data.resolve()), 0, k, cal.sha256())
+    # The original's outputs (teacher of label-free metrics) are computed on the first evaluation
+    # that is not in the cache, so a rerun served from the cache runs no inference.
+    evaluator = E.Evaluator(
+        original, evalset, metric, output=output, threshold=threshold, provider=options.provider
+    )
+    return Squeezer(
+        original,
+        evaluator,
+        calibration=cal,
+        calibration_source=source,
+        options=options,
+        cache_dir=(cache_dir or out_dir / ".cache") if use_cache else None,
+        model_sha256=sio.sha256_file(model),
+        train=train,
+        model_path=model,
+    )
+
+
+def squeeze(
+    model: str | Path,
+    data: str | Path,
+    out_dir: str | Path,
+    *,
+    max_drop: float,
+    relative: bool = False,
+    objective: str = "latency",
+    on_point: Callable[[Point], None] | None = None,
+    **kwargs: Any,
+) -> tuple[SearchResult, dict[str, Path]]:
+    """The whole squeeze: search, then write the best model, recipe, report, results and plot.
+
+    ``kwargs`` go to :func:`make_squeezer`, except the :class:`SqueezeOptions` fields
+    (provider, time_budget_s, techniques, price_per_hour, instance, latency_seconds,
+    distill_time_s).
+
+    Raises:
+        BudgetNotMetError: nothing fits (the report is written all the same).
+    """
+    fields = {f.name for f in dataclasses.fields(SqueezeOptions)}
+    opts = {k: kwargs.pop(k) for k in list(kwargs) if k in fields}
+    options = SqueezeOptions(budget=Budget(max_drop, relative), objective=objective, **opts)
+    t0 = time.perf_counter()
+    squeezer = make_squeezer(model, data, options=options, out_dir=out_dir, **kwargs)
+    result = squeezer.run(on_point=on_point)
+    files = write_outputs(
+        squeezer,
+        result,
+        out_dir,
+        protect=[model, data],
+        model_name=Path(model).name.removesuffix(".onnx"),
+        elapsed_s=time.perf_counter() - t0,
+    )
+    return result, files
+
+
+# ------------------------------------------------------------------------------------ outputs
+
+
+def write_outputs(
+    squeezer: Squeezer,
+    result: SearchResult,
+    out_dir: str | Path,
+    *,
+    protect: Sequence[str | Path] = (),
+    model_name: str = "model",
+    elapsed_s: float | None = None,
+) -> dict[str, Path]:
+    """Write the best model, recipe.toml, report.md, results.json and pareto.png into ``out_dir``.
+
+    When nothing fits, only the report, results and plot are written and BudgetNotMetError is
+    raised afterwards, naming the closest candidates.
+    """
+    from onnxsqueeze import recipe as rcp
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    if result.best is not None:
+        best_model = squeezer.build_cached(result.best.settings)
+        written["model"] = sio.save(best_model, out / f"{model_name}.squeezed.onnx", protect=protect)
+        base_path = None
+        if base_of(result.best.settings, squeezer.knobs) is not None:
+            # The recipe's base model: the student's exact bytes (their sha256 is in the recipe).
+            student, _ = squeezer.base_model(result.best.settings)
+            written["student"] = sio.write_bytes_atomic(
+                out / f"{model_name}.student.onnx",
+                student.SerializeToString(deterministic=True),
+                protect=protect,
+            )
+            base_path = written["student"].name
+        written["recipe"] = rcp.save(
+            squeezer.recipe(result.best.settings, base_path), out / "recipe.toml", protect=protect
+        )
+    results = results_dict(squeezer, result, elapsed_s=elapsed_s)
+    if "model" in written:
+        results["best"]["file"] = written["model"].name
+        results["best"]["sha256"] = sio.sha256_file(written["model"])
+        results["best"]["verify"] = verify_best(squeezer, best_model)
+    written["results"] = sio.write_bytes_atomic(
+        out / "results.json",
+        (json.dumps(results, indent=2, default=_json_default) + "\n").encode(),
+        protect=protect,
+    )
+    written["report"] = sio.write_bytes_atomic(
+        out / "report.md", render_report(squeezer, result, results).encode(), protect=protect
+    )
+    plot = out / "pareto.png"
+    if plot_pareto(squeezer, result, plot):
+        written["plot"] = plot
+    if result.best is None:
+        raise BudgetNotMetError(nothing_fits_message(squeezer, result))
+    return written
+
+
+def verify_best(squeezer: Squeezer, model: onnx.ModelProto, samples: int = 8) -> dict[str, Any]:
+    """The best model against the original on the first evaluation samples (onnxsqueeze.verify)."""
+    from onnxsqueeze.verify import verify
+
+    ds = squeezer.evaluator.dataset
+    data = ds.take(0, min(samples, len(ds))).inputs
+    try:
+        report = verify(
+            squeezer.model,
+            model,
+            data=data,
+            data_label="evaluation samples",
+            provider=squeezer.options.provider,
+        )
+    except SqueezeError as e:  # e.g. an output shape changed on purpose: say so, do not fail
+        return {"error": str(e)}
+    scored = squeezer.model.graph.output[squeezer.evaluator.output_index].name
+    return report.to_dict() | {"min_cosine": report.min_cosine, "scored_output": scored}
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    return str(v)
