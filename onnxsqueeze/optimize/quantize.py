@@ -340,7 +340,7 @@ def quantize_int8(
         "reduce_range": reduce_range,
     }
     if mode == "static":
-        settings["calibrate_method"] = calibrate_method
+        settings["calibrate_method"] = ranges.method if ranges is not None else calibrate_method
     report = QuantReport(f"int8 {mode}", settings)
     model = _named(model)
     if pre_process:
@@ -364,6 +364,7 @@ def quantize_int8(
             op_types=op_types,
             reduce_range=reduce_range,
             exclude=ex,
+            calibrate_method=ranges.method if ranges is not None else calibrate_method,  # type: ignore[arg-type]
             ranges=ranges,
         )
         return _run(p, m)
@@ -457,13 +458,11 @@ def quantize_with_accuracy_control(
         report.evaluations = evaluations
         report.metric["final"] = current
         return q, report
-    rank = ranking_score or score
-    gains = []
-    for name in report.quantized:
-        cand, _ = quantize_int8(prepared, mode="static", exclude=(name, *report.excluded), **fixed)
-        gains.append((rank(cand), name))
-        evaluations += 1
-    order = [name for _, name in sorted(gains, key=lambda g: -g[0])]
+    ranked = rank_by_reversion(
+        prepared, ranking_score or score, report.quantized, excluded=tuple(report.excluded), **fixed
+    )
+    evaluations += len(ranked)
+    order = [name for name, _ in ranked]
     reverted: list[str] = []
     limit = len(order) if max_reverted is None else min(max_reverted, len(order))
     for name in order[:limit]:
@@ -482,6 +481,75 @@ def quantize_with_accuracy_control(
         f"int8 with accuracy control: {len(reverted)} layers reverted to float and the drop is still "
         f"{base - current:.4g} > {max_drop:g}"
     )
+
+
+def rank_by_reversion(
+    model: onnx.ModelProto,
+    score: Callable[[onnx.ModelProto], float],
+    layers: list[str],
+    *,
+    excluded: tuple[str, ...] = (),
+    **options: Any,
+) -> list[tuple[str, float]]:
+    """Each layer's metric with it alone reverted to float (the rest int8), best first.
+
+    The measured sensitivity of NNCF's accuracy control: a layer whose reversion recovers most is
+    the most sensitive. Ties keep graph order. ``options`` go to :func:`quantize_int8` (with the
+    calibrated ``ranges`` so that calibration runs once).
+    """
+    scored = []
+    for i, name in enumerate(layers):
+        cand, _ = quantize_int8(model, mode="static", exclude=(name, *excluded), **options)
+        scored.append((score(cand), i, name))
+    return [(name, value) for value, _, name in sorted(scored, key=lambda t: (-t[0], t[1]))]
+
+
+def plan_int8(
+    model: onnx.ModelProto,
+    score: Callable[[onnx.ModelProto], float],
+    calibration: CalibrationData | Mapping[str, np.ndarray],
+    *,
+    variants: tuple[tuple[CalibrateMethod, str], ...] = (
+        ("minmax", "uint8"),
+        ("percentile", "uint8"),
+        ("entropy", "uint8"),
+        ("minmax", "int8"),
+    ),
+) -> dict[str, Any]:
+    """Choose the calibration of static int8 and rank its layers by measured sensitivity.
+
+    Each ``(calibrate_method, activation_type)`` variant quantizes every layer once and is scored
+    with ``score`` (higher is better); the best (ties: the first) is kept, and its layers are
+    ranked by :func:`rank_by_reversion`. The search reverts the first ``k`` of ``order``.
+    """
+    prepared = _named(model)
+    best: tuple[float, CalibrateMethod, str, ActivationRanges, QuantReport] | None = None
+    tried = {}
+    for method, activation in variants:
+        ranges = calibrate(prepared, calibration, method=method)
+        q, report = quantize_int8(
+            prepared,
+            mode="static",
+            pre_process=False,
+            ranges=ranges,
+            activation_type=activation,  # type: ignore[arg-type]
+        )
+        value = score(q)
+        tried[f"{method}/{activation}"] = value
+        if best is None or value > best[0]:
+            best = (value, method, activation, ranges, report)
+    assert best is not None
+    _, method, activation, ranges, report = best
+    ranked = rank_by_reversion(
+        prepared, score, report.quantized, pre_process=False, ranges=ranges, activation_type=activation
+    )
+    return {
+        "calibrate_method": method,
+        "activation_type": activation,
+        "order": [name for name, _ in ranked],
+        "tried": tried,
+        "per_channel": report.settings.get("per_channel", True),
+    }
 
 
 def sensitivity(
@@ -565,13 +633,13 @@ def calibrated_int8_options(
 ) -> dict[str, Any]:
     """Options of a :class:`QuantizeInt8Pass` for a recipe step that calibrates.
 
-    ``calibrate_method`` is consumed here: the activation ranges are measured on ``model`` as it
-    stands before the step. Per-channel QDQ on opset < 13 falls back to per-tensor scales (the
+    The activation ranges are measured (with ``calibrate_method``) on ``model`` as it stands
+    before the step. Per-channel QDQ on opset < 13 falls back to per-tensor scales (the
     recorded options say so), so a replayed recipe never writes an invalid graph. Without
     ``model`` the options are only shaped for checking.
     """
     opts = dict(options)
-    method = opts.pop("calibrate_method", "minmax")
+    method = opts.get("calibrate_method", "minmax")
     if model is None:
         return opts
     if opts.get("mode", "dynamic") == "static":

@@ -168,6 +168,8 @@ class QuantizeInt8Pass(SqueezePass):
         op_types: the op types to quantize (default: Conv, ConvTranspose, Gemm, MatMul).
         reduce_range: 7-bit weights, for old x86 CPUs without VNNI that can saturate.
         exclude: names of nodes to keep in float.
+        calibrate_method: how ``ranges`` were measured (``minmax``, ``entropy``, ``percentile``);
+            recorded, and checked against ``ranges``.
         ranges: calibrated activation ranges (static); provenance records how they were measured.
     """
 
@@ -180,6 +182,7 @@ class QuantizeInt8Pass(SqueezePass):
     op_types: tuple[str, ...] = FLOAT_OPS
     reduce_range: bool = False
     exclude: tuple[str, ...] = ()
+    calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     ranges: ActivationRanges | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def options(self) -> dict[str, Any]:
@@ -198,6 +201,10 @@ class QuantizeInt8Pass(SqueezePass):
             )
         if self.mode == "static" and self.ranges is None:
             raise ir.passes.PreconditionError("int8 static quantization needs calibrated activation ranges")
+        if self.ranges is not None and self.ranges.method != self.calibrate_method:
+            raise ir.passes.PreconditionError(
+                f"int8: ranges measured with {self.ranges.method}, options say {self.calibrate_method}"
+            )
         opset = opset_of(model)
         if opset < 10:
             raise ir.passes.PreconditionError(

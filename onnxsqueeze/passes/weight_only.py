@@ -72,14 +72,15 @@ class QuantizeWeightsInt8Pass(SqueezePass):
     opset >= 13 for ``per_channel`` (its ``axis``).
 
     Options:
-        per_channel: one scale per output channel (otherwise one per tensor).
+        per_channel: one scale per output channel (otherwise one per tensor); None (default):
+            per channel where the opset allows it (>= 13), per tensor below.
         op_types: the op types whose weights are stored in int8.
         min_elements: weights smaller than this stay float (their bytes do not matter).
         exclude: names of nodes whose weights stay float.
     """
 
     name: ClassVar[str] = "int8-weights"
-    per_channel: bool = True
+    per_channel: bool | None = None
     op_types: tuple[str, ...] = FLOAT_OPS
     min_elements: int = 16
     exclude: tuple[str, ...] = ()
@@ -90,7 +91,7 @@ class QuantizeWeightsInt8Pass(SqueezePass):
             raise ir.passes.PreconditionError(
                 f"int8 weights need opset >= 10 (DequantizeLinear); the model has {opset}"
             )
-        if self.per_channel and opset < 13:
+        if self.per_channel is True and opset < 13:
             raise ir.passes.PreconditionError(
                 f"per-channel int8 weights need DequantizeLinear's axis (opset >= 13); the model has opset {opset}"
             )
@@ -98,13 +99,14 @@ class QuantizeWeightsInt8Pass(SqueezePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         done: dict[tuple[str, int | None], ir.Value] = {}
         modified = False
+        per_channel = self.per_channel if self.per_channel is not None else opset_of(model) >= 13
         for node in weight_nodes(model, self.op_types):
             w = node.inputs[1]
             assert w is not None and w.const_value is not None
             if node.name in self.exclude or _is_interface(model, w) or w.const_value.size < self.min_elements:
                 continue
             array = w.const_value.numpy()
-            axis = output_axis(node, array.ndim) if self.per_channel and array.ndim > 1 else None
+            axis = output_axis(node, array.ndim) if per_channel and array.ndim > 1 else None
             key = (w.name or str(id(w)), axis)
             if key not in done:
                 q, scale = _symmetric_int8(array, axis)

@@ -266,3 +266,19 @@ def test_every_mode_on_the_corpus_is_valid(path, shape):
     out, report = oq.quantize_weights(model)
     assert oq.invalid_reason(out) is None and report.quantized
     assert out.ByteSize() < 0.55 * model.ByteSize()
+
+
+def test_int8_plan_picks_a_calibration_and_orders_layers_by_measured_sensitivity():
+    from onnxsqueeze.search.knobs import _int8_step
+
+    calls: list[set[str]] = []
+    plan = oq.plan_int8(_named_cnn(), synthetic_score(calls), {"x": inputs(16, seed=11)})
+    assert plan["order"] == ["n2_Conv", "n0_Conv", "n6_Gemm"]
+    assert len(plan["tried"]) == 4 and (plan["calibrate_method"], plan["activation_type"]) == (
+        "minmax",
+        "uint8",
+    )
+    assert len(calls) == 4 + 3
+    step = _int8_step(2, plan)
+    assert dict(step.options)["exclude"] == ("n2_Conv", "n0_Conv") and step.calibration
+    assert "exclude" not in dict(_int8_step(0, plan).options)

@@ -67,7 +67,8 @@ def quantize(model: onnx.ModelProto, **kw) -> tuple[onnx.ModelProto, bool]:
 
 
 def static_kw(n: int = 32, method: str = "minmax") -> dict:
-    return {"mode": "static", "ranges": calibrate(cnn(), {"x": inputs(n, seed=11)}, method=method)}
+    ranges = calibrate(cnn(), {"x": inputs(n, seed=11)}, method=method)
+    return {"mode": "static", "ranges": ranges, "calibrate_method": method}
 
 
 def ops(model: onnx.ModelProto) -> set[str]:

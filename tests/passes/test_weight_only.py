@@ -107,11 +107,16 @@ def test_int8_weights_per_channel_below_opset_13_is_refused_per_tensor_works():
     model = cnn()
     model.opset_import[0].version = 11
     with pytest.raises(ir.passes.PreconditionError, match="opset >= 13"):
-        run_pass(QuantizeWeightsInt8Pass(), model)
-    out, modified = run_pass(QuantizeWeightsInt8Pass(per_channel=False), model)
-    assert modified
-    onnx.checker.check_model(out, full_check=True)
-    run_ort(out, {"x": inputs(2)})
+        run_pass(QuantizeWeightsInt8Pass(per_channel=True), model)
+    for p in (
+        QuantizeWeightsInt8Pass(per_channel=False),
+        QuantizeWeightsInt8Pass(),
+    ):  # default: as the opset allows
+        out, modified = run_pass(p, model)
+        assert modified
+        onnx.checker.check_model(out, full_check=True)
+        assert not [a for n in out.graph.node if n.op_type == "DequantizeLinear" for a in n.attribute]
+        run_ort(out, {"x": inputs(2)})
 
 
 def _dequantize_nbits(node: onnx.NodeProto, inits: dict[str, np.ndarray]) -> np.ndarray:
