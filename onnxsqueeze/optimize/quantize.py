@@ -320,7 +320,7 @@ def quantize_int8(
     activation_type: Literal["int8", "uint8"] = "uint8",
     weight_type: Literal["int8", "uint8"] = "int8",
     calibrate_method: CalibrateMethod = "minmax",
-    op_types: tuple[str, ...] = FLOAT_OPS,
+    op_types: tuple[str, ...] = (),
     exclude: tuple[str, ...] = (),
     reduce_range: bool = False,
     pre_process: bool = True,
@@ -351,7 +351,7 @@ def quantize_int8(
         if calibration is None or len(_as_data(calibration)) == 0:
             raise UnsupportedModelError("int8 static quantization needs calibration data")
         ranges = calibrate(model, calibration, method=calibrate_method)
-    candidates = _candidates(model, op_types)
+    candidates = _candidates(model, op_types or FLOAT_OPS)
     report.excluded.update({name: "asked" for name in exclude if name in candidates})
 
     def make(m: onnx.ModelProto, pc: bool, ex: tuple[str, ...]) -> onnx.ModelProto:

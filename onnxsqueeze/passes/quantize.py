@@ -137,6 +137,15 @@ def _tensors_data(ranges: ActivationRanges) -> Any:
     return TensorsData(CalibrationMethod.MinMax, data)
 
 
+def _default_op_types(mode: str) -> list[str]:
+    """onnxruntime's own defaults (sorted: the output must not depend on set order)."""
+    from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry, QLinearOpsRegistry
+
+    if mode == "dynamic":
+        return sorted(IntegerOpsRegistry)
+    return sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+
+
 def _prepared(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Shapes inferred in memory and the marker that keeps onnxruntime from re-inferring on disk."""
     inferred = onnx.shape_inference.infer_shapes(proto)
@@ -165,7 +174,9 @@ class QuantizeInt8Pass(SqueezePass):
         weight_type / activation_type: ``int8`` or ``uint8`` (static: activations uint8 and weights
             int8 by default, onnxruntime's recommended U8S8 on x86; dynamic activations are
             always uint8).
-        op_types: the op types to quantize (default: Conv, ConvTranspose, Gemm, MatMul).
+        op_types: the op types to quantize; empty (default): every op type onnxruntime quantizes
+            in this mode, as its ``quantize_static`` / ``quantize_dynamic`` do (static: pooling,
+            activations, Add... as well, so fewer Q/DQ transitions are left in float).
         reduce_range: 7-bit weights, for old x86 CPUs without VNNI that can saturate.
         exclude: names of nodes to keep in float.
         calibrate_method: how ``ranges`` were measured (``minmax``, ``entropy``, ``percentile``);
@@ -179,7 +190,7 @@ class QuantizeInt8Pass(SqueezePass):
     per_channel: bool = True
     weight_type: Literal["int8", "uint8"] = "int8"
     activation_type: Literal["int8", "uint8"] = "uint8"
-    op_types: tuple[str, ...] = FLOAT_OPS
+    op_types: tuple[str, ...] = ()
     reduce_range: bool = False
     exclude: tuple[str, ...] = ()
     calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
@@ -216,7 +227,7 @@ class QuantizeInt8Pass(SqueezePass):
             )
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        if not weight_nodes(model, self.op_types):
+        if not weight_nodes(model, self.op_types or FLOAT_OPS):
             return ir.passes.PassResult(model, False)
         name_nodes(model)
         proto = ir.serde.serialize_model(model)
@@ -240,7 +251,7 @@ class QuantizeInt8Pass(SqueezePass):
         common: dict[str, Any] = {
             "nodes_to_quantize": [],
             "nodes_to_exclude": list(self.exclude),
-            "op_types_to_quantize": list(self.op_types),
+            "op_types_to_quantize": list(self.op_types) or _default_op_types(self.mode),
         }
         if self.mode == "static":
             assert self.ranges is not None
