@@ -325,8 +325,13 @@ def quantize_int8(
     reduce_range: bool = False,
     pre_process: bool = True,
     ranges: ActivationRanges | None = None,
+    bias_correction: bool = False,
 ) -> tuple[onnx.ModelProto, QuantReport]:
     """Int8 quantization whose result passes ``onnx.checker`` and loads in onnxruntime.
+
+    ``bias_correction`` (static QDQ): the mean error that each layer's int8 weights add to its
+    output over the calibration data is subtracted from its float bias before quantizing
+    (:func:`correct_biases`).
 
     Raises:
         UnsupportedModelError: static without calibration, calibration failed, or no valid result.
@@ -377,8 +382,109 @@ def quantize_int8(
         needs_opset13=mode == "static" and quant_format == "qdq",
         candidates=candidates,
     )
+    if bias_correction and mode == "static" and quant_format == "qdq" and calibration is not None:
+        corrected, shifted = correct_biases(model, calibration, per_channel=report.settings["per_channel"])
+        if shifted:
+            again = dataclasses.replace(report, notes=[], excluded=dict(report.excluded))
+            out = _valid(
+                make, corrected, again, per_channel=report.settings["per_channel"],
+                needs_opset13=True, candidates=candidates,
+            )  # fmt: skip
+            report.notes.append(f"bias correction: {shifted} biases shifted")
+        report.settings["bias_correction"] = True
     report.quantized = [c for c in candidates if c not in report.excluded]
     return out, report
+
+
+def correct_biases(
+    model: onnx.ModelProto,
+    calibration: CalibrationData | Mapping[str, np.ndarray],
+    *,
+    per_channel: bool = True,
+    samples: int = 64,
+) -> tuple[onnx.ModelProto, int]:
+    """``model`` with each biased Conv/Gemm bias reduced by the mean error its int8 weights add.
+
+    With ``dW = dequantize(quantize(W)) - W`` (symmetric int8, per channel or per tensor, as the
+    quantizer rounds) and ``mu`` the mean of the layer's input per channel over up to ``samples``
+    calibration samples (float model), the expected output error of channel ``c`` is::
+
+        shift_c = sum_{i, k} dW[c, i, k] * mu[i]        b_c <- b_c - shift_c
+
+    Each layer's own error, measured on float inputs (zero padding at borders ignored), so layers
+    do not compensate for each other's errors (Nagel et al., empirical weight bias correction).
+    Returns the corrected float model and how many biases changed.
+    """
+    from onnxsqueeze import runtime
+    from onnxsqueeze.passes.weight_only import _symmetric_int8
+
+    data = _as_data(calibration)
+    inits = {t.name: t for t in model.graph.initializer}
+    layers = [
+        n for n in model.graph.node
+        if n.op_type in ("Conv", "Gemm") and len(n.input) > 2 and n.input[1] in inits and n.input[2] in inits
+        and inits[n.input[2]].data_type == onnx.TensorProto.FLOAT
+    ]  # fmt: skip
+    if not layers:
+        return model, 0
+    names = list(dict.fromkeys(n.input[0] for n in layers))
+    sess = runtime.session(runtime.with_outputs(model, names))
+    graph_inputs = {i.name for i in sess.get_inputs()}
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    subset = CalibrationData({k: v[:samples] for k, v in data.arrays.items()})
+    for batch in _reader(subset, model, runtime.fixed_batch(sess)).batches():
+        feeds = {k: v for k, v in batch.items() if k in graph_inputs}
+        values = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds), strict=True))
+        for name in names:
+            x = np.asarray(feeds[name] if name in feeds else values[name], np.float64)
+            axes = tuple(i for i in range(x.ndim) if i != 1)
+            sums[name] = sums.get(name, 0) + x.sum(axis=axes)
+            counts[name] = counts.get(name, 0) + int(x.size // x.shape[1])
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    new_inits = {t.name: t for t in out.graph.initializer}
+    shifted = 0
+    for node in layers:
+        attrs = {a.name: a for a in node.attribute}
+        w = onnx.numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        bias = onnx.numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
+        mu = sums[node.input[0]] / max(counts[node.input[0]], 1)
+        axis = output_axis_of(node, w.ndim) if per_channel else None
+        q, scale = _symmetric_int8(w, axis)
+        if axis is not None:
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            scale = scale.reshape(shape)
+        dw = q.astype(np.float64) * scale - w
+        if node.op_type == "Gemm":
+            trans_b = attrs["transB"].i if "transB" in attrs else 0
+            alpha = attrs["alpha"].f if "alpha" in attrs else 1.0
+            if "transA" in attrs and attrs["transA"].i:
+                continue
+            shift = alpha * ((dw @ mu) if trans_b else (mu @ dw))
+        else:
+            group = attrs["group"].i if "group" in attrs else 1
+            per_group = w.shape[1]
+            mu_g = mu.reshape(group, per_group)  # input channels of each group
+            out_per_group = w.shape[0] // group
+            d = dw.reshape(group, out_per_group, per_group, -1).sum(axis=-1)  # [g, out, in]
+            shift = np.einsum("goi,gi->go", d, mu_g).reshape(-1)
+        if shift.shape != bias.shape:
+            continue
+        new_inits[node.input[2]].CopyFrom(
+            onnx.numpy_helper.from_array((bias - shift).astype(np.float32), node.input[2])
+        )
+        shifted += 1
+    return out, shifted
+
+
+def output_axis_of(node: onnx.NodeProto, rank: int) -> int:
+    """:func:`onnxsqueeze.passes.weight_only.output_axis` for a NodeProto."""
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    return 1 if node.op_type == "ConvTranspose" else 0
 
 
 def quantize_weights(

@@ -283,3 +283,19 @@ def test_int8_plan_picks_a_calibration_and_orders_layers_by_measured_sensitivity
     step = _int8_step(2, plan)
     assert dict(step.options)["exclude"] == ("n2_Conv", "n0_Conv") and step.calibration
     assert "exclude" not in dict(_int8_step(0, plan).options)
+
+
+def test_bias_correction_removes_most_of_the_mean_output_shift():
+    model = _named_cnn()
+    data = {"x": inputs(64, seed=11)}
+    plain, _ = oq.quantize_int8(model, mode="static", calibration=data)
+    corrected, report = oq.quantize_int8(model, mode="static", calibration=data, bias_correction=True)
+    assert "bias correction: 3 biases shifted" in report.notes and report.settings["bias_correction"]
+    loads_and_runs_cnn = run_ort(corrected, {"x": inputs(2)})[0]
+    assert np.isfinite(loads_and_runs_cnn).all()
+    (ref,) = run_ort(model, data)
+
+    def shift(q: onnx.ModelProto) -> float:
+        return float(np.abs(np.mean(run_ort(q, data)[0] - ref, axis=0)).mean())
+
+    assert shift(corrected) < 0.5 * shift(plain)
