@@ -7,7 +7,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-.venv/bin/python -m pip install -q -e ".[torch,tf,dev,models]"
+.venv/bin/python -m pip install -q -e ".[torch,tf,dev,models,ray]"
 # facenet-pytorch's metadata pins an old torch and Pillow: install it without its dependencies.
 .venv/bin/python -m pip install -q --no-deps facenet-pytorch==2.6.0
 echo "onnxsqueeze installed in .venv ($(.venv/bin/onnxsqueeze --version))"

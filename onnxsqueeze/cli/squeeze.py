@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -70,16 +71,49 @@ def _preprocess(
 
 @handle_errors
 def squeeze_cmd(
-    model: opt.ModelArg,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
+    models: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="ONNX model file(s). Several models (a fleet) are squeezed into OUT/<model>/ each, "
+            "with OUT/fleet.md and OUT/fleet.json summing them up.",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")] = Path(),
     data: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--data",
             help="Evaluation data: an .npz of inputs (+ optional 'labels') or an image folder "
             "(ImageFolder layout: one subfolder per class, or flat without labels).",
         ),
-    ],
+    ] = None,
+    models_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--models-from",
+            help="A file listing a fleet, one 'MODEL [DATA [TRAIN_DATA]] [KEY=VALUE ...]' per line "
+            "(# comments; KEY: metric, output, threshold, samples, calibration_samples); missing "
+            "DATA / TRAIN_DATA default to --data / --train-data.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Measure candidates in N local processes (knobs are bisected concurrently; "
+            "latency is still timed one candidate at a time per machine).",
+        ),
+    ] = None,
+    ray: Annotated[
+        bool,
+        typer.Option("--ray", help="Measure candidates as tasks on a local Ray instance (extra: ray)."),
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="Measure candidates on an existing Ray cluster, e.g. HEAD:6379."),
+    ] = None,
     max_drop: Annotated[
         float,
         typer.Option(
@@ -182,12 +216,19 @@ def squeeze_cmd(
     Measures the baseline, bisects each technique for its most aggressive setting within budget,
     combines the survivors greedily, and writes OUT/: the best model, recipe.toml, report.md,
     results.json and pareto.png. Evaluations are cached: rerun the same command to resume.
-    Exit 1 when nothing fits the budget.
+    Exit 1 when nothing fits the budget (for a fleet: when any model has no result).
+
+    Scale out with --workers N (local processes) or --ray / --ray-address (a Ray cluster): the
+    search decides exactly as in one process and writes the same best model.
     """
     from onnxsqueeze import evaluate as E
     from onnxsqueeze import search as S
+    from onnxsqueeze.errors import InputError
 
     t0 = time.perf_counter()
+    if output == Path():
+        raise InputError("missing --output / -o: the output folder")
+    entries = _fleet_entries(models or [], models_from, data, train_data)
     options = S.SqueezeOptions(
         budget=E.Budget(max_drop, relative),
         objective=objective,
@@ -203,6 +244,17 @@ def squeeze_cmd(
         if distill_students
         else None,
     )
+    from onnxsqueeze.search.executor import make_executor
+
+    executor = make_executor(workers, ray, ray_address)
+    if len(entries) > 1 or models_from is not None:
+        with executor:
+            _fleet(entries, output, options, executor, json_, metric=metric or None,
+                   calibration_data=calibration_data, calibration_samples=calibration_samples,
+                   samples=samples, output_name=output_name, threshold=threshold,
+                   cache_dir=cache_dir, use_cache=not no_cache)  # fmt: skip
+        return
+    model, data, train_data = entries[0].model, entries[0].data, entries[0].train_data
     with progress("loading images") as on_image:
         squeezer = S.make_squeezer(
             model,
@@ -242,9 +294,12 @@ def squeeze_cmd(
         f"squeezing {escape(str(model))}: {evaluator.metric.name} on {len(evalset)} samples, "
         f"{options.budget.describe(evaluator.metric)}, objective {objective}"
     )
+    squeezer.executor = executor
+    if executor.workers > 1:
+        info(f"candidates measured {executor.describe()}")
     try:
-        with progress("evaluating (batches)") as update:
-            evaluator.on_batch = update
+        with executor, progress("evaluating (batches)") as update:
+            evaluator.on_batch = update if executor.workers == 1 else None
             result = squeezer.run(on_point=on_point)
     except KeyboardInterrupt:
         where = squeezer.cache_dir or "nowhere (--no-cache)"
@@ -277,6 +332,73 @@ def squeeze_cmd(
         )
         return
     _render(squeezer, result, written, elapsed)
+
+
+def _fleet_entries(
+    models: list[Path], models_from: Path | None, data: Path | None, train_data: Path | None
+) -> list[Any]:
+    from onnxsqueeze.errors import InputError
+    from onnxsqueeze.search.fleet import FleetEntry, read_models_list
+
+    entries = read_models_list(models_from, data=data, train_data=train_data) if models_from else []
+    if models and data is None:
+        raise InputError("missing --data: the evaluation data of the model(s)")
+    entries += [FleetEntry(m, data, train_data) for m in models]  # type: ignore[arg-type]
+    if not entries:
+        raise InputError("no model given: name one or more .onnx files, or --models-from LIST")
+    return entries
+
+
+def _fleet(entries: list[Any], output: Path, options: Any, executor: Any, json_: bool, **kwargs: Any) -> None:
+    """Squeeze a fleet: one search per model on one executor, a line per result, a summary."""
+    import threading
+
+    from onnxsqueeze.errors import BudgetNotMetError
+    from onnxsqueeze.search.fleet import fleet_names, squeeze_fleet
+
+    names = fleet_names([e.model for e in entries])
+    width = max(len(n) for n in names)
+    lock = threading.Lock()
+    counts = dict.fromkeys(names, 0)
+    best: dict[str, str] = {}
+    err.print(f"squeezing {len(entries)} models, candidates measured {executor.describe()}")
+
+    def on_point(name: str, squeezer: Any, p: Any) -> None:
+        from onnxsqueeze import search as S
+
+        with lock:
+            counts[name] += 1
+            if p.fits and p.settings and p.error is None:
+                best[name] = S.describe_settings(p.settings, squeezer.knobs)
+            what = "rejected" if p.error else ("fits" if p.fits else "over budget")
+            err.print(
+                f"  {escape(name):<{width}}  #{counts[name]:<3} {p.phase:<8} "
+                f"{escape(S.describe_settings(p.settings, squeezer.knobs)):<28} {what}"
+                f"{'  (cached)' if p.cached else ''}"
+            )
+
+    def on_model(name: str, row: Any) -> None:
+        with lock:
+            extra = (
+                f"{row.candidate}, {row.size_ratio or 0:.2f}x smaller" if row.status == "ok" else row.message
+            )
+            err.print(
+                f"[bold]{escape(name)}[/]: {row.status} ({escape(str(extra)[:160])}) in {row.seconds:.1f} s"
+            )
+
+    kwargs["output"] = kwargs.pop("output_name")
+    rows, files = squeeze_fleet(entries, output, options=options, executor=executor,
+                                on_point=on_point, on_model=on_model, **kwargs)  # fmt: skip
+    if json_:
+        emit_json(json.loads(files["json"].read_text()))
+    else:
+        out.print(files["markdown"].read_text())
+        out.print(f"  summary  {escape(str(files['markdown']))}, {escape(str(files['json']))}")
+    failed = [r.name for r in rows if r.status != "ok"]
+    if failed:
+        raise BudgetNotMetError(
+            f"{len(failed)} of {len(rows)} model(s) without a result: {', '.join(failed)}"
+        )
 
 
 def _render(squeezer: Any, result: Any, written: dict[str, Path], elapsed: float) -> None:

@@ -25,9 +25,11 @@ give synthetic metrics).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -130,6 +132,7 @@ def search(
     on_point: Callable[[Point], None] | None = None,
     skipped: Mapping[str, str] | None = None,
     min_gain: float = 0.0,
+    parallel: int = 1,
 ) -> SearchResult:
     """Run the search (see the module docstring) over ``knobs``.
 
@@ -144,28 +147,37 @@ def search(
         skipped: knobs not offered and why (for the report).
         min_gain: a step must lower the cost by more than this fraction to count (measured
             latency is noisy; sizes and MACs are exact).
+        parallel: bisect up to this many knobs at once (``evaluate`` is then called from
+            several threads and must be thread-safe; an executor behind it runs the candidates
+            in parallel). Each knob's bisection depends on its own points only, and its points
+            and rejections are committed in knob order, so the result (points, best, rejected)
+            is the same as the serial run's; the greedy combination stays sequential (each step
+            depends on the one before).
     """
     points: list[Point] = []
     seen: dict[str, Point] = {}
     rejected: list[tuple[str, str]] = []
     by_name = {k.name: k for k in knobs}
+    lock = threading.Lock()
 
     def key(settings: Settings) -> str:
         return json.dumps(sorted(settings.items()), default=str)
 
-    def ev(settings: Settings, phase: str) -> Point:
+    def ev(settings: Settings, phase: str, sink: list[Point] | None = None) -> Point:
         k = key(settings)
-        if k in seen:
-            return seen[k]
-        if deadline is not None and time.monotonic() > deadline and points:
-            raise _OutOfTime
+        with lock:
+            if k in seen:
+                return seen[k]
+            if deadline is not None and time.monotonic() > deadline and (points or sink):
+                raise _OutOfTime
         p = evaluate(dict(settings))
         p.phase = phase
         p.fits = p.error is None and fits(p)
-        seen[k] = p
-        points.append(p)
-        if on_point:
-            on_point(p)
+        with lock:
+            seen[k] = p
+            (points if sink is None else sink).append(p)
+            if on_point:
+                on_point(p)
         return p
 
     def cost(p: Point) -> float:
@@ -212,37 +224,66 @@ def search(
     if baseline.error:
         raise InputError(f"the original model cannot be evaluated: {baseline.error}")
     singles: dict[str, Point | None] = {}
+
+    def single(knob: Knob, sink: list[Point], refused: list[tuple[str, str]]) -> Point | None:
+        """Knob ``knob`` alone: its best setting within budget that lowers the cost (or None)."""
+        best: Point | None = None
+        if knob.monotone:
+            lo, hi = -1, len(knob.settings)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                p = ev({knob.name: knob.settings[mid]}, "single", sink)
+                if p.fits:
+                    lo = mid
+                else:
+                    hi = mid
+                    if not p.error:
+                        p.note = p.note or why_not(p, baseline)
+            if lo >= 0:
+                best = seen[key({knob.name: knob.settings[lo]})]
+            if hi < len(knob.settings):
+                p = seen[key({knob.name: knob.settings[hi]})]
+                refused.append((describe_settings(p.settings, knobs), why_not(p, baseline)))
+        else:
+            for s in knob.settings:
+                p = ev({knob.name: s}, "single", sink)
+                if p.fits and (best is None or cost(p) < cost(best)):
+                    best = p
+                elif not p.fits:
+                    refused.append((describe_settings(p.settings, knobs), why_not(p, baseline)))
+        if best is not None and not cheaper(best, baseline):
+            refused.append((describe_settings(best.settings, knobs), why_not(best, baseline)))
+            best = None
+        return best
+
     try:
-        # 2. each knob alone
-        for knob in knobs:
-            best: Point | None = None
-            if knob.monotone:
-                lo, hi = -1, len(knob.settings)
-                while hi - lo > 1:
-                    mid = (lo + hi) // 2
-                    p = ev({knob.name: knob.settings[mid]}, "single")
-                    if p.fits:
-                        lo = mid
-                    else:
-                        hi = mid
-                        if not p.error:
-                            p.note = p.note or why_not(p, baseline)
-                if lo >= 0:
-                    best = seen[key({knob.name: knob.settings[lo]})]
-                if hi < len(knob.settings):
-                    p = seen[key({knob.name: knob.settings[hi]})]
-                    rejected.append((describe_settings(p.settings, knobs), why_not(p, baseline)))
-            else:
-                for s in knob.settings:
-                    p = ev({knob.name: s}, "single")
-                    if p.fits and (best is None or cost(p) < cost(best)):
-                        best = p
-                    elif not p.fits:
-                        rejected.append((describe_settings(p.settings, knobs), why_not(p, baseline)))
-            if best is not None and not cheaper(best, baseline):
-                rejected.append((describe_settings(best.settings, knobs), why_not(best, baseline)))
-                best = None
-            singles[knob.name] = best
+        # 2. each knob alone (up to ``parallel`` knobs at once; committed in knob order)
+        sinks: list[list[Point]] = [[] for _ in knobs]
+        refusals: list[list[tuple[str, str]]] = [[] for _ in knobs]
+        out_of_time = False
+        if parallel > 1 and len(knobs) > 1:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
+                futures = [
+                    pool.submit(single, knob, sink, refused)
+                    for knob, sink, refused in zip(knobs, sinks, refusals, strict=True)
+                ]
+                for knob, future in zip(knobs, futures, strict=True):
+                    try:
+                        singles[knob.name] = future.result()
+                    except _OutOfTime:
+                        out_of_time = True
+        else:
+            for knob, sink, refused in zip(knobs, sinks, refusals, strict=True):
+                try:
+                    singles[knob.name] = single(knob, sink, refused)
+                except _OutOfTime:
+                    out_of_time = True
+                    break
+        for sink, refused in zip(sinks, refusals, strict=True):
+            points.extend(sink)
+            rejected.extend(refused)
+        if out_of_time:
+            raise _OutOfTime
 
         # 3. greedy combination, the most budget-efficient survivor first
         order = sorted(
@@ -250,8 +291,8 @@ def search(
         )
         current: Settings = {}
         current_point = baseline
-        for single in order:
-            ((name, setting),) = single.settings.items()
+        for survivor in order:
+            ((name, setting),) = survivor.settings.items()
             knob = by_name[name]
             rival = next((k for k in current if knob.group and by_name[k].group == knob.group), None)
             if rival is not None:

@@ -63,6 +63,8 @@ def results_dict(
         "elapsed_s": elapsed_s,
         "evaluations": squeezer.evaluations,
         "cache_hits": squeezer.cache_hits,
+        "executor": squeezer.executor.describe(),
+        "latency_method": latency_method(squeezer),
         "truncated": result.truncated,
         "baseline": result.baseline.to_dict(knobs),
         "best": result.best.to_dict(knobs) if result.best else None,
@@ -95,6 +97,17 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def latency_method(squeezer: Squeezer) -> str:
+    """How the search timed candidates (for the report: parallel runs must say it)."""
+    threads = squeezer.options.latency_threads
+    return (
+        "batch 1, each candidate timed interleaved A/B against the original "
+        f"({threads or 'default'} intra-op thread{'s' if threads != 1 else ''}, median ratio x the "
+        "original's median), one candidate at a time per machine (timing slot), while other "
+        "candidates may be scored in parallel"
+    )
+
+
 def render_report(squeezer: Squeezer, result: SearchResult, results: Mapping[str, Any]) -> str:
     ev = squeezer.evaluator
     knobs = squeezer.knobs
@@ -109,7 +122,9 @@ def render_report(squeezer: Squeezer, result: SearchResult, results: Mapping[str
         f"{' (higher is better)' if m.higher_is_better else ' (lower is better)'}",
         f"- budget: {result.budget.describe(m)}; objective: **{obj}**; provider: {squeezer.options.provider}",
         f"- evaluations: {squeezer.evaluations} measured, {squeezer.cache_hits} from cache"
-        + (f"; {results['elapsed_s']:.1f} s" if results.get("elapsed_s") is not None else ""),
+        + (f"; {results['elapsed_s']:.1f} s" if results.get("elapsed_s") is not None else "")
+        + f"; candidates measured {squeezer.executor.describe()}",
+        f"- latency: {latency_method(squeezer)}",
     ]
     if squeezer.calibration_source is not None:
         c = squeezer.calibration_source

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ from onnxsqueeze.errors import BudgetNotMetError, InputError, SqueezeError
 from onnxsqueeze.evaluate import Budget, Dataset, Evaluator, Preprocess
 from onnxsqueeze.recipe import CalibrationSource, Recipe, Step
 from onnxsqueeze.search.algorithm import LATENCY_MIN_GAIN, OBJECTIVES, Point, SearchResult, search
+from onnxsqueeze.search.executor import Executor, WorkerSpec, timing_slot
 from onnxsqueeze.search.knobs import KNOBS, Knob, PlanContext, Settings, available_knobs, base_of, steps_of
 from onnxsqueeze.search.report import nothing_fits_message, plot_pareto, render_report, results_dict
 
@@ -241,6 +243,11 @@ class Squeezer:
         self._baseline_latency: float | None = None
         self._scale = 1.0
         self._context = self._context_key()
+        self._lock = threading.Lock()
+        self._student_locks: dict[str, threading.Lock] = {}
+        # Where candidates are measured (see .executor); the CLI sets a pool or Ray here.
+        self.executor: Executor = Executor()
+        self._handle: Any = None
 
     # ------------------------------------------------------------------ cache
     def _context_key(self) -> dict[str, Any]:
@@ -310,25 +317,57 @@ class Squeezer:
         Raises:
             SqueezeError: the student cannot be built, trained or exported for this model.
         """
+        known = self._known_student(spec)
+        if known is not None:
+            return known
+        with self._student_lock(spec):
+            known = self._known_student(spec)
+            if known is not None:
+                return known
+            model, info = self._distill(spec)
+            self.adopt_student(spec, model.SerializeToString(deterministic=True), info)
+        return self._student_models[spec]
+
+    def _student_lock(self, spec: str) -> threading.Lock:
+        with self._lock:
+            return self._student_locks.setdefault(spec, threading.Lock())
+
+    def _student_path(self, spec: str) -> Path | None:
+        if self.cache_dir is None or self.train is None:
+            return None
+        return self.cache_dir / "students" / f"{self._student_key(spec)}.onnx"
+
+    def _known_student(self, spec: str) -> tuple[onnx.ModelProto, str] | None:
+        """The student ``spec`` if it was trained already (in memory or in the cache), else None."""
         if spec in self._student_models:
             return self._student_models[spec]
-        key = self._student_key(spec)
-        path = self.cache_dir / "students" / f"{key}.onnx" if self.cache_dir is not None else None
-        if path is not None and path.is_file() and path.with_suffix(".json").is_file():
-            data = path.read_bytes()
-            model = onnx.ModelProto()
-            model.ParseFromString(data)
-            info = json.loads(path.with_suffix(".json").read_text())
-        else:
-            model, info = self._distill(spec)
-            data = model.SerializeToString(deterministic=True)
-            if path is not None:
-                sio.write_bytes_atomic(path.with_suffix(".json"), json.dumps(info, sort_keys=True).encode())
-                sio.write_bytes_atomic(path, data)
+        path = self._student_path(spec)
+        if path is None or not path.is_file() or not path.with_suffix(".json").is_file():
+            return None
+        data = path.read_bytes()
+        model = onnx.ModelProto()
+        model.ParseFromString(data)
+        info = json.loads(path.with_suffix(".json").read_text())
         sha = hashlib.sha256(data).hexdigest()
-        self.students[spec] = info | {"sha256": sha}
-        self._student_models[spec] = (model, sha)
+        with self._lock:
+            self.students[spec] = info | {"sha256": sha}
+            self._student_models[spec] = (model, sha)
         return model, sha
+
+    def adopt_student(self, spec: str, data: bytes, info: dict[str, Any]) -> None:
+        """Take a student trained elsewhere (a worker, or :meth:`_distill` here): memory and cache."""
+        if spec in self._student_models:
+            return
+        path = self._student_path(spec)
+        if path is not None:
+            sio.write_bytes_atomic(path.with_suffix(".json"), json.dumps(info, sort_keys=True).encode())
+            sio.write_bytes_atomic(path, data)
+        model = onnx.ModelProto()
+        model.ParseFromString(data)
+        sha = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            self.students[spec] = info | {"sha256": sha}
+            self._student_models[spec] = (model, sha)
 
     def _distill(self, spec: str) -> tuple[onnx.ModelProto, dict[str, Any]]:
         from onnxsqueeze.distill import TrainConfig, distill
@@ -468,18 +507,19 @@ class Squeezer:
                 }
 
             seconds = self.options.latency_seconds
-            if settings:
-                latency, ratio = compare_latency(
-                    self.model, model, feeds_for(self.model), feeds_for(model),
-                    provider=self.options.provider, min_seconds=seconds,
-                    threads=self.options.latency_threads,
-                )  # fmt: skip
-            else:
-                latency = measure_latency(
-                    model, feeds_for(model), provider=self.options.provider, min_seconds=seconds,
-                    threads=self.options.latency_threads,
-                )  # fmt: skip
-                ratio = 1.0
+            with timing_slot():  # one candidate timed at a time on this node (see .executor)
+                if settings:
+                    latency, ratio = compare_latency(
+                        self.model, model, feeds_for(self.model), feeds_for(model),
+                        provider=self.options.provider, min_seconds=seconds,
+                        threads=self.options.latency_threads,
+                    )  # fmt: skip
+                else:
+                    latency = measure_latency(
+                        model, feeds_for(model), provider=self.options.provider, min_seconds=seconds,
+                        threads=self.options.latency_threads,
+                    )  # fmt: skip
+                    ratio = 1.0
         except SqueezeError as e:
             return {"error": str(e), "seconds": time.perf_counter() - t0}
         except (MemoryError, KeyboardInterrupt):
@@ -496,25 +536,121 @@ class Squeezer:
             "seconds": time.perf_counter() - t0,
         }
 
+    def _known_key(self, settings: Mapping[str, Any]) -> str | None:
+        """:meth:`cache_key` of a candidate, or None when its student is not trained yet."""
+        base = base_of(settings, self.knobs) if settings else None
+        if base is None:
+            return self.key_of(settings)
+        known = self._known_student(str(dict(base.options)["student"]))
+        return None if known is None else self.cache_key(steps_of(settings, self.knobs), known[1])
+
+    def worker_spec(self) -> WorkerSpec:
+        """What a worker needs to measure candidates like this Squeezer (see :mod:`.executor`)."""
+        self.prepare()
+        ev, cal, train = self.evaluator, self.calibration, self.train
+        return WorkerSpec(
+            model=self.model.SerializeToString(deterministic=True),
+            model_sha256=self.model_sha256,
+            eval_inputs=dict(ev.dataset.inputs),
+            eval_labels=ev.dataset.labels,
+            metric=ev.metric.name,
+            output=self.model.graph.output[ev.output_index].name,
+            threshold=ev.threshold,
+            calibration_inputs=dict(cal.inputs) if cal is not None else None,
+            calibration_labels=cal.labels if cal is not None else None,
+            train_inputs=dict(train.inputs) if train is not None else None,
+            train_labels=train.labels if train is not None else None,
+            options=self.options,
+            knob_names=tuple(k.name for k in self.knobs),
+            plans=dict(self.plans),
+        )
+
+    def bind_plans(self, plans: Mapping[str, Any], knob_names: Sequence[str]) -> None:
+        """A replica's knobs: the driver's (``knob_names``, in order) bound to the driver's plans."""
+        by_name = {k.name: k for k in self.knobs}
+        knobs = []
+        for name in knob_names:
+            knob = by_name[name]
+            if knob.plan is not None:
+                self.plans[name] = plans.get(name)
+                knob = knob.bind(plans.get(name))
+            knobs.append(knob)
+        self.knobs = knobs
+
+    def measure_request(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Measure one candidate for an executor: ``{"settings", "students"}`` -> reply.
+
+        ``students`` carries the exact bytes of students the driver has, so they are not
+        retrained; a student trained here comes back in the reply's ``students``.
+        """
+        for spec, data in dict(request.get("students", {})).items():
+            self.adopt_student(spec, data["bytes"], data["info"])
+        settings = dict(request["settings"])
+        trained: dict[str, Any] = {}
+        base = base_of(settings, self.knobs) if settings else None
+        if base is not None:
+            spec = str(dict(base.options)["student"])
+            had = spec in self._student_models
+            try:
+                model, _ = self.student(spec)
+            except SqueezeError as e:  # not cached: the student may train another time
+                return {"doc": {"error": str(e), "seconds": 0.0}, "students": {}, "transient": True}
+            if not had:
+                trained[spec] = {
+                    "bytes": model.SerializeToString(deterministic=True),
+                    "info": {k: v for k, v in self.students[spec].items() if k != "sha256"},
+                }
+        return {"doc": self._measure(settings), "students": trained, "transient": False}
+
+    def _request(self, settings: Settings) -> dict[str, Any]:
+        students = {}
+        base = base_of(settings, self.knobs) if settings else None
+        if base is not None:
+            spec = str(dict(base.options)["student"])
+            known = self._known_student(spec)
+            if known is not None:
+                students[spec] = {
+                    "bytes": known[0].SerializeToString(deterministic=True),
+                    "info": {k: v for k, v in self.students[spec].items() if k != "sha256"},
+                }
+        return {"settings": dict(settings), "students": students}
+
     def evaluate(self, settings: Settings) -> Point:
-        """Measure one candidate, from the cache when it holds it."""
+        """Measure one candidate, from the cache when it holds it, else through the executor.
+
+        Thread-safe: the search calls it from several threads when the executor has several
+        workers. Only this (driver) side writes the cache, as each result arrives.
+        """
         try:
-            key = self.key_of(settings)
-        except SqueezeError as e:  # the base model could not be made (a student did not train)
+            key = self._known_key(settings)
+        except SqueezeError as e:
             return Point(settings=dict(settings), phase="", error=str(e))
         except (MemoryError, KeyboardInterrupt):
             raise
         except Exception as e:  # e.g. torch refusing a student for this input: a rejected point
             first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
             return Point(settings=dict(settings), phase="", error=f"{type(e).__name__}: {first_line}"[:300])
-        doc = self._cache_get(key)
+        doc = self._cache_get(key) if key is not None else None
         cached = doc is not None
         if doc is None:
-            doc = self._measure(settings)
-            self._cache_put(key, doc)
-            self.evaluations += 1
+            if self._handle is None:
+                self._handle = self.executor.register(self)
+            reply = self.executor.run(self._handle, self._request(settings))
+            for spec, data in reply.get("students", {}).items():
+                self.adopt_student(spec, data["bytes"], data["info"])
+            doc = reply["doc"]
+            if key is None and not reply.get("transient"):
+                try:
+                    key = self._known_key(settings)
+                except Exception:  # the student is still unknown: the point is not cached
+                    key = None
+            if key is not None and not reply.get("transient"):
+                self._cache_put(key, doc)
+            with self._lock:
+                self.evaluations += 1
         else:
-            self.cache_hits += 1
+            with self._lock:
+                self.cache_hits += 1
         p = Point(
             settings=dict(settings),
             phase="",
@@ -595,6 +731,7 @@ class Squeezer:
             on_point=on_point,
             skipped=self.skipped,
             min_gain=LATENCY_MIN_GAIN if self.options.objective in ("latency", "cost") else 0.0,
+            parallel=self.executor.workers,
         )
 
 

@@ -1,0 +1,334 @@
+"""Where candidates are measured: in this process, a local process pool, or a Ray cluster.
+
+What runs where:
+
+- **The driver** (the ``squeeze`` process) runs the search algorithm
+  (:func:`onnxsqueeze.search.algorithm.search`), decides which candidate to measure next, and
+  owns the on-disk evaluation cache, the source of truth: every finished evaluation is written
+  there atomically as it arrives, so an interrupted distributed run resumes like a local one, and
+  only the driver writes it (two workers never write the same entry).
+- **A worker** holds a replica of the :class:`~onnxsqueeze.search.squeezer.Squeezer`, built once
+  per worker from a :class:`WorkerSpec` (the model's bytes, the evaluation, calibration and
+  training arrays, the options and the knobs' plans). The spec is shipped once: as a file in the
+  node's temp folder for the local pool, through Ray's object store for Ray (workers need no
+  shared filesystem). A request is a candidate's settings plus the students the driver already
+  has (their exact bytes, so a worker never retrains a different student); the reply is the
+  measured document (metric, size, MACs, latency) and any student the worker trained.
+- **Timing** is not corrupted by parallelism: scoring runs in parallel, but latency is measured
+  while holding the node's one timing slot (:func:`timing_slot`, a lock file in the node's temp
+  folder shared by every onnxsqueeze process there), with the interleaved A/B method of
+  :mod:`onnxsqueeze.bench.timing`.
+
+A worker that raises gives that candidate an error (reported per candidate); the search goes on.
+A worker process that dies is replaced and its candidate reported as failed, not cached.
+"""
+
+# NOTE: ray is imported only inside RayExecutor, so that `onnxsqueeze --help` stays instant and
+# the package works without the `ray` extra.
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import os
+import pickle
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from onnxsqueeze.errors import InputError, one_line
+
+if TYPE_CHECKING:
+    from onnxsqueeze.search.squeezer import Squeezer
+
+TIMING_LOCK_NAME = "onnxsqueeze-timing.lock"
+
+
+@contextlib.contextmanager
+def timing_slot() -> Iterator[None]:
+    """Hold this node's one timing slot while latency is measured (a lock file in the temp dir).
+
+    Every onnxsqueeze process on the node (pool workers, Ray workers, another ``squeeze``) waits
+    for it, so no two candidates are timed at once on the same cores.
+    """
+    path = Path(tempfile.gettempdir()) / TIMING_LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs to rebuild the driver's Squeezer (picklable, no file paths)."""
+
+    model: bytes
+    model_sha256: str
+    eval_inputs: dict[str, np.ndarray]
+    eval_labels: np.ndarray | None
+    metric: str
+    output: str | None
+    threshold: float
+    calibration_inputs: dict[str, np.ndarray] | None
+    calibration_labels: np.ndarray | None
+    train_inputs: dict[str, np.ndarray] | None
+    train_labels: np.ndarray | None
+    options: Any  # SqueezeOptions
+    knob_names: tuple[str, ...]
+    plans: dict[str, Any]
+
+    def spec_id(self) -> str:
+        """A content id: the same spec shipped twice is built once per worker."""
+        return hashlib.sha256(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()[:32]
+
+
+def build_replica(spec: WorkerSpec) -> Squeezer:
+    """A worker's Squeezer, equal to the driver's for measuring (its cache is node-local scratch)."""
+    import onnx
+
+    from onnxsqueeze.evaluate import Dataset, Evaluator
+    from onnxsqueeze.search.squeezer import Squeezer
+
+    model = onnx.ModelProto()
+    model.ParseFromString(spec.model)
+    evalset = Dataset(dict(spec.eval_inputs), spec.eval_labels, "evaluation data")
+    evaluator = Evaluator(
+        model,
+        evalset,
+        spec.metric,
+        output=spec.output,
+        threshold=spec.threshold,
+        provider=spec.options.provider,
+        batch_size=spec.options.batch_size,
+    )
+    cal = (
+        Dataset(dict(spec.calibration_inputs), spec.calibration_labels, "calibration data")
+        if spec.calibration_inputs is not None
+        else None
+    )
+    train = (
+        Dataset(dict(spec.train_inputs), spec.train_labels, "training data")
+        if spec.train_inputs is not None
+        else None
+    )
+    scratch = Path(tempfile.mkdtemp(prefix="onnxsqueeze-worker-"))
+    replica = Squeezer(
+        model,
+        evaluator,
+        calibration=cal,
+        calibration_source=None,
+        options=spec.options,
+        cache_dir=scratch,
+        model_sha256=spec.model_sha256,
+        train=train,
+    )
+    replica.bind_plans(spec.plans, spec.knob_names)
+    return replica
+
+
+def _failed(e: BaseException, transient: bool = False) -> dict[str, Any]:
+    return {
+        "doc": {"error": f"worker failed: {type(e).__name__}: {one_line(e)}"[:300], "seconds": 0.0},
+        "students": {},
+        "transient": transient,
+    }
+
+
+def _measure_on(replica: Squeezer, request: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return replica.measure_request(request)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # any bug or crash in one candidate: reported on that candidate
+        return _failed(e)
+
+
+# A worker process's replicas, by spec id (module state: it lives as long as the worker process).
+_REPLICAS: dict[str, Squeezer] = {}
+_REPLICAS_LOCK = threading.Lock()
+
+
+def _replica(spec_id: str, load: Any) -> Squeezer:
+    with _REPLICAS_LOCK:
+        if spec_id not in _REPLICAS:
+            _REPLICAS[spec_id] = build_replica(load())
+        return _REPLICAS[spec_id]
+
+
+def _pool_measure(handle: tuple[str, str], request: dict[str, Any]) -> dict[str, Any]:
+    spec_id, path = handle
+
+    def load() -> WorkerSpec:
+        with open(path, "rb") as f:
+            spec = pickle.load(f)
+        assert isinstance(spec, WorkerSpec)
+        return spec
+
+    return _measure_on(_replica(spec_id, load), request)
+
+
+def _ray_measure(handle: tuple[str, list[Any]], request: dict[str, Any]) -> dict[str, Any]:
+    import ray
+
+    spec_id, refs = handle
+    return _measure_on(_replica(spec_id, lambda: ray.get(refs[0])), request)
+
+
+class Executor:
+    """Runs measurement requests. ``workers`` is how many can run at once.
+
+    ``register(squeezer)`` ships a Squeezer's spec once and returns a handle; ``run(handle,
+    request)`` measures one candidate (blocking; called from the search's threads).
+    """
+
+    workers = 1
+    kind = "in-process"
+
+    def register(self, squeezer: Squeezer) -> Any:
+        return squeezer
+
+    def run(self, handle: Any, request: dict[str, Any]) -> dict[str, Any]:
+        return _measure_on(handle, request)
+
+    def describe(self) -> str:
+        return "in this process, one candidate at a time"
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ProcessExecutor(Executor):
+    """A local pool of ``workers`` processes (spawned, so no onnxruntime or torch state is forked)."""
+
+    kind = "processes"
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise InputError(f"--workers {workers}: must be at least 1")
+        self.workers = workers
+        self._folder = Path(tempfile.mkdtemp(prefix="onnxsqueeze-specs-"))
+        self._lock = threading.Lock()
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        import multiprocessing
+
+        return concurrent.futures.ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+        )
+
+    def register(self, squeezer: Squeezer) -> tuple[str, str]:
+        spec = squeezer.worker_spec()
+        spec_id = spec.spec_id()
+        path = self._folder / f"{spec_id}.pkl"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "wb") as f:
+                pickle.dump(spec, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        return spec_id, str(path)
+
+    def run(self, handle: Any, request: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            pool = self._pool
+        try:
+            return pool.submit(_pool_measure, handle, request).result()
+        except concurrent.futures.process.BrokenProcessPool as e:
+            with self._lock:  # a worker died (killed, out of memory): a fresh pool for the rest
+                if self._pool is pool:
+                    self._pool = self._new_pool()
+            return _failed(e, transient=True)
+
+    def describe(self) -> str:
+        return f"{self.workers} local worker processes"
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for f in self._folder.glob("*"):
+            with contextlib.suppress(OSError):
+                f.unlink()
+        with contextlib.suppress(OSError):
+            self._folder.rmdir()
+
+
+class RayExecutor(Executor):
+    """Ray tasks on a local Ray instance (``address=None``) or an existing cluster.
+
+    Each task asks for one CPU; the spec travels once through the object store and each Ray
+    worker process builds its replica on first use and keeps it for later tasks.
+    """
+
+    kind = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+        try:
+            import ray
+        except ImportError as e:
+            raise InputError("--ray needs Ray, which is not installed: pip install 'onnxsqueeze[ray]'") from e
+        self._ray = ray
+        self._owns = not ray.is_initialized()
+        if self._owns:
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if address is None:
+                kwargs["num_cpus"] = workers or os.cpu_count() or 1
+            try:
+                ray.init(address=address, **kwargs)
+            except Exception as e:  # a wrong address, no cluster there, a version mismatch
+                raise InputError(f"cannot start or reach Ray at {address or 'local'}: {one_line(e)}") from e
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.workers = max(1, min(workers, cpus) if workers else cpus)
+        self.address = address
+        self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_measure)
+        self._refs: dict[str, Any] = {}
+
+    def register(self, squeezer: Squeezer) -> tuple[str, list[Any]]:
+        spec = squeezer.worker_spec()
+        spec_id = spec.spec_id()
+        if spec_id not in self._refs:
+            self._refs[spec_id] = self._ray.put(spec)
+        return spec_id, [self._refs[spec_id]]  # in a list: Ray passes it on unresolved
+
+    def run(self, handle: Any, request: dict[str, Any]) -> dict[str, Any]:
+        ray = self._ray
+        try:
+            return ray.get(self._remote.remote(handle, request))
+        except ray.exceptions.RayTaskError as e:
+            return _failed(e)
+        except ray.exceptions.RayError as e:  # a worker or node died: not the candidate's fault
+            return _failed(e, transient=True)
+
+    def describe(self) -> str:
+        where = self.address or "a local Ray instance"
+        return f"Ray ({where}), {self.workers} tasks at a time"
+
+    def close(self) -> None:
+        if self._owns and self._ray.is_initialized():
+            self._ray.shutdown()
+
+
+def make_executor(workers: int | None = None, ray: bool = False, ray_address: str | None = None) -> Executor:
+    """The executor for ``--workers N`` / ``--ray`` / ``--ray-address ADDRESS`` (default: in-process)."""
+    if ray or ray_address:
+        return RayExecutor(ray_address, workers)
+    if workers is not None and workers > 1:
+        return ProcessExecutor(workers)
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers {workers}: must be at least 1")
+    return Executor()

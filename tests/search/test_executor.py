@@ -1,0 +1,261 @@
+"""Scale-out: the search decides the same whatever runs the candidates (threads, processes, Ray).
+
+The Ray tests start a real local Ray instance (``ray.init(num_cpus=2)``); nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from onnxsqueeze import io as sio
+from onnxsqueeze.cli.app import app
+from onnxsqueeze.evaluate import Budget
+from onnxsqueeze.search import Knob, Point, search
+from onnxsqueeze.search.executor import Executor, ProcessExecutor, make_executor, timing_slot
+from tests.helpers import rand, run_ort
+from tests.passes.test_quantize import cnn
+
+runner = CliRunner()
+FAST = ["--latency-seconds", "0.02", "--objective", "size", "--techniques", "int8,int8-dynamic,fp16"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# ------------------------------------------------------------------ the algorithm, in threads
+
+
+def _knobs() -> list[Knob]:
+    from onnxsqueeze.recipe import Step
+
+    def k(name: str, n: int, monotone: bool = True) -> Knob:
+        return Knob(
+            name,
+            tuple(range(1, n + 1)),
+            monotone=monotone,
+            step=lambda s, name=name: Step.of("fp16", {"level": s}),
+            stage=1,
+            label=lambda s, name=name: f"{name}={s}",
+        )
+
+    return [k("a", 7), k("b", 5), k("c", 3, monotone=False), k("d", 9)]
+
+
+def _synthetic(seed: int, jitter: bool):
+    """A deterministic metric/cost per settings; random sleeps shuffle the finishing order."""
+    rng = random.Random(seed)
+    weights = {"a": 0.4, "b": 0.9, "c": 0.3, "d": 0.2}
+
+    def evaluate(settings):
+        if jitter:
+            time.sleep(rng.random() * 0.01)
+        drop = sum(weights[k] * v for k, v in settings.items())
+        size = 1000 - sum(40 * v for v in settings.values())
+        return Point(settings=dict(settings), phase="", metric=100 - drop, size=size, drop=drop)
+
+    return evaluate
+
+
+def _run(parallel: int, jitter: bool):
+    return search(
+        _knobs(),
+        _synthetic(0, jitter),
+        lambda p: p.drop is not None and p.drop <= 3.0,
+        objective="size",
+        budget=Budget(3.0),
+        parallel=parallel,
+    )
+
+
+def _summary(result):
+    return (
+        [(p.phase, sorted(p.settings.items()), p.fits) for p in result.points],
+        result.rejected,
+        result.chosen,
+        {k: (None if v is None else sorted(v.settings.items())) for k, v in result.singles.items()},
+    )
+
+
+def test_parallel_bisection_decides_exactly_like_the_serial_search():
+    serial = _run(1, jitter=False)
+    assert serial.best is not None and len(serial.points) > 8
+    for _ in range(3):  # the threads finish in a different order each time
+        assert _summary(_run(4, jitter=True)) == _summary(serial)
+
+
+def test_parallel_search_really_overlaps_evaluations():
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def evaluate(settings):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.02)
+        with lock:
+            active[0] -= 1
+        return _synthetic(0, False)(settings)
+
+    search(_knobs(), evaluate, lambda p: p.drop <= 3.0, objective="size", budget=Budget(3.0), parallel=4)
+    assert peak[0] >= 2
+
+
+def test_timing_slot_admits_one_holder_at_a_time():
+    inside, overlap = [0], [False]
+
+    def hold():
+        with timing_slot():
+            inside[0] += 1
+            overlap[0] |= inside[0] > 1
+            time.sleep(0.02)
+            inside[0] -= 1
+
+    threads = [threading.Thread(target=hold) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not overlap[0]
+
+
+# ------------------------------------------------------------------ real candidates
+
+
+@pytest.fixture
+def assets(tmp_path: Path) -> tuple[Path, Path]:
+    model = cnn()
+    x = rand((96, 3, 8, 8), 21)
+    (y,) = run_ort(model, {"x": x})
+    labels = np.argmax(y, 1).astype(np.int64)
+    labels[::16] = (labels[::16] + 1) % 4
+    path = tmp_path / "cnn.onnx"
+    sio.save(model, path)
+    data = tmp_path / "val.npz"
+    sio.save_npz(data, {"x": x, "labels": labels})
+    return path, data
+
+
+def _squeeze(model: Path, data: Path, out: Path, *extra: str):
+    r = runner.invoke(
+        app, ["squeeze", str(model), "--data", str(data), "-o", str(out), "--max-drop", "5", *FAST, *extra]
+    )
+    assert r.exit_code == 0, r.output
+    return json.loads((out / "results.json").read_text())
+
+
+def _same_as_serial(serial: Path, other: Path) -> None:
+    assert (other / "cnn.squeezed.onnx").read_bytes() == (serial / "cnn.squeezed.onnx").read_bytes()
+    assert (other / "recipe.toml").read_bytes() == (serial / "recipe.toml").read_bytes()
+    a, b = (json.loads((d / "results.json").read_text()) for d in (serial, other))
+    assert [p["label"] for p in a["points"]] == [p["label"] for p in b["points"]]
+    assert [(p["metric"], p["size"]) for p in a["points"]] == [(p["metric"], p["size"]) for p in b["points"]]
+    assert a["rejected"] == b["rejected"]
+
+
+@pytest.mark.slow
+def test_process_pool_gives_the_serial_best_model_byte_for_byte(assets, tmp_path):
+    model, data = assets
+    _squeeze(model, data, tmp_path / "serial", "--no-cache")
+    results = _squeeze(model, data, tmp_path / "pool", "--no-cache", "--workers", "2")
+    _same_as_serial(tmp_path / "serial", tmp_path / "pool")
+    assert results["executor"] == "2 local worker processes"
+    assert "one candidate at a time per machine" in (tmp_path / "pool" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_failing_candidate_is_reported_and_the_pool_goes_on(assets, tmp_path):
+    from onnxsqueeze import search as S
+
+    model, data = assets
+    options = S.SqueezeOptions(budget=Budget(5.0), objective="size", techniques=("int8",))
+    squeezer = S.make_squeezer(model, data, options=options, out_dir=tmp_path, use_cache=False)
+    squeezer.prepare()
+    with ProcessExecutor(2) as executor:
+        handle = executor.register(squeezer)
+        bad = executor.run(handle, {"settings": {"no-such-knob": 1}, "students": {}})
+        assert "worker failed: KeyError" in bad["doc"]["error"]
+        good = executor.run(handle, {"settings": {}, "students": {}})
+        assert good["doc"].get("error") is None and good["doc"]["metric"] > 0
+
+
+@pytest.mark.slow
+def test_resume_after_the_driver_is_killed(assets, tmp_path):
+    """SIGKILL the driver of a 2-worker run once some results are cached; the rerun resumes."""
+    model, data = assets
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "onnxsqueeze", "squeeze", str(model), "--data", str(data), "-o", str(out),
+           "--max-drop", "5", *FAST, "--workers", "2"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cache = out / ".cache"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list(cache.glob("??/*.json"))) >= 3:
+            break
+        time.sleep(0.05)
+    done_before = len(list(cache.glob("??/*.json")))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert done_before >= 1
+    assert not (out / "results.json").exists() or proc.returncode == 0
+    resumed = _squeeze(model, data, out, "--workers", "2")
+    assert resumed["cache_hits"] >= 1
+    _squeeze(model, data, tmp_path / "serial", "--no-cache")
+    _same_as_serial(tmp_path / "serial", out)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_gives_the_serial_best_model_byte_for_byte(assets, tmp_path, local_ray):
+    model, data = assets
+    _squeeze(model, data, tmp_path / "serial", "--no-cache")
+    results = _squeeze(model, data, tmp_path / "ray", "--no-cache", "--ray")
+    _same_as_serial(tmp_path / "serial", tmp_path / "ray")
+    assert results["executor"].startswith("Ray (a local Ray instance), 2 tasks")
+
+
+@pytest.mark.slow
+def test_a_failing_ray_task_is_reported_per_candidate(assets, tmp_path, local_ray):
+    from onnxsqueeze import search as S
+
+    model, data = assets
+    options = S.SqueezeOptions(budget=Budget(5.0), objective="size", techniques=("int8",))
+    squeezer = S.make_squeezer(model, data, options=options, out_dir=tmp_path, use_cache=False)
+    squeezer.prepare()
+    executor = make_executor(ray=True)
+    handle = executor.register(squeezer)
+    assert (
+        "worker failed"
+        in executor.run(handle, {"settings": {"no-such-knob": 1}, "students": {}})["doc"]["error"]
+    )
+    assert executor.run(handle, {"settings": {}, "students": {}})["doc"]["metric"] > 0
+
+
+def test_ray_without_the_extra_is_one_line(assets, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    model, data = assets
+    r = runner.invoke(app, ["squeeze", str(model), "--data", str(data), "-o", str(tmp_path / "o"), "--ray"])
+    assert r.exit_code == 2
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "pip install 'onnxsqueeze[ray]'" in lines[0]
+
+
+def test_default_executor_runs_in_process():
+    e = make_executor()
+    assert type(e) is Executor and e.workers == 1
