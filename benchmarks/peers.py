@@ -431,6 +431,14 @@ def ours_static(case: Case) -> onnx.ModelProto:
     return quantize_int8(case.model, mode="static", calibration={case.input: case.calib})[0]
 
 
+def ours_bias_corrected(case: Case) -> onnx.ModelProto:
+    from onnxsqueeze.optimize.quantize import quantize_int8
+
+    return quantize_int8(
+        case.model, mode="static", calibration={case.input: case.calib}, bias_correction=True
+    )[0]
+
+
 def ours_best_calibration(case: Case) -> onnx.ModelProto:
     """Static int8 with the calibration the search's plan picks (scored on the evaluation data)."""
     from onnxsqueeze.optimize.quantize import quantize_int8
@@ -478,6 +486,7 @@ def tools(max_drop: float) -> list[tuple[str, Callable[[Case], onnx.ModelProto] 
         ("onnxruntime quantize_dynamic", ort_dynamic, ""),
         ("Olive", None, "skipped: olive-ai is not installed (needs network-backed dependencies)"),
         ("onnxsqueeze int8 static (defaults)", ours_static, ""),
+        ("onnxsqueeze int8 static + bias correction", ours_bias_corrected, ""),
         ("onnxsqueeze int8 static (best of 4 calibrations)", ours_best_calibration, ""),
         (f"onnxsqueeze int8 accuracy-aware (max drop {max_drop:g})", lambda c: ours_accuracy_control(c, max_drop), ""),
         ("onnxsqueeze int8 dynamic", ours_dynamic, ""),
