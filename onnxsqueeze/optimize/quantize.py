@@ -621,12 +621,15 @@ def plan_int8(
         ("entropy", "uint8"),
         ("minmax", "int8"),
     ),
+    max_ranked: int = 16,
 ) -> dict[str, Any]:
     """Choose the calibration of static int8 and rank its layers by measured sensitivity.
 
     Each ``(calibrate_method, activation_type)`` variant quantizes every layer once and is scored
     with ``score`` (higher is better); the best (ties: the first) is kept, and its layers are
-    ranked by :func:`rank_by_reversion`. The search reverts the first ``k`` of ``order``.
+    ranked by :func:`rank_by_reversion` (on a model with more than ``max_ranked`` layers, only the
+    ``max_ranked`` that :func:`sensitivity`'s noise estimate ranks first are measured: the search
+    keeps at most 8 float). The search reverts the first ``k`` of ``order``.
     """
     prepared = _named(model)
     best: tuple[float, CalibrateMethod, str, ActivationRanges, QuantReport] | None = None
@@ -646,8 +649,12 @@ def plan_int8(
             best = (value, method, activation, ranges, report)
     assert best is not None
     _, method, activation, ranges, report = best
+    layers = report.quantized
+    if len(layers) > max_ranked:  # measure only the layers the noise estimate ranks first
+        estimate = [name for name, _ in sensitivity(prepared, calibration)]
+        layers = [name for name in estimate if name in layers][:max_ranked]
     ranked = rank_by_reversion(
-        prepared, score, report.quantized, pre_process=False, ranges=ranges, activation_type=activation
+        prepared, score, layers, pre_process=False, ranges=ranges, activation_type=activation
     )
     return {
         "calibrate_method": method,

@@ -299,3 +299,11 @@ def test_bias_correction_removes_most_of_the_mean_output_shift():
         return float(np.abs(np.mean(run_ort(q, data)[0] - ref, axis=0)).mean())
 
     assert shift(corrected) < 0.5 * shift(plain)
+
+
+def test_int8_plan_measures_only_the_layers_the_estimate_ranks_first():
+    calls: list[set[str]] = []
+    model, data = _named_cnn(), {"x": inputs(16, seed=11)}
+    plan = oq.plan_int8(model, synthetic_score(calls), data, max_ranked=2)
+    estimate = [name for name, _ in oq.sensitivity(model, data)][:2]
+    assert sorted(plan["order"]) == sorted(estimate) and len(calls) == 4 + 2
