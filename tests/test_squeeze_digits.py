@@ -49,7 +49,7 @@ def test_digits_squeeze_with_distillation(digits, tmp_path):
     _assert_done_when(results, first)
     assert results["calibration"]["data"] == str(Path(train).resolve())
     assert set(results["knobs"]) == {
-        "resolution", "channels", "sparsity", "int8", "int8-dynamic", "fp16", "distill",
+        "resolution", "channels", "sparsity", "int8", "int8-dynamic", "int8-weights", "int4", "fp16", "distill",
     }  # fmt: skip
     report = (out / "report.md").read_text()
     assert "## Pareto front" in report and "Distilled students" in report
