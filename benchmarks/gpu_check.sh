@@ -110,7 +110,7 @@ bench() {  # $1: report stem, rest: arguments of `onnxsqueeze bench`
     limit=$(( left < PER_RUN_TIMEOUT ? left : PER_RUN_TIMEOUT ))
     say "bench $stem (timeout ${limit}s)"
     timeout "$limit" "$PY" -m onnxsqueeze bench "$@" --batch "$BATCHES" "${RUN_ARGS[@]}" \
-        "${PRICE_ARGS[@]}" --json "$OUT/$stem.json" --markdown "$OUT/$stem.md" --plot "$OUT/$stem.png"
+        "${PRICE_ARGS[@]}" --report "$OUT/$stem.json" --markdown "$OUT/$stem.md" --plot "$OUT/$stem.png"
     local rc=$?
     if [[ $rc -eq 124 ]]; then
         say "step $stem timed out after ${limit}s"

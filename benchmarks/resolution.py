@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from models import zoo
     from onnxsqueeze import io as sio
-    from onnxsqueeze.passes.resolution import parse_sweep, sweep_resolutions
+    from onnxsqueeze.resolution_sweep import parse_sweep, sweep_resolutions
 
     sizes = [s for s in parse_sweep(args.sizes) if s != (224, 224)]
     results = {}

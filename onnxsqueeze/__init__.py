@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from onnxsqueeze import metrics, optimize
 from onnxsqueeze.errors import (
     BudgetNotMetError,
     ConversionError,
@@ -48,6 +49,8 @@ __all__ = [
     "count_macs",
     "load",
     "load_ir",
+    "metrics",
+    "optimize",
     "run_passes",
     "save",
     "save_artifact",

@@ -8,19 +8,8 @@ Datasets:
   folder names and give the labels) or a flat folder of images (no labels), turned into an array
   by a :class:`Preprocess` spec (size, resize mode, mean/std, NCHW/NHWC, RGB/BGR).
 
-Metrics (``METRICS``), all computed on one model output (the first unless named):
-
-- ``accuracy``: top-1 against the labels, in percent;
-- ``agreement``: top-1 agreement with the original model (its argmax used as teacher labels), %;
-- ``iou``: IoU of the maps thresholded at ``threshold`` (or of the argmax class maps when the
-  output has a class axis ``[N, C, H, W]`` with C > 1, mean over classes), against the original,
-  averaged per sample, in percent;
-- ``cosine``: mean per-sample cosine similarity with the original's output, times 100;
-- ``mae``: mean absolute error against the original's output (lower is better).
-
-A budget is a drop from the baseline in these units: points for the percentages, raw units for
-``mae`` (where a "drop" is an increase), or with ``relative=True`` a percentage of the baseline
-(for ``mae``, of the original output's mean magnitude).
+Metrics and budgets live in :mod:`onnxsqueeze.metrics` (one copy for every command); they are
+re-exported here. :class:`Evaluator` scores one output of a model on a dataset with one metric.
 """
 
 # NOTE: this module imports nothing from passes/, search or cli/.
@@ -38,6 +27,18 @@ import onnx
 from onnxsqueeze import io as sio
 from onnxsqueeze import runtime, shapes
 from onnxsqueeze.errors import InputError
+from onnxsqueeze.metrics import (
+    METRICS,
+    Budget,
+    Metric,
+    accuracy,
+    agreement,
+    cosine,
+    iou,
+    mae,
+    sequence,
+)
+from onnxsqueeze.metrics import score as metric_score
 
 LABELS_KEY = "labels"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
@@ -236,83 +237,7 @@ def load_image_folder(
 
 
 # ---------------------------------------------------------------------------------------- metrics
-
-
-@dataclasses.dataclass(frozen=True)
-class Metric:
-    name: str
-    higher_is_better: bool
-    needs_labels: bool
-    unit: str
-    help: str
-
-
-METRICS: dict[str, Metric] = {
-    m.name: m
-    for m in (
-        Metric("accuracy", True, True, "%", "top-1 accuracy against the labels"),
-        Metric("agreement", True, False, "%", "top-1 agreement with the original model"),
-        Metric("iou", True, False, "%", "IoU of thresholded maps against the original model"),
-        Metric("cosine", True, False, "x100", "mean cosine similarity with the original's outputs"),
-        Metric("mae", False, False, "", "mean absolute error against the original's outputs"),
-    )
-}
-
-
-def _rows(x: np.ndarray) -> np.ndarray:
-    return np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-
-
-def _top1(scores: np.ndarray, what: str) -> np.ndarray:
-    s = np.asarray(scores)
-    if s.ndim < 2 or s.shape[1] < 2:
-        raise InputError(f"{what}: output shape {list(s.shape)} is not class scores [N, C, ...]")
-    return np.argmax(s, axis=1)
-
-
-def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy in percent (argmax over axis 1)."""
-    return float(np.mean(_top1(scores, "accuracy") == np.asarray(labels).reshape(len(labels)))) * 100.0
-
-
-def agreement(scores: np.ndarray, reference: np.ndarray) -> float:
-    """Top-1 agreement with the reference in percent."""
-    return float(np.mean(_top1(scores, "agreement") == _top1(reference, "agreement"))) * 100.0
-
-
-def iou(maps: np.ndarray, reference: np.ndarray, *, threshold: float = 0.5) -> float:
-    """Mean per-sample IoU in percent of ``maps > threshold`` (or argmax class maps) vs the reference."""
-    m, r = np.asarray(maps), np.asarray(reference)
-    if m.ndim == 4 and m.shape[1] > 1:  # class scores per pixel: mean IoU over the classes present
-        cm, cr = np.argmax(m, axis=1), np.argmax(r, axis=1)
-        scores = []
-        for i in range(len(m)):
-            per = []
-            for c in np.union1d(np.unique(cm[i]), np.unique(cr[i])):
-                a, b = cm[i] == c, cr[i] == c
-                per.append(np.count_nonzero(a & b) / np.count_nonzero(a | b))
-            scores.append(np.mean(per))
-        return float(np.mean(scores)) * 100.0
-    a, b = _rows(m) > threshold, _rows(r) > threshold
-    inter = np.count_nonzero(a & b, axis=1)
-    union = np.count_nonzero(a | b, axis=1)
-    per_sample = np.where(union > 0, inter / np.maximum(union, 1), 1.0)  # both empty: identical
-    return float(np.mean(per_sample)) * 100.0
-
-
-def cosine(x: np.ndarray, reference: np.ndarray) -> float:
-    """Mean per-sample cosine similarity, times 100 (two zero vectors count as identical)."""
-    a, b = _rows(x), _rows(reference)
-    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    dot = np.sum(a * b, axis=1)
-    both_zero = (na == 0) & (nb == 0)
-    cos = np.where(both_zero, 1.0, dot / np.maximum(na * nb, 1e-300))
-    return float(np.mean(cos)) * 100.0
-
-
-def mae(x: np.ndarray, reference: np.ndarray) -> float:
-    """Mean absolute error."""
-    return float(np.mean(np.abs(np.asarray(x, np.float64) - np.asarray(reference, np.float64))))
+# One copy in metrics.py; imported above and re-exported (see __all__).
 
 
 # ------------------------------------------------------------------------------------- evaluation
@@ -359,6 +284,7 @@ class Evaluator:
         metric: a name in ``METRICS``.
         output: the output to score (default: the first).
         threshold: the binarization threshold of ``iou``.
+        class_axis: the class axis of ``accuracy``/``agreement`` (default: see ``metrics``).
         provider: execution provider.
         batch_size: samples per run (models with a static batch use theirs).
         on_batch: progress callback ``(done, total)`` for every evaluation.
@@ -375,13 +301,14 @@ class Evaluator:
         *,
         output: str | None = None,
         threshold: float = 0.5,
+        class_axis: int | None = None,
         provider: str = "cpu",
         batch_size: int = 64,
         on_batch: Progress | None = None,
     ) -> None:
-        if metric not in METRICS:
-            raise InputError(f"unknown metric '{metric}'; choose one of {', '.join(METRICS)}")
-        self.metric = METRICS[metric]
+        from onnxsqueeze.metrics import get
+
+        self.metric = get(metric)
         if self.metric.needs_labels and dataset.labels is None:
             raise InputError(
                 f"{dataset.source}: metric 'accuracy' needs '{LABELS_KEY}'; "
@@ -394,6 +321,7 @@ class Evaluator:
         self.reference = reference
         self.dataset = dataset
         self.threshold = threshold
+        self.class_axis = class_axis
         self.provider = provider
         self.batch_size = batch_size
         self.on_batch = on_batch
@@ -420,22 +348,16 @@ class Evaluator:
 
     def score_outputs(self, y: np.ndarray) -> float:
         """The metric of an output array (shaped like the original's)."""
-        name = self.metric.name
-        if name == "accuracy":
-            assert self.dataset.labels is not None
-            return accuracy(y, self.dataset.labels)
-        ref = self.reference_outputs()
-        if y.shape != ref.shape:
-            raise InputError(
-                f"candidate output shape {list(y.shape)} differs from the original's {list(ref.shape)}"
-            )
-        if name == "agreement":
-            return agreement(y, ref)
-        if name == "iou":
-            return iou(y, ref, threshold=self.threshold)
-        if name == "cosine":
-            return cosine(y, ref)
-        return mae(y, ref)
+        ref = None if self.metric.needs_labels else self.reference_outputs()
+        return metric_score(
+            self.metric.name,
+            y,
+            ref if ref is not None else y,
+            labels=self.dataset.labels,
+            threshold=self.threshold,
+            class_axis=self.class_axis,
+            samples=len(self.dataset),
+        )
 
     def score(self, model: onnx.ModelProto, on_batch: Progress | None = None) -> float:
         """Evaluate ``model`` on the dataset with the metric."""
@@ -448,43 +370,20 @@ class Evaluator:
         return abs(baseline)
 
 
-@dataclasses.dataclass(frozen=True)
-class Budget:
-    """An accuracy budget: how far a candidate may fall behind the baseline.
-
-    ``max_drop`` is in the metric's units (points for percentages), or with ``relative`` a
-    percentage of ``scale`` (the baseline's value, see :meth:`Evaluator.relative_scale`).
-    """
-
-    max_drop: float
-    relative: bool = False
-
-    def __post_init__(self) -> None:
-        if not np.isfinite(self.max_drop) or self.max_drop < 0:
-            raise InputError(f"--max-drop {self.max_drop}: must be a finite number >= 0")
-
-    def drop(
-        self, baseline: float, value: float, *, higher_is_better: bool = True, scale: float = 1.0
-    ) -> float:
-        """The candidate's drop in budget units (negative when it is better than the baseline)."""
-        raw = baseline - value if higher_is_better else value - baseline
-        if not self.relative:
-            return float(raw)
-        return float(raw / scale * 100.0) if scale > 0 else (0.0 if raw <= 0 else float("inf"))
-
-    def fits(
-        self, baseline: float, value: float, *, higher_is_better: bool = True, scale: float = 1.0
-    ) -> bool:
-        if not np.isfinite(value):
-            return False
-        # A hair of slack so that a drop exactly at the limit is not lost to float rounding.
-        return (
-            self.drop(baseline, value, higher_is_better=higher_is_better, scale=scale) <= self.max_drop + 1e-9
-        )
-
-    def describe(self, metric: Metric) -> str:
-        units = {"%": " points", "x100": " (cosine x100)", "": ""}
-        of = "the original's mean |output|" if not metric.higher_is_better else "the baseline"
-        unit = f"% of {of}" if self.relative else units.get(metric.unit, f" {metric.unit}")
-        verb = "rise" if not metric.higher_is_better else "drop"
-        return f"{metric.name} {verb} <= {self.max_drop:g}{unit}"
+__all__ = [
+    "METRICS",
+    "Budget",
+    "Dataset",
+    "Evaluator",
+    "Metric",
+    "Preprocess",
+    "accuracy",
+    "agreement",
+    "cosine",
+    "iou",
+    "load_image_folder",
+    "load_npz_dataset",
+    "mae",
+    "resize_inputs",
+    "sequence",
+]

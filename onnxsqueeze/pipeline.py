@@ -54,18 +54,80 @@ def record_provenance(model: ir.Model, steps: Sequence[dict[str, Any]], source_s
     model.metadata_props[PASSES_KEY] = json.dumps(past, sort_keys=True, separators=(",", ":"))
 
 
+def type_values(model: ir.Model) -> int:
+    """Give every value with a shape a type (from its constant) or drop the orphan shape.
+
+    onnx-ir skips, with a warning per value, shapes whose type is unknown ("The value type for
+    shape [8] is not known ... Skipping serialization"); folding leaves such values behind.
+    Returns the number of values fixed.
+    """
+    fixed = 0
+
+    def fix(v: ir.Value | None) -> None:
+        nonlocal fixed
+        if v is None or v.type is not None or v.shape is None:
+            return
+        if v.const_value is not None:
+            v.type = ir.TensorType(v.const_value.dtype)
+        else:
+            v.shape = None
+        fixed += 1
+
+    for graph in (model.graph, *model.graph.subgraphs()):
+        for v in (*graph.inputs, *graph.outputs, *graph.initializers.values()):
+            fix(v)
+        for node in graph:
+            for v in node.outputs:
+                fix(v)
+    return fixed
+
+
 def run_passes(
-    model: ir.Model, passes: Sequence[ir.passes.PassBase], *, source_sha256: str | None = None
+    model: ir.Model,
+    passes: Sequence[ir.passes.PassBase],
+    *,
+    source_sha256: str | None = None,
+    record: Sequence[ir.passes.PassBase] | None = None,
+    trace: list[bool] | None = None,
 ) -> ir.passes.PassResult:
     """Run ``passes`` in order on ``model`` (in place) and record them in its metadata.
 
+    The one way passes run: every technique (``optimize/``), recipe and the search call it, so
+    the recorded history is what ran.
+
+    Args:
+        model: the model, changed in place.
+        passes: the passes, in order.
+        source_sha256: the source file's hash, recorded with each step.
+        record: the steps to record when they differ from ``passes`` (e.g. a cleanup that ran
+            earlier on the same model, recorded with the pass it prepared); default ``passes``.
+        trace: when given, each pass's ``modified`` is appended to it.
+
+    Raises:
+        UnsupportedModelError: a pass's ``requires()``/``ensures()`` refused (naming the pass).
+
     Returns:
-        The last pass's result, with ``modified`` true if any pass changed the model.
+        The last pass's own result (richer results such as ``Fp16PassResult`` keep their
+        fields), with ``modified`` true if any pass changed the model.
     """
+    from onnxsqueeze.errors import UnsupportedModelError
+
     modified = False
     result = ir.passes.PassResult(model, False)
     for p in passes:
-        result = p(result.model)
+        try:
+            result = p(result.model)
+        except (ir.passes.PassError, ir.passes.InvariantError) as e:  # requires()/ensures() refused
+            cause = e.__cause__ if isinstance(e.__cause__, Exception) else e
+            text = str(cause).strip()
+            why = text.splitlines()[0] if text else type(cause).__name__
+            raise UnsupportedModelError(f"pass '{describe(p)['pass']}': {why}") from e
+        if trace is not None:
+            trace.append(result.modified)
         modified = modified or result.modified
-    record_provenance(result.model, [describe(p) for p in passes], source_sha256)
-    return ir.passes.PassResult(result.model, modified)
+    type_values(result.model)  # else serializing prints a warning per untyped value
+    record_provenance(
+        result.model, [describe(p) for p in (passes if record is None else record)], source_sha256
+    )
+    result.modified = modified
+    return result

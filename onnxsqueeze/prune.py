@@ -24,10 +24,9 @@ import onnx_ir as ir
 from onnxsqueeze import io as sio
 from onnxsqueeze import shapes
 from onnxsqueeze.errors import UnsupportedModelError, VerificationError, one_line
-from onnxsqueeze.passes.base import describe
 from onnxsqueeze.passes.channels import PruneChannelsPass, PruneChannelsResult
 from onnxsqueeze.passes.sparsity import PruneWeightsPass, PruneWeightsResult, to_sparse_initializers
-from onnxsqueeze.pipeline import record_provenance
+from onnxsqueeze.pipeline import run_passes
 
 Progress = Callable[[int, int], None]
 
@@ -110,12 +109,20 @@ def check_result(original: onnx.ModelProto, pruned: onnx.ModelProto) -> None:
 
 
 def _verify(
-    original: onnx.ModelProto, pruned: onnx.ModelProto, data: Mapping[str, np.ndarray] | None, label: str
+    original: onnx.ModelProto,
+    pruned: onnx.ModelProto,
+    data: Mapping[str, np.ndarray] | None,
+    label: str,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
 ):
     from onnxsqueeze.verify import verify
 
     report = verify(
-        original, pruned, data=shapes.select_inputs(original, data) if data else None, data_label=label
+        original,
+        pruned,
+        data=shapes.select_inputs(original, data) if data else None,
+        data_label=label,
+        input_shapes=input_shapes,
     )
     if any(o.nonfinite for o in report.outputs):
         raise VerificationError("the pruned model produces NaN/Inf where the original does not")
@@ -142,6 +149,9 @@ def prune_weights(
     eval_data: Mapping[str, np.ndarray] | None = None,
     eval_label: str = "data",
     sparse_storage: bool = False,
+    reconstruction: str = "lsq",
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    source_sha256: str | None = None,
     on_progress: Progress | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """Magnitude-prune a model, re-fit with calibration data, verify and measure.
@@ -159,27 +169,29 @@ def prune_weights(
         scope=scope,  # type: ignore[arg-type]
         skip_first_last=skip_first_last,
         calibration=calib,
+        reconstruction=reconstruction,  # type: ignore[arg-type]
         on_progress=on_progress,
     )
     m = _ir(model)
-    result = p(m)
+    result = run_passes(m, [p], source_sha256=source_sha256 or _source(model))
     assert isinstance(result, PruneWeightsResult)
     if not result.layers:
         raise UnsupportedModelError(
             f"model '{model.graph.name}': no Conv/Gemm/MatMul weight initializers to prune"
         )
-    record_provenance(m, [describe(p)], _source(model))
     pruned = ir.serde.serialize_model(m)
-    if calib is None:
-        notes.append("no calibration data: weights pruned by magnitude alone, no re-fit")
+    if calib is None or reconstruction == "none":
+        notes.append(
+            "no calibration data or --reconstruction none: weights pruned by magnitude alone, no re-fit"
+        )
     if not result.modified:
         notes.append("nothing was pruned: the weights already have this sparsity")
     without = None
-    if calib is not None and eval_data is not None:
+    if calib is not None and reconstruction != "none" and eval_data is not None:
         plain = _ir(model)
         dataclasses.replace(p, calibration=None, on_progress=None)(plain)
         without = ir.serde.serialize_model(plain)
-    report = _report(model, pruned, without, eval_data, eval_label, notes)
+    report = _report(model, pruned, without, eval_data, eval_label, notes, input_shapes)
     if sparse_storage:
         pruned = _store_sparse(pruned, report, notes)
     report.update(
@@ -241,6 +253,7 @@ def prune_channels(
     eval_data: Mapping[str, np.ndarray] | None = None,
     eval_label: str = "data",
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    source_sha256: str | None = None,
     on_progress: Progress | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """Remove channels, propagate, re-fit with calibration data, verify and measure.
@@ -261,7 +274,7 @@ def prune_channels(
         on_progress=on_progress,
     )
     m = _ir(model)
-    result = p(m)
+    result = run_passes(m, [p], source_sha256=source_sha256 or _source(model))
     assert isinstance(result, PruneChannelsResult)
     if not any(g["status"] in ("pruned", "unchanged") for g in result.groups):
         reasons = "; ".join(sorted({g["status"] for g in result.groups})) or "no Conv/Gemm/MatMul layers"
@@ -278,7 +291,6 @@ def prune_channels(
             f"{len(odd)} group(s) keep channel counts that are not multiples of 8; onnxruntime on CPU "
             "ran MobileNetV3 slower with such counts (benchmarks/RESULTS.md): consider --round-to 8"
         )
-    record_provenance(m, [describe(p)], _source(model))
     pruned = ir.serde.serialize_model(m)
     without = None
     if calib is not None and reconstruction != "none" and eval_data is not None and result.modified:
@@ -309,7 +321,7 @@ def _report(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     check_result(original, pruned)
-    verification = _verify(original, pruned, eval_data, eval_label)
+    verification = _verify(original, pruned, eval_data, eval_label, input_shapes)
     out: dict[str, Any] = {
         "before": measure(original, input_shapes),
         "after": measure(pruned, input_shapes),

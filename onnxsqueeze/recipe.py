@@ -260,26 +260,13 @@ def build_traced(
     source_sha256: str | None = None,
 ) -> tuple[onnx.ModelProto, list[bool]]:
     """:func:`build`, also returning whether each step modified the model."""
-    from onnxsqueeze.errors import UnsupportedModelError
-    from onnxsqueeze.passes.base import describe
-    from onnxsqueeze.pipeline import record_provenance
+    from onnxsqueeze.pipeline import run_passes
 
     make_passes(steps, calibration)  # every option checked before any work
     work = ir.serde.deserialize_model(model)
-    modified = []
-    passes = []
+    modified: list[bool] = []
     for step in steps:
-        try:
-            p = _make_pass(step, calibration, work)
-            passes.append(p)
-            modified.append(p(work).modified)
-        except (ir.passes.PassError, ir.passes.InvariantError) as e:
-            cause = e.__cause__ if isinstance(e.__cause__, Exception) else e
-            raise UnsupportedModelError(f"pass '{step.pass_name}': {_first_line(cause)}") from e
-    record_provenance(work, [describe(p) for p in passes], source_sha256)
+        # Each pass is built on the model as it stands: a calibrated int8 step measures its
+        # activation ranges after the passes before it.
+        run_passes(work, [_make_pass(step, calibration, work)], source_sha256=source_sha256, trace=modified)
     return ir.serde.serialize_model(work), modified
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -158,13 +158,31 @@ def run_batched(
     if static and n % static:
         raise InputError(f"{n} samples do not split into the model's fixed batch of {static}")
     outputs: dict[str, list[np.ndarray]] = {o.name: [] for o in sess.get_outputs()}
+    sizes: list[int] = []
     for start in range(0, n, step):
         feeds = {k: np.ascontiguousarray(data[k][start : start + step]) for k in names}
+        sizes.append(min(step, n - start))
         for o, value in zip(sess.get_outputs(), sess.run(None, feeds), strict=True):
             outputs[o.name].append(np.asarray(value))
         if on_batch:
             on_batch(min(start + step, n), n)
-    return {k: np.concatenate(v, axis=0) if v and v[0].ndim else np.asarray(v) for k, v in outputs.items()}
+    return {k: _concat(v, sizes) for k, v in outputs.items()}
+
+
+def _concat(chunks: list[np.ndarray], sizes: list[int]) -> np.ndarray:
+    """Join per-chunk outputs along their sample axis (``sizes``: the samples in each chunk).
+
+    That is axis 0, except for outputs whose axis 1 follows the chunk sizes and axis 0 does not:
+    sequence outputs ``[T, N, C]`` (CTC recognisers return time first).
+    """
+    if not chunks or not chunks[0].ndim:
+        return np.asarray(chunks)
+    if len(chunks) > 1 and chunks[0].ndim >= 2:
+        first = all(c.shape[0] == n for c, n in zip(chunks, sizes, strict=True))
+        second = all(c.shape[1] == n for c, n in zip(chunks, sizes, strict=True))
+        if second and not first:
+            return np.concatenate(chunks, axis=1)
+    return np.concatenate(chunks, axis=0)
 
 
 def time_sessions(

@@ -7,7 +7,7 @@ Every transforming command checks its result with :func:`verify`. Metrics per ou
   zero from dominating; it is relative to the output's own scale);
 - ``cosine``: cosine similarity of the flattened outputs;
 - ``top1_agreement``: for outputs shaped like class scores ``[N, C]`` with ``C >= 2``, the
-  fraction of rows whose argmax agrees;
+  fraction of rows whose argmax agrees (per time step for ``[T, N, C]`` CTC sequences);
 - ``nonfinite``: NaN/Inf values in the candidate that the reference does not have.
 """
 
@@ -105,7 +105,9 @@ def run(
     return runtime.run_batched(sess, _cast_feeds(proto, feeds), batch_size=batch_size)
 
 
-def output_metrics(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputMetrics:
+def output_metrics(
+    name: str, ref: np.ndarray, cand: np.ndarray, *, samples: int | None = None
+) -> OutputMetrics:
     """Metrics of one output pair (see the module docstring)."""
     if ref.shape != cand.shape:
         raise VerificationError(
@@ -129,8 +131,14 @@ def output_metrics(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputMetric
     else:
         cosine = float(np.dot(rf, cf) / (nr * nc))
     top1 = None
-    if ref.ndim == 2 and ref.shape[1] >= 2 and np.issubdtype(ref.dtype, np.floating):
-        top1 = float(np.mean(np.argmax(r, axis=1) == np.argmax(c, axis=1)))
+    if np.issubdtype(ref.dtype, np.floating):
+        from onnxsqueeze.metrics import sequence_layout
+
+        axis = (
+            1 if ref.ndim == 2 and ref.shape[1] >= 2 else (2 if sequence_layout(ref.shape, samples) else None)
+        )
+        if axis is not None:
+            top1 = float(np.mean(np.argmax(r, axis=axis) == np.argmax(c, axis=axis)))
     return OutputMetrics(name, tuple(ref.shape), max_abs, max_rel, cosine, top1, nonfinite)
 
 
@@ -161,8 +169,26 @@ def compare(
     metrics = []
     for i, (name, ref) in enumerate(ref_items):
         cand = candidate[name] if name in candidate else cand_items[i][1]
-        metrics.append(output_metrics(name, np.asarray(ref), np.asarray(cand)))
+        metrics.append(
+            output_metrics(name, np.asarray(ref), np.asarray(cand), samples=samples if feeds else None)
+        )
     return VerifyReport(tuple(metrics), samples, dict(inputs or {}), source)
+
+
+def run_pair(
+    reference: onnx.ModelProto | str | Path,
+    candidate: onnx.ModelProto | str | Path,
+    *,
+    data: Mapping[str, np.ndarray] | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    seed: int = 0,
+    provider: str = "cpu",
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The feeds, and the reference's and the candidate's outputs on them (see :func:`verify`)."""
+    ref_model = _as_proto(reference)
+    cand_model = _as_proto(candidate)
+    feeds = prepare_feeds(ref_model, data=data, input_shapes=input_shapes, seed=seed)
+    return feeds, run(ref_model, feeds, provider=provider), run(cand_model, feeds, provider=provider)
 
 
 def verify(
@@ -192,11 +218,9 @@ def verify(
     Raises:
         VerificationError: outputs differ in count or shape, or exceed ``tolerance``.
     """
-    ref_model = _as_proto(reference)
-    cand_model = _as_proto(candidate)
-    feeds = prepare_feeds(ref_model, data=data, input_shapes=input_shapes, seed=seed)
-    ref_out = run(ref_model, feeds, provider=provider)
-    cand_out = run(cand_model, feeds, provider=provider)
+    feeds, ref_out, cand_out = run_pair(
+        reference, candidate, data=data, input_shapes=input_shapes, seed=seed, provider=provider
+    )
     report = compare(
         ref_out, cand_out, feeds=feeds, source=data_label if data is not None else f"random (seed {seed})"
     )

@@ -25,7 +25,7 @@ onnxsqueeze inspect "$S"
 
 echo "== 3. benchmark original vs squeezed (interleaved, ratios, cost per million inferences)"
 onnxsqueeze bench "$M" "$S" --batch 1,32 --instance aws/c7i.xlarge \
-  --markdown "$OUT/bench.md" --json "$OUT/bench.json" --plot "$OUT/bench.png"
+  --markdown "$OUT/bench.md" --report "$OUT/bench.json" --plot "$OUT/bench.png"
 
 echo "== 4. deploy: a Triton model repository for the squeezed model"
 onnxsqueeze export triton "$S" --repo "$OUT/model_repository" --name digits --kind cpu \

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -27,3 +27,59 @@ ToleranceOpt = Annotated[
 ForceFlag = Annotated[bool, typer.Option("--force", help="Write the result even if it fails verification.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")]
 ProviderOpt = Annotated[str, typer.Option("--provider", help="Execution provider: cpu, cuda or tensorrt.")]
+MetricOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--metric",
+        help="Judge the result by this task metric against the original: accuracy (needs labels), "
+        "agreement (top-1), iou (maps, with --threshold), cosine, mae, sequence (greedy CTC exact match).",
+        show_default=False,
+    ),
+]
+MaxDropOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-drop",
+        help="The budget of --metric: largest drop from the original (points; mae: raw units). "
+        "Default per metric: 1 point (accuracy, agreement, sequence), 2 (iou), 0.1 (cosine).",
+        show_default=False,
+    ),
+]
+ThresholdOpt = Annotated[float, typer.Option("--threshold", help="Binarization threshold of --metric iou.")]
+ClassAxisOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--class-axis",
+        help="The class axis of accuracy/agreement (default 1, or 2 for a [T, N, C] CTC output).",
+        show_default=False,
+    ),
+]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option("--threads", help="Intra-op threads for latency (default: onnxruntime's, one per core)."),
+]
+CalibrationSamplesOpt = Annotated[
+    int, typer.Option("--calibration-samples", "--calib-samples", min=1, help="Calibration samples used.")
+]
+
+
+def acceptance(
+    metric: str | None,
+    max_drop: float | None,
+    *,
+    tolerance: float | None = None,
+    threshold: float = 0.5,
+    class_axis: int | None = None,
+    relative: bool = False,
+) -> Any:
+    """The optimize layer's Acceptance from the shared flags."""
+    from onnxsqueeze.optimize.base import Acceptance
+
+    return Acceptance(
+        metric=metric,
+        max_drop=max_drop,
+        relative=relative,
+        tolerance=tolerance,
+        threshold=threshold,
+        class_axis=class_axis,
+    )

@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -80,9 +81,16 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+PROGRESS_EVERY_S = 5.0
+
+
 @contextmanager
 def progress(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
-    """A progress bar on stderr; yields ``update(done, total, description=None)`` for callbacks."""
+    """A progress bar on stderr; yields ``update(done, total, description=None)`` for callbacks.
+
+    Off a terminal the bar is hidden and a line is printed every ``PROGRESS_EVERY_S`` seconds.
+    """
+    title = description
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -94,10 +102,16 @@ def progress(description: str, total: int | None = None) -> Iterator[Callable[..
     ) as bar:
         task = bar.add_task(description, total=total)
 
+        last = [time.monotonic()]
+
         def update(done: int, total_: int, description: str | None = None) -> None:
             if description is None:
                 bar.update(task, completed=done, total=total_)
             else:
                 bar.update(task, completed=done, total=total_, description=description)
+            # off a terminal (CI logs, pipes) the bar is hidden: a line every few seconds instead
+            if not err.is_terminal and time.monotonic() - last[0] >= PROGRESS_EVERY_S:
+                last[0] = time.monotonic()
+                err.print(escape(f"{description or title}: {done}/{total_}"))
 
         yield update

@@ -144,9 +144,10 @@ def bench_cmd(
             "--prices", help="A TOML/JSON price file adding to or replacing the built-in instance prices."
         ),
     ] = None,
+    json_: opt.JsonFlag = False,
     json_file: Annotated[
         Path | None,
-        typer.Option("--json", help="Write the JSON report here ('-': stdout).", show_default=False),
+        typer.Option("--report", help="Write the JSON report to this file.", show_default=False),
     ] = None,
     markdown: Annotated[
         Path | None,
@@ -244,12 +245,11 @@ def bench_cmd(
         )
     doc = result.to_dict()
     to_stdout = False
+    if json_:
+        emit_json(doc)
+        to_stdout = True
     if json_file is not None:
-        if str(json_file) == "-":
-            emit_json(doc)
-            to_stdout = True
-        else:
-            info(f"wrote {report.save_json(doc, json_file)}")
+        info(f"wrote {report.save_json(doc, json_file)}")
     if markdown is not None:
         if str(markdown) == "-":
             typer.echo(report.render_markdown(doc))

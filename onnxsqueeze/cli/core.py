@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from onnxsqueeze.cli import _options as opt
-from onnxsqueeze.cli._output import emit_json, escape, handle_errors, human_bytes, human_count, out
+from onnxsqueeze.cli._output import emit_json, escape, handle_errors, human_bytes, human_count, out, warn
 
 
 def _shape(s: list[Any]) -> str:
@@ -125,36 +125,64 @@ def verify_cmd(
     input_shape: opt.InputShapeOpt = None,
     data: opt.DataOpt = None,
     tolerance: opt.ToleranceOpt = None,
+    metric: opt.MetricOpt = None,
+    max_drop: opt.MaxDropOpt = None,
+    threshold: opt.ThresholdOpt = 0.5,
+    class_axis: opt.ClassAxisOpt = None,
     seed: opt.SeedOpt = 0,
     provider: opt.ProviderOpt = "cpu",
     json_: opt.JsonFlag = False,
 ) -> None:
-    """Run two models on the same inputs and compare their outputs."""
+    """Run two models on the same inputs and compare their outputs.
+
+    Max abs/rel error, cosine and top-1 agreement per output; with --metric, the task metric of
+    the candidate against the reference, with a budget (--max-drop) that sets the exit code.
+    """
     from onnxsqueeze import io as sio
+    from onnxsqueeze.errors import VerificationError
+    from onnxsqueeze.optimize.base import count, judge
     from onnxsqueeze.shapes import parse_input_shapes
-    from onnxsqueeze.verify import verify
+    from onnxsqueeze.verify import compare, run_pair
 
     ref = sio.load(original)
     cand = sio.load(candidate)
     arrays = sio.load_npz(data) if data is not None else None
-    report = verify(
-        ref,
-        cand,
-        data=arrays,
-        data_label=str(data),
-        input_shapes=parse_input_shapes(input_shape),
-        seed=seed,
-        provider=provider,
+    acceptance = opt.acceptance(
+        metric, max_drop, tolerance=tolerance, threshold=threshold, class_axis=class_axis
+    )
+    feeds, ref_out, cand_out = run_pair(
+        ref, cand, data=arrays, input_shapes=parse_input_shapes(input_shape), seed=seed, provider=provider
+    )
+    source = str(data) if data is not None else f"random (seed {seed})"
+    report = compare(ref_out, cand_out, feeds=feeds, source=source)
+    labels = arrays.get("labels") if arrays is not None else None
+    verdict = judge(
+        ref_out,
+        cand_out,
+        acceptance,
+        labels=labels,
+        samples=count(feeds),
+        source=source,
+        random_inputs=data is None,
     )
     failed = tolerance is not None and not report.within(tolerance)
+    failed = failed or not verdict.passed
     if json_:
-        emit_json(report.to_dict() | {"tolerance": tolerance, "passed": not failed})
+        emit_json(
+            report.to_dict() | {"tolerance": tolerance, "passed": not failed, "judgement": verdict.to_dict()}
+        )
     else:
         render_report(report, None if failed else tolerance)
+        out.print(
+            f"{verdict.metric} of '{escape(verdict.output)}': {verdict.value:.4g} "
+            f"(original {verdict.baseline:.4g}; {escape(verdict.budget)})"
+        )
+    for w in verdict.warnings:
+        warn(w)
     if failed:
-        from onnxsqueeze.errors import VerificationError
-
-        raise VerificationError(f"max abs error {report.max_abs:.3g} exceeds tolerance {tolerance:g}")
+        if tolerance is not None and not report.within(tolerance):
+            raise VerificationError(f"max abs error {report.max_abs:.3g} exceeds tolerance {tolerance:g}")
+        raise VerificationError(verdict.reason)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -17,48 +16,39 @@ CPU_NOTE = (
 )
 
 
-def _feeds(model: Any, data: Path | None, input_shape: list[str] | None, samples: int, seed: int) -> Any:
-    from onnxsqueeze import io as sio
-    from onnxsqueeze import shapes
-    from onnxsqueeze.verify import prepare_feeds
-
-    if data is not None:
-        arrays = sio.load_npz(data)
-        feeds = prepare_feeds(model, data=arrays)
-        return {k: v[:samples] if v.ndim else v for k, v in feeds.items()}, f"{data} (first {samples})"
-    overrides = shapes.parse_input_shapes(input_shape)
-    batch = shapes.resolve_input_shapes(model, overrides, batch=samples)
-    return shapes.make_inputs(model, batch, seed=seed), f"random (seed {seed})"
-
-
-def render(result: Any, summary: dict[str, Any], show: int) -> None:
-    from onnxsqueeze.cli.core import render_report
-
+def render(report: Any, show: int) -> None:
     t = Table(show_header=False, show_edge=False, box=None)
     t.add_column(style="bold")
     t.add_column()
-    t.add_row("converted", f"{result.converted_nodes} of {result.total_nodes} nodes to {summary['dtype']}")
-    t.add_row("kept float32", str(len(result.fp32_nodes)))
-    t.add_row("casts", f"{result.casts_inserted} inserted, {result.casts_removed} redundant removed")
+    n = report.normalization
+    if n is not None:
+        t.add_row("normalized", f"{n.nodes_before} -> {n.nodes_after} nodes ({escape(n.used)})")
+    t.add_row("converted", f"{report.converted_nodes} of {report.total_nodes} nodes to {report.dtype}")
+    t.add_row("kept float32", str(len(report.fp32_nodes)))
+    t.add_row("casts", f"{report.casts_inserted} inserted, {report.casts_removed} redundant removed")
     t.add_row(
         "size",
-        f"{human_bytes(summary['bytes_before'])} -> {human_bytes(summary['bytes_after'])} "
-        f"({summary['size_ratio']:.2f}x)",
+        f"{human_bytes(report.bytes_before)} -> {human_bytes(report.bytes_after)} ({report.size_ratio:.2f}x)",
     )
-    t.add_row("error", f"normalized {result.normalized_error:.3g} (budget: {escape(result.budget)})")
-    t.add_row("rounds", f"{result.rounds} ({result.seconds:.1f} s)")
+    t.add_row("error", f"normalized {report.normalized_error:.3g} (budget: {escape(report.budget)})")
+    j = report.judgement
+    if j is not None:
+        t.add_row(
+            j.metric,
+            f"{j.value:.4g} (original {j.baseline:.4g}; budget: {escape(j.budget)}) on {j.samples} sample(s)",
+        )
+    t.add_row("rounds", f"{report.rounds} ({report.seconds:.1f} s)")
     out.print(t)
-    if result.fp32_nodes:
+    if report.fp32_nodes:
         kept = Table(title="nodes kept in float32", title_justify="left")
         kept.add_column("node")
         kept.add_column("why")
-        items = list(result.fp32_nodes.items())
+        items = list(report.fp32_nodes.items())
         for name, why in items[:show]:
             kept.add_row(escape(name), escape(why))
         if len(items) > show:
             kept.add_row(f"... {len(items) - show} more", "(--json lists all)")
         out.print(kept)
-    render_report(result.report, None)
 
 
 @handle_errors
@@ -110,6 +100,10 @@ def fp16_cmd(
     bf16: Annotated[
         bool, typer.Option("--bf16", help="Convert to bfloat16 instead (for runtimes with bfloat16 kernels).")
     ] = False,
+    metric: opt.MetricOpt = None,
+    max_drop: opt.MaxDropOpt = None,
+    threshold: opt.ThresholdOpt = 0.5,
+    class_axis: opt.ClassAxisOpt = None,
     seed: opt.SeedOpt = 0,
     provider: opt.ProviderOpt = "cpu",
     show: Annotated[int, typer.Option("--show", help="Kept-float32 nodes listed in the table.")] = 20,
@@ -123,65 +117,42 @@ def fp16_cmd(
     A result beyond the error budget is not written unless --force.
     """
     from onnxsqueeze import io as sio
-    from onnxsqueeze.manifest import save_artifact
+    from onnxsqueeze.optimize import fp16
     from onnxsqueeze.passes.fp16 import DEFAULT_BLOCK_OPS
-    from onnxsqueeze.precision import convert_fp16, require_passed
+    from onnxsqueeze.shapes import parse_input_shapes
 
-    source = sio.load(model)
-    sio.refuse_overwrite(output, [p for p in (model, data) if p is not None])  # before the work
-    feeds, label = _feeds(source, data, input_shape, samples, seed)
     blocked = (set(DEFAULT_BLOCK_OPS) | set(block_op or ())) - set(allow_op or ())
-    dtype = "bfloat16" if bf16 else "float16"
-    result = convert_fp16(
-        source,
-        feeds,
+    _, report = fp16(
+        model,
+        output,
+        input_shapes=parse_input_shapes(input_shape),
+        data=sio.load_npz(data) if data is not None else None,
+        data_label=str(data),
+        protect=[data] if data is not None else [],
+        samples=samples,
+        seed=seed,
+        acceptance=opt.acceptance(
+            metric, max_drop, tolerance=tolerance, threshold=threshold, class_axis=class_axis
+        ),
+        normalized_tolerance=normalized_tolerance,
         keep_io_types=keep_io_types,
         block_ops=frozenset(blocked),
         keep_fp32=frozenset(keep_node or ()),
-        dtype=dtype,
-        tolerance=tolerance,
-        normalized_tolerance=normalized_tolerance,
+        dtype="bfloat16" if bf16 else "float16",
         measure=measure,
         provider=provider,
-        source_sha256=sio.sha256_file(model),
-        data_label=label,
-        on_step=None if json_ else info,
+        force=force,
+        say=info,
     )
-    report = result.report
-    if not result.passed and not force:
-        require_passed(result)
-    save_artifact(result.model, output, source_path=model, verify_report=report)
-    before, after = model.stat().st_size, output.stat().st_size
-    summary = {
-        "input": str(model),
-        "output": str(output),
-        "dtype": dtype,
-        "bytes_before": before,
-        "bytes_after": after,
-        "size_ratio": after / before if before else 0.0,
-    }
     if json_:
-        emit_json(
-            summary
-            | {
-                "passed": result.passed,
-                "budget": result.budget,
-                "normalized_error": result.normalized_error,
-                "converted_nodes": result.converted_nodes,
-                "total_nodes": result.total_nodes,
-                "casts_inserted": result.casts_inserted,
-                "casts_removed": result.casts_removed,
-                "rounds": result.rounds,
-                "seconds": result.seconds,
-                "fp32_nodes": result.fp32_nodes,
-                "verify": report.to_dict(),
-            }
-        )
+        emit_json(report.to_dict())
     else:
-        render(result, summary, show)
-        out.print(f"wrote {escape(str(output))}")
-    if not result.passed:
-        warn(f"written with --force although the error is beyond the budget ({result.budget})")
+        render(report, show)
+        out.print(f"wrote {escape(str(report.output))}")
+    for note in report.notes:
+        warn(note)
+    if not report.passed:
+        warn("written with --force although the result is beyond its budget")
     if provider == "cpu":
         warn(CPU_NOTE)
 

@@ -222,7 +222,7 @@ def prune_cmd(
             "--eval-data", help="Inputs (+ 'labels') to measure accuracy/agreement on (default: --data)."
         ),
     ] = None,
-    calib_samples: Annotated[int, typer.Option("--calib-samples", help="Calibration samples used.")] = 512,
+    calibration_samples: opt.CalibrationSamplesOpt = 512,
     sensitivity: Annotated[
         bool,
         typer.Option(
@@ -232,12 +232,10 @@ def prune_cmd(
         ),
     ] = False,
     ratios: Annotated[str, typer.Option("--ratios", help="Ratios for --sensitivity.")] = "0.25,0.5,0.75",
-    max_drop: Annotated[
-        float | None,
-        typer.Option(
-            "--max-drop", help="Fail (exit 1, no output) if accuracy/agreement drops more (points)."
-        ),
-    ] = None,
+    max_drop: opt.MaxDropOpt = None,
+    metric: opt.MetricOpt = None,
+    threshold: opt.ThresholdOpt = 0.5,
+    class_axis: opt.ClassAxisOpt = None,
     input_shape: opt.InputShapeOpt = None,
     json_: opt.JsonFlag = False,
     force: opt.ForceFlag = False,
@@ -249,9 +247,9 @@ def prune_cmd(
     With --data (a few hundred unlabeled inputs) each affected layer is re-fitted by least squares.
     """
     from onnxsqueeze import io as sio
+    from onnxsqueeze import optimize
     from onnxsqueeze import prune as api
-    from onnxsqueeze.errors import InputError, VerificationError
-    from onnxsqueeze.manifest import save_artifact
+    from onnxsqueeze.errors import InputError
     from onnxsqueeze.shapes import parse_input_shapes
 
     modes = [
@@ -272,10 +270,9 @@ def prune_cmd(
     if not sensitivity and output is None:
         raise InputError("missing --output/-o for the pruned model")
     shapes_ = parse_input_shapes(input_shape)
-    original = sio.load(model)
     if output is not None:  # before the work, not after it
         sio.refuse_overwrite(output, [p for p in (model, data, eval_data) if p is not None])
-    calib = api.limit(sio.load_npz(data), calib_samples) if data is not None else None
+    calib = api.limit(sio.load_npz(data), calibration_samples) if data is not None else None
     if eval_data is not None:
         evaluation, eval_label = sio.load_npz(eval_data), str(eval_data)
     elif data is not None:
@@ -288,9 +285,20 @@ def prune_cmd(
             raise InputError("--sensitivity needs --data (inputs, with 'labels' for accuracy)")
         # --data alone is the measured data (weight-only pruning); with --eval-data, --data is the
         # calibration set and each candidate is re-fitted as the final pruning would be.
+        from onnxsqueeze.optimize import base
+
+        source = sio.load(model)
+        # the same normalized form the pruning runs on (Constant-node weights lifted, BN folded)
+        normalized, _ = base.normalize(
+            source,
+            feeds=base.sample_feeds(
+                source, base.resolve_shapes(source, shapes_, evaluation), data=evaluation
+            ),
+            say=info,
+        )
         with progress("sensitivity") as update:
             rows = api.sensitivity(
-                original,
+                normalized,
                 evaluation,
                 _parse_ratios(ratios),
                 criterion=criterion,
@@ -307,53 +315,34 @@ def prune_cmd(
         return
 
     assert output is not None
+    if max_drop is not None and metric is None and evaluation is None:
+        raise InputError("--max-drop needs --data or --eval-data to measure accuracy or agreement")
     with progress("re-fitting layers") as update:
-        if sparsity is not None:
-            pruned, report = api.prune_weights(
-                original,
-                sparsity=sparsity,
-                scope=scope,
-                skip_first_last=skip_first_last,
-                calibration=calib,
-                eval_data=evaluation,
-                eval_label=eval_label,
-                sparse_storage=sparse_storage,
-                on_progress=update,
-            )
-        else:
-            assert channels is not None
-            pruned, report = api.prune_channels(
-                original,
-                ratio=channels,
-                criterion=criterion,
-                round_to=round_to,
-                coupled=coupled,
-                calibration=calib,
-                reconstruction=reconstruction,
-                eval_data=evaluation,
-                eval_label=eval_label,
-                input_shapes=shapes_,
-                on_progress=update,
-            )
-    failure = None
-    quality = report.get("quality") or {}
-    metric = next((k for k in ("accuracy", "agreement") if k in quality), None)
-    if max_drop is not None:
-        if metric is None:
-            raise InputError("--max-drop needs --data or --eval-data to measure accuracy or agreement")
-        row = quality[metric]
-        drop = 100 * ((row["original"] if metric == "accuracy" else 1.0) - row["pruned"])
-        report["drop_points"] = drop
-        if drop > max_drop:
-            failure = f"{metric} dropped {drop:.2f} points, more than --max-drop {max_drop:g}"
-    written = None
-    report["manifest"] = None
-    if failure is None or force:
-        art = save_artifact(pruned, output, source_path=model, verify_report=report["verify"])
-        written, report["manifest"] = str(art.path), str(art.manifest_path)
-    report["output"] = written
+        _, result = optimize.prune(
+            model,
+            output,
+            sparsity=sparsity,
+            channels=channels,
+            input_shapes=shapes_,
+            calibration=calib,
+            eval_data=evaluation,
+            eval_label=eval_label,
+            protect=[p for p in (data, eval_data) if p is not None],
+            acceptance=opt.acceptance(metric, max_drop, threshold=threshold, class_axis=class_axis),
+            reconstruction=reconstruction,
+            scope=scope,
+            skip_first_last=skip_first_last,
+            sparse_storage=sparse_storage,
+            criterion=criterion,
+            round_to=round_to,
+            coupled=coupled,
+            force=force,
+            say=info,
+            on_progress=update,
+        )
+    report = result.to_dict()
     if json_:
-        emit_json(report | {"model": str(model), "passed": failure is None})
+        emit_json(report)
     else:
         if report["mode"] == "sparsity":
             render_sparsity(report)
@@ -364,13 +353,10 @@ def prune_cmd(
         render_quality(report)
         for note in report["notes"]:
             warn(note)
-        if written:
-            info(f"wrote {written}")
-    if failure is not None:
-        if force:
-            warn(f"{failure} (written anyway: --force)")
-        else:
-            raise VerificationError(f"{failure}; not written (use --force to write it anyway)")
+        info(f"wrote {report['output']}")
+    if not result.passed:
+        j = result.judgement
+        warn(f"{j.reason if j else 'beyond the budget'} (written anyway: --force)")
 
 
 def register(app: typer.Typer) -> None:

@@ -25,7 +25,12 @@ ScaleOpt = Annotated[
     ),
 ]
 InputOpt = Annotated[
-    str | None, typer.Option("--input", help="The image input (default: the only input of rank >= 3).")
+    str | None,
+    typer.Option(
+        "--input-name",
+        "--input",
+        help="The image input (default: the only input of rank >= 3, or the one --input-shape names).",
+    ),
 ]
 KeepOpt = Annotated[
     bool,
@@ -58,7 +63,6 @@ MinAgreementOpt = Annotated[
         "falls below this fraction.",
     ),
 ]
-ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="Intra-op threads for latency (--sweep).")]
 
 
 def _res(v: tuple[int | None, int | None]) -> str:
@@ -77,6 +81,7 @@ def render_verdict(v: Any) -> None:
     t.add_column()
     t.add_row("input", f"{escape(v.input)} ({v.layout}, {_res(v.size)})")
     if v.ok:
+        t.add_row("sizes", escape(v.sizes))
         t.add_row("outputs", escape(", ".join(f"{k}: {kind}" for k, kind in v.outputs.items())))
         if v.rewrites:
             t.add_row("constants to rewrite", escape(", ".join(v.rewrites)))
@@ -134,7 +139,10 @@ def resize_cmd(
     sweep: SweepOpt = None,
     data: opt.DataOpt = None,
     min_agreement: MinAgreementOpt = None,
-    threads: ThreadsOpt = None,
+    threads: opt.ThreadsOpt = None,
+    input_shape: opt.InputShapeOpt = None,
+    metric: opt.MetricOpt = None,
+    max_drop: opt.MaxDropOpt = None,
     json_: opt.JsonFlag = False,
     force: opt.ForceFlag = False,
 ) -> None:
@@ -145,18 +153,21 @@ def resize_cmd(
     is refused, naming the node. With --keep-interface the model keeps its input and output shapes.
     """
     from onnxsqueeze import io as sio
-    from onnxsqueeze.errors import InputError
+    from onnxsqueeze import resolution_sweep as sweeps
+    from onnxsqueeze.errors import InputError, VerificationError
     from onnxsqueeze.passes import resolution as res
 
     if sum(bool(x) for x in (check, sweep, output)) != 1:
         raise InputError("choose one of --check, --sweep RESOLUTIONS, or -o OUT with --resolution/--scale")
     source = sio.load(model)
+    _check_flags(source, input_name, mode, resolution, scale, output)
     if output is not None:  # before the work, not after it
         sio.refuse_overwrite(output, [p for p in (model, data) if p is not None])
     arrays = sio.load_npz(data) if data is not None else None
 
     if check:
-        verdict = res.analyze_resolution(source, input_name=input_name)
+        probe = sweeps.data_size(source, arrays, input_name)  # dynamic H/W: traced at the data's size
+        verdict = res.analyze_resolution(source, input_name=input_name, probe=probe)
         if json_:
             emit_json(verdict.to_dict())
         else:
@@ -166,9 +177,9 @@ def resize_cmd(
         return
 
     if sweep:
-        sizes = res.parse_sweep(sweep)
+        sizes = sweeps.parse_sweep(sweep)
         with progress("sweeping resolutions", total=len(sizes) + 1) as update:
-            points = res.sweep_resolutions(
+            points = sweeps.sweep_resolutions(
                 source, sizes, input_name=input_name, data=arrays, mode=mode, threads=threads, on_step=update
             )
         label = str(data) if data is not None else "8 random inputs (agreement only)"
@@ -179,155 +190,68 @@ def resize_cmd(
         return
 
     assert output is not None
-    report = resize_model(
-        source,
-        model,
-        output,
-        resolution=res.parse_resolution(resolution) if resolution else None,
-        scale=scale,
-        input_name=input_name,
-        keep_interface=keep_interface,
-        mode=mode,
-        data=arrays,
-        data_label=str(data) if data is not None else None,
-        min_agreement=min_agreement,
-        force=force,
-    )
+    from onnxsqueeze.optimize import resize
+    from onnxsqueeze.shapes import parse_input_shapes
+
+    try:
+        _, result = resize(
+            model,
+            output,
+            resolution=res.parse_resolution(resolution) if resolution else None,
+            scale=scale,
+            input_name=input_name,
+            keep_interface=keep_interface,
+            mode=mode,
+            input_shapes=parse_input_shapes(input_shape),
+            data=arrays,
+            data_label=str(data) if data is not None else None,
+            acceptance=opt.acceptance(metric, max_drop),
+            min_agreement=min_agreement,
+            force=force,
+            say=info,
+        )
+    except VerificationError as e:  # the flags that would change the outcome
+        flags = [f"--metric {metric}"] if metric else []
+        flags += [f"--max-drop {max_drop:g}"] if max_drop is not None else []
+        flags += [f"--min-agreement {min_agreement:g}"] if min_agreement is not None else []
+        raise VerificationError(f"{e} ({' '.join(flags) or 'no budget'}; use --force to write anyway)") from e
+    report = result.to_dict()
+    if report.get("failed"):
+        warn(f"{report['failed']}; writing anyway (--force)")
     if json_:
         emit_json(report)
     else:
         render_report(report)
 
 
-def resize_model(
-    source: Any,
-    source_path: Path,
-    output: Path,
-    *,
-    resolution: tuple[int, int] | None,
-    scale: float | None,
-    input_name: str | None,
-    keep_interface: bool,
-    mode: str,
-    data: dict[str, Any] | None,
-    data_label: str | None,
-    min_agreement: float | None,
-    force: bool,
-) -> dict[str, Any]:
-    """Rewrite, measure agreement with the original, write (atomically); the report as a dict."""
-    import numpy as np
-    import onnx_ir as ir
-
-    from onnxsqueeze import io as sio
-    from onnxsqueeze import runtime, shapes
-    from onnxsqueeze.errors import SqueezeError, VerificationError
-    from onnxsqueeze.passes.base import describe
-    from onnxsqueeze.passes.resolution import RewriteInputResolutionPass, compare_outputs, rewrite_resolution
-    from onnxsqueeze.pipeline import record_provenance
-    from onnxsqueeze.verify import output_metrics
-
-    candidate, rinfo, modified = rewrite_resolution(
-        source,
-        resolution=resolution,
-        scale=scale,
-        input_name=input_name,
-        keep_interface=keep_interface,
-        mode=mode,
-    )
-    report: dict[str, Any] = {"model": str(source_path), "output": str(output), **rinfo.to_dict()}
-    report["modified"] = modified
-    if not modified:
-        warn(f"the model is already {_res(rinfo.old_size)}; writing it unchanged")
-    # MACs at batch 1: the original at its size, the candidate at the size it computes at
-    try:
-        base_macs, cand_macs = _macs(source, data), _macs(candidate, data)
-        report["macs"] = {"original": base_macs, "candidate": cand_macs, "ratio": cand_macs / base_macs}
-    except SqueezeError as e:  # a dynamic H/W without --data has no size to count at
-        report["macs"] = None
-        info(f"MACs not computed: {_dynamic_hint(e, data)}")
-    # agreement: the original at full resolution vs the candidate with its interface kept
-    evaluated = candidate
-    if not keep_interface and modified:
-        evaluated, _, _ = rewrite_resolution(
-            source, resolution=resolution, scale=scale, input_name=input_name, keep_interface=True, mode=mode
-        )
-    agreement: dict[str, Any] | None = None
-    if modified:
-        try:
-            if data is not None:
-                feeds = {k: np.asarray(v) for k, v in data.items() if k != "labels"}
-                label = data_label or "data"
-            else:
-                feeds = shapes.make_inputs(source, shapes.resolve_input_shapes(source, batch=8), seed=0)
-                label = "8 random inputs (seed 0)"
-            ref = runtime.run_batched(runtime.session(source), feeds)
-            cand = runtime.run_batched(runtime.session(evaluated), feeds)
-            labels = np.asarray(data["labels"]) if data is not None and "labels" in data else None
-            first = next(iter(ref))
-            agreement = dict(compare_outputs(ref[first], cand[first], labels=labels))
-            metrics = output_metrics(first, ref[first], cand[first])  # the verifier's view, too
-            agreement.update(cosine=metrics.cosine, max_abs=metrics.max_abs, nonfinite=metrics.nonfinite)
-            if labels is not None:
-                baseline = compare_outputs(ref[first], ref[first], labels=labels)
-                agreement["original_accuracy"] = baseline["accuracy"]
-            agreement["output"] = first
-            agreement["samples"] = len(next(iter(feeds.values())))
-            agreement["source"] = label
-        except SqueezeError as e:  # a dynamic H/W without --data cannot be fed
-            info(f"agreement not measured: {_dynamic_hint(e, data)}")
-    report["agreement"] = agreement
-    failed = None
-    if agreement is not None and agreement.get("nonfinite"):
-        failed = f"the result has {agreement['nonfinite']} NaN/Inf values the original does not"
-    if min_agreement is not None and agreement is not None and failed is None:
-        score = (
-            agreement.get("top1_agreement")
-            if agreement.get("top1_agreement") is not None
-            else agreement.get("iou")
-        )
-        if score is not None and score < min_agreement:
-            failed = f"agreement {score:.4f} with the original is below --min-agreement {min_agreement:g}"
-    report["passed"] = failed is None
-    if failed and not force:
-        raise VerificationError(f"{failed}; nothing written (use --force to write anyway)")
-    if failed:
-        warn(f"{failed}; writing anyway (--force)")
-    model_ir = ir.serde.deserialize_model(candidate)
-    step = RewriteInputResolutionPass(
-        resolution=resolution, scale=scale, input_name=input_name, keep_interface=keep_interface, mode=mode
-    )
-    record_provenance(model_ir, [describe(step)], sio.sha256_file(source_path))
-    from onnxsqueeze.manifest import save_artifact
-
-    save_artifact(model_ir, output, source_path=source_path, verify_report=agreement)
-    return report
-
-
-def _dynamic_hint(e: Exception, data: dict[str, Any] | None) -> str:
-    if data is None and "dynamic dimension" in str(e):
-        return "the input has dynamic dimensions; pass --data to measure at the data's size"
-    return str(e)
-
-
-def _macs(model: Any, data: dict[str, Any] | None) -> int:
-    """MACs at batch 1; dynamic H/W are taken from the data when given."""
-    import numpy as np
-
+def _check_flags(
+    source: Any, input_name: str | None, mode: str, resolution: str | None, scale: float | None, output: Any
+) -> None:
+    """The library's checks, said with this command's flag names."""
     from onnxsqueeze import shapes
-    from onnxsqueeze.summary import count_macs
+    from onnxsqueeze.errors import InputError
+    from onnxsqueeze.passes.resolution import MODES
 
-    bind: dict[str, tuple[int, ...]] = {}
-    for vi in shapes.graph_inputs(model):
-        dims = shapes.declared_shape(vi)
-        if any(not isinstance(d, int) for d in dims[1:]) and data is not None and vi.name in data:
-            bind[vi.name] = (1, *np.asarray(data[vi.name]).shape[1:])
-    return count_macs(model, bind)[0]
+    names = [vi.name for vi in shapes.graph_inputs(source)]
+    if input_name is not None and input_name not in names:
+        raise InputError(f"--input '{input_name}': the model's inputs are {names}")
+    if mode not in MODES:
+        raise InputError(f"--mode '{mode}': choose one of {', '.join(MODES)}")
+    if output is not None and (resolution is None) == (scale is None):
+        raise InputError("give exactly one of --resolution HxW and --scale FACTOR")
+    if scale is not None and not (0 < scale <= 16):
+        raise InputError(f"--scale {scale}: expected a factor in (0, 16]")
 
 
 def render_report(r: dict[str, Any]) -> None:
     kind = "keeping the interface" if r["keep_interface"] else "new input size"
     scaled = list(r["new_size"]) == [None, None]
-    new = f"x{r['scale']} (follows the caller's size)" if scaled else _res(tuple(r["new_size"]))
+    if scaled:
+        stride = r["stride"]
+        step = "" if list(stride) == [1, 1] else f", rounded to multiples of {stride[0]}x{stride[1]}"
+        new = f"x{r['scale']} of the caller's size{step}"
+    else:
+        new = _res(tuple(r["new_size"]))
     out.print(f"input '{escape(r['input'])}': {_res(tuple(r['old_size']))} -> {new} ({kind})")
     for line in r["rewrites"]:
         out.print(f"  rewrote {escape(line)}")

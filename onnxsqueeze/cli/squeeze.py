@@ -189,6 +189,7 @@ def squeeze_cmd(
     latency_threads: Annotated[
         int,
         typer.Option(
+            "--threads",
             "--latency-threads",
             min=0,
             help="Intra-op threads when timing candidates (0: onnxruntime's default pool). One "
@@ -208,7 +209,10 @@ def squeeze_cmd(
     ] = None,
     std: Annotated[str | None, typer.Option("--std", help="Image folder: per-channel std.")] = None,
     layout: Annotated[str, typer.Option("--layout", help="Image folder: NCHW | NHWC.")] = "NCHW",
-    channels: Annotated[str, typer.Option("--channels", help="Image folder: RGB | BGR | GRAY.")] = "RGB",
+    color_order: Annotated[
+        str, typer.Option("--color-order", help="Image folder: colour order RGB | BGR | GRAY.")
+    ] = "RGB",
+    input_shape: opt.InputShapeOpt = None,
     json_: opt.JsonFlag = False,
 ) -> None:
     """Find the cheapest model within an accuracy budget; write it with its recipe and a report.
@@ -229,6 +233,9 @@ def squeeze_cmd(
     if output == Path():
         raise InputError("missing --output / -o: the output folder")
     entries = _fleet_entries(models or [], models_from, data, train_data)
+    if input_shape:
+        for entry in entries:
+            _check_input_shapes(entry.model, entry.data, input_shape)
     options = S.SqueezeOptions(
         budget=E.Budget(max_drop, relative),
         objective=objective,
@@ -267,7 +274,7 @@ def squeeze_cmd(
             samples=samples,
             output=output_name,
             threshold=threshold,
-            preprocess=_preprocess(image_size, resize, mean, std, layout, channels)
+            preprocess=_preprocess(image_size, resize, mean, std, layout, color_order)
             if data.is_dir()
             else None,
             cache_dir=cache_dir,
@@ -332,6 +339,26 @@ def squeeze_cmd(
         )
         return
     _render(squeezer, result, written, elapsed)
+
+
+def _check_input_shapes(model: Path, data: Path, specs: list[str]) -> None:
+    """--input-shape must fit the model and agree with the data the search runs on."""
+    import numpy as np
+
+    from onnxsqueeze import io as sio
+    from onnxsqueeze.errors import InputError
+    from onnxsqueeze.shapes import parse_input_shapes, resolve_input_shapes
+
+    given = parse_input_shapes(specs)
+    resolve_input_shapes(sio.load(model, check=False), given)
+    if data.suffix == ".npz":
+        arrays = sio.load_npz(data)
+        for name, dims in given.items():
+            if name in arrays and tuple(np.shape(arrays[name])[1:]) != tuple(dims[1:]):
+                raise InputError(
+                    f"--input-shape {name}:{','.join(map(str, dims))} disagrees with {data}, whose "
+                    f"'{name}' samples are {list(np.shape(arrays[name])[1:])}"
+                )
 
 
 def _fleet_entries(

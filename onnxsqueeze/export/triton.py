@@ -40,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from onnxsqueeze import io as sio
@@ -165,6 +166,81 @@ def _with_output_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         return onnx.shape_inference.infer_shapes(model)
     except Exception:  # inference is best effort: the caller names the output that stays unknown
         return model
+
+
+def _probe_shapes(
+    model: onnx.ModelProto, given: Mapping[str, Sequence[int]], grow: int
+) -> dict[str, tuple[int, ...]]:
+    """Input shapes for a probe run: given dims, else static ones, else batch ``grow`` and size 128*grow."""
+    out: dict[str, tuple[int, ...]] = {}
+    for vi in shapes.graph_inputs(model):
+        declared = shapes.declared_shape(vi)
+        base = list(given.get(vi.name) or [d if isinstance(d, int) else 0 for d in declared])
+        dims = []
+        for axis, d in enumerate(declared):
+            if isinstance(d, int):
+                dims.append(d)
+            elif axis == 0:
+                dims.append(grow)
+            else:
+                dims.append(base[axis] * grow if base[axis] else 128 * grow)
+        out[vi.name] = tuple(dims)
+    return out
+
+
+def observed_outputs(
+    model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None
+) -> tuple[onnx.ModelProto, list[str]]:
+    """The model with output shapes from real runs where the declared ones disagree, and notes.
+
+    Exporters sometimes declare an output wrongly (ddddocr's OCR declares ``[1, seqlen]`` and
+    returns ``[T, 1, 8210]``); Triton rejects every response whose shape contradicts the config.
+    Two runs at different sizes of the dynamic dims tell which dims are fixed; dims that change
+    become dynamic. When the model does not run at the probe sizes, it is left as declared.
+    """
+    from onnxsqueeze.verify import run
+
+    given = dict(input_shapes or {})
+    try:
+        first = run(model, shapes.make_inputs(model, _probe_shapes(model, given, 1)))
+    except Exception:  # the probe sizes do not suit the model: keep the declared shapes
+        return model, []
+    try:
+        second: dict[str, np.ndarray] | None = run(
+            model, shapes.make_inputs(model, _probe_shapes(model, given, 2))
+        )
+    except Exception:  # a model that accepts one size only: one observation
+        second = None
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    notes = []
+    for vi in fixed.graph.output:
+        if vi.name not in first:
+            continue
+        a = np.shape(first[vi.name])
+        b = np.shape(second[vi.name]) if second is not None and vi.name in second else a
+        observed = [x if len(a) == len(b) and x == y else -1 for x, y in zip(a, b, strict=False)]
+        declared = shapes.declared_shape(vi) if vi.type.tensor_type.HasField("shape") else None
+        agrees = (
+            declared is not None
+            and len(declared) == len(a)
+            and all(not isinstance(d, int) or d == x for d, x in zip(declared, a, strict=True))
+        )
+        if agrees:
+            continue
+        shape = vi.type.tensor_type.shape
+        shape.ClearField("dim")
+        for axis, d in enumerate(observed):
+            if d >= 0:
+                shape.dim.add().dim_value = d
+            else:
+                shape.dim.add().dim_param = f"{vi.name}_dim{axis}"
+        shown = "[" + ", ".join("?" if d is None else str(d) for d in declared or []) + "]"
+        notes.append(
+            f"output '{vi.name}': the model declares {shown} but returns {list(a)}; "
+            f"the config uses the returned dims {[d if d >= 0 else -1 for d in observed]}"
+        )
+    return (fixed if notes else model), notes
 
 
 def _io(model: onnx.ModelProto) -> list[tuple[str, onnx.ValueInfoProto]]:
@@ -421,9 +497,9 @@ def export_triton(
         and (existing_config.max_batch_size == 0 or _batchable(_with_output_shapes(model)) is None)
     ):
         options = dataclasses.replace(options, max_batch_size=existing_config.max_batch_size)
+    model, notes = observed_outputs(_with_output_shapes(model), options.input_shapes)
     config = build_config(model, name, options)
     text = render(config)
-    notes = []
     if options.warmup and not config.model_warmup:
         notes.append(
             "no model_warmup: an input has a dynamic non-batch dimension; give it with --input-shape"

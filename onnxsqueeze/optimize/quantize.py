@@ -1,5 +1,9 @@
 """Quantization techniques: calibrate, quantize, check that the result is valid, revert by accuracy.
 
+:func:`quantize` is the front door of the ``int8`` technique (load -> shapes -> normalize ->
+:func:`quantize_int8` -> judged against the source -> written when accepted); the functions below
+it are what it and the search use.
+
 The passes (:mod:`onnxsqueeze.passes.quantize`, :mod:`onnxsqueeze.passes.weight_only`) only
 rewrite graphs. This module does what needs onnxruntime sessions or files:
 
@@ -23,7 +27,7 @@ import dataclasses
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +35,8 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxsqueeze.errors import BudgetNotMetError, UnsupportedModelError, one_line
+from onnxsqueeze.errors import BudgetNotMetError, UnsupportedModelError, VerificationError, one_line
+from onnxsqueeze.optimize import base
 from onnxsqueeze.passes.quantize import (
     FLOAT_OPS,
     ActivationRanges,
@@ -242,13 +247,13 @@ def _blamed_node(reason: str, candidates: list[str], model: onnx.ModelProto) -> 
     return None
 
 
-def _run(p: ir.passes.PassBase, model: onnx.ModelProto) -> onnx.ModelProto:
+def _run(p: ir.passes.PassBase, model: onnx.ModelProto, source_sha256: str | None = None) -> onnx.ModelProto:
+    """``p`` on a copy of ``model`` through ``run_passes`` (provenance recorded; refusals raise
+    :class:`UnsupportedModelError`)."""
+    from onnxsqueeze.pipeline import run_passes
+
     work = ir.serde.deserialize_model(model)
-    try:
-        p(work)
-    except (ir.passes.PassError, ir.passes.InvariantError) as e:
-        cause = e.__cause__ if isinstance(e.__cause__, Exception) else e
-        raise UnsupportedModelError(f"{getattr(p, 'name', type(p).__name__)}: {one_line(cause)}") from e
+    run_passes(work, [p], source_sha256=source_sha256)
     return ir.serde.serialize_model(work)
 
 
@@ -326,6 +331,7 @@ def quantize_int8(
     pre_process: bool = True,
     ranges: ActivationRanges | None = None,
     bias_correction: bool = False,
+    source_sha256: str | None = None,
 ) -> tuple[onnx.ModelProto, QuantReport]:
     """Int8 quantization whose result passes ``onnx.checker`` and loads in onnxruntime.
 
@@ -372,7 +378,7 @@ def quantize_int8(
             calibrate_method=ranges.method if ranges is not None else calibrate_method,  # type: ignore[arg-type]
             ranges=ranges,
         )
-        return _run(p, m)
+        return _run(p, m, source_sha256)
 
     out = _valid(
         make,
@@ -764,3 +770,80 @@ def calibrated_int8_options(
         ):
             opts["per_channel"] = False
     return opts
+
+
+# ------------------------------------------------------------------ the front door (CLI)
+
+
+@dataclasses.dataclass
+class QuantizeReport(base.Report):
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    bytes_before: int = 0
+    bytes_after: int = 0
+
+
+def quantize(
+    model: onnx.ModelProto | str | Path,
+    output: str | Path | None = None,
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    data: Mapping[str, np.ndarray] | None = None,
+    data_label: str = "data",
+    calibration_samples: int = 64,
+    protect: Sequence[str | Path] = (),
+    acceptance: base.Acceptance = base.DEFAULT,
+    slim: bool = True,
+    force: bool = False,
+    say: base.Say = base._quiet,
+    **options: Any,
+) -> tuple[onnx.ModelProto, QuantizeReport]:
+    """Quantize to int8 (``options``: :func:`quantize_int8`'s), judge, write when accepted.
+
+    ``data`` gives the calibration inputs (its first ``calibration_samples``) and the inputs
+    judged on; random inputs at the resolved shapes otherwise. The result is valid (checker and
+    onnxruntime) or an error: see :func:`quantize_int8` for the fallbacks it records.
+    """
+    from onnxsqueeze import io as sio
+    from onnxsqueeze.verify import run
+
+    src = base.load(model)
+    if output is not None:
+        sio.refuse_overwrite(output, [p for p in (src.path, *protect) if p is not None])
+    shapes_ = base.resolve_shapes(src.model, input_shapes, data)
+    feeds = base.sample_feeds(src.model, shapes_, data=data, samples=calibration_samples)
+    normalized, norm = base.normalize(src.model, feeds=feeds, slim=slim, source_sha256=src.sha256, say=say)
+    say("quantizing to int8")
+    result, quant = quantize_int8(
+        base._copy(normalized), calibration=feeds, source_sha256=src.sha256, **{"mode": "dynamic", **options}
+    )
+    base.check(src.model, result, what="int8")
+    labels = (
+        np.asarray(data["labels"])[:calibration_samples] if data is not None and "labels" in data else None
+    )
+    judgement = base.judge(
+        run(src.model, feeds),
+        run(result, feeds),
+        acceptance,
+        labels=labels,
+        samples=base.count(feeds),
+        source=data_label if data is not None else "random inputs",
+        random_inputs=data is None,
+    )
+    report = QuantizeReport(
+        model=str(src.path or "<model>"),
+        output=None if output is None else str(output),
+        normalization=norm,
+        input_shapes={k: list(v) for k, v in shapes_.items()},
+        judgement=judgement,
+        passed=judgement.passed,
+        notes=[*norm.notes, *quant.notes, *judgement.warnings],
+        options={**quant.settings, "excluded": quant.excluded, "opset": list(quant.opset)},
+        bytes_before=src.model.ByteSize(),
+        bytes_after=result.ByteSize(),
+    )
+    if not judgement.passed and not force:
+        raise VerificationError(f"{judgement.reason}; not written (use --force to write it anyway)")
+    if output is not None:
+        path, manifest = base.write(result, output, source=src, protect=protect)
+        report.written, report.output, report.manifest = True, str(path), str(manifest)
+    return result, report

@@ -23,7 +23,7 @@ def models(tmp_path: Path) -> tuple[Path, Path]:
 def test_writes_json_markdown_and_plot(models: tuple[Path, Path], tmp_path: Path) -> None:
     out = tmp_path / "report"
     args = ["bench", *map(str, models), *FAST, "--batch", "1,2", "--instance", "c7i.xlarge"]
-    args += ["--json", str(out / "b.json"), "--markdown", str(out / "b.md"), "--plot", str(out / "b.png")]
+    args += ["--report", str(out / "b.json"), "--markdown", str(out / "b.md"), "--plot", str(out / "b.png")]
     args += ["--fail-if", "p90>100x", "--fail-if", "size>1x"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -36,7 +36,7 @@ def test_writes_json_markdown_and_plot(models: tuple[Path, Path], tmp_path: Path
 
 
 def test_json_to_stdout(models: tuple[Path, Path]) -> None:
-    result = runner.invoke(app, ["bench", str(models[0]), *FAST, "--json", "-"])
+    result = runner.invoke(app, ["bench", str(models[0]), *FAST, "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["models"][0]["name"] == "base.onnx" and doc["comparisons"] == []
@@ -82,7 +82,7 @@ def test_bad_input_exits_2_with_one_line(models: tuple[Path, Path], extra: list[
 def test_missing_model_and_overwrite(models: tuple[Path, Path], tmp_path: Path) -> None:
     result = runner.invoke(app, ["bench", str(tmp_path / "nope.onnx"), *FAST])
     assert result.exit_code == 2 and "no such model file" in result.output
-    result = runner.invoke(app, ["bench", str(models[0]), *FAST, "--json", str(models[0])])
+    result = runner.invoke(app, ["bench", str(models[0]), *FAST, "--report", str(models[0])])
     assert result.exit_code == 2 and "refusing to overwrite" in result.output
 
 
@@ -114,7 +114,7 @@ def test_real_inputs_from_data(models: tuple[Path, Path], tmp_path: Path) -> Non
         tmp_path / "x.npz", {"x": np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)}
     )
     result = runner.invoke(
-        app, ["bench", str(models[0]), *FAST, "--batch", "4", "--data", str(data), "--json", "-"]
+        app, ["bench", str(models[0]), *FAST, "--batch", "4", "--data", str(data), "--json"]
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)

@@ -97,7 +97,7 @@ def test_min_agreement_blocks_write_unless_forced(models: dict[str, Path], tmp_p
         "0.999",
     ]
     result = runner.invoke(app, args)
-    assert result.exit_code == 1 and "below --min-agreement" in result.output
+    assert result.exit_code == 1 and "below the minimum 0.999" in result.output and "--force" in result.output
     assert not out.exists()
     forced = runner.invoke(app, [*args, "--force"])
     assert forced.exit_code == 0 and out.exists()
@@ -126,3 +126,36 @@ def test_bad_input(models: dict[str, Path], tmp_path: Path) -> None:
     assert same.exit_code == 2 and "refusing to overwrite" in same.output
     bad_input = runner.invoke(app, ["resize", str(models["gap"]), "--check", "--input", "pixels"])
     assert bad_input.exit_code == 2 and "--input 'pixels'" in bad_input.output
+
+
+def test_check_reports_the_stride(tmp_path: Path) -> None:
+    from tests.passes.test_resolution import fpn
+
+    path = tmp_path / "fpn.onnx"
+    onnx.save(fpn(), path)
+    result = runner.invoke(app, ["resize", str(path), "--check"])
+    assert result.exit_code == 0 and "multiples of 32" in result.output and "Add" in result.output
+    as_json = runner.invoke(app, ["resize", str(path), "--check", "--json"])
+    assert json.loads(as_json.stdout)["stride"] == [32, 32]
+
+
+def test_dynamic_fpn_scale_keep_interface_at_the_data_size(tmp_path: Path) -> None:
+    """The FPN symptom: dynamic H/W, --scale --keep-interface --data with real-size inputs."""
+    from tests.passes.test_resolution import fpn
+
+    path, data, out = tmp_path / "fpn.onnx", tmp_path / "d.npz", tmp_path / "small.onnx"
+    onnx.save(fpn(), path)
+    x = np.kron(
+        np.random.default_rng(0).random((3, 3, 3, 3), np.float32), np.ones((1, 1, 96, 96), np.float32)
+    )
+    np.savez(data, image=x)  # 288x288 pages: x0.45 = 129.6, which the model cannot run at
+    args = ["resize", str(path), "--scale", "0.45", "--keep-interface", "--data", str(data), "-o", str(out)]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["internal_size"] == [128, 128] and report["stride"] == [32, 32]
+    assert "rounded" in report["rounded"] and report["agreement"]["samples"] == 3
+    assert report["macs"]["ratio"] == pytest.approx((128 / 288) ** 2, rel=0.1)
+    written = sio.load(out)
+    (y,) = run_ort(written, {"image": x})
+    assert y.shape == x[:, :1].shape

@@ -7,6 +7,8 @@ quantizer turns into an int32 initializer behind a per-channel DequantizeLinear)
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -14,10 +16,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxsqueeze.errors import BudgetNotMetError
-from onnxsqueeze.optimize import quantize as oq
+from onnxsqueeze.optimize.quantize import __name__ as _module_name
 from onnxsqueeze.passes import CleanupPass
 from tests.helpers import rand, run_ort
 from tests.passes.test_quantize import cnn, inputs
+
+# The module itself (``onnxsqueeze.optimize.quantize`` the attribute is the front-door function).
+oq = sys.modules[_module_name]
 
 
 def paddle_like(opset: int = 11) -> onnx.ModelProto:

@@ -12,13 +12,11 @@ from onnxsqueeze.passes import PASSES
 from onnxsqueeze.passes.resolution import (
     RewriteInputResolutionPass,
     analyze_resolution,
-    compare_outputs,
     group_axes,
-    map_iou,
     parse_resolution,
     rewrite_resolution,
-    sweep_resolutions,
 )
+from onnxsqueeze.resolution_sweep import check_runs, compare_outputs
 from tests.helpers import model_from_text, rand, run_ort
 
 OPSET = '<ir_version: 8, opset_import: ["" : 17]>'
@@ -295,8 +293,9 @@ def test_dynamic_hw() -> None:
 
 
 def test_kernel_larger_than_map_fails_cleanly() -> None:
+    small, _, _ = rewrite_resolution(flatten_free_deep(), resolution=(1, 1))  # the pass runs nothing
     with pytest.raises(UnsupportedModelError, match="1x1"):
-        rewrite_resolution(flatten_free_deep(), resolution=(1, 1))
+        check_runs(small, "image", (1, 1), False, (16, 16))
 
 
 def flatten_free_deep() -> onnx.ModelProto:
@@ -314,9 +313,9 @@ def test_bad_arguments() -> None:
     assert parse_resolution("160") == (160, 160) and parse_resolution("120x160") == (120, 160)
     with pytest.raises(InputError, match="exactly one"):
         rewrite_resolution(fcn(), resolution=(16, 16), scale=0.5)
-    with pytest.raises(InputError, match="--input 'nope'"):
+    with pytest.raises(InputError, match="'nope' is not an input"):
         analyze_resolution(fcn(), input_name="nope")
-    with pytest.raises(InputError, match="--mode"):
+    with pytest.raises(InputError, match="mode 'area'"):
         rewrite_resolution(fcn(), resolution=(16, 16), mode="area")
 
 
@@ -325,27 +324,6 @@ def test_group_axes() -> None:
     assert group_axes([1, 8, 16], [1, 8, 4, 4]) == [([0], [0]), ([1], [1]), ([2], [2, 3])]
     assert group_axes([2, 3], [3, 2]) == [([0, 1], [0, 1])]
     assert group_axes([2, 3], [4]) is None
-
-
-def test_metrics() -> None:
-    a = np.array([[True, False], [True, True]])
-    b = np.array([[True, True], [False, True]])
-    assert map_iou(a, b) == pytest.approx(2 / 4)
-    ref = np.array([[0.1, 2.0], [3.0, 1.0]])
-    m = compare_outputs(ref, np.array([[0.0, 1.0], [0.0, 1.0]]), labels=np.array([1, 0]))
-    assert m["top1_agreement"] == 0.5 and m["accuracy"] == 0.5
-
-
-def test_sweep_returns_points() -> None:
-    x = rand((6, 3, 32, 32), 11)
-    points = sweep_resolutions(fcn(), [(16, 16), (24, 24)], data={"image": x}, latency=True, rounds=1, runs=2)
-    assert [p.resolution for p in points] == [(32, 32), (16, 16), (24, 24)]
-    assert points[0].macs_ratio == 1.0 and points[0].iou == 1.0
-    assert points[1].macs_ratio == pytest.approx(0.25, rel=0.02)
-    assert 0.0 <= points[1].iou <= 1.0 and points[1].mean_abs_error > 0
-    assert points[1].latency_ms is not None and points[1].latency_ratio is not None
-    cls = sweep_resolutions(gap_classifier(), [(16, 16)], latency=False)
-    assert cls[1].top1_agreement is not None and cls[1].iou is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -531,3 +509,188 @@ def test_constant_of_shape_sized_from_the_input_is_rewritten() -> None:
     back, _, _ = rewrite_resolution(new, resolution=(16, 16))
     x16 = rand((1, 3, 16, 16), 4)
     np.testing.assert_allclose(run_ort(back, {"image": x16})[0], run_ort(m, {"image": x16})[0], atol=1e-6)
+
+
+def fpn(h: str = "H", w: str = "W") -> onnx.ModelProto:
+    """A stride-32 FPN: five stride-2 convs, the deepest map upsampled x2 and added to the stride-16
+    skip, then a map head upsampled x16 back to the input size. H and W must be multiples of 32."""
+    convs = "\n".join(
+        f"c{i} = Conv <pads = [1, 1, 1, 1], strides = [2, 2]> ({'image' if i == 1 else f'r{i - 1}'}, w{i}, b)\n"
+        f"        r{i} = Relu (c{i})"
+        for i in range(1, 6)
+    )
+    text = f"""{OPSET}
+    fpn (float[N, 3, {h}, {w}] image) => (float[N, 1, {h}, {w}] prob) {{
+        {convs}
+        up = Resize <mode = "nearest"> (r5, , two)
+        p4 = Add (up, r4)
+        head = Conv (p4, wh, bh)
+        logit = Resize <mode = "linear"> (head, , sixteen)
+        prob = Sigmoid (logit)
+    }}"""
+    inits = {f"w{i}": rand((4, 3 if i == 1 else 4, 3, 3), i, 0.4) for i in range(1, 6)}
+    inits.update(
+        b=rand((4,), 7, 0.1),
+        wh=rand((1, 4, 1, 1), 8, 0.5),
+        bh=rand((1,), 9, 0.1),
+        two=np.array([1, 1, 2, 2], np.float32),
+        sixteen=np.array([1, 1, 16, 16], np.float32),
+    )
+    return model_from_text(text, inits)
+
+
+def test_fpn_needs_multiples_of_32() -> None:
+    m = fpn()
+    v = analyze_resolution(m)
+    assert v.ok, v.message
+    assert v.stride == (32, 32) and v.stride_node is not None and "Add" in v.stride_node
+    assert "multiples of 32" in v.sizes
+    # the pattern is real: the original itself fails off the stride ("broadcast 7 by 8" at 240)
+    (y,) = run_ort(m, {"image": rand((1, 3, 224, 224), 1)})
+    assert y.shape == (1, 1, 224, 224)
+    with pytest.raises(Exception, match="(?i)broadcast|shape"):
+        run_ort(m, {"image": rand((1, 3, 240, 240), 1)})
+
+
+def test_plain_classifier_accepts_any_size() -> None:
+    assert analyze_resolution(gap_classifier()).stride == (1, 1)
+    assert analyze_resolution(fcn()).stride == (2, 2)  # upsampled x2 and concatenated
+
+
+def test_fpn_dynamic_scale_keep_interface_rounds_at_run_time() -> None:
+    new, info, modified = rewrite_resolution(fpn(), scale=0.45, keep_interface=True, size=(320, 320))
+    assert modified and info.stride == (32, 32)
+    assert info.internal_size == (160, 160)  # 320 * 0.45 = 144 -> 160, the nearest multiple of 32
+    assert "multiples of 32" in info.rounded
+    onnx.checker.check_model(new, full_check=True)
+    # 0.45 of these sizes is no multiple of 32 (100.8, 144, 201.6): unrounded they would fail
+    for size in (224, 320, 448):
+        (y,) = run_ort(new, {"image": rand((1, 3, size, size), size)})
+        assert y.shape == (1, 1, size, size) and np.all(np.isfinite(y))
+
+
+def test_fpn_static_scale_rounds_and_resolution_off_stride_refused() -> None:
+    m = fpn("224", "224")
+    new, info, _ = rewrite_resolution(m, scale=0.45)
+    assert info.new_size == (96, 96) and "rounded to 96x96" in info.rounded
+    (y,) = run_ort(new, {"image": rand((1, 3, 96, 96), 3)})
+    assert y.shape == (1, 1, 96, 96)
+    with pytest.raises(UnsupportedModelError, match="nearest sizes are 96x96 and 128x128"):
+        rewrite_resolution(m, resolution=(100, 100))
+
+
+def test_fpn_half_resolution_agrees_with_the_original() -> None:
+    """Keep the interface at x0.5: on images smoother than the model's deepest stride (2x2 blocks
+    of 128 pixels), the map follows the original's (random weights: correlation, not equality)."""
+    m = fpn()
+    new, _, _ = rewrite_resolution(m, scale=0.5, keep_interface=True, size=(256, 256))
+    x = np.kron(rand((4, 3, 2, 2), 5), np.ones((1, 1, 128, 128), np.float32))
+    (ref,) = run_ort(m, {"image": x})
+    (out,) = run_ort(new, {"image": x})
+    assert out.shape == ref.shape
+    assert np.corrcoef(ref.ravel(), out.ravel())[0, 1] > 0.85
+    assert np.mean(np.abs(out - ref)) < 0.5 * np.mean(np.abs(ref - ref.mean()))
+
+
+def lstm_ocr() -> onnx.ModelProto:
+    """ddddocr's pattern: conv features [N, C, H', W'] -> [W', N, C*H'] -> LSTM over the width."""
+    text = f"""{OPSET}
+    ocr (float[1, 1, 16, W] image) => (float[T, 2, 1, 5] seq) {{
+        c = Conv <pads = [1, 1, 1, 1], strides = [2, 2]> (image, wc, bc)
+        t = Transpose <perm = [3, 0, 1, 2]> (c)
+        s = Shape (t)
+        d0 = Gather <axis = 0> (s, i0)
+        d1 = Gather <axis = 0> (s, i1)
+        d2 = Gather <axis = 0> (s, i2)
+        d3 = Gather <axis = 0> (s, i3)
+        d23 = Mul (d2, d3)
+        u0 = Unsqueeze (d0, ax0)
+        u1 = Unsqueeze (d1, ax0)
+        u23 = Unsqueeze (d23, ax0)
+        target = Concat <axis = 0> (u0, u1, u23)
+        x = Reshape (t, target)
+        seq = LSTM <hidden_size = 5, direction = "bidirectional"> (x, wl, rl)
+    }}"""
+    return model_from_text(
+        text,
+        {
+            "wc": rand((4, 1, 3, 3), 1, 0.3),
+            "bc": rand((4,), 2, 0.1),
+            "i0": np.array(0, np.int64),
+            "i1": np.array(1, np.int64),
+            "i2": np.array(2, np.int64),
+            "i3": np.array(3, np.int64),
+            "ax0": np.array([0], np.int64),
+            "wl": rand((2, 20, 32), 3, 0.1),
+            "rl": rand((2, 20, 5), 4, 0.1),
+        },
+    )
+
+
+def test_lstm_over_the_features_refused_naming_it() -> None:
+    v = analyze_resolution(lstm_ocr())
+    assert not v.ok and v.op_type == "LSTM"
+    assert "feature axis" in v.reason and "'wl'" in v.reason and "H" in v.reason
+
+
+def detector_fixed_output() -> onnx.ModelProto:
+    text = f"""{OPSET}
+    det (float[1, 3, 32, 32] image) => (float[1, 256, 4] boxes) {{
+        c = Conv <pads = [1, 1, 1, 1], strides = [2, 2]> (image, w1, b1)
+        f = Reshape (c, shape)
+        boxes = Transpose <perm = [0, 2, 1]> (f)
+    }}"""
+    return model_from_text(
+        text,
+        {"w1": rand((4, 3, 3, 3), 1, 0.3), "b1": rand((4,), 2), "shape": np.array([1, 4, 256], np.int64)},
+    )
+
+
+def test_keep_interface_refuses_a_fixed_anchor_output_but_rewrites_plainly() -> None:
+    m = detector_fixed_output()
+    with pytest.raises(UnsupportedModelError, match="output 'boxes' .*fixed size along axis 1"):
+        rewrite_resolution(m, scale=0.5, keep_interface=True)
+    new, _, _ = rewrite_resolution(m, scale=0.5)
+    (y,) = run_ort(new, {"image": rand((1, 3, 16, 16), 1)})
+    assert y.shape == (1, 64, 4)
+
+
+def test_pass_is_pure_and_validates_in_requires() -> None:
+    with pytest.raises(ir.passes.PreconditionError, match="Gemm"):
+        RewriteInputResolutionPass(resolution=(16, 16))(ir.serde.deserialize_model(flatten_gemm()))
+    with pytest.raises(ir.passes.PreconditionError, match="mode 'area'"):
+        RewriteInputResolutionPass(resolution=(16, 16), mode="area")(ir.serde.deserialize_model(fcn()))
+    result = RewriteInputResolutionPass(scale=0.5, keep_interface=True, size=(256, 256))(
+        ir.serde.deserialize_model(fpn())
+    )
+    assert result.modified
+    out = ir.serde.serialize_model(result.model)
+    (y,) = run_ort(out, {"image": rand((1, 3, 256, 256), 1)})
+    assert y.shape == (1, 1, 256, 256)
+
+
+def test_lstm_over_the_width_after_pooling_the_height_is_accepted() -> None:
+    """An OCR that averages the height away before its LSTM runs at any size; the sequence varies."""
+    text = f"""{OPSET}
+    ocr (float[1, 1, 16, W] image) => (float[T, 2, 1, 5] seq) {{
+        c = Conv <pads = [1, 1, 1, 1], strides = [2, 2]> (image, wc, bc)
+        p = ReduceMean <axes = [2], keepdims = 0> (c)
+        x = Transpose <perm = [2, 0, 1]> (p)
+        seq = LSTM <hidden_size = 5, direction = "bidirectional"> (x, wl, rl)
+    }}"""
+    m = model_from_text(
+        text,
+        {
+            "wc": rand((4, 1, 3, 3), 1, 0.3),
+            "bc": rand((4,), 2, 0.1),
+            "wl": rand((2, 20, 4), 3, 0.3),
+            "rl": rand((2, 20, 5), 4, 0.3),
+        },
+    )
+    v = analyze_resolution(m, probe=(16, 64))
+    assert v.ok, v.message
+    assert v.outputs == {"seq": "varies"}
+    new, info, _ = rewrite_resolution(m, scale=0.5, keep_interface=True, size=(16, 64))
+    assert info.varying_outputs == ("seq",)
+    (y,) = run_ort(new, {"image": rand((1, 1, 16, 64), 5)})
+    assert y.shape == (16, 2, 1, 5)  # the sequence of the 8x32 internal image: 32 / 2
