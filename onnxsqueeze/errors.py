@@ -1,7 +1,8 @@
 """The one exception family of onnxsqueeze.
 
 ``str(e)`` is the message a user sees: one line, naming the file or object and the problem.
-``exit_code`` is what the CLI exits with: 2 for bad input, 1 for a check that failed.
+``exit_code`` is what the CLI exits with: 2 for bad input, 1 for a check that failed, 3 when
+``squeeze`` found nothing better than the original on its objective.
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ class BudgetNotMetError(SqueezeError):
     """No candidate fits the accuracy budget."""
 
     exit_code = 1
+
+
+class ObjectiveNotImprovedError(SqueezeError):
+    """Candidates fit the accuracy budget but none beats the original on the objective.
+
+    ``squeeze`` still writes the Pareto-front models within budget (``OUT/pareto/``) and the
+    report says what each improves; the exit code (3) tells it apart from a failed check (1).
+    """
+
+    exit_code = 3
 
 
 class GateFailedError(SqueezeError):

@@ -327,9 +327,7 @@ class Evaluator:
         self.on_batch = on_batch
         self._reference_out: np.ndarray | None = None
 
-    def outputs(self, model: onnx.ModelProto, on_batch: Progress | None = None) -> np.ndarray:
-        """The scored output of ``model`` over the dataset (optimized session, as deployed)."""
-        sess = runtime.session(model, provider=self.provider, optimize=True)
+    def _feeds(self, model: onnx.ModelProto) -> dict[str, np.ndarray]:
         feeds = resize_inputs(model, self.dataset.inputs)
         cast = {}
         for vi in shapes.graph_inputs(model):
@@ -338,25 +336,71 @@ class Evaluator:
                     f"{self.dataset.source}: no array for model input '{vi.name}'; it has {sorted(feeds)}"
                 )
             cast[vi.name] = np.asarray(feeds[vi.name]).astype(shapes.input_dtype(vi), copy=False)
-        out = runtime.run_batched(sess, cast, batch_size=self.batch_size, on_batch=on_batch or self.on_batch)
+        return cast
+
+    def outputs(self, model: onnx.ModelProto, on_batch: Progress | None = None) -> np.ndarray:
+        """The scored output of ``model`` over the dataset (optimized session, as deployed)."""
+        sess = runtime.session(model, provider=self.provider, optimize=True)
+        out = runtime.run_batched(
+            sess, self._feeds(model), batch_size=self.batch_size, on_batch=on_batch or self.on_batch
+        )
         return list(out.values())[self.output_index]
+
+    def staged(self, model: onnx.ModelProto, order: np.ndarray) -> Callable[[int], float]:
+        """Score ``model`` on growing prefixes of ``order`` (a permutation of the samples).
+
+        ``f(n)`` is the metric on the samples ``order[:n]``; each call runs only the samples not
+        run yet, in one session. ``f(len(dataset))`` is :meth:`score` (same samples, same order
+        of the metric's sum). A model with a fixed batch size runs whole batches: ``n`` is then
+        rounded up to a multiple of it.
+        """
+        sess = runtime.session(model, provider=self.provider, optimize=True)
+        feeds = self._feeds(model)
+        total = len(order)
+        step = runtime.fixed_batch(sess) or 1
+        parts: list[np.ndarray] = []
+        done = 0
+
+        def score_prefix(n: int) -> float:
+            nonlocal done
+            n = min(total, -(-n // step) * step)
+            if n > done:
+                idx = order[done:n]
+                out = runtime.run_batched(
+                    sess, {k: v[idx] for k, v in feeds.items()}, batch_size=self.batch_size
+                )
+                parts.append(list(out.values())[self.output_index])
+                done = n
+            y = np.concatenate(parts)[:n]
+            if n == total:
+                full = np.empty_like(y)
+                full[order] = y
+                return self.score_outputs(full)
+            return self.score_outputs(y, indices=order[:n])
+
+        return score_prefix
 
     def reference_outputs(self) -> np.ndarray:
         if self._reference_out is None:
             self._reference_out = self.outputs(self.reference)
         return self._reference_out
 
-    def score_outputs(self, y: np.ndarray) -> float:
-        """The metric of an output array (shaped like the original's)."""
+    def score_outputs(self, y: np.ndarray, indices: np.ndarray | None = None) -> float:
+        """The metric of an output array (shaped like the original's), or of the samples
+        ``indices`` when ``y`` holds only theirs (samples on the first axis)."""
         ref = None if self.metric.needs_labels else self.reference_outputs()
+        labels = self.dataset.labels
+        if indices is not None:
+            ref = ref[indices] if ref is not None else None
+            labels = labels[indices] if labels is not None else None
         return metric_score(
             self.metric.name,
             y,
             ref if ref is not None else y,
-            labels=self.dataset.labels,
+            labels=labels,
             threshold=self.threshold,
             class_axis=self.class_axis,
-            samples=len(self.dataset),
+            samples=len(self.dataset) if indices is None else len(indices),
         )
 
     def score(self, model: onnx.ModelProto, on_batch: Progress | None = None) -> float:

@@ -16,8 +16,21 @@ tensor of the main graph exposed as an output (on a copy), then:
 
 ``convert_fp16`` is the whole guarded conversion: cleanup (BN folded in float32, Constant weights
 lifted, constants folded), analysis, ``ConvertToFloat16Pass`` with the measured ``keep_fp32``, then
-verification of the whole model against float32; if the end-to-end error is still beyond the
-budget, the nodes with the largest measured error are kept in float32 too, in growing steps.
+verification of the whole model against float32 by the **task metric** of each output
+(:func:`check_outputs`): top-1 agreement >= 99% for class scores ``[N, C]``, box agreement
+>= 98% for YOLO-style detections, mask IoU >= 98% for probability maps, per-position top-1
+agreement >= 99% for sequences (CTC ``[T, N, C]``), cosine >= 0.999 otherwise, and a cosine floor
+of 0.99 on every output (a task metric alone can be vacuous). An output that barely varies between
+the samples (random inputs into a detector: a near-zero map, no box) cannot show an error: it is
+accepted with a warning that asks for real data.
+
+3. **Blame** (only when the check fails): the converted model is run with every intermediate
+   tensor exposed, next to the float32 model, and each node gets the relative L2 error it
+   *creates*: ``e(out) - max e(inputs)`` with ``e(v) = ||v_low - v_fp32|| / ||v_fp32||``. The
+   nodes creating the most error are kept float32; a node already float32 that still creates
+   error receives its inputs rounded, so its float32 region extends upstream through the data
+   movement (Reshape, Transpose: no error created) to the node whose rounding is to blame. Each
+   round keeps only what the measurement blames, so the float32 region stays small.
 
 onnxruntime is imported inside functions; nothing here reads or writes files.
 """
@@ -379,6 +392,354 @@ def _decoupled_model(model: ir.Model, plan: Any, dtype: str) -> tuple[onnx.Model
     return proto, mapping
 
 
+# ---------------------------------------------------------------------------------------------
+# Acceptance by task metric
+
+# The task metric each output kind must reach (fractions), and the cosine floor of every output.
+THRESHOLDS = {"agreement": 0.99, "boxes": 0.98, "iou": 0.98, "frames": 0.99, "cosine": 0.999, "exact": 1.0}
+COSINE_FLOOR = 0.99
+MAP_THRESHOLD = 0.5  # binarization threshold of probability maps for the mask IoU
+BOX_CONF = 0.25  # detection score threshold of box agreement
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputCheck:
+    """One output judged by its task metric (values are fractions: 1.0 = identical)."""
+
+    output: str
+    metric: str  # agreement, boxes, iou, frames, cosine, exact, normalized
+    value: float
+    threshold: float
+    cosine: float
+    vacuous: str | None = None  # why this output cannot show an error on these inputs
+
+    @property
+    def passed(self) -> bool:
+        if self.vacuous is not None:
+            return True
+        if self.metric == "normalized":
+            return self.value <= self.threshold
+        return self.value >= self.threshold and (self.metric == "exact" or self.cosine >= COSINE_FLOOR)
+
+    def describe(self) -> str:
+        op = "<=" if self.metric == "normalized" else ">="
+        text = f"'{self.output}': {self.metric} {self.value:.4g} ({op} {self.threshold:g})"
+        if self.metric not in ("cosine", "exact", "normalized"):
+            text += f", cosine {self.cosine:.5f} (>= {COSINE_FLOOR:g})"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"passed": self.passed}
+
+
+def output_task(ref: np.ndarray) -> tuple[str, str]:
+    """Guess what an output is from its shape and values: ``(metric, layout)``.
+
+    - ``[N, C]`` scores: ``agreement`` (top-1 over axis 1), except L2-normalized rows
+      (sentence or face embeddings): ``cosine``;
+    - ``[N, 4 + C, A]`` with ``A >= 2 (4 + C)`` (YOLOv8) or ``[N, A, 5 + C]`` (YOLOv5/X) whose
+      score rows lie in [0, 1]: ``boxes``;
+    - other rank-3 outputs with probabilities on the last axis, a vocabulary-sized last axis
+      (>= 1000) or a ``[T, 1, C]`` layout (CTC): ``frames`` (top-1 per position, last axis);
+    - rank-4 maps with values in [0, 1]: ``iou`` (one channel: thresholded at 0.5; several:
+      argmax class maps);
+    - anything else (embeddings, regressions): ``cosine``; non-float outputs: ``exact``.
+    """
+    r = np.asarray(ref)
+    if not np.issubdtype(r.dtype, np.floating):
+        return "exact", ""
+    finite = r[np.isfinite(r)]
+    if not finite.size:
+        return "cosine", ""
+    unit = bool(finite.min() >= 0.0 and finite.max() <= 1.0)
+    if r.ndim == 2 and r.shape[1] >= 2:
+        norms = np.linalg.norm(np.nan_to_num(r.astype(np.float64)), axis=1)
+        if np.allclose(norms, 1.0, atol=1e-3):  # L2-normalized embeddings, not class scores
+            return "cosine", ""
+        return "agreement", ""
+    if r.ndim == 3:
+        k, a = r.shape[1], r.shape[2]
+        if 5 <= k <= 300 and a >= 2 * k and _unit(r[:, 4:, :]):
+            return "boxes", "features_first"
+        if 6 <= a <= 300 and k >= 2 * a and _unit(r[:, :, 4:]):
+            return "boxes", "anchors_first"
+        probs = unit and _sums_to_one(r)
+        if a >= 2 and (probs or a >= 1000 or k == 1):
+            return "frames", ""
+    if r.ndim == 4 and unit:
+        return "iou", ""
+    return "cosine", ""
+
+
+def _unit(x: np.ndarray) -> bool:
+    f = x[np.isfinite(x)]
+    return bool(f.size) and float(f.min()) >= 0.0 and float(f.max()) <= 1.0
+
+
+def _sums_to_one(r: np.ndarray) -> bool:
+    return bool(np.allclose(np.sum(r.astype(np.float64), axis=-1), 1.0, atol=1e-3))
+
+
+def _vacuous(ref: np.ndarray, metric: str, layout: str) -> str | None:
+    """Why an output cannot show a precision error on these samples (None: it can)."""
+    r = np.asarray(ref, dtype=np.float64)
+    if metric == "boxes":
+        from onnxsqueeze.boxes import detections
+
+        if not any(len(detections(x, layout=layout, conf=BOX_CONF)[0]) for x in r):
+            return f"no box scores >= {BOX_CONF:g} on these inputs"
+    if metric == "iou" and r.shape[1] == 1 and not np.any(r > MAP_THRESHOLD):
+        return f"the map stays below {MAP_THRESHOLD:g} everywhere on these inputs"
+    if r.ndim and len(r) > 1:
+        finite = np.where(np.isfinite(r), r, 0.0)
+        spread = float(np.mean(np.std(finite, axis=0)))
+        if spread <= 1e-3 * max(float(np.mean(np.abs(finite))), 1e-30):
+            return "it barely varies between the samples"
+    return None
+
+
+def check_outputs(
+    reference: Mapping[str, np.ndarray],
+    candidate: Mapping[str, np.ndarray],
+    *,
+    metric: str = "auto",
+    normalized_tolerance: float = 0.01,
+    threshold: float | None = None,
+) -> list[OutputCheck]:
+    """Judge every output of ``candidate`` against ``reference`` by its task metric.
+
+    Args:
+        reference: the float32 model's outputs by name.
+        candidate: the converted model's outputs (by name, or by position).
+        metric: ``auto`` (per output, see :func:`output_task`), one of the metric names for every
+            float output, or ``normalized`` (``max |y - y_ref| / max |y_ref| <= normalized_tolerance``).
+        normalized_tolerance: the budget of ``normalized``.
+        threshold: overrides the metric's threshold (a fraction).
+    """
+    from onnxsqueeze import boxes
+
+    cand_items = list(candidate.values())
+    checks: list[OutputCheck] = []
+    for i, (name, ref) in enumerate(reference.items()):
+        r = np.asarray(ref)
+        c = np.asarray(candidate[name] if name in candidate else cand_items[i])
+        kind, layout = output_task(r)
+        if metric not in ("auto",) and kind != "exact":
+            kind = metric
+            layout = layout or "features_first"
+        cos = _cosine(r, c)
+        if kind == "exact":
+            value = float(np.mean(r == c)) if r.shape == c.shape else 0.0
+        elif kind == "normalized":
+            value = _normalized_error({name: r}, {name: c})
+        elif r.shape != c.shape or np.any(np.isfinite(r) & ~np.isfinite(c)):
+            value = 0.0
+        elif kind == "agreement":
+            value = float(np.mean(np.argmax(r, axis=1) == np.argmax(c, axis=1)))
+        elif kind == "frames":
+            value = float(np.mean(np.argmax(r, axis=-1) == np.argmax(c, axis=-1)))
+        elif kind == "boxes":
+            value = boxes.box_agreement(c, r, layout=layout, conf=BOX_CONF) / 100.0
+        elif kind == "iou":
+            value = _mask_iou(c, r)
+        else:
+            value = cos
+        limit = (
+            threshold
+            if threshold is not None
+            else (normalized_tolerance if kind == "normalized" else THRESHOLDS.get(kind, 0.999))
+        )
+        vacuous = None if kind in ("exact", "normalized") else _vacuous(r, kind, layout)
+        checks.append(OutputCheck(name, kind, value, limit, cos, vacuous))
+    return checks
+
+
+def _mask_iou(c: np.ndarray, r: np.ndarray) -> float:
+    """Mean per-sample IoU of ``map > 0.5`` (one channel) or of the argmax class maps."""
+    if r.ndim == 4 and r.shape[1] > 1:
+        a, b = np.argmax(c, axis=1), np.argmax(r, axis=1)
+        per = [
+            np.mean(
+                [
+                    np.count_nonzero((a[i] == k) & (b[i] == k)) / np.count_nonzero((a[i] == k) | (b[i] == k))
+                    for k in np.union1d(np.unique(a[i]), np.unique(b[i]))
+                ]
+            )
+            for i in range(len(r))
+        ]
+        return float(np.mean(per))
+    a = c.reshape(len(c), -1) > MAP_THRESHOLD
+    b = r.reshape(len(r), -1) > MAP_THRESHOLD
+    inter, union = np.count_nonzero(a & b, axis=1), np.count_nonzero(a | b, axis=1)
+    return float(np.mean(np.where(union > 0, inter / np.maximum(union, 1), 1.0)))
+
+
+def _cosine(r: np.ndarray, c: np.ndarray) -> float:
+    """Mean per-sample cosine similarity (1.0 for non-float or identical outputs)."""
+    if r.shape != c.shape:
+        return 0.0
+    if not np.issubdtype(r.dtype, np.floating):
+        return 1.0 if np.array_equal(r, c) else 0.0
+    a = np.nan_to_num(np.asarray(r, np.float64).reshape(max(len(r), 1), -1), posinf=0.0, neginf=0.0)
+    b = np.asarray(c, np.float64).reshape(max(len(c), 1), -1)
+    if not np.all(np.isfinite(b[np.isfinite(np.asarray(r, np.float64).reshape(a.shape))])):
+        return 0.0
+    b = np.nan_to_num(b, posinf=0.0, neginf=0.0)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    both_zero = (na == 0) & (nb == 0)
+    cos = np.where(both_zero, 1.0, np.sum(a * b, axis=1) / np.maximum(na * nb, 1e-300))
+    return float(np.mean(cos))
+
+
+# ---------------------------------------------------------------------------------------------
+# Blame: which nodes create the error of a failed conversion
+
+# Ops that move values without computing: a rounding error passes through them unchanged.
+DATA_MOVEMENT = frozenset(
+    {
+        "Reshape",
+        "Transpose",
+        "Flatten",
+        "Squeeze",
+        "Unsqueeze",
+        "Identity",
+        "Slice",
+        "Gather",
+        "Concat",
+        "Split",
+        "Expand",
+        "Tile",
+        "Pad",
+        "DepthToSpace",
+        "SpaceToDepth",
+        "GatherElements",
+        "GatherND",
+    }
+)
+
+
+def _capture(
+    proto: onnx.ModelProto, names: list[str], feeds: Mapping[str, np.ndarray], provider: str
+) -> dict[str, np.ndarray]:
+    from onnxsqueeze import runtime
+
+    exposed = runtime.with_outputs(proto, names)
+    sess = runtime.session(exposed, provider=provider)
+    inputs = {i.name: np.asarray(feeds[i.name]) for i in sess.get_inputs()}
+    return runtime.run_batched(sess, inputs, batch_size=2)
+
+
+def blame(
+    base: ir.Model,
+    candidate: onnx.ModelProto,
+    feeds: Mapping[str, np.ndarray],
+    keep: Mapping[str, str],
+    *,
+    provider: str = "cpu",
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The relative error each node of ``base`` creates in ``candidate`` (see the module docstring).
+
+    Returns:
+        ``(created, errors)``: per node name ``e(out) - max e(inputs)`` (nodes with a float
+        output), and per tensor name its relative L2 error ``e``.
+    """
+    base_proto = ir.serde.serialize_model(base)
+    names = [
+        o.name
+        for n in base.graph
+        for o in n.outputs
+        if o is not None and o.name and o.dtype in _FLOATISH and not o.is_graph_output()
+    ]
+    present = {o for n in candidate.graph.node for o in n.output}
+    names = [n for n in names if n in present]
+    ref = _capture(base_proto, names, feeds, provider)
+    got = _capture(candidate, names, feeds, provider)
+    errors: dict[str, float] = {}
+    for name in names:
+        r, c = np.asarray(ref[name]), np.asarray(got[name])
+        if r.shape != c.shape or not np.issubdtype(r.dtype, np.floating):
+            continue
+        r64, c64 = r.astype(np.float64), c.astype(np.float64)
+        finite = np.isfinite(r64)
+        if np.any(finite & ~np.isfinite(c64)):
+            errors[name] = float("inf")
+            continue
+        norm = float(np.linalg.norm(r64[finite]))
+        diff = float(np.linalg.norm((r64 - c64)[finite]))
+        errors[name] = diff / norm if norm > 0 else (0.0 if diff == 0 else float("inf"))
+    created: dict[str, float] = {}
+    for node in base.graph:
+        outs = [errors[o.name] for o in node.outputs if o is not None and o.name in errors]
+        if not node.name or not outs:
+            continue
+        ins = [errors.get(v.name, 0.0) for v in node.inputs if v is not None and v.name]
+        worst_in = max(ins, default=0.0)
+        out = max(outs)
+        created[node.name] = (out - worst_in) if np.isfinite(out) else float("inf")
+    return created, errors
+
+
+def _keep_blamed(
+    base: ir.Model,
+    keep: dict[str, str],
+    created: Mapping[str, float],
+    errors: Mapping[str, float],
+    *,
+    fraction: float = 0.25,
+    per_round: int = 8,
+) -> list[str]:
+    """Keep float32 the nodes creating the most error; returns the names added.
+
+    Nodes creating at least ``fraction`` of the largest created error are blamed, at most
+    ``per_round`` of them. A blamed node that is already float32 gets its inputs rounded: the
+    float32 region extends upstream from it, through nodes that create (almost) no error of their
+    own (data movement: Reshape, Transpose, ...), up to and including the first node that computes.
+    """
+    ranked = sorted(((v, k) for k, v in created.items() if v > 0), reverse=True)
+    if not ranked:
+        return []
+    top = ranked[0][0]
+    producers = {o.name: n for n in base.graph for o in n.outputs if o is not None and o.name}
+    added: list[str] = []
+
+    def add(name: str, why: str) -> None:
+        if name not in keep:
+            keep[name] = why
+            added.append(name)
+
+    blamed = [k for v, k in ranked if v >= fraction * top or not np.isfinite(v)][: max(per_round, 1)]
+    for name in blamed:
+        how = created[name]
+        if name not in keep:
+            add(name, f"kept float32 to meet the error budget (creates relative error {how:.3g})")
+            continue
+        by_name = {n.name: n for n in base.graph if n.name}
+        pending = [by_name[name]] if name in by_name else []
+        seen: set[str] = set()
+        while pending:
+            node = pending.pop()
+            for v in node.inputs:
+                if v is None or not v.name or v.name in seen or errors.get(v.name, 0.0) <= 0:
+                    continue
+                seen.add(v.name)
+                p = producers.get(v.name)
+                if p is None or not p.name:
+                    continue
+                if p.name not in keep:
+                    add(
+                        p.name,
+                        f"kept float32 to meet the error budget (its output '{v.name}' reaches "
+                        f"'{name}' rounded; relative error {errors[v.name]:.3g})",
+                    )
+                if p.op_type in DATA_MOVEMENT:
+                    pending.append(p)  # it only moves rounded values: the rounding is further up
+    return added
+
+
+# ---------------------------------------------------------------------------------------------
+# The guarded conversion
+
+
 @dataclasses.dataclass(frozen=True)
 class Fp16Result:
     """The guarded conversion's outcome (the converted model is ``model``)."""
@@ -396,40 +757,12 @@ class Fp16Result:
     seconds: float
     passed: bool
     budget: str
+    checks: tuple[OutputCheck, ...] = ()
+    warnings: tuple[str, ...] = ()
+    blamed: tuple[str, ...] = ()  # nodes kept float32 by the blame rounds
 
 
 _FLOATISH = (ir.DataType.FLOAT, None)  # None: not inferred on the prepared model
-
-
-def _escalate(model: ir.Model, keep: dict[str, str], ranked: list[tuple[str, float]], rounds: int) -> bool:
-    """Keep more nodes float32 after a failed verification; False when nothing is left to keep.
-
-    A node kept float32 only helps if its inputs arrive in float32, and errors that build up over
-    several nodes (cancellation: ``(x + 1000) - 1000``) show at the node that exposes them, not
-    where they are made. So the float32 region grows upstream from the kept nodes, ``2**(round-1)``
-    hops per round, through float producers; then the worst measured nodes are added.
-    """
-    producers = {o.name: n for n in model.graph for o in n.outputs if o is not None and o.name}
-    by_name = {n.name: n for n in model.graph if n.name}
-    added = 0
-    frontier = [by_name[k] for k in keep if k in by_name]
-    for _ in range(2 ** (rounds - 1)):
-        grown = []
-        for node in frontier:
-            for v in node.inputs:
-                p = producers.get(v.name) if v is not None and v.name else None
-                if p is None or not p.name or p.name in keep or v is None or v.dtype not in _FLOATISH:
-                    continue
-                keep[p.name] = f"kept float32 to meet the error budget (feeds '{node.name}')"
-                grown.append(p)
-                added += 1
-        frontier = grown
-    remaining = [name for name, _ in ranked if name not in keep]
-    step = max(1, (len(ranked) * (2 ** (rounds - 1))) // 20)
-    for name in remaining[:step]:
-        keep[name] = f"kept float32 to meet the error budget (node-level error {dict(ranked)[name]:.3g})"
-        added += 1
-    return added > 0
 
 
 def _normalized_error(ref: Mapping[str, np.ndarray], cand: Mapping[str, np.ndarray]) -> float:
@@ -458,18 +791,23 @@ def convert_fp16(
     keep_fp32: frozenset[str] = frozenset(),
     dtype: str = "float16",
     tolerance: float | None = None,
+    metric: str = "auto",
+    threshold: float | None = None,
     normalized_tolerance: float = 0.01,
     measure: bool = True,
     measure_samples: int = 32,
-    max_rounds: int = 4,
+    blame_samples: int = 4,
+    max_rounds: int = 6,
+    max_fp32_fraction: float = 0.5,
     provider: str = "cpu",
     source_sha256: str | None = None,
     data_label: str = "sample inputs",
+    random_inputs: bool = False,
     on_step: Progress | None = None,
     accept: Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], bool] | None = None,
     accept_budget: str = "",
 ) -> Fp16Result:
-    """Cleanup, measure, convert and verify; keep more nodes float32 until the budget holds.
+    """Cleanup, measure, convert and verify; keep float32 what the measurement blames until it passes.
 
     Args:
         model: the float32 model (not modified).
@@ -478,16 +816,24 @@ def convert_fp16(
         block_ops: op types always kept float32.
         keep_fp32: node names always kept float32 (names after :func:`prepare`).
         dtype: ``float16`` or ``bfloat16``.
-        tolerance: absolute ``max_abs`` budget of every output; when None the budget is
-            ``normalized_tolerance`` on ``max_abs / max |reference|`` per output.
-        normalized_tolerance: see ``tolerance``.
+        tolerance: when given, the budget is ``max_abs <= tolerance`` on every output instead of
+            the task metric.
+        metric: ``auto`` (each output's task metric, see :func:`check_outputs`), a metric name
+            for every output, or ``normalized`` (``max_abs / max |reference| <= normalized_tolerance``).
+        threshold: overrides the metric's threshold (a fraction).
+        normalized_tolerance: the budget of the ``normalized`` metric.
         measure: run :func:`analyze_fp16` (off: the block list and ``keep_fp32`` alone).
         measure_samples: the first samples of ``feeds`` used by the measurement (it keeps every
             intermediate tensor); verification uses all of ``feeds``.
+        blame_samples: samples used by each blame round.
         max_rounds: conversions tried before giving up.
+        max_fp32_fraction: give up when the blame rounds would keep more than this fraction of
+            the nodes float32 (the conversion would no longer be a float16 model); graphs of
+            fewer than 20 nodes give up only when every node would be float32.
         provider: onnxruntime execution provider for measurement and verification.
         source_sha256: the source file's hash, recorded in the provenance metadata.
         data_label: how the verification report names ``feeds``.
+        random_inputs: ``feeds`` are random (a vacuous check then warns that real data is needed).
         on_step: progress callback receiving a short description of each step.
         accept: when given, the acceptance test of (reference, candidate) outputs in place of
             ``tolerance``/``normalized_tolerance`` (a task metric with its budget); NaN/Inf still fail.
@@ -519,8 +865,9 @@ def convert_fp16(
         analysis = analyze_fp16(base, sample, dtype=dtype, block_ops=block_ops, provider=provider)
         for k, v in analysis.keep.items():
             keep.setdefault(k, v)
-    ranked = sorted(analysis.node_errors.items(), key=lambda kv: -kv[1]) if analysis else []
     total_nodes = sum(1 for _ in iter_nodes(base.graph))
+    blame_feeds = {k: v[:blame_samples] if np.ndim(v) else v for k, v in feeds.items()}
+    blamed: list[str] = []
     rounds = 0
     while True:
         rounds += 1
@@ -549,20 +896,36 @@ def convert_fp16(
             ) from e
         report = compare(reference, outputs, feeds=feeds, source=data_label)
         norm_err = _normalized_error(reference, outputs)
+        checks = check_outputs(
+            reference, outputs, metric=metric, normalized_tolerance=normalized_tolerance, threshold=threshold
+        )
         if accept is not None:
             ok = accept(reference, outputs)
         else:
-            ok = report.within(tolerance) if tolerance is not None else norm_err <= normalized_tolerance
+            ok = report.within(tolerance) if tolerance is not None else all(c.passed for c in checks)
         ok = ok and not any(o.nonfinite for o in report.outputs)
         if ok or rounds >= max_rounds:
             break
-        if not _escalate(base, keep, ranked, rounds):
+        say("locating the nodes that create the error")
+        created, errors = blame(base, proto, blame_feeds, keep, provider=provider)
+        added = _keep_blamed(base, keep, created, errors)
+        # Give up when float16 would no longer cover most of the model (tiny graphs: any of it).
+        limit = max_fp32_fraction * total_nodes if total_nodes >= 20 else total_nodes - 1
+        if not added or len(keep) > limit:
             break
-    budget = accept_budget or (
-        f"max abs error <= {tolerance:g}"
-        if tolerance is not None
-        else f"max abs error / max |reference| <= {normalized_tolerance:g}"
-    )
+        blamed.extend(added)
+    if accept_budget:
+        budget = accept_budget
+    elif tolerance is not None:
+        budget = f"max abs error <= {tolerance:g}"
+    else:
+        budget = "; ".join(c.describe() for c in checks)
+    warnings = [
+        f"output '{c.output}': {c.vacuous}, so the {c.metric} check cannot show an error"
+        + ("; pass real inputs with --data" if random_inputs else "; use more varied inputs")
+        for c in checks
+        if c.vacuous is not None and accept is None
+    ]
     return Fp16Result(
         model=proto,
         fp32_nodes={name: keep.get(name, why) for name, why in result.fp32_nodes.items()},
@@ -577,14 +940,18 @@ def convert_fp16(
         seconds=time.perf_counter() - t0,
         passed=ok,
         budget=budget,
+        checks=tuple(checks),
+        warnings=tuple(warnings),
+        blamed=tuple(blamed),
     )
 
 
 def require_passed(result: Fp16Result) -> None:
     """Raise VerificationError when the guarded conversion missed its error budget."""
     if not result.passed:
+        failed = [c.describe() for c in result.checks if not c.passed]
+        what = "; ".join(failed) if failed else f"max abs error {result.report.max_abs:.3g}"
         raise VerificationError(
-            f"fp16: after {result.rounds} round(s) the max abs error is {result.report.max_abs:.3g} "
-            f"(normalized {result.normalized_error:.3g}), beyond the budget {result.budget}; "
+            f"fp16: after {result.rounds} round(s) {what}, beyond the budget ({result.budget}); "
             "keep more ops float32 with --block-op, or write it anyway with --force"
         )

@@ -156,6 +156,9 @@ def prune_weights(
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """Magnitude-prune a model, re-fit with calibration data, verify and measure.
 
+    ``reconstruction`` is ``lsq`` (masked least-squares re-fit with calibration data) or ``none``;
+    ``input_shapes`` fixes dynamic input dimensions for verification with random inputs and MACs.
+
     Returns:
         The pruned model and its report (see the module docstring).
 

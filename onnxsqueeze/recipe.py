@@ -258,15 +258,24 @@ def build_traced(
     *,
     calibration: Mapping[str, np.ndarray] | None = None,
     source_sha256: str | None = None,
+    applied: Sequence[bool] = (),
 ) -> tuple[onnx.ModelProto, list[bool]]:
-    """:func:`build`, also returning whether each step modified the model."""
-    from onnxsqueeze.pipeline import run_passes
+    """:func:`build`, also returning whether each step modified the model.
 
-    make_passes(steps, calibration)  # every option checked before any work
+    ``applied``: the first ``len(applied)`` steps were already run on ``model`` (without
+    provenance), and whether each modified it; they are recorded, not rerun. The search
+    normalizes its base model once this way and gets the same bytes as a full build.
+    """
+    from onnxsqueeze.passes.base import describe
+    from onnxsqueeze.pipeline import record_provenance, run_passes
+
+    passes = make_passes(steps, calibration)  # every option checked before any work
     work = ir.serde.deserialize_model(model)
-    modified: list[bool] = []
-    for step in steps:
+    modified: list[bool] = list(applied)
+    for i in range(len(applied), len(steps)):
         # Each pass is built on the model as it stands: a calibrated int8 step measures its
-        # activation ranges after the passes before it.
-        run_passes(work, [_make_pass(step, calibration, work)], source_sha256=source_sha256, trace=modified)
+        # activation ranges after the passes before it. Recorded once, all steps, at the end.
+        passes[i] = _make_pass(steps[i], calibration, work)
+        run_passes(work, [passes[i]], source_sha256=source_sha256, record=[], trace=modified)
+    record_provenance(work, [describe(p) for p in passes], source_sha256)
     return ir.serde.serialize_model(work), modified

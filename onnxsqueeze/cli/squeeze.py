@@ -125,7 +125,14 @@ def squeeze_cmd(
     ] = False,
     metric: MetricOpt = "",
     objective: Annotated[
-        str, typer.Option("--objective", help="What to minimize: latency | size | macs | cost.")
+        str,
+        typer.Option(
+            "--objective",
+            help="What to minimize: latency | size | macs | cost, or a priority list such as "
+            "latency,size (ties on the first, within the timing noise, are broken by the next). "
+            "Exit 3 when candidates fit but none beats the original on it (Pareto-front models "
+            "within budget are written to OUT/pareto/).",
+        ),
     ] = "latency",
     provider: opt.ProviderOpt = "cpu",
     time_budget: Annotated[
@@ -220,7 +227,9 @@ def squeeze_cmd(
     Measures the baseline, bisects each technique for its most aggressive setting within budget,
     combines the survivors greedily, and writes OUT/: the best model, recipe.toml, report.md,
     results.json and pareto.png. Evaluations are cached: rerun the same command to resume.
-    Exit 1 when nothing fits the budget (for a fleet: when any model has no result).
+    Exit 1 when nothing fits the budget (for a fleet: when any model has no result); exit 3
+    when candidates fit but none beats the original on the objective (the Pareto-front models
+    within budget are then written to OUT/pareto/).
 
     Scale out with --workers N (local processes) or --ray / --ray-address (a Ray cluster): the
     search decides exactly as in one process and writes the same best model.
@@ -294,7 +303,10 @@ def squeeze_cmd(
         else:
             status = "[green]fits[/]" if p.fits else "[red]over budget[/]"
             status += f"  {evaluator.metric.name} {p.metric:.4g} (drop {p.drop:+.3g})"
-            status += f"  {human_bytes(p.size)}  {p.latency_ms:.3g} ms"
+            if p.samples is not None:
+                status += f" on {p.samples} samples, stopped early"
+            status += f"  {human_bytes(p.size)}"
+            status += f"  {p.latency_ms:.3g} ms" if p.latency_ms is not None else "  (not timed)"
         err.print(f"  {p.phase:<8} {escape(label):<28} {status}{'  (cached)' if p.cached else ''}")
 
     err.print(
@@ -317,7 +329,7 @@ def squeeze_cmd(
         raise typer.Exit(130) from None
     stem = model.name.removesuffix(".onnx")
     elapsed = time.perf_counter() - t0
-    from onnxsqueeze.errors import BudgetNotMetError
+    from onnxsqueeze.errors import BudgetNotMetError, ObjectiveNotImprovedError
 
     try:
         written = S.write_outputs(
@@ -328,9 +340,14 @@ def squeeze_cmd(
             model_name=stem,
             elapsed_s=elapsed,
         )
-    except BudgetNotMetError:
+    except (BudgetNotMetError, ObjectiveNotImprovedError) as e:
         if json_:
-            emit_json(S.results_dict(squeezer, result, elapsed_s=elapsed))
+            import json
+
+            emit_json(json.loads((output / "results.json").read_text()))
+        elif isinstance(e, ObjectiveNotImprovedError):
+            warn(str(e))
+            raise typer.Exit(e.exit_code) from None
         raise
     if json_:
         emit_json(

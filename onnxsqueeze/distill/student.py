@@ -6,7 +6,7 @@
   ``input_shape`` (one sample, no batch axis) and ``num_outputs`` when its signature takes them
   (or ``**kwargs``), and none otherwise. It must return an ``nn.Module``.
 - ``sepconv:SPEC``: the student SPEC with every k x k conv made depthwise-separable
-  (:mod:`onnxsqueeze.sepconv`).
+  (:mod:`onnxsqueeze.distill.sepconv`).
 
 Every student is checked with one forward pass: it must map ``[N, *input_shape]`` to
 ``[N, num_outputs]``.
@@ -38,7 +38,7 @@ class Student:
 
     module: Any
     spec: str
-    sepconv: Any = None  # onnxsqueeze.sepconv.SepconvReport
+    sepconv: Any = None  # onnxsqueeze.distill.sepconv.SepconvReport
 
 
 def _usage(spec: str, problem: str) -> InputError:
@@ -108,7 +108,7 @@ def build_student(
     batch = len(examples[0])
     spec = spec.strip()
     if spec.startswith(SEPCONV):
-        from onnxsqueeze import sepconv
+        from onnxsqueeze.distill import sepconv
 
         inner = build_student(spec[len(SEPCONV) :], shape, num_outputs, example=example)
         report = sepconv.separate_convs(inner.module, examples)

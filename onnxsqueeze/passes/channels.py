@@ -36,6 +36,7 @@ result depends on the weight criterion alone and accuracy usually drops without 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
@@ -45,6 +46,8 @@ import onnx_ir as ir
 from onnx_ir.passes import common as ir_common
 
 from onnxsqueeze.errors import InputError, UnsupportedModelError, one_line
+from onnxsqueeze.passes._ir import const_array as _const
+from onnxsqueeze.passes._ir import lift_constant_weights, new_initializer, set_const_input
 from onnxsqueeze.passes.base import SqueezePass
 
 UNARY = frozenset(
@@ -158,6 +161,8 @@ class _Space:
     size: int
     producer: ir.Node | None
     fixed: str | None = None  # why this space cannot be pruned
+    offset: int = 0  # the producer's first output channel in this space (sub-spaces of a cut)
+    children: tuple[int, ...] = ()  # the sub-spaces replacing this one after a cut
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,10 +224,48 @@ class ChannelGraph:
         if ra != rb:
             self.parent[max(ra, rb)] = min(ra, rb)
 
+    # -- sub-spaces: a space cut where a residual Add couples part of it ---------------------------
+    def resolve(self, seg: Segment) -> list[Segment]:
+        """A segment in terms of the current (uncut) spaces."""
+        space = self.spaces[seg.space]
+        if not space.children:
+            return [seg]
+        out: list[Segment] = []
+        base = space.offset
+        for c in space.children:
+            child = self.spaces[c]
+            lo, hi = child.offset - base, child.offset - base + child.size
+            a, b = max(seg.start, lo), min(seg.stop, hi)
+            if a < b:
+                out.extend(self.resolve(Segment(c, a - lo, b - lo, seg.block)))
+        return out
+
+    def segments(self, layout: Layout) -> list[Segment]:
+        return [r for seg in layout.segments for r in self.resolve(seg)]
+
+    def _cut(self, seg: Segment) -> bool:
+        """Cut the space of ``seg`` so that ``seg`` covers a whole sub-space (False: cannot)."""
+        space = self.spaces[seg.space]
+        if seg.start == 0 and seg.stop == space.size:
+            return True
+        members = [s for s in range(len(self.spaces)) if self.find(s) == self.find(seg.space)]
+        if members != [seg.space] or space.producer is None:
+            return False  # already coupled with other spaces: they would need the same cut
+        bounds = sorted({0, seg.start, seg.stop, space.size})
+        children = []
+        for lo, hi in itertools.pairwise(bounds):
+            c = self._new_space(hi - lo, space.producer, space.fixed)
+            self.spaces[c].offset = space.offset + lo
+            if seg.space in self.bn_after:
+                self.bn_after[c] = self.bn_after[seg.space]
+            children.append(c)
+        space.children = tuple(children)
+        return True
+
     def _block(self, layout: Layout | None, why: str) -> None:
         if layout is None:
             return
-        for seg in layout.segments:
+        for seg in self.segments(layout):
             space = self.spaces[seg.space]
             if space.fixed is None:
                 space.fixed = why
@@ -430,11 +473,21 @@ class ChannelGraph:
         self.layouts[out] = Layout(out_axis, first.segments)
 
     def _couple(self, a: Layout, b: Layout) -> bool:
-        if a.segments == b.segments:
+        sa_list, sb_list = self.segments(a), self.segments(b)
+        if sa_list == sb_list:
             return True
-        if len(a.segments) != len(b.segments):
+        if len(sa_list) != len(sb_list):
             return False
-        pairs = list(zip(a.segments, b.segments, strict=True))
+        # C2f: Add(split half of one conv's output, another conv's output): cut the first space
+        # so the half becomes a sub-space of its own, coupled with the other conv.
+        for sa, sb in zip(sa_list, sb_list, strict=True):
+            same_size = sa.block == sb.block and sa.stop - sa.start == sb.stop - sb.start
+            if sa != sb and same_size and not (self._cut(sa) and self._cut(sb)):
+                return False
+        sa_list, sb_list = self.segments(a), self.segments(b)
+        if len(sa_list) != len(sb_list):
+            return False
+        pairs = list(zip(sa_list, sb_list, strict=True))
         for sa, sb in pairs:
             full_a = sa.start == 0 and sa.stop == self.spaces[sa.space].size
             full_b = sb.start == 0 and sb.stop == self.spaces[sb.space].size
@@ -618,6 +671,18 @@ class ChannelGraph:
                     return
         self._block(x, f"Reshape '{node.name}' mixes channels with other axes")
 
+    def _op_Resize(self, node: ir.Node, lay: list[Layout | None]) -> None:
+        """Upsampling (FPN necks): channels pass through when constant scales keep axes 0 and 1."""
+        x = lay[0]
+        if x is None:
+            return
+        scales = _const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+        sizes = node.inputs[3] if len(node.inputs) > 3 else None
+        if x.axis != 1 or sizes is not None or scales is None or scales.size < 2 or np.any(scales[:2] != 1):
+            self._block(x, f"Resize '{node.name}' does not keep the channel axis by constant scales")
+            return
+        self._passthrough(node, x, 0)
+
     def _op_Transpose(self, node: ir.Node, lay: list[Layout | None]) -> None:
         x = lay[0]
         rank = _rank(node.inputs[0])
@@ -633,7 +698,8 @@ class ChannelGraph:
         """Every group with a producer, keyed by its root space, in topological order."""
         members: dict[int, list[int]] = {}
         for s in range(len(self.spaces)):
-            members.setdefault(self.find(s), []).append(s)
+            if not self.spaces[s].children:  # a cut space lives on in its sub-spaces
+                members.setdefault(self.find(s), []).append(s)
         out: dict[int, GroupInfo] = {}
         for root, spaces in sorted(members.items(), key=lambda kv: min(kv[1])):
             producers = [self.spaces[s].producer for s in spaces if self.spaces[s].producer is not None]
@@ -642,21 +708,38 @@ class ChannelGraph:
             blocked = next((self.spaces[s].fixed for s in spaces if self.spaces[s].fixed), None)
             if any(self.spaces[s].producer is None for s in spaces) and blocked is None:
                 blocked = "coupled with channels that have no producer"
-            names = tuple(_label(p) for p in producers)  # type: ignore[arg-type]
+            names = tuple(self._space_label(s) for s in spaces if self.spaces[s].producer is not None)
             out[root] = GroupInfo(names[0], names, self.spaces[root].size, blocked)
         return out
 
+    def _space_label(self, s: int) -> str:
+        space = self.spaces[s]
+        assert space.producer is not None
+        label = _label(space.producer)
+        if space.offset == 0 and space.size == self._producer_channels(space.producer):
+            return label
+        return f"{label}[{space.offset}:{space.offset + space.size}]"
+
+    def _producer_channels(self, node: ir.Node) -> int:
+        w = _const(node.inputs[1])
+        assert w is not None
+        if node.op_type == "Gemm":
+            return int(w.shape[0] if _attr_int(node, "transB", 0) else w.shape[1])
+        return int(w.shape[1] if node.op_type == "MatMul" else w.shape[0])
+
     def importance(self, root: int, criterion: str) -> tuple[np.ndarray, str]:
         """Per-channel importance of a group (higher = keep) and the criterion actually used."""
-        spaces = [s for s in range(len(self.spaces)) if self.find(s) == root]
+        spaces = [s for s in range(len(self.spaces)) if self.find(s) == root and not self.spaces[s].children]
         used = criterion
         if criterion == "bn":
             bns = [self.bn_after.get(s) for s in spaces]
             if any(bn is not None for bn in bns):
                 score = np.zeros(self.spaces[root].size)
-                for bn in bns:
+                for s, bn in zip(spaces, bns, strict=True):
                     if bn is not None:
                         gamma = np.abs(_const(bn.inputs[1]).astype(np.float64))  # type: ignore[union-attr]
+                        sp = self.spaces[s]
+                        gamma = gamma[sp.offset : sp.offset + sp.size]
                         score += gamma / max(gamma.max(), 1e-12)
                 return score, "bn"
             used = "l2"  # no BatchNormalization after the producers (folded): fall back to weights
@@ -670,7 +753,8 @@ class ChannelGraph:
                 w = w if _attr_int(node, "transB", 0) else w.T
             elif node.op_type == "MatMul":
                 w = w.T
-            flat = w.reshape(w.shape[0], -1)
+            sp = self.spaces[s]
+            flat = w.reshape(w.shape[0], -1)[sp.offset : sp.offset + sp.size]
             norm = np.abs(flat).sum(axis=1) if used == "l1" else np.sqrt((flat**2).sum(axis=1))
             score += norm / max(norm.max(), 1e-12)
         return score, used
@@ -680,7 +764,7 @@ class ChannelGraph:
         """The kept element indices along a layout's axis."""
         parts = []
         offset = 0
-        for seg in layout.segments:
+        for seg in self.segments(layout):
             k = kept.get(self.find(seg.space))
             if k is None:
                 local = np.arange(seg.stop - seg.start)
@@ -746,7 +830,7 @@ class ChannelGraph:
             if len(node.inputs) < 2:
                 node.resize_inputs(2)
             if node.inputs[1] is None:
-                value = _new_initializer(self.graph, arr, f"{node.name or 'split'}_sizes")
+                value = new_initializer(self.graph, arr, f"{node.name or 'split'}_sizes")
                 node.replace_input_with(1, value)
             else:
                 set_const_input(self.graph, node, 1, arr)
@@ -762,12 +846,6 @@ class ChannelGraph:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-def _const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None or value.const_value is None:
-        return None
-    return value.const_value.numpy()
-
-
 def _dims(value: ir.Value | None) -> tuple[int | None, ...] | None:
     if value is None or value.shape is None:
         return None
@@ -826,36 +904,6 @@ def _split_sizes(node: ir.Node, total: int) -> list[int] | None:
         n = node.attributes["num_outputs"].as_int()
     chunk = -(-total // n)
     return [min(chunk, total - i * chunk) for i in range(n)]
-
-
-def _new_initializer(graph: ir.Graph, array: np.ndarray, base: str) -> ir.Value:
-    name, k = base, 0
-    while name in graph.initializers:
-        k += 1
-        name = f"{base}_{k}"
-    value = ir.Value(
-        name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype))
-    )
-    value.const_value = ir.tensor(array, name=name)
-    graph.register_initializer(value)
-    return value
-
-
-def set_const_input(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray) -> None:
-    """Make input ``index`` of ``node`` hold ``array``: in place if only this node reads it."""
-    old = node.inputs[index] if index < len(node.inputs) else None
-    array = np.ascontiguousarray(array)
-    if old is not None and old.is_initializer() and len(old.uses()) == 1 and not old.is_graph_input():
-        old.const_value = ir.tensor(array, name=old.name)
-        old.shape = ir.Shape(array.shape)
-        return
-    base = (old.name if old is not None and old.name else f"{node.name or node.op_type}_{index}") + "_pruned"
-    value = _new_initializer(graph, array, base)
-    if index >= len(node.inputs):
-        node.resize_inputs(index + 1)
-    node.replace_input_with(index, value)
-    if old is not None and old.is_initializer() and not old.uses() and not old.is_graph_output():
-        graph.initializers.pop(old.name or "", None)
 
 
 def keep_count(channels: int, ratio: float, round_to: int = 1) -> int:
@@ -934,10 +982,13 @@ class PruneChannelsPass(SqueezePass):
         calibration: model inputs (name -> array, first axis = samples) for reconstruction.
         reconstruction: ``lsq`` (least-squares re-fit of consumers, bias included), ``bias``
             (bias correction only) or ``none``. Ignored without calibration.
-        ridge: relative Tikhonov regularization of the least-squares fit.
+        ridge: relative Tikhonov regularization of the least-squares fit; None chooses it per
+            layer on held-out calibration samples (and keeps a layer's weights when the re-fit
+            does not help there).
         max_rows: rows (output positions) sampled per layer for the fit.
 
-    Requires: static channel dimensions; float weights as initializers.
+    Requires: static channel dimensions; float weights (initializers, or Constant nodes, which
+    are lifted to initializers first).
     """
 
     name: ClassVar[str] = "channels"
@@ -949,7 +1000,7 @@ class PruneChannelsPass(SqueezePass):
     skip: tuple[str, ...] = ()
     calibration: Mapping[str, np.ndarray] | None = dataclasses.field(default=None, repr=False, compare=False)
     reconstruction: Literal["lsq", "bias", "none"] = "lsq"
-    ridge: float = 1e-3
+    ridge: float | None = None
     max_rows: int = 20000
     on_progress: Callable[[int, int], None] | None = dataclasses.field(
         default=None, repr=False, compare=False
@@ -977,7 +1028,8 @@ class PruneChannelsPass(SqueezePass):
         return out
 
     def call(self, model: ir.Model) -> PruneChannelsResult:
-        bypassed = _bypass_constant_identities(model)
+        lifted = lift_constant_weights(model)
+        bypassed = _bypass_constant_identities(model) or lifted
         _infer_shapes(model)
         cg = ChannelGraph.analyze(model)
         groups = cg.groups()
@@ -1036,14 +1088,23 @@ class PruneChannelsPass(SqueezePass):
 
 def _consumer_changed(cg: ChannelGraph, node: ir.Node, kept: Mapping[int, np.ndarray]) -> bool:
     layout = cg.layouts.get(node.inputs[0]) if node.inputs[0] is not None else None
-    return layout is not None and any(cg.find(s.space) in kept for s in layout.segments)
+    return layout is not None and any(cg.find(s.space) in kept for s in cg.segments(layout))
 
 
 def analyze(model: ir.Model) -> list[GroupInfo]:
     """The prunable (and blocked) channel groups of a model, in topological order (modifies shapes)."""
+    lift_constant_weights(model)
     _bypass_constant_identities(model)
     _infer_shapes(model)
     return list(ChannelGraph.analyze(model).groups().values())
 
 
-__all__ = ["ChannelGraph", "GroupInfo", "PruneChannelsPass", "PruneChannelsResult", "analyze", "keep_count"]
+__all__ = [
+    "ChannelGraph",
+    "GroupInfo",
+    "PruneChannelsPass",
+    "PruneChannelsResult",
+    "analyze",
+    "keep_count",
+    "lift_constant_weights",
+]

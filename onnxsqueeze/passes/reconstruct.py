@@ -8,11 +8,26 @@ account), find the weights and bias minimizing the ridge-regularized error
 
 where ``P(X')`` is the im2col matrix of the conv (one row per output position, ``C_in' * k_h * k_w``
 columns) or the input itself for Gemm/MatMul. The normal equations ``(P^T P + lam I) W = P^T Y``
-are accumulated over chunks of at most ``max_rows`` randomly sampled rows, so memory stays at
-``O(D^2)`` with ``D = C_in' * k_h * k_w``: an exact regression on a subsample rather than a cheaper
-surrogate. The fit includes the bias (an intercept column), which is the bias recalibration; a
-BatchNormalization after ``L`` keeps its statistics because its input is matched. ``bias`` mode
-only shifts the bias by the mean residual (``b += mean(Y - Y')``).
+are accumulated over chunks of randomly sampled rows, so memory stays at ``O(D^2)`` with
+``D = C_in' * k_h * k_w``: an exact regression on a subsample rather than a cheaper surrogate. The
+fit includes the bias (an intercept column), which is the bias recalibration; a BatchNormalization
+after ``L`` keeps its statistics because its input is matched. ``bias`` mode only shifts the bias by
+the mean residual (``b += mean(Y - Y')``).
+
+**Validation.** A least-squares fit with as many columns as rows reproduces its calibration data
+exactly and generalizes badly (a squeeze-excite Conv after a global pool has one row per sample).
+So every 4th calibration sample is held out (a quarter of the rows when there are fewer than 4
+samples): normal equations are accumulated separately for the fit and the held-out rows, the ridge
+strength ``lam`` is chosen per layer from ``RIDGES`` by the held-out error of the weights fitted on
+the fit rows, and the layer keeps its un-refit weights when no ridge beats them on held-out data.
+The chosen ridge is then refitted on all rows. The report gives the held-out errors.
+
+**Cost.** Accumulating costs ``rows * D^2`` and solving ``D^3`` per ridge; rows are capped at
+``max_rows`` and at ``max_flops / D^2`` (at least ``2 D``), and layers wider than ``max_columns``
+are skipped (named in the report). A masked fit (a sparsity pattern kept) solves one system per
+output; when that exceeds ``max_flops`` the dense system is solved once and the pruned weights
+are zeroed (``projected`` in the report; the held-out check still decides), so no layer runs for
+minutes.
 
 Layers are fitted in waves: a wave holds the layers whose upstream re-fitted layers are all done;
 each wave costs one onnxruntime run of the original and one of the pruned model with the needed
@@ -29,6 +44,8 @@ from typing import Any
 import numpy as np
 import onnx
 import onnx_ir as ir
+
+from onnxsqueeze.passes._ir import set_const_input
 
 
 def capture(
@@ -103,6 +120,23 @@ class _Normal:
         self.resid_sum += r.sum(axis=0)
         self.rows += len(p)
 
+    def merged(self, other: _Normal) -> _Normal:
+        out = _Normal(self.g.shape[0], self.h.shape[1])
+        out.g, out.h = self.g + other.g, self.h + other.h
+        out.yy, out.err_before = self.yy + other.yy, self.err_before + other.err_before
+        out.resid_sum, out.rows = self.resid_sum + other.resid_sum, self.rows + other.rows
+        return out
+
+    def error(self, w: np.ndarray) -> float:
+        """Relative squared error ``||P w - Y||^2 / ||Y||^2`` of weights ``w`` on these rows."""
+        err = float(np.einsum("ij,ik,kj->", w, self.g, w) - 2 * np.sum(w * self.h) + self.yy)
+        return max(err, 0.0) / max(self.yy, 1e-30)
+
+    @property
+    def before(self) -> float:
+        """Relative squared error of the current (un-refit) weights on these rows."""
+        return self.err_before / max(self.yy, 1e-30)
+
     def solve(
         self, ridge: float, intercept: bool, support: np.ndarray | None = None
     ) -> tuple[np.ndarray, float]:
@@ -146,15 +180,46 @@ def _conv_rows(
     return np.stack(cols, axis=-1).reshape(len(n), -1)
 
 
+RIDGES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # relative to mean(diag(P^T P)); chosen per layer
+MASKED_RIDGES = (1e-3, 1e-2, 1e-1)  # masked fits solve one system per output: fewer candidates
+HOLDOUT = 4  # every HOLDOUT-th calibration sample is held out
+
+
+def _budget_rows(total: int, d: int, max_rows: int, max_flops: float) -> int:
+    """Rows sampled for a fit with ``d`` columns: at most ``max_rows`` and ``max_flops / d^2``."""
+    return min(total, max_rows, max(2 * d, int(max_flops / max(d * d, 1))))
+
+
+def _holdout(sample_of_row: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask of held-out rows: every HOLDOUT-th sample, or a random quarter of the rows."""
+    if samples >= HOLDOUT:
+        return sample_of_row % HOLDOUT == HOLDOUT - 1
+    return rng.random(len(sample_of_row)) < 1.0 / HOLDOUT
+
+
+class _Split:
+    """Normal equations of the fit rows and of the held-out rows."""
+
+    def __init__(self, d: int, n_out: int) -> None:
+        self.fit, self.val = _Normal(d, n_out), _Normal(d, n_out)
+
+    def add(self, p: np.ndarray, y: np.ndarray, pred: np.ndarray, held: np.ndarray) -> None:
+        for acc, sel in ((self.fit, ~held), (self.val, held)):
+            if sel.any():
+                acc.add(p[sel], y[sel], pred[sel])
+
+
 def _fit_conv(
     node: ir.Node,
     x: np.ndarray,
     y: np.ndarray,
     mode: str,
-    ridge: float,
+    ridge: float | None,
     max_rows: int,
     rng: np.random.Generator,
     masked: bool = False,
+    max_flops: float = 4e10,
+    max_columns: int = 4096,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | str:
     w_value, b_value = node.inputs[1], node.inputs[2] if len(node.inputs) > 2 else None
     w = w_value.const_value.numpy()  # type: ignore[union-attr]
@@ -165,16 +230,19 @@ def _fit_conv(
     if auto_pad is not None and auto_pad.as_string() not in ("NOTSET", ""):
         return "auto_pad convolutions are not re-fitted"
     cout, cin, kh, kw = w.shape
+    d = cin * kh * kw
+    if mode != "bias" and d + 1 > max_columns:
+        return f"{d + 1} columns: too wide to re-fit within the cost bound (max {max_columns})"
     pt, pl, pb, pr = _attr_ints(node, "pads", [0, 0, 0, 0])
     xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     n_all, _, hout, wout = y.shape
     total = n_all * hout * wout
-    m = min(total, max_rows)
+    m = _budget_rows(total, d + 1, max_rows, max_flops)
     flat = np.sort(rng.choice(total, size=m, replace=False)) if m < total else np.arange(total)
     n_idx, rest = np.divmod(flat, hout * wout)
     h_idx, w_idx = np.divmod(rest, wout)
-    d = cin * kh * kw
-    acc = _Normal(d + 1, cout)
+    held = _holdout(n_idx, n_all, rng)
+    acc = _Split(d + 1, cout)
     w_flat = w.reshape(cout, d).astype(np.float64)
     b_cur = b.astype(np.float64) if b is not None else np.zeros(cout)
     for s in range(0, m, 4096):
@@ -182,31 +250,81 @@ def _fit_conv(
         p = _conv_rows(xp, node, (kh, kw), (n_idx[sel], h_idx[sel], w_idx[sel]))
         target = y[n_idx[sel], :, h_idx[sel], w_idx[sel]]
         pred = p @ w_flat.T + b_cur
-        acc.add(np.concatenate([p, np.ones((len(p), 1), p.dtype)], axis=1), target, pred)
-    w_new, b_new, info = _solve(acc, w_flat.T, b_cur, mode, ridge, masked)
+        acc.add(np.concatenate([p, np.ones((len(p), 1), p.dtype)], axis=1), target, pred, held[sel])
+    w_new, b_new, info = _solve(acc, w_flat.T, b_cur, mode, ridge, masked, max_flops=max_flops)
     return w_new.T.reshape(cout, cin, kh, kw), b_new, info
 
 
 def _solve(
-    acc: _Normal, w_cur: np.ndarray, b_cur: np.ndarray, mode: str, ridge: float, masked: bool = False
+    acc: _Split,
+    w_cur: np.ndarray,
+    b_cur: np.ndarray,
+    mode: str,
+    ridge: float | None,
+    masked: bool = False,
+    intercept: bool = True,
+    max_flops: float = 4e10,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    before = acc.err_before / max(acc.yy, 1e-30)
+    """Choose the ridge on held-out rows, refit on all rows; keep the current weights if no better.
+
+    ``w_cur`` is ``[D, n_out]`` (without the bias row); with ``intercept`` the fit has a bias row.
+    """
+    everything = acc.fit.merged(acc.val)
+    # Validation is only meaningful with rows on both sides; otherwise judge on all rows.
+    fit, val = (acc.fit, acc.val) if acc.fit.rows and acc.val.rows else (everything, everything)
+    info: dict[str, Any] = {"rows": everything.rows, "held_out_rows": acc.val.rows if fit is not val else 0}
+    before = val.before
     if mode == "bias":
-        delta = acc.resid_sum / max(acc.rows, 1)
-        after = (acc.err_before - acc.rows * float((delta**2).sum())) / max(acc.yy, 1e-30)
-        return (
-            w_cur,
-            b_cur + delta,
-            {"rows": acc.rows, "error_before": before, "error_after": max(after, 0.0)},
-        )
+        delta = fit.resid_sum / max(fit.rows, 1)
+        b_try = b_cur + delta
+        w_aug = np.concatenate([w_cur, b_try[None, :]], axis=0)
+        after = val.error(w_aug) if intercept else before
+        if after >= before:
+            return w_cur, b_cur, info | {"error_before": before, "error_after": before, "refit": False}
+        delta = everything.resid_sum / max(everything.rows, 1)
+        return w_cur, b_cur + delta, info | {"error_before": before, "error_after": after, "refit": True}
+    support = None
     if masked:
-        support = np.concatenate([w_cur != 0, np.ones((1, w_cur.shape[1]), bool)], axis=0)
-        sol, after = acc.solve(ridge, intercept=True, support=support)
+        support = w_cur != 0
+        if intercept:
+            support = np.concatenate([support, np.ones((1, w_cur.shape[1]), bool)], axis=0)
+    candidates = (ridge,) if ridge is not None else (MASKED_RIDGES if masked else RIDGES)
+    if support is not None:
+        # One system per output column: sum |S_o|^3 / 3 flops per ridge. Beyond the bound, solve
+        # the dense system once and zero the pruned weights (projected; validation still judges).
+        cost = float(np.sum(support.sum(axis=0).astype(np.float64) ** 3) / 3) * len(candidates)
+        if cost > max_flops:
+            info["projected"] = True
+            mask = support
+
+            def solve(acc: _Normal, lam: float) -> np.ndarray:
+                return acc.solve(lam, intercept=intercept)[0] * mask
+
+        else:
+
+            def solve(acc: _Normal, lam: float) -> np.ndarray:
+                return acc.solve(lam, intercept=intercept, support=support)[0]
+
     else:
-        sol, after = acc.solve(ridge, intercept=True)
-    if after > before:  # regularization cannot make the fit worse than what we had; keep the better
-        return w_cur, b_cur, {"rows": acc.rows, "error_before": before, "error_after": before}
-    return sol[:-1], sol[-1], {"rows": acc.rows, "error_before": before, "error_after": after}
+
+        def solve(acc: _Normal, lam: float) -> np.ndarray:
+            return acc.solve(lam, intercept=intercept)[0]
+
+    best: tuple[float, float] | None = None
+    for lam in candidates:
+        sol = solve(fit, lam)
+        err = val.error(sol)
+        if best is None or err < best[0]:
+            best = (err, lam)
+    assert best is not None
+    after, lam = best
+    if not after < before:  # the re-fit does not generalize: keep what we had
+        return w_cur, b_cur, info | {"error_before": before, "error_after": before, "refit": False}
+    sol = solve(everything, lam)
+    info |= {"error_before": before, "error_after": after, "ridge": lam, "refit": True}
+    if intercept:
+        return sol[:-1], sol[-1], info
+    return sol, b_cur, info
 
 
 def _fit_dense(
@@ -214,10 +332,12 @@ def _fit_dense(
     x: np.ndarray,
     y: np.ndarray,
     mode: str,
-    ridge: float,
+    ridge: float | None,
     max_rows: int,
     rng: np.random.Generator,
     masked: bool = False,
+    max_flops: float = 4e10,
+    max_columns: int = 4096,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | str:
     """Gemm / MatMul: the effective ``Y = X @ W + b`` view of the layer."""
     w = node.inputs[1].const_value.numpy().astype(np.float64)  # type: ignore[union-attr]
@@ -240,26 +360,24 @@ def _fit_dense(
         if mode == "bias":
             return "MatMul has no bias to correct"
         w_eff, b_cur = w, np.zeros(w.shape[1])
-    total = len(x2)
-    m = min(total, max_rows)
-    rows = np.sort(rng.choice(total, size=m, replace=False)) if m < total else np.arange(total)
     intercept = node.op_type == "Gemm"
-    acc = _Normal(w_eff.shape[0] + int(intercept), w_eff.shape[1])
+    d = w_eff.shape[0] + int(intercept)
+    if mode != "bias" and d > max_columns:
+        return f"{d} columns: too wide to re-fit within the cost bound (max {max_columns})"
+    total = len(x2)
+    m = _budget_rows(total, d, max_rows, max_flops)
+    rows = np.sort(rng.choice(total, size=m, replace=False)) if m < total else np.arange(total)
+    samples = len(x) if x.ndim else 1
+    held = _holdout(rows * samples // max(total, 1), samples, rng)
+    acc = _Split(d, w_eff.shape[1])
     for s in range(0, m, 4096):
         sel = rows[s : s + 4096]
         p, target = x2[sel], y2[sel]
         pred = p @ w_eff + b_cur
         if intercept:
             p = np.concatenate([p, np.ones((len(p), 1), p.dtype)], axis=1)
-        acc.add(p, target, pred)
-    if intercept:
-        w_new, b_new, info = _solve(acc, w_eff, b_cur, mode, ridge, masked)
-        return w_new, b_new, info
-    before = acc.err_before / max(acc.yy, 1e-30)
-    sol, after = acc.solve(ridge, intercept=False, support=(w_eff != 0) if masked else None)
-    if after > before:
-        sol, after = w_eff, before
-    return sol, b_cur, {"rows": acc.rows, "error_before": before, "error_after": after}
+        acc.add(p, target, pred, held[s : s + 4096])
+    return _solve(acc, w_eff, b_cur, mode, ridge, masked, intercept=intercept, max_flops=max_flops)
 
 
 def _name(value: ir.Value | None) -> str:
@@ -273,8 +391,6 @@ def _group(node: ir.Node) -> int:
 
 
 def _write(graph: ir.Graph, node: ir.Node, w: np.ndarray, b: np.ndarray) -> None:
-    from onnxsqueeze.passes.channels import set_const_input
-
     dtype = node.inputs[1].const_value.numpy().dtype  # type: ignore[union-attr]
     if node.op_type == "Conv":
         set_const_input(graph, node, 1, w.astype(dtype))
@@ -297,8 +413,10 @@ def refit(
     calibration: Mapping[str, np.ndarray],
     *,
     mode: str = "lsq",
-    ridge: float = 1e-3,
+    ridge: float | None = None,
     max_rows: int = 20000,
+    max_flops: float = 4e10,
+    max_columns: int = 4096,
     seed: int = 0,
     masked: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
@@ -311,11 +429,15 @@ def refit(
         layers: Conv (group 1), Gemm or MatMul nodes of ``model`` whose input lost channels.
         kept: kept channel indices per value name (for the layers' pruned outputs).
         calibration: model inputs, first axis = samples.
+        ridge: the relative ridge strength; None chooses it per layer from ``RIDGES`` on the
+            held-out rows (see the module docstring).
+        max_rows, max_flops, max_columns: the cost bounds of one layer (module docstring).
         masked: keep each layer's zero weights at zero (re-fit of a sparsity pattern).
 
     Returns:
-        One dict per layer: ``layer``, ``op``, ``rows``, ``error_before`` and ``error_after``
-        (relative squared error ``||Y' - Y||^2 / ||Y||^2`` on the sampled rows), or ``skipped``.
+        One dict per layer: ``layer``, ``op``, ``rows``, ``held_out_rows``, ``error_before`` and
+        ``error_after`` (relative squared error ``||Y' - Y||^2 / ||Y||^2`` on the held-out rows),
+        ``ridge`` and ``refit`` (False: the un-refit weights were kept), or ``skipped``.
     """
     rng = np.random.default_rng(seed)
     deps = _ancestors(model.graph, layers)
@@ -339,13 +461,14 @@ def refit(
                 result: Any = f"{node.op_type} with groups is not re-fitted"
             else:
                 fit = _fit_conv if node.op_type == "Conv" else _fit_dense
-                result = fit(node, x, y, mode, ridge, max_rows, rng, masked)
+                result = fit(node, x, y, mode, ridge, max_rows, rng, masked, max_flops, max_columns)
             entry: dict[str, Any] = {"layer": node.name, "op": node.op_type, "mode": mode}
             if isinstance(result, str):
                 entry["skipped"] = result
             else:
                 w, b, info = result
-                _write(model.graph, node, w, b)
+                if info.get("refit", True):
+                    _write(model.graph, node, w, b)
                 entry.update(info)
             report.append(entry)
             done.add(node)

@@ -23,6 +23,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxsqueeze.errors import InputError
+from onnxsqueeze.passes._ir import lift_constant_weights
 from onnxsqueeze.passes.base import SqueezePass
 
 TARGET_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -75,7 +76,9 @@ class PruneWeightsPass(SqueezePass):
             with the sparsity pattern fixed (bias included), layer by layer, so that the layer's
             output matches the original model's (see :mod:`onnxsqueeze.passes.reconstruct`).
         reconstruction: ``lsq`` or ``none`` (ignored without calibration).
-        ridge: relative Tikhonov regularization of the fit.
+        ridge: relative Tikhonov regularization of the fit; None chooses it per layer on
+            held-out calibration samples (and keeps a layer's weights when the re-fit does not
+            help there).
         max_rows: rows (output positions) sampled per layer for the fit.
 
     Requires: weights are float initializers. Ensures: shapes and structure unchanged.
@@ -88,7 +91,7 @@ class PruneWeightsPass(SqueezePass):
     op_types: tuple[str, ...] = TARGET_OPS
     calibration: Mapping[str, np.ndarray] | None = dataclasses.field(default=None, repr=False, compare=False)
     reconstruction: Literal["lsq", "none"] = "lsq"
-    ridge: float = 1e-3
+    ridge: float | None = None
     max_rows: int = 20000
     on_progress: Callable[[int, int], None] | None = dataclasses.field(
         default=None, repr=False, compare=False
@@ -108,6 +111,7 @@ class PruneWeightsPass(SqueezePass):
             raise InputError(f"unknown scope '{self.scope}'; use layer or global")
 
     def call(self, model: ir.Model) -> PruneWeightsResult:
+        lift_constant_weights(model)  # weights stored as Constant nodes (paddle2onnx)
         targets = prunable_weights(model, self.op_types)
         skipped: set[int] = set()
         if self.skip_first_last and targets:

@@ -39,9 +39,30 @@ from onnxsqueeze.evaluate import Budget
 from onnxsqueeze.search.knobs import KNOBS, Knob, Settings, describe_settings
 
 OBJECTIVES = ("latency", "size", "macs", "cost")
+# Measured objectives: timing noise makes two values within a few percent a tie.
+NOISY = ("latency", "cost")
 # A latency (or cost) step must gain more than this to count: interleaved A/B timing on a shared
 # machine still wobbles by a percent or two.
 LATENCY_MIN_GAIN = 0.03
+
+
+def parse_objectives(objective: str | Sequence[str]) -> tuple[str, ...]:
+    """A priority list of objectives from ``"latency,size"`` (or a sequence of names).
+
+    Raises:
+        InputError: an unknown or repeated name, or an empty list.
+    """
+    names = [o.strip() for o in objective.split(",")] if isinstance(objective, str) else list(objective)
+    names = [o for o in names if o]
+    unknown = [o for o in names if o not in OBJECTIVES]
+    if unknown or not names:
+        what = f"unknown objective '{','.join(unknown)}'" if unknown else "no objective given"
+        raise InputError(
+            f"{what}; choose one or more (comma-separated, by priority) of {', '.join(OBJECTIVES)}"
+        )
+    if len(set(names)) < len(names):
+        raise InputError(f"objective '{','.join(names)}' names one objective twice")
+    return tuple(names)
 
 
 # ---------------------------------------------------------------------------------------- points
@@ -60,7 +81,11 @@ class Point:
     latency_ratio: float | None = None  # median vs the original's, timed interleaved
     cost: float | None = None  # USD per million inferences
     error: str | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the whole measurement (the sum of the three below and more)
+    build_s: float | None = None  # running the passes
+    score_s: float | None = None  # evaluating the metric
+    time_s: float | None = None  # timing the latency (None: not timed, e.g. over budget)
+    samples: int | None = None  # scored on this many samples only (stopped early); None: all of them
     cached: bool = False
     drop: float | None = None
     fits: bool = False
@@ -80,38 +105,58 @@ class Point:
 class SearchResult:
     baseline: Point
     points: list[Point]
-    best: Point | None
-    objective: str
+    best: Point | None  # None: nothing within budget beats the baseline on the objectives
+    objective: str  # the first of ``objectives``
     budget: Budget
     chosen: dict[str, Any]  # knob -> setting of the best point
     singles: dict[str, Point | None]  # knob -> its best single point within budget (None: none fits)
     rejected: list[tuple[str, str]]  # (what, why) in order
     skipped: dict[str, str]  # knob -> why not offered
     truncated: str | None = None  # why the search stopped early
+    objectives: tuple[str, ...] = ()  # the priority list (ties on one are broken by the next)
 
     def pareto(self, higher_is_better: bool = True) -> list[Point]:
         return pareto_front(self.points, self.objective, higher_is_better)
 
+    def improvements(self, higher_is_better: bool = True) -> list[Point]:
+        """The points within budget on the Pareto front of (metric, latency, size, MACs), the
+        baseline left out: every trade-off found that improves on the baseline somewhere."""
+        fitting = [p for p in self.points if p.fits or p is self.baseline]
+        front = pareto_front(fitting, ("size", "latency", "macs"), higher_is_better)
+        return [p for p in front if p is not self.baseline and p.settings]
 
-def pareto_front(points: Sequence[Point], objective: str, higher_is_better: bool = True) -> list[Point]:
-    """Points not dominated in (metric, objective cost), sorted by cost."""
+
+def pareto_front(
+    points: Sequence[Point], objective: str | Sequence[str], higher_is_better: bool = True
+) -> list[Point]:
+    """Points not dominated in (metric, each objective), sorted by the first objective.
+
+    A point partially scored (stopped early, ``samples`` set) has no full metric: it is left out,
+    as are points with an error or an unmeasured objective.
+    """
+    objs = (objective,) if isinstance(objective, str) else tuple(objective)
     valid = [
-        p for p in points if p.error is None and p.metric is not None and math.isfinite(p.value(objective))
+        p
+        for p in points
+        if p.error is None
+        and p.metric is not None
+        and p.samples is None
+        and all(math.isfinite(p.value(o)) for o in objs)
     ]
     sign = 1.0 if higher_is_better else -1.0
+
+    def key(p: Point) -> tuple[float, ...]:
+        return (-sign * p.metric, *(p.value(o) for o in objs))  # type: ignore[operator]
+
     front: list[Point] = []
     for p in valid:
-        pm, pc = sign * p.metric, p.value(objective)  # type: ignore[operator]
+        kp = key(p)
         dominated = any(
-            (sign * q.metric >= pm and q.value(objective) <= pc)  # type: ignore[operator]
-            and (sign * q.metric > pm or q.value(objective) < pc)  # type: ignore[operator]
-            for q in valid
+            all(a <= b for a, b in zip(kq, kp, strict=True)) and kq != kp for kq in (key(q) for q in valid)
         )
-        if not dominated and not any(
-            f.settings == p.settings or (f.metric == p.metric and f.value(objective) == pc) for f in front
-        ):
+        if not dominated and not any(f.settings == p.settings or key(f) == kp for f in front):
             front.append(p)
-    return sorted(front, key=lambda p: (p.value(objective), -sign * p.metric))  # type: ignore[operator]
+    return sorted(front, key=lambda p: (*key(p)[1:], key(p)[0]))
 
 
 # ---------------------------------------------------------------------------------------- search
@@ -126,12 +171,13 @@ def search(
     evaluate: Callable[[Settings], Point],
     fits: Callable[[Point], bool],
     *,
-    objective: str,
+    objective: str | Sequence[str],
     budget: Budget,
     deadline: float | None = None,
     on_point: Callable[[Point], None] | None = None,
     skipped: Mapping[str, str] | None = None,
     min_gain: float = 0.0,
+    noise: Mapping[str, float] | None = None,
     parallel: int = 1,
 ) -> SearchResult:
     """Run the search (see the module docstring) over ``knobs``.
@@ -140,13 +186,18 @@ def search(
         knobs: the offered knobs.
         evaluate: settings -> a measured Point (``metric`` and costs, or ``error``); may read a cache.
         fits: whether a point is within budget (its ``drop`` already set by ``evaluate``).
-        objective: which cost to minimize.
+        objective: which cost to minimize, or a priority list (``"latency,size"``): two points
+            that tie on the first objective (within its noise) are ranked by the next. The file
+            size is always the last tie-breaker (exact, always measured); it counts as an
+            improvement only when named.
         budget: recorded in the result.
         deadline: ``time.monotonic()`` after which no new point is started.
         on_point: called with every point as it is measured.
         skipped: knobs not offered and why (for the report).
-        min_gain: a step must lower the cost by more than this fraction to count (measured
-            latency is noisy; sizes and MACs are exact).
+        min_gain: a step must lower the first objective by more than this fraction to count
+            (measured latency is noisy; sizes and MACs are exact).
+        noise: per objective, the fraction within which two values are a tie (default: 0, the
+            first objective ``min_gain``).
         parallel: bisect up to this many knobs at once (``evaluate`` is then called from
             several threads and must be thread-safe; an executor behind it runs the candidates
             in parallel). Each knob's bisection depends on its own points only, and its points
@@ -154,6 +205,11 @@ def search(
             is the same as the serial run's; the greedy combination stays sequential (each step
             depends on the one before).
     """
+    wanted = parse_objectives(objective)
+    primary = wanted[0]
+    ranking = wanted if "size" in wanted else (*wanted, "size")
+    tolerance = {o: float((noise or {}).get(o, 0.0)) for o in ranking}
+    tolerance[primary] = max(tolerance[primary], min_gain)
     points: list[Point] = []
     seen: dict[str, Point] = {}
     rejected: list[tuple[str, str]] = []
@@ -181,24 +237,24 @@ def search(
         return p
 
     def cost(p: Point) -> float:
-        return p.value(objective)
+        return p.value(primary)
 
-    def cheaper(p: Point, than: Point) -> bool:
-        """Lower cost by more than ``min_gain`` (a fraction), so timing noise is not a gain."""
-        return cost(p) < cost(than) * (1.0 - min_gain)
+    def compare(p: Point, than: Point, objectives: Sequence[str] = ranking) -> int:
+        """-1 when ``p`` is better, 1 when worse, 0 when they tie on every objective.
 
-    def tie_smaller(p: Point, than: Point) -> bool:
-        """A noisy cost within ``min_gain`` of ``than`` (a tie) with a file smaller by > 10%.
-
-        Measured latency cannot rank two candidates closer than its noise; the exact file size
-        breaks the tie, so a step that shrinks the model without slowing it is still taken.
+        Objectives are compared in priority order; values within an objective's noise (a
+        fraction, :data:`LATENCY_MIN_GAIN` for a timed one) are a tie, decided by the next.
         """
-        if not min_gain or p.size is None or than.size is None:
-            return False
-        return cost(p) <= cost(than) * (1.0 + min_gain) and p.size < 0.9 * than.size
+        for o in objectives:
+            a, b, t = p.value(o), than.value(o), tolerance[o]
+            if a < b * (1.0 - t):
+                return -1
+            if a > b * (1.0 + t):
+                return 1
+        return 0
 
     def better(p: Point, than: Point) -> bool:
-        return cheaper(p, than) or tie_smaller(p, than)
+        return compare(p, than) < 0
 
     def efficiency(p: Point) -> float:
         """Cost gain per point of drop: ``log(cost_base / cost_p) / (max(drop, 0) + eps)``.
@@ -215,8 +271,8 @@ def search(
             return p.error
         if not p.fits:
             return f"over budget (drop {p.drop:.3g} > {budget.max_drop:g})"
-        return f"no gain ({objective} {format_value(cost(p))} vs {format_value(cost(reference))}" + (
-            f", {min_gain:.0%} needed)" if min_gain else ")"
+        return f"no gain ({primary} {format_value(cost(p))} vs {format_value(cost(reference))}" + (
+            f", {tolerance[primary]:.0%} needed)" if tolerance[primary] else ")"
         )
 
     truncated = None
@@ -247,11 +303,11 @@ def search(
         else:
             for s in knob.settings:
                 p = ev({knob.name: s}, "single", sink)
-                if p.fits and (best is None or cost(p) < cost(best)):
+                if p.fits and (best is None or better(p, best)):
                     best = p
                 elif not p.fits:
                     refused.append((describe_settings(p.settings, knobs), why_not(p, baseline)))
-        if best is not None and not cheaper(best, baseline):
+        if best is not None and not better(best, baseline):
             refused.append((describe_settings(best.settings, knobs), why_not(best, baseline)))
             best = None
         return best
@@ -320,25 +376,30 @@ def search(
     except _OutOfTime:
         truncated = "time budget reached"
 
-    within = [p for p in points if p.fits and p.error is None]
-    best_point: Point | None = min(within, key=lambda p: (cost(p), p.drop if p.drop is not None else 0.0))
-    if best_point is not None and min_gain:
-        # Points within the timing noise of the fastest are ties: the smallest file wins.
-        ties = [p for p in within if cost(p) <= cost(best_point) * (1.0 + min_gain)]
-        best_point = min(ties, key=lambda p: (p.size if p.size is not None else math.inf, cost(p)))
-    if best_point is baseline or (best_point is not None and not cheaper(best_point, baseline)):
-        best_point = None
+    # The best: among the points within budget that beat the baseline on the requested
+    # objectives, the first objective's minimum; those within its noise are ranked by the next.
+    improved = [p for p in points if p.fits and p.error is None and compare(p, baseline, wanted) < 0]
+    for o in ranking:
+        if improved:
+            floor = min(p.value(o) for p in improved)
+            improved = [p for p in improved if p.value(o) <= floor * (1.0 + tolerance[o])]
+    best_point: Point | None = min(
+        improved,
+        key=lambda p: (*(p.value(o) for o in ranking), p.drop if p.drop is not None else 0.0),
+        default=None,
+    )
     return SearchResult(
         baseline=baseline,
         points=points,
         best=best_point,
-        objective=objective,
+        objective=primary,
         budget=budget,
         chosen=dict(best_point.settings) if best_point else {},
         singles=singles,
         rejected=rejected,
         skipped=dict(skipped or {}),
         truncated=truncated,
+        objectives=wanted,
     )
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxsqueeze import io as sio
-from onnxsqueeze.errors import BudgetNotMetError, InputError, SqueezeError
+from onnxsqueeze.errors import BudgetNotMetError, InputError, ObjectiveNotImprovedError, SqueezeError
 from onnxsqueeze.evaluate import Budget
 from onnxsqueeze.search.algorithm import Point
 from onnxsqueeze.search.executor import Executor
@@ -117,7 +117,7 @@ class FleetRow:
 
     name: str
     model: str
-    status: str  # ok | nothing fits | error
+    status: str  # ok | not improved | nothing fits | error
     message: str = ""
     metric: str | None = None
     baseline: float | None = None
@@ -197,6 +197,8 @@ def squeeze_fleet(
                     model_name=name,
                     elapsed_s=row.seconds,
                 )
+            except ObjectiveNotImprovedError as e:  # the Pareto models are written all the same
+                row.status, row.message = "not improved", str(e)
             except BudgetNotMetError as e:
                 row.status, row.message = "nothing fits", str(e)
         except SqueezeError as e:

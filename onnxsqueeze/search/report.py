@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxsqueeze import io as sio
-from onnxsqueeze.search.algorithm import Point, SearchResult, format_value
+from onnxsqueeze.search.algorithm import LATENCY_MIN_GAIN, Point, SearchResult, format_value
 from onnxsqueeze.search.knobs import describe_settings
 from onnxsqueeze.units import human_bytes
 
@@ -40,6 +40,40 @@ def nothing_fits_message(squeezer: Squeezer, result: SearchResult) -> str:
     )
 
 
+# What a ratio must beat to count as a gain in the report (timing noise; sizes and MACs are exact).
+_NOISE = {"latency": LATENCY_MIN_GAIN, "size": 0.0, "macs": 0.0}
+
+
+def improvement(baseline: Point, p: Point) -> dict[str, Any]:
+    """How ``p`` compares with the baseline: its drop, ratios (candidate / baseline) of size,
+    latency and MACs, and in words what improved (a latency within the timing noise does not)."""
+    doc: dict[str, Any] = {"drop": p.drop}
+    words = []
+    for o, v, b in (
+        ("size", p.size, baseline.size),
+        ("latency", p.latency_ms, baseline.latency_ms),
+        ("macs", p.macs, baseline.macs),
+    ):
+        r = float(v) / float(b) if v is not None and b else None
+        doc[f"{o}_ratio"] = r
+        if r is not None and r < 1.0 - _NOISE[o]:
+            words.append(f"{o} {r:.2f}x ({1 - r:.0%} less)")
+    doc["improved"] = words
+    return doc
+
+
+def not_improved_message(
+    result: SearchResult, alternatives: Sequence[Mapping[str, Any]], folder: Path
+) -> str:
+    goal = ",".join(result.objectives or (result.objective,))
+    first = alternatives[0]
+    gains = ", ".join(first["improved"]) or "no measurable gain"
+    return (
+        f"no candidate within budget beats the original on {goal}; {len(alternatives)} Pareto-front "
+        f"model(s) within budget written to {folder} (e.g. {first['label']}: {gains}; see report.md)"
+    )
+
+
 def results_dict(
     squeezer: Squeezer, result: SearchResult, *, elapsed_s: float | None = None
 ) -> dict[str, Any]:
@@ -57,10 +91,15 @@ def results_dict(
         "metric": ev.metric.name,
         "higher_is_better": higher,
         "objective": result.objective,
+        "objectives": list(result.objectives or (result.objective,)),
         "provider": squeezer.options.provider,
         "price": {"usd_per_hour": squeezer.price, "source": squeezer.price_source},
         "budget": {"max_drop": result.budget.max_drop, "relative": result.budget.relative},
         "elapsed_s": elapsed_s,
+        # Wall seconds per phase of this run (load, plan, baseline, single, combine, distill,
+        # outputs); candidates read from the cache cost (almost) nothing here.
+        "timings": dict(squeezer.timings),
+        "stopped_early": sum(1 for p in result.points if p.samples is not None),
         "evaluations": squeezer.evaluations,
         "cache_hits": squeezer.cache_hits,
         "executor": squeezer.executor.describe(),
@@ -82,7 +121,9 @@ def results_dict(
 
 def _cell(p: Point, objective: str) -> list[str]:
     return [
-        f"{p.metric:.4g}" if p.metric is not None else "-",
+        (f"{p.metric:.4g}" + (f" (on {p.samples})" if p.samples is not None else ""))
+        if p.metric is not None
+        else "-",
         f"{p.drop:+.3g}" if p.drop is not None else "-",
         human_bytes(p.size),
         f"{p.macs / 1e6:.3g} M" if p.macs is not None else "-",
@@ -101,7 +142,7 @@ def latency_method(squeezer: Squeezer) -> str:
     """How the search timed candidates (for the report: parallel runs must say it)."""
     threads = squeezer.options.latency_threads
     return (
-        "batch 1, each candidate timed interleaved A/B against the original "
+        "batch 1, each candidate within budget timed interleaved A/B against the original "
         f"({threads or 'default'} intra-op thread{'s' if threads != 1 else ''}, median ratio x the "
         "original's median), one candidate at a time per machine (timing slot), while other "
         "candidates may be scored in parallel"
@@ -120,7 +161,8 @@ def render_report(squeezer: Squeezer, result: SearchResult, results: Mapping[str
         "",
         f"- data: `{ev.dataset.source}` ({len(ev.dataset)} samples), metric **{m.name}**"
         f"{' (higher is better)' if m.higher_is_better else ' (lower is better)'}",
-        f"- budget: {result.budget.describe(m)}; objective: **{obj}**; provider: {squeezer.options.provider}",
+        f"- budget: {result.budget.describe(m)}; objective: **{','.join(result.objectives or (obj,))}**"
+        f"; provider: {squeezer.options.provider}",
         f"- evaluations: {squeezer.evaluations} measured, {squeezer.cache_hits} from cache"
         + (f"; {results['elapsed_s']:.1f} s" if results.get("elapsed_s") is not None else "")
         + f"; candidates measured {squeezer.executor.describe()}",
@@ -145,6 +187,34 @@ def render_report(squeezer: Squeezer, result: SearchResult, results: Mapping[str
             f"{_ratio(base.latency_ms, b.latency_ms)}, MACs {_ratio(base.macs, b.macs)}.",
             "",
             *_verify_lines(results.get("best", {}).get("verify")),
+        ]
+    elif results.get("not_improved"):
+        goal = ",".join(result.objectives or (obj,))
+        lines += [
+            "## The objective was not improved",
+            "",
+            f"No candidate within budget beats the baseline on **{goal}**; these Pareto-front "
+            "models within budget (non-dominated in metric, size, latency and MACs) are written "
+            "under `pareto/` with their recipes. Ratios are candidate / baseline (same run); a "
+            f"latency within {LATENCY_MIN_GAIN:.0%} of the baseline is timing noise.",
+            "",
+            _table(
+                ["file", "candidate", "drop", "size", "latency", "MACs", "improved"],
+                [
+                    [
+                        f"`{a['model']}`",
+                        a["label"],
+                        f"{a['drop']:+.3g}" if a.get("drop") is not None else "-",
+                        *(
+                            f"{a[k]:.2f}x" if a.get(k) is not None else "-"
+                            for k in ("size_ratio", "latency_ratio", "macs_ratio")
+                        ),
+                        ", ".join(a["improved"]) or "-",
+                    ]
+                    for a in results["not_improved"]
+                ],
+            ),
+            "",
         ]
     else:
         lines += ["## Nothing fits the budget", "", nothing_fits_message(squeezer, result), ""]
@@ -224,12 +294,23 @@ def render_report(squeezer: Squeezer, result: SearchResult, results: Mapping[str
         lines += [f"- {a}: {b}" for a, b in result.rejected]
     else:
         lines.append("- nothing")
+    timings = results.get("timings") or {}
     lines += [
+        "",
+        "## Where the time went",
+        "",
+        "Wall seconds of this run per phase (a candidate read from the cache costs almost nothing); "
+        "per candidate below: building (passes), scoring, timing. A candidate is scored on a "
+        f"quarter, then half of the samples first and stops as soon as it cannot fit even if every "
+        f"other sample scored best ({results.get('stopped_early', 0)} stopped early); only "
+        "candidates within budget are timed.",
+        "",
+        _table(["phase", "seconds"], [[k, f"{v:.1f}"] for k, v in timings.items()]),
         "",
         "## Every evaluated point",
         "",
         _table(
-            ["#", "phase", "candidate", *cols, "fits", "cached", "note"],
+            ["#", "phase", "candidate", *cols, "fits", "build s", "score s", "time s", "cached", "note"],
             [
                 [
                     str(i),
@@ -237,6 +318,7 @@ def render_report(squeezer: Squeezer, result: SearchResult, results: Mapping[str
                     describe_settings(p.settings, knobs),
                     *_cell(p, obj),
                     "yes" if p.fits else "no",
+                    *(f"{v:.2f}" if v is not None else "-" for v in (p.build_s, p.score_s, p.time_s)),
                     "yes" if p.cached else "",
                     (p.error or p.note or "")[:120],
                 ]
@@ -244,8 +326,8 @@ def render_report(squeezer: Squeezer, result: SearchResult, results: Mapping[str
             ],
         ),
         "",
-        "Latency: median of a fixed timing loop at batch 1 (optimized onnxruntime session); "
-        f"cost: {squeezer.price_source}.",
+        "Latency: median of interleaved A/B timing against the original at batch 1 (optimized "
+        f"onnxruntime session, onnxsqueeze.bench.timing); cost: {squeezer.price_source}.",
         "",
     ]
     return "\n".join(lines)

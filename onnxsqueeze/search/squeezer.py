@@ -1,5 +1,17 @@
 """The Squeezer: real candidates (built, scored, timed, cached) for the search, and ``squeeze``.
 
+A candidate costs a build (the passes, on the base model normalized once per base), a score and
+a timing, so the Squeezer spends as little as it can on each:
+
+- **Successive halving**: the candidate is scored on a seeded quarter of the evaluation samples,
+  then half, then all, and stops as soon as it cannot fit the budget even if every unseen sample
+  scored its best (:func:`can_still_fit`, a worst-case bound: a candidate that fits on the full
+  set is never stopped). A stopped point keeps its partial metric (``samples``) and is over budget.
+- **Timing only within budget**: latency is measured (interleaved with the original's session,
+  created once) only for a candidate that fits; the others have no latency.
+- Every point records ``build_s``, ``score_s`` and ``time_s``; :attr:`Squeezer.timings` holds
+  the seconds per phase (load, plan, baseline, single, combine, distill, outputs).
+
 Every evaluation is cached on disk under a key of (model hash, data hash, metric, provider,
 candidate steps, tool version); a result file is written atomically as soon as it is measured,
 so an interrupted run (Ctrl-C, time budget) resumes where it stopped and a repeated run is
@@ -31,19 +43,44 @@ import numpy as np
 import onnx
 
 from onnxsqueeze import io as sio
-from onnxsqueeze.errors import BudgetNotMetError, InputError, SqueezeError
+from onnxsqueeze.errors import BudgetNotMetError, InputError, ObjectiveNotImprovedError, SqueezeError
 from onnxsqueeze.evaluate import Budget, Dataset, Evaluator, Preprocess
 from onnxsqueeze.recipe import CalibrationSource, Recipe, Step
-from onnxsqueeze.search.algorithm import LATENCY_MIN_GAIN, OBJECTIVES, Point, SearchResult, search
+from onnxsqueeze.search.algorithm import (
+    LATENCY_MIN_GAIN,
+    NOISY,
+    Point,
+    SearchResult,
+    parse_objectives,
+    search,
+)
 from onnxsqueeze.search.executor import Executor, WorkerSpec, timing_slot
-from onnxsqueeze.search.knobs import KNOBS, Knob, PlanContext, Settings, available_knobs, base_of, steps_of
-from onnxsqueeze.search.report import nothing_fits_message, plot_pareto, render_report, results_dict
+from onnxsqueeze.search.knobs import (
+    CLEANUP,
+    KNOBS,
+    Knob,
+    PlanContext,
+    Settings,
+    available_knobs,
+    base_of,
+    describe_settings,
+    steps_of,
+)
+from onnxsqueeze.search.report import (
+    improvement,
+    not_improved_message,
+    nothing_fits_message,
+    plot_pareto,
+    render_report,
+    results_dict,
+)
 
 # The instance a cost is priced on when none is given (onnxsqueeze.bench.cost's table): a 2-vCPU
 # CPU machine, a T4 for CUDA. At a fixed price the cost objective ranks candidates like latency;
 # it is reported in dollars per million inferences at batch 1.
 DEFAULT_INSTANCE = {"cpu": "aws/c7i.large", "cuda": "aws/g4dn.xlarge", "tensorrt": "aws/g4dn.xlarge"}
-CACHE_FORMAT = 1
+# 2: partial (stopped-early) evaluations, latency only within budget, cheaper channel plans.
+CACHE_FORMAT = 2
 
 
 # ------------------------------------------------------------------------------- measurement
@@ -62,18 +99,11 @@ def measure_latency(
     """Median batch latency in ms (optimized session): runs until both ``min_iterations`` and
     ``min_seconds`` are met, after ``warmup`` (:func:`onnxsqueeze.bench.timing.interleaved`)."""
     from onnxsqueeze import runtime
-    from onnxsqueeze.bench.timing import interleaved
 
     sess = runtime.session(model, provider=provider, optimize=True, threads=threads)
-    fa = dict(feeds)
-    (timing,) = interleaved(
-        [lambda: sess.run(None, fa)],
-        warmup=warmup,
-        burst=1,
-        min_runs=min_iterations,
-        min_seconds=min_seconds,
-    )
-    return timing.median_ms
+    return _time_sessions(
+        sess, feeds, None, None, min_seconds=min_seconds, min_iterations=min_iterations, warmup=warmup
+    )[0]
 
 
 def compare_latency(
@@ -103,13 +133,43 @@ def compare_latency(
     with the default pool and 0.998-1.002 with one thread (digits CNN, six runs each).
     """
     from onnxsqueeze import runtime
-    from onnxsqueeze.bench.timing import interleaved
 
     sa = runtime.session(reference, provider=provider, optimize=True, threads=threads)
     sb = runtime.session(candidate, provider=provider, optimize=True, threads=threads)
-    fa, fb = dict(reference_feeds), dict(candidate_feeds)
+    return _time_sessions(
+        sa, reference_feeds, sb, candidate_feeds, min_seconds=min_seconds, min_iterations=min_iterations,
+        burst=burst, warmup=warmup,
+    )  # fmt: skip
+
+
+def _time_sessions(
+    ref: Any,
+    ref_feeds: Mapping[str, np.ndarray],
+    sess: Any | None,
+    feeds: Mapping[str, np.ndarray] | None,
+    *,
+    min_seconds: float,
+    min_iterations: int = 30,
+    burst: int = 5,
+    warmup: int = 5,
+) -> tuple[float, float]:
+    """(median ms, ratio to the reference) of ``sess`` timed interleaved with ``ref`` (see
+    :func:`compare_latency`); of ``ref`` alone (ratio 1) when ``sess`` is None."""
+    from onnxsqueeze.bench.timing import interleaved
+
+    fa = dict(ref_feeds)
+    if sess is None:
+        (t,) = interleaved(
+            [lambda: ref.run(None, fa)],
+            warmup=warmup,
+            burst=1,
+            min_runs=min_iterations,
+            min_seconds=min_seconds,
+        )
+        return t.median_ms, 1.0
+    fb = dict(feeds or {})
     ta, tb = interleaved(
-        [lambda: sa.run(None, fa), lambda: sb.run(None, fb)],
+        [lambda: ref.run(None, fa), lambda: sess.run(None, fb)],
         warmup=warmup,
         burst=burst,
         min_runs=min_iterations,
@@ -119,13 +179,53 @@ def compare_latency(
     return tb.median_ms, tb.median_ms / ta.median_ms
 
 
+# The range of one sample's contribution to each metric (a metric is the mean over samples):
+# what the unseen samples could at best add when a candidate is scored on a subset.
+SAMPLE_RANGE: dict[str, tuple[float, float]] = {
+    "accuracy": (0.0, 100.0),
+    "agreement": (0.0, 100.0),
+    "iou": (0.0, 100.0),
+    "cosine": (-100.0, 100.0),
+    "mae": (0.0, float("inf")),
+}
+# The smallest subset worth scoring before the whole set (fewer samples prune almost nothing).
+MIN_RUNG = 32
+
+
+def can_still_fit(
+    value: float,
+    n: int,
+    total: int,
+    *,
+    baseline: float,
+    budget: Budget,
+    best_per_sample: float,
+    higher_is_better: bool = True,
+    scale: float = 1.0,
+) -> bool:
+    """Whether a candidate scoring ``value`` on ``n`` of ``total`` samples may fit on all of them.
+
+    Successive halving's stopping rule. The metric is a mean over samples, so on all of them it
+    is at best ``(n * value + (total - n) * best_per_sample) / total`` (every unseen sample at its
+    best). The candidate is dropped only when even that misses the budget: a worst-case margin,
+    not a confidence interval, so a candidate that fits on the full set is never dropped, whatever
+    the data and however the subset was drawn (the subset only decides how soon a hopeless one
+    stops).
+    """
+    best = value if n >= total else (n * value + (total - n) * best_per_sample) / total
+    drop = budget.drop(baseline, best, higher_is_better=higher_is_better, scale=scale)
+    return drop <= budget.max_drop + 1e-9
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SqueezeOptions:
     """What ``squeeze`` optimizes and how.
 
     Attributes:
         budget: the accuracy budget.
-        objective: latency, size, macs or cost.
+        objective: latency, size, macs or cost, or a comma-separated priority list
+            (``"latency,size"``): ties on the first (within the timing noise for latency and
+            cost) are broken by the next.
         provider: execution provider for evaluation and latency.
         time_budget_s: stop starting new evaluations after this many seconds.
         techniques: restrict to these knob names (None: all offered).
@@ -185,10 +285,7 @@ class Squeezer:
         train: Dataset | None = None,
         model_path: str | Path | None = None,
     ) -> None:
-        if options.objective not in OBJECTIVES:
-            raise InputError(
-                f"unknown objective '{options.objective}'; choose one of {', '.join(OBJECTIVES)}"
-            )
+        parse_objectives(options.objective)  # InputError early, before any work
         self.model = model
         self.evaluator = evaluator
         self.calibration = calibration
@@ -216,6 +313,15 @@ class Squeezer:
                 if k.name not in options.techniques:
                     skipped[k.name] = "not requested (--techniques)"
             offered = [k for k in offered if k.name in options.techniques]
+        else:
+            wanted = set(parse_objectives(options.objective))
+            for k in [k for k in offered if not wanted & set(k.improves)]:
+                skipped[k.name] = (
+                    f"cannot lower {options.objective} "
+                    f"({'no measured objective' if not k.improves else ', '.join(k.improves) + ' only'}; "
+                    "name it in --techniques to try it anyway)"
+                )
+                offered.remove(k)
         if calibration is None:
             for k in list(offered):
                 keep = tuple(s for s in k.settings if not k.step_of(s).calibration)
@@ -242,6 +348,12 @@ class Squeezer:
         self._baseline_metric: float | None = None
         self._baseline_latency: float | None = None
         self._scale = 1.0
+        self._clean: dict[str, tuple[onnx.ModelProto, bool]] = {}  # base sha -> normalized model
+        self._reference_session: tuple[Any, dict[str, np.ndarray]] | None = None
+        # Successive halving scores subsets in this seeded order (a class-sorted dataset would
+        # otherwise give a first rung of one class).
+        self._order = np.random.default_rng(0).permutation(len(evaluator.dataset))
+        self.timings: dict[str, float] = {}  # phase -> seconds in this run (see results_dict)
         self._context = self._context_key()
         self._lock = threading.Lock()
         self._student_locks: dict[str, threading.Lock] = {}
@@ -324,7 +436,9 @@ class Squeezer:
             known = self._known_student(spec)
             if known is not None:
                 return known
+            t0 = time.perf_counter()
             model, info = self._distill(spec)
+            self.timings["distill"] = self.timings.get("distill", 0.0) + time.perf_counter() - t0
             self.adopt_student(spec, model.SerializeToString(deterministic=True), info)
         return self._student_models[spec]
 
@@ -466,75 +580,161 @@ class Squeezer:
             base = BaseModel(base_path or f"{spec}.onnx", self.student(spec)[1], "distill", spec)
         return Recipe(steps, self.model_sha256, self.calibration_source if needs else None, base)
 
-    def _measure(self, settings: Settings) -> dict[str, Any]:
+    # ------------------------------------------------------------------ measuring
+    def _normalized(self, base: onnx.ModelProto, base_sha: str) -> tuple[onnx.ModelProto, bool]:
+        """``base`` after the cleanup every candidate starts with, computed once per base model."""
+        if base_sha not in self._clean:
+            from onnx_ir.serde import deserialize_model, serialize_model
+
+            from onnxsqueeze.recipe import make_passes
+
+            work = deserialize_model(base)
+            (cleanup,) = make_passes([CLEANUP], None)
+            modified = bool(cleanup(work).modified)
+            self._clean[base_sha] = (serialize_model(work), modified)
+        return self._clean[base_sha]
+
+    def _build_measured(self, settings: Settings) -> tuple[onnx.ModelProto, list[str]]:
+        """The candidate (the bytes :meth:`build` gives) from the normalized base, and the passes
+        that had nothing to do."""
         from onnxsqueeze.recipe import build_traced
+
+        steps = steps_of(settings, self.knobs)
+        base, base_sha = self.base_model(settings)
+        clean, cleaned = self._normalized(base, base_sha)
+        model, modified = build_traced(
+            clean,
+            steps,
+            calibration=self.calibration.inputs if self.calibration is not None else None,
+            source_sha256=base_sha,
+            applied=[cleaned],
+        )
+        return model, [s.pass_name for s, m in zip(steps[1:], modified[1:], strict=True) if not m]
+
+    def _score(self, model: onnx.ModelProto, *, baseline: bool) -> tuple[float, int | None]:
+        """The metric, scored on growing subsets while the candidate can still fit (successive
+        halving); ``(metric, samples)`` with ``samples`` None when all were scored."""
+        ev = self.evaluator
+        if baseline:
+            return ev.score_outputs(ev.reference_outputs()), None
+        total = len(ev.dataset)
+        rungs = [n for n in (total // 4, total // 2) if n >= MIN_RUNG] + [total]
+        best_sample = SAMPLE_RANGE.get(ev.metric.name)
+        # Subsets are taken on the first axis: an output laid out otherwise ([T, N, C]
+        # sequences) is scored whole.
+        per_sample = ev.class_axis is None and np.shape(ev.reference_outputs())[0] == total
+        if len(rungs) == 1 or best_sample is None or self._baseline_metric is None or not per_sample:
+            return ev.score(model), None
+        score_prefix = ev.staged(model, self._order)
+        for n in rungs:
+            value = score_prefix(n)
+            if n < total and not self.can_still_fit(value, n):
+                return value, n
+        return value, None
+
+    def can_still_fit(self, value: float, n: int) -> bool:
+        """Whether a candidate whose metric is ``value`` on ``n`` of the evaluation samples may fit
+        the budget on all of them: see :func:`can_still_fit`."""
+        assert self._baseline_metric is not None
+        metric = self.evaluator.metric
+        lo, hi = SAMPLE_RANGE[metric.name]
+        return can_still_fit(
+            value,
+            n,
+            len(self.evaluator.dataset),
+            baseline=self._baseline_metric,
+            budget=self.options.budget,
+            best_per_sample=hi if metric.higher_is_better else lo,
+            higher_is_better=metric.higher_is_better,
+            scale=self._scale,
+        )
+
+    def _feeds_one(self, model: onnx.ModelProto) -> dict[str, np.ndarray]:
+        from onnxsqueeze.evaluate import resize_inputs
+        from onnxsqueeze.shapes import graph_inputs, input_dtype
+
+        resized = resize_inputs(model, self.evaluator.dataset.take(0, 1).inputs)
+        return {vi.name: np.asarray(resized[vi.name]).astype(input_dtype(vi)) for vi in graph_inputs(model)}
+
+    def _time(self, model: onnx.ModelProto, *, baseline: bool) -> tuple[float, float]:
+        """(median ms at batch 1, ratio to the original's), interleaved with the original's session."""
+        from onnxsqueeze import runtime
+
+        opts = self.options
+        if self._reference_session is None:
+            self._reference_session = (
+                runtime.session(
+                    self.model, provider=opts.provider, optimize=True, threads=opts.latency_threads
+                ),
+                self._feeds_one(self.model),
+            )
+        ref, ref_feeds = self._reference_session
+        if baseline:
+            return _time_sessions(ref, ref_feeds, None, None, min_seconds=opts.latency_seconds)
+        sess = runtime.session(model, provider=opts.provider, optimize=True, threads=opts.latency_threads)
+        return _time_sessions(ref, ref_feeds, sess, self._feeds_one(model), min_seconds=opts.latency_seconds)
+
+    def _measure(self, settings: Settings) -> dict[str, Any]:
         from onnxsqueeze.summary import count_macs
 
         t0 = time.perf_counter()
+        doc: dict[str, Any] = {}
         try:
             if settings:
-                steps = steps_of(settings, self.knobs)
-                base, base_sha = self.base_model(settings)
-                model, modified = build_traced(
-                    base,
-                    steps,
-                    calibration=self.calibration.inputs if self.calibration is not None else None,
-                    source_sha256=base_sha,
-                )
-                idle = [s.pass_name for s, m in zip(steps[1:], modified[1:], strict=True) if not m]
+                model, idle = self._build_measured(settings)
+                doc["build_s"] = time.perf_counter() - t0
                 if idle:
-                    return {
-                        "error": f"nothing to do for {', '.join(idle)}",
-                        "seconds": time.perf_counter() - t0,
-                    }
+                    return doc | {"error": f"nothing to do for {', '.join(idle)}", "seconds": doc["build_s"]}
             else:
                 model = self.model
-            metric = self.evaluator.score(model)
-            size = len(model.SerializeToString(deterministic=True))
+            t1 = time.perf_counter()
+            metric, samples = self._score(model, baseline=not settings)
+            doc |= {"metric": metric, "samples": samples, "score_s": time.perf_counter() - t1}
+            doc["size"] = len(model.SerializeToString(deterministic=True))
             try:
-                macs: int | None = count_macs(model)[0]
+                doc["macs"] = count_macs(model)[0]
             except Exception:  # MACs are informative; a model shape inference cannot follow has none
-                macs = None
-            from onnxsqueeze.evaluate import resize_inputs
-            from onnxsqueeze.shapes import graph_inputs, input_dtype
-
-            first = self.evaluator.dataset.take(0, 1).inputs
-
-            def feeds_for(m: onnx.ModelProto) -> dict[str, np.ndarray]:
-                resized = resize_inputs(m, first)
-                return {
-                    vi.name: np.asarray(resized[vi.name]).astype(input_dtype(vi)) for vi in graph_inputs(m)
-                }
-
-            seconds = self.options.latency_seconds
-            with timing_slot():  # one candidate timed at a time on this node (see .executor)
-                if settings:
-                    latency, ratio = compare_latency(
-                        self.model, model, feeds_for(self.model), feeds_for(model),
-                        provider=self.options.provider, min_seconds=seconds,
-                        threads=self.options.latency_threads,
-                    )  # fmt: skip
-                else:
-                    latency = measure_latency(
-                        model, feeds_for(model), provider=self.options.provider, min_seconds=seconds,
-                        threads=self.options.latency_threads,
-                    )  # fmt: skip
-                    ratio = 1.0
+                doc["macs"] = None
+            # Over budget: not timed (its latency would not change the outcome).
+            if not settings or (samples is None and self._fits_metric(metric)):
+                t2 = time.perf_counter()
+                with timing_slot():  # one candidate timed at a time on this node (see .executor)
+                    doc["latency_ms"], doc["latency_ratio"] = self._time(model, baseline=not settings)
+                doc["time_s"] = time.perf_counter() - t2
         except SqueezeError as e:
-            return {"error": str(e), "seconds": time.perf_counter() - t0}
+            return doc | {"error": str(e), "seconds": time.perf_counter() - t0}
         except (MemoryError, KeyboardInterrupt):
             raise
         except Exception as e:  # a candidate that crashes a pass or the runtime is a rejected point
             first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            return {"error": f"{type(e).__name__}: {first_line}"[:300], "seconds": time.perf_counter() - t0}
-        return {
-            "metric": metric,
-            "size": size,
-            "macs": macs,
-            "latency_ms": latency,
-            "latency_ratio": ratio,
-            "seconds": time.perf_counter() - t0,
-        }
+            return doc | {
+                "error": f"{type(e).__name__}: {first_line}"[:300],
+                "seconds": time.perf_counter() - t0,
+            }
+        return doc | {"seconds": time.perf_counter() - t0}
+
+    def _drop(self, metric: float) -> float | None:
+        if self._baseline_metric is None:
+            return None
+        return self.options.budget.drop(
+            self._baseline_metric,
+            metric,
+            higher_is_better=self.evaluator.metric.higher_is_better,
+            scale=self._scale,
+        )
+
+    def _fits_metric(self, metric: float) -> bool:
+        drop = self._drop(metric)
+        return drop is not None and drop <= self.options.budget.max_drop + 1e-9
+
+    def _stale(self, doc: Mapping[str, Any], settings: Settings) -> bool:
+        """A cached entry measured under another budget: stopped early but it may fit now, or
+        not timed (over budget then) but within budget now. Measured again."""
+        if not settings or doc.get("error") or doc.get("metric") is None:
+            return False
+        if doc.get("samples") is not None:
+            return self._baseline_metric is not None and self.can_still_fit(doc["metric"], doc["samples"])
+        return doc.get("latency_ms") is None and self._fits_metric(doc["metric"])
 
     def _known_key(self, settings: Mapping[str, Any]) -> str | None:
         """:meth:`cache_key` of a candidate, or None when its student is not trained yet."""
@@ -585,6 +785,9 @@ class Squeezer:
         """
         for spec, data in dict(request.get("students", {})).items():
             self.adopt_student(spec, data["bytes"], data["info"])
+        baseline = request.get("baseline") or {}
+        if baseline.get("metric") is not None:
+            self._baseline_metric, self._scale = baseline["metric"], baseline["scale"]
         settings = dict(request["settings"])
         trained: dict[str, Any] = {}
         base = base_of(settings, self.knobs) if settings else None
@@ -613,7 +816,12 @@ class Squeezer:
                     "bytes": known[0].SerializeToString(deterministic=True),
                     "info": {k: v for k, v in self.students[spec].items() if k != "sha256"},
                 }
-        return {"settings": dict(settings), "students": students}
+        # A replica decides early stopping and whether to time against the driver's baseline.
+        return {
+            "settings": dict(settings),
+            "students": students,
+            "baseline": {"metric": self._baseline_metric, "scale": self._scale},
+        }
 
     def evaluate(self, settings: Settings) -> Point:
         """Measure one candidate, from the cache when it holds it, else through the executor.
@@ -631,6 +839,8 @@ class Squeezer:
             first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
             return Point(settings=dict(settings), phase="", error=f"{type(e).__name__}: {first_line}"[:300])
         doc = self._cache_get(key) if key is not None else None
+        if doc is not None and self._stale(doc, settings):
+            doc = None
         cached = doc is not None
         if doc is None:
             if self._handle is None:
@@ -661,6 +871,10 @@ class Squeezer:
             latency_ratio=doc.get("latency_ratio"),
             error=doc.get("error"),
             seconds=float(doc.get("seconds", 0.0)),
+            build_s=doc.get("build_s"),
+            score_s=doc.get("score_s"),
+            time_s=doc.get("time_s"),
+            samples=doc.get("samples"),
             cached=cached,
         )
         if not settings:
@@ -675,12 +889,12 @@ class Squeezer:
         if not settings and p.metric is not None:
             self._baseline_metric = p.metric
             self._scale = self.evaluator.relative_scale(p.metric)
-        if p.metric is not None and self._baseline_metric is not None:
-            p.drop = self.options.budget.drop(
-                self._baseline_metric,
-                p.metric,
-                higher_is_better=self.evaluator.metric.higher_is_better,
-                scale=self._scale,
+        if p.metric is not None:
+            p.drop = self._drop(p.metric)
+        if p.samples is not None:
+            p.note = (
+                f"stopped after {p.samples} of {len(self.evaluator.dataset)} samples: "
+                "cannot fit the budget even if every other sample scored best"
             )
         return p
 
@@ -720,17 +934,32 @@ class Squeezer:
         deadline = (
             time.monotonic() + self.options.time_budget_s if self.options.time_budget_s is not None else None
         )
+        t0 = time.perf_counter()
         self.prepare()
+        self.timings["plan"] = self.timings.get("plan", 0.0) + time.perf_counter() - t0
+        objectives = parse_objectives(self.options.objective)
+        last = time.perf_counter()
+
+        def timed(p: Point) -> None:
+            # Wall time per phase: measuring, cache reads and the search's own work alike.
+            nonlocal last
+            now = time.perf_counter()
+            self.timings[p.phase] = self.timings.get(p.phase, 0.0) + now - last
+            last = now
+            if on_point:
+                on_point(p)
+
         return search(
             self.knobs,
             self.evaluate,
             self.fits,
-            objective=self.options.objective,
+            objective=objectives,
             budget=self.options.budget,
             deadline=deadline,
-            on_point=on_point,
+            on_point=timed,
             skipped=self.skipped,
-            min_gain=LATENCY_MIN_GAIN if self.options.objective in ("latency", "cost") else 0.0,
+            min_gain=LATENCY_MIN_GAIN if objectives[0] in NOISY else 0.0,
+            noise={o: LATENCY_MIN_GAIN for o in NOISY},
             parallel=self.executor.workers,
         )
 
@@ -784,6 +1013,7 @@ def make_squeezer(
     from onnxsqueeze import evaluate as E
     from onnxsqueeze import shapes
 
+    t0 = time.perf_counter()
     model, data, out_dir = Path(model), Path(data), Path(out_dir)
     original = sio.load(model)
     if data.is_dir():
@@ -822,7 +1052,7 @@ def make_squeezer(
     evaluator = E.Evaluator(
         original, evalset, metric, output=output, threshold=threshold, provider=options.provider
     )
-    return Squeezer(
+    squeezer = Squeezer(
         original,
         evaluator,
         calibration=cal,
@@ -833,6 +1063,8 @@ def make_squeezer(
         train=train,
         model_path=model,
     )
+    squeezer.timings["load"] = time.perf_counter() - t0
+    return squeezer
 
 
 def squeeze(
@@ -875,6 +1107,32 @@ def squeeze(
 # ------------------------------------------------------------------------------------ outputs
 
 
+def write_candidate(
+    squeezer: Squeezer,
+    settings: Mapping[str, Any],
+    folder: Path,
+    stem: str,
+    *,
+    recipe_name: str,
+    protect: Sequence[str | Path] = (),
+) -> tuple[onnx.ModelProto, dict[str, Path]]:
+    """Write a candidate's model as ``stem.squeezed.onnx``, its recipe and (distilled) its student."""
+    from onnxsqueeze import recipe as rcp
+
+    model = squeezer.build_cached(settings)
+    written = {"model": sio.save(model, folder / f"{stem}.squeezed.onnx", protect=protect)}
+    base_path = None
+    if base_of(settings, squeezer.knobs) is not None:
+        # The recipe's base model: the student's exact bytes (their sha256 is in the recipe).
+        student, _ = squeezer.base_model(settings)
+        written["student"] = sio.write_bytes_atomic(
+            folder / f"{stem}.student.onnx", student.SerializeToString(deterministic=True), protect=protect
+        )
+        base_path = written["student"].name
+    written["recipe"] = rcp.save(squeezer.recipe(settings, base_path), folder / recipe_name, protect=protect)
+    return model, written
+
+
 def write_outputs(
     squeezer: Squeezer,
     result: SearchResult,
@@ -886,32 +1144,40 @@ def write_outputs(
 ) -> dict[str, Path]:
     """Write the best model, recipe.toml, report.md, results.json and pareto.png into ``out_dir``.
 
-    When nothing fits, only the report, results and plot are written and BudgetNotMetError is
-    raised afterwards, naming the closest candidates.
+    When candidates fit the budget but none beats the original on the objective, the Pareto-front
+    models within budget (:meth:`SearchResult.improvements`) are written under ``out_dir/pareto/``
+    (``NN-<model>.squeezed.onnx`` and ``NN-recipe.toml``), the report says what each improves, and
+    ObjectiveNotImprovedError is raised afterwards. When nothing fits, only the report, results
+    and plot are written and BudgetNotMetError is raised afterwards, naming the closest candidates.
     """
-    from onnxsqueeze import recipe as rcp
-
+    t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
+    best_model = None
     if result.best is not None:
-        best_model = squeezer.build_cached(result.best.settings)
-        written["model"] = sio.save(best_model, out / f"{model_name}.squeezed.onnx", protect=protect)
-        base_path = None
-        if base_of(result.best.settings, squeezer.knobs) is not None:
-            # The recipe's base model: the student's exact bytes (their sha256 is in the recipe).
-            student, _ = squeezer.base_model(result.best.settings)
-            written["student"] = sio.write_bytes_atomic(
-                out / f"{model_name}.student.onnx",
-                student.SerializeToString(deterministic=True),
-                protect=protect,
-            )
-            base_path = written["student"].name
-        written["recipe"] = rcp.save(
-            squeezer.recipe(result.best.settings, base_path), out / "recipe.toml", protect=protect
+        best_model, files = write_candidate(
+            squeezer, result.best.settings, out, model_name, recipe_name="recipe.toml", protect=protect
         )
+        written |= files
+    alternatives: list[dict[str, Any]] = []
+    if result.best is None:
+        for i, p in enumerate(result.improvements(squeezer.evaluator.metric.higher_is_better), start=1):
+            _, files = write_candidate(
+                squeezer, p.settings, out / "pareto", f"{i:02d}-{model_name}",
+                recipe_name=f"{i:02d}-recipe.toml", protect=protect,
+            )  # fmt: skip
+            written |= {f"pareto {i} {kind}": path for kind, path in files.items()}
+            alternatives.append(
+                {"label": describe_settings(p.settings, squeezer.knobs), "settings": p.settings}
+                | {kind: str(path.relative_to(out)) for kind, path in files.items()}
+                | {"sha256": sio.sha256_file(files["model"])}
+                | improvement(result.baseline, p)
+            )
+    squeezer.timings["outputs"] = time.perf_counter() - t0
     results = results_dict(squeezer, result, elapsed_s=elapsed_s)
-    if "model" in written:
+    results["not_improved"] = alternatives if result.best is None else None
+    if best_model is not None:
         results["best"]["file"] = written["model"].name
         results["best"]["sha256"] = sio.sha256_file(written["model"])
         results["best"]["verify"] = verify_best(squeezer, best_model)
@@ -926,6 +1192,8 @@ def write_outputs(
     plot = out / "pareto.png"
     if plot_pareto(squeezer, result, plot):
         written["plot"] = plot
+    if result.best is None and alternatives:
+        raise ObjectiveNotImprovedError(not_improved_message(result, alternatives, out / "pareto"))
     if result.best is None:
         raise BudgetNotMetError(nothing_fits_message(squeezer, result))
     return written

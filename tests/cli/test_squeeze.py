@@ -15,6 +15,7 @@ from onnxsqueeze import evaluate as E
 from onnxsqueeze import io as sio
 from onnxsqueeze import search as S
 from onnxsqueeze.cli.app import app
+from onnxsqueeze.errors import BudgetNotMetError
 from onnxsqueeze.recipe import CalibrationSource
 from tests.helpers import model_from_text, rand, run_ort
 from tests.passes.test_quantize import cnn
@@ -174,12 +175,50 @@ def test_nothing_fits_exits_1_and_shows_the_closest_candidates(tmp_path):
 
 
 def test_nothing_fits_over_budget_lists_closest(assets, tmp_path):
-    model, data = assets
-    sq = _squeezer(model, data, tmp_path / "cache")
+    # mae must not rise at all: every quantized candidate moves the outputs, so none fits
+    out = tmp_path / "out"
+    r = squeeze(assets[0], assets[1], out, "--metric", "mae", "--max-drop", "0")
+    assert r.exit_code == 1, r.output
+    assert "no candidate fits the budget" in r.output and "closest: int8" in r.output
+    assert "Traceback" not in r.output
+    assert not list(out.rglob("*.squeezed.onnx")) and not (out / "recipe.toml").exists()
+    results = json.loads((out / "results.json").read_text())
+    assert results["best"] is None and not results["not_improved"]
+    assert all(not p["fits"] for p in results["points"][1:])
+    assert "## Nothing fits the budget" in (out / "report.md").read_text()
+    # the Python API raises the same error after writing the report
+    sq = _squeezer(assets[0], assets[1], tmp_path / "cache")
     result = sq.run()
-    result.best = None  # as if the budget were tighter than every candidate
-    with pytest.raises(Exception, match="closest: int8"):
-        S.write_outputs(sq, result, tmp_path / "out")
+    result.points = result.points[:1]  # only the baseline: nothing else was evaluated
+    result.best = None
+    with pytest.raises(BudgetNotMetError, match="closest: none evaluated"):
+        S.write_outputs(sq, result, tmp_path / "out2")
+
+
+def test_nothing_better_on_the_objective_writes_the_pareto_models_and_exits_3(assets, tmp_path):
+    """No quantization lowers MACs: the objective cannot improve, but the smaller files found
+    are written under OUT/pareto/ with replayable recipes, and the exit code says so."""
+    model, data = assets
+    out = tmp_path / "out"
+    r = squeeze(model, data, out, "--objective", "macs", "--techniques", "int8-dynamic,fp16")
+    assert r.exit_code == 3, r.output
+    assert "beats the original on macs" in r.output and "Traceback" not in r.output
+    assert not (out / "cnn.squeezed.onnx").exists() and not (out / "recipe.toml").exists()
+    results = json.loads((out / "results.json").read_text())
+    assert results["best"] is None
+    alternatives = results["not_improved"]
+    assert alternatives and {a["label"] for a in alternatives} <= {"fp16", "int8 dynamic"}
+    for a in alternatives:
+        assert a["size_ratio"] < 1.0 and any(w.startswith("size") for w in a["improved"])
+        assert a["drop"] <= 5
+        written = out / a["model"]
+        assert written.parent.name == "pareto" and sio.sha256_file(written) == a["sha256"]
+        replayed = tmp_path / f"replayed-{written.name}"
+        r = runner.invoke(app, ["apply", str(out / a["recipe"]), str(model), "-o", str(replayed)])
+        assert r.exit_code == 0, r.output
+        assert replayed.read_bytes() == written.read_bytes()
+    report = (out / "report.md").read_text()
+    assert "## The objective was not improved" in report and "pareto/01-cnn.squeezed.onnx" in report
 
 
 @pytest.mark.parametrize(
@@ -317,10 +356,25 @@ def test_image_folder_data_and_a_replayable_recipe(tmp_path):
 def test_cost_objective_prices_on_an_instance(assets, tmp_path):
     model, data = assets
     out = tmp_path / "out"
-    r = squeeze(model, data, out, "--objective", "cost", "--instance", "aws/c7i.xlarge")
-    assert r.exit_code in (0, 1), r.output  # int8 may or may not be cheaper on a tiny graph
+    # --max-drop 0 on mae: no candidate fits, so the outcome does not depend on timing noise;
+    # the baseline is still priced on the instance
+    r = squeeze(
+        model,
+        data,
+        out,
+        "--objective",
+        "cost",
+        "--instance",
+        "aws/c7i.xlarge",
+        "--metric",
+        "mae",
+        "--max-drop",
+        "0",
+    )
+    assert r.exit_code == 1, r.output
     results = json.loads((out / "results.json").read_text())
-    assert results["price"]["usd_per_hour"] == pytest.approx(0.1785)
+    assert results["objective"] == "cost" and results["price"]["usd_per_hour"] == pytest.approx(0.1785)
+    assert "c7i.xlarge" in results["price"]["source"]
     base = results["baseline"]
     assert base["cost"] == pytest.approx(0.1785 / 3600 * base["latency_ms"] / 1e3 * 1e6)
     r = squeeze(model, data, tmp_path / "o2", "--instance", "nowhere/x1")
@@ -348,7 +402,10 @@ def test_apply_reports_verification_and_gates_on_tolerance(assets, tmp_path):
     assert r.exit_code == 0 and tight.read_bytes() == out.read_bytes()
 
 
-def test_help_lists_every_knob():
-    from onnxsqueeze.cli.squeeze import TECHNIQUES
-
-    assert tuple(k.name for k in S.KNOBS) == TECHNIQUES
+def test_help_lists_every_knob_and_the_exit_codes():
+    r = runner.invoke(app, ["squeeze", "--help"], env={"COLUMNS": "400", "TERMINAL_WIDTH": "400"})
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    for knob in S.KNOBS:
+        assert knob.name in text, knob.name
+    assert "Exit 1 when nothing fits the budget" in text and "exit 3" in text

@@ -7,9 +7,9 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
+from onnxsqueeze.distill.sepconv import count_params  # noqa: E402
 from onnxsqueeze.distill.student import build_student  # noqa: E402
 from onnxsqueeze.errors import InputError, UnsupportedModelError  # noqa: E402
-from onnxsqueeze.sepconv import count_params  # noqa: E402
 
 
 def user_student(input_shape, num_outputs):

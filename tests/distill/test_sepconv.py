@@ -7,8 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
+from onnxsqueeze.distill.sepconv import count_params, separate_convs  # noqa: E402
 from onnxsqueeze.errors import UnsupportedModelError  # noqa: E402
-from onnxsqueeze.sepconv import count_params, separate_convs  # noqa: E402
 
 
 def _net() -> nn.Module:

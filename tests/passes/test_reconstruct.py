@@ -1,0 +1,79 @@
+"""The validated least-squares solve of ``passes.reconstruct`` on synthetic regressions (seeded).
+
+``Y = X W + b + noise``: the fit must recover ``W`` when rows are plentiful, keep the current
+weights when the held-out rows say a re-fit does not generalize, and keep a sparsity pattern
+(exactly, or projected when the per-output solves exceed the cost bound).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxsqueeze.passes import reconstruct
+from onnxsqueeze.passes.reconstruct import _budget_rows, _holdout, _solve, _Split
+
+
+def _accumulate(
+    x: np.ndarray, y: np.ndarray, w_cur: np.ndarray, b_cur: np.ndarray, held: np.ndarray
+) -> _Split:
+    acc = _Split(x.shape[1] + 1, y.shape[1])
+    p = np.concatenate([x, np.ones((len(x), 1))], axis=1)
+    acc.add(p, y, x @ w_cur + b_cur, held)
+    return acc
+
+
+def test_plenty_of_rows_recovers_the_weights() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2000, 6))
+    w, b = rng.standard_normal((6, 3)), rng.standard_normal(3)
+    y = x @ w + b + 0.01 * rng.standard_normal((2000, 3))
+    held = _holdout(np.arange(2000), 2000, rng)
+    w_new, b_new, info = _solve(
+        _accumulate(x, y, np.zeros((6, 3)), np.zeros(3), held), np.zeros((6, 3)), np.zeros(3), "lsq", None
+    )
+    assert info["refit"] and info["held_out_rows"] == 500
+    assert info["error_after"] < 1e-3 < info["error_before"]
+    np.testing.assert_allclose(w_new, w, atol=0.01)
+    np.testing.assert_allclose(b_new, b, atol=0.01)
+
+
+def test_no_generalization_keeps_the_current_weights() -> None:
+    # The target is noise unrelated to x: any fit only memorizes the fit rows.
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((40, 30)), rng.standard_normal((40, 2))
+    w_cur, b_cur = np.zeros((30, 2)), np.zeros(2)
+    held = _holdout(np.arange(40), 40, rng)
+    w_new, b_new, info = _solve(_accumulate(x, y, w_cur, b_cur, held), w_cur, b_cur, "lsq", 1e-8)
+    assert not info["refit"] and info["error_after"] == info["error_before"]
+    assert np.array_equal(w_new, w_cur) and np.array_equal(b_new, b_cur)
+
+
+@pytest.mark.parametrize("budget", [1e12, 1.0])
+def test_masked_fit_keeps_the_zeros(budget: float) -> None:
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3000, 8))
+    w = rng.standard_normal((8, 4)) * (rng.random((8, 4)) < 0.5)
+    y = x @ w + 0.5
+    w_cur = w * 0.5  # same pattern, wrong values
+    held = _holdout(np.arange(3000), 3000, rng)
+    w_new, _, info = _solve(
+        _accumulate(x, y, w_cur, np.zeros(4), held),
+        w_cur,
+        np.zeros(4),
+        "lsq",
+        None,
+        masked=True,
+        max_flops=budget,
+    )
+    assert info["refit"] and info.get("projected", False) == (budget == 1.0)
+    assert np.all(w_new[w == 0] == 0)
+    assert info["error_after"] < 0.1 * info["error_before"]
+
+
+def test_row_budget() -> None:
+    assert _budget_rows(10**6, 100, 20000, 4e10) == 20000
+    assert _budget_rows(10**6, 2305, 20000, 4e10) == 7528  # 4e10 / 2305^2
+    assert _budget_rows(10**6, 5000, 20000, 4e10) == 10000  # never fewer than 2 D
+    assert _budget_rows(300, 100, 20000, 4e10) == 300
+    assert reconstruct.HOLDOUT == 4

@@ -1,0 +1,87 @@
+"""The Squeezer's shortcuts change nothing: a candidate built from the base normalized once has
+the bytes of a full build (what ``apply`` replays), and per-candidate and per-phase timings are
+recorded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxsqueeze import evaluate as E
+from onnxsqueeze.recipe import CalibrationSource
+from onnxsqueeze.search import SqueezeOptions, Squeezer
+from tests.helpers import rand, run_ort
+from tests.passes.test_quantize import cnn
+
+
+@pytest.fixture
+def squeezer() -> Squeezer:
+    model = cnn()
+    x = rand((80, 3, 8, 8), 5)
+    (y,) = run_ort(model, {"x": x})
+    ds = E.Dataset({"x": x}, np.argmax(y, 1).astype(np.int64), "t")
+    cal, evalset = ds.take(0, 16), ds.take(16, 80)
+    return Squeezer(
+        model,
+        E.Evaluator(model, evalset, "accuracy"),
+        calibration=cal,
+        calibration_source=CalibrationSource("t", 0, 16, cal.sha256()),
+        options=SqueezeOptions(
+            budget=E.Budget(5.0),
+            objective="size",
+            latency_seconds=0.01,
+            techniques=("fp16", "int8-dynamic", "int8", "sparsity"),
+        ),
+        cache_dir=None,
+    )
+
+
+@pytest.mark.parametrize(
+    "settings", [{"fp16": True}, {"int8-dynamic": True}, {"sparsity": 0.5}, {"int8": 1, "sparsity": 0.3}]
+)
+def test_a_candidate_from_the_normalized_base_has_the_bytes_of_a_full_build(squeezer, settings):
+    squeezer.prepare()
+    fast, idle = squeezer._build_measured(settings)
+    assert idle == []
+    full = squeezer.build(settings)
+    assert fast.SerializeToString(deterministic=True) == full.SerializeToString(deterministic=True)
+    assert len(squeezer._clean) == 1  # normalized once, reused
+    squeezer._build_measured({"fp16": True})
+    assert len(squeezer._clean) == 1
+
+
+def test_points_and_phases_carry_their_timings(squeezer):
+    squeezer.options = SqueezeOptions(
+        budget=E.Budget(5.0), objective="size", latency_seconds=0.01, techniques=("fp16", "int8-dynamic")
+    )
+    squeezer.knobs = [k for k in squeezer.knobs if k.name in ("fp16", "int8-dynamic")]
+    result = squeezer.run()
+    assert {"plan", "baseline", "single"} <= set(squeezer.timings)
+    assert all(v >= 0 for v in squeezer.timings.values())
+    base = result.baseline
+    assert base.build_s is None and base.score_s is not None and base.time_s is not None
+    for p in result.points[1:]:
+        assert p.build_s is not None and p.score_s is not None
+        assert (p.time_s is not None) == p.fits
+        assert p.seconds >= p.build_s + p.score_s
+
+
+def test_a_knob_that_cannot_lower_the_objective_is_offered_only_by_name(squeezer):
+    def make(**kw):
+        return Squeezer(
+            squeezer.model,
+            squeezer.evaluator,
+            calibration=squeezer.calibration,
+            calibration_source=squeezer.calibration_source,
+            options=SqueezeOptions(budget=E.Budget(5.0), latency_seconds=0.01, **kw),
+            cache_dir=None,
+        )
+
+    by_size = make(objective="size")
+    assert "sparsity" not in {k.name for k in by_size.knobs}
+    assert "cannot lower size" in by_size.skipped["sparsity"]
+    by_macs = make(objective="macs")  # precision changes no MAC count
+    assert {k.name for k in by_macs.knobs} >= {"channels"} and "fp16" in by_macs.skipped
+    assert "fp16" in {k.name for k in make(objective="macs,size").knobs}  # size is requested too
+    named = make(objective="size", techniques=("sparsity",))
+    assert [k.name for k in named.knobs] == ["sparsity"]
