@@ -9,6 +9,7 @@ import typer
 from onnxsqueeze.cli import bench, convert, core, fp16, squeeze
 from onnxsqueeze.cli import distill as distill_cli
 from onnxsqueeze.cli import export as export_cli
+from onnxsqueeze.cli import finetune as finetune_cli
 from onnxsqueeze.cli import prune as prune_cli
 from onnxsqueeze.cli import resize as resize_cli
 
@@ -48,9 +49,13 @@ prune_cli.register(app)
 resize_cli.register(app)
 squeeze.register(app)
 distill_cli.register(app)
+finetune_cli.register(app)
 bench.register(app)
 export_cli.register(app)
 
 
 def main() -> None:
-    app()
+    """The entry point; see :mod:`onnxsqueeze.cli._boundary` (signals and errors -> one line)."""
+    from onnxsqueeze.cli._boundary import main as _main
+
+    _main()

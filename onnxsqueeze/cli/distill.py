@@ -76,7 +76,8 @@ def render(report: dict[str, Any], output: Path, tolerance: float | None) -> Non
     metric = next(k for k in tr if k.startswith("best_val_"))
     out.print(
         f"trained {tr['epochs_run']} epochs in {tr['seconds']:.1f} s ({tr['stop_reason']}); best epoch "
-        f"{tr['best_epoch']}, validation {metric[len('best_val_') :]} {tr[metric]:.2%}"
+        f"{tr['best_epoch']}, validation {metric[len('best_val_') :]} {tr[metric]:.2%}; peak lr "
+        f"{tr['lr']:.3g}" + (" (range test)" if tr["lr_found"] else "")
     )
     if report.get("sepconv"):
         sc = report["sepconv"]
@@ -119,15 +120,36 @@ def distill_cmd(
         float,
         typer.Option("--alpha", help="Weight of the soft (teacher) term; 1 - alpha weights hard-label CE."),
     ] = 0.5,
-    epochs: Annotated[int, typer.Option("--epochs", help="Maximum epochs.")] = 40,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per step.")] = 64,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, cosine decay).")] = 5e-3,
-    patience: Annotated[
-        int, typer.Option("--patience", help="Epochs without improvement before stopping.")
-    ] = 10,
-    time_budget: Annotated[
-        float | None, typer.Option("--time-budget", help="Stop training within this many minutes.")
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--epochs",
+            help="A fixed plan of this many epochs (default: as many as --time-budget holds, stopped "
+            "once validation stops improving).",
+            show_default=False,
+        ),
     ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per step.")] = 64,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            "--lr",
+            help="Peak learning rate (AdamW, cosine decay; default: found by a short range test).",
+            show_default=False,
+        ),
+    ] = None,
+    patience: Annotated[
+        int,
+        typer.Option(
+            "--patience", help="Epochs without improvement before annealing and stopping (or stopping)."
+        ),
+    ] = 20,
+    time_budget: Annotated[
+        float,
+        typer.Option(
+            "--time-budget", callback=opt.finite_non_negative, help="Stop training within this many minutes."
+        ),
+    ] = 1.5,
     seed: Annotated[int, typer.Option("--seed", help="Seed of weights, batch order and split.")] = 0,
     threads: Annotated[int, typer.Option("--threads", help="CPU threads for training and the teacher.")] = 1,
     labels_key: Annotated[
@@ -156,7 +178,12 @@ def distill_cmd(
         bool, typer.Option("--no-cache", help="Recompute teacher outputs; cache nothing.")
     ] = False,
     tolerance: Annotated[
-        float, typer.Option("--tolerance", help="Max abs error of the exported ONNX vs PyTorch.")
+        float,
+        typer.Option(
+            "--tolerance",
+            callback=opt.finite_non_negative,
+            help="Max abs error of the exported ONNX vs PyTorch.",
+        ),
     ] = 1e-4,
     force: opt.ForceFlag = False,
     json_: opt.JsonFlag = False,
@@ -176,7 +203,7 @@ def distill_cmd(
     # refuse before training, not after minutes of it
     sio.refuse_overwrite(output, inputs)
     sio.refuse_overwrite(sidecar_path(output), inputs)
-    if time_budget is not None and time_budget <= 0:
+    if time_budget <= 0:
         raise InputError(f"--time-budget {time_budget}: must be positive (minutes)")
     pairs = []
     for spec in feature or ():
@@ -191,7 +218,7 @@ def distill_cmd(
         batch_size=batch_size,
         lr=lr,
         patience=patience,
-        time_budget_s=time_budget * 60 if time_budget is not None else None,
+        time_budget_s=time_budget * 60,
         feature_weight=feature_weight,
         seed=seed,
         threads=threads,

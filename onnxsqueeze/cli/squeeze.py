@@ -24,7 +24,9 @@ from onnxsqueeze.cli._output import (
 )
 
 # The knob names of onnxsqueeze.search.KNOBS, spelled out so that --help imports nothing heavy.
-TECHNIQUES = ("resolution", "channels", "sparsity", "int8", "int8-dynamic", "fp16", "distill")
+TECHNIQUES = (
+    "resolution", "channels", "sparsity", "int8", "int8-dynamic", "int8-weights", "int4", "fp16", "distill",
+)  # fmt: skip
 
 MetricOpt = Annotated[
     str,
@@ -34,6 +36,10 @@ MetricOpt = Annotated[
         "Default: accuracy when the data has labels, else agreement.",
     ),
 ]
+
+
+# What squeeze writes into its folder besides the model (and a distilled student).
+SQUEEZE_FILES = ("recipe.toml", "report.md", "results.json", "pareto.png", "calibration.npz")
 
 
 def _parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
@@ -115,7 +121,9 @@ def squeeze_cmd(
     max_drop: Annotated[
         float,
         typer.Option(
-            "--max-drop", help="Largest allowed drop from the baseline (points, or % with --relative)."
+            "--max-drop",
+            callback=opt.finite_non_negative,
+            help="Largest allowed drop from the baseline (points, or % with --relative).",
         ),
     ] = 1.0,
     relative: Annotated[
@@ -134,7 +142,12 @@ def squeeze_cmd(
     ] = "latency",
     provider: opt.ProviderOpt = "cpu",
     time_budget: Annotated[
-        float | None, typer.Option("--time-budget", help="Minutes; stop starting new evaluations after it.")
+        float | None,
+        typer.Option(
+            "--time-budget",
+            callback=opt.finite_non_negative,
+            help="Minutes; stop starting new evaluations after it.",
+        ),
     ] = None,
     techniques: Annotated[
         str | None,
@@ -233,6 +246,7 @@ def squeeze_cmd(
     search decides exactly as in one process and writes the same best model.
     """
     from onnxsqueeze import evaluate as E
+    from onnxsqueeze import io as sio
     from onnxsqueeze import search as S
     from onnxsqueeze.errors import InputError
 
@@ -240,6 +254,12 @@ def squeeze_cmd(
     if output == Path():
         raise InputError("missing --output / -o: the output folder")
     entries = _fleet_entries(models or [], models_from, data, train_data)
+    inputs = [p for e in entries for p in (e.model, e.data, e.train_data)] + [calibration_data, models_from]
+    names = []  # before the work, not after minutes of search
+    if len(entries) == 1 and models_from is None:
+        stem = entries[0].model.name.removesuffix(".onnx")
+        names = [f"{stem}.squeezed.onnx", f"{stem}.student.onnx", *SQUEEZE_FILES]
+    sio.check_output_folder(output, names, inputs)
     if input_shape:
         for entry in entries:
             _check_input_shapes(entry.model, entry.data, input_shape)
@@ -512,6 +532,7 @@ def apply_cmd(
     from onnxsqueeze import recipe as rcp
     from onnxsqueeze.errors import InputError
 
+    sio.refuse_overwrite(output, [model, recipe, data])  # before the work
     r = rcp.load(recipe)
     proto = sio.load(model)
     sha = sio.sha256_file(model)

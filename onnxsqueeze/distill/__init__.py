@@ -171,7 +171,7 @@ def distill(
         raise InputError(f"--alpha {config.alpha}: must be in [0, 1]")
     if config.temperature <= 0:
         raise InputError(f"--temperature {config.temperature}: must be positive")
-    if config.epochs < 1 or config.batch_size < 2:
+    if (config.epochs is not None and config.epochs < 1) or config.batch_size < 2:
         raise InputError("--epochs must be >= 1 and --batch-size >= 2")
     teacher_path = Path(teacher)
     teacher_model = sio.load(teacher_path)

@@ -158,3 +158,47 @@ def teacher_logits(
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
+
+
+def teacher_outputs(
+    teacher: onnx.ModelProto,
+    teacher_sha256: str,
+    data: Mapping[str, np.ndarray],
+    *,
+    cache_dir: Path | None,
+    batch_size: int = 64,
+    threads: int | None = 2,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, np.ndarray], bool]:
+    """All of the teacher's outputs for ``data``, as they are (any shape), cached like the logits.
+
+    For fine-tuning, where the outputs need not be class scores (boxes, masks). The key is the
+    logits cache's with ``all-outputs`` for the output name.
+
+    Returns:
+        ``({output name: array}, cache hit)``.
+    """
+    names = [vi.name for vi in shapes.graph_inputs(teacher)]
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise InputError(f"the data has no array for teacher input(s) {missing}; it has {sorted(data)}")
+    outs = [o.name for o in teacher.graph.output]
+    key = f"v{CACHE_VERSION}-{teacher_sha256[:20]}-{data_hash(data, names)[:20]}-all-outputs"
+    path = cache_dir / f"{key}.npz" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        try:
+            cached = sio.load_npz(path)
+            if all(f"output:{o}" in cached for o in outs):
+                return {o: cached[f"output:{o}"] for o in outs}, True
+        except InputError:
+            pass  # a damaged entry: recompute and overwrite it
+    sess = runtime.session(teacher, optimize=True, threads=threads)
+    feeds = {
+        vi.name: np.asarray(data[vi.name]).astype(shapes.input_dtype(vi), copy=False)
+        for vi in shapes.graph_inputs(teacher)
+    }
+    result = runtime.run_batched(sess, feeds, batch_size=batch_size, on_batch=on_batch)
+    values = {o: np.asarray(result[o]) for o in outs}
+    if path is not None:
+        sio.save_npz(path, {f"output:{o}": v for o, v in values.items()})
+    return values, False

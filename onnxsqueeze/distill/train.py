@@ -2,10 +2,20 @@
 
 - Deterministic: ``torch.manual_seed(seed)`` and a seeded generator for the batch order, on a
   fixed number of CPU threads (the same seed and data give the same weights).
-- AdamW with a short linear warm-up then cosine decay to zero, planned over ``epochs``.
+- AdamW with a short linear warm-up then cosine decay to zero.
+- Learning rate: ``lr`` if given, else a short range test (Smith 2017, "Cyclical learning rates";
+  the fast.ai recipe): the loss is recorded while the rate grows exponentially from 1e-5 over at
+  100 steps, and training uses a tenth of the rate at the smoothed loss's minimum. The module
+  is restored afterwards, so the test only chooses a number.
+- Length: with ``epochs`` given, cosine over that many epochs and ``patience`` epochs without
+  improvement stop early (the fixed plan). Without (the default), the plan is as many epochs as
+  the time budget holds; when validation has not improved for ``patience`` epochs the rest of the
+  plan is dropped and the rate anneals from where it is to zero over ``patience`` epochs, then
+  training stops ("converged"). A small student on a small set so trains to convergence in
+  seconds, a large one uses the budget.
 - Validation after every epoch: accuracy on the labels when there are labels, else top-1
   agreement with the teacher; ties go to the lower validation loss. The best epoch's weights are
-  kept in memory and restored at the end; ``patience`` epochs without improvement stop early.
+  kept in memory and restored at the end.
 - Feature hints (optional): forward hooks capture named student modules' outputs; a trained adapter
   per pair maps them onto the teacher's tensors (see :mod:`.loss`); hooks and adapters are removed
   after training, so the exported student is the plain architecture.
@@ -34,12 +44,14 @@ class TrainConfig:
 
     temperature: float = 4.0
     alpha: float = 0.5
-    epochs: int = 40
+    # None: planned by the time budget and stopped by the student's progress (module docstring)
+    epochs: int | None = None
     batch_size: int = 64
-    lr: float = 5e-3
+    # None: found by a learning-rate range test
+    lr: float | None = None
     weight_decay: float = 5e-4
-    patience: int = 10
-    time_budget_s: float | None = None
+    patience: int = 20
+    time_budget_s: float | None = 90.0
     feature_weight: float = 1.0
     seed: int = 0
     # NOTE: 1 thread, not 2: on the shared 2-core machine, small students trained 6-16x slower with
@@ -67,8 +79,10 @@ class TrainResult:
     best_epoch: int
     best_metric: float
     metric: str
-    stop_reason: str  # "epochs", "early stopping" or "time budget"
+    stop_reason: str  # "epochs", "early stopping", "converged" or "time budget"
     seconds: float
+    lr: float = 0.0  # the peak learning rate used (given or found)
+    lr_found: bool = False  # found by the range test
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +91,8 @@ class TrainResult:
             "best_val_" + self.metric: self.best_metric,
             "stop_reason": self.stop_reason,
             "seconds": round(self.seconds, 2),
+            "lr": self.lr,
+            "lr_found": self.lr_found,
             "history": [dataclasses.asdict(h) for h in self.history],
         }
 
@@ -94,12 +110,111 @@ class Split:
         return len(self.teacher)
 
 
+# Without --epochs and without a time budget, the plan stops here (progress usually stops it sooner).
+MAX_AUTO_EPOCHS = 1000
+
+
+class Schedule:
+    """Linear warm-up over the first 5% of the plan, then cosine decay to zero at its end.
+
+    :meth:`anneal` replaces the rest of the plan by a cosine from the current rate to zero over
+    ``steps`` (the plateau rule of the module docstring).
+    """
+
+    def __init__(self, base: float, total_steps: int, warm_steps: int | None = None) -> None:
+        self.base, self.total = base, max(1, total_steps)
+        self.warm = max(1, self.total // 20 if warm_steps is None else min(warm_steps, self.total // 20))
+        self.anneal_from: tuple[int, float, int] | None = None  # (step, rate, steps)
+
+    def replan(self, total_steps: int) -> None:
+        self.total = max(1, total_steps)
+
+    def anneal(self, step: int, steps: int) -> None:
+        self.anneal_from = (step, self(step), max(1, steps))
+
+    def __call__(self, step: int) -> float:
+        if self.anneal_from is not None:
+            s0, rate, n = self.anneal_from
+            return rate * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - s0) / n)))
+        if step < self.warm:
+            return self.base * (step + 1) / self.warm
+        progress = min(1.0, (step - self.warm) / max(1, self.total - self.warm))
+        return self.base * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def _lr_at(step: int, total: int, base: float) -> float:
-    warm = max(1, total // 20)
-    if step < warm:
-        return base * (step + 1) / warm
-    progress = min(1.0, (step - warm) / max(1, total - warm))
-    return base * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return Schedule(base, total)(step)
+
+
+def lr_range_test(
+    module: Any,
+    params: Sequence[Any],
+    batch_loss: Callable[[Any], Any],
+    n: int,
+    *,
+    batch_size: int,
+    seed: int,
+    weight_decay: float = 0.0,
+    start: float = 1e-5,
+    end: float = 1.0,
+    steps: int = 100,
+    low: float = 1e-4,
+    high: float = 0.1,
+) -> float:
+    """A peak learning rate for AdamW: a tenth of the rate at the smoothed loss's minimum.
+
+    The rate grows exponentially from ``start`` to ``end`` over ``steps`` steps (batches drawn
+    with ``seed``); it stops early when the smoothed loss exceeds 4x its minimum or is not finite.
+    The step count is fixed, not timed, so the rate found depends only on the seed and the data. The module's state (weights, BatchNorm statistics) is
+    restored afterwards. The result is clipped to ``[low, high]``.
+
+    Args:
+        module: the model (its ``state_dict`` is saved and restored).
+        params: the parameters to optimize.
+        batch_loss: the loss of a batch given its sample indices (a LongTensor).
+        n: samples in the training set.
+    """
+    import torch
+
+    saved = copy.deepcopy(module.state_dict())
+    gen = torch.Generator().manual_seed(seed + 1)
+    opt = torch.optim.AdamW(params, lr=start, weight_decay=weight_decay)
+    steps = max(10, steps)
+    factor = (end / start) ** (1.0 / (steps - 1))
+    rates, losses = [], []
+    smooth, best = 0.0, math.inf
+    module.train()
+    perm = torch.randperm(n, generator=gen)
+    pos = 0
+    try:
+        for i in range(steps):
+            if pos + 2 > n:
+                perm, pos = torch.randperm(n, generator=gen), 0
+            idx = perm[pos : pos + batch_size]
+            pos += batch_size
+            lr = start * factor**i
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss = batch_loss(idx)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            smooth = 0.9 * smooth + 0.1 * value
+            corrected = smooth / (1 - 0.9 ** (i + 1))
+            rates.append(lr)
+            losses.append(corrected)
+            best = min(best, corrected)
+            if i > 5 and corrected > 4 * best:
+                break
+    finally:
+        module.load_state_dict(saved)
+    if not losses:
+        return low
+    at_min = rates[int(np.argmin(losses))]
+    return float(min(high, max(low, at_min / 10)))
 
 
 def evaluate(module: Any, split: Split, config: TrainConfig, batch_size: int = 256) -> tuple[float, float]:
@@ -241,31 +356,61 @@ def _train(
     f_all = [torch.from_numpy(np.ascontiguousarray(f)) for f in train.features]
     n = len(train)
     steps_per_epoch = math.ceil(n / config.batch_size)
-    planned = config.epochs
+    auto = config.epochs is None
+    planned = MAX_AUTO_EPOCHS if config.epochs is None else config.epochs
     decay: list[Any] = []
     no_decay: list[Any] = []
     for p in [*module.parameters(), *(hints.adapters.parameters() if hints else ())]:
         (decay if p.ndim > 1 else no_decay).append(p)
+
+    def batch_loss(idx: Any) -> Any:
+        loss = distillation_loss(
+            module(*(x[idx] for x in xs)),
+            t_all[idx],
+            y_all[idx] if y_all is not None else None,
+            temperature=config.temperature,
+            alpha=config.alpha,
+        )
+        if hints is not None:
+            loss = loss + config.feature_weight * hints.loss([f[idx] for f in f_all])
+        return loss
+
+    start = time.perf_counter()
+    lr = config.lr
+    if lr is None:
+        lr = lr_range_test(
+            module,
+            list(module.parameters()),
+            batch_loss,
+            n,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            weight_decay=config.weight_decay,
+        )
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr,
+        lr=lr,
     )
+    schedule = Schedule(lr, planned * steps_per_epoch, 3 * steps_per_epoch if auto else None)
     metric_name = "accuracy" if val.labels is not None else "agreement"
     best_key: tuple[float, float] | None = None
     best_state: dict[str, Any] | None = None
     best_epoch, best_metric, since_best = 0, 0.0, 0
     history: list[EpochLog] = []
     stop = "epochs"
-    start = time.perf_counter()
+    annealing = False
+    train_start = time.perf_counter()
     step = 0
     epoch = 0
     while epoch < planned:
         elapsed = time.perf_counter() - start
         if config.time_budget_s is not None and epoch > 0:
-            per_epoch = elapsed / epoch
+            per_epoch = (time.perf_counter() - train_start) / epoch
             if epoch == 1:
-                fit = max(1, int(config.time_budget_s / per_epoch))
-                planned = min(planned, fit)
+                fit = max(1, int((config.time_budget_s - elapsed) / per_epoch) + 1)
+                if fit < planned:
+                    planned = fit
+                    schedule.replan(planned * steps_per_epoch)
                 if epoch >= planned:
                     stop = "time budget"
                     break
@@ -280,17 +425,8 @@ def _train(
             if len(idx) < 2:  # BatchNorm cannot train on a single sample
                 continue
             for group in opt.param_groups:
-                group["lr"] = _lr_at(step, planned * steps_per_epoch, config.lr)
-            s = module(*(x[idx] for x in xs))
-            loss = distillation_loss(
-                s,
-                t_all[idx],
-                y_all[idx] if y_all is not None else None,
-                temperature=config.temperature,
-                alpha=config.alpha,
-            )
-            if hints is not None:
-                loss = loss + config.feature_weight * hints.loss([f[idx] for f in f_all])
+                group["lr"] = schedule(step)
+            loss = batch_loss(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -319,14 +455,32 @@ def _train(
         history.append(log)
         if on_epoch:
             on_epoch(log)
-        if since_best >= config.patience:
-            stop = "early stopping"
-            break
-    if stop == "epochs" and planned < config.epochs:
+        if since_best >= config.patience and not annealing:
+            if not auto:
+                stop = "early stopping"
+                break
+            # a plateau: drop the rest of the plan, anneal the rate to zero, then stop
+            length = max(3, config.patience // 2)
+            if epoch + length < planned:
+                annealing = True
+                planned = epoch + length
+                schedule.anneal(step, length * steps_per_epoch)
+    if annealing and stop == "epochs":
+        stop = "converged"
+    elif stop == "epochs" and auto and planned < MAX_AUTO_EPOCHS:
+        stop = "time budget"  # the plan was sized to fit the budget
+    elif stop == "epochs" and config.epochs is not None and planned < config.epochs:
         stop = "time budget"  # the plan was shortened to fit the budget
     if best_state is not None:
         module.load_state_dict(best_state)
     module.eval()
     return TrainResult(
-        tuple(history), best_epoch, best_metric, metric_name, stop, time.perf_counter() - start
+        tuple(history),
+        best_epoch,
+        best_metric,
+        metric_name,
+        stop,
+        time.perf_counter() - start,
+        lr=float(lr),
+        lr_found=config.lr is None,
     )

@@ -43,3 +43,16 @@ def test_soft_labels_beat_hard_labels_when_labels_are_scarce(digits, tmp_path) -
             acc[alpha].append(r.report.student.accuracy)
     # measured (benchmarks/RESULTS.md, 5 seeds): 95.3 % distilled vs 89.2 % on hard labels
     assert statistics.mean(acc[0.5]) > statistics.mean(acc[0.0]) + 0.02
+
+
+def test_tiny_student_converges_with_default_settings(digits, tmp_path) -> None:
+    # issue 14 item 5: the old defaults (40 epochs, lr 0.005) left a ~1k-parameter student at 55%
+    # the default plan without its time budget (which ends where the machine's load puts it): the
+    # range-test rate and the plateau rule decide the length
+    model, val, train = digits
+    cfg = TrainConfig(time_budget_s=None)
+    r = distill(model, "sepconv:cnn4", train, test=val, config=cfg, cache_dir=tmp_path)
+    rep = r.report
+    assert rep.student.params < 1500
+    assert rep.training.lr_found and rep.training.stop_reason == "converged"
+    assert rep.student.accuracy >= 0.97

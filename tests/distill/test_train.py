@@ -74,3 +74,38 @@ def test_time_budget_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     assert 2 <= len(result.history) < 1000
     # no epoch was started that the measured pace said would overrun the budget
     assert result.history[-1].elapsed_s <= cfg.time_budget_s
+
+
+def test_default_plan_finds_a_rate_and_stops_at_convergence() -> None:
+    # defaults: no --epochs, no --lr: the range test picks the rate, a plateau anneals and stops
+    cfg = TrainConfig(batch_size=16, patience=4, time_budget_s=None)
+    model = _model()
+    val = _data(64, 1)
+    result = train_student(model, _data(256, 0), val, cfg)
+    assert result.lr_found and 1e-4 <= result.lr <= 0.1
+    assert result.stop_reason == "converged"
+    assert len(result.history) < 1000
+    assert result.best_metric > 0.8
+    # the range test leaves no trace: same seed, same result
+    again = train_student(_model(), _data(256, 0), val, cfg)
+    assert again.lr == result.lr and len(again.history) == len(result.history)
+
+
+def test_lr_range_test_restores_the_module() -> None:
+    from onnxsqueeze.distill.train import lr_range_test
+
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(64, 6)
+    y = torch.randint(0, 3, (64,))
+    lr = lr_range_test(
+        model,
+        list(model.parameters()),
+        lambda idx: nn.functional.cross_entropy(model(x[idx]), y[idx]),
+        64,
+        batch_size=16,
+        seed=0,
+    )
+    assert 1e-4 <= lr <= 0.1
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])

