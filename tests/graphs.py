@@ -47,6 +47,19 @@ def cnn() -> onnx.ModelProto:
     )
 
 
+def cnn_inputs(n: int = 32, seed: int = 7) -> np.ndarray:
+    """A seeded batch for :func:`cnn` ([n, 3, 8, 8])."""
+    return rand((n, 3, 8, 8), seed)
+
+
+NO_WEIGHTS = """
+<ir_version: 8, opset_import: ["" : 17]>
+elementwise (float[N, 4] x) => (float[N, 4] y) {
+    r = Relu (x)
+    y = Add (r, x)
+}
+"""
+
 # --- resolution: image-to-image, classifiers, an FPN ------------------------------------------
 
 

@@ -17,20 +17,9 @@ import pytest
 from onnxsqueeze.optimize.quantize import calibrate
 from onnxsqueeze.passes import CalibrationData, QuantizeInt8Pass
 from onnxsqueeze.pipeline import run_passes
-from tests.graphs import cnn
-from tests.helpers import model_from_text, rand, run_ort
-
-NO_WEIGHTS = """
-<ir_version: 8, opset_import: ["" : 17]>
-elementwise (float[N, 4] x) => (float[N, 4] y) {
-    r = Relu (x)
-    y = Add (r, x)
-}
-"""
-
-
-def inputs(n: int = 32, seed: int = 7) -> np.ndarray:
-    return rand((n, 3, 8, 8), seed)
+from tests.graphs import NO_WEIGHTS, cnn
+from tests.graphs import cnn_inputs as inputs
+from tests.helpers import model_from_text, run_ort
 
 
 def quantize(model: onnx.ModelProto, **kw) -> tuple[onnx.ModelProto, bool]:
