@@ -25,6 +25,7 @@ from onnxsqueeze.cli._output import (
 
 # The knob names of onnxsqueeze.search.KNOBS, spelled out so that --help imports nothing heavy.
 TECHNIQUES = ("resolution", "channels", "sparsity", "int8", "int8-dynamic", "fp16", "distill")
+TECHNIQUES += ("sparsity+ft", "channels+ft", "resolution+ft")  # fine-tuned variants (--train-data)
 
 MetricOpt = Annotated[
     str,
