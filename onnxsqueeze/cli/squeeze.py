@@ -24,7 +24,15 @@ from onnxsqueeze.cli._output import (
 )
 
 # The knob names of onnxsqueeze.search.KNOBS, spelled out so that --help imports nothing heavy.
-TECHNIQUES = ("resolution", "channels", "sparsity", "int8", "int8-dynamic", "fp16", "distill")
+TECHNIQUES: tuple[str, ...] = (
+    "resolution",
+    "channels",
+    "sparsity",
+    "int8",
+    "int8-dynamic",
+    "fp16",
+    "distill",
+)
 TECHNIQUES += ("sparsity+ft", "channels+ft", "resolution+ft")  # fine-tuned variants (--train-data)
 
 MetricOpt = Annotated[
@@ -158,7 +166,9 @@ def squeeze_cmd(
         typer.Option(
             "--train-data",
             help="Training .npz (inputs + optional 'labels'): offers the 'distill' knob (the model "
-            "teaches a smaller catalog student) and is the default calibration data.",
+            "teaches a smaller catalog student) and the fine-tuned knobs 'sparsity+ft', "
+            "'channels+ft', 'resolution+ft' (the pass, then recovery training against the model); "
+            "the default calibration data.",
         ),
     ] = None,
     distill_minutes: Annotated[
