@@ -25,15 +25,9 @@ from onnxsqueeze.cli._output import (
 
 # The knob names of onnxsqueeze.search.KNOBS, spelled out so that --help imports nothing heavy.
 TECHNIQUES: tuple[str, ...] = (
-    "resolution",
-    "channels",
-    "sparsity",
-    "int8",
-    "int8-dynamic",
-    "fp16",
-    "distill",
-)
-TECHNIQUES += ("sparsity+ft", "channels+ft", "resolution+ft")  # fine-tuned variants (--train-data)
+    "resolution", "channels", "sparsity", "int8", "int8-dynamic", "int8-weights", "int4", "fp16", "distill",
+    "sparsity+ft", "channels+ft", "resolution+ft",  # fine-tuned variants (--train-data)
+)  # fmt: skip
 
 MetricOpt = Annotated[
     str,

@@ -9,6 +9,7 @@ from onnxsqueeze.passes.fp16 import ConvertToFloat16Pass
 from onnxsqueeze.passes.quantize import CalibrationData, QuantizeInt8Pass
 from onnxsqueeze.passes.resolution import RewriteInputResolutionPass
 from onnxsqueeze.passes.sparsity import PruneWeightsPass
+from onnxsqueeze.passes.weight_only import QuantizeMatMulInt4Pass, QuantizeWeightsInt8Pass
 
 # The registry: recipe and CLI names to pass classes. No import side effects register anything.
 PASSES: dict[str, type[SqueezePass]] = {
@@ -18,6 +19,8 @@ PASSES: dict[str, type[SqueezePass]] = {
     ConvertToFloat16Pass.name: ConvertToFloat16Pass,
     RewriteInputResolutionPass.name: RewriteInputResolutionPass,
     QuantizeInt8Pass.name: QuantizeInt8Pass,
+    QuantizeWeightsInt8Pass.name: QuantizeWeightsInt8Pass,
+    QuantizeMatMulInt4Pass.name: QuantizeMatMulInt4Pass,
     PruneWeightsPass.name: PruneWeightsPass,
     PruneChannelsPass.name: PruneChannelsPass,
 }
@@ -32,6 +35,8 @@ __all__ = [
     "PruneChannelsPass",
     "PruneWeightsPass",
     "QuantizeInt8Pass",
+    "QuantizeMatMulInt4Pass",
+    "QuantizeWeightsInt8Pass",
     "RewriteInputResolutionPass",
     "SqueezePass",
     "describe",
