@@ -269,6 +269,8 @@ class Squeezer:
             are not offered without it.
         model_path: the original's file (the teacher of distillation; written to the cache when
             None).
+        input_shapes: ``--input-shape``: the shapes (batch 1) dynamic inputs are planned, counted
+            (MACs) and checked at; the evaluation data must have them (see :func:`make_squeezer`).
     """
 
     def __init__(
@@ -284,8 +286,12 @@ class Squeezer:
         knobs: Sequence[Knob] = KNOBS,
         train: Dataset | None = None,
         model_path: str | Path | None = None,
+        input_shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         parse_objectives(options.objective)  # InputError early, before any work
+        self.input_shapes = (
+            {k: tuple(int(d) for d in v) for k, v in input_shapes.items()} if input_shapes else None
+        )
         self.model = model
         self.evaluator = evaluator
         self.calibration = calibration
@@ -378,7 +384,12 @@ class Squeezer:
             "calibration": self.calibration.sha256() if self.calibration is not None else None,
             "latency_seconds": self.options.latency_seconds,
             "latency_threads": self.options.latency_threads,
-        }
+        } | (
+            # Only when given, so that the keys of searches without them are unchanged.
+            {"input_shapes": self.input_shapes, "class_axis": ev.class_axis}
+            if self.input_shapes or ev.class_axis is not None
+            else {}
+        )
 
     def cache_key(self, steps: Sequence[Step], base: str | None = None) -> str:
         """The key of a candidate: the context, its steps and (distilled) its base model's hash."""
@@ -649,6 +660,24 @@ class Squeezer:
             scale=self._scale,
         )
 
+    def shapes_of(self, model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+        """The shapes (batch 1) ``model``'s dynamic inputs run at: ``--input-shape``, else the
+        evaluation data's (a candidate whose input a pass made static keeps its own)."""
+        from onnxsqueeze.shapes import declared_shape, graph_inputs
+
+        given = self.input_shapes or {}
+        data = self.evaluator.dataset.inputs
+        out: dict[str, tuple[int, ...]] = {}
+        for vi in graph_inputs(model):
+            declared = declared_shape(vi)
+            if all(isinstance(d, int) for d in declared):
+                continue
+            if vi.name in given:
+                out[vi.name] = tuple(given[vi.name])
+            elif vi.name in data and np.ndim(data[vi.name]) == len(declared):
+                out[vi.name] = (1, *np.shape(data[vi.name])[1:])
+        return out
+
     def _feeds_one(self, model: onnx.ModelProto) -> dict[str, np.ndarray]:
         from onnxsqueeze.evaluate import resize_inputs
         from onnxsqueeze.shapes import graph_inputs, input_dtype
@@ -692,7 +721,7 @@ class Squeezer:
             doc |= {"metric": metric, "samples": samples, "score_s": time.perf_counter() - t1}
             doc["size"] = len(model.SerializeToString(deterministic=True))
             try:
-                doc["macs"] = count_macs(model)[0]
+                doc["macs"] = count_macs(model, self.shapes_of(model))[0]
             except Exception:  # MACs are informative; a model shape inference cannot follow has none
                 doc["macs"] = None
             # Over budget: not timed (its latency would not change the outcome).
@@ -756,6 +785,8 @@ class Squeezer:
             metric=ev.metric.name,
             output=self.model.graph.output[ev.output_index].name,
             threshold=ev.threshold,
+            class_axis=ev.class_axis,
+            input_shapes=self.input_shapes,
             calibration_inputs=dict(cal.inputs) if cal is not None else None,
             calibration_labels=cal.labels if cal is not None else None,
             train_inputs=dict(train.inputs) if train is not None else None,
@@ -917,7 +948,10 @@ class Squeezer:
                     on_plan(knob.name)
                 t0 = time.perf_counter()
                 try:
-                    value = knob.plan(PlanContext(self.model, self.evaluator, self.calibration))
+                    ctx = PlanContext(
+                        self.model, self.evaluator, self.calibration, self.shapes_of(self.model)
+                    )
+                    value = knob.plan(ctx)
                     doc = {"value": value, "seconds": time.perf_counter() - t0}
                 except (MemoryError, KeyboardInterrupt):
                     raise
@@ -984,6 +1018,8 @@ def make_squeezer(
     use_cache: bool = True,
     on_image: Callable[[int, int], None] | None = None,
     train_data: str | Path | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    class_axis: int | None = None,
 ) -> Squeezer:
     """Load the model and data, split off calibration samples and set up the search.
 
@@ -1006,6 +1042,11 @@ def make_squeezer(
         on_image: progress of image loading.
         train_data: an ``.npz`` of training inputs (and optional ``labels``): offers the
             ``distill`` knob (the model is the teacher) and is the default calibration data.
+        input_shapes: ``--input-shape`` (``{name: dims}``): must fit the model and agree with the
+            data's samples; an image folder is read at its H and W unless ``preprocess`` sets a
+            size. Dynamic inputs are planned, counted and checked at these shapes.
+        class_axis: the class axis of accuracy/agreement (default: 1, or 2 for a ``[T, N, C]``
+            sequence output; see :mod:`onnxsqueeze.metrics`).
 
     Raises:
         ModelLoadError, InputError: bad model, data or options.
@@ -1016,15 +1057,19 @@ def make_squeezer(
     t0 = time.perf_counter()
     model, data, out_dir = Path(model), Path(data), Path(out_dir)
     original = sio.load(model)
+    given = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
+    if given:
+        shapes.resolve_input_shapes(original, given)  # InputError: unknown input, wrong rank...
     if data.is_dir():
         first_input = shapes.graph_inputs(original)[0].name
-        ds = E.load_image_folder(
-            data, preprocess or E.Preprocess(), input_name=first_input, limit=samples, on_image=on_image
-        )
+        preprocess = preprocess or E.Preprocess()
+        preprocess = _sized(preprocess, given.get(first_input))
+        ds = E.load_image_folder(data, preprocess, input_name=first_input, limit=samples, on_image=on_image)
     else:
         ds = E.load_npz_dataset(data)
         if samples is not None and samples < len(ds):
             ds = ds.take(0, samples)
+    _check_data_shapes(given, ds, data)
     metric = metric or ("accuracy" if ds.labels is not None else "agreement")
     train = E.load_npz_dataset(train_data) if train_data is not None else None
     if calibration_data is None and train_data is not None:
@@ -1050,7 +1095,13 @@ def make_squeezer(
     # The original's outputs (teacher of label-free metrics) are computed on the first evaluation
     # that is not in the cache, so a rerun served from the cache runs no inference.
     evaluator = E.Evaluator(
-        original, evalset, metric, output=output, threshold=threshold, provider=options.provider
+        original,
+        evalset,
+        metric,
+        output=output,
+        threshold=threshold,
+        class_axis=class_axis,
+        provider=options.provider,
     )
     squeezer = Squeezer(
         original,
@@ -1062,9 +1113,28 @@ def make_squeezer(
         model_sha256=sio.sha256_file(model),
         train=train,
         model_path=model,
+        input_shapes=given or None,
     )
     squeezer.timings["load"] = time.perf_counter() - t0
     return squeezer
+
+
+def _sized(preprocess: Preprocess, dims: Sequence[int] | None) -> Preprocess:
+    """An image folder read at the H and W of ``--input-shape`` when the preprocessing names none."""
+    if dims is None or len(dims) != 4 or preprocess.size != Preprocess().size:
+        return preprocess
+    h, w = (dims[1], dims[2]) if preprocess.layout == "NHWC" else (dims[2], dims[3])
+    return dataclasses.replace(preprocess, size=(int(h), int(w)))
+
+
+def _check_data_shapes(given: Mapping[str, Sequence[int]], ds: Dataset, source: Path) -> None:
+    """``--input-shape`` must agree with the samples the search runs on (batch aside)."""
+    for name, dims in given.items():
+        if name in ds.inputs and tuple(np.shape(ds.inputs[name])[1:]) != tuple(dims[1:]):
+            raise InputError(
+                f"--input-shape {name}:{','.join(map(str, dims))} disagrees with {source}, whose "
+                f"'{name}' samples are {list(np.shape(ds.inputs[name])[1:])}"
+            )
 
 
 def squeeze(
