@@ -188,6 +188,10 @@ SAMPLE_RANGE: dict[str, tuple[float, float]] = {
     "cosine": (-100.0, 100.0),
     "mae": (0.0, float("inf")),
 }
+# onnxslim's form of a base model is used when its outputs are within this fraction of the
+# outputs' scale of the base model's (optimize.base.normalize's default).
+SLIM_RTOL = 1e-4
+SLIM = Step.of("onnxslim", {})
 # The smallest subset worth scoring before the whole set (fewer samples prune almost nothing).
 MIN_RUNG = 32
 
@@ -354,7 +358,9 @@ class Squeezer:
         self._baseline_metric: float | None = None
         self._baseline_latency: float | None = None
         self._scale = 1.0
-        self._clean: dict[str, tuple[onnx.ModelProto, bool]] = {}  # base sha -> normalized model
+        # base sha -> (normalized model, whether each normalization step modified it, the steps)
+        self._clean: dict[str, tuple[onnx.ModelProto, list[bool], tuple[Step, ...]]] = {}
+        self._clean_lock = threading.Lock()
         self._reference_session: tuple[Any, dict[str, np.ndarray]] | None = None
         # Successive halving scores subsets in this seeded order (a class-sorted dataset would
         # otherwise give a first rung of one class).
@@ -404,7 +410,7 @@ class Squeezer:
             return self.cache_key([])
         base = base_of(settings, self.knobs)
         base_sha = self.base_model(settings)[1] if base is not None else None
-        return self.cache_key(steps_of(settings, self.knobs), base_sha)
+        return self.cache_key(self.steps(settings), base_sha)
 
     # ------------------------------------------------------------------ base models
     def base_model(self, settings: Mapping[str, Any]) -> tuple[onnx.ModelProto, str]:
@@ -556,7 +562,7 @@ class Squeezer:
         base, base_sha = self.base_model(settings)
         return build(
             base,
-            steps_of(settings, self.knobs),
+            self.steps(settings),
             calibration=self.calibration.inputs if self.calibration is not None else None,
             source_sha256=base_sha,
         )
@@ -582,7 +588,7 @@ class Squeezer:
         from onnxsqueeze.recipe import BaseModel
 
         self.prepare()
-        steps = tuple(steps_of(settings, self.knobs))
+        steps = tuple(self.steps(settings))
         needs = any(s.calibration for s in steps)
         base = None
         step = base_of(settings, self.knobs)
@@ -592,35 +598,84 @@ class Squeezer:
         return Recipe(steps, self.model_sha256, self.calibration_source if needs else None, base)
 
     # ------------------------------------------------------------------ measuring
-    def _normalized(self, base: onnx.ModelProto, base_sha: str) -> tuple[onnx.ModelProto, bool]:
-        """``base`` after the cleanup every candidate starts with, computed once per base model."""
-        if base_sha not in self._clean:
-            from onnx_ir.serde import deserialize_model, serialize_model
+    def steps(self, settings: Mapping[str, Any]) -> list[Step]:
+        """The recipe steps of a candidate: its base model's normalization, then its passes."""
+        base, base_sha = self.base_model(settings)
+        return [*self._normalized(base, base_sha)[2], *steps_of(settings, self.knobs)[1:]]
 
-            from onnxsqueeze.recipe import make_passes
+    def _normalized(
+        self, base: onnx.ModelProto, base_sha: str
+    ) -> tuple[onnx.ModelProto, list[bool], tuple[Step, ...]]:
+        """``base`` normalized as every candidate starts from it, once per base model.
 
-            work = deserialize_model(base)
-            (cleanup,) = make_passes([CLEANUP], None)
-            modified = bool(cleanup(work).modified)
-            self._clean[base_sha] = (serialize_model(work), modified)
-        return self._clean[base_sha]
+        The front door's normalization (:mod:`onnxsqueeze.optimize.base`): the cleanup, then
+        onnxslim where it removes more nodes and its outputs match the base model's on the first
+        evaluation samples (``optimize.base.same_outputs``, the check ``normalize`` makes).
+        Returned with the steps that made it (``cleanup`` and, when kept, ``onnxslim``), which
+        recipes record, so ``apply`` rebuilds the same bytes.
+        """
+        with self._clean_lock:
+            if base_sha not in self._clean:
+                self._clean[base_sha] = self._normalize(base)
+            return self._clean[base_sha]
+
+    def _normalize(self, base: onnx.ModelProto) -> tuple[onnx.ModelProto, list[bool], tuple[Step, ...]]:
+        from onnx_ir.serde import deserialize_model, serialize_model
+
+        from onnxsqueeze.optimize.base import same_outputs
+        from onnxsqueeze.recipe import make_passes
+        from onnxsqueeze.verify import run
+
+        work = deserialize_model(base)
+        (cleanup,) = make_passes([CLEANUP], None)
+        modified = bool(cleanup(work).modified)
+        clean = serialize_model(work)
+        (slim,) = make_passes([SLIM], None)
+        result = slim(deserialize_model(clean))
+        if result.modified:
+            form = serialize_model(result.model)
+            try:
+                feeds = self._check_feeds(base)
+                diff = same_outputs(run(base, feeds), form, feeds)
+            except Exception:  # the base does not run on these arrays (a student's inputs): not slimmed
+                diff = None
+            if diff is not None and diff <= SLIM_RTOL:
+                return form, [modified, True], (CLEANUP, SLIM)
+            self.notes.append(
+                "onnxslim's simplification not used: its outputs differ from the model's"
+                + ("" if diff is None else f" (max error {diff:.2g} of the output scale)")
+            )
+        return clean, [modified], (CLEANUP,)
+
+    def _check_feeds(self, model: onnx.ModelProto, samples: int = 8) -> dict[str, np.ndarray]:
+        """The first evaluation samples, cast to ``model``'s input types (a static batch: its size)."""
+        from onnxsqueeze.shapes import declared_shape, graph_inputs, input_dtype
+
+        data = self.evaluator.dataset.inputs
+        feeds = {}
+        for vi in graph_inputs(model):
+            declared = declared_shape(vi)
+            n = declared[0] if declared and isinstance(declared[0], int) else samples
+            feeds[vi.name] = np.asarray(data[vi.name])[:n].astype(input_dtype(vi), copy=False)
+        return feeds
 
     def _build_measured(self, settings: Settings) -> tuple[onnx.ModelProto, list[str]]:
         """The candidate (the bytes :meth:`build` gives) from the normalized base, and the passes
         that had nothing to do."""
         from onnxsqueeze.recipe import build_traced
 
-        steps = steps_of(settings, self.knobs)
         base, base_sha = self.base_model(settings)
-        clean, cleaned = self._normalized(base, base_sha)
+        clean, applied, norm = self._normalized(base, base_sha)
+        steps = [*norm, *steps_of(settings, self.knobs)[1:]]
         model, modified = build_traced(
             clean,
             steps,
             calibration=self.calibration.inputs if self.calibration is not None else None,
             source_sha256=base_sha,
-            applied=[cleaned],
+            applied=applied,
         )
-        return model, [s.pass_name for s, m in zip(steps[1:], modified[1:], strict=True) if not m]
+        n = len(norm)
+        return model, [s.pass_name for s, m in zip(steps[n:], modified[n:], strict=True) if not m]
 
     def _score(self, model: onnx.ModelProto, *, baseline: bool) -> tuple[float, int | None]:
         """The metric, scored on growing subsets while the candidate can still fit (successive
@@ -771,7 +826,10 @@ class Squeezer:
         if base is None:
             return self.key_of(settings)
         known = self._known_student(str(dict(base.options)["student"]))
-        return None if known is None else self.cache_key(steps_of(settings, self.knobs), known[1])
+        if known is None:
+            return None
+        norm = self._normalized(*known)[2]
+        return self.cache_key([*norm, *steps_of(settings, self.knobs)[1:]], known[1])
 
     def worker_spec(self) -> WorkerSpec:
         """What a worker needs to measure candidates like this Squeezer (see :mod:`.executor`)."""

@@ -14,6 +14,7 @@ from onnxsqueeze import search as S
 from onnxsqueeze.cli.app import app
 from onnxsqueeze.evaluate import Budget
 from onnxsqueeze.search.executor import build_replica
+from onnxsqueeze.search.squeezer import write_candidate
 from tests.helpers import rand, run_ort
 from tests.optimize.graphs import constant_weights_model, ctc_model
 
@@ -103,3 +104,28 @@ def test_cli_class_axis(tmp_path: Path) -> None:
         src, data, tmp_path / "b", "--metric", "agreement", "--class-axis", "5", "--techniques", "fp16"
     )
     assert bad.exit_code == 2 and "--class-axis 5" in bad.output and "Traceback" not in bad.output
+
+
+def test_the_search_normalizes_with_onnxslim_and_apply_replays_the_same_bytes(tmp_path: Path) -> None:
+    """The front door's normalization (cleanup, then onnxslim where verified) is the search's:
+    candidates start from the slimmed base, the recipe records it, apply rebuilds the same bytes."""
+    from tests.passes.test_onnxslim import transposes_model
+
+    src = sio.save(transposes_model(), tmp_path / "m.onnx")
+    data = sio.save_npz(tmp_path / "d.npz", {"x": rand((40, 3, 8, 8), 1)})
+    options = S.SqueezeOptions(
+        budget=Budget(5.0), objective="size", latency_seconds=0.02, techniques=("fp16", "int8-dynamic")
+    )
+    sq = S.make_squeezer(src, data, options=options, out_dir=tmp_path / "o", use_cache=False)
+    settings = {"fp16": True}
+    assert [s.pass_name for s in sq.steps(settings)] == ["cleanup", "onnxslim", "fp16"]
+    fast, idle = sq._build_measured(settings)
+    assert idle == []
+    assert "Transpose" not in {n.op_type for n in fast.graph.node}
+    full = sq.build(settings)
+    assert fast.SerializeToString(deterministic=True) == full.SerializeToString(deterministic=True)
+    _, files = write_candidate(sq, settings, tmp_path / "o", "m", recipe_name="recipe.toml")
+    replayed = tmp_path / "replayed.onnx"
+    r = runner.invoke(app, ["apply", str(files["recipe"]), str(src), "-o", str(replayed)])
+    assert r.exit_code == 0, r.output
+    assert replayed.read_bytes() == files["model"].read_bytes()
