@@ -463,6 +463,7 @@ def apply_cmd(
         ),
     ] = False,
     tolerance: opt.ToleranceOpt = None,
+    input_shape: opt.InputShapeOpt = None,
     base: Annotated[
         Path | None,
         typer.Option(
@@ -528,11 +529,19 @@ def apply_cmd(
             warn(message)
         start = sio.load(bpath)
     result = rcp.build(start, r.steps, calibration=calibration, source_sha256=start_sha)
-    from onnxsqueeze.verify import verify
-
     # Verified against the source on the calibration samples (or seeded random inputs): a recipe
     # squeezes on purpose, so the metrics are reported and only --tolerance makes them a gate.
-    report = verify(proto, result, data=calibration, data_label="calibration samples", seed=0)
+    from onnxsqueeze.shapes import parse_input_shapes
+    from onnxsqueeze.verify import verify
+
+    report = verify(
+        proto,
+        result,
+        data=calibration,
+        data_label="calibration samples",
+        input_shapes=parse_input_shapes(input_shape) if input_shape else None,
+        seed=0,
+    )
     failed = tolerance is not None and not report.within(tolerance)
     if failed and not force:
         from onnxsqueeze.errors import VerificationError

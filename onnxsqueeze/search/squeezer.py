@@ -776,7 +776,11 @@ class Squeezer:
             doc |= {"metric": metric, "samples": samples, "score_s": time.perf_counter() - t1}
             doc["size"] = len(model.SerializeToString(deterministic=True))
             try:
-                doc["macs"] = count_macs(model, self.shapes_of(model))[0]
+                # The baseline's MACs on its normalized form, like every candidate's (shape
+                # inference follows more of a slimmed graph: counted on the raw export, the
+                # baseline would seem cheaper than its own fp16 copy).
+                counted = model if settings else self._normalized(model, self.model_sha256)[0]
+                doc["macs"] = count_macs(counted, self.shapes_of(counted))[0]
             except Exception:  # MACs are informative; a model shape inference cannot follow has none
                 doc["macs"] = None
             # Over budget: not timed (its latency would not change the outcome).

@@ -129,3 +129,26 @@ def test_the_search_normalizes_with_onnxslim_and_apply_replays_the_same_bytes(tm
     r = runner.invoke(app, ["apply", str(files["recipe"]), str(src), "-o", str(replayed)])
     assert r.exit_code == 0, r.output
     assert replayed.read_bytes() == files["model"].read_bytes()
+
+
+def test_apply_takes_input_shape_for_a_dynamic_model(tmp_path: Path) -> None:
+    """apply verifies on random inputs when the recipe has no calibration: a dynamic H/W needs
+    --input-shape (one line naming it without), and the replay is the squeeze's bytes."""
+    src = sio.save(constant_weights_model(), tmp_path / "m.onnx")
+    data = sio.save_npz(tmp_path / "d.npz", {"x": rand((40, 3, 12, 20), 1)})
+    options = S.SqueezeOptions(budget=Budget(5.0), objective="size", techniques=("fp16",))
+    sq = S.make_squeezer(
+        src,
+        data,
+        options=options,
+        out_dir=tmp_path / "o",
+        input_shapes={"x": [1, 3, 12, 20]},
+        use_cache=False,
+    )
+    _, files = write_candidate(sq, {"fp16": True}, tmp_path / "o", "m", recipe_name="recipe.toml")
+    args = ["apply", str(files["recipe"]), str(src), "-o", str(tmp_path / "r.onnx")]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and "--input-shape" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, [*args, "--input-shape", "x:1,3,12,20"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "r.onnx").read_bytes() == files["model"].read_bytes()
