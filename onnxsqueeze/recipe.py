@@ -197,29 +197,41 @@ def save(recipe: Recipe, path: str | Path, *, protect: Sequence[str | Path] = ()
     return sio.write_bytes_atomic(path, recipe.to_toml().encode(), protect=protect)
 
 
-def make_passes(steps: Sequence[Step], calibration: Mapping[str, np.ndarray] | None) -> list[Any]:
+def make_passes(
+    steps: Sequence[Step], calibration: Mapping[str, np.ndarray] | None, model: ir.Model | None = None
+) -> list[Any]:
     """Instantiate the passes of ``steps``; calibrated steps get ``calibration=`` the arrays.
+
+    A pass that takes calibrated activation ranges instead (``ranges``: int8 static) is calibrated
+    by the technique layer on ``model`` as it stands before that step; without ``model`` only its
+    options are checked.
 
     Raises:
         InputError: a pass is unknown, an option is invalid, or calibration data are missing.
     """
+    return [_make_pass(step, calibration, model) for step in steps]
+
+
+def _make_pass(step: Step, calibration: Mapping[str, np.ndarray] | None, model: ir.Model | None) -> Any:
     from onnxsqueeze.passes import PASSES
 
-    passes = []
-    for step in steps:
-        cls = PASSES.get(step.pass_name)
-        if cls is None:
-            raise InputError(f"unknown pass '{step.pass_name}'; known: {', '.join(sorted(PASSES))}")
-        kwargs = dict(step.options)
-        if step.calibration:
-            if calibration is None:
-                raise InputError(f"pass '{step.pass_name}' needs calibration data")
+    cls = PASSES.get(step.pass_name)
+    if cls is None:
+        raise InputError(f"unknown pass '{step.pass_name}'; known: {', '.join(sorted(PASSES))}")
+    kwargs = dict(step.options)
+    if step.calibration:
+        if calibration is None:
+            raise InputError(f"pass '{step.pass_name}' needs calibration data")
+        if "ranges" in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
+            from onnxsqueeze.optimize.quantize import calibrated_int8_options
+
+            kwargs = calibrated_int8_options(kwargs, calibration, model)
+        else:
             kwargs["calibration"] = dict(calibration)
-        try:
-            passes.append(cls(**kwargs))
-        except TypeError as e:
-            raise InputError(f"pass '{step.pass_name}': invalid options {dict(step.options)} ({e})") from e
-    return passes
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise InputError(f"pass '{step.pass_name}': invalid options {dict(step.options)} ({e})") from e
 
 
 def build(
@@ -254,10 +266,16 @@ def build_traced(
     provenance), and whether each modified it; they are recorded, not rerun. The search
     normalizes its base model once this way and gets the same bytes as a full build.
     """
-    from onnxsqueeze.pipeline import run_passes
+    from onnxsqueeze.passes.base import describe
+    from onnxsqueeze.pipeline import record_provenance, run_passes
 
-    passes = make_passes(steps, calibration)
+    passes = make_passes(steps, calibration)  # every option checked before any work
     work = ir.serde.deserialize_model(model)
     modified: list[bool] = list(applied)
-    run_passes(work, passes[len(applied) :], source_sha256=source_sha256, record=passes, trace=modified)
+    for i in range(len(applied), len(steps)):
+        # Each pass is built on the model as it stands: a calibrated int8 step measures its
+        # activation ranges after the passes before it. Recorded once, all steps, at the end.
+        passes[i] = _make_pass(steps[i], calibration, work)
+        run_passes(work, [passes[i]], source_sha256=source_sha256, record=[], trace=modified)
+    record_provenance(work, [describe(p) for p in passes], source_sha256)
     return ir.serde.serialize_model(work), modified

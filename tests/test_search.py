@@ -204,13 +204,13 @@ def test_planned_knob_is_bound_once_and_cached(tmp_path):
 
     def plan(ctx):
         calls.append(len(ctx.evaluator.dataset))
-        return 0.5
+        return "n0_Conv"
 
     def plan_fails(ctx):
         raise RuntimeError("no analysis for this model")
 
     def step(setting, value):
-        return Step.of("int8", {"mode": "static", "fraction": value or 1.0}, calibration=True)
+        return Step.of("int8", {"mode": "static", "exclude": (value,) if value else ()}, calibration=True)
 
     knobs = (
         Knob("q", (True,), False, step, 3, plan=plan),
@@ -234,11 +234,11 @@ def test_planned_knob_is_bound_once_and_cached(tmp_path):
     first.prepare()
     first.prepare()  # idempotent
     assert calls == [16]
-    assert first.plans == {"q": 0.5, "r": None}
+    assert first.plans == {"q": "n0_Conv", "r": None}
     assert any("no analysis for this model" in n for n in first.notes)
     by_name = {k.name: k for k in first.knobs}
-    assert dict(by_name["q"].step_of(True).options)["fraction"] == 0.5
-    assert dict(by_name["r"].step_of(True).options)["fraction"] == 1.0
+    assert dict(by_name["q"].step_of(True).options)["exclude"] == ("n0_Conv",)
+    assert dict(by_name["r"].step_of(True).options)["exclude"] == ()
     again = squeezer()
     again.prepare()
     assert calls == [16]  # from the cache
@@ -288,7 +288,8 @@ def test_knob_table_matches_every_registered_pass():
     # every technique has landed: every knob and every setting is offered
     assert skipped == {} and [k.settings for k in offered] == [k.settings for k in KNOBS]
     assert {k.name for k in offered} == {
-        "fp16", "int8", "int8-dynamic", "sparsity", "channels", "resolution", "distill",
+        "fp16", "int8", "int8-dynamic", "int8-weights", "int4", "sparsity", "channels", "resolution",
+        "distill",
     }  # fmt: skip
     for knob in offered:
         if knob.base:  # distill: not a pass; its settings are catalog students

@@ -59,7 +59,7 @@ def test_digits_squeeze_with_distillation(digits, tmp_path):
     _assert_done_when(results)
     assert results["calibration"]["data"] == str(Path(train).resolve())
     assert set(results["knobs"]) == {
-        "resolution", "channels", "int8", "int8-dynamic", "fp16", "distill",
+        "resolution", "channels", "int8", "int8-dynamic", "int8-weights", "int4", "fp16", "distill",
     }  # fmt: skip
     assert "cannot lower size" in results["not_offered"]["sparsity"]  # dense zeros: no gain
     report = (out / "report.md").read_text()

@@ -24,7 +24,9 @@ from onnxsqueeze.cli._output import (
 )
 
 # The knob names of onnxsqueeze.search.KNOBS, spelled out so that --help imports nothing heavy.
-TECHNIQUES = ("resolution", "channels", "sparsity", "int8", "int8-dynamic", "fp16", "distill")
+TECHNIQUES = (
+    "resolution", "channels", "sparsity", "int8", "int8-dynamic", "int8-weights", "int4", "fp16", "distill",
+)  # fmt: skip
 
 MetricOpt = Annotated[
     str,

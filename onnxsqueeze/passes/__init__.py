@@ -14,6 +14,7 @@ from onnxsqueeze.passes.fp16 import ConvertToFloat16Pass
 from onnxsqueeze.passes.quantize import CalibrationData, QuantizeInt8Pass
 from onnxsqueeze.passes.resolution import RewriteInputResolutionPass
 from onnxsqueeze.passes.sparsity import PruneWeightsPass
+from onnxsqueeze.passes.weight_only import QuantizeMatMulInt4Pass, QuantizeWeightsInt8Pass
 
 # The registry: recipe and CLI names to pass classes. No import side effects register anything.
 PASSES: dict[str, type[SqueezePass]] = {
@@ -24,6 +25,8 @@ PASSES: dict[str, type[SqueezePass]] = {
     ConvertToFloat16Pass.name: ConvertToFloat16Pass,
     RewriteInputResolutionPass.name: RewriteInputResolutionPass,
     QuantizeInt8Pass.name: QuantizeInt8Pass,
+    QuantizeWeightsInt8Pass.name: QuantizeWeightsInt8Pass,
+    QuantizeMatMulInt4Pass.name: QuantizeMatMulInt4Pass,
     PruneWeightsPass.name: PruneWeightsPass,
     PruneChannelsPass.name: PruneChannelsPass,
 }
@@ -38,6 +41,8 @@ __all__ = [
     "PruneChannelsPass",
     "PruneWeightsPass",
     "QuantizeInt8Pass",
+    "QuantizeMatMulInt4Pass",
+    "QuantizeWeightsInt8Pass",
     "RewriteInputResolutionPass",
     "SimplifyWithOnnxslimPass",
     "SqueezePass",

@@ -3,7 +3,7 @@
 The table :data:`KNOBS` is the one place that maps techniques to passes. A knob whose pass is not
 registered in :data:`onnxsqueeze.passes.PASSES` (or whose options the pass does not take) is not
 offered (:func:`available_knobs`); the report says so. A monotone knob (more aggressive never helps
-accuracy: sparsity level, channel ratio, resolution, the fraction of layers quantized to int8) has
+accuracy: sparsity level, channel ratio, resolution, the int8 layers kept in float) has
 its settings ordered from mildest to most aggressive, so the search may bisect it.
 
 **Distillation** (the ``distill`` knob, offered only with training data) is a *base* knob: a
@@ -74,9 +74,16 @@ class Knob:
         return self.step(setting, None) if self.plan is not None else self.step(setting)
 
     def bind(self, value: Any) -> Knob:
-        """This knob with its plan's value fixed in its steps."""
+        """This knob with its plan's value fixed in its steps.
+
+        Settings that the plan makes identical to a later one are dropped (the later one is kept,
+        so a monotone order stays mildest first): a small model has fewer int8 layers to keep
+        float than the largest setting asks for.
+        """
         unbound = self.step
-        return dataclasses.replace(self, step=lambda s: unbound(s, value), plan=None)
+        steps = [unbound(s, value) for s in self.settings]
+        kept = tuple(s for i, s in enumerate(self.settings) if steps[i] not in steps[i + 1 :])
+        return dataclasses.replace(self, settings=kept, step=lambda s: unbound(s, value), plan=None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +158,36 @@ def _channels_step(ratio: float, drops: Mapping[str, float] | None) -> Step:
     return Step.of("channels", options, calibration=True)
 
 
+def _int8_plan(ctx: PlanContext, *, samples: int = 128) -> dict[str, Any] | None:
+    """Calibration choice and layer order for static int8 (:func:`onnxsqueeze.optimize.quantize.plan_int8`).
+
+    Scored on up to ``samples`` evaluation samples; needs calibration data.
+    """
+    import copy
+
+    from onnxsqueeze.optimize.quantize import plan_int8
+
+    if ctx.calibration is None:
+        return None
+    sub = copy.copy(ctx.evaluator)
+    sub.dataset = ctx.evaluator.dataset.take(0, min(samples, len(ctx.evaluator.dataset)))
+    sub._reference_out = None
+    sign = 1.0 if sub.metric.higher_is_better else -1.0
+    return plan_int8(ctx.model, lambda m: sign * sub.score(m), ctx.calibration.inputs)
+
+
+def _int8_step(float_layers: int, plan: Mapping[str, Any] | None) -> Step:
+    options: dict[str, Any] = {"mode": "static", "per_channel": True}
+    if plan:
+        options["calibrate_method"] = plan["calibrate_method"]
+        options["activation_type"] = plan["activation_type"]
+        # At least one layer stays int8 (all float is the original, not a candidate).
+        keep_float = min(float_layers, len(plan["order"]) - 1)
+        if keep_float > 0:
+            options["exclude"] = tuple(plan["order"][:keep_float])
+    return Step.of("int8", options, calibration=True)
+
+
 # NOTE for the lead: when a technique lands, check that its registry name and option names match
 # the step below (the search checks the options against the pass's dataclass fields and reports
 # a mismatch as "not offered").
@@ -191,17 +228,18 @@ KNOBS: tuple[Knob, ...] = (
     ),
     Knob(
         "int8",
-        # The fraction of Conv/Gemm/MatMul layers quantized, least sensitive first (the others stay
-        # float): more layers, more noise, so the metric falls (roughly) monotonically.
-        settings=(0.5, 0.75, 1.0),
+        # Static int8 with accuracy-aware reversion: the plan picks the calibration (method and
+        # activation type) that scores best and ranks layers by the metric recovered when each
+        # alone is reverted to float (NNCF's measured sensitivity); a setting keeps the k most
+        # sensitive layers float. Fewer float layers, more noise: monotone, mildest first.
+        settings=(8, 4, 2, 1, 0),
         monotone=True,
-        step=lambda f: Step.of(
-            "int8", {"mode": "static", "per_channel": True, "fraction": f}, calibration=True
-        ),
+        step=_int8_step,
+        plan=_int8_plan,
         stage=3,
         group="precision",
-        label=lambda f: "int8 static" if f == 1.0 else f"int8 static {f:.0%} of layers",
-        help="int8 QDQ with calibration (QuantizeInt8Pass)",
+        label=lambda k: "int8 static" if k == 0 else f"int8 static, {k} most sensitive layers float",
+        help="int8 QDQ with calibration, sensitive layers reverted to float (QuantizeInt8Pass)",
         improves=("latency", "size", "cost"),
     ),
     Knob(
@@ -214,6 +252,30 @@ KNOBS: tuple[Knob, ...] = (
         label=lambda _: "int8 dynamic",
         improves=("latency", "size", "cost"),
         help="int8 weights, activations quantized at run time (QuantizeInt8Pass)",
+    ),
+    Knob(
+        "int8-weights",
+        settings=(True,),
+        monotone=False,
+        # Per-channel where the opset allows (>= 13), per-tensor below: float compute, 4x smaller weights.
+        step=lambda _: Step.of("int8-weights", {}),
+        stage=3,
+        group="precision",
+        label=lambda _: "int8 weights only",
+        # onnxruntime dequantizes the weights on every run unless the session folds them.
+        improves=("size",),
+        help="int8 weights behind DequantizeLinear, float compute (QuantizeWeightsInt8Pass)",
+    ),
+    Knob(
+        "int4",
+        settings=(True,),
+        monotone=False,
+        step=lambda _: Step.of("int4", {"block_size": 32}),
+        stage=3,
+        group="precision",
+        label=lambda _: "int4 MatMul weights",
+        improves=("latency", "size", "cost"),
+        help="4-bit MatMul weights, onnxruntime MatMulNBits (QuantizeMatMulInt4Pass)",
     ),
     Knob(
         "fp16",
@@ -262,7 +324,7 @@ def available_knobs(knobs: Sequence[Knob] = KNOBS) -> tuple[list[Knob], dict[str
                 continue
             fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
             missing = sorted({k for k, _ in step.options} - fields)
-            if missing or (step.calibration and "calibration" not in fields):
+            if missing or (step.calibration and not fields & {"calibration", "ranges"}):
                 why.append(f"pass '{step.pass_name}' takes no option(s) {missing or ['calibration']}")
                 continue
             ok.append(s)

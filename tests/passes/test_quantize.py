@@ -1,8 +1,8 @@
-"""QuantizeInt8Pass: positive (structure), negative (nothing to do), numerical and determinism tests.
+"""QuantizeInt8Pass: structure, nothing to do, numerics, determinism, validation and purity.
 
 Tolerances: int8 with per-channel weights on these small, well-scaled graphs keeps every output
 within 5 % of the output's own range of the float model (max abs error / max |ref|); dynamic and
-static both meet it.
+static (QDQ and QOperator, uint8 or int8 activations) all meet it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-from onnxsqueeze.passes import PASSES, CalibrationData, QuantizeInt8Pass
-from onnxsqueeze.passes.quantize import sensitivity
+from onnxsqueeze.optimize.quantize import calibrate
+from onnxsqueeze.passes import CalibrationData, QuantizeInt8Pass
 from onnxsqueeze.pipeline import run_passes
 from tests.helpers import model_from_text, rand, run_ort
 
@@ -66,16 +66,13 @@ def quantize(model: onnx.ModelProto, **kw) -> tuple[onnx.ModelProto, bool]:
     return ir.serde.serialize_model(m), result.modified
 
 
-def static_kw(n: int = 32) -> dict:
-    return {"mode": "static", "calibration": {"x": inputs(n, seed=11)}}
+def static_kw(n: int = 32, method: str = "minmax") -> dict:
+    ranges = calibrate(cnn(), {"x": inputs(n, seed=11)}, method=method)
+    return {"mode": "static", "ranges": ranges, "calibrate_method": method}
 
 
 def ops(model: onnx.ModelProto) -> set[str]:
     return {n.op_type for n in model.graph.node}
-
-
-def test_registered():
-    assert PASSES["int8"] is QuantizeInt8Pass
 
 
 def test_dynamic_rewrites_weights_to_int8():
@@ -90,12 +87,30 @@ def test_dynamic_rewrites_weights_to_int8():
     ]
 
 
+def test_dynamic_matches_onnxruntime_quantize_dynamic(tmp_path):
+    from onnxruntime.quantization import quantize_dynamic
+
+    out, _ = quantize(cnn())
+    ops_ = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
+    quantize_dynamic(cnn(), tmp_path / "ref.onnx", op_types_to_quantize=ops_, per_channel=True)
+    ref = onnx.load(str(tmp_path / "ref.onnx"))
+    x = inputs(8, seed=3)
+    np.testing.assert_array_equal(run_ort(out, {"x": x})[0], run_ort(ref, {"x": x})[0])
+
+
 def test_static_writes_qdq():
     out, modified = quantize(cnn(), **static_kw())
     assert modified
     onnx.checker.check_model(out, full_check=True)
     assert {"QuantizeLinear", "DequantizeLinear", "Conv", "Gemm"} <= ops(out)
     assert sum(n.op_type == "QuantizeLinear" for n in out.graph.node) >= 3  # activations too
+
+
+def test_static_qoperator_writes_integer_ops():
+    out, modified = quantize(cnn(), **static_kw(), quant_format="qoperator")
+    assert modified
+    onnx.checker.check_model(out, full_check=True)
+    assert "QLinearConv" in ops(out) and "Conv" not in ops(out)
 
 
 def test_nothing_to_quantize_is_not_modified():
@@ -105,12 +120,20 @@ def test_nothing_to_quantize_is_not_modified():
     assert out.graph.node[0].op_type == "Relu" and len(out.graph.node) == 2
 
 
-@pytest.mark.parametrize("kw", [{}, {"per_channel": False}, "static", "static-entropy"], ids=str)
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"per_channel": False}, "static", "static-entropy", "static-percentile", "qoperator", "s8s8"],
+    ids=str,
+)
 def test_numerically_close_to_float(kw):
     if kw == "static":
         kw = static_kw()
-    elif kw == "static-entropy":
-        kw = static_kw() | {"calibrate_method": "entropy"}
+    elif kw in ("static-entropy", "static-percentile"):
+        kw = static_kw(method=kw.split("-")[1])
+    elif kw == "qoperator":
+        kw = static_kw() | {"quant_format": "qoperator"}
+    elif kw == "s8s8":
+        kw = static_kw() | {"activation_type": "int8"}
     model = cnn()
     out, _ = quantize(model, **kw)
     x = inputs(16, seed=3)  # not the calibration samples
@@ -129,78 +152,49 @@ def test_deterministic_bytes(kw):
     assert a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
 
 
-def test_static_without_calibration_is_refused():
-    with pytest.raises(ir.passes.PreconditionError, match="calibration"):
+def test_static_without_ranges_is_refused():
+    with pytest.raises(ir.passes.PreconditionError, match="calibrated activation ranges"):
         quantize(cnn(), mode="static")
 
 
-def test_calibration_with_a_static_batch_model():
+def test_per_channel_qdq_below_opset_13_is_refused_not_written():
     model = cnn()
-    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4  # batch fixed at 4
-    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 4
-    out, modified = quantize(model, **static_kw(10))  # 10 samples: two full batches of 4 are used
+    model.opset_import[0].version = 11
+    with pytest.raises(ir.passes.PreconditionError, match="opset >= 13"):
+        quantize(model, **static_kw())
+    out, modified = quantize(model, **static_kw(), per_channel=False)
     assert modified
-    (got,) = run_ort(out, {"x": inputs(4, seed=3)})
-    assert got.shape == (4, 4)
+    onnx.checker.check_model(out, full_check=True)
+    run_ort(out, {"x": inputs(2)})
 
 
-def test_provenance_records_the_calibration_hash_not_the_arrays():
+def test_the_pass_touches_no_file_no_logging_no_stdout(monkeypatch, capsys):
+    import logging
+    import tempfile
+
+    def no_disk(*args, **kwargs):
+        raise AssertionError("the pass touched the disk")
+
+    kw = static_kw()
+    for name in ("TemporaryDirectory", "mkdtemp", "mkstemp", "NamedTemporaryFile"):
+        monkeypatch.setattr(tempfile, name, no_disk)
+    monkeypatch.setattr(onnx, "save_model", no_disk)
+    disabled, level = logging.root.manager.disable, logging.root.level
+    for mode_kw in ({}, kw, kw | {"quant_format": "qoperator"}):
+        _, modified = quantize(cnn(), **mode_kw)
+        assert modified
+    assert (logging.root.manager.disable, logging.root.level) == (disabled, level)
+    assert capsys.readouterr().out == ""
+
+
+def test_provenance_records_the_calibration_hash_not_the_ranges():
     m = ir.serde.deserialize_model(cnn())
-    p = QuantizeInt8Pass(**static_kw(8))
+    data = CalibrationData({"x": inputs(8, seed=11)})
+    p = QuantizeInt8Pass(mode="static", ranges=calibrate(cnn(), data))
     run_passes(m, [p], source_sha256="abc")
     history = json.loads(m.metadata_props["onnxsqueeze.passes"])
     opts = history[-1]["options"]
     assert history[-1]["pass"] == "int8" and opts["mode"] == "static"
-    assert (
-        opts["calibration_samples"] == 8
-        and opts["calibration_sha256"] == CalibrationData(p.calibration).sha256()
-    )
-    assert "calibration" not in opts
-    assert not any(k.startswith("onnx.quant") for k in m.metadata_props)
-
-
-def _named_cnn() -> onnx.ModelProto:
-    model = cnn()
-    for i, node in enumerate(model.graph.node):
-        node.name = f"n{i}_{node.op_type}"
-    return model
-
-
-def test_sensitivity_ranks_the_layer_with_an_outlier_weight_first():
-    model = _named_cnn()
-    w2 = next(t for t in model.graph.initializer if t.name == "w2")
-    array = onnx.numpy_helper.to_array(w2).copy()
-    array[3, 0, 0, 0] = 50.0  # one huge weight: channel 3's step is huge for its other weights
-    w2.CopyFrom(onnx.numpy_helper.from_array(array, "w2"))
-    ranked = sensitivity(model, CalibrationData({"x": inputs(16)}))
-    assert ranked[0][0] == "n2_Conv"
-    assert {name for name, _ in ranked} == {"n0_Conv", "n2_Conv", "n6_Gemm"}
-    assert all(v > 0 for _, v in ranked)
-
-
-def test_fraction_keeps_the_most_sensitive_layers_float():
-    model = _named_cnn()
-    calibration = CalibrationData({"x": inputs(16)})
-    ranked = sensitivity(model, calibration)
-    out, modified = quantize(model, mode="static", fraction=0.34, calibration=calibration)  # 1 of 3
-    assert modified
-    float_weights = {
-        t.name for t in out.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) >= 2
-    }
-    quantized = {
-        n.name
-        for n in out.graph.node
-        if n.op_type in ("Conv", "Gemm") and any(i.endswith("DequantizeLinear_Output") for i in n.input[1:2])
-    }
-    assert quantized == {ranked[-1][0]}  # only the least sensitive layer
-    assert len(float_weights) == 2
-    (ref,) = run_ort(model, {"x": inputs(8, seed=3)})
-    (got,) = run_ort(out, {"x": inputs(8, seed=3)})
-    assert np.max(np.abs(got - ref)) <= 0.05 * np.max(np.abs(ref))
-
-
-def test_bad_fraction_is_refused():
-    with pytest.raises(ir.passes.PreconditionError, match="fraction"):
-        quantize(cnn(), mode="static", fraction=0.0, calibration=CalibrationData({"x": inputs(4)}))
-    with pytest.raises(ir.passes.PreconditionError, match="ranks layers"):
-        quantize(cnn(), mode="dynamic", fraction=0.5)
+    assert opts["calibration_samples"] == 8 and opts["calibration_sha256"] == data.sha256()
+    assert opts["calibrate_method"] == "minmax" and "ranges" not in opts
+    assert not any(k.startswith("onnx.") for k in m.metadata_props)

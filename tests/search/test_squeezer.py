@@ -37,7 +37,7 @@ def squeezer() -> Squeezer:
 
 
 @pytest.mark.parametrize(
-    "settings", [{"fp16": True}, {"int8-dynamic": True}, {"sparsity": 0.5}, {"int8": 1.0, "sparsity": 0.3}]
+    "settings", [{"fp16": True}, {"int8-dynamic": True}, {"sparsity": 0.5}, {"int8": 1, "sparsity": 0.3}]
 )
 def test_a_candidate_from_the_normalized_base_has_the_bytes_of_a_full_build(squeezer, settings):
     squeezer.prepare()
