@@ -1,3 +1,3 @@
-from onnxsqueeze.cli.app import main
+from onnxsqueeze.cli import main
 
 main()

@@ -108,6 +108,10 @@ def load_npz_dataset(path: str | Path, *, labels_key: str = LABELS_KEY) -> Datas
         raise InputError(f"{path}: '{labels_key}' must hold integer class indices, not {labels.dtype}")
     if not arrays:
         raise InputError(f"{path}: holds no input arrays (only '{labels_key}')")
+    if labels is not None and labels.ndim != 1:
+        raise InputError(
+            f"{path}: '{labels_key}' has shape {list(labels.shape)}; expected one class index per sample"
+        )
     return Dataset(arrays, labels, str(path))
 
 

@@ -13,9 +13,12 @@ Models whose protobuf would exceed 2 GB are written with their weights in one ex
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
+import stat
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -76,11 +79,21 @@ def _check_external_data(model: onnx.ModelProto, path: Path) -> None:
             raise ModelLoadError(f"{path}: {where} has no location")
         if os.path.isabs(location) or location.startswith(("/", "\\")):
             raise ModelLoadError(f"{path}: {where} uses an absolute path '{location}' (refused)")
-        target = (base / location).resolve()
+        if "\0" in location or len(location) > 1024:
+            raise ModelLoadError(
+                f"{path}: {where} has a malformed location ({len(location)} characters) (refused)"
+            )
+        try:
+            target = (base / location).resolve()
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"{path}: {where} has an unusable location: {one_line(e)}") from e
         if target != base and base not in target.parents:
             raise ModelLoadError(f"{path}: {where} points outside the model's folder: '{location}' (refused)")
-        if not target.is_file():
+        problem = _not_a_regular_file(target)
+        if problem == "no such file":
             raise ModelLoadError(f"{path}: {where} is missing: '{location}' does not exist")
+        if problem:
+            raise ModelLoadError(f"{path}: {where}: '{location}' {problem}")
         try:
             offset = int(info.get("offset", 0))
             length = int(info["length"]) if "length" in info else None
@@ -119,10 +132,9 @@ def load(path: PathLike, *, check: bool = True) -> onnx.ModelProto:
         ModelLoadError: with a one-line message naming ``path`` and the problem.
     """
     path = Path(path)
-    if not path.exists():
-        raise ModelLoadError(f"{path}: no such file")
-    if path.is_dir():
-        raise ModelLoadError(f"{path}: is a directory, not an ONNX file")
+    problem = _not_a_regular_file(path)
+    if problem:
+        raise ModelLoadError(f"{path}: {problem}" + (", not an ONNX file" if "directory" in problem else ""))
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -138,12 +150,36 @@ def load(path: PathLike, *, check: bool = True) -> onnx.ModelProto:
         raise ModelLoadError(f"{path}: not an ONNX model (no graph, IR version or opset)")
     _check_versions(model, path)
     _check_external_data(model, path)
+    if check:
+        # From the file, before the weights are in memory: checking the proto in memory would
+        # serialize it and parse it again in C++ (three copies of the weights at once).
+        try:
+            onnx.checker.check_model(str(path), full_check=True)
+        except Exception as e:  # ValidationError, InferenceError, and C++ errors surfacing as others
+            raise ModelLoadError(f"{path}: invalid model: {one_line(e)}") from e
     try:
         onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
     except Exception as e:
         raise ModelLoadError(f"{path}: cannot load external data: {one_line(e)}") from e
-    if check:
-        check_model(model, path)
+    return model
+
+
+def load_interface(path: PathLike) -> onnx.ModelProto:
+    """A model's graph (inputs, outputs, nodes) without loading its external data.
+
+    For code that needs the interface while onnxruntime reads the weights from the file itself
+    (sessions from a path): the same refusals as :func:`load`, one copy of the weights fewer.
+    """
+    path = Path(path)
+    problem = _not_a_regular_file(path)
+    if problem:
+        raise ModelLoadError(f"{path}: {problem}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise ModelLoadError(f"{path}: not an ONNX model (cannot be parsed: {one_line(e)})") from e
+    _check_versions(model, path)
+    _check_external_data(model, path)
     return model
 
 
@@ -171,15 +207,235 @@ def to_proto(model: onnx.ModelProto | ir.Model) -> onnx.ModelProto:
     return ir.serde.serialize_model(model)
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _not_a_regular_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file (None when it is a regular file), without opening it.
+
+    A named pipe would block the reader forever and ``/dev/zero`` would fill memory, so anything
+    but a regular file is refused before it is opened.
+    """
     try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "no such file"
+    except (OSError, ValueError) as e:
+        return f"cannot be read: {getattr(e, 'strerror', None) or one_line(e)}"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory"
+    if stat.S_ISFIFO(st.st_mode):
+        return "is a named pipe, not a regular file (refused)"
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        return "is a device, not a regular file (refused)"
+    return "is not a regular file (refused)"
+
+
+def require_regular_file(path: PathLike, what: str = "file") -> Path:
+    """Return ``path`` if it is a regular file; else raise InputError saying what it is instead."""
+    path = Path(path)
+    problem = _not_a_regular_file(path)
+    if problem:
+        raise InputError(f"{path}: {'no such ' + what if problem == 'no such file' else problem}")
+    return path
+
+
+# Files a model output writes beside itself: its external data and its sidecar manifest.
+COMPANION_SUFFIXES = (".data", ".manifest.json")
+
+
+def companions(path: PathLike) -> list[Path]:
+    """The files written beside a model output ``path`` (external data, sidecar manifest)."""
+    path = Path(path)
+    return [path.with_name(path.name + suffix) for suffix in COMPANION_SUFFIXES]
+
+
+def referenced_files(path: PathLike) -> list[Path]:
+    """A command input and, when it is an ONNX model, the external-data files it references.
+
+    Best effort: a file that cannot be parsed references nothing (loading it reports the problem).
+    """
+    path = Path(path)
+    found = [path]
+    if path.suffix.lower() != ".onnx" or _not_a_regular_file(path):
+        return found
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not parseable: the loader says why, here it only references itself
+        return found
+    for tensor in _model_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = {e.key: e.value for e in tensor.external_data}.get("location", "")
+        if location and "\0" not in location and len(location) <= 1024:
+            found.append(path.parent / location)
+    return list(dict.fromkeys(found))
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return path.absolute()
+
+
+def check_output_path(path: PathLike) -> None:
+    """Raise InputError if ``path`` cannot be written: a folder, a special file, a parent that is a
+    file, or a folder that is not writable. Run before the work, so a refusal costs nothing.
+    """
+    path = Path(path)
+    if "\0" in str(path):
+        raise InputError(f"{path!r}: the output path contains a NUL byte")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; give a file name for the output")
+    if path.exists() or path.is_symlink():
+        problem = _not_a_regular_file(path)
+        if problem and problem != "no such file":
+            raise InputError(f"{path}: the output {problem}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        if parent.is_symlink():
+            raise InputError(f"{parent}: the output folder is a broken symbolic link")
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{path}: cannot create the output: {parent} is a file, not a folder")
+    # A probe, not os.access: root passes access checks on read-only mounts and /proc.
+    try:
+        if parent == path.parent:
+            fd, probe = tempfile.mkstemp(dir=parent, prefix=".onnxsqueeze-probe.")
+            os.close(fd)
+            os.unlink(probe)
+        else:
+            os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".onnxsqueeze-probe."))
+    except OSError as e:
+        raise InputError(f"{path}: cannot write the output in {parent}: {e.strerror or one_line(e)}") from e
+
+
+def check_outputs(outputs: Iterable[PathLike], inputs: Iterable[PathLike | None]) -> None:
+    """Refuse, before any work, outputs that cannot be written or would overwrite an input.
+
+    ``inputs`` are every file the command reads; an ONNX model among them also protects the
+    external-data files it references. Paths are compared resolved (symbolic links) and by
+    device and inode (hard links, bind mounts).
+
+    Raises:
+        InputError: one line naming the output and the input it would destroy.
+    """
+    protected: list[Path] = []
+    for item in inputs:
+        if item is not None:
+            protected.extend(referenced_files(item))
+    keys = [(p, _resolved(p), _identity(p)) for p in protected]
+    for out in outputs:
+        out = Path(out)
+        check_output_path(out)
+        resolved, ident = _resolved(out), _identity(out)
+        for p, p_resolved, p_ident in keys:
+            if resolved == p_resolved or (ident is not None and ident == p_ident):
+                what = (
+                    "the input file"
+                    if p in [Path(i) for i in inputs if i is not None]
+                    else f"{p}, a file an input references"
+                )
+                raise InputError(f"{out}: refusing to overwrite {what}; choose another output")
+
+
+def refuse_overwrite(path: PathLike, protect: Iterable[PathLike | None]) -> None:
+    """Raise InputError if writing ``path`` (and, for a model, its companions) would fail or
+    overwrite one of ``protect`` (a command's inputs, with the files they reference).
+
+    See :func:`check_outputs`.
+    """
+    path = Path(path)
+    outputs = [path, *companions(path)] if path.suffix.lower() == ".onnx" else [path]
+    check_outputs(outputs, list(protect))
+
+
+def check_output_folder(folder: PathLike, names: Iterable[str], inputs: Iterable[PathLike | None]) -> None:
+    """Refuse, before any work, an output folder that is a file, cannot be created or written, or
+    whose files ``names`` (with a model's companions) would overwrite an input or a file it
+    references. See :func:`check_outputs`.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: the output folder is a file; give a folder (it is created if missing)")
+    check_output_path(folder / ".probe")  # the folder (or its nearest existing parent) is writable
+    outputs: list[Path] = []
+    for name in names:
+        path = folder / name
+        outputs += [path, *companions(path)] if name.endswith(".onnx") else [path]
+    check_outputs(outputs, list(inputs))
+
+
+# Temp files this process is writing; the signal handlers and the CLI's error boundary remove them.
+_LIVE_TEMPS: set[str] = set()
+
+
+def remove_temps() -> None:
+    """Remove every temp file this process created and has not renamed into place yet."""
+    for tmp in list(_LIVE_TEMPS):
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        _LIVE_TEMPS.discard(tmp)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
+    except OSError:  # exists, owned by another user
+        return True
+    return True
 
 
-def _write_atomic(path: Path, chunks: Iterable[bytes]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def clean_stale_temps(path: PathLike) -> list[Path]:
+    """Remove temp files a killed run left beside ``path`` (``.NAME.PID.XXXX.tmp`` of dead PIDs).
+
+    Returns:
+        The files removed.
+    """
+    path = Path(path)
+    removed: list[Path] = []
+    prefix = f".{path.name}."
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        middle = name[len(prefix) : -len(".tmp")].split(".")
+        stale_path = path.parent / name
+        if middle and middle[0].isdigit():
+            stale = not _pid_alive(int(middle[0]))
+        else:  # written before temp names carried the PID: stale once it is a minute old
+            try:
+                stale = time.time() - stale_path.stat().st_mtime > 60
+            except OSError:
+                stale = False
+        if stale and str(stale_path) not in _LIVE_TEMPS:
+            with contextlib.suppress(OSError):
+                stale_path.unlink()
+                removed.append(stale_path)
+    return removed
+
+
+def _stage(path: Path, chunks: Iterable[bytes]) -> str:
+    """Write ``chunks`` to a synced temp file beside ``path``; return its name (not yet in place)."""
+    clean_stale_temps(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    except OSError as e:
+        raise InputError(f"{path}: cannot write: {e.strerror or one_line(e)}") from e
+    _LIVE_TEMPS.add(tmp)
     try:
         set_default_mode(tmp)  # mkstemp makes 0600
         with os.fdopen(fd, "wb") as f:
@@ -187,12 +443,65 @@ def _write_atomic(path: Path, chunks: Iterable[bytes]) -> None:
                 f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # Ctrl-C included: never leave temp litter
+    except BaseException as e:  # Ctrl-C included: never leave temp litter
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _LIVE_TEMPS.discard(tmp)
+        if isinstance(e, OSError):
+            raise InputError(f"{path}: cannot write: {e.strerror or one_line(e)}") from e
         raise
-    _fsync_dir(path.parent)
+    return tmp
+
+
+@dataclasses.dataclass
+class Staged:
+    """Files written to temp names, renamed into place together by :meth:`commit`.
+
+    ``moves`` are ``(temp, final)`` pairs in commit order; the last one is the file whose presence
+    says the set is complete (the model), so an interrupted commit leaves no model without its
+    companions.
+    """
+
+    moves: list[tuple[str, Path]] = dataclasses.field(default_factory=list)
+
+    def add(self, path: PathLike, chunks: Iterable[bytes]) -> str:
+        tmp = _stage(Path(path), chunks)
+        self.moves.append((tmp, Path(path)))
+        return tmp
+
+    def temp_of(self, path: PathLike) -> str | None:
+        return next((tmp for tmp, final in self.moves if final == Path(path)), None)
+
+    def commit(self) -> None:
+        try:
+            for tmp, final in self.moves:
+                os.replace(tmp, final)
+                _LIVE_TEMPS.discard(tmp)
+        except BaseException as e:
+            self.abort()
+            if isinstance(e, OSError):
+                raise InputError(f"{final}: cannot write: {e.strerror or one_line(e)}") from e
+            raise
+        for folder in {final.parent for _, final in self.moves}:
+            _fsync_dir(folder)
+        self.moves = []
+
+    def abort(self) -> None:
+        for tmp, _ in self.moves:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            _LIVE_TEMPS.discard(tmp)
+        self.moves = []
+
+
+def _write_atomic(path: Path, chunks: Iterable[bytes]) -> None:
+    staged = Staged()
+    try:
+        staged.add(path, chunks)
+        staged.commit()
+    except BaseException:
+        staged.abort()
+        raise
 
 
 def _umask() -> int:
@@ -225,25 +534,20 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _mkdir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{folder}: cannot create the output folder: {e.strerror or one_line(e)}") from e
+
+
 def write_bytes_atomic(path: PathLike, data: bytes, *, protect: Iterable[PathLike] = ()) -> Path:
     """Write ``data`` to ``path`` atomically; refuse to overwrite any ``protect`` path."""
     path = Path(path)
-    refuse_overwrite(path, protect)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_outputs([path], list(protect))
+    _mkdir(path.parent)
     _write_atomic(path, [data])
     return path
-
-
-def refuse_overwrite(path: PathLike, protect: Iterable[PathLike]) -> None:
-    """Raise InputError if writing ``path`` would overwrite one of ``protect`` (a command's inputs).
-
-    Compares resolved paths and, for existing files, the inode (hard links, bind mounts), so an
-    output spelled differently from the input is still refused.
-    """
-    path = Path(path)
-    for p in protect:
-        if Path(p).resolve() == path.resolve() or _same_file(Path(p), path):
-            raise InputError(f"{path}: refusing to overwrite the input file; choose another output")
 
 
 def save(
@@ -258,7 +562,8 @@ def save(
     Args:
         model: the model (protobuf or onnx_ir); it is not modified.
         path: the target ``.onnx`` file; missing parent folders are created.
-        protect: paths that must not be overwritten (the command's inputs).
+        protect: paths that must not be overwritten (the command's inputs and the files they
+            reference).
         external_data: force (True) or forbid (False) an external ``<name>.data`` file; by
             default it is used only when the model would exceed protobuf's 2 GB limit.
 
@@ -268,51 +573,73 @@ def save(
     Raises:
         InputError: ``path`` is one of ``protect``, or the model is too large to save inline.
     """
+    staged = stage(model, path, protect=protect, external_data=external_data)
+    staged.commit()
+    return Path(path)
+
+
+def stage(
+    model: onnx.ModelProto | ir.Model,
+    path: PathLike,
+    *,
+    protect: Iterable[PathLike] = (),
+    external_data: bool | None = None,
+) -> Staged:
+    """Write a model (and its external data) to temp files beside ``path``; see :func:`save`.
+
+    The caller adds companions (a manifest) to the returned :class:`Staged` and commits: the
+    external data and companions are renamed first, the model last.
+    """
     path = Path(path)
-    protect = list(protect)
-    refuse_overwrite(path, protect)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    refuse_overwrite(path, list(protect))
+    _mkdir(path.parent)
     proto = to_proto(model)
     size = proto.ByteSize()
     use_external = external_data if external_data is not None else size >= PROTO_LIMIT
     if size >= PROTO_LIMIT and external_data is False:
         raise InputError(f"{path}: the model is {size} bytes, over protobuf's 2 GB limit")
-    if not use_external:
-        _write_atomic(path, [proto.SerializeToString(deterministic=True)])
-        return path
+    staged = Staged()
+    try:
+        if not use_external:
+            staged.add(path, [proto.SerializeToString(deterministic=True)])
+            return staged
+        data_path = path.with_name(path.name + ".data")
+        out = onnx.ModelProto()
+        out.CopyFrom(proto)
+        staged.add(data_path, _externalize(out, data_path.name))
+        staged.add(path, [out.SerializeToString(deterministic=True)])
+    except BaseException:
+        staged.abort()
+        raise
+    return staged
 
-    data_path = path.with_name(path.name + ".data")
-    refuse_overwrite(data_path, protect)
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
-    blobs: list[bytes] = []
+
+def _externalize(out: onnx.ModelProto, location: str) -> Iterator[bytes]:
+    """Move ``out``'s large tensors to external data at ``location``, yielding the file's bytes.
+
+    Each tensor's bytes leave the proto as they are written, so at most one extra tensor is in
+    memory at a time.
+    """
     offset = 0
     for tensor in _model_tensors(out):
         if tensor.data_location == onnx.TensorProto.EXTERNAL or not tensor.HasField("raw_data"):
             continue
-        raw = tensor.raw_data
-        if len(raw) < EXTERNAL_THRESHOLD:
+        if len(tensor.raw_data) < EXTERNAL_THRESHOLD:
             continue
         pad = (-offset) % 4096  # page-aligned so runtimes can mmap
         if pad:
-            blobs.append(b"\0" * pad)
+            yield b"\0" * pad
             offset += pad
-        blobs.append(raw)
+        raw = tensor.raw_data
+        tensor.ClearField("raw_data")
+        yield raw
         del tensor.external_data[:]
-        for key, value in (
-            ("location", data_path.name),
-            ("offset", str(offset)),
-            ("length", str(len(raw))),
-        ):
+        for key, value in (("location", location), ("offset", str(offset)), ("length", str(len(raw)))):
             entry = tensor.external_data.add()
             entry.key, entry.value = key, value
         tensor.data_location = onnx.TensorProto.EXTERNAL
-        tensor.ClearField("raw_data")
         offset += len(raw)
-    # Data first: a crash between the two renames leaves the old model consistent or no model.
-    _write_atomic(data_path, blobs)
-    _write_atomic(path, [out.SerializeToString(deterministic=True)])
-    return path
+        del raw
 
 
 def sha256_file(path: PathLike) -> str:
@@ -335,9 +662,7 @@ def load_npz(path: PathLike) -> dict[str, np.ndarray]:
     Raises:
         InputError: the file is missing or not a readable ``.npz``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such data file")
+    path = require_regular_file(path, "data file")
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}

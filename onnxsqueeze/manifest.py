@@ -54,7 +54,7 @@ from onnxsqueeze.pipeline import PASSES_KEY, SOURCE_KEY, tool_version
 
 MANIFEST_KEY = "onnxsqueeze.manifest"
 SCHEMA = "onnxsqueeze.manifest/1"
-SUFFIX = ".manifest.json"
+SUFFIX = sio.COMPANION_SUFFIXES[1]  # ".manifest.json"
 # Libraries whose versions change what an artifact contains; others are added by the caller.
 LIBRARIES = ("numpy", "onnx", "onnx-ir", "onnxruntime", "protobuf")
 
@@ -247,13 +247,25 @@ def embed(model: onnx.ModelProto | ir.Model, manifest: Mapping[str, Any]) -> onn
     return out
 
 
-def file_facts(path: PathLike, **more: Any) -> dict[str, Any]:
-    """The sidecar's ``file`` block: name, bytes and sha256 of the file, and of its external data."""
+def file_facts(path: PathLike, *, staged: sio.Staged | None = None, **more: Any) -> dict[str, Any]:
+    """The sidecar's ``file`` block: name, bytes and sha256 of the file, and of its external data.
+
+    With ``staged``, the bytes are read from the temp files not yet renamed to ``path``.
+    """
     path = Path(path)
-    facts: dict[str, Any] = {"name": path.name, "bytes": path.stat().st_size, "sha256": sio.sha256_file(path)}
     data = path.with_name(path.name + ".data")
-    if data.is_file():
-        facts["data_files"] = {data.name: sio.sha256_file(data)}
+
+    def where(p: Path) -> Path:
+        tmp = staged.temp_of(p) if staged is not None else None
+        return Path(tmp) if tmp else p
+
+    facts: dict[str, Any] = {
+        "name": path.name,
+        "bytes": where(path).stat().st_size,
+        "sha256": sio.sha256_file(where(path)),
+    }
+    if where(data).is_file():
+        facts["data_files"] = {data.name: sio.sha256_file(where(data))}
     return facts | more
 
 
@@ -284,9 +296,9 @@ def save_artifact(
 ) -> Artifact:
     """Save a model with its manifest embedded, and the sidecar manifest beside it.
 
-    The one call every writing command uses in place of :func:`onnxsqueeze.io.save`. Both files are
-    written atomically; a stale sidecar is removed before the model is replaced, so a crash never
-    leaves a model beside a manifest describing other bytes. ``source_path`` is never overwritten.
+    The one call every writing command uses in place of :func:`onnxsqueeze.io.save`. All files are
+    staged to temp names and renamed together, external data and sidecar first, the model last, so
+    a crash never leaves a new model without its manifest. ``source_path`` is never overwritten.
 
     Args:
         model: the result (protobuf or onnx_ir); not modified.
@@ -313,10 +325,19 @@ def save_artifact(
         export=export,
         libraries=libraries,
     )
-    sidecar_path(out_path).unlink(missing_ok=True)
-    sio.save(embed(model, manifest), out_path, protect=protect)
-    path, full = write(out_path, manifest, protect=protect)
-    return Artifact(out_path, path, full)
+    # Manifest first, model last: an interrupted run leaves both files or neither new one (a
+    # sidecar beside an older model says so through its hashes).
+    staged = sio.stage(embed(model, manifest), out_path, protect=protect)
+    try:
+        full = {**manifest, "file": _clean(file_facts(out_path, staged=staged))}
+        text = json.dumps(full, indent=2, sort_keys=True, allow_nan=False) + "\n"
+        staged.add(sidecar_path(out_path), [text.encode()])
+        staged.moves.sort(key=lambda move: move[1] == out_path)  # stable: the model goes last
+        staged.commit()
+    except BaseException:
+        staged.abort()
+        raise
+    return Artifact(out_path, sidecar_path(out_path), full)
 
 
 def attach_benchmark(artifact: PathLike, summary: Mapping[str, Any]) -> Path:

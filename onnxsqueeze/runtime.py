@@ -5,6 +5,7 @@ onnxruntime is imported inside functions so that importing onnxsqueeze stays fas
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxsqueeze import io as sio
 from onnxsqueeze.errors import InputError, ModelLoadError, one_line
 
 PROVIDERS = {
@@ -83,14 +85,28 @@ def session(
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     providers = resolve_providers(provider)
-    source = str(model) if isinstance(model, (str, Path)) else model.SerializeToString()
-    try:
-        if provider_options is not None:
-            return ort.InferenceSession(source, opts, providers=providers, provider_options=provider_options)
-        return ort.InferenceSession(source, opts, providers=providers)
-    except Exception as e:
-        label = str(model) if isinstance(model, (str, Path)) else f"model '{model.graph.name}'"
-        raise ModelLoadError(f"{label}: onnxruntime cannot load it: {one_line(e)}") from e
+    label = str(model) if isinstance(model, (str, Path)) else f"model '{model.graph.name}'"
+
+    def create(source: str | bytes) -> Any:
+        try:
+            if provider_options is not None:
+                return ort.InferenceSession(
+                    source, opts, providers=providers, provider_options=provider_options
+                )
+            return ort.InferenceSession(source, opts, providers=providers)
+        except Exception as e:
+            raise ModelLoadError(f"{label}: onnxruntime cannot load it: {one_line(e)}") from e
+
+    if isinstance(model, (str, Path)):
+        return create(str(model))
+    if model.ByteSize() < sio.PROTO_LIMIT:
+        return create(model.SerializeToString())
+    # Over protobuf's 2 GB limit the model cannot travel as one buffer: onnxruntime loads it from a
+    # file with its weights in external data beside it (staged in a temp folder, removed after).
+    with tempfile.TemporaryDirectory(prefix="onnxsqueeze-session-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        sio.save(model, path, external_data=True)
+        return create(str(path))
 
 
 def with_outputs(
@@ -152,17 +168,28 @@ def run_batched(
     missing = [n for n in names if n not in data]
     if missing:
         raise InputError(f"the data has no array for model input(s) {missing}; it has {sorted(data)}")
-    n = len(data[names[0]])
-    static = fixed_batch(sess)
+    batched = [k for k in names if np.ndim(data[k])]  # scalar inputs (a sample rate) go whole
+    n = len(data[batched[0]]) if batched else 1
+    if n < 1:
+        raise InputError("the data holds 0 samples; at least 1 is needed")
+    static = fixed_batch(sess) if batched else None
     step = static or batch_size
     if static and n % static:
         raise InputError(f"{n} samples do not split into the model's fixed batch of {static}")
     outputs: dict[str, list[np.ndarray]] = {o.name: [] for o in sess.get_outputs()}
     sizes: list[int] = []
     for start in range(0, n, step):
-        feeds = {k: np.ascontiguousarray(data[k][start : start + step]) for k in names}
+        feeds = {
+            k: np.ascontiguousarray(data[k][start : start + step]) if k in batched else np.asarray(data[k])
+            for k in names
+        }
         sizes.append(min(step, n - start))
-        for o, value in zip(sess.get_outputs(), sess.run(None, feeds), strict=True):
+        try:
+            values = sess.run(None, feeds)
+        except Exception as e:  # onnxruntime's errors: bad dims or types, a kernel refusing an input
+            detail = " ".join(str(e).split())
+            raise InputError(f"onnxruntime cannot run the model on these inputs: {detail[:400]}") from e
+        for o, value in zip(sess.get_outputs(), values, strict=True):
             outputs[o.name].append(np.asarray(value))
         if on_batch:
             on_batch(min(start + step, n), n)

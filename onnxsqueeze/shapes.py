@@ -68,13 +68,12 @@ def select_inputs(
     become the model's float32 or int64.
 
     Raises:
-        InputError: an input of the model has no array in ``data`` (``label`` names the data).
+        InputError: an input of the model has no array in ``data`` (``label`` names the data), or
+            an array does not fit it (see :mod:`onnxsqueeze.data`).
     """
-    inputs = graph_inputs(model)
-    missing = [vi.name for vi in inputs if vi.name not in data]
-    if missing:
-        raise InputError(f"{label} has no array for model input(s) {missing}; it has {sorted(data)}")
-    return {vi.name: np.asarray(data[vi.name]).astype(input_dtype(vi), copy=False) for vi in inputs}
+    from onnxsqueeze.data import validate_inputs
+
+    return validate_inputs(model, data, label=label)
 
 
 def resolve_input_shapes(
@@ -142,11 +141,15 @@ def make_inputs(
     are in [0, 100) (valid token ids and indices for most models), except inputs named like a
     mask, which are ones; booleans are True.
     """
+    from onnxsqueeze.data import check_allocation, check_feedable
+
+    check_feedable(model)
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for vi in graph_inputs(model):
         shape = tuple(shapes[vi.name])
         dtype = input_dtype(vi)
+        check_allocation(vi.name, shape, dtype)
         if dtype == np.bool_:
             feeds[vi.name] = np.ones(shape, dtype=np.bool_)
         elif np.issubdtype(dtype, np.integer):
@@ -160,9 +163,12 @@ def make_inputs(
 
 
 def with_static_inputs(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> onnx.ModelProto:
-    """A copy of ``model`` whose inputs have the given static shapes, with shapes inferred."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    """A copy of ``model`` whose inputs have the given static shapes, with shapes inferred.
+
+    The copy is for shapes only: initializers over 1 MiB keep their name, type and dims but not
+    their values (shape inference needs no weights, and a model over 2 GB would not go through it).
+    """
+    out = _weightless_copy(model)
     for vi in graph_inputs(out):
         if vi.name not in shapes:
             continue
@@ -175,6 +181,22 @@ def with_static_inputs(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int
         return onnx.shape_inference.infer_shapes(out, data_prop=True)
     except Exception:  # inference is best effort here; callers cope with missing shapes
         return out
+
+
+def _weightless_copy(model: onnx.ModelProto, max_bytes: int = 2**20) -> onnx.ModelProto:
+    out = onnx.ModelProto(ir_version=model.ir_version, producer_name=model.producer_name)
+    out.opset_import.extend(model.opset_import)
+    out.functions.extend(model.functions)
+    src, g = model.graph, out.graph
+    g.name = src.name
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(g, field).extend(getattr(src, field))
+    for t in src.initializer:
+        if t.ByteSize() <= max_bytes:
+            g.initializer.append(t)
+        else:
+            g.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
+    return out
 
 
 def value_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:

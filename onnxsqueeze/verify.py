@@ -66,7 +66,8 @@ class VerifyReport:
 
 
 def _as_proto(model: onnx.ModelProto | str | Path) -> onnx.ModelProto:
-    return model if isinstance(model, onnx.ModelProto) else sio.load(model, check=False)
+    # a path: the interface only; onnxruntime reads the weights from the file (one copy, not three)
+    return model if isinstance(model, onnx.ModelProto) else sio.load_interface(model)
 
 
 def prepare_feeds(
@@ -76,10 +77,12 @@ def prepare_feeds(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     seed: int = 0,
     batch: int | None = None,
+    label: str = "the data",
 ) -> dict[str, np.ndarray]:
-    """Inputs for a model: arrays from ``data`` (by input name) or seeded random ones."""
+    """Inputs for a model: arrays from ``data`` (by input name, checked; ``label`` names it in
+    errors) or seeded random ones."""
     if data is not None:
-        return shapes.select_inputs(model, data)
+        return shapes.select_inputs(model, data, label=label)
     resolved = shapes.resolve_input_shapes(model, input_shapes, batch=batch)
     return shapes.make_inputs(model, resolved, seed=seed)
 
@@ -101,7 +104,7 @@ def run(
 ) -> dict[str, np.ndarray]:
     """Run a model on feeds (first axis = samples), casting inputs to the model's dtypes."""
     proto = _as_proto(model)
-    sess = runtime.session(proto, provider=provider)
+    sess = runtime.session(proto if isinstance(model, onnx.ModelProto) else model, provider=provider)
     return runtime.run_batched(sess, _cast_feeds(proto, feeds), batch_size=batch_size)
 
 
@@ -166,12 +169,19 @@ def compare(
         raise VerificationError(
             f"the candidate has {len(cand_items)} outputs, the reference {len(ref_items)}"
         )
+    if samples < 1:
+        raise VerificationError("the verification ran on 0 samples: nothing was compared")
     metrics = []
     for i, (name, ref) in enumerate(ref_items):
+        ref = np.asarray(ref)
+        if np.issubdtype(ref.dtype, np.inexact) and not np.all(np.isfinite(ref)):
+            bad = int(ref.size - np.count_nonzero(np.isfinite(ref)))
+            raise VerificationError(
+                f"the reference's output '{name}' has {bad} NaN/Inf value(s) of {ref.size} on {source or 'these inputs'}: "
+                "a comparison with it means nothing (check the inputs)"
+            )
         cand = candidate[name] if name in candidate else cand_items[i][1]
-        metrics.append(
-            output_metrics(name, np.asarray(ref), np.asarray(cand), samples=samples if feeds else None)
-        )
+        metrics.append(output_metrics(name, ref, np.asarray(cand), samples=samples if feeds else None))
     return VerifyReport(tuple(metrics), samples, dict(inputs or {}), source)
 
 
@@ -183,12 +193,16 @@ def run_pair(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     seed: int = 0,
     provider: str = "cpu",
+    label: str = "the data",
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The feeds, and the reference's and the candidate's outputs on them (see :func:`verify`)."""
+    """The feeds, and the reference's and the candidate's outputs on them (see :func:`verify`).
+
+    Models given as paths run from their files (onnxruntime reads the weights once); ``label``
+    names ``data`` in errors.
+    """
     ref_model = _as_proto(reference)
-    cand_model = _as_proto(candidate)
-    feeds = prepare_feeds(ref_model, data=data, input_shapes=input_shapes, seed=seed)
-    return feeds, run(ref_model, feeds, provider=provider), run(cand_model, feeds, provider=provider)
+    feeds = prepare_feeds(ref_model, data=data, input_shapes=input_shapes, seed=seed, label=label)
+    return feeds, run(reference, feeds, provider=provider), run(candidate, feeds, provider=provider)
 
 
 def verify(
@@ -219,7 +233,13 @@ def verify(
         VerificationError: outputs differ in count or shape, or exceed ``tolerance``.
     """
     feeds, ref_out, cand_out = run_pair(
-        reference, candidate, data=data, input_shapes=input_shapes, seed=seed, provider=provider
+        reference,
+        candidate,
+        data=data,
+        input_shapes=input_shapes,
+        seed=seed,
+        provider=provider,
+        label=data_label,
     )
     report = compare(
         ref_out, cand_out, feeds=feeds, source=data_label if data is not None else f"random (seed {seed})"

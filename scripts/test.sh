@@ -2,10 +2,18 @@
 # Run the test suite: TensorFlow tests in their own pytest session first (once TensorFlow is
 # loaded, importing torchvision in the same process segfaults), then everything else.
 # FAST=1 skips the slow real-model tests. Extra arguments go to both pytest runs.
+# On a fresh clone it sets up .venv first, as scripts/demo.sh does (SKIP_SETUP=1 skips that and
+# uses whatever python3 is on PATH when there is no .venv).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-[ -x "$PY" ] || PY=python3
+if ! "$PY" -c "import onnxsqueeze, pytest" 2>/dev/null; then
+  if [ "${SKIP_SETUP:-0}" = "1" ]; then
+    PY=python3
+  else
+    bash scripts/setup.sh || exit $?
+  fi
+fi
 tf_marks="tf"
 marks="not tf"
 if [ "${FAST:-0}" = "1" ]; then

@@ -170,15 +170,22 @@ def test_refuses_to_overwrite_input(model_file: Path) -> None:
     assert model_file.read_bytes() == before
 
 
-@pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()])
+@pytest.mark.parametrize(
+    ("error", "raised"),
+    [(OSError(28, "No space left on device"), InputError), (KeyboardInterrupt(), KeyboardInterrupt)],
+)
 def test_failed_save_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException, raised: type[BaseException]
 ) -> None:
+    """An OS error while writing becomes one line naming the output; nothing is left behind."""
+
     def boom(*args: object, **kwargs: object) -> None:
         raise error
 
     monkeypatch.setattr(os, "fsync", boom)
-    with pytest.raises(type(error)):
+    with pytest.raises(
+        raised, match="out.onnx: cannot write: No space left" if raised is InputError else None
+    ):
         sio.save(small_model(), tmp_path / "out.onnx")
     assert list(tmp_path.iterdir()) == []
 
@@ -187,7 +194,7 @@ def test_failed_save_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.Mon
     path = sio.save(small_model(), tmp_path / "out.onnx")
     before = path.read_bytes()
     monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("crash")))
-    with pytest.raises(OSError):
+    with pytest.raises(InputError, match="cannot write: crash"):
         sio.save(big_model(), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.onnx"]
@@ -250,3 +257,174 @@ def test_mutated_bytes_only_raise_squeeze_errors(
         sio.load(path)
     except SqueezeError as e:
         assert "\n" not in str(e)
+
+
+# --- outputs are checked before the work against every file the inputs reference -------------
+
+
+def test_external_data_of_an_input_is_protected(tmp_path: Path) -> None:
+    """Writing over the model's external-data file (by name, symlink or hard link) is refused."""
+    model = _external(tmp_path)
+    data = model.parent / "m.onnx.data"
+    before = data.read_bytes()
+    link = tmp_path / "alias.bin"
+    os.symlink(data, link)
+    hard = tmp_path / "hard.bin"
+    os.link(data, hard)
+    for target in (data, link, hard):
+        with pytest.raises(InputError, match="refusing to overwrite .*a file an input references"):
+            sio.refuse_overwrite(target, [model])
+        with pytest.raises(InputError, match="refusing to overwrite"):
+            sio.save(small_model(), target, protect=[model])
+    assert data.read_bytes() == before
+    # the output's own external data may not land on the input's either
+    with pytest.raises(InputError, match="refusing to overwrite"):
+        sio.refuse_overwrite(tmp_path / "other.onnx", [tmp_path / "other.onnx.data"])
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d, "is a directory"),
+        (lambda d: _write(d / "f", b"x") / "out.onnx", "is a file, not a folder"),
+        (lambda d: _write(d / "f", b"x") / "sub" / "out.onnx", "is a file, not a folder"),
+        (lambda d: Path("/proc/onnxsqueeze-none/out.onnx"), "cannot write the output in /proc"),
+    ],
+)
+def test_unwritable_outputs_refused_before_work(tmp_path: Path, make, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        sio.check_outputs([make(tmp_path)], [])
+
+
+def test_fifo_output_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "out.onnx"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="named pipe"):
+        sio.check_output_path(fifo)
+
+
+def test_output_folder_check(tmp_path: Path, model_file: Path) -> None:
+    with pytest.raises(InputError, match="the output folder is a file"):
+        sio.check_output_folder(model_file, ["report.md"], [model_file])
+    with pytest.raises(InputError, match="refusing to overwrite the input"):
+        sio.check_output_folder(model_file.parent, ["m.onnx"], [model_file])
+    sio.check_output_folder(tmp_path / "new" / "folder", ["m.squeezed.onnx"], [model_file])
+    assert not (tmp_path / "new").exists()  # a check creates nothing
+
+
+# --- special files are refused without being opened -------------------------------------------
+
+
+def test_fifo_and_devices_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "m.onnx"
+    os.mkfifo(fifo)  # opening it for reading would block forever
+    with pytest.raises(ModelLoadError, match="named pipe"):
+        sio.load(fifo)
+    with pytest.raises(ModelLoadError, match="is a device"):
+        sio.load("/dev/zero")  # reading it would fill memory
+    with pytest.raises(InputError, match="named pipe"):
+        sio.load_npz(fifo)
+
+
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [("a\0b", "malformed location"), ("x" * 5000, "malformed location"), ("sub", "is a directory")],
+)
+def test_external_data_locations_that_are_not_files(tmp_path: Path, location: str, message: str) -> None:
+    path = _external(tmp_path)
+    (path.parent / "sub").mkdir()
+    _rewrite_location(path, location)
+    with pytest.raises(ModelLoadError, match=message):
+        sio.load(path)
+
+
+def test_external_data_fifo_is_not_called_missing(tmp_path: Path) -> None:
+    path = _external(tmp_path)
+    os.mkfifo(path.parent / "pipe")
+    _rewrite_location(path, "pipe")
+    with pytest.raises(ModelLoadError, match="named pipe"):
+        sio.load(path)
+
+
+# --- write order and temp files -------------------------------------------------------------------
+
+
+def test_artifact_commit_renames_model_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash at the model's rename leaves no model and no temp file (the manifest went first)."""
+    from onnxsqueeze.manifest import save_artifact, sidecar_path
+
+    src = sio.save(small_model(), tmp_path / "src.onnx")
+    out = tmp_path / "out.onnx"
+    real_replace = os.replace
+    order: list[str] = []
+
+    def replace(a: str, b: object) -> None:
+        order.append(Path(str(b)).name)
+        if Path(str(b)) == out:
+            raise KeyboardInterrupt  # killed between the two renames
+        real_replace(a, b)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        save_artifact(big_model(), out, source_path=src)
+    assert order == ["out.onnx.manifest.json", "out.onnx"]
+    assert not out.exists()
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+    monkeypatch.setattr(os, "replace", real_replace)
+    save_artifact(big_model(), out, source_path=src)
+    assert out.exists() and sidecar_path(out).exists()
+
+
+def test_stale_temps_of_dead_runs_are_cleaned(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(dead.stdout)
+    stale = _write(tmp_path / f".out.onnx.{dead_pid}.abc123.tmp", b"half a model")
+    live = _write(tmp_path / f".out.onnx.{os.getppid()}.def456.tmp", b"another run's")
+    other = _write(tmp_path / f".other.onnx.{dead_pid}.x.tmp", b"not ours")
+    sio.save(small_model(), tmp_path / "out.onnx")
+    assert not stale.exists()
+    assert live.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["out.onnx"]
+
+
+def test_remove_temps_removes_what_is_in_flight(tmp_path: Path) -> None:
+    staged = sio.stage(big_model(), tmp_path / "m.onnx", external_data=True)
+    assert len(list(tmp_path.iterdir())) == 2  # data and model, at temp names
+    sio.remove_temps()
+    assert list(tmp_path.iterdir()) == []
+    staged.moves = []
+
+
+def test_models_over_the_protobuf_limit_go_through_every_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The >2 GB code paths (sessions from a file, outputs with external data) on a small model,
+    with the limit lowered to 12 KiB: what a 2.1 GB model takes, without 2.1 GB."""
+    from onnxsqueeze.cli import _boundary
+
+    monkeypatch.setattr(sio, "PROTO_LIMIT", 12 * 1024)
+    text = TEXT.replace("float[N, 3]", "float[N, 128]").replace("float[N, 4]", "float[N, 64]")
+    weights = {"w": rand((128, 64), 1), "b": rand((128,), 2)}
+    model = sio.save(model_from_text(text, weights), tmp_path / "m.onnx")
+    assert (tmp_path / "m.onnx.data").exists()  # 32 KiB of weights (16 KiB in fp16): "over the limit"
+    np.savez(tmp_path / "d.npz", x=rand((4, 64), 3))
+    for args in (
+        ["inspect", model],
+        ["verify", model, model, "--data", tmp_path / "d.npz", "--tolerance", "0"],
+        ["fp16", model, "-o", tmp_path / "h.onnx", "--data", tmp_path / "d.npz"],
+        ["prune", model, "--sparsity", "0.5", "-o", tmp_path / "p.onnx"],
+    ):
+        code = _boundary.run([str(a) for a in args])
+        err = capsys.readouterr().err
+        assert code == 0, err
+    for name in ("h.onnx", "p.onnx"):
+        assert (tmp_path / f"{name}.data").exists() and (tmp_path / f"{name}.manifest.json").exists()
+    pruned = sio.load(tmp_path / "p.onnx")
+    w = next(onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer if t.name == "w")
+    assert w.shape == (128, 64)
+    assert 0.45 <= float(np.mean(w == 0)) <= 0.55

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 import time
 import traceback
@@ -16,35 +15,60 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from onnxsqueeze.errors import SqueezeError
+from onnxsqueeze.cli import _boundary
 from onnxsqueeze.units import human_bytes as human_bytes  # re-exported for the commands
 from onnxsqueeze.units import human_count as human_count
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+def _console(stderr: bool) -> Console:
+    # Not a terminal (a CI log, ``> log 2>&1``): rich would cut tables to 80 columns with an
+    # ellipsis; give the content all the width it needs instead.
+    stream = sys.stderr if stderr else sys.stdout
+    wide = None if _is_terminal(stream) else 4096
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=wide)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+out = _console(stderr=False)
+err = _console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def debug() -> bool:
-    return os.environ.get("ONNXSQUEEZE_DEBUG", "") not in ("", "0")
+    return _boundary.debug()
 
 
 def handle_errors(fn: F) -> F:
-    """Turn a SqueezeError into one red line on stderr and its exit code (2 input, 1 check)."""
+    """Turn a project error into one red line on stderr and its exit code (2 input, 1 check).
+
+    What counts as a project error, and its code, is :func:`onnxsqueeze.cli._boundary.describe`;
+    Ctrl-C and SIGTERM exit 130 / 143 with temp files removed.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except SqueezeError as e:
+        except KeyboardInterrupt:
+            from onnxsqueeze import io as sio
+
+            sio.remove_temps()  # the boundary (cli._boundary.run) says so and exits 130 / 143
+            raise typer.Exit(_boundary.interrupted_exit_code()) from None
+        except Exception as e:
+            found = _boundary.describe(e)
+            if found is None:
+                raise
             if debug():
                 traceback.print_exc()
-            err.print(f"[bold red]error:[/] {escape(str(e))}")
-            raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            err.print("[red]interrupted[/]")
-            raise typer.Exit(130) from None
+            err.print(f"[bold red]error:[/] {escape(found[0])}")
+            raise typer.Exit(found[1]) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -101,7 +125,6 @@ def progress(description: str, total: int | None = None) -> Iterator[Callable[..
         disable=not err.is_terminal,
     ) as bar:
         task = bar.add_task(description, total=total)
-
         last = [time.monotonic()]
 
         def update(done: int, total_: int, description: str | None = None) -> None:

@@ -55,4 +55,7 @@ export_cli.register(app)
 
 
 def main() -> None:
-    app()
+    """The entry point; see :mod:`onnxsqueeze.cli._boundary` (signals and errors -> one line)."""
+    from onnxsqueeze.cli._boundary import main as _main
+
+    _main()

@@ -92,7 +92,11 @@ def convert_cmd(
     ] = False,
     tolerance: Annotated[
         float,
-        typer.Option("--tolerance", help="Max absolute error allowed vs. the framework; exit 1 beyond it."),
+        typer.Option(
+            "--tolerance",
+            callback=opt.finite_non_negative,
+            help="Max absolute error allowed vs. the framework; exit 1 beyond it.",
+        ),
     ] = 1e-4,
     data: opt.DataOpt = None,
     seed: opt.SeedOpt = 0,

@@ -144,14 +144,20 @@ def verify_cmd(
     from onnxsqueeze.shapes import parse_input_shapes
     from onnxsqueeze.verify import compare, run_pair
 
-    ref = sio.load(original)
-    cand = sio.load(candidate)
+    for path in (original, candidate):
+        sio.load(path)  # every check and refusal of a load; the sessions then read the files
     arrays = sio.load_npz(data) if data is not None else None
     acceptance = opt.acceptance(
         metric, max_drop, tolerance=tolerance, threshold=threshold, class_axis=class_axis
     )
     feeds, ref_out, cand_out = run_pair(
-        ref, cand, data=arrays, input_shapes=parse_input_shapes(input_shape), seed=seed, provider=provider
+        original,
+        candidate,
+        data=arrays,
+        input_shapes=parse_input_shapes(input_shape),
+        seed=seed,
+        provider=provider,
+        label=str(data),
     )
     source = str(data) if data is not None else f"random (seed {seed})"
     report = compare(ref_out, cand_out, feeds=feeds, source=source)

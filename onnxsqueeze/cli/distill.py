@@ -145,7 +145,10 @@ def distill_cmd(
         ),
     ] = 20,
     time_budget: Annotated[
-        float, typer.Option("--time-budget", help="Stop training within this many minutes.")
+        float,
+        typer.Option(
+            "--time-budget", callback=opt.finite_non_negative, help="Stop training within this many minutes."
+        ),
     ] = 1.5,
     seed: Annotated[int, typer.Option("--seed", help="Seed of weights, batch order and split.")] = 0,
     threads: Annotated[int, typer.Option("--threads", help="CPU threads for training and the teacher.")] = 1,
@@ -175,7 +178,12 @@ def distill_cmd(
         bool, typer.Option("--no-cache", help="Recompute teacher outputs; cache nothing.")
     ] = False,
     tolerance: Annotated[
-        float, typer.Option("--tolerance", help="Max abs error of the exported ONNX vs PyTorch.")
+        float,
+        typer.Option(
+            "--tolerance",
+            callback=opt.finite_non_negative,
+            help="Max abs error of the exported ONNX vs PyTorch.",
+        ),
     ] = 1e-4,
     force: opt.ForceFlag = False,
     json_: opt.JsonFlag = False,

@@ -33,10 +33,15 @@ MetricOpt = Annotated[
     str,
     typer.Option(
         "--metric",
-        help="accuracy (needs labels) | agreement (top-1 vs the original) | iou | cosine | mae. "
-        "Default: accuracy when the data has labels, else agreement.",
+        help="accuracy (needs labels) | agreement (top-1 vs the original; a [T, N, C] CTC output "
+        "is scored per time step) | iou | cosine | mae | sequence (exact match of greedy CTC "
+        "decodings). Default: accuracy when the data has labels, else agreement.",
     ),
 ]
+
+
+# What squeeze writes into its folder besides the model (and a distilled student).
+SQUEEZE_FILES = ("recipe.toml", "report.md", "results.json", "pareto.png", "calibration.npz")
 
 
 def _parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
@@ -118,7 +123,9 @@ def squeeze_cmd(
     max_drop: Annotated[
         float,
         typer.Option(
-            "--max-drop", help="Largest allowed drop from the baseline (points, or % with --relative)."
+            "--max-drop",
+            callback=opt.finite_non_negative,
+            help="Largest allowed drop from the baseline (points, or % with --relative).",
         ),
     ] = 1.0,
     relative: Annotated[
@@ -137,7 +144,12 @@ def squeeze_cmd(
     ] = "latency",
     provider: opt.ProviderOpt = "cpu",
     time_budget: Annotated[
-        float | None, typer.Option("--time-budget", help="Minutes; stop starting new evaluations after it.")
+        float | None,
+        typer.Option(
+            "--time-budget",
+            callback=opt.finite_non_negative,
+            help="Minutes; stop starting new evaluations after it.",
+        ),
     ] = None,
     techniques: Annotated[
         str | None,
@@ -223,6 +235,7 @@ def squeeze_cmd(
         str, typer.Option("--color-order", help="Image folder: colour order RGB | BGR | GRAY.")
     ] = "RGB",
     input_shape: opt.InputShapeOpt = None,
+    class_axis: opt.ClassAxisOpt = None,
     json_: opt.JsonFlag = False,
 ) -> None:
     """Find the cheapest model within an accuracy budget; write it with its recipe and a report.
@@ -238,16 +251,23 @@ def squeeze_cmd(
     search decides exactly as in one process and writes the same best model.
     """
     from onnxsqueeze import evaluate as E
+    from onnxsqueeze import io as sio
     from onnxsqueeze import search as S
     from onnxsqueeze.errors import InputError
+    from onnxsqueeze.search.fleet import fleet_entries
+    from onnxsqueeze.shapes import parse_input_shapes
 
     t0 = time.perf_counter()
     if output == Path():
         raise InputError("missing --output / -o: the output folder")
-    entries = _fleet_entries(models or [], models_from, data, train_data)
-    if input_shape:
-        for entry in entries:
-            _check_input_shapes(entry.model, entry.data, input_shape)
+    entries = fleet_entries(models or [], models_from, data, train_data)
+    input_shapes = parse_input_shapes(input_shape) if input_shape else None
+    inputs = [p for e in entries for p in (e.model, e.data, e.train_data)] + [calibration_data, models_from]
+    names = []  # before the work, not after minutes of search
+    if len(entries) == 1 and models_from is None:
+        stem = entries[0].model.name.removesuffix(".onnx")
+        names = [f"{stem}.squeezed.onnx", f"{stem}.student.onnx", *SQUEEZE_FILES]
+    sio.check_output_folder(output, names, inputs)
     options = S.SqueezeOptions(
         budget=E.Budget(max_drop, relative),
         objective=objective,
@@ -271,7 +291,8 @@ def squeeze_cmd(
             _fleet(entries, output, options, executor, json_, metric=metric or None,
                    calibration_data=calibration_data, calibration_samples=calibration_samples,
                    samples=samples, output_name=output_name, threshold=threshold,
-                   cache_dir=cache_dir, use_cache=not no_cache)  # fmt: skip
+                   cache_dir=cache_dir, use_cache=not no_cache, input_shapes=input_shapes,
+                   class_axis=class_axis)  # fmt: skip
         return
     model, data, train_data = entries[0].model, entries[0].data, entries[0].train_data
     with progress("loading images") as on_image:
@@ -293,6 +314,8 @@ def squeeze_cmd(
             use_cache=not no_cache,
             on_image=on_image,
             train_data=train_data,
+            input_shapes=input_shapes,
+            class_axis=class_axis,
         )
     evaluator = squeezer.evaluator
     evalset = evaluator.dataset
@@ -359,41 +382,6 @@ def squeeze_cmd(
         )
         return
     _render(squeezer, result, written, elapsed)
-
-
-def _check_input_shapes(model: Path, data: Path, specs: list[str]) -> None:
-    """--input-shape must fit the model and agree with the data the search runs on."""
-    import numpy as np
-
-    from onnxsqueeze import io as sio
-    from onnxsqueeze.errors import InputError
-    from onnxsqueeze.shapes import parse_input_shapes, resolve_input_shapes
-
-    given = parse_input_shapes(specs)
-    resolve_input_shapes(sio.load(model, check=False), given)
-    if data.suffix == ".npz":
-        arrays = sio.load_npz(data)
-        for name, dims in given.items():
-            if name in arrays and tuple(np.shape(arrays[name])[1:]) != tuple(dims[1:]):
-                raise InputError(
-                    f"--input-shape {name}:{','.join(map(str, dims))} disagrees with {data}, whose "
-                    f"'{name}' samples are {list(np.shape(arrays[name])[1:])}"
-                )
-
-
-def _fleet_entries(
-    models: list[Path], models_from: Path | None, data: Path | None, train_data: Path | None
-) -> list[Any]:
-    from onnxsqueeze.errors import InputError
-    from onnxsqueeze.search.fleet import FleetEntry, read_models_list
-
-    entries = read_models_list(models_from, data=data, train_data=train_data) if models_from else []
-    if models and data is None:
-        raise InputError("missing --data: the evaluation data of the model(s)")
-    entries += [FleetEntry(m, data, train_data) for m in models]  # type: ignore[arg-type]
-    if not entries:
-        raise InputError("no model given: name one or more .onnx files, or --models-from LIST")
-    return entries
 
 
 def _fleet(entries: list[Any], output: Path, options: Any, executor: Any, json_: bool, **kwargs: Any) -> None:
@@ -498,6 +486,7 @@ def apply_cmd(
         ),
     ] = False,
     tolerance: opt.ToleranceOpt = None,
+    input_shape: opt.InputShapeOpt = None,
     base: Annotated[
         Path | None,
         typer.Option(
@@ -517,6 +506,7 @@ def apply_cmd(
     from onnxsqueeze import recipe as rcp
     from onnxsqueeze.errors import InputError
 
+    sio.refuse_overwrite(output, [model, recipe, data])  # before the work
     r = rcp.load(recipe)
     proto = sio.load(model)
     sha = sio.sha256_file(model)
@@ -563,11 +553,19 @@ def apply_cmd(
             warn(message)
         start = sio.load(bpath)
     result = rcp.build(start, r.steps, calibration=calibration, source_sha256=start_sha)
-    from onnxsqueeze.verify import verify
-
     # Verified against the source on the calibration samples (or seeded random inputs): a recipe
     # squeezes on purpose, so the metrics are reported and only --tolerance makes them a gate.
-    report = verify(proto, result, data=calibration, data_label="calibration samples", seed=0)
+    from onnxsqueeze.shapes import parse_input_shapes
+    from onnxsqueeze.verify import verify
+
+    report = verify(
+        proto,
+        result,
+        data=calibration,
+        data_label="calibration samples",
+        input_shapes=parse_input_shapes(input_shape) if input_shape else None,
+        seed=0,
+    )
     failed = tolerance is not None and not report.within(tolerance)
     if failed and not force:
         from onnxsqueeze.errors import VerificationError

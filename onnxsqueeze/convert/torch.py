@@ -505,6 +505,39 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, Any]:
     raise InputError(f"{path}: not a state_dict (found {type(obj).__name__}); expected name -> tensor")
 
 
+def _looks_pickled(path: Path) -> bool:
+    """Whether a file is what torch.save writes: a zip archive, or a pickle (protocol 2 or later)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return zipfile.is_zipfile(path) or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+@contextlib.contextmanager
+def _logged_errors(name: str) -> Iterator[list[str]]:
+    """Collect (and keep off the terminal) the exceptions logger ``name`` logs, first lines."""
+    found: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.exc_info and record.exc_info[1] is not None:
+                found.append(_first_line(record.exc_info[1]))
+
+    logger = logging.getLogger(name)
+    handlers, level, propagate = logger.handlers[:], logger.level, logger.propagate
+    logger.handlers = [Keep()]  # torch attaches its own handler: replaced while loading
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        yield found
+    finally:
+        logger.handlers = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
 def _safe_load(path: Path) -> Any:
     torch = _torch()
     import pickle
@@ -512,6 +545,8 @@ def _safe_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if not _looks_pickled(path):
+            raise InputError(f"{path}: not a PyTorch file (neither a zip archive nor a pickle)") from e
         raise InputError(PICKLE_REFUSED.format(path=path)) from e
     except Exception as e:
         raise InputError(f"{path}: not a readable PyTorch file ({_first_line(e)})") from e
@@ -576,14 +611,17 @@ def load_source(path: str | os.PathLike[str], *, trust_pickle: bool = False) -> 
         raise InputError(f"{path}: no such file")
     kind = file_kind(path)
     try:
-        if kind == "exported-program":
-            return torch.export.load(str(path)), kind
-        if kind == "torchscript":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
-                return torch.jit.load(str(path), map_location="cpu"), kind
+        with _quiet(), _logged_errors("torch.export") as logged:  # torch logs a bad archive's
+            # traceback, then raises "see the warnings above": the logged error is the message
+            if kind == "exported-program":
+                return torch.export.load(str(path)), kind
+            if kind == "torchscript":
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
+                    return torch.jit.load(str(path), map_location="cpu"), kind
     except Exception as e:
-        raise InputError(f"{path}: cannot load the {kind} archive: {_first_line(e)}") from e
+        why = logged[-1] if logged else _first_line(e)
+        raise InputError(f"{path}: cannot load the {kind} archive: {why}") from e
     if not trust_pickle:
         obj = _safe_load(path)
         if isinstance(obj, Mapping):

@@ -189,6 +189,14 @@ def fp16(
             f"fp16: after {result.rounds} round(s), {why}; keep more ops float32 with --block-op, "
             "judge by the task with --metric, or write it anyway with --force"
         )
+    if result.converted_nodes == 0:
+        if not force:
+            raise VerificationError(
+                f"fp16: nothing was converted: all {result.total_nodes} nodes kept float32 to stay within "
+                f"the budget ({result.budget}); not written (a looser --tolerance converts more, --force "
+                "writes it)"
+            )
+        report.notes.append("written with --force although nothing was converted: the model is all float32")
     if output is not None:
         base.check(src.model, result.model, what=dtype, keep_interface=keep_io_types)
         path, manifest = base.write(

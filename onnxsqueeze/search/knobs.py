@@ -100,6 +100,7 @@ class PlanContext:
     model: onnx.ModelProto
     evaluator: Evaluator
     calibration: Dataset | None
+    input_shapes: Mapping[str, Sequence[int]] | None = None  # of the model's dynamic inputs
 
 
 def _channels_plan(
@@ -126,7 +127,12 @@ def _channels_plan(
     groups = [g for g in analyze(ir.serde.deserialize_model(ctx.model)) if g.blocked is None]
     widest = sorted(groups, key=lambda g: -g.channels)[:max_groups]
     rows = sensitivity(
-        ctx.model, data, ratios=(ratio,), reconstruction="none", groups=[g.name for g in widest]
+        ctx.model,
+        data,
+        ratios=(ratio,),
+        reconstruction="none",
+        groups=[g.name for g in widest],
+        input_shapes=ctx.input_shapes or None,
     )
     return {
         str(r["group"]): max(float(r["drop"]), 0.0)

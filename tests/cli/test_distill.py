@@ -98,7 +98,8 @@ def test_bad_student_is_one_red_line_and_exit_2(tmp_path: Path) -> None:
     [
         (["--alpha", "1.5"], "--alpha 1.5: must be in [0, 1]"),
         (["--temperature", "0"], "--temperature 0.0: must be positive"),
-        (["--time-budget", "-1"], "--time-budget -1.0: must be positive"),
+        (["--time-budget", "-1"], "-1.0 is not a finite number >= 0"),
+        (["--time-budget", "nan"], "nan is not a finite number >= 0"),
     ],
 )
 def test_bad_options_exit_2(tmp_path: Path, extra: list[str], message: str) -> None:
