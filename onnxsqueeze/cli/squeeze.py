@@ -24,8 +24,9 @@ from onnxsqueeze.cli._output import (
 )
 
 # The knob names of onnxsqueeze.search.KNOBS, spelled out so that --help imports nothing heavy.
-TECHNIQUES = (
+TECHNIQUES: tuple[str, ...] = (
     "resolution", "channels", "sparsity", "int8", "int8-dynamic", "int8-weights", "int4", "fp16", "distill",
+    "sparsity+ft", "channels+ft", "resolution+ft",  # fine-tuned variants (--train-data)
 )  # fmt: skip
 
 MetricOpt = Annotated[
@@ -171,7 +172,9 @@ def squeeze_cmd(
         typer.Option(
             "--train-data",
             help="Training .npz (inputs + optional 'labels'): offers the 'distill' knob (the model "
-            "teaches a smaller catalog student) and is the default calibration data.",
+            "teaches a smaller catalog student) and the fine-tuned knobs 'sparsity+ft', "
+            "'channels+ft', 'resolution+ft' (the pass, then recovery training against the model); "
+            "the default calibration data.",
         ),
     ] = None,
     distill_minutes: Annotated[

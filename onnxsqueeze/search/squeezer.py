@@ -57,13 +57,16 @@ from onnxsqueeze.search.algorithm import (
 from onnxsqueeze.search.executor import Executor, WorkerSpec, timing_slot
 from onnxsqueeze.search.knobs import (
     CLEANUP,
+    FT_PREFIX,
     KNOBS,
     Knob,
     PlanContext,
     Settings,
     available_knobs,
     base_of,
+    base_spec,
     describe_settings,
+    ft_steps,
     steps_of,
 )
 from onnxsqueeze.search.report import (
@@ -242,6 +245,7 @@ class SqueezeOptions:
         distill_time_s: training-time budget of each distilled student.
         distill_students: the catalog students the ``distill`` knob tries, larger to smaller
             (None: the knob's own list).
+        finetune_time_s: training-time budget of each fine-tuned base (the ``+ft`` knobs).
     """
 
     budget: Budget
@@ -256,6 +260,7 @@ class SqueezeOptions:
     batch_size: int = 64
     distill_time_s: float = 60.0
     distill_students: tuple[str, ...] | None = None
+    finetune_time_s: float = 30.0
 
 
 class Squeezer:
@@ -312,7 +317,7 @@ class Squeezer:
             if train is None:
                 skipped[k.name] = "no training data (--train-data)"
                 offered.remove(k)
-            elif options.distill_students:
+            elif options.distill_students and k.name == "distill":
                 offered[offered.index(k)] = dataclasses.replace(k, settings=tuple(options.distill_students))
         if options.techniques is not None:
             known = {k.name for k in knobs}
@@ -418,13 +423,13 @@ class Squeezer:
         base = base_of(settings, self.knobs)
         if base is None:
             return self.model, self.model_sha256
-        return self.student(str(dict(base.options)["student"]))
+        return self.student(base_spec(base))
 
     def _student_key(self, spec: str) -> str:
         from onnxsqueeze import __version__
 
         assert self.train is not None
-        doc = {
+        doc: dict[str, Any] = {
             "format": CACHE_FORMAT,
             "version": __version__,
             "teacher": self.model_sha256,
@@ -433,6 +438,14 @@ class Squeezer:
             "student": spec,
             "time_s": self.options.distill_time_s,
         }
+        if spec.startswith(FT_PREFIX):
+            steps = ft_steps(spec)
+            doc |= {
+                "student": None,
+                "finetune": [s.to_dict() for s in steps],
+                "time_s": self.options.finetune_time_s,
+                "calibration": self._ft_calibration()[1] if any(s.calibration for s in steps) else None,
+            }
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     def student(self, spec: str) -> tuple[onnx.ModelProto, str]:
@@ -454,8 +467,10 @@ class Squeezer:
             if known is not None:
                 return known
             t0 = time.perf_counter()
-            model, info = self._distill(spec)
-            self.timings["distill"] = self.timings.get("distill", 0.0) + time.perf_counter() - t0
+            ft = spec.startswith(FT_PREFIX)
+            model, info = self._finetune(spec) if ft else self._distill(spec)
+            phase = "finetune" if ft else "distill"
+            self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - t0
             self.adopt_student(spec, model.SerializeToString(deterministic=True), info)
         return self._student_models[spec]
 
@@ -500,15 +515,60 @@ class Squeezer:
             self.students[spec] = info | {"sha256": sha}
             self._student_models[spec] = (model, sha)
 
+    def _teacher_path(self) -> Path:
+        """The original's file (training reads the teacher from a file; cached when it has none)."""
+        if self.model_path is not None:
+            return self.model_path
+        if self.cache_dir is None:
+            raise InputError("training needs the model's file or a cache folder")
+        return sio.save(self.model, self.cache_dir / "students" / f"teacher-{self.model_sha256}.onnx")
+
+    def _ft_calibration(self) -> tuple[dict[str, np.ndarray], str]:
+        """The calibration arrays of a fine-tuned base's pass (reconstruction) and their hash:
+        the search's calibration data, else the training inputs."""
+        data = self.calibration if self.calibration is not None else self.train
+        assert data is not None
+        return dict(data.inputs), data.sha256()
+
+    def _finetune(self, spec: str) -> tuple[onnx.ModelProto, dict[str, Any]]:
+        """The fine-tuned base ``spec``: its pass on the original, then recovery training."""
+        from onnxsqueeze.finetune import FinetuneConfig, finetune
+        from onnxsqueeze.recipe import build
+
+        assert self.train is not None
+        steps = ft_steps(spec)
+        t0 = time.perf_counter()
+        calibration = self._ft_calibration()[0] if any(s.calibration for s in steps) else None
+        candidate = build(self.model, steps, calibration=calibration, source_sha256=self.model_sha256)
+        data = dict(self.train.inputs)
+        if self.train.labels is not None:
+            data["labels"] = self.train.labels
+        result = finetune(
+            candidate,
+            self._teacher_path(),
+            data,
+            config=FinetuneConfig(time_budget_s=self.options.finetune_time_s, seed=0),
+            cache_dir=self.cache_dir / "teacher" if self.cache_dir is not None else None,
+            use_cache=self.cache_dir is not None,
+        )
+        r = result.report
+        info = {
+            "method": "finetune",
+            "steps": [s.to_dict() for s in steps[1:]],
+            "metric": r.metric,
+            "before": r.before,
+            "after": r.after,
+            "epochs": len(r.training.history),
+            "train_samples": r.samples.get("train"),
+            "seconds": time.perf_counter() - t0,
+        }
+        return result.model, info
+
     def _distill(self, spec: str) -> tuple[onnx.ModelProto, dict[str, Any]]:
         from onnxsqueeze.distill import TrainConfig, distill
 
         assert self.train is not None
-        teacher = self.model_path
-        if teacher is None:  # distill() reads the teacher from a file
-            if self.cache_dir is None:
-                raise InputError("distillation needs the model's file or a cache folder")
-            teacher = sio.save(self.model, self.cache_dir / "students" / f"teacher-{self.model_sha256}.onnx")
+        teacher = self._teacher_path()
         data = dict(self.train.inputs)
         if self.train.labels is not None:
             data["labels"] = self.train.labels
@@ -593,8 +653,13 @@ class Squeezer:
         base = None
         step = base_of(settings, self.knobs)
         if step is not None:
-            spec = str(dict(step.options)["student"])
-            base = BaseModel(base_path or f"{spec}.onnx", self.student(spec)[1], "distill", spec)
+            spec = base_spec(step)
+            sha = self.student(spec)[1]
+            if spec.startswith(FT_PREFIX):  # provenance: the passes that were fine-tuned
+                made = tuple(ft_steps(spec))
+                base = BaseModel(base_path or "finetuned.onnx", sha, "finetune", steps=made)
+            else:
+                base = BaseModel(base_path or f"{spec}.onnx", sha, "distill", spec)
         return Recipe(steps, self.model_sha256, self.calibration_source if needs else None, base)
 
     # ------------------------------------------------------------------ measuring
@@ -829,7 +894,7 @@ class Squeezer:
         base = base_of(settings, self.knobs) if settings else None
         if base is None:
             return self.key_of(settings)
-        known = self._known_student(str(dict(base.options)["student"]))
+        known = self._known_student(base_spec(base))
         if known is None:
             return None
         norm = self._normalized(*known)[2]
@@ -885,7 +950,7 @@ class Squeezer:
         trained: dict[str, Any] = {}
         base = base_of(settings, self.knobs) if settings else None
         if base is not None:
-            spec = str(dict(base.options)["student"])
+            spec = base_spec(base)
             had = spec in self._student_models
             try:
                 model, _ = self.student(spec)
@@ -902,7 +967,7 @@ class Squeezer:
         students = {}
         base = base_of(settings, self.knobs) if settings else None
         if base is not None:
-            spec = str(dict(base.options)["student"])
+            spec = base_spec(base)
             known = self._known_student(spec)
             if known is not None:
                 students[spec] = {
@@ -1248,19 +1313,22 @@ def write_candidate(
     recipe_name: str,
     protect: Sequence[str | Path] = (),
 ) -> tuple[onnx.ModelProto, dict[str, Path]]:
-    """Write a candidate's model as ``stem.squeezed.onnx``, its recipe and (distilled) its student."""
+    """Write a candidate's model as ``stem.squeezed.onnx``, its recipe and its base model (a
+    distilled student ``stem.student.onnx`` or a fine-tuned pass output ``stem.finetuned.onnx``)."""
     from onnxsqueeze import recipe as rcp
 
     model = squeezer.build_cached(settings)
     written = {"model": sio.save(model, folder / f"{stem}.squeezed.onnx", protect=protect)}
     base_path = None
-    if base_of(settings, squeezer.knobs) is not None:
-        # The recipe's base model: the student's exact bytes (their sha256 is in the recipe).
+    base = base_of(settings, squeezer.knobs)
+    if base is not None:
+        # The recipe's base model: its exact bytes (their sha256 is in the recipe).
         student, _ = squeezer.base_model(settings)
-        written["student"] = sio.write_bytes_atomic(
-            folder / f"{stem}.student.onnx", student.SerializeToString(deterministic=True), protect=protect
+        kind = "finetuned" if base_spec(base).startswith(FT_PREFIX) else "student"
+        written[kind] = sio.write_bytes_atomic(
+            folder / f"{stem}.{kind}.onnx", student.SerializeToString(deterministic=True), protect=protect
         )
-        base_path = written["student"].name
+        base_path = written[kind].name
     written["recipe"] = rcp.save(squeezer.recipe(settings, base_path), folder / recipe_name, protect=protect)
     return model, written
 
