@@ -94,14 +94,25 @@ class BaseModel:
     Attributes:
         path: the ONNX file, relative to the recipe's folder (or absolute).
         sha256: of that file's bytes, checked on replay.
-        method: how it was made from the source (``distill``).
-        student: the student spec it was made with.
+        method: how it was made from the source (``distill`` or ``finetune``).
+        student: the student spec it was made with (``distill``).
+        steps: the passes whose output was fine-tuned against the source (``finetune``);
+            provenance only: ``apply`` does not retrain, it reuses the stored model.
     """
 
     path: str
     sha256: str
     method: str = "distill"
     student: str = ""
+    steps: tuple[Step, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"path": self.path, "sha256": self.sha256, "method": self.method}
+        if self.student:
+            doc["student"] = self.student
+        if self.steps:
+            doc["steps"] = [s.to_dict() for s in self.steps]
+        return doc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,26 +134,18 @@ class Recipe:
         if self.calibration is not None and self.needs_calibration():
             doc["calibration"] = dataclasses.asdict(self.calibration)
         if self.base is not None:
-            doc["base"] = dataclasses.asdict(self.base)
+            doc["base"] = self.base.to_dict()
         doc["steps"] = [s.to_dict() for s in self.steps]
         header = "# onnxsqueeze recipe: replay with `onnxsqueeze apply recipe.toml MODEL -o OUT`\n"
         return header + tomli_w.dumps(doc)
 
 
-def loads(text: str, *, source: str = "recipe") -> Recipe:
-    """Parse a recipe; every problem is an InputError naming ``source``."""
+def _parse_steps(raw_steps: Any, source: str) -> list[Step]:
     from onnxsqueeze.passes import PASSES
 
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{source}: not valid TOML ({e})") from e
-    if doc.get("format", FORMAT) != FORMAT:
-        raise InputError(f"{source}: recipe format {doc.get('format')} is not supported (expected {FORMAT})")
-    raw_steps = doc.get("steps")
-    if not isinstance(raw_steps, list) or not raw_steps:
-        raise InputError(f"{source}: no [[steps]]")
-    steps = []
+    if not isinstance(raw_steps, list):
+        raise InputError(f"{source}: steps must be an array of tables")
+    steps: list[Step] = []
     for i, raw in enumerate(raw_steps):
         if not isinstance(raw, dict) or not isinstance(raw.get("pass"), str):
             raise InputError(f"{source}: step {i + 1} has no 'pass' name")
@@ -160,6 +163,21 @@ def loads(text: str, *, source: str = "recipe") -> Recipe:
             raise InputError(f"{source}: step {i + 1} ({name}): unknown option(s) {unknown}")
         opts = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
         steps.append(Step.of(name, opts, calibration=bool(raw.get("calibration", False))))
+    return steps
+
+
+def loads(text: str, *, source: str = "recipe") -> Recipe:
+    """Parse a recipe; every problem is an InputError naming ``source``."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{source}: not valid TOML ({e})") from e
+    if doc.get("format", FORMAT) != FORMAT:
+        raise InputError(f"{source}: recipe format {doc.get('format')} is not supported (expected {FORMAT})")
+    raw_steps = doc.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise InputError(f"{source}: no [[steps]]")
+    steps = _parse_steps(raw_steps, source)
     calibration = None
     if "calibration" in doc:
         c = doc["calibration"]
@@ -172,9 +190,13 @@ def loads(text: str, *, source: str = "recipe") -> Recipe:
         b = doc["base"]
         try:
             base = BaseModel(
-                str(b["path"]), str(b["sha256"]), str(b.get("method", "distill")), str(b.get("student", ""))
+                str(b["path"]),
+                str(b["sha256"]),
+                str(b.get("method", "distill")),
+                str(b.get("student", "")),
+                tuple(_parse_steps(b.get("steps", []), f"{source}: [base]")),
             )
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, AttributeError) as e:
             raise InputError(f"{source}: [base] needs path and sha256") from e
     recipe = Recipe(tuple(steps), doc.get("source_sha256"), calibration, base)
     if recipe.needs_calibration() and calibration is None:

@@ -289,13 +289,22 @@ def test_knob_table_matches_every_registered_pass():
     assert skipped == {} and [k.settings for k in offered] == [k.settings for k in KNOBS]
     assert {k.name for k in offered} == {
         "fp16", "int8", "int8-dynamic", "int8-weights", "int4", "sparsity", "channels", "resolution",
-        "distill",
+        "distill", "sparsity+ft", "channels+ft", "resolution+ft",
     }  # fmt: skip
     for knob in offered:
-        if knob.base:  # distill: not a pass; its settings are catalog students
+        if knob.name == "distill":  # not a pass; its settings are catalog students
             from onnxsqueeze.distill.student import catalog
 
             assert set(knob.settings) <= set(catalog())
+            continue
+        if knob.base:  # <pass>+ft: the inner pass's step must be one its pass takes
+            from onnxsqueeze.search.knobs import base_spec, ft_steps
+
+            for setting in knob.settings:
+                step = ft_steps(base_spec(knob.step_of(setting)))[-1]
+                assert {k for k, _ in step.options} <= {
+                    f.name for f in dataclasses.fields(PASSES[step.pass_name])
+                }
             continue
         for setting in knob.settings:
             step = knob.step_of(setting)

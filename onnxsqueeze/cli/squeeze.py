@@ -24,16 +24,18 @@ from onnxsqueeze.cli._output import (
 )
 
 # The knob names of onnxsqueeze.search.KNOBS, spelled out so that --help imports nothing heavy.
-TECHNIQUES = (
+TECHNIQUES: tuple[str, ...] = (
     "resolution", "channels", "sparsity", "int8", "int8-dynamic", "int8-weights", "int4", "fp16", "distill",
+    "sparsity+ft", "channels+ft", "resolution+ft",  # fine-tuned variants (--train-data)
 )  # fmt: skip
 
 MetricOpt = Annotated[
     str,
     typer.Option(
         "--metric",
-        help="accuracy (needs labels) | agreement (top-1 vs the original) | iou | cosine | mae. "
-        "Default: accuracy when the data has labels, else agreement.",
+        help="accuracy (needs labels) | agreement (top-1 vs the original; a [T, N, C] CTC output "
+        "is scored per time step) | iou | cosine | mae | sequence (exact match of greedy CTC "
+        "decodings). Default: accuracy when the data has labels, else agreement.",
     ),
 ]
 
@@ -170,7 +172,9 @@ def squeeze_cmd(
         typer.Option(
             "--train-data",
             help="Training .npz (inputs + optional 'labels'): offers the 'distill' knob (the model "
-            "teaches a smaller catalog student) and is the default calibration data.",
+            "teaches a smaller catalog student) and the fine-tuned knobs 'sparsity+ft', "
+            "'channels+ft', 'resolution+ft' (the pass, then recovery training against the model); "
+            "the default calibration data.",
         ),
     ] = None,
     distill_minutes: Annotated[
@@ -231,6 +235,7 @@ def squeeze_cmd(
         str, typer.Option("--color-order", help="Image folder: colour order RGB | BGR | GRAY.")
     ] = "RGB",
     input_shape: opt.InputShapeOpt = None,
+    class_axis: opt.ClassAxisOpt = None,
     json_: opt.JsonFlag = False,
 ) -> None:
     """Find the cheapest model within an accuracy budget; write it with its recipe and a report.
@@ -249,20 +254,20 @@ def squeeze_cmd(
     from onnxsqueeze import io as sio
     from onnxsqueeze import search as S
     from onnxsqueeze.errors import InputError
+    from onnxsqueeze.search.fleet import fleet_entries
+    from onnxsqueeze.shapes import parse_input_shapes
 
     t0 = time.perf_counter()
     if output == Path():
         raise InputError("missing --output / -o: the output folder")
-    entries = _fleet_entries(models or [], models_from, data, train_data)
+    entries = fleet_entries(models or [], models_from, data, train_data)
+    input_shapes = parse_input_shapes(input_shape) if input_shape else None
     inputs = [p for e in entries for p in (e.model, e.data, e.train_data)] + [calibration_data, models_from]
     names = []  # before the work, not after minutes of search
     if len(entries) == 1 and models_from is None:
         stem = entries[0].model.name.removesuffix(".onnx")
         names = [f"{stem}.squeezed.onnx", f"{stem}.student.onnx", *SQUEEZE_FILES]
     sio.check_output_folder(output, names, inputs)
-    if input_shape:
-        for entry in entries:
-            _check_input_shapes(entry.model, entry.data, input_shape)
     options = S.SqueezeOptions(
         budget=E.Budget(max_drop, relative),
         objective=objective,
@@ -286,7 +291,8 @@ def squeeze_cmd(
             _fleet(entries, output, options, executor, json_, metric=metric or None,
                    calibration_data=calibration_data, calibration_samples=calibration_samples,
                    samples=samples, output_name=output_name, threshold=threshold,
-                   cache_dir=cache_dir, use_cache=not no_cache)  # fmt: skip
+                   cache_dir=cache_dir, use_cache=not no_cache, input_shapes=input_shapes,
+                   class_axis=class_axis)  # fmt: skip
         return
     model, data, train_data = entries[0].model, entries[0].data, entries[0].train_data
     with progress("loading images") as on_image:
@@ -308,6 +314,8 @@ def squeeze_cmd(
             use_cache=not no_cache,
             on_image=on_image,
             train_data=train_data,
+            input_shapes=input_shapes,
+            class_axis=class_axis,
         )
     evaluator = squeezer.evaluator
     evalset = evaluator.dataset
@@ -374,41 +382,6 @@ def squeeze_cmd(
         )
         return
     _render(squeezer, result, written, elapsed)
-
-
-def _check_input_shapes(model: Path, data: Path, specs: list[str]) -> None:
-    """--input-shape must fit the model and agree with the data the search runs on."""
-    import numpy as np
-
-    from onnxsqueeze import io as sio
-    from onnxsqueeze.errors import InputError
-    from onnxsqueeze.shapes import parse_input_shapes, resolve_input_shapes
-
-    given = parse_input_shapes(specs)
-    resolve_input_shapes(sio.load(model, check=False), given)
-    if data.suffix == ".npz":
-        arrays = sio.load_npz(data)
-        for name, dims in given.items():
-            if name in arrays and tuple(np.shape(arrays[name])[1:]) != tuple(dims[1:]):
-                raise InputError(
-                    f"--input-shape {name}:{','.join(map(str, dims))} disagrees with {data}, whose "
-                    f"'{name}' samples are {list(np.shape(arrays[name])[1:])}"
-                )
-
-
-def _fleet_entries(
-    models: list[Path], models_from: Path | None, data: Path | None, train_data: Path | None
-) -> list[Any]:
-    from onnxsqueeze.errors import InputError
-    from onnxsqueeze.search.fleet import FleetEntry, read_models_list
-
-    entries = read_models_list(models_from, data=data, train_data=train_data) if models_from else []
-    if models and data is None:
-        raise InputError("missing --data: the evaluation data of the model(s)")
-    entries += [FleetEntry(m, data, train_data) for m in models]  # type: ignore[arg-type]
-    if not entries:
-        raise InputError("no model given: name one or more .onnx files, or --models-from LIST")
-    return entries
 
 
 def _fleet(entries: list[Any], output: Path, options: Any, executor: Any, json_: bool, **kwargs: Any) -> None:
@@ -513,6 +486,7 @@ def apply_cmd(
         ),
     ] = False,
     tolerance: opt.ToleranceOpt = None,
+    input_shape: opt.InputShapeOpt = None,
     base: Annotated[
         Path | None,
         typer.Option(
@@ -579,11 +553,19 @@ def apply_cmd(
             warn(message)
         start = sio.load(bpath)
     result = rcp.build(start, r.steps, calibration=calibration, source_sha256=start_sha)
-    from onnxsqueeze.verify import verify
-
     # Verified against the source on the calibration samples (or seeded random inputs): a recipe
     # squeezes on purpose, so the metrics are reported and only --tolerance makes them a gate.
-    report = verify(proto, result, data=calibration, data_label="calibration samples", seed=0)
+    from onnxsqueeze.shapes import parse_input_shapes
+    from onnxsqueeze.verify import verify
+
+    report = verify(
+        proto,
+        result,
+        data=calibration,
+        data_label="calibration samples",
+        input_shapes=parse_input_shapes(input_shape) if input_shape else None,
+        seed=0,
+    )
     failed = tolerance is not None and not report.within(tolerance)
     if failed and not force:
         from onnxsqueeze.errors import VerificationError

@@ -22,7 +22,6 @@ these steps:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -93,15 +92,17 @@ def _cleanup(model: onnx.ModelProto) -> onnx.ModelProto:
     return ir.serde.serialize_model(m)
 
 
-def _slim(model: onnx.ModelProto) -> onnx.ModelProto | None:
-    """onnxslim's simplification, or None when it fails (it is an improvement, never a must)."""
-    try:
-        import onnxslim
+def slimmed_form(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """``model`` after :class:`~onnxsqueeze.passes.cleanup.SimplifyWithOnnxslimPass` (onnxslim,
+    then the cleanup; the declared interface kept where inference agrees), every value typed; None
+    when onnxslim removes nothing. Not verified: :func:`normalize` and the search verify it."""
+    from onnxsqueeze.passes.cleanup import SimplifyWithOnnxslimPass
 
-        out = onnxslim.slim(_copy(model))
-    except Exception:  # onnxslim raises bare Exceptions on unusual graphs
+    result = SimplifyWithOnnxslimPass()(ir.serde.deserialize_model(_copy(model)))
+    if not result.modified:
         return None
-    return out if isinstance(out, onnx.ModelProto) else None
+    type_values(result.model)
+    return ir.serde.serialize_model(result.model)
 
 
 def _restore_interface(form: onnx.ModelProto, source: onnx.ModelProto) -> onnx.ModelProto:
@@ -113,34 +114,13 @@ def _restore_interface(form: onnx.ModelProto, source: onnx.ModelProto) -> onnx.M
     return form
 
 
-def _declared_or_inferred(
-    form: onnx.ModelProto, source: onnx.ModelProto, notes: list[str]
-) -> onnx.ModelProto:
-    """The source's declared interface on ``form``, unless shape inference now contradicts it.
-
-    A declaration inference contradicts (a wrong one the original graph hid from inference) would
-    make the form fail the checker: the inferred output shapes are kept instead, and said.
-    """
-    from onnxsqueeze import io as sio
-
-    restored = _restore_interface(_copy(form), source)
-    try:
-        sio.check_model(restored)
-        return restored
-    except Exception:
-        notes.append(
-            "an output's declared shape contradicts what the model computes; the simplified form declares the computed one"
-        )
-        return form
-
-
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     return out
 
 
-def _same_outputs(
+def same_outputs(
     reference: Mapping[str, np.ndarray], model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]
 ) -> float | None:
     """Max abs error of ``model`` against ``reference`` outputs, relative to their scale; None: fails."""
@@ -209,21 +189,19 @@ def normalize(
     slimmed = None
     if slim:
         say("simplifying with onnxslim")
-        # onnxslim trusts declared output shapes, and exporters declare some wrongly (ddddocr's OCR
-        # declares [1, seqlen] and returns [T, 1, 8210]; slimmed with it, the output changes): it
-        # sees the outputs' types only.
-        bare = _copy(cleaned)
-        for vi in bare.graph.output:
-            vi.type.tensor_type.ClearField("shape")
-        slimmed = _slim(bare)
-        if slimmed is not None and len(slimmed.graph.node) < len(cleaned.graph.node):
-            with contextlib.suppress(Exception):  # lifts what onnxslim left as Constant nodes; types values
-                slimmed = _cleanup(slimmed)
-            candidates.append(("cleanup+onnxslim", _declared_or_inferred(slimmed, model, notes)))
+        slimmed = slimmed_form(cleaned)
+        if slimmed is not None:
+            declared = {vi.name: vi.type for vi in model.graph.output}
+            if any(vi.name in declared and vi.type != declared[vi.name] for vi in slimmed.graph.output):
+                notes.append(
+                    "an output's declared shape contradicts what the model computes; the simplified "
+                    "form declares the computed one"
+                )
+            candidates.append(("cleanup+onnxslim", slimmed))
     kept, used, err = model, "none", None
     for name, form in sorted(candidates, key=lambda c: len(c[1].graph.node)):
         if reference is not None and feeds is not None:
-            diff = _same_outputs(reference, form, feeds)
+            diff = same_outputs(reference, form, feeds)
             if diff is None or diff > rtol:
                 notes.append(
                     f"{name} not used: its outputs differ from the source's"

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from onnxsqueeze.passes.base import SqueezePass, describe
 from onnxsqueeze.passes.channels import PruneChannelsPass
-from onnxsqueeze.passes.cleanup import CleanupPass, FoldBatchNormPass, FoldConstantsPass
+from onnxsqueeze.passes.cleanup import (
+    CleanupPass,
+    FoldBatchNormPass,
+    FoldConstantsPass,
+    SimplifyWithOnnxslimPass,
+)
 from onnxsqueeze.passes.fp16 import ConvertToFloat16Pass
 from onnxsqueeze.passes.quantize import CalibrationData, QuantizeInt8Pass
 from onnxsqueeze.passes.resolution import RewriteInputResolutionPass
@@ -14,6 +19,7 @@ from onnxsqueeze.passes.weight_only import QuantizeMatMulInt4Pass, QuantizeWeigh
 # The registry: recipe and CLI names to pass classes. No import side effects register anything.
 PASSES: dict[str, type[SqueezePass]] = {
     CleanupPass.name: CleanupPass,
+    SimplifyWithOnnxslimPass.name: SimplifyWithOnnxslimPass,
     FoldConstantsPass.name: FoldConstantsPass,
     FoldBatchNormPass.name: FoldBatchNormPass,
     ConvertToFloat16Pass.name: ConvertToFloat16Pass,
@@ -38,6 +44,7 @@ __all__ = [
     "QuantizeMatMulInt4Pass",
     "QuantizeWeightsInt8Pass",
     "RewriteInputResolutionPass",
+    "SimplifyWithOnnxslimPass",
     "SqueezePass",
     "describe",
 ]

@@ -221,3 +221,62 @@ class CleanupPass(SqueezePass):
         for step in steps:
             modified = step(model).modified or modified
         return ir.passes.PassResult(model, modified)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SimplifyWithOnnxslimPass(SqueezePass):
+    """onnxslim's graph simplification, then :class:`CleanupPass` on what it left.
+
+    onnxslim trusts declared output shapes, and exporters declare some wrongly (ddddocr's OCR
+    declares ``[1, seqlen]`` and returns ``[T, 1, 8210]``; slimmed with it, the output changes),
+    so it sees the outputs' types only; the declared interface is put back unless shape inference
+    now contradicts it (then the computed output shapes are kept). A result with no fewer nodes,
+    or onnxslim failing (it raises bare Exceptions on unusual graphs), leaves the model as it was
+    (``modified`` False). onnxslim works on protos: the model's graph and functions are replaced
+    by the simplified ones (its metadata, the provenance, stays).
+
+    Requires: nothing (``onnxslim`` is a core dependency). Whether the result computes the same
+    function is verified by callers (``optimize.base.normalize``, the search), on real inputs.
+    """
+
+    name: ClassVar[str] = "onnxslim"
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        import contextlib
+
+        import onnx
+
+        source = ir.serde.serialize_model(model)
+        bare = onnx.ModelProto()
+        bare.CopyFrom(source)
+        for vi in bare.graph.output:
+            vi.type.tensor_type.ClearField("shape")
+        try:
+            import onnxslim
+
+            slimmed = onnxslim.slim(bare)
+        except Exception:  # an improvement, never a must
+            slimmed = None
+        if not isinstance(slimmed, onnx.ModelProto) or len(slimmed.graph.node) >= len(source.graph.node):
+            return ir.passes.PassResult(model, False)
+        form = ir.serde.deserialize_model(slimmed)
+        with contextlib.suppress(Exception):  # lifts what onnxslim left as Constant nodes
+            CleanupPass()(form)
+        proto = ir.serde.serialize_model(form)
+        restored = onnx.ModelProto()
+        restored.CopyFrom(proto)
+        declared = {vi.name: vi for vi in [*source.graph.input, *source.graph.output]}
+        for vi in [*restored.graph.input, *restored.graph.output]:
+            if vi.name in declared:
+                vi.type.CopyFrom(declared[vi.name].type)
+        try:
+            onnx.checker.check_model(restored, full_check=True)
+            proto = restored
+        except Exception:  # a declaration inference contradicts: the computed shapes are kept
+            pass
+        new = ir.serde.deserialize_model(proto)
+        model.graph = new.graph
+        model.ir_version = new.ir_version
+        model.functions.clear()
+        model.functions.update(new.functions)
+        return ir.passes.PassResult(model, True)

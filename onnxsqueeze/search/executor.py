@@ -87,6 +87,8 @@ class WorkerSpec:
     options: Any  # SqueezeOptions
     knob_names: tuple[str, ...]
     plans: dict[str, Any]
+    class_axis: int | None = None
+    input_shapes: dict[str, tuple[int, ...]] | None = None  # --input-shape
 
     def spec_id(self) -> str:
         """A content id: the same spec shipped twice is built once per worker."""
@@ -109,6 +111,7 @@ def build_replica(spec: WorkerSpec) -> Squeezer:
         spec.metric,
         output=spec.output,
         threshold=spec.threshold,
+        class_axis=spec.class_axis,
         provider=spec.options.provider,
         batch_size=spec.options.batch_size,
     )
@@ -132,6 +135,7 @@ def build_replica(spec: WorkerSpec) -> Squeezer:
         cache_dir=scratch,
         model_sha256=spec.model_sha256,
         train=train,
+        input_shapes=spec.input_shapes,
     )
     replica.bind_plans(spec.plans, spec.knob_names)
     return replica

@@ -52,6 +52,23 @@ LINE_OPTIONS: dict[str, Callable[[str], Any]] = {
 }
 
 
+def fleet_entries(
+    models: Sequence[Path], models_from: Path | None, data: Path | None, train_data: Path | None
+) -> list[FleetEntry]:
+    """The models to squeeze: ``--models-from``'s lines, then ``models`` (all on ``data``).
+
+    Raises:
+        InputError: no model, or models without data.
+    """
+    entries = read_models_list(models_from, data=data, train_data=train_data) if models_from else []
+    if models and data is None:
+        raise InputError("missing --data: the evaluation data of the model(s)")
+    entries += [FleetEntry(Path(m), data, train_data) for m in models]  # type: ignore[arg-type]
+    if not entries:
+        raise InputError("no model given: name one or more .onnx files, or --models-from LIST")
+    return entries
+
+
 def read_models_list(path: str | Path, *, data: Path | None, train_data: Path | None) -> list[FleetEntry]:
     """Parse a ``--models-from`` file: one ``MODEL [DATA [TRAIN_DATA]] [KEY=VALUE ...]`` per line.
 

@@ -10,6 +10,13 @@ its settings ordered from mildest to most aggressive, so the search may bisect i
 setting names a catalog student (``models/students.py``) that replaces the model the other knobs'
 passes run on, so ``distill -> cnn4 + int8 static`` is int8 of the student
 (:class:`onnxsqueeze.search.squeezer.Squeezer` trains and caches it).
+
+**Fine-tuned variants** (``sparsity+ft``, ``channels+ft``, ``resolution+ft``, also offered only with
+training data) are base knobs too: the setting's pass runs on the original and the result is
+fine-tuned against the original on the training data (:func:`onnxsqueeze.finetune.finetune`:
+zeros and removed channels stay removed); that model is the candidate's base, so it is trained
+once, cached and stored beside the recipe like a student. Base knobs share the group ``base``:
+a candidate has one base model.
 """
 
 # NOTE: this module imports nothing from the rest of search/; passes are looked up in the registry.
@@ -93,6 +100,7 @@ class PlanContext:
     model: onnx.ModelProto
     evaluator: Evaluator
     calibration: Dataset | None
+    input_shapes: Mapping[str, Sequence[int]] | None = None  # of the model's dynamic inputs
 
 
 def _channels_plan(
@@ -119,7 +127,12 @@ def _channels_plan(
     groups = [g for g in analyze(ir.serde.deserialize_model(ctx.model)) if g.blocked is None]
     widest = sorted(groups, key=lambda g: -g.channels)[:max_groups]
     rows = sensitivity(
-        ctx.model, data, ratios=(ratio,), reconstruction="none", groups=[g.name for g in widest]
+        ctx.model,
+        data,
+        ratios=(ratio,),
+        reconstruction="none",
+        groups=[g.name for g in widest],
+        input_shapes=ctx.input_shapes or None,
     )
     return {
         str(r["group"]): max(float(r["drop"]), 0.0)
@@ -291,12 +304,54 @@ KNOBS: tuple[Knob, ...] = (
         step=lambda s: Step.of("distill", {"student": s}),
         stage=-1,
         base=True,
+        group="base",
         label=lambda s: f"distill -> {s}",
         help="knowledge distillation into a smaller catalog student (needs --train-data)",
     ),
 )
 
+
+def _fine_tuned(inner: Knob) -> Knob:
+    """``<inner>+ft``: ``inner``'s setting on the original, then recovery fine-tuning (a base knob).
+
+    A planned inner knob (channels) uses its plan-less step (uniform ratios): the plan is a
+    one-shot sensitivity ranking, and the fine-tuned model must not depend on a search's plan.
+    """
+    return Knob(
+        f"{inner.name}+ft",
+        settings=inner.settings,
+        monotone=inner.monotone,
+        step=lambda s: Step.of("finetune", {"knob": inner.name, "setting": s}),
+        stage=-1,
+        base=True,
+        group="base",
+        label=lambda s: f"{inner.describe(s)} +ft",
+        help=f"{inner.name}, then recovery fine-tuning against the original (needs --train-data)",
+        improves=inner.improves,
+    )
+
+
+KNOBS = KNOBS + tuple(_fine_tuned(k) for k in KNOBS if k.name in ("resolution", "channels", "sparsity"))
+FT_PREFIX = "ft:"
 CLEANUP = Step.of("cleanup", {})
+
+
+def base_spec(step: Step) -> str:
+    """The name of a base model in caches, reports and recipes: a student spec (``cnn4``) or
+    ``ft:<knob>:<setting>`` for a fine-tuned pass output."""
+    options = dict(step.options)
+    if step.pass_name == "finetune":
+        return f"{FT_PREFIX}{options['knob']}:{options['setting']!r}"
+    return str(options["student"])
+
+
+def ft_steps(spec: str) -> list[Step]:
+    """The steps whose output the fine-tuned base ``spec`` (``ft:<knob>:<setting>``) trains from."""
+    import ast
+
+    name, _, setting = spec[len(FT_PREFIX) :].partition(":")
+    inner = next(k for k in KNOBS if k.name == name)
+    return [CLEANUP, inner.step_of(ast.literal_eval(setting))]
 
 
 def available_knobs(knobs: Sequence[Knob] = KNOBS) -> tuple[list[Knob], dict[str, str]]:

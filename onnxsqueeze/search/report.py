@@ -44,6 +44,13 @@ def nothing_fits_message(squeezer: Squeezer, result: SearchResult) -> str:
 _NOISE = {"latency": LATENCY_MIN_GAIN, "size": 0.0, "macs": 0.0}
 
 
+def _ft_metric(values: Any, metric: Any) -> str:
+    if not isinstance(values, dict) or not values:
+        return "-"
+    key = metric if metric in values else next(iter(values))
+    return f"{key} {float(values[key]):.4g}"
+
+
 def improvement(baseline: Point, p: Point) -> dict[str, Any]:
     """How ``p`` compares with the baseline: its drop, ratios (candidate / baseline) of size,
     latency and MACs, and in words what improved (a latency within the timing noise does not)."""
@@ -266,7 +273,31 @@ def render_report(squeezer: Squeezer, result: SearchResult, results: Mapping[str
     lines += [_table(["knob", "setting", "drop", f"{obj} gain", "in best"], rows), ""]
     if result.skipped:
         lines += ["Not offered:", ""] + [f"- {k}: {v}" for k, v in result.skipped.items()] + [""]
-    if squeezer.students:
+    students = {k: v for k, v in squeezer.students.items() if v.get("method") != "finetune"}
+    tuned = {k: v for k, v in squeezer.students.items() if v.get("method") == "finetune"}
+    if tuned:
+        lines += [
+            f"Fine-tuned base models (the `+ft` knobs: the pass on the original, then recovery "
+            f"training against it on `{squeezer.train.source if squeezer.train else '?'}`; "
+            "metrics on a seeded 10% of it held out):",
+            "",
+            _table(
+                ["pass", "metric before", "metric after", "epochs", "train s", "sha256"],
+                [
+                    [
+                        spec.removeprefix("ft:").replace(":", "+ft ", 1),
+                        _ft_metric(i.get("before"), i.get("metric")),
+                        _ft_metric(i.get("after"), i.get("metric")),
+                        str(i.get("epochs", "-")),
+                        f"{i['seconds']:.0f}" if i.get("seconds") is not None else "-",
+                        str(i.get("sha256", ""))[:12],
+                    ]
+                    for spec, i in tuned.items()
+                ],
+            ),
+            "",
+        ]
+    if students:
         lines += [
             f"Distilled students (trained on `{squeezer.train.source if squeezer.train else '?'}`, "
             "early stopping on a seeded 10% of it; the evaluation data stay unseen):",
@@ -282,7 +313,7 @@ def render_report(squeezer: Squeezer, result: SearchResult, results: Mapping[str
                         f"{i['seconds']:.0f}" if i.get("seconds") is not None else "-",
                         str(i.get("sha256", ""))[:12],
                     ]
-                    for spec, i in squeezer.students.items()
+                    for spec, i in students.items()
                 ],
             ),
             "",

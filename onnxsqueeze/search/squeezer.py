@@ -57,13 +57,16 @@ from onnxsqueeze.search.algorithm import (
 from onnxsqueeze.search.executor import Executor, WorkerSpec, timing_slot
 from onnxsqueeze.search.knobs import (
     CLEANUP,
+    FT_PREFIX,
     KNOBS,
     Knob,
     PlanContext,
     Settings,
     available_knobs,
     base_of,
+    base_spec,
     describe_settings,
+    ft_steps,
     steps_of,
 )
 from onnxsqueeze.search.report import (
@@ -188,6 +191,10 @@ SAMPLE_RANGE: dict[str, tuple[float, float]] = {
     "cosine": (-100.0, 100.0),
     "mae": (0.0, float("inf")),
 }
+# onnxslim's form of a base model is used when its outputs are within this fraction of the
+# outputs' scale of the base model's (optimize.base.normalize's default).
+SLIM_RTOL = 1e-4
+SLIM = Step.of("onnxslim", {})
 # The smallest subset worth scoring before the whole set (fewer samples prune almost nothing).
 MIN_RUNG = 32
 
@@ -238,6 +245,7 @@ class SqueezeOptions:
         distill_time_s: training-time budget of each distilled student.
         distill_students: the catalog students the ``distill`` knob tries, larger to smaller
             (None: the knob's own list).
+        finetune_time_s: training-time budget of each fine-tuned base (the ``+ft`` knobs).
     """
 
     budget: Budget
@@ -252,6 +260,7 @@ class SqueezeOptions:
     batch_size: int = 64
     distill_time_s: float = 60.0
     distill_students: tuple[str, ...] | None = None
+    finetune_time_s: float = 30.0
 
 
 class Squeezer:
@@ -269,6 +278,8 @@ class Squeezer:
             are not offered without it.
         model_path: the original's file (the teacher of distillation; written to the cache when
             None).
+        input_shapes: ``--input-shape``: the shapes (batch 1) dynamic inputs are planned, counted
+            (MACs) and checked at; the evaluation data must have them (see :func:`make_squeezer`).
     """
 
     def __init__(
@@ -284,8 +295,12 @@ class Squeezer:
         knobs: Sequence[Knob] = KNOBS,
         train: Dataset | None = None,
         model_path: str | Path | None = None,
+        input_shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         parse_objectives(options.objective)  # InputError early, before any work
+        self.input_shapes = (
+            {k: tuple(int(d) for d in v) for k, v in input_shapes.items()} if input_shapes else None
+        )
         self.model = model
         self.evaluator = evaluator
         self.calibration = calibration
@@ -302,7 +317,7 @@ class Squeezer:
             if train is None:
                 skipped[k.name] = "no training data (--train-data)"
                 offered.remove(k)
-            elif options.distill_students:
+            elif options.distill_students and k.name == "distill":
                 offered[offered.index(k)] = dataclasses.replace(k, settings=tuple(options.distill_students))
         if options.techniques is not None:
             known = {k.name for k in knobs}
@@ -348,7 +363,9 @@ class Squeezer:
         self._baseline_metric: float | None = None
         self._baseline_latency: float | None = None
         self._scale = 1.0
-        self._clean: dict[str, tuple[onnx.ModelProto, bool]] = {}  # base sha -> normalized model
+        # base sha -> (normalized model, whether each normalization step modified it, the steps)
+        self._clean: dict[str, tuple[onnx.ModelProto, list[bool], tuple[Step, ...]]] = {}
+        self._clean_lock = threading.Lock()
         self._reference_session: tuple[Any, dict[str, np.ndarray]] | None = None
         # Successive halving scores subsets in this seeded order (a class-sorted dataset would
         # otherwise give a first rung of one class).
@@ -378,7 +395,12 @@ class Squeezer:
             "calibration": self.calibration.sha256() if self.calibration is not None else None,
             "latency_seconds": self.options.latency_seconds,
             "latency_threads": self.options.latency_threads,
-        }
+        } | (
+            # Only when given, so that the keys of searches without them are unchanged.
+            {"input_shapes": self.input_shapes, "class_axis": ev.class_axis}
+            if self.input_shapes or ev.class_axis is not None
+            else {}
+        )
 
     def cache_key(self, steps: Sequence[Step], base: str | None = None) -> str:
         """The key of a candidate: the context, its steps and (distilled) its base model's hash."""
@@ -393,7 +415,7 @@ class Squeezer:
             return self.cache_key([])
         base = base_of(settings, self.knobs)
         base_sha = self.base_model(settings)[1] if base is not None else None
-        return self.cache_key(steps_of(settings, self.knobs), base_sha)
+        return self.cache_key(self.steps(settings), base_sha)
 
     # ------------------------------------------------------------------ base models
     def base_model(self, settings: Mapping[str, Any]) -> tuple[onnx.ModelProto, str]:
@@ -401,13 +423,13 @@ class Squeezer:
         base = base_of(settings, self.knobs)
         if base is None:
             return self.model, self.model_sha256
-        return self.student(str(dict(base.options)["student"]))
+        return self.student(base_spec(base))
 
     def _student_key(self, spec: str) -> str:
         from onnxsqueeze import __version__
 
         assert self.train is not None
-        doc = {
+        doc: dict[str, Any] = {
             "format": CACHE_FORMAT,
             "version": __version__,
             "teacher": self.model_sha256,
@@ -416,6 +438,14 @@ class Squeezer:
             "student": spec,
             "time_s": self.options.distill_time_s,
         }
+        if spec.startswith(FT_PREFIX):
+            steps = ft_steps(spec)
+            doc |= {
+                "student": None,
+                "finetune": [s.to_dict() for s in steps],
+                "time_s": self.options.finetune_time_s,
+                "calibration": self._ft_calibration()[1] if any(s.calibration for s in steps) else None,
+            }
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     def student(self, spec: str) -> tuple[onnx.ModelProto, str]:
@@ -437,8 +467,10 @@ class Squeezer:
             if known is not None:
                 return known
             t0 = time.perf_counter()
-            model, info = self._distill(spec)
-            self.timings["distill"] = self.timings.get("distill", 0.0) + time.perf_counter() - t0
+            ft = spec.startswith(FT_PREFIX)
+            model, info = self._finetune(spec) if ft else self._distill(spec)
+            phase = "finetune" if ft else "distill"
+            self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - t0
             self.adopt_student(spec, model.SerializeToString(deterministic=True), info)
         return self._student_models[spec]
 
@@ -483,15 +515,60 @@ class Squeezer:
             self.students[spec] = info | {"sha256": sha}
             self._student_models[spec] = (model, sha)
 
+    def _teacher_path(self) -> Path:
+        """The original's file (training reads the teacher from a file; cached when it has none)."""
+        if self.model_path is not None:
+            return self.model_path
+        if self.cache_dir is None:
+            raise InputError("training needs the model's file or a cache folder")
+        return sio.save(self.model, self.cache_dir / "students" / f"teacher-{self.model_sha256}.onnx")
+
+    def _ft_calibration(self) -> tuple[dict[str, np.ndarray], str]:
+        """The calibration arrays of a fine-tuned base's pass (reconstruction) and their hash:
+        the search's calibration data, else the training inputs."""
+        data = self.calibration if self.calibration is not None else self.train
+        assert data is not None
+        return dict(data.inputs), data.sha256()
+
+    def _finetune(self, spec: str) -> tuple[onnx.ModelProto, dict[str, Any]]:
+        """The fine-tuned base ``spec``: its pass on the original, then recovery training."""
+        from onnxsqueeze.finetune import FinetuneConfig, finetune
+        from onnxsqueeze.recipe import build
+
+        assert self.train is not None
+        steps = ft_steps(spec)
+        t0 = time.perf_counter()
+        calibration = self._ft_calibration()[0] if any(s.calibration for s in steps) else None
+        candidate = build(self.model, steps, calibration=calibration, source_sha256=self.model_sha256)
+        data = dict(self.train.inputs)
+        if self.train.labels is not None:
+            data["labels"] = self.train.labels
+        result = finetune(
+            candidate,
+            self._teacher_path(),
+            data,
+            config=FinetuneConfig(time_budget_s=self.options.finetune_time_s, seed=0),
+            cache_dir=self.cache_dir / "teacher" if self.cache_dir is not None else None,
+            use_cache=self.cache_dir is not None,
+        )
+        r = result.report
+        info = {
+            "method": "finetune",
+            "steps": [s.to_dict() for s in steps[1:]],
+            "metric": r.metric,
+            "before": r.before,
+            "after": r.after,
+            "epochs": len(r.training.history),
+            "train_samples": r.samples.get("train"),
+            "seconds": time.perf_counter() - t0,
+        }
+        return result.model, info
+
     def _distill(self, spec: str) -> tuple[onnx.ModelProto, dict[str, Any]]:
         from onnxsqueeze.distill import TrainConfig, distill
 
         assert self.train is not None
-        teacher = self.model_path
-        if teacher is None:  # distill() reads the teacher from a file
-            if self.cache_dir is None:
-                raise InputError("distillation needs the model's file or a cache folder")
-            teacher = sio.save(self.model, self.cache_dir / "students" / f"teacher-{self.model_sha256}.onnx")
+        teacher = self._teacher_path()
         data = dict(self.train.inputs)
         if self.train.labels is not None:
             data["labels"] = self.train.labels
@@ -545,7 +622,7 @@ class Squeezer:
         base, base_sha = self.base_model(settings)
         return build(
             base,
-            steps_of(settings, self.knobs),
+            self.steps(settings),
             calibration=self.calibration.inputs if self.calibration is not None else None,
             source_sha256=base_sha,
         )
@@ -571,45 +648,99 @@ class Squeezer:
         from onnxsqueeze.recipe import BaseModel
 
         self.prepare()
-        steps = tuple(steps_of(settings, self.knobs))
+        steps = tuple(self.steps(settings))
         needs = any(s.calibration for s in steps)
         base = None
         step = base_of(settings, self.knobs)
         if step is not None:
-            spec = str(dict(step.options)["student"])
-            base = BaseModel(base_path or f"{spec}.onnx", self.student(spec)[1], "distill", spec)
+            spec = base_spec(step)
+            sha = self.student(spec)[1]
+            if spec.startswith(FT_PREFIX):  # provenance: the passes that were fine-tuned
+                made = tuple(ft_steps(spec))
+                base = BaseModel(base_path or "finetuned.onnx", sha, "finetune", steps=made)
+            else:
+                base = BaseModel(base_path or f"{spec}.onnx", sha, "distill", spec)
         return Recipe(steps, self.model_sha256, self.calibration_source if needs else None, base)
 
     # ------------------------------------------------------------------ measuring
-    def _normalized(self, base: onnx.ModelProto, base_sha: str) -> tuple[onnx.ModelProto, bool]:
-        """``base`` after the cleanup every candidate starts with, computed once per base model."""
-        if base_sha not in self._clean:
-            from onnx_ir.serde import deserialize_model, serialize_model
+    def steps(self, settings: Mapping[str, Any]) -> list[Step]:
+        """The recipe steps of a candidate: its base model's normalization, then its passes."""
+        base, base_sha = self.base_model(settings)
+        return [*self._normalized(base, base_sha)[2], *steps_of(settings, self.knobs)[1:]]
 
-            from onnxsqueeze.recipe import make_passes
+    def _normalized(
+        self, base: onnx.ModelProto, base_sha: str
+    ) -> tuple[onnx.ModelProto, list[bool], tuple[Step, ...]]:
+        """``base`` normalized as every candidate starts from it, once per base model.
 
-            work = deserialize_model(base)
-            (cleanup,) = make_passes([CLEANUP], None)
-            modified = bool(cleanup(work).modified)
-            self._clean[base_sha] = (serialize_model(work), modified)
-        return self._clean[base_sha]
+        The front door's normalization (:mod:`onnxsqueeze.optimize.base`): the cleanup, then
+        onnxslim where it removes more nodes and its outputs match the base model's on the first
+        evaluation samples (``optimize.base.same_outputs``, the check ``normalize`` makes).
+        Returned with the steps that made it (``cleanup`` and, when kept, ``onnxslim``), which
+        recipes record, so ``apply`` rebuilds the same bytes.
+        """
+        with self._clean_lock:
+            if base_sha not in self._clean:
+                self._clean[base_sha] = self._normalize(base)
+            return self._clean[base_sha]
+
+    def _normalize(self, base: onnx.ModelProto) -> tuple[onnx.ModelProto, list[bool], tuple[Step, ...]]:
+        from onnx_ir.serde import deserialize_model, serialize_model
+
+        from onnxsqueeze.optimize.base import same_outputs
+        from onnxsqueeze.recipe import make_passes
+        from onnxsqueeze.verify import run
+
+        work = deserialize_model(base)
+        (cleanup,) = make_passes([CLEANUP], None)
+        modified = bool(cleanup(work).modified)
+        clean = serialize_model(work)
+        (slim,) = make_passes([SLIM], None)
+        result = slim(deserialize_model(clean))
+        if result.modified:
+            form = serialize_model(result.model)
+            try:
+                feeds = self._check_feeds(base)
+                diff = same_outputs(run(base, feeds), form, feeds)
+            except Exception:  # the base does not run on these arrays (a student's inputs): not slimmed
+                diff = None
+            if diff is not None and diff <= SLIM_RTOL:
+                return form, [modified, True], (CLEANUP, SLIM)
+            self.notes.append(
+                "onnxslim's simplification not used: its outputs differ from the model's"
+                + ("" if diff is None else f" (max error {diff:.2g} of the output scale)")
+            )
+        return clean, [modified], (CLEANUP,)
+
+    def _check_feeds(self, model: onnx.ModelProto, samples: int = 8) -> dict[str, np.ndarray]:
+        """The first evaluation samples, cast to ``model``'s input types (a static batch: its size)."""
+        from onnxsqueeze.shapes import declared_shape, graph_inputs, input_dtype
+
+        data = self.evaluator.dataset.inputs
+        feeds = {}
+        for vi in graph_inputs(model):
+            declared = declared_shape(vi)
+            n = declared[0] if declared and isinstance(declared[0], int) else samples
+            feeds[vi.name] = np.asarray(data[vi.name])[:n].astype(input_dtype(vi), copy=False)
+        return feeds
 
     def _build_measured(self, settings: Settings) -> tuple[onnx.ModelProto, list[str]]:
         """The candidate (the bytes :meth:`build` gives) from the normalized base, and the passes
         that had nothing to do."""
         from onnxsqueeze.recipe import build_traced
 
-        steps = steps_of(settings, self.knobs)
         base, base_sha = self.base_model(settings)
-        clean, cleaned = self._normalized(base, base_sha)
+        clean, applied, norm = self._normalized(base, base_sha)
+        steps = [*norm, *steps_of(settings, self.knobs)[1:]]
         model, modified = build_traced(
             clean,
             steps,
             calibration=self.calibration.inputs if self.calibration is not None else None,
             source_sha256=base_sha,
-            applied=[cleaned],
+            applied=applied,
         )
-        return model, [s.pass_name for s, m in zip(steps[1:], modified[1:], strict=True) if not m]
+        n = len(norm)
+        return model, [s.pass_name for s, m in zip(steps[n:], modified[n:], strict=True) if not m]
 
     def _score(self, model: onnx.ModelProto, *, baseline: bool) -> tuple[float, int | None]:
         """The metric, scored on growing subsets while the candidate can still fit (successive
@@ -648,6 +779,24 @@ class Squeezer:
             higher_is_better=metric.higher_is_better,
             scale=self._scale,
         )
+
+    def shapes_of(self, model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+        """The shapes (batch 1) ``model``'s dynamic inputs run at: ``--input-shape``, else the
+        evaluation data's (a candidate whose input a pass made static keeps its own)."""
+        from onnxsqueeze.shapes import declared_shape, graph_inputs
+
+        given = self.input_shapes or {}
+        data = self.evaluator.dataset.inputs
+        out: dict[str, tuple[int, ...]] = {}
+        for vi in graph_inputs(model):
+            declared = declared_shape(vi)
+            if all(isinstance(d, int) for d in declared):
+                continue
+            if vi.name in given:
+                out[vi.name] = tuple(given[vi.name])
+            elif vi.name in data and np.ndim(data[vi.name]) == len(declared):
+                out[vi.name] = (1, *np.shape(data[vi.name])[1:])
+        return out
 
     def _feeds_one(self, model: onnx.ModelProto) -> dict[str, np.ndarray]:
         from onnxsqueeze.evaluate import resize_inputs
@@ -692,7 +841,11 @@ class Squeezer:
             doc |= {"metric": metric, "samples": samples, "score_s": time.perf_counter() - t1}
             doc["size"] = len(model.SerializeToString(deterministic=True))
             try:
-                doc["macs"] = count_macs(model)[0]
+                # The baseline's MACs on its normalized form, like every candidate's (shape
+                # inference follows more of a slimmed graph: counted on the raw export, the
+                # baseline would seem cheaper than its own fp16 copy).
+                counted = model if settings else self._normalized(model, self.model_sha256)[0]
+                doc["macs"] = count_macs(counted, self.shapes_of(counted))[0]
             except Exception:  # MACs are informative; a model shape inference cannot follow has none
                 doc["macs"] = None
             # Over budget: not timed (its latency would not change the outcome).
@@ -741,8 +894,11 @@ class Squeezer:
         base = base_of(settings, self.knobs) if settings else None
         if base is None:
             return self.key_of(settings)
-        known = self._known_student(str(dict(base.options)["student"]))
-        return None if known is None else self.cache_key(steps_of(settings, self.knobs), known[1])
+        known = self._known_student(base_spec(base))
+        if known is None:
+            return None
+        norm = self._normalized(*known)[2]
+        return self.cache_key([*norm, *steps_of(settings, self.knobs)[1:]], known[1])
 
     def worker_spec(self) -> WorkerSpec:
         """What a worker needs to measure candidates like this Squeezer (see :mod:`.executor`)."""
@@ -756,6 +912,8 @@ class Squeezer:
             metric=ev.metric.name,
             output=self.model.graph.output[ev.output_index].name,
             threshold=ev.threshold,
+            class_axis=ev.class_axis,
+            input_shapes=self.input_shapes,
             calibration_inputs=dict(cal.inputs) if cal is not None else None,
             calibration_labels=cal.labels if cal is not None else None,
             train_inputs=dict(train.inputs) if train is not None else None,
@@ -792,7 +950,7 @@ class Squeezer:
         trained: dict[str, Any] = {}
         base = base_of(settings, self.knobs) if settings else None
         if base is not None:
-            spec = str(dict(base.options)["student"])
+            spec = base_spec(base)
             had = spec in self._student_models
             try:
                 model, _ = self.student(spec)
@@ -809,7 +967,7 @@ class Squeezer:
         students = {}
         base = base_of(settings, self.knobs) if settings else None
         if base is not None:
-            spec = str(dict(base.options)["student"])
+            spec = base_spec(base)
             known = self._known_student(spec)
             if known is not None:
                 students[spec] = {
@@ -917,7 +1075,10 @@ class Squeezer:
                     on_plan(knob.name)
                 t0 = time.perf_counter()
                 try:
-                    value = knob.plan(PlanContext(self.model, self.evaluator, self.calibration))
+                    ctx = PlanContext(
+                        self.model, self.evaluator, self.calibration, self.shapes_of(self.model)
+                    )
+                    value = knob.plan(ctx)
                     doc = {"value": value, "seconds": time.perf_counter() - t0}
                 except (MemoryError, KeyboardInterrupt):
                     raise
@@ -984,6 +1145,8 @@ def make_squeezer(
     use_cache: bool = True,
     on_image: Callable[[int, int], None] | None = None,
     train_data: str | Path | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    class_axis: int | None = None,
 ) -> Squeezer:
     """Load the model and data, split off calibration samples and set up the search.
 
@@ -1006,6 +1169,11 @@ def make_squeezer(
         on_image: progress of image loading.
         train_data: an ``.npz`` of training inputs (and optional ``labels``): offers the
             ``distill`` knob (the model is the teacher) and is the default calibration data.
+        input_shapes: ``--input-shape`` (``{name: dims}``): must fit the model and agree with the
+            data's samples; an image folder is read at its H and W unless ``preprocess`` sets a
+            size. Dynamic inputs are planned, counted and checked at these shapes.
+        class_axis: the class axis of accuracy/agreement (default: 1, or 2 for a ``[T, N, C]``
+            sequence output; see :mod:`onnxsqueeze.metrics`).
 
     Raises:
         ModelLoadError, InputError: bad model, data or options.
@@ -1016,15 +1184,19 @@ def make_squeezer(
     t0 = time.perf_counter()
     model, data, out_dir = Path(model), Path(data), Path(out_dir)
     original = sio.load(model)
+    given = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
+    if given:
+        shapes.resolve_input_shapes(original, given)  # InputError: unknown input, wrong rank...
     if data.is_dir():
         first_input = shapes.graph_inputs(original)[0].name
-        ds = E.load_image_folder(
-            data, preprocess or E.Preprocess(), input_name=first_input, limit=samples, on_image=on_image
-        )
+        preprocess = preprocess or E.Preprocess()
+        preprocess = _sized(preprocess, given.get(first_input))
+        ds = E.load_image_folder(data, preprocess, input_name=first_input, limit=samples, on_image=on_image)
     else:
         ds = E.load_npz_dataset(data)
         if samples is not None and samples < len(ds):
             ds = ds.take(0, samples)
+    _check_data_shapes(given, ds, data)
     metric = metric or ("accuracy" if ds.labels is not None else "agreement")
     train = E.load_npz_dataset(train_data) if train_data is not None else None
     if calibration_data is None and train_data is not None:
@@ -1050,7 +1222,13 @@ def make_squeezer(
     # The original's outputs (teacher of label-free metrics) are computed on the first evaluation
     # that is not in the cache, so a rerun served from the cache runs no inference.
     evaluator = E.Evaluator(
-        original, evalset, metric, output=output, threshold=threshold, provider=options.provider
+        original,
+        evalset,
+        metric,
+        output=output,
+        threshold=threshold,
+        class_axis=class_axis,
+        provider=options.provider,
     )
     squeezer = Squeezer(
         original,
@@ -1062,9 +1240,28 @@ def make_squeezer(
         model_sha256=sio.sha256_file(model),
         train=train,
         model_path=model,
+        input_shapes=given or None,
     )
     squeezer.timings["load"] = time.perf_counter() - t0
     return squeezer
+
+
+def _sized(preprocess: Preprocess, dims: Sequence[int] | None) -> Preprocess:
+    """An image folder read at the H and W of ``--input-shape`` when the preprocessing names none."""
+    if dims is None or len(dims) != 4 or preprocess.size != Preprocess().size:
+        return preprocess
+    h, w = (dims[1], dims[2]) if preprocess.layout == "NHWC" else (dims[2], dims[3])
+    return dataclasses.replace(preprocess, size=(int(h), int(w)))
+
+
+def _check_data_shapes(given: Mapping[str, Sequence[int]], ds: Dataset, source: Path) -> None:
+    """``--input-shape`` must agree with the samples the search runs on (batch aside)."""
+    for name, dims in given.items():
+        if name in ds.inputs and tuple(np.shape(ds.inputs[name])[1:]) != tuple(dims[1:]):
+            raise InputError(
+                f"--input-shape {name}:{','.join(map(str, dims))} disagrees with {source}, whose "
+                f"'{name}' samples are {list(np.shape(ds.inputs[name])[1:])}"
+            )
 
 
 def squeeze(
@@ -1116,19 +1313,22 @@ def write_candidate(
     recipe_name: str,
     protect: Sequence[str | Path] = (),
 ) -> tuple[onnx.ModelProto, dict[str, Path]]:
-    """Write a candidate's model as ``stem.squeezed.onnx``, its recipe and (distilled) its student."""
+    """Write a candidate's model as ``stem.squeezed.onnx``, its recipe and its base model (a
+    distilled student ``stem.student.onnx`` or a fine-tuned pass output ``stem.finetuned.onnx``)."""
     from onnxsqueeze import recipe as rcp
 
     model = squeezer.build_cached(settings)
     written = {"model": sio.save(model, folder / f"{stem}.squeezed.onnx", protect=protect)}
     base_path = None
-    if base_of(settings, squeezer.knobs) is not None:
-        # The recipe's base model: the student's exact bytes (their sha256 is in the recipe).
+    base = base_of(settings, squeezer.knobs)
+    if base is not None:
+        # The recipe's base model: its exact bytes (their sha256 is in the recipe).
         student, _ = squeezer.base_model(settings)
-        written["student"] = sio.write_bytes_atomic(
-            folder / f"{stem}.student.onnx", student.SerializeToString(deterministic=True), protect=protect
+        kind = "finetuned" if base_spec(base).startswith(FT_PREFIX) else "student"
+        written[kind] = sio.write_bytes_atomic(
+            folder / f"{stem}.{kind}.onnx", student.SerializeToString(deterministic=True), protect=protect
         )
-        base_path = written["student"].name
+        base_path = written[kind].name
     written["recipe"] = rcp.save(squeezer.recipe(settings, base_path), folder / recipe_name, protect=protect)
     return model, written
 

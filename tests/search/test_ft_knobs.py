@@ -1,0 +1,157 @@
+"""The fine-tuned knobs (``sparsity+ft``, ``channels+ft``, ``resolution+ft``): offered only with
+training data, trained once per (original, data, pass, budget) and cached, carried back from a
+worker replica, recorded as the recipe's base model so ``apply`` replays byte for byte, and zeros
+of a sparse candidate kept exact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx2torch")
+
+from typer.testing import CliRunner
+
+import onnxsqueeze.finetune as ft_module
+from onnxsqueeze import evaluate as E
+from onnxsqueeze import io as sio
+from onnxsqueeze import recipe as rcp
+from onnxsqueeze.cli.app import app
+from onnxsqueeze.recipe import CalibrationSource
+from onnxsqueeze.search import SqueezeOptions, Squeezer
+from onnxsqueeze.search.knobs import ft_steps
+from onnxsqueeze.search.squeezer import write_candidate
+from tests.helpers import rand, run_ort
+from tests.passes.test_quantize import cnn
+
+FT = ("sparsity+ft", "channels+ft", "resolution+ft")
+
+
+def _squeezer(tmp_path: Path, *, train: bool = True, cache: str | None = "cache") -> Squeezer:
+    model = cnn()
+    path = tmp_path / "cnn.onnx"
+    if not path.exists():
+        sio.save(model, path)
+    x = rand((96, 3, 8, 8), 5)
+    (y,) = run_ort(model, {"x": x})
+    ds = E.Dataset({"x": x}, np.argmax(y, 1).astype(np.int64), "val.npz")
+    if not (tmp_path / "val.npz").exists():
+        sio.save_npz(tmp_path / "val.npz", {"x": x, "labels": ds.labels})
+    cal, evalset = ds.take(0, 16), ds.take(16, 96)
+    return Squeezer(
+        model,
+        E.Evaluator(model, evalset, "accuracy"),
+        calibration=cal,
+        calibration_source=CalibrationSource("val.npz", 0, 16, cal.sha256()),
+        options=SqueezeOptions(
+            budget=E.Budget(5.0), objective="size", latency_seconds=0.01, techniques=FT, finetune_time_s=2.0
+        ),
+        cache_dir=tmp_path / cache if cache else None,
+        train=E.Dataset({"x": rand((64, 3, 8, 8), 9)}, None, "train.npz") if train else None,
+        model_path=path,
+    )
+
+
+@pytest.fixture
+def calls(monkeypatch) -> list[str]:
+    """Counts the fine-tuning runs (the real function still runs)."""
+    seen: list[str] = []
+    real = ft_module.finetune
+
+    def counting(*args, **kwargs):
+        seen.append("finetune")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ft_module, "finetune", counting)
+    return seen
+
+
+def test_ft_knobs_are_offered_only_with_training_data(tmp_path):
+    without = _squeezer(tmp_path, train=False)
+    assert not {k.name for k in without.knobs} & set(FT)
+    assert all("no training data" in without.skipped[name] for name in FT)
+    with_data = _squeezer(tmp_path)
+    assert set(FT) <= {k.name for k in with_data.knobs}
+    # one base model per candidate: the fine-tuned knobs and distill exclude each other
+    assert {k.group for k in with_data.knobs if k.name in FT} == {"base"}
+
+
+def test_rerun_hits_the_cache_and_does_not_fine_tune_again(tmp_path, calls):
+    first = _squeezer(tmp_path)
+    p1 = first.evaluate({"sparsity+ft": 0.5})
+    assert p1.error is None and calls == ["finetune"]
+    (spec,) = first.students
+    assert first.students[spec]["method"] == "finetune"
+    second = _squeezer(tmp_path)  # a new run, same cache folder
+    p2 = second.evaluate({"sparsity+ft": 0.5})
+    assert calls == ["finetune"]
+    assert (p2.metric, p2.size) == (p1.metric, p1.size)
+    assert second.base_model({"sparsity+ft": 0.5})[1] == first.base_model({"sparsity+ft": 0.5})[1]
+    # another budget is another fine-tuned model
+    import dataclasses
+
+    third = _squeezer(tmp_path)
+    third.options = dataclasses.replace(third.options, finetune_time_s=3.0)
+    assert third._known_student(spec) is None
+
+
+def test_zeros_of_the_sparse_pass_stay_exact_after_fine_tuning(tmp_path):
+    sq = _squeezer(tmp_path, cache=None)
+    tuned, _ = sq.base_model({"sparsity+ft": 0.5})
+    one_shot = rcp.build(sq.model, ft_steps("ft:sparsity:0.5"), calibration=sq.calibration.inputs)
+
+    def weights(m: onnx.ModelProto) -> list[np.ndarray]:
+        return [w for w in (onnx.numpy_helper.to_array(i) for i in m.graph.initializer) if w.ndim > 1]
+
+    before, after = weights(one_shot), weights(tuned)
+    assert sum(int((w == 0).sum()) for w in before) > 0
+    for w in before:  # matched by shape: each zero pattern survives training exactly
+        same = [a for a in after if a.shape == w.shape]
+        assert same and any(np.all(a[w == 0] == 0) for a in same)
+    assert not any(any(np.array_equal(a, w) for a in after) for w in before)  # it did train
+
+
+def test_recipe_replays_byte_for_byte_with_apply(tmp_path):
+    sq = _squeezer(tmp_path)
+    settings = {"channels+ft": 0.3}
+    assert sq.evaluate(settings).error is None
+    out = tmp_path / "out"
+    out.mkdir()
+    _, written = write_candidate(sq, settings, out, "cnn", recipe_name="recipe.toml")
+    r = rcp.load(written["recipe"])
+    assert r.base is not None and r.base.method == "finetune"
+    assert [s.pass_name for s in r.base.steps] == ["cleanup", "channels"]
+    assert written["finetuned"].name == "cnn.finetuned.onnx"
+    res = CliRunner().invoke(
+        app,
+        ["apply", str(written["recipe"]), str(tmp_path / "cnn.onnx"), "-o", str(tmp_path / "replayed.onnx")],
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "replayed.onnx").read_bytes() == written["model"].read_bytes()
+    # a tampered base model is refused
+    written["finetuned"].write_bytes(written["finetuned"].read_bytes() + b"\0")
+    res = CliRunner().invoke(
+        app, ["apply", str(written["recipe"]), str(tmp_path / "cnn.onnx"), "-o", str(tmp_path / "again.onnx")]
+    )
+    assert res.exit_code != 0 and not (tmp_path / "again.onnx").exists()
+
+
+def test_a_worker_replica_sends_the_fine_tuned_model_back(tmp_path, calls):
+    driver = _squeezer(tmp_path, cache="driver")
+    replica = _squeezer(tmp_path, cache=None)
+    settings = {"resolution+ft": 0.75}
+    reply = replica.measure_request(driver._request(settings))
+    assert calls == ["finetune"] and "error" not in reply["doc"]
+    ((spec, data),) = reply["students"].items()
+    driver.adopt_student(spec, data["bytes"], data["info"])
+    assert driver.evaluate(settings).error is None  # measured with the replica's model: no retraining
+    assert calls == ["finetune"]
+    # a fresh replica given the driver's bytes does not train either
+    other = _squeezer(tmp_path, cache=None)
+    again = other.measure_request(driver._request(settings))
+    assert calls == ["finetune"] and again["students"] == {}
+    assert again["doc"]["metric"] == reply["doc"]["metric"]
