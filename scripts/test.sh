@@ -20,11 +20,17 @@ if [ "${FAST:-0}" = "1" ]; then
   tf_marks="tf and not slow"
   marks="not tf and not slow"
 fi
-"$PY" -m pytest -m "$tf_marks" "$@"
+# Both sessions run on TEST_WORKERS pytest-xdist workers (default: one per CPU; 0 runs in-process).
+# --dist loadgroup keeps the tests sharing a module-scoped fixture on one worker (tests/conftest.py).
+par=()
+if [ "${TEST_WORKERS:-auto}" != "0" ] && "$PY" -c "import xdist" 2>/dev/null; then
+  par=(-n "${TEST_WORKERS:-auto}" --dist loadgroup)
+fi
+"$PY" -m pytest "${par[@]}" -m "$tf_marks" "$@"
 rc=$?
 # exit 5 = no TensorFlow test selected (e.g. a -k filter): not a failure by itself; the main
 # session below must still run and pass, and its exit 5 is a failure.
 if [ $rc -ne 0 ] && [ $rc -ne 5 ]; then
   exit $rc
 fi
-"$PY" -m pytest -m "$marks" "$@"
+"$PY" -m pytest "${par[@]}" -m "$marks" "$@"

@@ -1,15 +1,20 @@
-"""Helpers shared by the tests: tiny graphs from ONNX text with seeded initializers, ORT runs."""
+"""Helpers shared by the tests: tiny graphs from ONNX text with seeded initializers, ORT runs, and the
+real sample models, built once per recipe version and shared by every test (and every xdist worker)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnx
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "models"
+T = TypeVar("T")
+FP16_TOL = 1e-2  # normalized max error allowed after fp16 conversion
 
 
 def model_from_text(text: str, initializers: Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto:
@@ -35,11 +40,60 @@ def run_ort(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> list[np.
     return sess.run(None, dict(feeds))
 
 
+def normalized_error(ref: np.ndarray, cand: np.ndarray) -> float:
+    """Max absolute error of ``cand`` against ``ref``, relative to ``ref``'s largest magnitude."""
+    ref = ref.astype(np.float64)
+    return float(np.max(np.abs(ref - cand.astype(np.float64))) / np.max(np.abs(ref)))
+
+
+def recipe_dir(recipe: str) -> Path:
+    """``.cache/models/<recipe>-<hash>``: keyed by the recipe's source and the shared exporter, so an
+    edited recipe builds afresh instead of serving a stale model."""
+    h = hashlib.sha256()
+    for name in (f"{recipe}.py", "export.py"):
+        h.update((REPO / "models" / name).read_bytes())
+    return CACHE / f"{recipe}-{h.hexdigest()[:12]}"
+
+
+def built(recipe: str, build: Callable[[Path], T]) -> T:
+    """``build(recipe_dir(recipe))`` under a file lock: parallel test workers wait for the one that
+    trains or exports instead of doing it twice (the recipes' ``ensure`` returns cached files)."""
+    from filelock import FileLock
+
+    out = recipe_dir(recipe)
+    out.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        return build(out)
+
+
 def digits_assets() -> tuple[Path, Path, Path]:
     """(digits_cnn.onnx, digits_val.npz, digits_train.npz), training the model once if missing."""
-    model, val, train = CACHE / "digits_cnn.onnx", CACHE / "digits_val.npz", CACHE / "digits_train.npz"
-    if not (model.exists() and val.exists() and train.exists()):
+
+    def build(out: Path) -> tuple[Path, Path, Path]:
         from models import digits
 
-        assert digits.main(["--out", str(CACHE)]) == 0
-    return model, val, train
+        assert digits.main(["--out", str(out)]) == 0  # returns at once when the files exist
+        return out / "digits_cnn.onnx", out / "digits_val.npz", out / "digits_train.npz"
+
+    return built("digits", build)
+
+
+def segmenter_assets() -> tuple[Path, Path]:
+    """(segmenter.onnx, segmenter_val.npz), trained once."""
+    from models import segmenter
+
+    return built("segmenter", segmenter.ensure)
+
+
+def zoo_model(name: str) -> Path:
+    """A torchvision classifier exported once (``models/zoo.py``)."""
+    from models import zoo
+
+    return built("zoo", lambda out: zoo.ensure(name, out))
+
+
+def minilm_model() -> Path:
+    """The MiniLM sentence encoder exported once (``models/minilm.py``)."""
+    from models import minilm
+
+    return built("minilm", minilm.ensure)

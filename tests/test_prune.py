@@ -7,8 +7,8 @@ import pytest
 
 from onnxsqueeze import io as sio
 from onnxsqueeze import prune
+from tests.graphs import residual_model
 from tests.helpers import rand
-from tests.passes.test_channels import residual_model
 
 
 def _data(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -62,7 +62,7 @@ def test_sensitivity_rows() -> None:
 
 def test_check_result_rejects_interface_change() -> None:
     from onnxsqueeze.errors import VerificationError
-    from tests.passes.test_sparsity import model as other
+    from tests.graphs import conv_matmul as other
 
     with pytest.raises(VerificationError, match="inputs or outputs"):
         prune.check_result(residual_model(), other())
@@ -96,10 +96,9 @@ def test_digits_channels_40_percent_macs(digits) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_large"])
 def test_zoo_channels_30_percent(name: str) -> None:
-    from models import zoo
-    from tests.helpers import CACHE
+    from tests.helpers import zoo_model
 
-    model = sio.load(zoo.ensure(name, CACHE))  # exported once on a fresh machine
+    model = sio.load(zoo_model(name))  # exported once on a fresh machine
     pruned, report = prune.prune_channels(model, ratio=0.3, round_to=8)  # checked and verified inside
     assert report["before"]["macs"] / report["after"]["macs"] >= 1.5
     assert sum(g["status"] == "pruned" for g in report["groups"]) >= 10
@@ -122,7 +121,7 @@ def test_prune_weights_sparse_storage() -> None:
 
 def test_prune_channels_constant_weights_dynamic_hw_uses_the_given_shape() -> None:
     # paddle2onnx: Constant-node weights and dynamic H/W; --input-shape must reach verification.
-    from tests.passes.test_channels import _paddle_like
+    from tests.graphs import paddle_like as _paddle_like
 
     model = _paddle_like()
     pruned, report = prune.prune_channels(model, ratio=0.25, input_shapes={"x": [1, 3, 48, 192]})
@@ -133,14 +132,14 @@ def test_prune_channels_constant_weights_dynamic_hw_uses_the_given_shape() -> No
 
 def test_prune_channels_dynamic_hw_without_a_shape_names_the_input() -> None:
     from onnxsqueeze.errors import InputError
-    from tests.passes.test_channels import _paddle_like
+    from tests.graphs import paddle_like as _paddle_like
 
     with pytest.raises(InputError, match="'x'.*dynamic"):
         prune.prune_channels(_paddle_like(), ratio=0.25)
 
 
 def test_prune_weights_constant_weights_and_input_shape() -> None:
-    from tests.passes.test_channels import _paddle_like
+    from tests.graphs import paddle_like as _paddle_like
 
     _, report = prune.prune_weights(
         _paddle_like(),

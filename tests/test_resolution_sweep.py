@@ -11,8 +11,8 @@ from onnxsqueeze import io as sio
 from onnxsqueeze.errors import UnsupportedModelError
 from onnxsqueeze.passes.resolution import analyze_resolution
 from onnxsqueeze.resolution_sweep import compare_outputs, map_iou, resize_model, sweep_resolutions
+from tests.graphs import fcn, gap_classifier
 from tests.helpers import rand, run_ort
-from tests.passes.test_resolution import fcn, gap_classifier
 
 CORPUS = Path("/work/corpus")
 

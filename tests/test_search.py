@@ -197,8 +197,8 @@ def test_allocate_ratios_favours_insensitive_groups_and_grows_with_the_target():
 def test_planned_knob_is_bound_once_and_cached(tmp_path):
     from onnxsqueeze import evaluate as E
     from onnxsqueeze.search import SqueezeOptions, Squeezer
+    from tests.graphs import cnn
     from tests.helpers import rand
-    from tests.passes.test_quantize import cnn
 
     calls = []
 
@@ -258,8 +258,8 @@ def test_python_api_squeeze(tmp_path):
 
     import onnxsqueeze
     from onnxsqueeze import io as sio
+    from tests.graphs import cnn
     from tests.helpers import rand
-    from tests.passes.test_quantize import cnn
 
     model = tmp_path / "m.onnx"
     sio.save(cnn(), model)

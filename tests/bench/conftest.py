@@ -6,16 +6,8 @@ import numpy as np
 import pytest
 
 from onnxsqueeze import io as sio
-from tests.helpers import model_from_text, rand
-
-MLP = """
-<ir_version: 8, opset_import: ["" : 17]>
-mlp (float[N, 16] x) => (float[N, {out}] y) {{
-    h = MatMul(x, w1)
-    r = Relu(h)
-    y = MatMul(r, w2)
-}}
-"""
+from tests.graphs import tiny_mlp
+from tests.helpers import model_from_text
 
 FIXED = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -23,15 +15,6 @@ fixed (float[1, 16] x) => (float[1, 16] y) {
     y = Relu(x)
 }
 """
-
-
-def tiny_mlp(path: Path, hidden: int, out: int = 4, seed: int = 0) -> Path:
-    """A two-layer MLP with a dynamic batch, input ``x`` [N, 16]."""
-    model = model_from_text(
-        MLP.format(out=out),
-        {"w1": rand((16, hidden), seed), "w2": rand((hidden, out), seed + 1)},
-    )
-    return sio.save(model, path)
 
 
 @pytest.fixture

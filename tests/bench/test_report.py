@@ -15,7 +15,7 @@ from onnxsqueeze.bench import JSON_SCHEMA, benchmark, render_markdown
 from onnxsqueeze.bench.cost import Price
 from onnxsqueeze.bench.report import fmt_ratio, plot_png, save_json, save_markdown, save_plot, to_json
 from onnxsqueeze.errors import InputError
-from tests.bench.conftest import tiny_mlp
+from tests.graphs import tiny_mlp
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -190,37 +190,83 @@ def test_save_json_round_trips_and_protects_models(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------ markdown
 
 
-def test_markdown_reads_as_a_pr_comment() -> None:
-    md = render_markdown(synthetic_doc())
+def _tables(md: str) -> list[list[dict[str, str]]]:
+    """Every markdown table in ``md`` as a list of {header: cell} rows (delimiter row dropped)."""
+    tables: list[list[dict[str, str]]] = []
+    block: list[list[str]] = []
+    for line in [*md.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append([c.strip() for c in line.strip().strip("|").split("|")])
+            continue
+        if block:
+            header, rows = block[0], block[2:]
+            tables.append([dict(zip(header, r, strict=True)) for r in rows])
+            block = []
+    return tables
+
+
+def _number(cell: str) -> float:
+    """``$1.46`` -> 1.46, ``3.8 MiB`` -> bytes, ``1,000`` -> 1000."""
+    text = cell.strip("$").replace(",", "")
+    value, _, unit = text.partition(" ")
+    return float(value) * {"": 1, "B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}[unit]
+
+
+def _ratio(cell: str) -> tuple[float, float | None, float | None, str]:
+    """``0.50× (0.45–0.55) 🟢`` -> (0.5, 0.45, 0.55, "🟢")."""
+    head, _, rest = cell.partition("×")
+    rng, mark = rest.strip(), ""
+    if rng.endswith(("🟢", "🔴")):
+        rng, mark = rng[:-1].strip(), rng[-1]
+    if not rng:
+        return float(head), None, None, mark
+    low, high = rng.strip("()").split("–")
+    return float(head), float(low), float(high), mark
+
+
+def test_markdown_tables_carry_the_documents_figures() -> None:
+    """Every figure a PR comment shows is read back from its tables and checked against the JSON
+    document it renders (to the three significant digits shown), so a wrong column, unit or
+    ratio fails; no output string is copied into the test."""
+    doc = synthetic_doc()
+    doc["results"][1]["latency_ms"] = _stats(3.7)  # the candidate at 0.37x, not a round half
+    for name, r in doc["comparisons"][0]["ratios"].items():
+        if name not in ("throughput", "size"):
+            r.update(ratio=0.37, low=0.33, high=0.41)
+    md = render_markdown(doc)
     lines = md.splitlines()
-    assert lines[:2] == ["<!-- onnxsqueeze-bench -->", "### onnxsqueeze bench"]
-    assert "`base_model.onnx` (baseline) vs `cand.onnx` · cpu · batch 1" in md
-    # the ratio table: pooled ratio, per-round range and a mark when every round agrees
-    assert "| `cand.onnx` | 1 | 0.50× (0.45–0.55) 🟢 | 0.50× (0.45–0.55) 🟢 |" in md
-    assert "2.00× (1.80–2.20) 🟢" in md  # throughput: higher is better
-    assert "| 0.25× 🟢 |" in md  # size has no spread, and a quarter is smaller in any round
-    # the absolute table
-    assert (
-        "| `base_model.onnx` *(baseline)* | 1 | 10.0 | 12.0 | 15.0 | 95.2 | $1.46 | 3.8 MiB | 200.0 MiB |"
-        in md
-    )
-    assert "| `cand.onnx` | 1 | 5.00 | 6.00 | 7.50 | 190 | $0.729 | 1,000.0 KiB" not in md  # sanity of units
-    assert "| `cand.onnx` | 1 | 5.00 | 6.00 | 7.50 | 190 | $0.729 | 976.6 KiB | 200.0 MiB |" in md
-    assert "**Gates: all 1 passed**" in md and "✅ passed `p90>1.05x`" in md
-    assert "<details><summary>Full statistics</summary>" in md and "</details>" in md
-    # escaping stays out of code spans
-    assert "\\_" not in md
+    assert lines[0] == "<!-- onnxsqueeze-bench -->"  # the marker a CI bot updates its comment by
+    ratios, absolute, full = _tables(md)
+
+    (row,) = ratios
+    assert row["Candidate vs baseline"] == "`cand.onnx`" and row["Batch"] == "1"
+    want = doc["comparisons"][0]["ratios"]
+    for col, key in (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("Throughput", "throughput")):
+        got = _ratio(row[col])
+        assert got[:3] == pytest.approx((want[key]["ratio"], want[key]["low"], want[key]["high"]), abs=0.006)
+        assert got[3] == "🟢"  # better beyond 2% pooled and in every round
+    assert _ratio(row["Size"])[0] == pytest.approx(0.25, abs=0.006)
+
+    assert [r["Model"] for r in absolute] == ["`base_model.onnx` *(baseline)*", "`cand.onnx`"]
+    for r, res, model in zip(absolute, doc["results"], doc["models"], strict=True):
+        stats = res["latency_ms"]
+        for col, key in (("p50 ms", "p50"), ("p90 ms", "p90"), ("p99 ms", "p99")):
+            assert _number(r[col]) == pytest.approx(stats[key], rel=0.006)
+        assert _number(r["Items/s"]) == pytest.approx(res["throughput_per_s"], rel=0.006)
+        assert _number(r["$ / 1M inferences"]) == pytest.approx(res["usd_per_million"], rel=0.006)
+        assert _number(r["Size"]) == pytest.approx(model["file_bytes"], rel=0.02)
+        assert _number(r["Peak RSS"]) == pytest.approx(res["peak_rss_bytes"], rel=0.006)
+    assert [_number(r["n"]) for r in full] == [res["iterations"] for res in doc["results"]]
+
+    assert "**Gates: all 1 passed**" in md and "`p90>1.05x`" in md
+    assert "\\_" not in md  # escaping stays out of code spans
     # the footnote names the environment and how to read the numbers
     foot = lines[-2] if lines[-1] == "" else lines[-1]
     assert foot.startswith("<sub>") and foot.endswith("</sub>")
-    for needle in (
-        "Test CPU 9000",
-        "onnxruntime 1.32.0",
-        "4 intra-op threads",
-        "5 rounds",
-        "price taken 2025-01",
-    ):
+    env = doc["environment"]
+    for needle in (env["cpu"], f"onnxruntime {env['onnxruntime']}", "4 intra-op threads", "5 rounds"):
         assert needle in foot
+    assert doc["cost"]["source"].split(", ")[-1] in foot  # when the price was taken
 
 
 def test_markdown_failed_gate_and_single_model() -> None:

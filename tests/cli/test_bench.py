@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from onnxsqueeze.cli.app import app
-from tests.bench.conftest import tiny_mlp
+from tests.graphs import tiny_mlp
 
 runner = CliRunner()
 FAST = ["--warmup", "1", "--iterations", "4", "--rounds", "2"]

@@ -11,8 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from onnxsqueeze.cli.app import app
-from tests.helpers import rand, run_ort
-from tests.passes.test_fp16 import FP16_TOL, _normalized, _pow_case, _resize_case
+from tests.graphs import pow_layernorm_case as _pow_case
+from tests.graphs import resize_scales_case as _resize_case
+from tests.helpers import FP16_TOL, rand, run_ort
+from tests.helpers import normalized_error as _normalized
 
 runner = CliRunner()
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from onnxsqueeze import io as sio
 from onnxsqueeze import manifest as mf
 from onnxsqueeze.cli.app import app
+from tests.graphs import residual_model
 from tests.helpers import rand
-from tests.passes.test_channels import residual_model
 
 runner = CliRunner()
 
@@ -68,7 +68,7 @@ def test_sensitivity_table_and_json(files) -> None:
 
 
 def test_max_drop_fails_without_writing_unless_forced(files, tmp_path: Path) -> None:
-    from tests.passes.test_channels import _head_model
+    from tests.graphs import head_model as _head_model
 
     model = sio.save(_head_model("Flatten (ar)"), tmp_path / "head.onnx")
     data = sio.save_npz(tmp_path / "head.npz", {"x": rand((64, 3, 4, 4), 3)})

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from onnxsqueeze import io as sio
 from onnxsqueeze.cli.app import app
+from tests.graphs import fcn, flatten_gemm, gap_classifier
 from tests.helpers import run_ort
-from tests.passes.test_resolution import fcn, flatten_gemm, gap_classifier
 
 runner = CliRunner()
 
@@ -129,7 +129,7 @@ def test_bad_input(models: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_check_reports_the_stride(tmp_path: Path) -> None:
-    from tests.passes.test_resolution import fpn
+    from tests.graphs import fpn
 
     path = tmp_path / "fpn.onnx"
     onnx.save(fpn(), path)
@@ -141,7 +141,7 @@ def test_check_reports_the_stride(tmp_path: Path) -> None:
 
 def test_dynamic_fpn_scale_keep_interface_at_the_data_size(tmp_path: Path) -> None:
     """The FPN symptom: dynamic H/W, --scale --keep-interface --data with real-size inputs."""
-    from tests.passes.test_resolution import fpn
+    from tests.graphs import fpn
 
     path, data, out = tmp_path / "fpn.onnx", tmp_path / "d.npz", tmp_path / "small.onnx"
     onnx.save(fpn(), path)

@@ -17,8 +17,8 @@ from onnxsqueeze import search as S
 from onnxsqueeze.cli.app import app
 from onnxsqueeze.errors import BudgetNotMetError
 from onnxsqueeze.recipe import CalibrationSource
+from tests.graphs import cnn
 from tests.helpers import model_from_text, rand, run_ort
-from tests.passes.test_quantize import cnn
 
 runner = CliRunner()
 # size: deterministic on a tiny graph; int8 only, so the outcome does not depend on which other
@@ -319,7 +319,7 @@ def test_ctrl_c_leaves_a_resumable_cache(assets, tmp_path, monkeypatch):
 def test_image_folder_data_and_a_replayable_recipe(tmp_path):
     from PIL import Image
 
-    from tests.passes.test_quantize import CNN
+    from tests.graphs import CNN
 
     model = tmp_path / "cnn.onnx"
     wide = {  # weights large enough for int8 static (QDQ) to be smaller than float

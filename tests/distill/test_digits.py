@@ -16,8 +16,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_ten_times_smaller_student_within_two_points(digits, tmp_path) -> None:
+    # No time budget and no wall-clock assertion: on a loaded machine either would test the load.
+    # The training time is a benchmark figure (benchmarks/RESULTS.md).
     model, val, train = digits
-    cfg = TrainConfig(epochs=30, time_budget_s=120)
+    cfg = TrainConfig(epochs=30)
     r = distill(model, "cnn4", train, test=val, config=cfg, cache_dir=tmp_path)
     rep = r.report
     assert rep.teacher.params / rep.student.params >= 10

@@ -14,7 +14,7 @@ from onnxsqueeze.errors import InputError, VerificationError
 from onnxsqueeze.export import ort as ort_export
 from onnxsqueeze.verify import compare
 from tests.export import models
-from tests.helpers import CACHE, run_ort
+from tests.helpers import run_ort, zoo_model
 
 
 @pytest.fixture
@@ -136,9 +136,7 @@ def test_bad_arguments(src: Path, tmp_path: Path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "resnet18"])
 def test_real_models_at_level_all(name: str, tmp_path: Path):
-    from models import zoo
-
-    src = zoo.ensure(name, CACHE)  # exported once on a fresh machine
+    src = zoo_model(name)  # exported once on a fresh machine
     out = tmp_path / f"{name}.ort"
     result = ort_export.export_ort(src, out, input_shapes={"input": (2, 3, 224, 224)})
     assert result.passed

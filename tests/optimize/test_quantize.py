@@ -18,8 +18,9 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxsqueeze.errors import BudgetNotMetError
 from onnxsqueeze.optimize.quantize import __name__ as _module_name
 from onnxsqueeze.passes import CleanupPass
+from tests.graphs import cnn
+from tests.graphs import cnn_inputs as inputs
 from tests.helpers import rand, run_ort
-from tests.passes.test_quantize import cnn, inputs
 
 # The module itself (``onnxsqueeze.optimize.quantize`` the attribute is the front-door function).
 oq = sys.modules[_module_name]

@@ -14,8 +14,11 @@ import onnx_ir as ir
 import pytest
 
 from onnxsqueeze.errors import InputError
-from onnxsqueeze.passes import PASSES
 from onnxsqueeze.passes.channels import PruneChannelsPass, analyze, keep_count
+from tests.graphs import RESIDUAL, residual_model
+from tests.graphs import head_model as _head_model
+from tests.graphs import paddle_like as _paddle_like
+from tests.graphs import zero_out as _zero_out
 from tests.helpers import model_from_text, rand, run_ort
 
 ATOL = 1e-5  # float32, a handful of accumulations
@@ -43,51 +46,6 @@ def _same(a: onnx.ModelProto, b: onnx.ModelProto, feeds: dict[str, np.ndarray], 
     for x, y in zip(run_ort(a, feeds), run_ort(b, feeds), strict=True):
         assert x.shape == y.shape
         np.testing.assert_allclose(x, y, atol=atol, rtol=1e-5)
-
-
-def _zero_out(init: dict[str, np.ndarray], channels: list[int], *names: str, axis: int = 0) -> None:
-    for name in names:
-        idx = [slice(None)] * init[name].ndim
-        idx[axis] = channels  # type: ignore[call-overload]
-        init[name][tuple(idx)] = 0.0
-
-
-RESIDUAL = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[N, 3, 8, 8] x) => (float[N, 5] y) {
-    a = Conv <pads = [1, 1, 1, 1], kernel_shape = [3, 3]> (x, w0, b0)
-    ar = Relu (a)
-    b = Conv <pads = [1, 1, 1, 1], kernel_shape = [3, 3]> (ar, w1, b1)
-    br = Relu (b)
-    c = Conv <pads = [1, 1, 1, 1], kernel_shape = [3, 3]> (br, w2, b2)
-    s = Add (c, ar)
-    sr = Relu (s)
-    p = GlobalAveragePool (sr)
-    f = Flatten (p)
-    y = Gemm <transB = 1> (f, wf, bf)
-}
-"""
-
-
-def residual_model(zero: bool = True) -> onnx.ModelProto:
-    init = {
-        "w0": rand((8, 3, 3, 3), 1),
-        "b0": rand((8,), 2),
-        "w1": rand((6, 8, 3, 3), 3),
-        "b1": rand((6,), 4),
-        "w2": rand((8, 6, 3, 3), 5),
-        "b2": rand((8,), 6),
-        "wf": rand((5, 8), 7),
-        "bf": rand((5,), 8),
-    }
-    if zero:
-        _zero_out(init, [1, 5], "w0", "b0", "w2", "b2")  # the coupled residual stream
-        _zero_out(init, [0, 3], "w1", "b1")  # the inner group
-    return model_from_text(RESIDUAL, init)
-
-
-def test_registered() -> None:
-    assert PASSES["channels"] is PruneChannelsPass
 
 
 def test_keep_count_rounding() -> None:
@@ -121,12 +79,32 @@ def test_residual_left_whole_when_not_coupled() -> None:
     _same(model, pruned, {"x": rand((2, 3, 8, 8), 9)})
 
 
-def test_nonzero_channels_change_the_output_but_stay_valid() -> None:
+def _kept_rows(original: np.ndarray, pruned: np.ndarray) -> list[int]:
+    """Which rows (output channels) of ``original`` the pass kept: it copies them unchanged."""
+    rows = [i for p in pruned for i, o in enumerate(original) if np.array_equal(p, o)]
+    assert len(rows) == len(pruned)
+    return rows
+
+
+def test_nonzero_channels_change_the_output_exactly_as_dropping_them() -> None:
+    """Pruning live channels changes the output, and exactly as zeroing those channels' producers
+    in the original does (no calibration data: no reconstruction, the kept weights are copied)."""
     model = residual_model(zero=False)
     pruned, result = _prune(model, ratio=0.5)
     assert result.modified
-    outs = run_ort(pruned, {"x": rand((2, 3, 8, 8), 9)})
-    assert outs[0].shape == (2, 5) and np.isfinite(outs[0]).all()
+    init = {t.name: onnx.numpy_helper.to_array(t).copy() for t in model.graph.initializer}
+    got = {t.name: onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer}
+    stream = _kept_rows(init["w0"], got["w0"])  # the coupled residual stream (w0 and w2 together)
+    inner = _kept_rows(init["w1"][:, stream], got["w1"])
+    assert len(stream) == 4 and len(inner) == 3
+    _zero_out(init, [i for i in range(8) if i not in stream], "w0", "b0", "w2", "b2")
+    _zero_out(init, [i for i in range(6) if i not in inner], "w1", "b1")
+    dropped = model_from_text(RESIDUAL, init)
+    feeds = {"x": rand((2, 3, 8, 8), 9)}
+    (ref,), (out,) = run_ort(model, feeds), run_ort(pruned, feeds)
+    assert out.shape == ref.shape == (2, 5)
+    assert np.abs(out - ref).max() > 1e-2  # the removed channels carried signal
+    _same(dropped, pruned, feeds)
 
 
 DEPTHWISE = """
@@ -210,34 +188,6 @@ def test_concat_offsets_with_an_unprunable_segment() -> None:
     assert w["wa"] == (3, 3, 3, 3) and w["wb"] == (6, 3, 1, 1)
     assert w["wc"] == (4, 3 + 3 + 6, 1, 1)  # 3 (a) + 3 (x, untouched) + 6 (b)
     _same(model, pruned, {"x": rand((2, 3, 5, 5), 9)})
-
-
-HEAD = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[N, 3, 4, 4] x) => (float[N, 5] y) {
-    a = Conv <kernel_shape = [3, 3], pads = [1, 1, 1, 1], strides = [2, 2]> (x, w0, b0)
-    ar = Relu (a)
-    f = FLATTEN
-    h = Gemm <transB = 1> (f, w1, b1)
-    hr = Relu (h)
-    y = Gemm <transB = 1> (hr, w2, b2)
-}
-"""
-
-
-def _head_model(flatten: str, extra: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
-    init = {
-        "w0": rand((6, 3, 3, 3), 1),
-        "b0": rand((6,), 2),
-        "w1": rand((8, 24), 3),
-        "b1": rand((8,), 4),
-        "w2": rand((5, 8), 5),
-        "b2": rand((5,), 6),
-        **(extra or {}),
-    }
-    _zero_out(init, [1, 4], "w0", "b0")
-    _zero_out(init, [0, 7], "w1", "b1")
-    return model_from_text(HEAD.replace("FLATTEN", flatten), init)
 
 
 @pytest.mark.parametrize(
@@ -483,49 +433,6 @@ def test_layernorm_over_channels_blocks() -> None:
 
 
 # --- exporter patterns from the corpus (issue 13) and validated re-fit (issue 14) --------------
-
-PADDLE_LIKE = """
-<ir_version: 8, opset_import: ["" : 15]>
-g (float[N, 3, H, W] x) => (float[N, 4] y) {
-    [conv0] a = Conv <pads = [1, 1, 1, 1], kernel_shape = [3, 3]> (x, w0, b0)
-    [act0] ar = HardSwish (a)
-    [conv1] b = Conv <pads = [1, 1, 1, 1], kernel_shape = [3, 3]> (ar, w1, b1)
-    [act1] br = Relu (b)
-    [pool] p = GlobalAveragePool (br)
-    [flat] f = Flatten (p)
-    [fc] y = Gemm <transB = 1> (f, wf, bf)
-}
-"""
-
-
-def _as_constant_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Move every initializer into a Constant node, as paddle2onnx writes weights."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    consts = [
-        onnx.helper.make_node("Constant", [], [t.name], name=f"const_{t.name}", value=t)
-        for t in out.graph.initializer
-    ]
-    del out.graph.initializer[:]
-    nodes = consts + list(out.graph.node)
-    del out.graph.node[:]
-    out.graph.node.extend(nodes)
-    onnx.checker.check_model(out, full_check=True)
-    return out
-
-
-def _paddle_like(zero: list[int] | None = None) -> onnx.ModelProto:
-    init = {
-        "w0": rand((8, 3, 3, 3), 40, 0.5),
-        "b0": rand((8,), 41, 0.1),
-        "w1": rand((12, 8, 3, 3), 42, 0.3),
-        "b1": rand((12,), 43, 0.1),
-        "wf": rand((4, 12), 44),
-        "bf": rand((4,), 45),
-    }
-    if zero:
-        _zero_out(init, zero, "w0", "b0")
-    return _as_constant_nodes(model_from_text(PADDLE_LIKE, init))
 
 
 def test_constant_node_weights_and_dynamic_hw_are_pruned() -> None:

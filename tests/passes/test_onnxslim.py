@@ -7,24 +7,8 @@ import onnx
 import onnx_ir as ir
 
 from onnxsqueeze.passes import SimplifyWithOnnxslimPass
-from tests.helpers import model_from_text, rand, run_ort
-
-TRANSPOSES = """
-<ir_version: 8, opset_import: ["" : 13]>
-g (float[N, 3, 8, 8] x) => (float[N, 4] y) {
-    a = Transpose <perm = [0, 2, 3, 1]> (x)
-    b = Transpose <perm = [0, 3, 1, 2]> (a)
-    c = Conv <pads = [1, 1, 1, 1]> (b, w)
-    r = Relu (c)
-    p = GlobalAveragePool (r)
-    y = Flatten (p)
-}
-"""
-
-
-def transposes_model() -> onnx.ModelProto:
-    """A Transpose pair that cancels: onnxslim removes it, the cleanup does not."""
-    return model_from_text(TRANSPOSES, {"w": rand((4, 3, 3, 3), 1, 0.3)})
+from tests.graphs import transposes_model
+from tests.helpers import rand, run_ort
 
 
 def test_removes_what_onnxslim_removes_and_keeps_the_interface() -> None:

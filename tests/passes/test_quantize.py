@@ -17,46 +17,9 @@ import pytest
 from onnxsqueeze.optimize.quantize import calibrate
 from onnxsqueeze.passes import CalibrationData, QuantizeInt8Pass
 from onnxsqueeze.pipeline import run_passes
-from tests.helpers import model_from_text, rand, run_ort
-
-CNN = """
-<ir_version: 8, opset_import: ["" : 17]>
-cnn (float[N, 3, 8, 8] x) => (float[N, 4] y) {
-    c1 = Conv <pads = [1, 1, 1, 1]> (x, w1, b1)
-    r1 = Relu (c1)
-    c2 = Conv <pads = [1, 1, 1, 1]> (r1, w2, b2)
-    r2 = Relu (c2)
-    g = GlobalAveragePool (r2)
-    f = Flatten (g)
-    y = Gemm <transB = 1> (f, wf, bf)
-}
-"""
-
-NO_WEIGHTS = """
-<ir_version: 8, opset_import: ["" : 17]>
-elementwise (float[N, 4] x) => (float[N, 4] y) {
-    r = Relu (x)
-    y = Add (r, x)
-}
-"""
-
-
-def cnn() -> onnx.ModelProto:
-    return model_from_text(
-        CNN,
-        {
-            "w1": rand((8, 3, 3, 3), 1, 0.3),
-            "b1": rand((8,), 2, 0.1),
-            "w2": rand((16, 8, 3, 3), 3, 0.2),
-            "b2": rand((16,), 4, 0.1),
-            "wf": rand((4, 16), 5, 0.5),
-            "bf": rand((4,), 6, 0.1),
-        },
-    )
-
-
-def inputs(n: int = 32, seed: int = 7) -> np.ndarray:
-    return rand((n, 3, 8, 8), seed)
+from tests.graphs import NO_WEIGHTS, cnn
+from tests.graphs import cnn_inputs as inputs
+from tests.helpers import model_from_text, run_ort
 
 
 def quantize(model: onnx.ModelProto, **kw) -> tuple[onnx.ModelProto, bool]:

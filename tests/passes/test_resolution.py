@@ -17,74 +17,8 @@ from onnxsqueeze.passes.resolution import (
     rewrite_resolution,
 )
 from onnxsqueeze.resolution_sweep import check_runs, compare_outputs
+from tests.graphs import OPSET, fcn, flatten_gemm, fpn, gap_classifier
 from tests.helpers import model_from_text, rand, run_ort
-
-OPSET = '<ir_version: 8, opset_import: ["" : 17]>'
-
-
-def fcn(h: str = "32", w: str = "32") -> onnx.ModelProto:
-    """Image-to-image: conv, strided conv, 2x upsampling, skip connection, 1x1 head."""
-    text = f"""{OPSET}
-    fcn (float[N, 3, {h}, {w}] image) => (float[N, 1, {h}, {w}] mask) {{
-        a = Conv <pads = [1, 1, 1, 1]> (image, w1, b1)
-        ar = Relu (a)
-        d = Conv <pads = [1, 1, 1, 1], strides = [2, 2]> (ar, w2, b2)
-        dr = Relu (d)
-        u = Resize <mode = "linear", coordinate_transformation_mode = "half_pixel"> (dr, , up)
-        cat = Concat <axis = 1> (u, ar)
-        mask = Conv (cat, w3, b3)
-    }}"""
-    return model_from_text(
-        text,
-        {
-            "w1": rand((8, 3, 3, 3), 1, 0.3),
-            "b1": rand((8,), 2, 0.1),
-            "w2": rand((8, 8, 3, 3), 3, 0.2),
-            "b2": rand((8,), 4, 0.1),
-            "up": np.array([1, 1, 2, 2], np.float32),
-            "w3": rand((1, 16, 1, 1), 5, 0.3),
-            "b3": rand((1,), 6, 0.1),
-        },
-    )
-
-
-def gap_classifier(h: str = "32", w: str = "32") -> onnx.ModelProto:
-    text = f"""{OPSET}
-    gap (float[N, 3, {h}, {w}] image) => (float[N, 10] logits) {{
-        a = Conv <pads = [1, 1, 1, 1], strides = [2, 2]> (image, w1, b1)
-        ar = Relu (a)
-        g = GlobalAveragePool (ar)
-        f = Flatten (g)
-        logits = Gemm <transB = 1> (f, fc_w, fc_b)
-    }}"""
-    return model_from_text(
-        text,
-        {
-            "w1": rand((8, 3, 3, 3), 1, 0.3),
-            "b1": rand((8,), 2, 0.1),
-            "fc_w": rand((10, 8), 3),
-            "fc_b": rand((10,), 4),
-        },
-    )
-
-
-def flatten_gemm() -> onnx.ModelProto:
-    text = f"""{OPSET}
-    flat (float[N, 3, 32, 32] image) => (float[N, 10] logits) {{
-        a = Conv <pads = [1, 1, 1, 1], strides = [2, 2]> (image, w1, b1)
-        ar = Relu (a)
-        f = Flatten <axis = 1> (ar)
-        logits = Gemm <transB = 1> (f, fc_w, fc_b)
-    }}"""
-    return model_from_text(
-        text,
-        {
-            "w1": rand((4, 3, 3, 3), 1, 0.3),
-            "b1": rand((4,), 2),
-            "fc_w": rand((10, 4 * 16 * 16), 3, 0.01),
-            "fc_b": rand((10,), 4),
-        },
-    )
 
 
 def reshape_model(target: list[int], tail: str) -> onnx.ModelProto:
@@ -334,12 +268,11 @@ def test_group_axes() -> None:
 def test_segmenter_half_resolution_keeps_interface() -> None:
     """The trained U-Net at 64x64 inside a 128x128 interface: same output shape, 1/4 of the MACs."""
     pytest.importorskip("torch")
-    from models import segmenter
     from onnxsqueeze import io as sio
     from onnxsqueeze.summary import count_macs
-    from tests.helpers import CACHE
+    from tests.helpers import segmenter_assets
 
-    model_path, val_path = segmenter.ensure(CACHE)
+    model_path, val_path = segmenter_assets()
     model = sio.load(model_path)
     data = sio.load_npz(val_path)
     half, info, _ = rewrite_resolution(model, resolution=(64, 64), keep_interface=True)
@@ -384,13 +317,12 @@ def test_static_torch_export_size_constants_rewritten() -> None:
 
 @pytest.mark.slow
 def test_torchvision_classifier_at_160() -> None:
-    from models import zoo
     from onnxsqueeze import io as sio
     from onnxsqueeze.summary import count_macs
-    from tests.helpers import CACHE
+    from tests.helpers import zoo_model
 
     pytest.importorskip("torch")
-    model = sio.load(zoo.ensure("mobilenet_v3_small", CACHE), check=False)
+    model = sio.load(zoo_model("mobilenet_v3_small"), check=False)
     v = analyze_resolution(model)
     assert v.ok and v.outputs == {"logits": "fixed"} and len(v.global_pools) > 1
     new, _, _ = rewrite_resolution(model, resolution=(160, 160), keep_interface=True)
@@ -509,34 +441,6 @@ def test_constant_of_shape_sized_from_the_input_is_rewritten() -> None:
     back, _, _ = rewrite_resolution(new, resolution=(16, 16))
     x16 = rand((1, 3, 16, 16), 4)
     np.testing.assert_allclose(run_ort(back, {"image": x16})[0], run_ort(m, {"image": x16})[0], atol=1e-6)
-
-
-def fpn(h: str = "H", w: str = "W") -> onnx.ModelProto:
-    """A stride-32 FPN: five stride-2 convs, the deepest map upsampled x2 and added to the stride-16
-    skip, then a map head upsampled x16 back to the input size. H and W must be multiples of 32."""
-    convs = "\n".join(
-        f"c{i} = Conv <pads = [1, 1, 1, 1], strides = [2, 2]> ({'image' if i == 1 else f'r{i - 1}'}, w{i}, b)\n"
-        f"        r{i} = Relu (c{i})"
-        for i in range(1, 6)
-    )
-    text = f"""{OPSET}
-    fpn (float[N, 3, {h}, {w}] image) => (float[N, 1, {h}, {w}] prob) {{
-        {convs}
-        up = Resize <mode = "nearest"> (r5, , two)
-        p4 = Add (up, r4)
-        head = Conv (p4, wh, bh)
-        logit = Resize <mode = "linear"> (head, , sixteen)
-        prob = Sigmoid (logit)
-    }}"""
-    inits = {f"w{i}": rand((4, 3 if i == 1 else 4, 3, 3), i, 0.4) for i in range(1, 6)}
-    inits.update(
-        b=rand((4,), 7, 0.1),
-        wh=rand((1, 4, 1, 1), 8, 0.5),
-        bh=rand((1,), 9, 0.1),
-        two=np.array([1, 1, 2, 2], np.float32),
-        sixteen=np.array([1, 1, 16, 16], np.float32),
-    )
-    return model_from_text(text, inits)
 
 
 def test_fpn_needs_multiples_of_32() -> None:

@@ -8,38 +8,9 @@ import onnx_ir as ir
 import pytest
 
 from onnxsqueeze.errors import InputError
-from onnxsqueeze.passes import PASSES
 from onnxsqueeze.passes.sparsity import PruneWeightsPass, to_sparse_initializers
+from tests.graphs import conv_matmul as model
 from tests.helpers import model_from_text, rand, run_ort
-
-TEXT = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[N, 3, 6, 6] x) => (float[N, 4] y) {
-    a = Conv <kernel_shape = [3, 3], pads = [1, 1, 1, 1]> (x, w0, b0)
-    ar = Relu (a)
-    c = Conv <kernel_shape = [3, 3]> (ar, w1, b1)
-    cr = Relu (c)
-    p = GlobalAveragePool (cr)
-    f = Flatten (p)
-    h = MatMul (f, w2)
-    y = Gemm <transB = 1> (h, w3, b3)
-}
-"""
-
-
-def model() -> onnx.ModelProto:
-    return model_from_text(
-        TEXT,
-        {
-            "w0": rand((8, 3, 3, 3), 1),
-            "b0": rand((8,), 2),
-            "w1": rand((16, 8, 3, 3), 3, scale=0.1),  # a smaller scale: global scope prunes it more
-            "b1": rand((16,), 4),
-            "w2": rand((16, 12), 5),
-            "w3": rand((4, 12), 6),
-            "b3": rand((4,), 7),
-        },
-    )
 
 
 def _arrays(m: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -52,10 +23,6 @@ def _run(p: PruneWeightsPass, proto: onnx.ModelProto) -> tuple[onnx.ModelProto, 
     out = ir.serde.serialize_model(m)
     onnx.checker.check_model(out, full_check=True)
     return out, result
-
-
-def test_registered() -> None:
-    assert PASSES["sparsity"] is PruneWeightsPass
 
 
 def test_layer_scope_exact_sparsity_biases_untouched() -> None:

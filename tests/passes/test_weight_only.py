@@ -13,8 +13,9 @@ import onnx_ir as ir
 import pytest
 
 from onnxsqueeze.passes import QuantizeMatMulInt4Pass, QuantizeWeightsInt8Pass
+from tests.graphs import NO_WEIGHTS, cnn
+from tests.graphs import cnn_inputs as inputs
 from tests.helpers import model_from_text, rand, run_ort
-from tests.passes.test_quantize import NO_WEIGHTS, cnn, inputs
 
 MLP = """
 <ir_version: 8, opset_import: ["" : 17]>

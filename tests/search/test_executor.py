@@ -24,8 +24,8 @@ from onnxsqueeze.cli.app import app
 from onnxsqueeze.evaluate import Budget
 from onnxsqueeze.search import Knob, Point, search
 from onnxsqueeze.search.executor import Executor, ProcessExecutor, make_executor, timing_slot
+from tests.graphs import cnn
 from tests.helpers import rand, run_ort
-from tests.passes.test_quantize import cnn
 
 runner = CliRunner()
 FAST = ["--latency-seconds", "0.02", "--objective", "size", "--techniques", "int8,int8-dynamic,fp16"]

@@ -13,8 +13,8 @@ from onnxsqueeze import io as sio
 from onnxsqueeze.cli.app import app
 from onnxsqueeze.errors import InputError
 from onnxsqueeze.search.fleet import fleet_names, read_models_list
+from tests.graphs import cnn
 from tests.helpers import rand, run_ort
-from tests.passes.test_quantize import cnn
 
 runner = CliRunner()
 FAST = ["--latency-seconds", "0.02", "--objective", "size", "--techniques", "int8,int8-dynamic"]

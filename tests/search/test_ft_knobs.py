@@ -25,8 +25,8 @@ from onnxsqueeze.recipe import CalibrationSource
 from onnxsqueeze.search import SqueezeOptions, Squeezer
 from onnxsqueeze.search.knobs import ft_steps
 from onnxsqueeze.search.squeezer import write_candidate
+from tests.graphs import cnn
 from tests.helpers import rand, run_ort
-from tests.passes.test_quantize import cnn
 
 FT = ("sparsity+ft", "channels+ft", "resolution+ft")
 

@@ -19,8 +19,8 @@ from onnxsqueeze.evaluate import Budget
 from onnxsqueeze.recipe import CalibrationSource, Step
 from onnxsqueeze.search import KNOBS, Knob, SqueezeOptions, Squeezer
 from onnxsqueeze.search.squeezer import SAMPLE_RANGE, can_still_fit
+from tests.graphs import CNN
 from tests.helpers import model_from_text, rand, run_ort
-from tests.passes.test_quantize import CNN
 
 KINDS = {  # metric -> (per-sample generator, higher is better)
     "accuracy": (lambda rng, n, p: 100.0 * (rng.random(n) < p), True),

@@ -109,7 +109,7 @@ def test_cli_class_axis(tmp_path: Path) -> None:
 def test_the_search_normalizes_with_onnxslim_and_apply_replays_the_same_bytes(tmp_path: Path) -> None:
     """The front door's normalization (cleanup, then onnxslim where verified) is the search's:
     candidates start from the slimmed base, the recipe records it, apply rebuilds the same bytes."""
-    from tests.passes.test_onnxslim import transposes_model
+    from tests.graphs import transposes_model
 
     src = sio.save(transposes_model(), tmp_path / "m.onnx")
     data = sio.save_npz(tmp_path / "d.npz", {"x": rand((40, 3, 8, 8), 1)})

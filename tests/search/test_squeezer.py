@@ -10,8 +10,8 @@ import pytest
 from onnxsqueeze import evaluate as E
 from onnxsqueeze.recipe import CalibrationSource
 from onnxsqueeze.search import SqueezeOptions, Squeezer
+from tests.graphs import cnn
 from tests.helpers import rand, run_ort
-from tests.passes.test_quantize import cnn
 
 
 @pytest.fixture
