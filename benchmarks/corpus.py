@@ -231,11 +231,18 @@ def check_output(cell: Cell, entry: corpus.Entry, model: str, path: Path, data: 
         cell.status, cell.message = "INVALID", f"{type(e).__name__}: {str(e).splitlines()[0][:250]}"
         return
     labels = data.get("labels")
-    try:
-        cell.metrics = corpus.score(entry, ref, cand, labels=labels)
-    except Exception as e:
-        cell.status, cell.message = "INVALID", f"outputs not scoreable: {type(e).__name__}: {e}"[:300]
-        return
+    ref_shapes = [[np.shape(o) for o in outs] for outs in ref]
+    cand_shapes = [[np.shape(o) for o in outs] for outs in cand]
+    if ref_shapes != cand_shapes:
+        # Loads and runs, but e.g. a detector at half its internal resolution returns a quarter of
+        # the anchors (in the scaled image's coordinates): said, not scored as if comparable.
+        cell.message = f"runs; outputs not comparable (shapes {cand_shapes[0]} vs {ref_shapes[0]})"
+    else:
+        try:
+            cell.metrics = corpus.score(entry, ref, cand, labels=labels)
+        except Exception as e:
+            cell.status, cell.message = "INVALID", f"outputs not scoreable: {type(e).__name__}: {e}"[:300]
+            return
     cell.ratios["size"] = path.stat().st_size / Path(model).stat().st_size
     info = inspect_json(str(path), entry, timeout)
     if info and base_info and info.get("macs") and base_info.get("macs"):

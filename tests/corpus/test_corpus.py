@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow
+# One worker runs every corpus test: the session fixture runs each model's cells once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("corpus")]
 
 ONNX_MODELS = [
     "yolov8n-320n",
@@ -97,10 +98,19 @@ def test_prune_channels_with_data(corpus_cells, model):
 
 
 def test_resize_yolov8n_keeps_interface(corpus_cells):
+    """x0.5 inside, the declared interface kept (input 320 in; output0's anchor axis is dynamic).
+
+    At half the internal resolution the detector returns a quarter of the anchors, in the scaled
+    image's coordinates: the cell says the outputs are not comparable instead of scoring them.
+    """
+    import onnx
+
     cell = _cell(corpus_cells, "yolov8n-320n", "resize")
     assert cell.status == "ok", _explain(cell)
-    # Scored against the original output by output: same shapes, and cheaper.
-    assert "agreement" in cell.metrics and cell.ratios.get("MACs", 1.0) < 0.5, (cell.metrics, cell.ratios)
+    assert cell.ratios.get("MACs", 1.0) < 0.5, (cell.metrics, cell.ratios)
+    original, resized = (onnx.load(p, load_external_data=False) for p in (cell.argv[1], cell.output))
+    for a, b in ((original.graph.input, resized.graph.input), (original.graph.output, resized.graph.output)):
+        assert [(v.name, v.type) for v in a] == [(v.name, v.type) for v in b]
 
 
 @pytest.mark.parametrize("model", ONNX_MODELS + KERAS_MODELS)
