@@ -11,8 +11,12 @@
    crops from scikit-image, scored by top-1 agreement of their face/non-face ``probs``) with
    ``--workers``, and prints fleet.md.
 
-Usage: PYTHONPATH=. python benchmarks/scale_out.py [speedup|fleet|all] [--out .cache/bench-scale]
-       [--workers 2] [--distill-minutes 0.5]
+3. ``estimate``: from the serial run's measured per-candidate costs (results.json: plan seconds,
+   build / score / timing seconds of every point, student training), the wall time of a fleet of
+   ``--models`` such models on ``--nodes`` machines of ``--cores`` cores, and which resource limits it.
+
+Usage: PYTHONPATH=. python benchmarks/scale_out.py [speedup|fleet|estimate|all] [--out .cache/bench-scale]
+       [--workers 2] [--distill-minutes 0.5] [--techniques LIST] [--models 100 --nodes 10 --cores 8]
 """
 
 from __future__ import annotations
@@ -52,12 +56,13 @@ def _digits(out: Path) -> tuple[Path, Path, Path]:
     return files  # type: ignore[return-value]
 
 
-def speedup(out: Path, workers: int, distill_minutes: float) -> None:
+def speedup(out: Path, workers: int, distill_minutes: float, techniques: str | None = None) -> None:
     model, val, train = _digits(out)
     base = [
         sys.executable, "-m", "onnxsqueeze", "squeeze", str(model), "--data", str(val),
         "--train-data", str(train), "--max-drop", "1", "--objective", "size",
         "--distill-minutes", str(distill_minutes), "--no-cache",
+        *(["--techniques", techniques] if techniques else []),
     ]  # fmt: skip
     runs = {
         "serial": [],
@@ -122,18 +127,74 @@ def fleet(out: Path, workers: int) -> None:
     print((folder / "fleet.md").read_text())
 
 
+def estimate(results: Path, models: int, nodes: int, cores: int) -> None:
+    """A fleet's wall time from one model's measured costs (a model like the one measured).
+
+    - driver: each model's plans (channel sensitivity, int8 calibration ranking) run in the
+      ``squeeze`` process; models run concurrently there, so at most ``cores`` at once;
+    - workers: building and scoring candidates and training students, spread over
+      ``nodes * cores`` task slots;
+    - timing: one candidate timed at a time per node (the timing slot);
+    - one model's critical path: plans, then the longest knob's bisection chain, then the greedy
+      combination (sequential by design).
+    """
+    doc = json.loads(results.read_text())
+    pts = doc["points"]
+    plan = float(doc.get("timings", {}).get("plan", 0.0))
+    work = sum((p.get("build_s") or 0.0) + (p.get("score_s") or 0.0) for p in pts)
+    work += sum(float(s.get("seconds", 0.0)) for s in doc.get("students", {}).values())
+    timed = sum(p.get("time_s") or 0.0 for p in pts)
+    chains: dict[str, float] = {}
+    combine = base = 0.0
+    for p in pts:
+        cost = p.get("seconds") or 0.0
+        if p["phase"] == "baseline":
+            base += cost
+        elif p["phase"] == "single":
+            (knob,) = p["settings"]
+            chains[knob] = chains.get(knob, 0.0) + cost
+        else:
+            combine += cost
+    students = {s["student"]: float(s.get("seconds", 0.0)) for s in doc.get("students", {}).values()}
+    if students:
+        chains["distill"] = chains.get("distill", 0.0) + sum(students.values())
+    critical = plan + base + max(chains.values(), default=0.0) + combine
+    limits = {
+        "driver (plans)": models * plan / cores,
+        "workers (build, score, train)": models * work / (nodes * cores),
+        "timing slots (one per node)": models * timed / nodes,
+        "one model's critical path": critical,
+    }
+    print(
+        f"per model (measured, {results}): plans {plan:.1f} s, build+score+train {work:.1f} s, "
+        f"timing {timed:.1f} s, {len(pts)} points; critical path {critical:.1f} s"
+    )
+    print(f"| {models} models on {nodes} nodes x {cores} cores | seconds |")
+    print("|---|---|")
+    for name, secs in limits.items():
+        print(f"| {name} | {secs:.0f} |")
+    worst = max(limits, key=lambda k: limits[k])
+    print(f"estimate: about {limits[worst] / 60:.1f} minutes, limited by {worst}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", nargs="?", choices=("speedup", "fleet", "all"), default="all")
+    ap.add_argument("what", nargs="?", choices=("speedup", "fleet", "estimate", "all"), default="all")
     ap.add_argument("--out", default=".cache/bench-scale")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--distill-minutes", type=float, default=0.5)
+    ap.add_argument("--techniques", default=None, help="squeeze --techniques for the speedup runs")
+    ap.add_argument("--models", type=int, default=100)
+    ap.add_argument("--nodes", type=int, default=10)
+    ap.add_argument("--cores", type=int, default=8)
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.what in ("speedup", "all"):
-        speedup(out, args.workers, args.distill_minutes)
+        speedup(out, args.workers, args.distill_minutes, args.techniques)
     if args.what in ("fleet", "all"):
         fleet(out, args.workers)
+    if args.what in ("estimate", "all"):
+        estimate(out / "serial" / "results.json", args.models, args.nodes, args.cores)
     return 0
 
 
