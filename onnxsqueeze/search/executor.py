@@ -28,6 +28,7 @@ A worker process that dies is replaced and its candidate reported as failed, not
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -35,6 +36,7 @@ import fcntl
 import hashlib
 import os
 import pickle
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -126,6 +128,8 @@ def build_replica(spec: WorkerSpec) -> Squeezer:
         else None
     )
     scratch = Path(tempfile.mkdtemp(prefix="onnxsqueeze-worker-"))
+    # A worker's scratch (students, soft labels) goes with the worker process.
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     replica = Squeezer(
         model,
         evaluator,
@@ -242,11 +246,12 @@ class ProcessExecutor(Executor):
         spec = squeezer.worker_spec()
         spec_id = spec.spec_id()
         path = self._folder / f"{spec_id}.pkl"
-        if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            with open(tmp, "wb") as f:
-                pickle.dump(spec, f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, path)
+        with self._lock:
+            if not path.exists():
+                tmp = path.with_suffix(".tmp")
+                with open(tmp, "wb") as f:
+                    pickle.dump(spec, f, protocol=pickle.HIGHEST_PROTOCOL)
+                os.replace(tmp, path)
         return spec_id, str(path)
 
     def run(self, handle: Any, request: dict[str, Any]) -> dict[str, Any]:

@@ -377,6 +377,7 @@ class Squeezer:
         # Where candidates are measured (see .executor); the CLI sets a pool or Ray here.
         self.executor: Executor = Executor()
         self._handle: Any = None
+        self._handle_lock = threading.Lock()
 
     # ------------------------------------------------------------------ cache
     def _context_key(self) -> dict[str, Any]:
@@ -1001,8 +1002,9 @@ class Squeezer:
             doc = None
         cached = doc is not None
         if doc is None:
-            if self._handle is None:
-                self._handle = self.executor.register(self)
+            with self._handle_lock:  # the search's threads may get here at once
+                if self._handle is None:
+                    self._handle = self.executor.register(self)
             reply = self.executor.run(self._handle, self._request(settings))
             for spec, data in reply.get("students", {}).items():
                 self.adopt_student(spec, data["bytes"], data["info"])
