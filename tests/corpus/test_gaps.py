@@ -1,0 +1,59 @@
+"""Regression tests for the corpus gaps of issue 13 found after the first matrix (tiny graphs).
+
+Each test reproduces the pattern of the corpus model that showed the gap; the corpus cells
+themselves are in ``test_corpus.py`` (slow).
+"""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+
+from onnxsqueeze import prune as api
+from onnxsqueeze import shapes
+from onnxsqueeze.errors import VerificationError
+from tests.helpers import model_from_text, rand
+
+# all-MiniLM's pattern: an FFN (MatMul -> Relu -> MatMul) whose output dim is declared with a
+# symbol the exporter made up ('Divembeddings_dim_1'); shape inference finds it is 8.
+FFN = """
+<ir_version: 8, opset_import: ["" : 17]>
+ffn (float[batch, 8] x) => (float[batch, Divembeddings_dim_1] y) {
+    h = MatMul (x, w1)
+    r = Relu (h)
+    y = MatMul (r, w2)
+}
+"""
+
+
+def _ffn() -> onnx.ModelProto:
+    return model_from_text(FFN, {"w1": rand((8, 16), 1, 0.5), "w2": rand((16, 8), 2, 0.5)})
+
+
+def test_prune_channels_keeps_a_symbolic_output_dim():
+    """MiniLM: 'pruning changed the model's inputs or outputs (a bug)' came from the output's
+    symbolic dim turning into the inferred number, not from a changed interface."""
+    model = _ffn()
+    x = rand((6, 8), 3)
+    pruned, report = api.prune_channels(model, ratio=0.25, reconstruction="none", input_shapes={"x": [1, 8]})
+    assert [g["status"] for g in report["groups"]].count("pruned") == 1
+    assert shapes.declared_shape(pruned.graph.output[0]) == ["batch", "Divembeddings_dim_1"]
+    w1 = next(i for i in pruned.graph.initializer if i.name == "w1")
+    assert list(w1.dims) == [8, 12]
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(pruned.SerializeToString()).run(None, {"x": x})[0]
+    assert got.shape == (6, 8)
+
+
+def test_a_changed_concrete_output_dim_is_still_refused():
+    model = _ffn()
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 8  # declared concretely
+    other = onnx.ModelProto()
+    other.CopyFrom(model)
+    other.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 6  # a real change of the interface
+    api.keep_declared_outputs(model, other)
+    assert shapes.declared_shape(other.graph.output[0]) == ["batch", 6]  # not papered over
+    with pytest.raises(VerificationError):
+        api.check_result(model, other)
+
