@@ -57,3 +57,20 @@ def test_a_changed_concrete_output_dim_is_still_refused():
     with pytest.raises(VerificationError):
         api.check_result(model, other)
 
+
+def test_prune_sparsity_is_judged_by_the_task_metric_by_default(tmp_path):
+    """Zero-weight pruning was written without a task-metric check (YOLOv8n at 50%: box agreement
+    0, digits at 50%: 18.8% accuracy); now the default metric gates it like every other technique."""
+    from onnxsqueeze import optimize
+    from tests.graphs import cnn
+
+    model = cnn()
+    out = tmp_path / "sparse.onnx"
+    with pytest.raises(VerificationError, match="beyond the budget.*--force"):
+        optimize.prune(model, out, sparsity=0.95)
+    assert not out.exists()
+    _, forced = optimize.prune(model, out, sparsity=0.95, force=True)
+    assert out.exists() and forced.passed is False
+    assert forced.judgement is not None and forced.judgement.metric == "agreement"
+    _, mild = optimize.prune(model, tmp_path / "mild.onnx", sparsity=0.05)
+    assert mild.passed and mild.judgement is not None and "measured only" not in mild.judgement.budget
