@@ -6,6 +6,7 @@ themselves are in ``test_corpus.py`` (slow).
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import pytest
 
@@ -74,3 +75,55 @@ def test_prune_sparsity_is_judged_by_the_task_metric_by_default(tmp_path):
     assert forced.judgement is not None and forced.judgement.metric == "agreement"
     _, mild = optimize.prune(model, tmp_path / "mild.onnx", sparsity=0.05)
     assert mild.passed and mild.judgement is not None and "measured only" not in mild.judgement.budget
+
+
+# ddddocr's OCR pattern: the classifier's input is reshaped to a shape computed from Shape ops
+# (Gather, Mul, Unsqueeze, Concat) at opset 12, which onnx's data propagation does not follow; normalization
+# folds it, so the pruned model's classifier was counted and the original's was not (1.14x MACs).
+COMPUTED_RESHAPE = """
+<ir_version: 6, opset_import: ["" : 12]>
+ocr (float[N, 4, 3, W] x) => (float[T, 5] y) {
+    s = Shape (x)
+    one = Constant <value = int64 one {1}> ()
+    c = Gather <axis = 0> (s, one)
+    h = Gather <axis = 0> (s, two)
+    w = Gather <axis = 0> (s, three)
+    ch = Mul (c, h)
+    a = Unsqueeze <axes = [0]> (w)
+    b = Unsqueeze <axes = [0]> (ch)
+    shape = Concat <axis = 0> (a, b)
+    t = Transpose <perm = [0, 3, 1, 2]> (x)
+    f = Reshape (t, shape)
+    y = MatMul (f, wy)
+}
+"""
+
+
+def test_macs_follow_a_reshape_computed_from_shape_ops():
+    from onnxsqueeze.summary import count_macs
+
+    init = {
+        "two": np.array(2, np.int64),
+        "three": np.array(3, np.int64),
+        "wy": rand((12, 5), 1),
+    }
+    model = model_from_text(COMPUTED_RESHAPE, init)
+    total, per_node = count_macs(model, {"x": [1, 4, 3, 10]})
+    assert total == 10 * 5 * 12  # T=10 rows of 12 features into 5 outputs
+    assert len(per_node) == 1
+
+
+LSTM = """
+<ir_version: 8, opset_import: ["" : 17]>
+rnn (float[T, 1, 6] x) => (float[T, 2, 1, 4] y) {
+    y, h, c = LSTM <hidden_size = 4, direction = "bidirectional"> (x, w, r)
+}
+"""
+
+
+def test_macs_count_the_lstm():
+    from onnxsqueeze.summary import count_macs
+
+    model = model_from_text(LSTM, {"w": rand((2, 16, 6), 1), "r": rand((2, 16, 4), 2)})
+    total, _ = count_macs(model, {"x": [7, 1, 6]})
+    assert total == 2 * 7 * 1 * 16 * (6 + 4)
