@@ -127,3 +127,23 @@ def test_macs_count_the_lstm():
     model = model_from_text(LSTM, {"w": rand((2, 16, 6), 1), "r": rand((2, 16, 4), 2)})
     total, _ = count_macs(model, {"x": [7, 1, 6]})
     assert total == 2 * 7 * 1 * 16 * (6 + 4)
+
+
+def test_fp16_judges_a_channels_last_probability_map_per_pixel():
+    """MTCNN PNet (Keras, tf2onnx) returns [N, H, W, 2] softmax maps: the map IoU took axis 1 (H)
+    as the class axis, so float16 noise between equal rows read as a changed mask (IoU 0.86 at a
+    max abs error of 4e-4) and the guard kept the whole model float32."""
+    from onnxsqueeze.precision import check_outputs
+
+    rng = np.random.default_rng(0)
+    face = np.where(rng.random((3, 1, 7, 1)) > 0.7, 0.9, 0.1)  # one class per pixel column...
+    face = np.repeat(face, 9, axis=1).astype(np.float32)  # ...the same in every row (ties along H)
+    ref = np.concatenate([1 - face, face], axis=-1)  # [N, H, W, 2], sums to one over the last axis
+    cand = ref + rng.normal(0, 1e-4, ref.shape).astype(np.float32)
+    (check,) = check_outputs({"prob": ref}, {"prob": cand})
+    assert check.metric == "iou"
+    assert check.value == pytest.approx(1.0)
+    flipped = cand.copy()
+    flipped[0, 0, 0] = flipped[0, 0, 0, ::-1]  # one pixel changes class: seen
+    (check,) = check_outputs({"prob": ref}, {"prob": flipped})
+    assert check.value < 1.0
