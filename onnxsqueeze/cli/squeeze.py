@@ -148,7 +148,7 @@ def squeeze_cmd(
         typer.Option(
             "--time-budget",
             callback=opt.finite_non_negative,
-            help="Minutes; stop starting new evaluations after it.",
+            help="Minutes, counted from the start (loading, plans and the original's measurement included): no plan or evaluation starts after it (the original is always measured).",
         ),
     ] = None,
     techniques: Annotated[

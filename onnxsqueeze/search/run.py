@@ -136,6 +136,7 @@ def make_squeezer(
         input_shapes=given or None,
     )
     squeezer.timings["load"] = time.perf_counter() - t0
+    squeezer.started -= squeezer.timings["load"]  # the time budget includes loading
     return squeezer
 
 
