@@ -541,7 +541,8 @@ def score(
     k = entry.output
     result: dict[str, float] = {}
     outs = cand if cand is not None else ref
-    if cand is not None:
+    if cand is not None and all(np.shape(r[k]) == np.shape(c[k]) for r, c in zip(ref, cand, strict=True)):
+        # (A resized detector returns fewer anchors: no cosine, but its decoded boxes compare.)
         result["cosine"] = float(np.mean([_cosine(r[k], c[k]) for r, c in zip(ref, cand, strict=True)]))
     if entry.decoder in ("yolov8", "yolox"):
         decode = decode_yolov8 if entry.decoder == "yolov8" else decode_yolox

@@ -185,3 +185,76 @@ def test_squeeze_time_budget_counts_from_the_start_and_bounds_the_plans():
     assert result.truncated == "time budget reached"
     assert any("not planned (time budget reached)" in n for n in squeezer.notes)
     assert {"channels", "int8"} <= set(squeezer.skipped)
+
+
+# YOLOv8's decode after the keep-interface Resize: boxes (anchor +- distance) times a stride tensor
+# built from scalar strides (ConstantOfShape + 8.0), concatenated with the class scores.
+DECODE = """
+<ir_version: 8, opset_import: ["" : 17]>
+decode (float[1, 3, H, W] img) => (float[1, 5, A] out) {
+    small = Resize <mode = "linear"> (img, roi, scales)
+    pooled = MaxPool <kernel_shape = [8, 8], strides = [8, 8]> (small)
+    flat = Reshape (pooled, flat_shape)
+    boxes = Slice (flat, zero, four, one)
+    zeros = ConstantOfShape (stride_shape)
+    strides = Add (zeros, eight)
+    scaled = Mul (boxes, strides)
+    scores = Slice (flat, zero, one_end, one)
+    out = Concat <axis = 1> (scaled, scores)
+}
+"""
+
+
+def test_resized_detector_boxes_come_back_in_the_callers_coordinates():
+    """YOLOv8n resized x0.5 with --keep-interface decoded its boxes in the internal (half-size)
+    image's pixels; the stride tensor is now multiplied by caller width / internal width."""
+    from onnxsqueeze.passes.resolution.rewrite import _rescale_box_strides, _stride_tensor
+    from tests.helpers import run_ort
+
+    # flat is [1, 3, A]: rows 0..2 of the pooled map; 'boxes' = rows [0, 3), scores = row [0, 1).
+    init = {
+        "roi": np.zeros(0, np.float32),
+        "scales": np.array([1, 1, 0.5, 0.5], np.float32),
+        "flat_shape": np.array([1, 3, -1], np.int64),
+        "zero": np.array([0], np.int64),
+        "four": np.array([3], np.int64),
+        "one": np.array([1], np.int64),
+        "one_end": np.array([1], np.int64),
+        "stride_shape": np.array([1, 1, 1], np.int64),
+        "eight": np.array(8.0, np.float32),
+    }
+    model = model_from_text(DECODE.replace("float[1, 5, A]", "float[1, 4, A]"), init)
+    assert _stride_tensor(model, "strides") and not _stride_tensor(model, "boxes")
+    img = rand((1, 3, 32, 32), 0)
+    (before,) = run_ort(model, {"img": img})
+    assert _rescale_box_strides(model, ["out"], "img", "small", 3) == ["out"]
+    onnx.checker.check_model(model, full_check=True)
+    (after,) = run_ort(model, {"img": img})
+    np.testing.assert_allclose(after[:, :3], before[:, :3] * 2.0, rtol=1e-6)  # 32 / 16
+    np.testing.assert_allclose(after[:, 3:], before[:, 3:])  # the scores are untouched
+
+
+@pytest.mark.slow
+def test_resized_yolov8n_boxes_agree_in_original_coordinates(tmp_path):
+    """On nudenet's 320n: x0.5 inside, the interface kept, boxes in the 320x320 caller's pixels
+    (matched against the original's at IoU >= 0.5; at the scaled coordinates none would match)."""
+    import onnxruntime as ort
+
+    from models import corpus
+    from onnxsqueeze import optimize
+
+    entry = {e.name: e for e in corpus.load()}.get("yolov8n-320n")
+    if entry is None:
+        pytest.skip("corpus not built (python -m models.corpus)")
+    x = dict(np.load(entry.data))["images"]
+    out = tmp_path / "r.onnx"
+    optimize.resize(
+        entry.path, out, scale=0.5, keep_interface=True, input_shapes={"images": [1, 3, 320, 320]}
+    )
+    a, b = ort.InferenceSession(entry.path), ort.InferenceSession(str(out))
+    ref = [corpus.decode_yolov8(a.run(None, {"images": s[None]})[0]) for s in x]
+    cand = [corpus.decode_yolov8(b.run(None, {"images": s[None]})[0]) for s in x]
+    assert sum(len(r[0]) for r in ref) >= 5
+    agreement = corpus.box_agreement(ref, cand)
+    halved = [(c[0] / 2.0, c[1]) for c in cand]  # what the scaled coordinates would give
+    assert agreement >= 0.4 > corpus.box_agreement(ref, halved)
