@@ -565,8 +565,15 @@ def main(argv: list[str] | None = None) -> int:
         "--render-only", action="store_true", help="Run nothing: render the --merge-json cells."
     )
     parser.add_argument("--write", action="store_true", help=f"Replace the matrix section in {RESULTS.name}.")
+    parser.add_argument(
+        "--family",
+        action="store_true",
+        help="Run the family members outside the corpus (models/corpus.py FAMILY) instead; no --write.",
+    )
     args = parser.parse_args(argv)
-    entries = corpus.load(args.cache)
+    entries = corpus.family_members(args.cache) if args.family else corpus.load(args.cache)
+    if args.family:
+        args.write = False  # the matrix section is the corpus's
     if not entries:
         print(f"no corpus in {args.cache}: run `python -m models.corpus` first", file=sys.stderr)
         return 2
@@ -605,7 +612,9 @@ def main(argv: list[str] | None = None) -> int:
         rerun = {(c.model, c.command) for c in cells}
         cells = [c for c in previous if (c.model, c.command) not in rerun] + cells
         names = {c.model for c in cells}
-        entries = [e for e in corpus.load(args.cache) if e.name in names]
+        entries = [
+            e for e in [*corpus.load(args.cache), *corpus.family_members(args.cache)] if e.name in names
+        ]
         commands = list(dict.fromkeys([*commands, *(c.command for c in previous)]))
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
