@@ -6,6 +6,8 @@ themselves are in ``test_corpus.py`` (slow).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -258,3 +260,39 @@ def test_resized_yolov8n_boxes_agree_in_original_coordinates(tmp_path):
     agreement = corpus.box_agreement(ref, cand)
     halved = [(c[0] / 2.0, c[1]) for c in cand]  # what the scaled coordinates would give
     assert agreement >= 0.4 > corpus.box_agreement(ref, halved)
+
+
+def _weight_bytes(path: str) -> int:
+    return sum(len(t.raw_data) or len(t.SerializeToString()) for t in onnx.load(path).graph.initializer)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("corpus")
+@pytest.mark.parametrize("name", ["facenet-pnet", "facenet-rnet"])
+def test_family_members_outside_the_corpus(matrix_module, tmp_path, name):
+    """'The same must hold on models of the same families that are not in the corpus': the MTCNN
+    PNet/RNet that facenet-pytorch ships (torch exports; the corpus has the Keras ones)."""
+    from models import corpus
+
+    try:
+        entry = {e.name: e for e in corpus.family_members(tmp_path / "cache")}[name]
+    except Exception as e:  # facenet-pytorch missing: nothing to export
+        pytest.skip(f"family members not available: {type(e).__name__}: {e}")
+    cells = {
+        c.command: c
+        for c in matrix_module.matrix_for(
+            entry, ["fp16", "prune-channels"], tmp_path / "work", timeout=600, samples=12, latency=False
+        )
+    }
+    fp16, channels = cells["fp16"], cells["prune-channels"]
+    assert fp16.status == "ok", (fp16.message, fp16.argv)
+    original_bytes = Path(entry.path).stat().st_size
+    if original_bytes > 100_000:
+        assert fp16.ratios["size"] <= 0.6, fp16.ratios
+    else:  # PNet, 28 KB: the provenance record (~2.5 KB) and value types weigh next to the weights
+        weights = [_weight_bytes(p) for p in (entry.path, fp16.output)]
+        assert weights[1] <= 0.52 * weights[0], weights
+    key = "agreement" if entry.decoder == "classes" else "cosine"
+    assert fp16.metrics[key] >= (0.99 if key == "agreement" else 0.999), fp16.metrics
+    assert channels.status == "ok", (channels.message, channels.argv)
+    assert channels.ratios["size"] < 0.95, channels.ratios
