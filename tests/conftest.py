@@ -37,7 +37,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if shared:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
     if getattr(config.option, "loadgroup", False):
+        _slow_modules_first(items)
         _suffix_groups(items)
+
+
+def _slow_modules_first(items: list[pytest.Item]) -> None:
+    """Modules holding a slow test go first, each kept whole (module fixtures are built once):
+    the scheduler hands tests out in this order, so a worker does not start a minutes-long test
+    when the other has nothing left to run."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
 
 
 def _suffix_groups(items: list[pytest.Item]) -> None:
