@@ -12,7 +12,10 @@ temp files), so this first handler only has to say so and leave.
 import os
 import signal
 
-_EARLY: dict[int, tuple[int, str]] = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "terminated")}
+_EARLY: dict[int, tuple[int, str]] = {
+    signal.SIGINT: (130, "interrupted"),
+    signal.SIGTERM: (143, "terminated"),
+}
 
 
 def _early_exit(signum: int, _frame: object) -> None:
