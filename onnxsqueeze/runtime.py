@@ -208,14 +208,18 @@ def _check_outputs_fit(outputs: Mapping[str, list[np.ndarray]], done: int, total
     from onnxsqueeze import data
     from onnxsqueeze.units import human_bytes
 
-    for name, chunks in outputs.items():
-        estimate = 2 * chunks[0].nbytes * total // max(done, 1)  # the chunks and their concatenation
-        if estimate > data.MAX_INPUT_BYTES:
-            raise InputError(
-                f"output '{name}' over {total} samples would take about {human_bytes(estimate)} "
-                f"(kept to compare), over the {human_bytes(data.MAX_INPUT_BYTES)} limit (set "
-                "ONNXSQUEEZE_MAX_INPUT_BYTES to raise it); use fewer samples"
-            )
+    # the chunks and their concatenation, for every output (intermediate tensors read for
+    # calibration or re-fitting come through here too, many at once)
+    each = {name: 2 * chunks[0].nbytes * total // max(done, 1) for name, chunks in outputs.items()}
+    estimate = sum(each.values())
+    if estimate > data.MAX_INPUT_BYTES:
+        name = max(each, key=lambda k: each[k])
+        what = f"output '{name}'" if len(each) == 1 else f"{len(each)} outputs (the largest '{name}')"
+        raise InputError(
+            f"{what} over {total} samples would take about {human_bytes(estimate)} (kept to compare), "
+            f"over the {human_bytes(data.MAX_INPUT_BYTES)} limit (set ONNXSQUEEZE_MAX_INPUT_BYTES to "
+            "raise it); use fewer samples"
+        )
 
 
 def _concat(chunks: list[np.ndarray], sizes: list[int]) -> np.ndarray:
