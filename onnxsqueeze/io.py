@@ -206,7 +206,10 @@ def streams(path: PathLike | None) -> bool:
     """Whether a model file is large enough (:data:`STREAM_BYTES`) for the streaming paths."""
     if path is None:
         return False
-    return weight_bytes(load_interface(path)) >= STREAM_BYTES
+    try:
+        return weight_bytes(load_interface(path)) >= STREAM_BYTES
+    except ModelLoadError:  # not loadable: the regular path's loader says why, in its words
+        return False
 
 
 def load_lazy(path: PathLike, *, check: bool = True) -> ir.Model:
