@@ -52,6 +52,10 @@ class FinetuneConfig:
     # means the same work on a loaded machine as on a quiet one; with 1 thread, about the wall time
     # a quiet core would take)
     clock: str = "wall"
+    # train image models (4-D inputs) in channels-last memory order: measured 2x less CPU per
+    # image for the paddle orientation classifier at 224x224 (1 thread); the exported weights are
+    # contiguous again
+    channels_last: bool = True
 
 
 def clock(config: FinetuneConfig) -> Callable[[], float]:
@@ -191,6 +195,10 @@ class TrainSummary:
         }
 
 
+class _Diverged(Exception):
+    """Raised from the range test's callback once the divergence rule has its rate."""
+
+
 # the range test's divergence rule: the smoothed loss above this multiple of its minimum so far
 DIVERGED = 1.5
 
@@ -208,35 +216,37 @@ def find_lr(
     re-applied before every test batch, so pruned weights do not regrow during the test.
     """
     curve: list[tuple[float, float]] = []
+    best = [math.inf]
 
     def masked_loss(idx: Any) -> Any:
         graph.apply_masks()
         return batch_loss(idx)
 
-    lr_range_test(
-        graph.module,
-        params,
-        masked_loss,
-        n,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        start=1e-6,
-        steps=60,
-        low=1e-6,
-        high=1.0,
-        on_step=lambda rate, loss: curve.append((rate, loss)),
-    )
+    def on_step(rate: float, loss: float) -> None:
+        curve.append((rate, loss))
+        if len(curve) > 6 and loss > DIVERGED * best[0]:
+            raise _Diverged  # the rule has its answer: stop paying for test steps
+        best[0] = min(best[0], loss)
+
+    try:
+        lr_range_test(
+            graph.module,
+            params,
+            masked_loss,
+            n,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            start=1e-5,
+            steps=50,
+            low=1e-6,
+            high=1.0,
+            on_step=on_step,
+        )
+        diverged = curve[-1][0] if curve else 1e-4  # no divergence seen: the test's last rate
+    except _Diverged:
+        diverged = curve[-1][0]
     graph.apply_masks()
     low, high = 1e-5, config.max_lr
-    if not curve:
-        return low
-    best = math.inf
-    diverged = curve[-1][0]  # no divergence seen: the test's last rate
-    for i, (rate, loss) in enumerate(curve):
-        if i > 5 and loss > DIVERGED * best:
-            diverged = rate
-            break
-        best = min(best, loss)
     return float(min(high, max(low, diverged / 10)))
 
 
@@ -296,19 +306,52 @@ def _train(
 ) -> TrainSummary:
     import torch
 
-    now = clock(config)
-    start = start_time if start_time is not None else now()
     torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
     xs = [torch.from_numpy(np.ascontiguousarray(x)) for x in train_inputs]
     ts = [torch.from_numpy(np.ascontiguousarray(t)) for t in train_teacher]
     ys = torch.from_numpy(train_labels) if train_labels is not None else None
+    last = config.channels_last and all(x.ndim == 4 for x in xs)
+    if last:
+        graph.module.to(memory_format=torch.channels_last)
+    try:
+        return _loop(
+            graph, kinds, xs, ts, ys, val_inputs, val_teacher, val_labels, config, on_epoch, start_time, last
+        )
+    finally:
+        if last:
+            graph.module.to(memory_format=torch.contiguous_format)
+
+
+def _loop(
+    graph: TorchGraph,
+    kinds: Sequence[OutputKind],
+    xs: list[Any],
+    ts: list[Any],
+    ys: Any,
+    val_inputs: Sequence[np.ndarray],
+    val_teacher: Sequence[np.ndarray],
+    val_labels: np.ndarray | None,
+    config: FinetuneConfig,
+    on_epoch: Callable[[EpochLog], None] | None,
+    start_time: float | None,
+    last: bool,
+) -> TrainSummary:
+    import torch
+
+    now = clock(config)
+    start = start_time if start_time is not None else now()
+    gen = torch.Generator().manual_seed(config.seed)
     n = len(xs[0])
     params = graph.parameters()
+    fmt = torch.channels_last if last else torch.contiguous_format
 
     def batch_loss(idx: Any) -> Any:
         graph.set_mode()
-        b = Batch(tuple(x[idx] for x in xs), tuple(t[idx] for t in ts), ys[idx] if ys is not None else None)
+        b = Batch(
+            tuple(x[idx].contiguous(memory_format=fmt) for x in xs),
+            tuple(t[idx] for t in ts),
+            ys[idx] if ys is not None else None,
+        )
         return loss_fn(kinds, _outputs(graph, kinds, b.inputs), b, config)
 
     lr = config.lr
