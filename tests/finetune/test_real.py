@@ -54,9 +54,12 @@ def test_segmenter_output_downsampling_recovers_with_training(tmp_path) -> None:
     half, _, _ = rewrite_resolution(model, resolution=(64, 64), keep_interface=True)
     # unlabeled crops: the original's outputs are the targets; disjoint crops for validation
     train, val = {"image": x[:32]}, {"image": x[32:]}
-    cfg = FinetuneConfig(epochs=4, batch_size=8, time_budget_s=None)
+    # a fixed rate: the range test's 3.7e-3 (divergence rule) made every epoch worse than the
+    # candidate here, so the candidate was kept (RESULTS.md, "Recovery fine-tuning")
+    cfg = FinetuneConfig(epochs=4, batch_size=8, lr=1e-3, time_budget_s=None)
     r = finetune(half, model_path, train, val=val, config=cfg, cache_dir=tmp_path)
     key = "rel_rmse:mask"
+    # measured when written: 0.319 -> 0.266
     assert r.report.after[key] < 0.9 * r.report.before[key]
     (out,) = run_ort(r.model, {"image": x[32:]})
     assert out.shape == (16, 1, 128, 128)
