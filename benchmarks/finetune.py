@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -24,6 +25,15 @@ from onnxsqueeze.finetune import FinetuneConfig, finetune
 from onnxsqueeze.finetune.gradual import gradual_sparsity, sparsity_of
 
 MODELS = Path(".cache/models")
+
+
+def progress(e) -> None:
+    print(
+        f"  epoch {e.epoch}/{e.planned} loss {e.train_loss:.4f} val {e.metric} {e.val_metric:.4f} "
+        f"{e.elapsed_s:.0f} s{' *' if e.best else ''}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -87,7 +97,7 @@ def main() -> None:
         one, _ = api.prune_weights(original, sparsity=0.95)
         row("sparsity 95% one-shot", one, acc_of(one), time.perf_counter() - t)
         t = time.perf_counter()
-        r = finetune(one, teacher, train, val=val, config=cfg, cache_dir=cache)
+        r = finetune(one, teacher, train, val=val, config=cfg, cache_dir=cache, on_epoch=progress)
         row(
             "sparsity 95% one-shot + finetune",
             r.model,
@@ -100,7 +110,7 @@ def main() -> None:
         one, _ = api.prune_weights(original, sparsity=0.95, scope="global", calibration=api.limit(train, 512))
         row("sparsity 95% one-shot (global, lsq re-fit)", one, acc_of(one), time.perf_counter() - t)
         t, c = time.perf_counter(), time.process_time()
-        r = finetune(one, teacher, train, val=val, config=cfg, cache_dir=cache)
+        r = finetune(one, teacher, train, val=val, config=cfg, cache_dir=cache, on_epoch=progress)
         tr = r.report.training
         acc = row(
             "sparsity 95% one-shot (global, lsq) + finetune",
@@ -143,7 +153,7 @@ def main() -> None:
         one, _ = api.prune_channels(original, ratio=0.6, calibration=calib)
         row("channels -60% one-shot (lsq re-fit)", one, acc_of(one), time.perf_counter() - t)
         t, c = time.perf_counter(), time.process_time()
-        r = finetune(one, teacher, train, val=val, config=cfg, cache_dir=cache)
+        r = finetune(one, teacher, train, val=val, config=cfg, cache_dir=cache, on_epoch=progress)
         acc = row(
             "channels -60% + finetune",
             r.model,

@@ -16,6 +16,7 @@ import argparse
 import codecs
 import json
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -89,6 +90,15 @@ def pages(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         xs.append(preprocess(img))
         ys.append(k)
     return np.stack(xs).astype(np.float32), np.array(ys, np.int64)
+
+
+def progress(e) -> None:
+    print(
+        f"  epoch {e.epoch}/{e.planned} loss {e.train_loss:.4f} val {e.metric} {e.val_metric:.4f} "
+        f"{e.elapsed_s:.0f} s{' *' if e.best else ''}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -171,7 +181,9 @@ def main() -> None:
         row("ONNX -> PyTorch -> ONNX (no training)", back, wall, cpu, f"max abs vs original {err:.2e}")
 
     def recover(label: str, one) -> None:
-        r, wall, cpu = timed(lambda: finetune(one, MODEL, train, val=val, config=cfg, cache_dir=cache))
+        r, wall, cpu = timed(
+            lambda: finetune(one, MODEL, train, val=val, config=cfg, cache_dir=cache, on_epoch=progress)
+        )
         tr = r.report.training
         acc = row(
             f"{label} + finetune",
