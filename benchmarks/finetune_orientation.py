@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--val", type=int, default=96)
     ap.add_argument("--calib", type=int, default=32, help="pages for the one-shot least-squares re-fit")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--refit", default="lsq", choices=["lsq", "none"], help="one-shot sparsity re-fit")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--only", default="roundtrip,sparsity,channels")
     args = ap.parse_args()
@@ -204,9 +205,15 @@ def main() -> None:
 
     if "sparsity" in only:
         one, wall, cpu = timed(
-            lambda: api.prune_weights(original, sparsity=0.7, scope="global", calibration=calib)[0]
+            lambda: api.prune_weights(
+                original,
+                sparsity=0.7,
+                scope="global",
+                calibration=calib if args.refit == "lsq" else None,
+                reconstruction=args.refit,
+            )[0]
         )
-        row("sparsity 70% one-shot (global, lsq re-fit)", one, wall, cpu)
+        row(f"sparsity 70% one-shot (global, re-fit {args.refit})", one, wall, cpu)
         recover("sparsity 70%", one)
     if "channels" in only:
         one, wall, cpu = timed(lambda: api.prune_channels(original, ratio=0.3, calibration=calib)[0])
