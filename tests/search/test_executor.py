@@ -109,6 +109,63 @@ def test_parallel_search_really_overlaps_evaluations():
     assert peak[0] >= 2
 
 
+def _ladder(n: int, base: bool) -> Knob:
+    from onnxsqueeze.recipe import Step
+
+    return Knob(
+        "ladder",
+        tuple(range(1, n + 1)),
+        monotone=True,
+        step=lambda s: Step.of("fp16", {"level": s}),
+        stage=1,
+        label=lambda s: f"ladder={s}",
+        base=base,
+    )
+
+
+@pytest.mark.parametrize("max_drop", [0.5, 2.5, 4.5, 7.5, 20.0])
+def test_speculative_bisection_makes_the_serial_decisions(max_drop):
+    """Free workers evaluate both next bisection points ahead of the path; the points, the
+    rejections and the best are the serial run's, and the extra evaluations stay out of them."""
+
+    def run(parallel: int, knobs: list[Knob]):
+        calls: list[tuple] = []
+        lock = threading.Lock()
+        synthetic = _synthetic(1, jitter=parallel > 1)
+        weights = {"ladder": 1.0}
+
+        def evaluate(settings):
+            with lock:
+                calls.append(tuple(sorted(settings.items())))
+            if "ladder" in settings:
+                drop = weights["ladder"] * settings["ladder"] ** 1.5 / 4
+                return Point(settings=dict(settings), phase="", metric=100 - drop, size=900, drop=drop)
+            return synthetic(settings)
+
+        result = search(
+            knobs,
+            evaluate,
+            lambda p: p.drop is not None and p.drop <= max_drop,
+            objective="size",
+            budget=Budget(max_drop),
+            parallel=parallel,
+        )
+        return result, calls
+
+    for knobs in ([_ladder(12, base=True)], [*_knobs(), _ladder(12, base=True)]):
+        serial, serial_calls = run(1, knobs)
+        assert serial.speculative == 0 and len(serial_calls) == len(set(serial_calls))
+        spec, spec_calls = run(2, knobs)
+        assert _summary(spec) == _summary(serial)
+        assert set(serial_calls) <= set(spec_calls)
+        # each candidate measured once; what the path never asked for is counted, not a point
+        assert len(spec_calls) == len(set(spec_calls))
+        assert spec.speculative == len(spec_calls) - len(serial_calls)
+    # one knob, two slots: the point after the one in flight is always started ahead
+    one, calls = run(2, [_ladder(12, base=True)])
+    assert len(calls) > len(one.points)
+
+
 def test_timing_slot_admits_one_holder_at_a_time():
     inside, overlap = [0], [False]
 
