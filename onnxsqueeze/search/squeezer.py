@@ -243,6 +243,8 @@ class SqueezeOptions:
             None: onnxruntime's default pool).
         batch_size: evaluation batch size.
         distill_time_s: training-time budget of each distilled student.
+        distill_epochs: train each student for this many epochs instead (early stopping aside),
+            with no time budget: reproducible byte for byte whatever process trains it.
         distill_students: the catalog students the ``distill`` knob tries, larger to smaller
             (None: the knob's own list).
         finetune_time_s: training-time budget of each fine-tuned base (the ``+ft`` knobs).
@@ -259,6 +261,7 @@ class SqueezeOptions:
     latency_threads: int | None = 1
     batch_size: int = 64
     distill_time_s: float = 60.0
+    distill_epochs: int | None = None
     distill_students: tuple[str, ...] | None = None
     finetune_time_s: float = 30.0
 
@@ -439,6 +442,8 @@ class Squeezer:
             "student": spec,
             "time_s": self.options.distill_time_s,
         }
+        if self.options.distill_epochs is not None:  # only when given: other keys stay as they were
+            doc |= {"time_s": None, "epochs": self.options.distill_epochs}
         if spec.startswith(FT_PREFIX):
             steps = ft_steps(spec)
             doc |= {
@@ -578,7 +583,9 @@ class Squeezer:
             teacher,
             spec,
             data,
-            config=TrainConfig(time_budget_s=self.options.distill_time_s, seed=0),
+            config=TrainConfig(time_budget_s=self.options.distill_time_s, seed=0)
+            if self.options.distill_epochs is None
+            else TrainConfig(epochs=self.options.distill_epochs, time_budget_s=None, seed=0),
             cache_dir=self.cache_dir / "teacher" if self.cache_dir is not None else None,
             use_cache=self.cache_dir is not None,
             measure_latency=False,
@@ -1002,10 +1009,14 @@ class Squeezer:
             doc = None
         cached = doc is not None
         if doc is None:
-            with self._handle_lock:  # the search's threads may get here at once
-                if self._handle is None:
-                    self._handle = self.executor.register(self)
-            reply = self.executor.run(self._handle, self._request(settings))
+            if not settings:
+                # The original is measured here while the executor's workers start (.executor).
+                reply = Executor().run(self, self._request(settings))
+            else:
+                with self._handle_lock:  # the search's threads may get here at once
+                    if self._handle is None:
+                        self._handle = self.executor.register(self)
+                reply = self.executor.run(self._handle, self._request(settings))
             for spec, data in reply.get("students", {}).items():
                 self.adopt_student(spec, data["bytes"], data["info"])
             doc = reply["doc"]
