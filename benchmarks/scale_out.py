@@ -16,10 +16,10 @@
    ``--models`` such models on ``--nodes`` machines of ``--cores`` cores, and which resource limits it.
 
 Usage: PYTHONPATH=. python benchmarks/scale_out.py [speedup|fleet|estimate|all] [--out .cache/bench-scale]
-       [--workers 2] [--distill-minutes 0.5 | --distill-epochs 10] [--techniques LIST]
+       [--workers 2] [--distill-minutes 0.5 | --train-epochs 10] [--techniques LIST]
        [--runs serial,workers,serial,workers,ray] [--models 100 --nodes 10 --cores 8]
 
-``--distill-epochs`` trains every student a fixed number of epochs (no time budget), so the
+``--train-epochs`` trains every student a fixed number of epochs (no time budget), so the
 students, and hence the best model, are byte-identical whichever process trains them; with a
 time budget they differ from run to run (serial runs included).
 """
@@ -71,7 +71,7 @@ def speedup(
     distill_minutes: float,
     techniques: str | None = None,
     runs: str = "serial,workers,ray",
-    distill_epochs: int | None = None,
+    train_epochs: int | None = None,
 ) -> None:
     """Run ``runs`` (``serial``, ``workers``, ``ray``, in that order, repeats allowed: interleave
     ``serial,workers,serial,workers`` on a shared machine) from an empty cache each; print a table
@@ -81,7 +81,7 @@ def speedup(
     base = [
         sys.executable, "-m", "onnxsqueeze", "squeeze", str(model), "--data", str(val),
         "--train-data", str(train), "--max-drop", "1", "--objective", "size", "--no-cache",
-        *(["--distill-epochs", str(distill_epochs)] if distill_epochs else
+        *(["--train-epochs", str(train_epochs)] if train_epochs else
           ["--distill-minutes", str(distill_minutes)]),
         *(["--techniques", techniques] if techniques else []),
     ]  # fmt: skip
@@ -224,9 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--distill-minutes", type=float, default=0.5)
     ap.add_argument("--techniques", default=None, help="squeeze --techniques for the speedup runs")
-    ap.add_argument(
-        "--distill-epochs", type=int, default=None, help="squeeze --distill-epochs (reproducible)"
-    )
+    ap.add_argument("--train-epochs", type=int, default=None, help="squeeze --train-epochs (reproducible)")
     ap.add_argument(
         "--runs",
         default="serial,workers,ray",
@@ -238,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.what in ("speedup", "all"):
-        speedup(out, args.workers, args.distill_minutes, args.techniques, args.runs, args.distill_epochs)
+        speedup(out, args.workers, args.distill_minutes, args.techniques, args.runs, args.train_epochs)
     if args.what in ("fleet", "all"):
         fleet(out, args.workers)
     if args.what in ("estimate", "all"):

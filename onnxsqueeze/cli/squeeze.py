@@ -180,13 +180,13 @@ def squeeze_cmd(
     distill_minutes: Annotated[
         float, typer.Option("--distill-minutes", min=0.05, help="Training time of each distilled student.")
     ] = 1.0,
-    distill_epochs: Annotated[
+    train_epochs: Annotated[
         int | None,
         typer.Option(
-            "--distill-epochs",
+            "--train-epochs",
             min=1,
-            help="Train each student this many epochs instead of --distill-minutes: reproducible "
-            "byte for byte, also across --workers / --ray.",
+            help="Train each distilled student and fine-tuned base this many epochs instead of "
+            "their time budgets: reproducible byte for byte, also across --workers / --ray.",
         ),
     ] = None,
     distill_students: Annotated[
@@ -288,7 +288,7 @@ def squeeze_cmd(
         latency_seconds=latency_seconds,
         latency_threads=latency_threads or None,
         distill_time_s=distill_minutes * 60,
-        distill_epochs=distill_epochs,
+        train_epochs=train_epochs,
         distill_students=tuple(x.strip() for x in distill_students.split(",") if x.strip())
         if distill_students
         else None,

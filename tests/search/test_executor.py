@@ -229,6 +229,26 @@ def test_process_pool_gives_the_serial_best_model_byte_for_byte(assets, tmp_path
 
 
 @pytest.mark.slow
+def test_students_trained_in_workers_are_the_serial_ones_byte_for_byte(assets, tmp_path):
+    """With --train-epochs, the two students (trained at once in two workers, the second ahead
+    of the bisection's path) and the best model are the serial run's, byte for byte."""
+    model, data = assets
+    x = rand((128, 3, 8, 8), 33)
+    (y,) = run_ort(sio.load(model), {"x": x})
+    train = tmp_path / "train.npz"
+    sio.save_npz(train, {"x": x, "labels": np.argmax(y, 1).astype(np.int64)})
+    args = ["--train-data", str(train), "--distill-students", "cnn8,cnn4", "--train-epochs", "2",
+            "--no-cache", "--max-drop", "100", "--techniques", "distill,int8-dynamic"]  # fmt: skip
+    _squeeze(model, data, tmp_path / "serial", *args)
+    results = _squeeze(model, data, tmp_path / "pool", *args, "--workers", "2")
+    _same_as_serial(tmp_path / "serial", tmp_path / "pool")
+    assert (tmp_path / "pool" / "cnn.student.onnx").read_bytes() == (
+        tmp_path / "serial" / "cnn.student.onnx"
+    ).read_bytes()
+    assert set(results["students"]) == {"cnn8", "cnn4"}
+
+
+@pytest.mark.slow
 def test_a_failing_candidate_is_reported_and_the_pool_goes_on(assets, tmp_path):
     from onnxsqueeze import search as S
 
