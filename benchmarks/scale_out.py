@@ -30,6 +30,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -40,6 +41,12 @@ from pathlib import Path
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.exists() else "-"
+
+
+def _cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes and the processes they reaped."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def _run(cmd: list[str]) -> float:
@@ -93,9 +100,10 @@ def speedup(
         folder = out / f"{i:02d}-{name}"
         shutil.rmtree(folder, ignore_errors=True)
         extra = [a.format(n=workers) for a in RUNS[name]]
-        load = os.getloadavg()[0]
+        load, cpu0 = os.getloadavg()[0], _cpu()
         wall = _run([*base, "-o", str(folder), *extra])
         res = json.loads((folder / "results.json").read_text())
+        res["cpu_s"] = _cpu() - cpu0
         rows.append((name, wall, load, folder, res))
         print(f"  {name}: {wall:.1f} s (1-min load before {load:.1f})", file=sys.stderr, flush=True)
     ref = next(r for r in rows if r[0] == "serial")[3]
@@ -106,14 +114,18 @@ def speedup(
     serial = statistics.median(walls["serial"])
     print(f"command: {' '.join(base[1:])} -o DIR [--workers {workers} | --ray --workers {workers}]")
     print(f"cores: {os.cpu_count()}")
+    # CPU s: the squeeze process and its pool workers (Ray's workers are not its children: not
+    # counted); on a loaded machine the wall time stretches, the CPU time much less.
     print(
-        "| run | 1-min load before | wall s | vs serial median | points (fresh evaluations) | best | size x | same model bytes | same recipe |"
+        "| run | 1-min load before | wall s | vs serial median | CPU s | points (fresh evaluations) "
+        "| best | size x | same model bytes | same recipe |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for _, wall, load, folder, res in rows:
         best = res["best"]
         print(
-            f"| {folder.name} | {load:.1f} | {wall:.1f} | {wall / serial:.2f}x | {len(res['points'])} "
+            f"| {folder.name} | {load:.1f} | {wall:.1f} | {wall / serial:.2f}x | {res['cpu_s']:.0f} "
+            f"| {len(res['points'])} "
             f"({res['evaluations']}) | {best['label'] if best else '-'} "
             f"| {res['baseline']['size'] / best['size'] if best else 0:.2f} "
             f"| {shas[folder][0] == shas[ref][0]} | {shas[folder][1] == shas[ref][1]} |"
