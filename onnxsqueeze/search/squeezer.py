@@ -608,10 +608,14 @@ class Squeezer:
             doc = None
         cached = doc is not None
         if doc is None:
-            with self._handle_lock:  # the search's threads may get here at once
-                if self._handle is None:
-                    self._handle = self.executor.register(self)
-            reply = self.executor.run(self._handle, self._request(settings))
+            if not settings:
+                # The original is measured here while the executor's workers start (.executor).
+                reply = Executor().run(self, self._request(settings))
+            else:
+                with self._handle_lock:  # the search's threads may get here at once
+                    if self._handle is None:
+                        self._handle = self.executor.register(self)
+                reply = self.executor.run(self._handle, self._request(settings))
             for spec, data in reply.get("students", {}).items():
                 self.adopt_student(spec, data["bytes"], data["info"])
             doc = reply["doc"]
