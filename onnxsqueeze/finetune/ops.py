@@ -11,6 +11,13 @@
   that converter; the versions added attributes whose defaults keep the old behaviour, and the
   conversion is checked against onnxruntime before training (``finetune._conversion_error``), so
   a model that relies on a new attribute is refused, not trained wrong.
+- the reductions of opset 18 but ``ReduceSum`` (``ReduceMean``-18 ...: torch's exporter writes
+  them): their axes moved from an attribute to an input, so opset 13's converter must not answer
+  for them (:func:`alias_newer` would); an initializer ``axes`` input is read into onnx2torch's
+  static-axes module, another form is refused.
+- ``Reshape`` with ``allowzero=1`` (torch's exporter writes it), which onnx2torch refuses: where
+  the shape is an initializer with no 0 the attribute changes nothing (it only says what a 0 in
+  the shape means), so :func:`clear_allowzero` drops it before conversion.
 """
 
 from __future__ import annotations
@@ -31,7 +38,68 @@ def register() -> None:
         key = OperationDescription(domain="", operation_type="LSTM", version=version)
         if key not in _CONVERTER_REGISTRY:
             _CONVERTER_REGISTRY[key] = _lstm
+    for op in _REDUCE_18:
+        key = OperationDescription(domain="", operation_type=op, version=18)
+        if key not in _CONVERTER_REGISTRY:
+            _CONVERTER_REGISTRY[key] = _reduce_18
     _REGISTERED = True
+
+
+_REDUCE_18 = (
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSumSquare",
+)
+
+
+def _reduce_18(node: Any, graph: Any) -> Any:
+    """A reduction of opset 18: axes from an initializer input (or none: all axes)."""
+    from onnx2torch.node_converters.reduce import OnnxReduceStaticAxes
+    from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
+
+    ins = list(node.input_values)
+    axes = None
+    if len(ins) > 1 and ins[1]:
+        if ins[1] not in graph.initializers:
+            raise NotImplementedError(f"{node.operation_type} whose axes are not an initializer")
+        axes = [int(a) for a in graph.initializers[ins[1]].to_torch().tolist()]
+    if not axes and node.attributes.get("noop_with_empty_axes", 0):
+        raise NotImplementedError(f"{node.operation_type} with noop_with_empty_axes")
+    module = OnnxReduceStaticAxes(
+        operation_type=node.operation_type, axes=axes or None, keepdims=node.attributes.get("keepdims", 1)
+    )
+    return OperationConverterResult(
+        torch_module=module, onnx_mapping=OnnxMapping(inputs=(ins[0],), outputs=tuple(node.output_values))
+    )
+
+
+def clear_allowzero(model: Any) -> Any:
+    """``model`` (an ``onnx.ModelProto``) with ``allowzero=1`` removed from each Reshape whose
+    shape is an initializer without a 0 (the same function); a copy when anything changed."""
+    import numpy as np
+    import onnx
+
+    shapes = {i.name: i for i in model.graph.initializer}
+    redundant = [
+        (k, j)
+        for k, n in enumerate(model.graph.node)
+        if n.op_type == "Reshape" and len(n.input) > 1 and n.input[1] in shapes
+        for j, a in enumerate(n.attribute)
+        if a.name == "allowzero" and a.i == 1 and not np.any(onnx.numpy_helper.to_array(shapes[n.input[1]]) == 0)
+    ]
+    if not redundant:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for k, j in redundant:
+        del out.graph.node[k].attribute[j]
+    return out
 
 
 def alias_newer(domain: str, op_type: str, version: int) -> bool:

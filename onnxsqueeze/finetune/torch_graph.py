@@ -138,8 +138,10 @@ def to_torch(model: onnx.ModelProto) -> TorchGraph:
             f"cannot fine-tune: no PyTorch converter for op {missing[0]}"
             + (f" (and {', '.join(missing[1:])})" if missing[1:] else "")
         )
+    from onnxsqueeze.finetune.ops import clear_allowzero
+
     try:
-        module = onnx2torch.convert(model)
+        module = onnx2torch.convert(clear_allowzero(model))
     except Exception as e:  # the converter's own errors carry the node; keep the first line
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UnsupportedModelError(f"cannot fine-tune: onnx2torch failed: {first}") from e

@@ -15,8 +15,10 @@ passes run on, so ``distill -> cnn4 + int8 static`` is int8 of the student
 training data) are base knobs too: the setting's pass runs on the original and the result is
 fine-tuned against the original on the training data (:func:`onnxsqueeze.finetune.finetune`:
 zeros and removed channels stay removed); that model is the candidate's base, so it is trained
-once, cached and stored beside the recipe like a student. Base knobs share the group ``base``:
-a candidate has one base model.
+once, cached and stored beside the recipe like a student. The ``+ft`` knobs share the group
+``ft`` (one fine-tuned pass per candidate); combined with ``distill`` the pass runs on the
+student instead, which is then fine-tuned against the *original* (``distill -> cnn4 + channels
+-50% +ft``): a candidate still has one base model, the fine-tuned student.
 """
 
 # NOTE: this module imports nothing from the rest of search/; passes are looked up in the registry.
@@ -302,7 +304,7 @@ KNOBS: tuple[Knob, ...] = (
         settings=("cnn8", "cnn4"),
         monotone=True,
         step=lambda s: Step.of("distill", {"student": s}),
-        stage=-1,
+        stage=-2,
         base=True,
         group="base",
         label=lambda s: f"distill -> {s}",
@@ -324,7 +326,7 @@ def _fine_tuned(inner: Knob) -> Knob:
         step=lambda s: Step.of("finetune", {"knob": inner.name, "setting": s}),
         stage=-1,
         base=True,
-        group="base",
+        group="ft",
         label=lambda s: f"{inner.describe(s)} +ft",
         help=f"{inner.name}, then recovery fine-tuning against the original (needs --train-data)",
         improves=inner.improves,
@@ -337,19 +339,36 @@ CLEANUP = Step.of("cleanup", {})
 
 
 def base_spec(step: Step) -> str:
-    """The name of a base model in caches, reports and recipes: a student spec (``cnn4``) or
-    ``ft:<knob>:<setting>`` for a fine-tuned pass output."""
+    """The name of a base model in caches, reports and recipes: a student spec (``cnn4``),
+    ``ft:<knob>:<setting>`` for a fine-tuned pass output of the original, or
+    ``ft:<knob>:<setting>@<student>`` for one of a distilled student."""
     options = dict(step.options)
     if step.pass_name == "finetune":
-        return f"{FT_PREFIX}{options['knob']}:{options['setting']!r}"
+        on = f"@{options['student']}" if options.get("student") else ""
+        return f"{FT_PREFIX}{options['knob']}:{options['setting']!r}{on}"
     return str(options["student"])
 
 
+def ft_student(spec: str) -> str | None:
+    """The student a fine-tuned base ``spec`` starts from (``ft:...@cnn4`` -> ``cnn4``), None
+    for the original (or when ``spec`` is not a fine-tuned base)."""
+    if not spec.startswith(FT_PREFIX) or "@" not in spec:
+        return None
+    return spec.rpartition("@")[2]
+
+
+def base_specs(spec: str) -> list[str]:
+    """The trained bases ``spec`` needs, in training order: its student first, then itself."""
+    student = ft_student(spec)
+    return [student, spec] if student is not None else [spec]
+
+
 def ft_steps(spec: str) -> list[Step]:
-    """The steps whose output the fine-tuned base ``spec`` (``ft:<knob>:<setting>``) trains from."""
+    """The steps whose output the fine-tuned base ``spec`` (``ft:<knob>:<setting>[@<student>]``)
+    trains from (run on the original, or on the student)."""
     import ast
 
-    name, _, setting = spec[len(FT_PREFIX) :].partition(":")
+    name, _, setting = spec[len(FT_PREFIX) :].partition("@")[0].partition(":")
     inner = next(k for k in KNOBS if k.name == name)
     return [CLEANUP, inner.step_of(ast.literal_eval(setting))]
 
@@ -395,9 +414,15 @@ def steps_of(settings: Mapping[str, Any], knobs: Sequence[Knob]) -> list[Step]:
 
 
 def base_of(settings: Mapping[str, Any], knobs: Sequence[Knob]) -> Step | None:
-    """The step naming the candidate's base model (distillation), None for the original."""
+    """The step naming the candidate's base model, None for the original: a student
+    (``distill``), a fine-tuned pass output (a ``+ft`` knob) or, with both, the fine-tuned pass
+    output of the student (the ``finetune`` step with the option ``student``)."""
     by_name = {k.name: k for k in knobs}
     bases = [by_name[n].step_of(v) for n, v in sorted(settings.items()) if by_name[n].base]
+    tuned = [b for b in bases if b.pass_name == "finetune"]
+    students = [b for b in bases if b.pass_name != "finetune"]
+    if tuned and students:
+        return Step.of("finetune", dict(tuned[0].options) | {"student": dict(students[0].options)["student"]})
     return bases[0] if bases else None
 
 

@@ -277,15 +277,16 @@ def render_report(squeezer: Squeezer, result: SearchResult, results: Mapping[str
     tuned = {k: v for k, v in squeezer.students.items() if v.get("method") == "finetune"}
     if tuned:
         lines += [
-            f"Fine-tuned base models (the `+ft` knobs: the pass on the original, then recovery "
-            f"training against it on `{squeezer.train.source if squeezer.train else '?'}`; "
+            f"Fine-tuned base models (the `+ft` knobs: the pass on the original, or on a distilled "
+            "student (`on student`), then recovery training against the original on "
+            f"`{squeezer.train.source if squeezer.train else '?'}`; "
             "metrics on a seeded 10% of it held out):",
             "",
             _table(
                 ["pass", "metric before", "metric after", "epochs", "train s", "sha256"],
                 [
                     [
-                        spec.removeprefix("ft:").replace(":", "+ft ", 1),
+                        spec.removeprefix("ft:").replace(":", "+ft ", 1).replace("@", " on student "),
                         _ft_metric(i.get("before"), i.get("metric")),
                         _ft_metric(i.get("after"), i.get("metric")),
                         str(i.get("epochs", "-")),

@@ -58,7 +58,9 @@ from onnxsqueeze.search.knobs import (
     Settings,
     base_of,
     base_spec,
+    base_specs,
     ft_steps,
+    ft_student,
     steps_of,
 )
 from onnxsqueeze.search.latency import time_sessions
@@ -263,7 +265,8 @@ class Squeezer:
             sha = self.student(spec)[1]
             if spec.startswith(FT_PREFIX):  # provenance: the passes that were fine-tuned
                 made = tuple(ft_steps(spec))
-                base = BaseModel(base_path or "finetuned.onnx", sha, "finetune", steps=made)
+                student = ft_student(spec) or ""  # the passes ran on this student
+                base = BaseModel(base_path or "finetuned.onnx", sha, "finetune", student, steps=made)
             else:
                 base = BaseModel(base_path or f"{spec}.onnx", sha, "distill", spec)
         return Recipe(steps, self.model_sha256, self.calibration_source if needs else None, base)
@@ -557,24 +560,24 @@ class Squeezer:
         trained: dict[str, Any] = {}
         base = base_of(settings, self.knobs) if settings else None
         if base is not None:
-            spec = base_spec(base)
-            had = spec in self.bases.models
+            specs = base_specs(base_spec(base))  # a fine-tuned student's student first
+            had = {spec for spec in specs if spec in self.bases.models}
             try:
-                model, _ = self.student(spec)
+                self.student(specs[-1])
             except SqueezeError as e:  # not cached: the student may train another time
                 return {"doc": {"error": str(e), "seconds": 0.0}, "students": {}, "transient": True}
-            if not had:
-                trained[spec] = {
-                    "bytes": model.SerializeToString(deterministic=True),
-                    "info": {k: v for k, v in self.students[spec].items() if k != "sha256"},
-                }
+            for spec in specs:
+                if spec not in had:
+                    trained[spec] = {
+                        "bytes": self.bases.models[spec][0].SerializeToString(deterministic=True),
+                        "info": {k: v for k, v in self.students[spec].items() if k != "sha256"},
+                    }
         return {"doc": self._measure(settings), "students": trained, "transient": False}
 
     def _request(self, settings: Settings) -> dict[str, Any]:
         students = {}
         base = base_of(settings, self.knobs) if settings else None
-        if base is not None:
-            spec = base_spec(base)
+        for spec in base_specs(base_spec(base)) if base is not None else []:
             known = self.bases.known(spec)
             if known is not None:
                 students[spec] = {

@@ -5,7 +5,9 @@ catalog student (``models/students.py``); the original teaches it on the trainin
 (:func:`onnxsqueeze.distill.distill`, seeded, a time budget per student, early stopping on a
 seeded 10% of the training data) and the student replaces the model the other knobs' passes run
 on. **Fine-tuning** (the ``+ft`` knobs): a pass runs on the original, then recovery training
-against it (:func:`onnxsqueeze.finetune.finetune`).
+against it (:func:`onnxsqueeze.finetune.finetune`). A fine-tuned *student*
+(``ft:<knob>:<setting>@<student>``) is the pass on the distilled student, then recovery training
+against the original (the teacher, not the student): its key holds the student's sha256.
 
 A trained base is cached as ONNX bytes beside what its training measured, keyed by the
 original's hash, the training data's hash, the spec and the time budget; its sha256 enters the
@@ -30,7 +32,7 @@ from onnxsqueeze import io as sio
 from onnxsqueeze.errors import InputError
 from onnxsqueeze.evaluate import Dataset
 from onnxsqueeze.search.cache import CACHE_FORMAT, digest
-from onnxsqueeze.search.knobs import FT_PREFIX, ft_steps
+from onnxsqueeze.search.knobs import FT_PREFIX, ft_steps, ft_student
 from onnxsqueeze.search.options import SqueezeOptions
 
 
@@ -75,7 +77,9 @@ class Students:
         self._lock = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
 
-    def key(self, spec: str) -> str:
+    def key(self, spec: str) -> str | None:
+        """The cache key of the base ``spec``; None for a fine-tuned student whose student is
+        not trained yet (its key holds the student's sha256)."""
         from onnxsqueeze import __version__
 
         assert self.train is not None
@@ -96,6 +100,12 @@ class Students:
                 "time_s": self.options.finetune_time_s,
                 "calibration": self._ft_calibration()[1] if any(s.calibration for s in steps) else None,
             }
+            student = ft_student(spec)
+            if student is not None:  # absent otherwise: the original's keys stay as they were
+                known = self.known(student)
+                if known is None:
+                    return None
+                doc["on"] = known[1]
         if self.options.train_epochs is not None:  # only when given: other keys stay as they were
             doc |= {"time_s": None, "epochs": self.options.train_epochs}
         return digest(doc)
@@ -113,6 +123,9 @@ class Students:
         known = self.known(spec)
         if known is not None:
             return known
+        student = ft_student(spec)
+        if student is not None:  # trained first, on its own clock (phase ``distill``)
+            self.get(student)
         with self._lock_of(spec):
             known = self.known(spec)
             if known is not None:
@@ -132,7 +145,8 @@ class Students:
     def _path(self, spec: str) -> Path | None:
         if self.cache_dir is None or self.train is None:
             return None
-        return self.cache_dir / "students" / f"{self.key(spec)}.onnx"
+        key = self.key(spec)
+        return self.cache_dir / "students" / f"{key}.onnx" if key is not None else None
 
     def known(self, spec: str) -> tuple[onnx.ModelProto, str] | None:
         """The base ``spec`` if it was trained already (in memory or in the cache), else None."""
@@ -182,15 +196,18 @@ class Students:
         return dict(data.inputs), data.sha256()
 
     def _finetune(self, spec: str) -> tuple[onnx.ModelProto, dict[str, Any]]:
-        """The fine-tuned base ``spec``: its pass on the original, then recovery training."""
+        """The fine-tuned base ``spec``: its pass on the original (or on the student it names,
+        trained first), then recovery training against the original."""
         from onnxsqueeze.finetune import FinetuneConfig, finetune
         from onnxsqueeze.recipe import build
 
         assert self.train is not None
         steps = ft_steps(spec)
+        student = ft_student(spec)
+        source, source_sha = self.get(student) if student is not None else (self.model, self.model_sha256)
         t0 = time.perf_counter()
         calibration = self._ft_calibration()[0] if any(s.calibration for s in steps) else None
-        candidate = build(self.model, steps, calibration=calibration, source_sha256=self.model_sha256)
+        candidate = build(source, steps, calibration=calibration, source_sha256=source_sha)
         data = dict(self.train.inputs)
         if self.train.labels is not None:
             data["labels"] = self.train.labels
@@ -207,6 +224,7 @@ class Students:
         r = result.report
         info = {
             "method": "finetune",
+            "student": student,
             "steps": [s.to_dict() for s in steps[1:]],
             "metric": r.metric,
             "before": r.before,

@@ -32,7 +32,13 @@ FT = ("sparsity+ft", "channels+ft", "resolution+ft")
 
 
 def _squeezer(
-    tmp_path: Path, *, train: bool = True, cache: str | None = "cache", finetune_time_s: float = 2.0
+    tmp_path: Path,
+    *,
+    train: bool = True,
+    cache: str | None = "cache",
+    finetune_time_s: float = 2.0,
+    techniques: tuple[str, ...] = FT,
+    train_epochs: int | None = None,
 ) -> Squeezer:
     model = cnn()
     path = tmp_path / "cnn.onnx"
@@ -53,8 +59,9 @@ def _squeezer(
             budget=E.Budget(5.0),
             objective="size",
             latency_seconds=0.01,
-            techniques=FT,
+            techniques=techniques,
             finetune_time_s=finetune_time_s,
+            train_epochs=train_epochs,
         ),
         cache_dir=tmp_path / cache if cache else None,
         train=E.Dataset({"x": rand((64, 3, 8, 8), 9)}, None, "train.npz") if train else None,
@@ -82,8 +89,8 @@ def test_ft_knobs_are_offered_only_with_training_data(tmp_path):
     assert all("no training data" in without.skipped[name] for name in FT)
     with_data = _squeezer(tmp_path)
     assert set(FT) <= {k.name for k in with_data.knobs}
-    # one base model per candidate: the fine-tuned knobs and distill exclude each other
-    assert {k.group for k in with_data.knobs if k.name in FT} == {"base"}
+    # one fine-tuned pass per candidate (a fine-tuned knob combines with distill: see below)
+    assert {k.group for k in with_data.knobs if k.name in FT} == {"ft"}
 
 
 def test_rerun_hits_the_cache_and_does_not_fine_tune_again(tmp_path, calls):
@@ -158,3 +165,57 @@ def test_a_worker_replica_sends_the_fine_tuned_model_back(tmp_path, calls):
     again = other.measure_request(driver._request(settings))
     assert calls == ["finetune"] and again["students"] == {}
     assert again["doc"]["metric"] == reply["doc"]["metric"]
+
+
+def test_a_fine_tuned_student_is_built_from_the_student_cached_and_replayed(tmp_path, calls):
+    """``distill + channels+ft``: the student's channels pruned, then fine-tuned against the
+    original; trained once (a rerun reads the cache), recorded with both steps, replayed by
+    ``apply`` to the same bytes."""
+    techniques = ("distill", "channels+ft")
+    sq = _squeezer(tmp_path, techniques=techniques, train_epochs=2)
+    settings = {"distill": "cnn4", "channels+ft": 0.5}
+    p = sq.evaluate(settings)
+    assert p.error is None, p.error
+    assert calls == ["finetune"] and set(sq.students) == {"cnn4", "ft:channels:0.5@cnn4"}
+    student, student_sha = sq.base_model({"distill": "cnn4"})
+    tuned, tuned_sha = sq.base_model(settings)
+    assert tuned_sha not in (student_sha, sq.model_sha256)
+    info = sq.students["ft:channels:0.5@cnn4"]
+    assert info["method"] == "finetune" and info["student"] == "cnn4"
+
+    def params(m: onnx.ModelProto) -> int:
+        return sum(int(np.prod(i.dims)) for i in m.graph.initializer)
+
+    # pruned from the student (fewer weights than it), not from the original
+    assert params(tuned) < params(student)
+    assert sq.model_sha256 != student_sha
+    one_shot = rcp.build(student, ft_steps("ft:channels:0.5@cnn4"), calibration=sq.calibration.inputs)
+
+    def weights(m: onnx.ModelProto) -> list[tuple[int, ...]]:
+        return sorted(tuple(i.dims) for i in m.graph.initializer if len(i.dims) > 1)
+
+    assert weights(tuned) == weights(one_shot) != weights(student)  # the student's pruned layers
+
+    out = tmp_path / "out"
+    out.mkdir()
+    _, written = write_candidate(sq, settings, out, "cnn", recipe_name="recipe.toml")
+    r = rcp.load(written["recipe"])
+    assert r.base is not None and (r.base.method, r.base.student) == ("finetune", "cnn4")
+    assert [s.pass_name for s in r.base.steps] == ["cleanup", "channels"]
+    assert r.base.sha256 == tuned_sha
+    res = CliRunner().invoke(
+        app,
+        ["apply", str(written["recipe"]), str(tmp_path / "cnn.onnx"), "-o", str(tmp_path / "replayed.onnx")],
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "replayed.onnx").read_bytes() == written["model"].read_bytes()
+
+    again = _squeezer(tmp_path, techniques=techniques, train_epochs=2)  # a new run, same cache
+    p2 = again.evaluate(settings)
+    assert calls == ["finetune"]  # neither the student nor its fine-tuning trained again
+    assert (p2.metric, p2.size) == (p.metric, p.size)
+    assert again.base_model(settings)[1] == tuned_sha
+
+    # fixed-length training is deterministic: a fresh cache trains the same bytes
+    fresh = _squeezer(tmp_path, techniques=techniques, train_epochs=2, cache="fresh")
+    assert fresh.base_model(settings)[1] == tuned_sha
