@@ -91,7 +91,9 @@ def clear_allowzero(model: Any) -> Any:
         for k, n in enumerate(model.graph.node)
         if n.op_type == "Reshape" and len(n.input) > 1 and n.input[1] in shapes
         for j, a in enumerate(n.attribute)
-        if a.name == "allowzero" and a.i == 1 and not np.any(onnx.numpy_helper.to_array(shapes[n.input[1]]) == 0)
+        if a.name == "allowzero"
+        and a.i == 1
+        and not np.any(onnx.numpy_helper.to_array(shapes[n.input[1]]) == 0)
     ]
     if not redundant:
         return model
