@@ -25,11 +25,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -217,6 +218,171 @@ def lr_range_test(
     return float(min(high, max(low, at_min / 10)))
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block on ``n`` intra-op torch threads, restoring the previous count after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopResult:
+    """What :func:`run_epochs` reports; the best epoch's weights are already restored."""
+
+    history: tuple[EpochLog, ...]
+    best_epoch: int
+    best_metric: float
+    stop_reason: str  # "epochs", "early stopping", "converged" or "time budget"
+    seconds: float
+
+
+def run_epochs(
+    module: Any,
+    opt: Any,
+    batch_loss: Callable[[Any], Any],
+    validate: Callable[[], tuple[float, float]],
+    *,
+    n: int,
+    lr: float,
+    metric: str,
+    batch_size: int,
+    epochs: int | None,
+    patience: int,
+    time_budget_s: float | None,
+    seed: int,
+    start: float,
+    warm_epochs: int,
+    anneal_epochs: int,
+    baseline: tuple[float, float] | None = None,
+    train_mode: Callable[[], None] | None = None,
+    after_backward: Callable[[], None] | None = None,
+    after_step: Callable[[], None] | None = None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+) -> LoopResult:
+    """The epoch loop shared by distillation and fine-tuning (the plan of the module docstring).
+
+    Args:
+        module: the torch module trained (its ``state_dict`` is kept for the best epoch and restored).
+        opt: the optimizer; its groups' rates follow the :class:`Schedule` from ``lr``.
+        batch_loss: the loss of a batch given its sample indices (a LongTensor).
+        validate: ``(loss, metric)`` on the validation split, higher metric better.
+        n: training samples.
+        metric: the name of ``validate``'s metric, for the history.
+        warm_epochs: warm-up epochs when the plan is automatic (``epochs`` None).
+        anneal_epochs: the least epochs of the plateau anneal (``max(anneal_epochs, patience // 2)``).
+        baseline: ``validate()`` before training, as epoch 0 to beat (its weights stay when no epoch
+            beats it); None: the first epoch is the first best.
+        train_mode: puts the module in training mode before an epoch (default ``module.train()``).
+        after_backward, after_step: called after every backward pass and optimizer step.
+        start: ``time.perf_counter()`` when the time budget started.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    steps_per_epoch = max(1, math.ceil(n / batch_size))
+    auto = epochs is None
+    planned = MAX_AUTO_EPOCHS if epochs is None else epochs
+    schedule = Schedule(lr, planned * steps_per_epoch, warm_epochs * steps_per_epoch if auto else None)
+    best_key: tuple[float, float] | None = None
+    best_state: dict[str, Any] | None = None
+    best_epoch, best_metric, since_best = 0, 0.0, 0
+    if baseline is not None:
+        best_key, best_metric = (baseline[1], -baseline[0]), baseline[1]
+        best_state = copy.deepcopy(module.state_dict())
+    history: list[EpochLog] = []
+    stop = "epochs"
+    annealing = False
+    train_start = time.perf_counter()
+    step = 0
+    epoch = 0
+    while epoch < planned:
+        elapsed = time.perf_counter() - start
+        if time_budget_s is not None and epoch > 0:
+            per_epoch = max((time.perf_counter() - train_start) / epoch, 1e-9)
+            if epoch == 1 and not annealing:
+                fit = max(1, int((time_budget_s - elapsed) / per_epoch) + 1)
+                if fit < planned:
+                    planned = fit
+                    schedule.replan(planned * steps_per_epoch)
+                if epoch >= planned:
+                    stop = "time budget"
+                    break
+            if elapsed + per_epoch > time_budget_s:
+                stop = "time budget"
+                break
+        if train_mode is not None:
+            train_mode()
+        else:
+            module.train()
+        perm = torch.randperm(n, generator=gen)
+        total, seen = 0.0, 0
+        for b in range(0, n, batch_size):
+            idx = perm[b : b + batch_size]
+            if len(idx) < 2:  # BatchNorm cannot train on a single sample
+                continue
+            for group in opt.param_groups:
+                group["lr"] = schedule(step)
+            loss = batch_loss(idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if after_backward is not None:
+                after_backward()
+            opt.step()
+            if after_step is not None:
+                after_step()
+            step += 1
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        epoch += 1
+        val_loss, val_metric = validate()
+        key = (val_metric, -val_loss)
+        improved = best_key is None or key > best_key
+        if improved:
+            best_key, best_epoch, best_metric, since_best = key, epoch, val_metric, 0
+            best_state = copy.deepcopy(module.state_dict())
+        else:
+            since_best += 1
+        log = EpochLog(
+            epoch=epoch,
+            planned=planned,
+            train_loss=total / max(1, seen),
+            val_loss=val_loss,
+            val_metric=val_metric,
+            metric=metric,
+            elapsed_s=time.perf_counter() - start,
+            best=improved,
+        )
+        history.append(log)
+        if on_epoch:
+            on_epoch(log)
+        if since_best >= patience and not annealing:
+            if not auto:
+                stop = "early stopping"
+                break
+            # a plateau: drop the rest of the plan, anneal the rate to zero, then stop
+            length = max(anneal_epochs, patience // 2)
+            if epoch + length < planned:
+                annealing = True
+                planned = epoch + length
+                schedule.anneal(step, length * steps_per_epoch)
+    if annealing and stop == "epochs":
+        stop = "converged"
+    elif stop == "epochs" and auto and planned < MAX_AUTO_EPOCHS:
+        stop = "time budget"  # the plan was sized to fit the budget
+    elif stop == "epochs" and epochs is not None and planned < epochs:
+        stop = "time budget"  # the plan was shortened to fit the budget
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    module.eval()
+    return LoopResult(tuple(history), best_epoch, best_metric, stop, time.perf_counter() - start)
+
+
 def evaluate(module: Any, split: Split, config: TrainConfig, batch_size: int = 256) -> tuple[float, float]:
     """(loss, metric) of ``module`` on a split: accuracy with labels, agreement with the teacher without."""
     import torch
@@ -258,19 +424,15 @@ def train_student(
     Returns:
         The history, the best epoch and its validation metric, why training stopped, the seconds.
     """
-    import torch
-
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
     if len(taps) != len(train.features):
         raise InputError(f"{len(taps)} student taps for {len(train.features)} teacher features")
-    hints = _Hints(module, taps, train, config.seed) if taps else None
-    try:
-        return _train(module, train, val, config, on_epoch, hints)
-    finally:
-        if hints is not None:
-            hints.remove()
-        torch.set_num_threads(threads_before)
+    with torch_threads(config.threads):
+        hints = _Hints(module, taps, train, config.seed) if taps else None
+        try:
+            return _train(module, train, val, config, on_epoch, hints)
+        finally:
+            if hints is not None:
+                hints.remove()
 
 
 class _Hints:
@@ -349,15 +511,11 @@ def _train(
     import torch
 
     torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
     xs = [torch.from_numpy(np.ascontiguousarray(x)) for x in train.inputs]
     t_all = torch.from_numpy(np.ascontiguousarray(train.teacher))
     y_all = torch.from_numpy(train.labels) if train.labels is not None else None
     f_all = [torch.from_numpy(np.ascontiguousarray(f)) for f in train.features]
     n = len(train)
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    auto = config.epochs is None
-    planned = MAX_AUTO_EPOCHS if config.epochs is None else config.epochs
     decay: list[Any] = []
     no_decay: list[Any] = []
     for p in [*module.parameters(), *(hints.adapters.parameters() if hints else ())]:
@@ -391,96 +549,32 @@ def _train(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=lr,
     )
-    schedule = Schedule(lr, planned * steps_per_epoch, 3 * steps_per_epoch if auto else None)
-    metric_name = "accuracy" if val.labels is not None else "agreement"
-    best_key: tuple[float, float] | None = None
-    best_state: dict[str, Any] | None = None
-    best_epoch, best_metric, since_best = 0, 0.0, 0
-    history: list[EpochLog] = []
-    stop = "epochs"
-    annealing = False
-    train_start = time.perf_counter()
-    step = 0
-    epoch = 0
-    while epoch < planned:
-        elapsed = time.perf_counter() - start
-        if config.time_budget_s is not None and epoch > 0:
-            per_epoch = (time.perf_counter() - train_start) / epoch
-            if epoch == 1:
-                fit = max(1, int((config.time_budget_s - elapsed) / per_epoch) + 1)
-                if fit < planned:
-                    planned = fit
-                    schedule.replan(planned * steps_per_epoch)
-                if epoch >= planned:
-                    stop = "time budget"
-                    break
-            if elapsed + per_epoch > config.time_budget_s:
-                stop = "time budget"
-                break
-        module.train()
-        perm = torch.randperm(n, generator=gen)
-        total, seen = 0.0, 0
-        for b in range(0, n, config.batch_size):
-            idx = perm[b : b + config.batch_size]
-            if len(idx) < 2:  # BatchNorm cannot train on a single sample
-                continue
-            for group in opt.param_groups:
-                group["lr"] = schedule(step)
-            loss = batch_loss(idx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            total += loss.item() * len(idx)
-            seen += len(idx)
-        epoch += 1
-        val_loss, val_metric = evaluate(module, val, config)
-        key = (val_metric, -val_loss)
-        improved = best_key is None or key > best_key
-        if improved:
-            best_key, best_epoch, best_metric, since_best = key, epoch, val_metric, 0
-            best_state = copy.deepcopy(module.state_dict())
-        else:
-            since_best += 1
-        log = EpochLog(
-            epoch=epoch,
-            planned=planned,
-            train_loss=total / max(1, seen),
-            val_loss=val_loss,
-            val_metric=val_metric,
-            metric=metric_name,
-            elapsed_s=time.perf_counter() - start,
-            best=improved,
-        )
-        history.append(log)
-        if on_epoch:
-            on_epoch(log)
-        if since_best >= config.patience and not annealing:
-            if not auto:
-                stop = "early stopping"
-                break
-            # a plateau: drop the rest of the plan, anneal the rate to zero, then stop
-            length = max(3, config.patience // 2)
-            if epoch + length < planned:
-                annealing = True
-                planned = epoch + length
-                schedule.anneal(step, length * steps_per_epoch)
-    if annealing and stop == "epochs":
-        stop = "converged"
-    elif stop == "epochs" and auto and planned < MAX_AUTO_EPOCHS:
-        stop = "time budget"  # the plan was sized to fit the budget
-    elif stop == "epochs" and config.epochs is not None and planned < config.epochs:
-        stop = "time budget"  # the plan was shortened to fit the budget
-    if best_state is not None:
-        module.load_state_dict(best_state)
-    module.eval()
+    metric = "accuracy" if val.labels is not None else "agreement"
+    run = run_epochs(
+        module,
+        opt,
+        batch_loss,
+        lambda: evaluate(module, val, config),
+        n=n,
+        lr=lr,
+        metric=metric,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        patience=config.patience,
+        time_budget_s=config.time_budget_s,
+        seed=config.seed,
+        start=start,
+        warm_epochs=3,
+        anneal_epochs=3,
+        on_epoch=on_epoch,
+    )
     return TrainResult(
-        tuple(history),
-        best_epoch,
-        best_metric,
-        metric_name,
-        stop,
-        time.perf_counter() - start,
+        run.history,
+        run.best_epoch,
+        run.best_metric,
+        metric,
+        run.stop_reason,
+        run.seconds,
         lr=float(lr),
         lr_found=config.lr is None,
     )

@@ -16,7 +16,6 @@ validation is restored. After every step the candidate's masks are re-applied (z
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxsqueeze.distill.train import EpochLog, Schedule, lr_range_test
+from onnxsqueeze.distill.train import EpochLog, lr_range_test, run_epochs, torch_threads
 from onnxsqueeze.finetune.torch_graph import TorchGraph
 
 
@@ -201,158 +200,72 @@ def train(
     """
     import torch
 
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
-        return _train(
-            graph,
-            kinds,
-            train_inputs,
-            train_teacher,
-            train_labels,
-            val_inputs,
-            val_teacher,
-            val_labels,
-            config,
-            on_epoch,
-            start_time,
-        )
-    finally:
-        torch.set_num_threads(threads_before)
+    with torch_threads(config.threads):
+        start = start_time if start_time is not None else time.perf_counter()
+        torch.manual_seed(config.seed)
+        xs = [torch.from_numpy(np.ascontiguousarray(x)) for x in train_inputs]
+        ts = [torch.from_numpy(np.ascontiguousarray(t)) for t in train_teacher]
+        ys = torch.from_numpy(train_labels) if train_labels is not None else None
+        n = len(xs[0])
+        params = graph.parameters()
 
+        def batch_loss(idx: Any) -> Any:
+            graph.set_mode()
+            b = Batch(
+                tuple(x[idx] for x in xs), tuple(t[idx] for t in ts), ys[idx] if ys is not None else None
+            )
+            return loss_fn(kinds, _outputs(graph, kinds, b.inputs), b, config)
 
-def _train(
-    graph: TorchGraph,
-    kinds: Sequence[OutputKind],
-    train_inputs: Sequence[np.ndarray],
-    train_teacher: Sequence[np.ndarray],
-    train_labels: np.ndarray | None,
-    val_inputs: Sequence[np.ndarray],
-    val_teacher: Sequence[np.ndarray],
-    val_labels: np.ndarray | None,
-    config: FinetuneConfig,
-    on_epoch: Callable[[EpochLog], None] | None,
-    start_time: float | None,
-) -> TrainSummary:
-    import torch
+        def validate() -> tuple[float, float]:
+            loss, metric, _ = evaluate(graph, kinds, val_inputs, val_teacher, val_labels, config)
+            return loss, metric
 
-    start = start_time if start_time is not None else time.perf_counter()
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    xs = [torch.from_numpy(np.ascontiguousarray(x)) for x in train_inputs]
-    ts = [torch.from_numpy(np.ascontiguousarray(t)) for t in train_teacher]
-    ys = torch.from_numpy(train_labels) if train_labels is not None else None
-    n = len(xs[0])
-    params = graph.parameters()
-
-    def batch_loss(idx: Any) -> Any:
-        graph.set_mode()
-        b = Batch(tuple(x[idx] for x in xs), tuple(t[idx] for t in ts), ys[idx] if ys is not None else None)
-        return loss_fn(kinds, _outputs(graph, kinds, b.inputs), b, config)
-
-    lr = config.lr
-    if lr is None:
-        lr = lr_range_test(
+        lr = config.lr
+        if lr is None:
+            lr = lr_range_test(
+                graph.module,
+                params,
+                batch_loss,
+                n,
+                batch_size=config.batch_size,
+                seed=config.seed,
+                start=1e-6,
+                steps=40,
+                low=1e-5,
+                high=config.max_lr,
+            )
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+        val_loss, val_metric, metric = evaluate(graph, kinds, val_inputs, val_teacher, val_labels, config)
+        run = run_epochs(
             graph.module,
-            params,
+            opt,
             batch_loss,
-            n,
+            validate,
+            n=n,
+            lr=lr,
+            metric=metric,
             batch_size=config.batch_size,
+            epochs=config.epochs,
+            patience=config.patience,
+            time_budget_s=config.time_budget_s,
             seed=config.seed,
-            start=1e-6,
-            steps=40,
-            low=1e-5,
-            high=config.max_lr,
+            start=start,
+            warm_epochs=1,
+            anneal_epochs=2,
+            baseline=(val_loss, val_metric),
+            train_mode=graph.set_mode,
+            after_backward=graph.mask_gradients,
+            after_step=graph.apply_masks,
+            on_epoch=on_epoch,
         )
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, math.ceil(n / config.batch_size))
-    auto = config.epochs is None
-    planned = 1000 if config.epochs is None else config.epochs
-    schedule = Schedule(lr, planned * steps_per_epoch, steps_per_epoch if auto else None)
-
-    val_loss, val_metric, metric_name = evaluate(graph, kinds, val_inputs, val_teacher, val_labels, config)
-    best_key = (val_metric, -val_loss)
-    best_state = copy.deepcopy(graph.module.state_dict())
-    best_epoch, best_metric, since_best = 0, val_metric, 0
-    history: list[EpochLog] = []
-    stop, annealing = "epochs", False
-    train_start = time.perf_counter()
-    step = epoch = 0
-    while epoch < planned:
-        elapsed = time.perf_counter() - start
-        if config.time_budget_s is not None:
-            per_epoch = (time.perf_counter() - train_start) / epoch if epoch else 0.0
-            if epoch == 1 and not annealing:
-                fit = max(1, int((config.time_budget_s - elapsed) / max(per_epoch, 1e-9)) + 1)
-                if fit < planned:
-                    planned = fit
-                    schedule.replan(planned * steps_per_epoch)
-            if epoch and elapsed + per_epoch > config.time_budget_s:
-                stop = "time budget"
-                break
-        graph.set_mode()
-        perm = torch.randperm(n, generator=gen)
-        total, seen = 0.0, 0
-        for b0 in range(0, n, config.batch_size):
-            idx = perm[b0 : b0 + config.batch_size]
-            if len(idx) < 2:
-                continue
-            for group in opt.param_groups:
-                group["lr"] = schedule(step)
-            loss = batch_loss(idx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            graph.mask_gradients()
-            opt.step()
-            graph.apply_masks()
-            step += 1
-            total += float(loss.detach()) * len(idx)
-            seen += len(idx)
-        epoch += 1
-        val_loss, val_metric, _ = evaluate(graph, kinds, val_inputs, val_teacher, val_labels, config)
-        key = (val_metric, -val_loss)
-        improved = key > best_key
-        if improved:
-            best_key, best_epoch, best_metric, since_best = key, epoch, val_metric, 0
-            best_state = copy.deepcopy(graph.module.state_dict())
-        else:
-            since_best += 1
-        log = EpochLog(
-            epoch=epoch,
-            planned=planned,
-            train_loss=total / max(1, seen),
-            val_loss=val_loss,
-            val_metric=val_metric,
-            metric=metric_name,
-            elapsed_s=time.perf_counter() - start,
-            best=improved,
-        )
-        history.append(log)
-        if on_epoch:
-            on_epoch(log)
-        if since_best >= config.patience and not annealing:
-            if not auto:
-                stop = "early stopping"
-                break
-            length = max(2, config.patience // 2)
-            if epoch + length < planned:
-                annealing = True
-                planned = epoch + length
-                schedule.anneal(step, length * steps_per_epoch)
-    if annealing and stop == "epochs":
-        stop = "converged"
-    elif stop == "epochs" and (auto or planned < (config.epochs or 0)):
-        stop = "time budget" if config.time_budget_s is not None else "epochs"
-    graph.module.load_state_dict(best_state)
-    graph.apply_masks()
-    graph.module.eval()
+        graph.apply_masks()
     return TrainSummary(
-        tuple(history),
-        best_epoch,
-        best_metric,
-        metric_name,
-        stop,
-        time.perf_counter() - start,
+        run.history,
+        run.best_epoch,
+        run.best_metric,
+        metric,
+        run.stop_reason,
+        run.seconds,
         float(lr),
         config.lr is None,
     )
