@@ -10,7 +10,16 @@ import typer
 from rich.table import Table
 
 from onnxsqueeze.cli import _options as opt
-from onnxsqueeze.cli._output import emit_json, err, escape, handle_errors, human_bytes, out, warn
+from onnxsqueeze.cli._output import (
+    emit_json,
+    err,
+    escape,
+    handle_errors,
+    human_bytes,
+    out,
+    refuse_artifact,
+    warn,
+)
 
 
 def _dims(shape: list[Any]) -> str:
@@ -111,13 +120,11 @@ def convert_cmd(
     """
     from onnxsqueeze import io as sio
     from onnxsqueeze.convert import convert_file, parse_dynamic_axes
-    from onnxsqueeze.manifest import save_artifact, sidecar_path
+    from onnxsqueeze.manifest import save_artifact
     from onnxsqueeze.shapes import parse_input_shapes
 
     protect = [p for p in (source, weights, data) if p is not None]
-    # refuse before converting, not after minutes of export
-    sio.refuse_overwrite(output, protect)
-    sio.refuse_overwrite(sidecar_path(output), protect)
+    refuse_artifact(output, protect)  # before converting, not after minutes of export
     arrays = sio.load_npz(data) if data is not None else None
     if not json_:
         err.print("converting...", style="dim")
