@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from onnxsqueeze.cli import _options as opt
-from onnxsqueeze.cli._output import emit_json, escape, handle_errors, human_bytes, human_count, out, warn
+from onnxsqueeze.cli._output import escape, handle_errors, human_bytes, human_count, out, show, warn
 
 
 def _shape(s: list[Any]) -> str:
@@ -94,10 +94,7 @@ def inspect_cmd(
     from onnxsqueeze.summary import summarize
 
     s = summarize(model, parse_input_shapes(input_shape))
-    if json_:
-        emit_json(s)
-    else:
-        render_summary(s)
+    show(json_, s, lambda: render_summary(s))
 
 
 def render_report(report: Any, tolerance: float | None) -> None:
@@ -116,6 +113,14 @@ def render_report(report: Any, tolerance: float | None) -> None:
     out.print(t)
     if tolerance is not None:
         out.print(f"[green]within tolerance {tolerance:g}[/]")
+
+
+def render_verdict(report: Any, verdict: Any, tolerance: float | None) -> None:
+    render_report(report, tolerance)
+    out.print(
+        f"{verdict.metric} of '{escape(verdict.output)}': {verdict.value:.4g} "
+        f"(original {verdict.baseline:.4g}; {escape(verdict.budget)})"
+    )
 
 
 @handle_errors
@@ -173,16 +178,8 @@ def verify_cmd(
     )
     failed = tolerance is not None and not report.within(tolerance)
     failed = failed or not verdict.passed
-    if json_:
-        emit_json(
-            report.to_dict() | {"tolerance": tolerance, "passed": not failed, "judgement": verdict.to_dict()}
-        )
-    else:
-        render_report(report, None if failed else tolerance)
-        out.print(
-            f"{verdict.metric} of '{escape(verdict.output)}': {verdict.value:.4g} "
-            f"(original {verdict.baseline:.4g}; {escape(verdict.budget)})"
-        )
+    doc = report.to_dict() | {"tolerance": tolerance, "passed": not failed, "judgement": verdict.to_dict()}
+    show(json_, doc, lambda: render_verdict(report, verdict, None if failed else tolerance))
     for w in verdict.warnings:
         warn(w)
     if failed:
