@@ -31,7 +31,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -85,11 +85,19 @@ class TrainResult:
     lr: float = 0.0  # the peak learning rate used (given or found)
     lr_found: bool = False  # found by the range test
 
+    # the JSON names the best metric "best_val_<metric>" (True) or "best_val_metric" with "metric"
+    NAMED_METRIC: ClassVar[bool] = True
+
     def to_dict(self) -> dict[str, Any]:
+        best = (
+            {"best_val_" + self.metric: self.best_metric}
+            if self.NAMED_METRIC
+            else {"best_val_metric": self.best_metric, "metric": self.metric}
+        )
         return {
             "epochs_run": len(self.history),
             "best_epoch": self.best_epoch,
-            "best_val_" + self.metric: self.best_metric,
+            **best,
             "stop_reason": self.stop_reason,
             "seconds": round(self.seconds, 2),
             "lr": self.lr,

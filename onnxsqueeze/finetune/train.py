@@ -20,11 +20,11 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from onnxsqueeze.distill.train import EpochLog, lr_range_test, run_epochs, torch_threads
+from onnxsqueeze.distill.train import EpochLog, TrainResult, lr_range_test, run_epochs, torch_threads
 from onnxsqueeze.finetune.torch_graph import TorchGraph
 
 
@@ -155,28 +155,10 @@ def evaluate(
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainSummary:
-    history: tuple[EpochLog, ...]
-    best_epoch: int
-    best_metric: float
-    metric: str
-    stop_reason: str
-    seconds: float
-    lr: float
-    lr_found: bool
+class TrainSummary(TrainResult):
+    """:class:`onnxsqueeze.distill.train.TrainResult`, its metric named apart in the JSON."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "epochs_run": len(self.history),
-            "best_epoch": self.best_epoch,
-            "best_val_metric": self.best_metric,
-            "metric": self.metric,
-            "stop_reason": self.stop_reason,
-            "seconds": round(self.seconds, 2),
-            "lr": self.lr,
-            "lr_found": self.lr_found,
-            "history": [dataclasses.asdict(h) for h in self.history],
-        }
+    NAMED_METRIC: ClassVar[bool] = False
 
 
 def train(

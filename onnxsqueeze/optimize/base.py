@@ -455,6 +455,37 @@ def judge(
     )
 
 
+def labels_of(data: Mapping[str, np.ndarray] | None, samples: int | None = None) -> np.ndarray | None:
+    """The class labels of ``data`` (its first ``samples``), None without a ``labels`` array."""
+    if data is None or "labels" not in data:
+        return None
+    return np.asarray(data["labels"])[:samples]
+
+
+def judge_models(
+    source: onnx.ModelProto,
+    candidate: onnx.ModelProto,
+    feeds: Mapping[str, np.ndarray],
+    acceptance: Acceptance,
+    *,
+    labels: np.ndarray | None,
+    label: str,
+    random_inputs: bool,
+) -> Judgement:
+    """Run the source and the candidate on ``feeds`` and :func:`judge` the candidate's outputs."""
+    from onnxsqueeze.verify import run
+
+    return judge(
+        run(source, feeds),
+        run(candidate, feeds),
+        acceptance,
+        labels=labels,
+        samples=count(feeds),
+        source=label,
+        random_inputs=random_inputs,
+    )
+
+
 # --------------------------------------------------------------------------------------- write
 
 

@@ -97,7 +97,7 @@ def fp16(
         sio.refuse_overwrite(output, [p for p in (src.path, *protect) if p is not None])
     shapes_ = base.resolve_shapes(src.model, input_shapes, data)
     feeds = base.sample_feeds(src.model, shapes_, data=data, samples=samples, seed=seed)
-    labels = np.asarray(data["labels"])[:samples] if data is not None and "labels" in data else None
+    labels = base.labels_of(data, samples)
     label = f"{data_label} (first {samples})" if data is not None else f"random (seed {seed})"
     say("running the source model")
     reference = run(src.model, feeds, provider=provider)

@@ -67,7 +67,6 @@ def prune(
     """
     from onnxsqueeze import io as sio
     from onnxsqueeze import prune as api
-    from onnxsqueeze.verify import run
 
     if (sparsity is None) == (channels is None):
         raise InputError("choose exactly one of --sparsity or --channels")
@@ -118,14 +117,13 @@ def prune(
     feeds = base.sample_feeds(
         src.model, shapes_, data=eval_data, samples=len(next(iter(eval_data.values()))) if eval_data else 8
     )
-    labels = np.asarray(eval_data["labels"]) if eval_data is not None and "labels" in eval_data else None
-    judgement = base.judge(
-        run(src.model, feeds),
-        run(pruned, feeds),
+    judgement = base.judge_models(
+        src.model,
+        pruned,
+        feeds,
         acceptance,
-        labels=labels,
-        samples=base.count(feeds),
-        source=eval_label,
+        labels=base.labels_of(eval_data),
+        label=eval_label,
         random_inputs=eval_data is None,
     )
     report.judgement = judgement
