@@ -7,7 +7,7 @@ callable ``burst`` times in turn, and every other round visits them in reverse o
 session) does not always penalize the same one. A ratio of two medians from one interleaved
 timing is what comparisons should use; absolute times drift with the load.
 
-Used by the search (:func:`onnxsqueeze.search.squeezer.compare_latency`), by
+Used by the search (:func:`onnxsqueeze.search.latency.compare_latency`), by
 :func:`onnxsqueeze.runtime.time_sessions` (the distillation report, the resolution sweep, the
 benchmarks) and by the benchmark harness (:mod:`onnxsqueeze.bench.harness`), which times
 segments (a count and a duration per model and round, IO-binding steps apart) with

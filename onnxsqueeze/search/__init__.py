@@ -6,7 +6,12 @@
   combination), :class:`Point`, :class:`SearchResult` and the Pareto front; it knows nothing
   about models.
 - :mod:`~onnxsqueeze.search.squeezer`: :class:`Squeezer` builds, scores, times and caches real
-  candidates (students included); :func:`squeeze` is the whole run, :func:`write_outputs` its files.
+  candidates, on the evaluation cache (:mod:`~onnxsqueeze.search.cache`), the trained base models
+  (:mod:`~onnxsqueeze.search.students`), successive halving (:mod:`~onnxsqueeze.search.halving`)
+  and latency (:mod:`~onnxsqueeze.search.latency`); :class:`SqueezeOptions`
+  (:mod:`~onnxsqueeze.search.options`) says what it optimizes.
+- :mod:`~onnxsqueeze.search.run`: :func:`make_squeezer` loads the model and data; :func:`squeeze`
+  is the whole run, :func:`write_outputs` (:mod:`~onnxsqueeze.search.outputs`) its files.
 - :mod:`~onnxsqueeze.search.report`: report.md, results.json, the plot and the nothing-fits message.
 """
 
@@ -22,6 +27,7 @@ from onnxsqueeze.search.algorithm import (
     pareto_front,
     search,
 )
+from onnxsqueeze.search.cache import CACHE_FORMAT
 from onnxsqueeze.search.knobs import (
     CLEANUP,
     KNOBS,
@@ -34,19 +40,12 @@ from onnxsqueeze.search.knobs import (
     describe_settings,
     steps_of,
 )
+from onnxsqueeze.search.latency import compare_latency, measure_latency
+from onnxsqueeze.search.options import DEFAULT_INSTANCE, SqueezeOptions
+from onnxsqueeze.search.outputs import verify_best, write_outputs
 from onnxsqueeze.search.report import closest, nothing_fits_message, plot_pareto, render_report, results_dict
-from onnxsqueeze.search.squeezer import (
-    CACHE_FORMAT,
-    DEFAULT_INSTANCE,
-    SqueezeOptions,
-    Squeezer,
-    compare_latency,
-    make_squeezer,
-    measure_latency,
-    squeeze,
-    verify_best,
-    write_outputs,
-)
+from onnxsqueeze.search.run import make_squeezer, squeeze
+from onnxsqueeze.search.squeezer import Squeezer
 
 __all__ = [
     "CACHE_FORMAT",

@@ -27,7 +27,10 @@ from onnxsqueeze.evaluate import Budget
 from onnxsqueeze.search.algorithm import Point
 from onnxsqueeze.search.executor import Executor
 from onnxsqueeze.search.knobs import describe_settings
-from onnxsqueeze.search.squeezer import SqueezeOptions, Squeezer, make_squeezer, write_outputs
+from onnxsqueeze.search.options import SqueezeOptions
+from onnxsqueeze.search.outputs import write_outputs
+from onnxsqueeze.search.run import make_squeezer
+from onnxsqueeze.search.squeezer import Squeezer
 
 FLEET_SCHEMA = "onnxsqueeze.fleet/1"
 

@@ -9,7 +9,7 @@ its settings ordered from mildest to most aggressive, so the search may bisect i
 **Distillation** (the ``distill`` knob, offered only with training data) is a *base* knob: a
 setting names a catalog student (``models/students.py``) that replaces the model the other knobs'
 passes run on, so ``distill -> cnn4 + int8 static`` is int8 of the student
-(:class:`onnxsqueeze.search.squeezer.Squeezer` trains and caches it).
+(:class:`onnxsqueeze.search.students.Students` trains and caches it).
 
 **Fine-tuned variants** (``sparsity+ft``, ``channels+ft``, ``resolution+ft``, also offered only with
 training data) are base knobs too: the setting's pass runs on the original and the result is

@@ -1,38 +1,28 @@
-"""The Squeezer: real candidates (built, scored, timed, cached) for the search, and ``squeeze``.
+"""The Squeezer: real candidates (built, scored, timed, cached) for the search.
 
 A candidate costs a build (the passes, on the base model normalized once per base), a score and
 a timing, so the Squeezer spends as little as it can on each:
 
 - **Successive halving**: the candidate is scored on a seeded quarter of the evaluation samples,
   then half, then all, and stops as soon as it cannot fit the budget even if every unseen sample
-  scored its best (:func:`can_still_fit`, a worst-case bound: a candidate that fits on the full
-  set is never stopped). A stopped point keeps its partial metric (``samples``) and is over budget.
+  scored its best (:mod:`.halving`). A stopped point keeps its partial metric (``samples``) and is
+  over budget.
 - **Timing only within budget**: latency is measured (interleaved with the original's session,
-  created once) only for a candidate that fits; the others have no latency.
+  created once, :mod:`.latency`) only for a candidate that fits; the others have no latency.
 - Every point records ``build_s``, ``score_s`` and ``time_s``; :attr:`Squeezer.timings` holds
   the seconds per phase (load, plan, baseline, single, combine, distill, outputs).
 
-Every evaluation is cached on disk under a key of (model hash, data hash, metric, provider,
-candidate steps, tool version); a result file is written atomically as soon as it is measured,
-so an interrupted run (Ctrl-C, time budget) resumes where it stopped and a repeated run is
-instant.
+Every evaluation is cached on disk (:mod:`.cache`), so an interrupted run (Ctrl-C, time budget)
+resumes where it stopped and a repeated run is instant. Distilled students and fine-tuned bases
+(:mod:`.students`) are trained once and cached; their sha256 enters the keys of the evaluations
+built on them.
 
-**Distillation** (the ``distill`` knob, offered only with training data): a setting names a
-catalog student (``models/students.py``); the original teaches it on the training data
-(:func:`onnxsqueeze.distill.distill`, seeded, a time budget per student, early stopping on a
-seeded 10% of the training data) and the student replaces the model the other knobs' passes run
-on. A student is trained once and cached (ONNX bytes, keyed by the original's hash, the training
-data's hash, the spec and the time budget); its sha256 enters the keys of the evaluations built
-on it. Training is not replayed by ``apply`` (a time budget and torch's kernels make it
-irreproducible byte for byte): the recipe records the student as its base model (path beside the
-recipe and sha256) and ``apply`` replays the passes on it.
+:func:`onnxsqueeze.search.run.squeeze` is the whole run; :mod:`.outputs` writes its files.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,8 +33,8 @@ import numpy as np
 import onnx
 
 from onnxsqueeze import io as sio
-from onnxsqueeze.errors import BudgetNotMetError, InputError, ObjectiveNotImprovedError, SqueezeError
-from onnxsqueeze.evaluate import Budget, Dataset, Evaluator, Preprocess
+from onnxsqueeze.errors import InputError, SqueezeError
+from onnxsqueeze.evaluate import Dataset, Evaluator
 from onnxsqueeze.recipe import CalibrationSource, Recipe, Step
 from onnxsqueeze.search.algorithm import (
     LATENCY_MIN_GAIN,
@@ -54,7 +44,9 @@ from onnxsqueeze.search.algorithm import (
     parse_objectives,
     search,
 )
+from onnxsqueeze.search.cache import CACHE_FORMAT, EvalCache, digest
 from onnxsqueeze.search.executor import Executor, WorkerSpec, timing_slot
+from onnxsqueeze.search.halving import MIN_RUNG, SAMPLE_RANGE, can_still_fit
 from onnxsqueeze.search.knobs import (
     CLEANUP,
     FT_PREFIX,
@@ -65,202 +57,17 @@ from onnxsqueeze.search.knobs import (
     available_knobs,
     base_of,
     base_spec,
-    describe_settings,
     ft_steps,
     steps_of,
 )
-from onnxsqueeze.search.report import (
-    improvement,
-    not_improved_message,
-    nothing_fits_message,
-    plot_pareto,
-    render_report,
-    results_dict,
-)
+from onnxsqueeze.search.latency import time_sessions
+from onnxsqueeze.search.options import DEFAULT_INSTANCE, SqueezeOptions
+from onnxsqueeze.search.students import Students
 
-# The instance a cost is priced on when none is given (onnxsqueeze.bench.cost's table): a 2-vCPU
-# CPU machine, a T4 for CUDA. At a fixed price the cost objective ranks candidates like latency;
-# it is reported in dollars per million inferences at batch 1.
-DEFAULT_INSTANCE = {"cpu": "aws/c7i.large", "cuda": "aws/g4dn.xlarge", "tensorrt": "aws/g4dn.xlarge"}
-# 2: partial (stopped-early) evaluations, latency only within budget, cheaper channel plans.
-CACHE_FORMAT = 2
-
-
-# ------------------------------------------------------------------------------- measurement
-
-
-def measure_latency(
-    model: onnx.ModelProto,
-    feeds: Mapping[str, np.ndarray],
-    *,
-    provider: str = "cpu",
-    warmup: int = 5,
-    min_iterations: int = 30,
-    min_seconds: float = 0.5,
-    threads: int | None = None,
-) -> float:
-    """Median batch latency in ms (optimized session): runs until both ``min_iterations`` and
-    ``min_seconds`` are met, after ``warmup`` (:func:`onnxsqueeze.bench.timing.interleaved`)."""
-    from onnxsqueeze import runtime
-
-    sess = runtime.session(model, provider=provider, optimize=True, threads=threads)
-    return _time_sessions(
-        sess, feeds, None, None, min_seconds=min_seconds, min_iterations=min_iterations, warmup=warmup
-    )[0]
-
-
-def compare_latency(
-    reference: onnx.ModelProto,
-    candidate: onnx.ModelProto,
-    reference_feeds: Mapping[str, np.ndarray],
-    candidate_feeds: Mapping[str, np.ndarray],
-    *,
-    provider: str = "cpu",
-    warmup: int = 5,
-    min_iterations: int = 30,
-    min_seconds: float = 0.5,
-    burst: int = 5,
-    threads: int | None = 1,
-) -> tuple[float, float]:
-    """Interleaved A/B timing: (candidate median ms, candidate / reference median ratio).
-
-    Bursts of ``burst`` runs alternate between the two sessions (order reversed every other
-    round, :func:`onnxsqueeze.bench.timing.interleaved`) until each has ``min_iterations`` runs
-    and ``min_seconds`` have passed (at most ``20 * min_iterations`` runs), so load from other
-    processes hits both alike; the ratio is what the search compares (the machine is shared and
-    noisy; absolute times drift).
-
-    ``threads=1`` by default: with onnxruntime's default intra-op pool, one session's worker
-    threads keep spinning after its run and steal the cores from the other session's next burst.
-    On the shared 2-core machine, the same graph timed against itself gave ratios of 0.77-1.29
-    with the default pool and 0.998-1.002 with one thread (digits CNN, six runs each).
-    """
-    from onnxsqueeze import runtime
-
-    sa = runtime.session(reference, provider=provider, optimize=True, threads=threads)
-    sb = runtime.session(candidate, provider=provider, optimize=True, threads=threads)
-    return _time_sessions(
-        sa, reference_feeds, sb, candidate_feeds, min_seconds=min_seconds, min_iterations=min_iterations,
-        burst=burst, warmup=warmup,
-    )  # fmt: skip
-
-
-def _time_sessions(
-    ref: Any,
-    ref_feeds: Mapping[str, np.ndarray],
-    sess: Any | None,
-    feeds: Mapping[str, np.ndarray] | None,
-    *,
-    min_seconds: float,
-    min_iterations: int = 30,
-    burst: int = 5,
-    warmup: int = 5,
-) -> tuple[float, float]:
-    """(median ms, ratio to the reference) of ``sess`` timed interleaved with ``ref`` (see
-    :func:`compare_latency`); of ``ref`` alone (ratio 1) when ``sess`` is None."""
-    from onnxsqueeze.bench.timing import interleaved
-
-    fa = dict(ref_feeds)
-    if sess is None:
-        (t,) = interleaved(
-            [lambda: ref.run(None, fa)],
-            warmup=warmup,
-            burst=1,
-            min_runs=min_iterations,
-            min_seconds=min_seconds,
-        )
-        return t.median_ms, 1.0
-    fb = dict(feeds or {})
-    ta, tb = interleaved(
-        [lambda: ref.run(None, fa), lambda: sess.run(None, fb)],
-        warmup=warmup,
-        burst=burst,
-        min_runs=min_iterations,
-        min_seconds=min_seconds,
-        max_runs=20 * min_iterations,
-    )
-    return tb.median_ms, tb.median_ms / ta.median_ms
-
-
-# The range of one sample's contribution to each metric (a metric is the mean over samples):
-# what the unseen samples could at best add when a candidate is scored on a subset.
-SAMPLE_RANGE: dict[str, tuple[float, float]] = {
-    "accuracy": (0.0, 100.0),
-    "agreement": (0.0, 100.0),
-    "iou": (0.0, 100.0),
-    "cosine": (-100.0, 100.0),
-    "mae": (0.0, float("inf")),
-}
 # onnxslim's form of a base model is used when its outputs are within this fraction of the
 # outputs' scale of the base model's (optimize.base.normalize's default).
 SLIM_RTOL = 1e-4
 SLIM = Step.of("onnxslim", {})
-# The smallest subset worth scoring before the whole set (fewer samples prune almost nothing).
-MIN_RUNG = 32
-
-
-def can_still_fit(
-    value: float,
-    n: int,
-    total: int,
-    *,
-    baseline: float,
-    budget: Budget,
-    best_per_sample: float,
-    higher_is_better: bool = True,
-    scale: float = 1.0,
-) -> bool:
-    """Whether a candidate scoring ``value`` on ``n`` of ``total`` samples may fit on all of them.
-
-    Successive halving's stopping rule. The metric is a mean over samples, so on all of them it
-    is at best ``(n * value + (total - n) * best_per_sample) / total`` (every unseen sample at its
-    best). The candidate is dropped only when even that misses the budget: a worst-case margin,
-    not a confidence interval, so a candidate that fits on the full set is never dropped, whatever
-    the data and however the subset was drawn (the subset only decides how soon a hopeless one
-    stops).
-    """
-    best = value if n >= total else (n * value + (total - n) * best_per_sample) / total
-    drop = budget.drop(baseline, best, higher_is_better=higher_is_better, scale=scale)
-    return drop <= budget.max_drop + 1e-9
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class SqueezeOptions:
-    """What ``squeeze`` optimizes and how.
-
-    Attributes:
-        budget: the accuracy budget.
-        objective: latency, size, macs or cost, or a comma-separated priority list
-            (``"latency,size"``): ties on the first (within the timing noise for latency and
-            cost) are broken by the next.
-        provider: execution provider for evaluation and latency.
-        time_budget_s: stop starting new evaluations after this many seconds.
-        techniques: restrict to these knob names (None: all offered).
-        price_per_hour: for the cost objective; or ``instance``, a name in
-            ``onnxsqueeze.bench.cost``'s table (default by provider, see ``DEFAULT_INSTANCE``).
-        latency_seconds: minimum timing-loop duration per candidate.
-        latency_threads: intra-op threads of the timed sessions (1: see :func:`compare_latency`;
-            None: onnxruntime's default pool).
-        batch_size: evaluation batch size.
-        distill_time_s: training-time budget of each distilled student.
-        distill_students: the catalog students the ``distill`` knob tries, larger to smaller
-            (None: the knob's own list).
-        finetune_time_s: training-time budget of each fine-tuned base (the ``+ft`` knobs).
-    """
-
-    budget: Budget
-    objective: str = "latency"
-    provider: str = "cpu"
-    time_budget_s: float | None = None
-    techniques: tuple[str, ...] | None = None
-    price_per_hour: float | None = None
-    instance: str | None = None
-    latency_seconds: float = 0.5
-    latency_threads: int | None = 1
-    batch_size: int = 64
-    distill_time_s: float = 60.0
-    distill_students: tuple[str, ...] | None = None
-    finetune_time_s: float = 30.0
 
 
 class Squeezer:
@@ -310,8 +117,6 @@ class Squeezer:
         self.model_sha256 = model_sha256 or sio.sha256_model(model)
         self.train = train
         self.model_path = Path(model_path) if model_path is not None else None
-        self.students: dict[str, dict[str, Any]] = {}  # spec -> what its distillation measured
-        self._student_models: dict[str, tuple[onnx.ModelProto, str]] = {}
         offered, skipped = available_knobs(knobs)
         for k in [k for k in offered if k.base]:
             if train is None:
@@ -373,7 +178,18 @@ class Squeezer:
         self.timings: dict[str, float] = {}  # phase -> seconds in this run (see results_dict)
         self._context = self._context_key()
         self._lock = threading.Lock()
-        self._student_locks: dict[str, threading.Lock] = {}
+        self.cache = EvalCache(self.cache_dir)
+        self.bases = Students(
+            model,
+            self.model_sha256,
+            model_path=self.model_path,
+            train=train,
+            calibration=calibration,
+            options=options,
+            cache_dir=self.cache_dir,
+            timings=self.timings,
+        )
+        self.students = self.bases.info  # spec -> what its training measured (results.json)
         # Where candidates are measured (see .executor); the CLI sets a pool or Ray here.
         self.executor: Executor = Executor()
         self._handle: Any = None
@@ -408,7 +224,7 @@ class Squeezer:
         doc: dict[str, Any] = {**self._context, "steps": [s.to_dict() for s in steps]}
         if base is not None:
             doc["base"] = base
-        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+        return digest(doc)
 
     def key_of(self, settings: Mapping[str, Any]) -> str:
         """:meth:`cache_key` of a candidate (training its base model first if needed)."""
@@ -426,193 +242,18 @@ class Squeezer:
             return self.model, self.model_sha256
         return self.student(base_spec(base))
 
-    def _student_key(self, spec: str) -> str:
-        from onnxsqueeze import __version__
-
-        assert self.train is not None
-        doc: dict[str, Any] = {
-            "format": CACHE_FORMAT,
-            "version": __version__,
-            "teacher": self.model_sha256,
-            "train": self.train.sha256(),
-            "labels": self.train.labels is not None,
-            "student": spec,
-            "time_s": self.options.distill_time_s,
-        }
-        if spec.startswith(FT_PREFIX):
-            steps = ft_steps(spec)
-            doc |= {
-                "student": None,
-                "finetune": [s.to_dict() for s in steps],
-                "time_s": self.options.finetune_time_s,
-                "calibration": self._ft_calibration()[1] if any(s.calibration for s in steps) else None,
-            }
-        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-
     def student(self, spec: str) -> tuple[onnx.ModelProto, str]:
-        """The original distilled into the catalog student ``spec`` on the training data.
-
-        Trained once (seeded, ``options.distill_time_s`` of training, early stopping on a seeded
-        10% of the training data: the evaluation data stay unseen) and cached as ONNX bytes with
-        what the distillation measured; the sha256 of those bytes names the student in cache keys
-        and in the recipe.
+        """The trained base ``spec`` (a distilled student or a fine-tuned base) and its sha256:
+        see :meth:`.students.Students.get`.
 
         Raises:
-            SqueezeError: the student cannot be built, trained or exported for this model.
+            SqueezeError: the base cannot be built, trained or exported for this model.
         """
-        known = self._known_student(spec)
-        if known is not None:
-            return known
-        with self._student_lock(spec):
-            known = self._known_student(spec)
-            if known is not None:
-                return known
-            t0 = time.perf_counter()
-            ft = spec.startswith(FT_PREFIX)
-            model, info = self._finetune(spec) if ft else self._distill(spec)
-            phase = "finetune" if ft else "distill"
-            self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - t0
-            self.adopt_student(spec, model.SerializeToString(deterministic=True), info)
-        return self._student_models[spec]
-
-    def _student_lock(self, spec: str) -> threading.Lock:
-        with self._lock:
-            return self._student_locks.setdefault(spec, threading.Lock())
-
-    def _student_path(self, spec: str) -> Path | None:
-        if self.cache_dir is None or self.train is None:
-            return None
-        return self.cache_dir / "students" / f"{self._student_key(spec)}.onnx"
-
-    def _known_student(self, spec: str) -> tuple[onnx.ModelProto, str] | None:
-        """The student ``spec`` if it was trained already (in memory or in the cache), else None."""
-        if spec in self._student_models:
-            return self._student_models[spec]
-        path = self._student_path(spec)
-        if path is None or not path.is_file() or not path.with_suffix(".json").is_file():
-            return None
-        data = path.read_bytes()
-        model = onnx.ModelProto()
-        model.ParseFromString(data)
-        info = json.loads(path.with_suffix(".json").read_text())
-        sha = hashlib.sha256(data).hexdigest()
-        with self._lock:
-            self.students[spec] = info | {"sha256": sha}
-            self._student_models[spec] = (model, sha)
-        return model, sha
+        return self.bases.get(spec)
 
     def adopt_student(self, spec: str, data: bytes, info: dict[str, Any]) -> None:
-        """Take a student trained elsewhere (a worker, or :meth:`_distill` here): memory and cache."""
-        if spec in self._student_models:
-            return
-        path = self._student_path(spec)
-        if path is not None:
-            sio.write_bytes_atomic(path.with_suffix(".json"), json.dumps(info, sort_keys=True).encode())
-            sio.write_bytes_atomic(path, data)
-        model = onnx.ModelProto()
-        model.ParseFromString(data)
-        sha = hashlib.sha256(data).hexdigest()
-        with self._lock:
-            self.students[spec] = info | {"sha256": sha}
-            self._student_models[spec] = (model, sha)
-
-    def _teacher_path(self) -> Path:
-        """The original's file (training reads the teacher from a file; cached when it has none)."""
-        if self.model_path is not None:
-            return self.model_path
-        if self.cache_dir is None:
-            raise InputError("training needs the model's file or a cache folder")
-        return sio.save(self.model, self.cache_dir / "students" / f"teacher-{self.model_sha256}.onnx")
-
-    def _ft_calibration(self) -> tuple[dict[str, np.ndarray], str]:
-        """The calibration arrays of a fine-tuned base's pass (reconstruction) and their hash:
-        the search's calibration data, else the training inputs."""
-        data = self.calibration if self.calibration is not None else self.train
-        assert data is not None
-        return dict(data.inputs), data.sha256()
-
-    def _finetune(self, spec: str) -> tuple[onnx.ModelProto, dict[str, Any]]:
-        """The fine-tuned base ``spec``: its pass on the original, then recovery training."""
-        from onnxsqueeze.finetune import FinetuneConfig, finetune
-        from onnxsqueeze.recipe import build
-
-        assert self.train is not None
-        steps = ft_steps(spec)
-        t0 = time.perf_counter()
-        calibration = self._ft_calibration()[0] if any(s.calibration for s in steps) else None
-        candidate = build(self.model, steps, calibration=calibration, source_sha256=self.model_sha256)
-        data = dict(self.train.inputs)
-        if self.train.labels is not None:
-            data["labels"] = self.train.labels
-        result = finetune(
-            candidate,
-            self._teacher_path(),
-            data,
-            config=FinetuneConfig(time_budget_s=self.options.finetune_time_s, seed=0),
-            cache_dir=self.cache_dir / "teacher" if self.cache_dir is not None else None,
-            use_cache=self.cache_dir is not None,
-        )
-        r = result.report
-        info = {
-            "method": "finetune",
-            "steps": [s.to_dict() for s in steps[1:]],
-            "metric": r.metric,
-            "before": r.before,
-            "after": r.after,
-            "epochs": len(r.training.history),
-            "train_samples": r.samples.get("train"),
-            "seconds": time.perf_counter() - t0,
-        }
-        return result.model, info
-
-    def _distill(self, spec: str) -> tuple[onnx.ModelProto, dict[str, Any]]:
-        from onnxsqueeze.distill import TrainConfig, distill
-
-        assert self.train is not None
-        teacher = self._teacher_path()
-        data = dict(self.train.inputs)
-        if self.train.labels is not None:
-            data["labels"] = self.train.labels
-        t0 = time.perf_counter()
-        result = distill(
-            teacher,
-            spec,
-            data,
-            config=TrainConfig(time_budget_s=self.options.distill_time_s, seed=0),
-            cache_dir=self.cache_dir / "teacher" if self.cache_dir is not None else None,
-            use_cache=self.cache_dir is not None,
-            measure_latency=False,
-        )
-        r = result.report
-        info = {
-            "student": spec,
-            "params": r.student.params,
-            "teacher_params": r.teacher.params,
-            "param_reduction": r.param_reduction,
-            "epochs": len(r.training.history),
-            "best_epoch": r.training.best_epoch,
-            "train_samples": r.samples.get("train"),
-            "seconds": time.perf_counter() - t0,
-        }
-        return result.model, info
-
-    def _cache_path(self, key: str) -> Path | None:
-        return self.cache_dir / f"{key[:2]}" / f"{key}.json" if self.cache_dir is not None else None
-
-    def _cache_get(self, key: str) -> dict[str, Any] | None:
-        path = self._cache_path(key)
-        if path is None or not path.is_file():
-            return None
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None  # a corrupt entry is re-measured
-        return doc if isinstance(doc, dict) and doc.get("key") == key else None
-
-    def _cache_put(self, key: str, doc: dict[str, Any]) -> None:
-        path = self._cache_path(key)
-        if path is not None:
-            sio.write_bytes_atomic(path, json.dumps({**doc, "key": key}, sort_keys=True).encode())
+        """Take a student trained elsewhere (a worker): memory and cache."""
+        self.bases.adopt(spec, data, info)
 
     # ------------------------------------------------------------------ measuring
     def build(self, settings: Mapping[str, Any]) -> onnx.ModelProto:
@@ -631,17 +272,10 @@ class Squeezer:
     def build_cached(self, settings: Mapping[str, Any]) -> onnx.ModelProto:
         """:meth:`build`, keeping the bytes in the cache so a rerun does not rebuild (calibrate) it."""
         key = self.key_of(settings)
-        path = self._cache_path(key)
-        if path is not None and path.with_suffix(".onnx").is_file():
-            model = onnx.ModelProto()
-            try:
-                model.ParseFromString(path.with_suffix(".onnx").read_bytes())
-                return model
-            except Exception:  # a damaged entry is rebuilt
-                pass
-        model = self.build(settings)
-        if path is not None:
-            sio.write_bytes_atomic(path.with_suffix(".onnx"), model.SerializeToString(deterministic=True))
+        model = self.cache.get_model(key)
+        if model is None:
+            model = self.build(settings)
+            self.cache.put_model(key, model)
         return model
 
     def recipe(self, settings: Mapping[str, Any], base_path: str | None = None) -> Recipe:
@@ -820,9 +454,9 @@ class Squeezer:
             )
         ref, ref_feeds = self._reference_session
         if baseline:
-            return _time_sessions(ref, ref_feeds, None, None, min_seconds=opts.latency_seconds)
+            return time_sessions(ref, ref_feeds, None, None, min_seconds=opts.latency_seconds)
         sess = runtime.session(model, provider=opts.provider, optimize=True, threads=opts.latency_threads)
-        return _time_sessions(ref, ref_feeds, sess, self._feeds_one(model), min_seconds=opts.latency_seconds)
+        return time_sessions(ref, ref_feeds, sess, self._feeds_one(model), min_seconds=opts.latency_seconds)
 
     def _measure(self, settings: Settings) -> dict[str, Any]:
         from onnxsqueeze.summary import count_macs
@@ -895,7 +529,7 @@ class Squeezer:
         base = base_of(settings, self.knobs) if settings else None
         if base is None:
             return self.key_of(settings)
-        known = self._known_student(base_spec(base))
+        known = self.bases.known(base_spec(base))
         if known is None:
             return None
         norm = self._normalized(*known)[2]
@@ -952,7 +586,7 @@ class Squeezer:
         base = base_of(settings, self.knobs) if settings else None
         if base is not None:
             spec = base_spec(base)
-            had = spec in self._student_models
+            had = spec in self.bases.models
             try:
                 model, _ = self.student(spec)
             except SqueezeError as e:  # not cached: the student may train another time
@@ -969,7 +603,7 @@ class Squeezer:
         base = base_of(settings, self.knobs) if settings else None
         if base is not None:
             spec = base_spec(base)
-            known = self._known_student(spec)
+            known = self.bases.known(spec)
             if known is not None:
                 students[spec] = {
                     "bytes": known[0].SerializeToString(deterministic=True),
@@ -997,7 +631,7 @@ class Squeezer:
         except Exception as e:  # e.g. torch refusing a student for this input: a rejected point
             first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
             return Point(settings=dict(settings), phase="", error=f"{type(e).__name__}: {first_line}"[:300])
-        doc = self._cache_get(key) if key is not None else None
+        doc = self.cache.get(key) if key is not None else None
         if doc is not None and self._stale(doc, settings):
             doc = None
         cached = doc is not None
@@ -1015,7 +649,7 @@ class Squeezer:
                 except Exception:  # the student is still unknown: the point is not cached
                     key = None
             if key is not None and not reply.get("transient"):
-                self._cache_put(key, doc)
+                self.cache.put(key, doc)
             with self._lock:
                 self.evaluations += 1
         else:
@@ -1068,10 +702,8 @@ class Squeezer:
             if knob.plan is None:
                 bound.append(knob)
                 continue
-            key = hashlib.sha256(
-                json.dumps({**self._context, "plan": knob.name}, sort_keys=True, default=str).encode()
-            ).hexdigest()
-            doc = self._cache_get(key)
+            key = digest({**self._context, "plan": knob.name})
+            doc = self.cache.get(key)
             if doc is None:
                 if on_plan:
                     on_plan(knob.name)
@@ -1086,7 +718,7 @@ class Squeezer:
                     raise
                 except Exception as e:  # no analysis (module missing, unsupported model): plain steps
                     doc = {"value": None, "error": f"{type(e).__name__}: {str(e).strip()[:200]}"}
-                self._cache_put(key, doc)
+                self.cache.put(key, doc)
             if doc.get("error"):
                 self.notes.append(f"{knob.name}: no plan ({doc['error']}); plain settings used")
             self.plans[knob.name] = doc.get("value")
@@ -1128,300 +760,3 @@ class Squeezer:
 
 
 # --------------------------------------------------------------------------------- the API
-
-
-def make_squeezer(
-    model: str | Path,
-    data: str | Path,
-    *,
-    options: SqueezeOptions,
-    out_dir: str | Path,
-    metric: str | None = None,
-    calibration_data: str | Path | None = None,
-    calibration_samples: int = 64,
-    samples: int | None = None,
-    output: str | None = None,
-    threshold: float = 0.5,
-    preprocess: Preprocess | None = None,
-    cache_dir: str | Path | None = None,
-    use_cache: bool = True,
-    on_image: Callable[[int, int], None] | None = None,
-    train_data: str | Path | None = None,
-    input_shapes: Mapping[str, Sequence[int]] | None = None,
-    class_axis: int | None = None,
-) -> Squeezer:
-    """Load the model and data, split off calibration samples and set up the search.
-
-    Args:
-        model: the original ``.onnx`` file.
-        data: an ``.npz`` (inputs and optional ``labels``) or an image folder (with ``preprocess``).
-        options: budget, objective, provider...
-        out_dir: the output folder (the default cache lives in ``out_dir/.cache``; image-folder
-            calibration arrays are written to ``out_dir/calibration.npz`` for ``apply``).
-        metric: a name in ``evaluate.METRICS`` (default: accuracy with labels, else agreement).
-        calibration_data: an ``.npz`` to calibrate on; by default the first
-            ``calibration_samples`` of ``train_data`` when given, else the first
-            ``calibration_samples`` (at most a quarter) of ``data`` are held out for calibration
-            and the rest is evaluated.
-        samples: use at most this many samples of ``data``.
-        output: the scored model output (default: the first).
-        threshold: binarization threshold of ``iou``.
-        preprocess: image preprocessing (default :class:`Preprocess`'s).
-        cache_dir: evaluation cache (default ``out_dir/.cache``); ``use_cache=False`` for none.
-        on_image: progress of image loading.
-        train_data: an ``.npz`` of training inputs (and optional ``labels``): offers the
-            ``distill`` knob (the model is the teacher) and is the default calibration data.
-        input_shapes: ``--input-shape`` (``{name: dims}``): must fit the model and agree with the
-            data's samples; an image folder is read at its H and W unless ``preprocess`` sets a
-            size. Dynamic inputs are planned, counted and checked at these shapes.
-        class_axis: the class axis of accuracy/agreement (default: 1, or 2 for a ``[T, N, C]``
-            sequence output; see :mod:`onnxsqueeze.metrics`).
-
-    Raises:
-        ModelLoadError, InputError: bad model, data or options.
-    """
-    from onnxsqueeze import evaluate as E
-    from onnxsqueeze import shapes
-
-    t0 = time.perf_counter()
-    model, data, out_dir = Path(model), Path(data), Path(out_dir)
-    original = sio.load(model)
-    given = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
-    if given:
-        shapes.resolve_input_shapes(original, given)  # InputError: unknown input, wrong rank...
-    if data.is_dir():
-        first_input = shapes.graph_inputs(original)[0].name
-        preprocess = preprocess or E.Preprocess()
-        preprocess = _sized(preprocess, given.get(first_input))
-        ds = E.load_image_folder(data, preprocess, input_name=first_input, limit=samples, on_image=on_image)
-    else:
-        ds = E.load_npz_dataset(data)
-        if samples is not None and samples < len(ds):
-            ds = ds.take(0, samples)
-    _check_data_shapes(given, ds, data)
-    metric = metric or ("accuracy" if ds.labels is not None else "agreement")
-    train = E.load_npz_dataset(train_data) if train_data is not None else None
-    if calibration_data is None and train_data is not None:
-        calibration_data = train_data
-    if calibration_data is not None:
-        calibration_data = Path(calibration_data)
-        cal = E.load_npz_dataset(calibration_data)
-        cal = cal.take(0, min(calibration_samples, len(cal)))
-        evalset = ds
-        source = CalibrationSource(str(calibration_data.resolve()), 0, len(cal), cal.sha256())
-    else:
-        k = min(calibration_samples, len(ds) // 4)
-        if k < 1:
-            raise InputError(f"{data}: {len(ds)} samples are too few to hold out calibration data")
-        cal, evalset = ds.take(0, k), ds.take(k, len(ds))
-        if data.is_dir():
-            # The images were preprocessed here: keep the calibration arrays beside the recipe so
-            # that `apply` replays without the image folder or its preprocessing options.
-            sio.save_npz(out_dir / "calibration.npz", cal.inputs, protect=[model])
-            source = CalibrationSource("calibration.npz", 0, k, Dataset(cal.inputs).sha256())
-        else:
-            source = CalibrationSource(str(data.resolve()), 0, k, cal.sha256())
-    # The original's outputs (teacher of label-free metrics) are computed on the first evaluation
-    # that is not in the cache, so a rerun served from the cache runs no inference.
-    evaluator = E.Evaluator(
-        original,
-        evalset,
-        metric,
-        output=output,
-        threshold=threshold,
-        class_axis=class_axis,
-        provider=options.provider,
-    )
-    squeezer = Squeezer(
-        original,
-        evaluator,
-        calibration=cal,
-        calibration_source=source,
-        options=options,
-        cache_dir=(cache_dir or out_dir / ".cache") if use_cache else None,
-        model_sha256=sio.sha256_file(model),
-        train=train,
-        model_path=model,
-        input_shapes=given or None,
-    )
-    squeezer.timings["load"] = time.perf_counter() - t0
-    return squeezer
-
-
-def _sized(preprocess: Preprocess, dims: Sequence[int] | None) -> Preprocess:
-    """An image folder read at the H and W of ``--input-shape`` when the preprocessing names none."""
-    if dims is None or len(dims) != 4 or preprocess.size != Preprocess().size:
-        return preprocess
-    h, w = (dims[1], dims[2]) if preprocess.layout == "NHWC" else (dims[2], dims[3])
-    return dataclasses.replace(preprocess, size=(int(h), int(w)))
-
-
-def _check_data_shapes(given: Mapping[str, Sequence[int]], ds: Dataset, source: Path) -> None:
-    """``--input-shape`` must agree with the samples the search runs on (batch aside)."""
-    for name, dims in given.items():
-        if name in ds.inputs and tuple(np.shape(ds.inputs[name])[1:]) != tuple(dims[1:]):
-            raise InputError(
-                f"--input-shape {name}:{','.join(map(str, dims))} disagrees with {source}, whose "
-                f"'{name}' samples are {list(np.shape(ds.inputs[name])[1:])}"
-            )
-
-
-def squeeze(
-    model: str | Path,
-    data: str | Path,
-    out_dir: str | Path,
-    *,
-    max_drop: float,
-    relative: bool = False,
-    objective: str = "latency",
-    on_point: Callable[[Point], None] | None = None,
-    **kwargs: Any,
-) -> tuple[SearchResult, dict[str, Path]]:
-    """The whole squeeze: search, then write the best model, recipe, report, results and plot.
-
-    ``kwargs`` go to :func:`make_squeezer`, except the :class:`SqueezeOptions` fields
-    (provider, time_budget_s, techniques, price_per_hour, instance, latency_seconds,
-    distill_time_s).
-
-    Raises:
-        BudgetNotMetError: nothing fits (the report is written all the same).
-    """
-    fields = {f.name for f in dataclasses.fields(SqueezeOptions)}
-    opts = {k: kwargs.pop(k) for k in list(kwargs) if k in fields}
-    options = SqueezeOptions(budget=Budget(max_drop, relative), objective=objective, **opts)
-    t0 = time.perf_counter()
-    squeezer = make_squeezer(model, data, options=options, out_dir=out_dir, **kwargs)
-    result = squeezer.run(on_point=on_point)
-    files = write_outputs(
-        squeezer,
-        result,
-        out_dir,
-        protect=[model, data],
-        model_name=Path(model).name.removesuffix(".onnx"),
-        elapsed_s=time.perf_counter() - t0,
-    )
-    return result, files
-
-
-# ------------------------------------------------------------------------------------ outputs
-
-
-def write_candidate(
-    squeezer: Squeezer,
-    settings: Mapping[str, Any],
-    folder: Path,
-    stem: str,
-    *,
-    recipe_name: str,
-    protect: Sequence[str | Path] = (),
-) -> tuple[onnx.ModelProto, dict[str, Path]]:
-    """Write a candidate's model as ``stem.squeezed.onnx``, its recipe and its base model (a
-    distilled student ``stem.student.onnx`` or a fine-tuned pass output ``stem.finetuned.onnx``)."""
-    from onnxsqueeze import recipe as rcp
-
-    model = squeezer.build_cached(settings)
-    written = {"model": sio.save(model, folder / f"{stem}.squeezed.onnx", protect=protect)}
-    base_path = None
-    base = base_of(settings, squeezer.knobs)
-    if base is not None:
-        # The recipe's base model: its exact bytes (their sha256 is in the recipe).
-        student, _ = squeezer.base_model(settings)
-        kind = "finetuned" if base_spec(base).startswith(FT_PREFIX) else "student"
-        written[kind] = sio.write_bytes_atomic(
-            folder / f"{stem}.{kind}.onnx", student.SerializeToString(deterministic=True), protect=protect
-        )
-        base_path = written[kind].name
-    written["recipe"] = rcp.save(squeezer.recipe(settings, base_path), folder / recipe_name, protect=protect)
-    return model, written
-
-
-def write_outputs(
-    squeezer: Squeezer,
-    result: SearchResult,
-    out_dir: str | Path,
-    *,
-    protect: Sequence[str | Path] = (),
-    model_name: str = "model",
-    elapsed_s: float | None = None,
-) -> dict[str, Path]:
-    """Write the best model, recipe.toml, report.md, results.json and pareto.png into ``out_dir``.
-
-    When candidates fit the budget but none beats the original on the objective, the Pareto-front
-    models within budget (:meth:`SearchResult.improvements`) are written under ``out_dir/pareto/``
-    (``NN-<model>.squeezed.onnx`` and ``NN-recipe.toml``), the report says what each improves, and
-    ObjectiveNotImprovedError is raised afterwards. When nothing fits, only the report, results
-    and plot are written and BudgetNotMetError is raised afterwards, naming the closest candidates.
-    """
-    t0 = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    best_model = None
-    if result.best is not None:
-        best_model, files = write_candidate(
-            squeezer, result.best.settings, out, model_name, recipe_name="recipe.toml", protect=protect
-        )
-        written |= files
-    alternatives: list[dict[str, Any]] = []
-    if result.best is None:
-        for i, p in enumerate(result.improvements(squeezer.evaluator.metric.higher_is_better), start=1):
-            _, files = write_candidate(
-                squeezer, p.settings, out / "pareto", f"{i:02d}-{model_name}",
-                recipe_name=f"{i:02d}-recipe.toml", protect=protect,
-            )  # fmt: skip
-            written |= {f"pareto {i} {kind}": path for kind, path in files.items()}
-            alternatives.append(
-                {"label": describe_settings(p.settings, squeezer.knobs), "settings": p.settings}
-                | {kind: str(path.relative_to(out)) for kind, path in files.items()}
-                | {"sha256": sio.sha256_file(files["model"])}
-                | improvement(result.baseline, p)
-            )
-    squeezer.timings["outputs"] = time.perf_counter() - t0
-    results = results_dict(squeezer, result, elapsed_s=elapsed_s)
-    results["not_improved"] = alternatives if result.best is None else None
-    if best_model is not None:
-        results["best"]["file"] = written["model"].name
-        results["best"]["sha256"] = sio.sha256_file(written["model"])
-        results["best"]["verify"] = verify_best(squeezer, best_model)
-    written["results"] = sio.write_bytes_atomic(
-        out / "results.json",
-        (json.dumps(results, indent=2, default=_json_default) + "\n").encode(),
-        protect=protect,
-    )
-    written["report"] = sio.write_bytes_atomic(
-        out / "report.md", render_report(squeezer, result, results).encode(), protect=protect
-    )
-    plot = out / "pareto.png"
-    if plot_pareto(squeezer, result, plot):
-        written["plot"] = plot
-    if result.best is None and alternatives:
-        raise ObjectiveNotImprovedError(not_improved_message(result, alternatives, out / "pareto"))
-    if result.best is None:
-        raise BudgetNotMetError(nothing_fits_message(squeezer, result))
-    return written
-
-
-def verify_best(squeezer: Squeezer, model: onnx.ModelProto, samples: int = 8) -> dict[str, Any]:
-    """The best model against the original on the first evaluation samples (onnxsqueeze.verify)."""
-    from onnxsqueeze.verify import verify
-
-    ds = squeezer.evaluator.dataset
-    data = ds.take(0, min(samples, len(ds))).inputs
-    try:
-        report = verify(
-            squeezer.model,
-            model,
-            data=data,
-            data_label="evaluation samples",
-            provider=squeezer.options.provider,
-        )
-    except SqueezeError as e:  # e.g. an output shape changed on purpose: say so, do not fail
-        return {"error": str(e)}
-    scored = squeezer.model.graph.output[squeezer.evaluator.output_index].name
-    return report.to_dict() | {"min_cosine": report.min_cosine, "scored_output": scored}
-
-
-def _json_default(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    return str(v)

@@ -24,14 +24,16 @@ from onnxsqueeze.cli.app import app
 from onnxsqueeze.recipe import CalibrationSource
 from onnxsqueeze.search import SqueezeOptions, Squeezer
 from onnxsqueeze.search.knobs import ft_steps
-from onnxsqueeze.search.squeezer import write_candidate
+from onnxsqueeze.search.outputs import write_candidate
 from tests.graphs import cnn
 from tests.helpers import rand, run_ort
 
 FT = ("sparsity+ft", "channels+ft", "resolution+ft")
 
 
-def _squeezer(tmp_path: Path, *, train: bool = True, cache: str | None = "cache") -> Squeezer:
+def _squeezer(
+    tmp_path: Path, *, train: bool = True, cache: str | None = "cache", finetune_time_s: float = 2.0
+) -> Squeezer:
     model = cnn()
     path = tmp_path / "cnn.onnx"
     if not path.exists():
@@ -48,7 +50,11 @@ def _squeezer(tmp_path: Path, *, train: bool = True, cache: str | None = "cache"
         calibration=cal,
         calibration_source=CalibrationSource("val.npz", 0, 16, cal.sha256()),
         options=SqueezeOptions(
-            budget=E.Budget(5.0), objective="size", latency_seconds=0.01, techniques=FT, finetune_time_s=2.0
+            budget=E.Budget(5.0),
+            objective="size",
+            latency_seconds=0.01,
+            techniques=FT,
+            finetune_time_s=finetune_time_s,
         ),
         cache_dir=tmp_path / cache if cache else None,
         train=E.Dataset({"x": rand((64, 3, 8, 8), 9)}, None, "train.npz") if train else None,
@@ -92,11 +98,8 @@ def test_rerun_hits_the_cache_and_does_not_fine_tune_again(tmp_path, calls):
     assert (p2.metric, p2.size) == (p1.metric, p1.size)
     assert second.base_model({"sparsity+ft": 0.5})[1] == first.base_model({"sparsity+ft": 0.5})[1]
     # another budget is another fine-tuned model
-    import dataclasses
-
-    third = _squeezer(tmp_path)
-    third.options = dataclasses.replace(third.options, finetune_time_s=3.0)
-    assert third._known_student(spec) is None
+    third = _squeezer(tmp_path, finetune_time_s=3.0)
+    assert third.bases.known(spec) is None
 
 
 def test_zeros_of_the_sparse_pass_stay_exact_after_fine_tuning(tmp_path):

@@ -18,7 +18,7 @@ from onnxsqueeze import io as sio
 from onnxsqueeze.evaluate import Budget
 from onnxsqueeze.recipe import CalibrationSource, Step
 from onnxsqueeze.search import KNOBS, Knob, SqueezeOptions, Squeezer
-from onnxsqueeze.search.squeezer import SAMPLE_RANGE, can_still_fit
+from onnxsqueeze.search.halving import SAMPLE_RANGE, can_still_fit
 from tests.graphs import CNN
 from tests.helpers import model_from_text, rand, run_ort
 
