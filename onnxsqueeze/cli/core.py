@@ -145,46 +145,29 @@ def verify_cmd(
     """
     from onnxsqueeze import io as sio
     from onnxsqueeze.errors import VerificationError
-    from onnxsqueeze.optimize.base import count, judge
+    from onnxsqueeze.optimize.base import verify_pair
     from onnxsqueeze.shapes import parse_input_shapes
-    from onnxsqueeze.verify import compare, run_pair
 
-    for path in (original, candidate):
-        sio.load(path)  # every check and refusal of a load; the sessions then read the files
     arrays = sio.load_npz(data) if data is not None else None
-    acceptance = opt.acceptance(
-        metric, max_drop, tolerance=tolerance, threshold=threshold, class_axis=class_axis
-    )
-    feeds, ref_out, cand_out = run_pair(
+    report, verdict = verify_pair(
         original,
         candidate,
+        opt.acceptance(metric, max_drop, tolerance=tolerance, threshold=threshold, class_axis=class_axis),
         data=arrays,
+        data_label=str(data),
         input_shapes=parse_input_shapes(input_shape),
         seed=seed,
         provider=provider,
-        label=str(data),
     )
-    source = str(data) if data is not None else f"random (seed {seed})"
-    report = compare(ref_out, cand_out, feeds=feeds, source=source)
-    labels = arrays.get("labels") if arrays is not None else None
-    verdict = judge(
-        ref_out,
-        cand_out,
-        acceptance,
-        labels=labels,
-        samples=count(feeds),
-        source=source,
-        random_inputs=data is None,
-    )
-    failed = tolerance is not None and not report.within(tolerance)
-    failed = failed or not verdict.passed
+    beyond = tolerance is not None and not report.within(tolerance)
+    failed = beyond or not verdict.passed
     doc = report.to_dict() | {"tolerance": tolerance, "passed": not failed, "judgement": verdict.to_dict()}
     show(json_, doc, lambda: render_verdict(report, verdict, None if failed else tolerance))
     for w in verdict.warnings:
         warn(w)
+    if beyond:
+        raise VerificationError(f"max abs error {report.max_abs:.3g} exceeds tolerance {tolerance:g}")
     if failed:
-        if tolerance is not None and not report.within(tolerance):
-            raise VerificationError(f"max abs error {report.max_abs:.3g} exceeds tolerance {tolerance:g}")
         raise VerificationError(verdict.reason)
 
 

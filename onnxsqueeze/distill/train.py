@@ -40,8 +40,9 @@ from onnxsqueeze.errors import InputError
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    """Hyper-parameters of the loop (the defaults suit small CNN students on CPU)."""
+class LoopConfig:
+    """What :func:`run_epochs` and the losses read; :class:`TrainConfig` and fine-tuning's config
+    set their own defaults."""
 
     temperature: float = 4.0
     alpha: float = 0.5
@@ -53,11 +54,17 @@ class TrainConfig:
     weight_decay: float = 5e-4
     patience: int = 20
     time_budget_s: float | None = 90.0
-    feature_weight: float = 1.0
     seed: int = 0
     # NOTE: 1 thread, not 2: on the shared 2-core machine, small students trained 6-16x slower with
     # 2 intra-op threads than with 1 (OpenMP threads contending with other processes' load).
     threads: int = 1
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig(LoopConfig):
+    """Hyper-parameters of the student's loop (the defaults suit small CNN students on CPU)."""
+
+    feature_weight: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,14 +263,10 @@ def run_epochs(
     batch_loss: Callable[[Any], Any],
     validate: Callable[[], tuple[float, float]],
     *,
+    config: LoopConfig,
     n: int,
     lr: float,
     metric: str,
-    batch_size: int,
-    epochs: int | None,
-    patience: int,
-    time_budget_s: float | None,
-    seed: int,
     start: float,
     warm_epochs: int,
     anneal_epochs: int,
@@ -281,6 +284,7 @@ def run_epochs(
         batch_loss: the loss of a batch given its sample indices (a LongTensor).
         validate: ``(loss, metric)`` on the validation split, higher metric better.
         n: training samples.
+        config: batch size, epochs (None: planned by the budget), patience, time budget, seed.
         metric: the name of ``validate``'s metric, for the history.
         warm_epochs: warm-up epochs when the plan is automatic (``epochs`` None).
         anneal_epochs: the least epochs of the plateau anneal (``max(anneal_epochs, patience // 2)``).
@@ -292,7 +296,13 @@ def run_epochs(
     """
     import torch
 
-    gen = torch.Generator().manual_seed(seed)
+    batch_size, epochs, patience, time_budget_s = (
+        config.batch_size,
+        config.epochs,
+        config.patience,
+        config.time_budget_s,
+    )
+    gen = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = max(1, math.ceil(n / batch_size))
     auto = epochs is None
     planned = MAX_AUTO_EPOCHS if epochs is None else epochs
@@ -563,14 +573,10 @@ def _train(
         opt,
         batch_loss,
         lambda: evaluate(module, val, config),
+        config=config,
         n=n,
         lr=lr,
         metric=metric,
-        batch_size=config.batch_size,
-        epochs=config.epochs,
-        patience=config.patience,
-        time_budget_s=config.time_budget_s,
-        seed=config.seed,
         start=start,
         warm_epochs=3,
         anneal_epochs=3,

@@ -24,29 +24,30 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from onnxsqueeze.distill.train import EpochLog, TrainResult, lr_range_test, run_epochs, torch_threads
+from onnxsqueeze.distill.train import (
+    EpochLog,
+    LoopConfig,
+    TrainResult,
+    lr_range_test,
+    run_epochs,
+    torch_threads,
+)
 from onnxsqueeze.finetune.torch_graph import TorchGraph
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class FinetuneConfig:
+class FinetuneConfig(LoopConfig):
     """Hyper-parameters of recovery training (defaults: a few minutes on 2 CPU cores)."""
 
     time_budget_s: float | None = 300.0
-    epochs: int | None = None  # None: planned by the budget, stopped by progress
-    lr: float | None = (
-        2e-3  # None: range test (fragile from a badly damaged candidate: measured 1e-5 on the 95%-sparse digits CNN, which then barely moved)
-    )
+    # None: range test (fragile from a badly damaged candidate: measured 1e-5 on the 95%-sparse
+    # digits CNN, which then barely moved)
+    lr: float | None = 2e-3
     # the range test's ceiling: fine-tuning starts from trained weights, keep the rate modest
     max_lr: float = 3e-3
     batch_size: int = 32
     weight_decay: float = 0.0
-    temperature: float = 4.0
-    alpha: float = 0.5
     patience: int = 8
-    seed: int = 0
-    # NOTE: 1 thread: on the shared 2-core machine 2 intra-op threads trained slower (distill.train)
-    threads: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,14 +224,10 @@ def train(
             opt,
             batch_loss,
             validate,
+            config=config,
             n=n,
             lr=lr,
             metric=metric,
-            batch_size=config.batch_size,
-            epochs=config.epochs,
-            patience=config.patience,
-            time_budget_s=config.time_budget_s,
-            seed=config.seed,
             start=start,
             warm_epochs=1,
             anneal_epochs=2,

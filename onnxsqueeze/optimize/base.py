@@ -486,6 +486,50 @@ def judge_models(
     )
 
 
+def verify_pair(
+    original: str | Path,
+    candidate: str | Path,
+    acceptance: Acceptance,
+    *,
+    data: Mapping[str, np.ndarray] | None = None,
+    data_label: str = "data",
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    seed: int = 0,
+    provider: str = "cpu",
+) -> tuple[Any, Judgement]:
+    """Two model files on the same inputs: the output comparison and the task-metric judgement.
+
+    Returns:
+        ``(VerifyReport, Judgement)``; the caller decides what fails (a tolerance, the budget).
+    """
+    from onnxsqueeze import io as sio
+    from onnxsqueeze.verify import compare, run_pair
+
+    for path in (original, candidate):
+        sio.load(path)  # every check and refusal of a load; the sessions then read the files
+    feeds, ref_out, cand_out = run_pair(
+        original,
+        candidate,
+        data=data,
+        input_shapes=input_shapes,
+        seed=seed,
+        provider=provider,
+        label=data_label,
+    )
+    source = data_label if data is not None else f"random (seed {seed})"
+    report = compare(ref_out, cand_out, feeds=feeds, source=source)
+    verdict = judge(
+        ref_out,
+        cand_out,
+        acceptance,
+        labels=labels_of(data),
+        samples=count(feeds),
+        source=source,
+        random_inputs=data is None,
+    )
+    return report, verdict
+
+
 # --------------------------------------------------------------------------------------- write
 
 
