@@ -48,7 +48,7 @@ def run_case(name: str, ratio: float, tmp: Path) -> dict:
     import onnx
 
     from onnxsqueeze import boxes
-    from onnxsqueeze.precision import _cosine
+    from onnxsqueeze.precision.checks import cosine_similarity as _cosine
     from onnxsqueeze.verify import run
     from tests import corpus_inputs as corpus
 

@@ -22,14 +22,12 @@ import onnx_ir as ir
 
 from onnxsqueeze import shapes as sshapes
 from onnxsqueeze.errors import InputError, UnsupportedModelError, one_line
-from onnxsqueeze.passes.resolution.analysis import (
-    _copy,
-    _detect_layout,
-    _hw_axes,
-    _image_input,
-    analyze_resolution,
-)
+from onnxsqueeze.passes.resolution.analysis import analyze_resolution
 from onnxsqueeze.passes.resolution.rewrite import parse_resolution, rewrite_resolution
+from onnxsqueeze.passes.resolution.trace import copy_model as _copy
+from onnxsqueeze.passes.resolution.trace import detect_layout as _detect_layout
+from onnxsqueeze.passes.resolution.trace import hw_axes as _hw_axes
+from onnxsqueeze.passes.resolution.trace import image_input as _image_input
 
 
 def check_runs(

@@ -36,27 +36,25 @@ from onnx import helper, numpy_helper
 from onnxsqueeze import shapes as sshapes
 from onnxsqueeze.errors import InputError, UnsupportedModelError, one_line
 from onnxsqueeze.passes.base import SqueezePass
-from onnxsqueeze.passes.resolution.analysis import (
-    _H,
-    _NONE,
-    _RUNTIME,
-    _W,
+from onnxsqueeze.passes.resolution.analysis import MODES, analyze_resolution, analyze_trace
+from onnxsqueeze.passes.resolution.trace import (
     INT64_MAX,
-    MODES,
+    KIND_H,
+    KIND_NONE,
+    KIND_W,
+    RUNTIME,
+    Action,
     Kinds,
-    _Action,
-    _analyze,
-    _attr,
-    _copy,
-    _hw_axes,
-    _infer,
-    _literals,
-    _name_nodes,
-    _opset,
-    _static,
-    _vector,
-    analyze_resolution,
+    copy_model,
+    get_attr,
     group_axes,
+    hw_axes,
+    inferred_shapes,
+    literals_of,
+    name_nodes,
+    opset_of,
+    shape_vector,
+    static_dims,
 )
 
 
@@ -131,7 +129,7 @@ def _set_input(
 
 
 def _show(v: np.ndarray) -> str:
-    return "[" + ", ".join("?" if int(d) == _RUNTIME else str(int(d)) for d in v.reshape(-1)) + "]"
+    return "[" + ", ".join("?" if int(d) == RUNTIME else str(int(d)) for d in v.reshape(-1)) + "]"
 
 
 def _write_vector(
@@ -156,7 +154,7 @@ def _write_vector(
 
 def _apply(
     model: onnx.ModelProto,
-    action: _Action,
+    action: Action,
     literals: dict[str, np.ndarray],
     ratio: tuple[float, float],
     old: dict[str, tuple[int | None, ...]],
@@ -165,7 +163,7 @@ def _apply(
     node = next(n for n in model.graph.node if n.name == action.node)
     if action.kind == "globalpool":
         op = "GlobalAveragePool" if node.op_type == "AveragePool" else "GlobalMaxPool"
-        before = f"{node.op_type} kernel {_attr(node, 'kernel_shape')}"
+        before = f"{node.op_type} kernel {get_attr(node, 'kernel_shape')}"
         node.op_type = op
         del node.attribute[:]
         return f"{node.name}: {before} -> {op}"
@@ -184,11 +182,11 @@ def _apply(
             arr = np.take(arr, [0], axis=a)
         _set_input(model, node, action.index, arr, base)
         return f"{node.name}: constant {shape_before} -> {list(arr.shape)} (uniform along H/W)"
-    new = _infer(model)
+    new = inferred_shapes(model)
     if action.kind in ("reshape", "resize"):
-        literals = _literals(model)
+        literals = literals_of(model)
         producer = {o: n for n in model.graph.node for o in n.output}
-        vec = _vector(literals, None, {**old, **new}, producer, node.input[action.index])
+        vec = shape_vector(literals, None, {**old, **new}, producer, node.input[action.index])
         assert vec is not None
         value, pieces = vec
     elif action.kind != "fill-regrow":
@@ -199,7 +197,7 @@ def _apply(
 
     if action.kind in ("regrow", "fill-regrow"):
         partner = next(i for i in node.input if i and any(kinds.get(i, ())))
-        ps = _static(new.get(partner))
+        ps = static_dims(new.get(partner))
         if ps is None:
             raise fail("cannot infer the new size of its spatial input")
         if action.kind == "fill-regrow":
@@ -217,17 +215,17 @@ def _apply(
         arr = np.broadcast_to(first, shape).copy()
         _set_input(model, node, action.index, arr, base)
         return f"{node.name}: constant {list(value.shape)} -> {shape}"
-    xo, xn = _static(old.get(x)), _static(new.get(x))
+    xo, xn = static_dims(old.get(x)), static_dims(new.get(x))
     if xo is None or xn is None:
         raise fail("cannot infer the shapes of its input at the new resolution")
     if action.kind == "reshape":
-        oo = _static(old.get(node.output[0]))
+        oo = static_dims(old.get(node.output[0]))
         assert oo is not None
         target = value.reshape(-1).astype(np.int64).copy()
         groups = group_axes(xo, oo) or []
         kx = kinds.get(x, ())
         for ia, jb in groups:
-            kind = frozenset().union(*(kx[i] for i in ia)) if ia else _NONE
+            kind = frozenset().union(*(kx[i] for i in ia)) if ia else KIND_NONE
             if not kind:
                 continue
             big = [j for j in jb if oo[j] != 1]
@@ -249,7 +247,7 @@ def _apply(
     if action.kind == "resize":
         sizes = value.reshape(-1).astype(np.int64).copy()
         for pos, a in enumerate(action.axes):
-            if sizes[pos] == _RUNTIME:
+            if sizes[pos] == RUNTIME:
                 continue
             if sizes[pos] != xo[a]:
                 factor = sizes[pos] / xo[a]
@@ -305,7 +303,7 @@ def _resize_node(
     scales: str | None = None,
     antialias: bool = False,
 ) -> onnx.NodeProto:
-    opset = _opset(model)
+    opset = opset_of(model)
     attrs: dict[str, Any] = {"mode": mode, "coordinate_transformation_mode": "half_pixel"}
     if mode == "nearest":
         attrs["nearest_mode"] = "round_prefer_ceil"
@@ -456,7 +454,7 @@ def _add_interface(
         if outputs.get(out.name) != "map":
             continue
         ko = kinds[out.name]
-        oh, ow = ko.index(_H), ko.index(_W)
+        oh, ow = ko.index(KIND_H), ko.index(KIND_W)
         low = _unique(work, f"{out.name}_lowres")
         for node in work.graph.node:
             for k, name in enumerate(node.output):
@@ -466,7 +464,7 @@ def _add_interface(
                 if name == out.name:
                     node.input[k] = low
         orank = len(ko)
-        so = _static(old_shapes.get(out.name))
+        so = static_dims(old_shapes.get(out.name))
         spec: list[int | tuple[str, int] | None]
         if so is not None and not dynamic:
             spec = [so[a] if a in (oh, ow) else None for a in range(orank)]
@@ -565,15 +563,15 @@ def rewrite_resolution(
         InputError: bad arguments.
     """
     resolution = _validate(resolution, scale, mode)
-    work = _copy(model)
-    _name_nodes(work)
+    work = copy_model(model)
+    name_nodes(work)
     probe = resolution or size
-    verdict, trace = _analyze(work, input_name, probe)
+    verdict, trace = analyze_trace(work, input_name, probe)
     if not verdict.ok:
         raise UnsupportedModelError(verdict.message)
     vi = next(v for v in work.graph.input if v.name == verdict.input)
     dims = sshapes.declared_shape(vi)
-    ha, wa = _hw_axes(verdict.layout, len(dims))
+    ha, wa = hw_axes(verdict.layout, len(dims))
     dynamic = verdict.size[0] is None or verdict.size[1] is None
     if dynamic and resolution is None and not keep_interface:
         raise InputError(
