@@ -246,17 +246,6 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-@dataclasses.dataclass(frozen=True)
-class LoopResult:
-    """What :func:`run_epochs` reports; the best epoch's weights are already restored."""
-
-    history: tuple[EpochLog, ...]
-    best_epoch: int
-    best_metric: float
-    stop_reason: str  # "epochs", "early stopping", "converged" or "time budget"
-    seconds: float
-
-
 def run_epochs(
     module: Any,
     opt: Any,
@@ -275,7 +264,8 @@ def run_epochs(
     after_backward: Callable[[], None] | None = None,
     after_step: Callable[[], None] | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
-) -> LoopResult:
+    result: type[TrainResult] = TrainResult,
+) -> TrainResult:
     """The epoch loop shared by distillation and fine-tuning (the plan of the module docstring).
 
     Args:
@@ -293,6 +283,11 @@ def run_epochs(
         train_mode: puts the module in training mode before an epoch (default ``module.train()``).
         after_backward, after_step: called after every backward pass and optimizer step.
         start: ``time.perf_counter()`` when the time budget started.
+        result: the result class (fine-tuning's names its metric apart in the JSON).
+
+    Returns:
+        The history, the best epoch (its weights restored), why training stopped, the seconds
+        since ``start``, the peak rate (``lr_found`` when ``config.lr`` is None).
     """
     import torch
 
@@ -398,7 +393,16 @@ def run_epochs(
     if best_state is not None:
         module.load_state_dict(best_state)
     module.eval()
-    return LoopResult(tuple(history), best_epoch, best_metric, stop, time.perf_counter() - start)
+    return result(
+        tuple(history),
+        best_epoch,
+        best_metric,
+        metric,
+        stop,
+        time.perf_counter() - start,
+        lr=float(lr),
+        lr_found=config.lr is None,
+    )
 
 
 def evaluate(module: Any, split: Split, config: TrainConfig, batch_size: int = 256) -> tuple[float, float]:
@@ -567,8 +571,7 @@ def _train(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=lr,
     )
-    metric = "accuracy" if val.labels is not None else "agreement"
-    run = run_epochs(
+    return run_epochs(
         module,
         opt,
         batch_loss,
@@ -576,19 +579,9 @@ def _train(
         config=config,
         n=n,
         lr=lr,
-        metric=metric,
+        metric="accuracy" if val.labels is not None else "agreement",
         start=start,
         warm_epochs=3,
         anneal_epochs=3,
         on_epoch=on_epoch,
-    )
-    return TrainResult(
-        run.history,
-        run.best_epoch,
-        run.best_metric,
-        metric,
-        run.stop_reason,
-        run.seconds,
-        lr=float(lr),
-        lr_found=config.lr is None,
     )

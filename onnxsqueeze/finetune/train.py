@@ -20,7 +20,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -236,15 +236,7 @@ def train(
             after_backward=graph.mask_gradients,
             after_step=graph.apply_masks,
             on_epoch=on_epoch,
+            result=TrainSummary,
         )
         graph.apply_masks()
-    return TrainSummary(
-        run.history,
-        run.best_epoch,
-        run.best_metric,
-        metric,
-        run.stop_reason,
-        run.seconds,
-        float(lr),
-        config.lr is None,
-    )
+    return cast(TrainSummary, run)

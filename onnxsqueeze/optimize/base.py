@@ -503,28 +503,26 @@ def verify_pair(
         ``(VerifyReport, Judgement)``; the caller decides what fails (a tolerance, the budget).
     """
     from onnxsqueeze import io as sio
-    from onnxsqueeze.verify import compare, run_pair
+    from onnxsqueeze.verify import run_and_compare
 
     for path in (original, candidate):
         sio.load(path)  # every check and refusal of a load; the sessions then read the files
-    feeds, ref_out, cand_out = run_pair(
+    feeds, ref_out, cand_out, report = run_and_compare(
         original,
         candidate,
         data=data,
+        data_label=data_label,
         input_shapes=input_shapes,
         seed=seed,
         provider=provider,
-        label=data_label,
     )
-    source = data_label if data is not None else f"random (seed {seed})"
-    report = compare(ref_out, cand_out, feeds=feeds, source=source)
     verdict = judge(
         ref_out,
         cand_out,
         acceptance,
         labels=labels_of(data),
         samples=count(feeds),
-        source=source,
+        source=report.source,
         random_inputs=data is None,
     )
     return report, verdict
