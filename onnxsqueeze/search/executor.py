@@ -28,7 +28,6 @@ A worker process that dies is replaced and its candidate reported as failed, not
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -36,10 +35,9 @@ import fcntl
 import hashlib
 import os
 import pickle
-import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,60 +87,15 @@ class WorkerSpec:
     options: Any  # SqueezeOptions
     knob_names: tuple[str, ...]
     plans: dict[str, Any]
+    # Builds the worker's replica from this spec (Squeezer.from_spec): pickled by reference, so
+    # this module needs no import of the Squeezer, which imports it.
+    build: Callable[[WorkerSpec], Squeezer]
     class_axis: int | None = None
     input_shapes: dict[str, tuple[int, ...]] | None = None  # --input-shape
 
     def spec_id(self) -> str:
         """A content id: the same spec shipped twice is built once per worker."""
         return hashlib.sha256(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()[:32]
-
-
-def build_replica(spec: WorkerSpec) -> Squeezer:
-    """A worker's Squeezer, equal to the driver's for measuring (its cache is node-local scratch)."""
-    import onnx
-
-    from onnxsqueeze.evaluate import Dataset, Evaluator
-    from onnxsqueeze.search.squeezer import Squeezer
-
-    model = onnx.ModelProto()
-    model.ParseFromString(spec.model)
-    evalset = Dataset(dict(spec.eval_inputs), spec.eval_labels, "evaluation data")
-    evaluator = Evaluator(
-        model,
-        evalset,
-        spec.metric,
-        output=spec.output,
-        threshold=spec.threshold,
-        class_axis=spec.class_axis,
-        provider=spec.options.provider,
-        batch_size=spec.options.batch_size,
-    )
-    cal = (
-        Dataset(dict(spec.calibration_inputs), spec.calibration_labels, "calibration data")
-        if spec.calibration_inputs is not None
-        else None
-    )
-    train = (
-        Dataset(dict(spec.train_inputs), spec.train_labels, "training data")
-        if spec.train_inputs is not None
-        else None
-    )
-    scratch = Path(tempfile.mkdtemp(prefix="onnxsqueeze-worker-"))
-    # A worker's scratch (students, soft labels) goes with the worker process.
-    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
-    replica = Squeezer(
-        model,
-        evaluator,
-        calibration=cal,
-        calibration_source=None,
-        options=spec.options,
-        cache_dir=scratch,
-        model_sha256=spec.model_sha256,
-        train=train,
-        input_shapes=spec.input_shapes,
-    )
-    replica.bind_plans(spec.plans, spec.knob_names)
-    return replica
 
 
 def _failed(e: BaseException, transient: bool = False) -> dict[str, Any]:
@@ -170,7 +123,8 @@ _REPLICAS_LOCK = threading.Lock()
 def _replica(spec_id: str, load: Any) -> Squeezer:
     with _REPLICAS_LOCK:
         if spec_id not in _REPLICAS:
-            _REPLICAS[spec_id] = build_replica(load())
+            spec = load()
+            _REPLICAS[spec_id] = spec.build(spec)
         return _REPLICAS[spec_id]
 
 

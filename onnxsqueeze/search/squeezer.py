@@ -22,7 +22,9 @@ built on them.
 
 from __future__ import annotations
 
-import dataclasses
+import atexit
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,7 +35,7 @@ import numpy as np
 import onnx
 
 from onnxsqueeze import io as sio
-from onnxsqueeze.errors import InputError, SqueezeError
+from onnxsqueeze.errors import SqueezeError
 from onnxsqueeze.evaluate import Dataset, Evaluator
 from onnxsqueeze.recipe import CalibrationSource, Recipe, Step
 from onnxsqueeze.search.algorithm import (
@@ -54,14 +56,13 @@ from onnxsqueeze.search.knobs import (
     Knob,
     PlanContext,
     Settings,
-    available_knobs,
     base_of,
     base_spec,
     ft_steps,
     steps_of,
 )
 from onnxsqueeze.search.latency import time_sessions
-from onnxsqueeze.search.options import DEFAULT_INSTANCE, SqueezeOptions
+from onnxsqueeze.search.options import DEFAULT_INSTANCE, SqueezeOptions, offered_knobs
 from onnxsqueeze.search.students import Students
 
 # onnxslim's form of a base model is used when its outputs are within this fraction of the
@@ -117,40 +118,7 @@ class Squeezer:
         self.model_sha256 = model_sha256 or sio.sha256_model(model)
         self.train = train
         self.model_path = Path(model_path) if model_path is not None else None
-        offered, skipped = available_knobs(knobs)
-        for k in [k for k in offered if k.base]:
-            if train is None:
-                skipped[k.name] = "no training data (--train-data)"
-                offered.remove(k)
-            elif options.distill_students and k.name == "distill":
-                offered[offered.index(k)] = dataclasses.replace(k, settings=tuple(options.distill_students))
-        if options.techniques is not None:
-            known = {k.name for k in knobs}
-            unknown = sorted(set(options.techniques) - known)
-            if unknown:
-                raise InputError(f"unknown technique(s) {unknown}; known: {', '.join(sorted(known))}")
-            for k in offered:
-                if k.name not in options.techniques:
-                    skipped[k.name] = "not requested (--techniques)"
-            offered = [k for k in offered if k.name in options.techniques]
-        else:
-            wanted = set(parse_objectives(options.objective))
-            for k in [k for k in offered if not wanted & set(k.improves)]:
-                skipped[k.name] = (
-                    f"cannot lower {options.objective} "
-                    f"({'no measured objective' if not k.improves else ', '.join(k.improves) + ' only'}; "
-                    "name it in --techniques to try it anyway)"
-                )
-                offered.remove(k)
-        if calibration is None:
-            for k in list(offered):
-                keep = tuple(s for s in k.settings if not k.step_of(s).calibration)
-                if len(keep) < len(k.settings):
-                    skipped[f"{k.name} (calibrated settings)"] = "no calibration data"
-                offered.remove(k)
-                if keep:
-                    offered.append(dataclasses.replace(k, settings=keep))
-            offered.sort(key=lambda k: [x.name for x in knobs].index(k.name))
+        offered, skipped = offered_knobs(knobs, options, train=train, calibration=calibration)
         self.knobs = offered
         self.skipped = skipped
         from onnxsqueeze.bench.cost import resolve_price
@@ -556,6 +524,7 @@ class Squeezer:
             options=self.options,
             knob_names=tuple(k.name for k in self.knobs),
             plans=dict(self.plans),
+            build=build_replica,
         )
 
     def bind_plans(self, plans: Mapping[str, Any], knob_names: Sequence[str]) -> None:
@@ -760,3 +729,46 @@ class Squeezer:
 
 
 # --------------------------------------------------------------------------------- the API
+
+
+def build_replica(spec: WorkerSpec) -> Squeezer:
+    """A worker's Squeezer, equal to the driver's for measuring (its cache is node-local scratch)."""
+    model = onnx.ModelProto()
+    model.ParseFromString(spec.model)
+    evalset = Dataset(dict(spec.eval_inputs), spec.eval_labels, "evaluation data")
+    evaluator = Evaluator(
+        model,
+        evalset,
+        spec.metric,
+        output=spec.output,
+        threshold=spec.threshold,
+        class_axis=spec.class_axis,
+        provider=spec.options.provider,
+        batch_size=spec.options.batch_size,
+    )
+    cal = (
+        Dataset(dict(spec.calibration_inputs), spec.calibration_labels, "calibration data")
+        if spec.calibration_inputs is not None
+        else None
+    )
+    train = (
+        Dataset(dict(spec.train_inputs), spec.train_labels, "training data")
+        if spec.train_inputs is not None
+        else None
+    )
+    scratch = Path(tempfile.mkdtemp(prefix="onnxsqueeze-worker-"))
+    # A worker's scratch (students, soft labels) goes with the worker process.
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    replica = Squeezer(
+        model,
+        evaluator,
+        calibration=cal,
+        calibration_source=None,
+        options=spec.options,
+        cache_dir=scratch,
+        model_sha256=spec.model_sha256,
+        train=train,
+        input_shapes=spec.input_shapes,
+    )
+    replica.bind_plans(spec.plans, spec.knob_names)
+    return replica

@@ -13,8 +13,8 @@ from onnxsqueeze import io as sio
 from onnxsqueeze import search as S
 from onnxsqueeze.cli.app import app
 from onnxsqueeze.evaluate import Budget
-from onnxsqueeze.search.executor import build_replica
 from onnxsqueeze.search.outputs import write_candidate
+from onnxsqueeze.search.squeezer import build_replica
 from tests.helpers import rand, run_ort
 from tests.optimize.graphs import constant_weights_model, ctc_model
 
