@@ -155,7 +155,7 @@ def main() -> None:
             "-o",
             str(args.out / "squeeze"),
             "--techniques",
-            "fp16",
+            "fp16,sparsity,int8-weights",
             "--max-drop",
             "100",
             "--no-cache",

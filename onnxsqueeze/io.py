@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import shutil
 import stat
 import tempfile
 import time
@@ -32,6 +33,11 @@ from onnxsqueeze.errors import InputError, ModelLoadError, one_line
 PROTO_LIMIT = 2**31 - 64 * 2**20
 # Tensors at least this large move to the external data file when external data is used.
 EXTERNAL_THRESHOLD = 1024
+# A model whose weights take at least this many bytes goes through the streaming paths: weights
+# read by reference (memory-mapped, one tensor at a time), written straight to the output's external
+# data, sessions created from files. Below it, the in-memory paths (normalization, the guarded
+# precision search) are affordable. The CLI reads ONNXSQUEEZE_STREAM_BYTES.
+STREAM_BYTES = 2**30
 
 PathLike = str | os.PathLike[str]
 
@@ -183,14 +189,58 @@ def load_interface(path: PathLike) -> onnx.ModelProto:
     return model
 
 
+def weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of a model's tensors: inline raw data plus the lengths its external data declares."""
+    total = 0
+    for tensor in _model_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            info = {e.key: e.value for e in tensor.external_data}
+            with contextlib.suppress(ValueError):
+                total += int(info.get("length", 0))
+        else:
+            total += len(tensor.raw_data)
+    return total
+
+
+def streams(path: PathLike | None) -> bool:
+    """Whether a model file is large enough (:data:`STREAM_BYTES`) for the streaming paths."""
+    if path is None:
+        return False
+    try:
+        return weight_bytes(load_interface(path)) >= STREAM_BYTES
+    except ModelLoadError:  # not loadable: the regular path's loader says why, in its words
+        return False
+
+
+def load_lazy(path: PathLike, *, check: bool = True) -> ir.Model:
+    """An ``onnx_ir`` model whose external weights stay on disk until a pass reads them.
+
+    The same refusals as :func:`load`; ``onnx_ir`` memory-maps each external tensor when it is
+    read, so a pass that replaces tensors one at a time holds one source tensor at a time.
+    """
+    path = Path(path)
+    load_interface(path)  # the refusals: special files, unsafe or missing external data, versions
+    if check:
+        try:
+            onnx.checker.check_model(str(path), full_check=True)
+        except Exception as e:  # ValidationError, InferenceError, and C++ errors surfacing as others
+            raise ModelLoadError(f"{path}: invalid model: {one_line(e)}") from e
+    try:
+        return ir.load(str(path))
+    except Exception as e:
+        raise ModelLoadError(f"{path}: cannot load: {one_line(e)}") from e
+
+
 def check_model(model: onnx.ModelProto, path: PathLike | None = None) -> None:
     """Run ``onnx.checker`` with full check; raise ModelLoadError naming ``path`` on failure."""
     label = str(path) if path is not None else f"model '{model.graph.name}'"
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in _model_tensors(model))
     try:
-        if model.ByteSize() < PROTO_LIMIT:
-            onnx.checker.check_model(model, full_check=True)
-        elif path is not None:
+        if path is not None and (external or model.ByteSize() >= PROTO_LIMIT):
+            # from the file: external data is found beside it, and nothing is serialized again
             onnx.checker.check_model(str(path), full_check=True)
+        elif model.ByteSize() < PROTO_LIMIT:
+            onnx.checker.check_model(model, full_check=True)
     except Exception as e:  # ValidationError, InferenceError, and C++ errors surfacing as others
         raise ModelLoadError(f"{label}: invalid model: {one_line(e)}") from e
 
@@ -381,9 +431,17 @@ _LIVE_TEMPS: set[str] = set()
 def remove_temps() -> None:
     """Remove every temp file this process created and has not renamed into place yet."""
     for tmp in list(_LIVE_TEMPS):
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _remove(tmp)
         _LIVE_TEMPS.discard(tmp)
+
+
+def _remove(path: PathLike) -> None:
+    """Remove a temp file, or a temp folder with its contents (a streamed output)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -422,8 +480,8 @@ def clean_stale_temps(path: PathLike) -> list[Path]:
             except OSError:
                 stale = False
         if stale and str(stale_path) not in _LIVE_TEMPS:
-            with contextlib.suppress(OSError):
-                stale_path.unlink()
+            _remove(stale_path)
+            if not os.path.lexists(stale_path):
                 removed.append(stale_path)
     return removed
 
@@ -463,6 +521,7 @@ class Staged:
     """
 
     moves: list[tuple[str, Path]] = dataclasses.field(default_factory=list)
+    folder: str | None = None  # a private temp folder holding the staged files (streamed outputs)
 
     def add(self, path: PathLike, chunks: Iterable[bytes]) -> str:
         tmp = _stage(Path(path), chunks)
@@ -485,6 +544,7 @@ class Staged:
         for folder in {final.parent for _, final in self.moves}:
             _fsync_dir(folder)
         self.moves = []
+        self._drop_folder()
 
     def abort(self) -> None:
         for tmp, _ in self.moves:
@@ -492,6 +552,13 @@ class Staged:
                 os.unlink(tmp)
             _LIVE_TEMPS.discard(tmp)
         self.moves = []
+        self._drop_folder()
+
+    def _drop_folder(self) -> None:
+        if self.folder is not None:
+            _remove(self.folder)
+            _LIVE_TEMPS.discard(self.folder)
+            self.folder = None
 
 
 def _write_atomic(path: Path, chunks: Iterable[bytes]) -> None:
@@ -612,6 +679,48 @@ def stage(
         staged.abort()
         raise
     return staged
+
+
+def stage_streamed(
+    model: ir.Model, path: PathLike, *, protect: Iterable[PathLike] = ()
+) -> tuple[Staged, Path]:
+    """Write an ``onnx_ir`` model with every weight in external data, streamed tensor by tensor.
+
+    The files go to a private temp folder beside ``path`` (``model`` and ``<name>.data`` under
+    their final names, so onnxruntime can open the staged model from its path to verify it); the
+    returned :class:`Staged` renames them into place (data first, model last). Weights still on
+    disk (``onnx_ir``'s external tensors) are copied from their file without being held whole.
+
+    Returns:
+        The staged moves and the staged model's path.
+    """
+    path = Path(path)
+    refuse_overwrite(path, list(protect))
+    _mkdir(path.parent)
+    clean_stale_temps(path)
+    try:
+        folder = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    except OSError as e:
+        raise InputError(f"{path}: cannot write: {e.strerror or one_line(e)}") from e
+    _LIVE_TEMPS.add(folder)
+    staged = Staged(folder=folder)
+    tmp_model = Path(folder) / path.name
+    data_name = path.name + ".data"
+    try:
+        ir.save(
+            model, tmp_model, external_data=data_name, size_threshold_bytes=EXTERNAL_THRESHOLD, alignment=4096
+        )
+        for name in (data_name, path.name):
+            staged_file = Path(folder) / name
+            if staged_file.exists():
+                set_default_mode(staged_file)
+                staged.moves.append((str(staged_file), path.with_name(name)))
+    except BaseException as e:
+        staged.abort()
+        if isinstance(e, OSError):
+            raise InputError(f"{path}: cannot write: {e.strerror or one_line(e)}") from e
+        raise
+    return staged, tmp_model
 
 
 def _externalize(out: onnx.ModelProto, location: str) -> Iterator[bytes]:

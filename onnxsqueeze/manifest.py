@@ -340,6 +340,38 @@ def save_artifact(
     return Artifact(out_path, sidecar_path(out_path), full)
 
 
+def commit_streamed(
+    staged: sio.Staged,
+    staged_model: PathLike,
+    out_path: PathLike,
+    *,
+    source_path: PathLike | None,
+    verify_report: Any = None,
+) -> Artifact:
+    """Embed the manifest in a model staged by :func:`onnxsqueeze.io.stage_streamed`, add the
+    sidecar, and rename everything into place (the model last).
+
+    The model file is small (its weights are in external data), so it is read and rewritten
+    here; ``output.model_sha256`` is None (a model with external data has no single
+    serialization: the sidecar's ``file`` block hashes the files).
+    """
+    out_path, staged_model = Path(out_path), Path(staged_model)
+    try:
+        proto = onnx.load(str(staged_model), load_external_data=False)
+        manifest = build(proto, source_path=source_path, verify_report=verify_report)
+        manifest["output"]["model_sha256"] = None
+        staged_model.write_bytes(embed(proto, manifest).SerializeToString(deterministic=True))
+        full = {**manifest, "file": _clean(file_facts(out_path, staged=staged))}
+        text = json.dumps(full, indent=2, sort_keys=True, allow_nan=False) + "\n"
+        staged.add(sidecar_path(out_path), [text.encode()])
+        staged.moves.sort(key=lambda move: move[1] == out_path)  # stable: the model goes last
+        staged.commit()
+    except BaseException:
+        staged.abort()
+        raise
+    return Artifact(out_path, sidecar_path(out_path), full)
+
+
 def attach_benchmark(artifact: PathLike, summary: Mapping[str, Any]) -> Path:
     """Record the latest benchmark summary of an artifact in its sidecar manifest.
 

@@ -191,9 +191,35 @@ def run_batched(
             raise InputError(f"onnxruntime cannot run the model on these inputs: {detail[:400]}") from e
         for o, value in zip(sess.get_outputs(), values, strict=True):
             outputs[o.name].append(np.asarray(value))
+        if start == 0 and n > sizes[0]:
+            _check_outputs_fit(outputs, sizes[0], n)
         if on_batch:
             on_batch(min(start + step, n), n)
     return {k: _concat(v, sizes) for k, v in outputs.items()}
+
+
+def _check_outputs_fit(outputs: Mapping[str, list[np.ndarray]], done: int, total: int) -> None:
+    """Refuse, after the first batch, outputs that would pass the allocation limit over all samples.
+
+    The outputs of every sample are kept (and joined, a second copy) for verification and metrics:
+    a dense per-pixel output over many samples can need more memory than the inputs did. The limit
+    is the inputs' (``data.MAX_INPUT_BYTES``, ``ONNXSQUEEZE_MAX_INPUT_BYTES``).
+    """
+    from onnxsqueeze import data
+    from onnxsqueeze.units import human_bytes
+
+    # the chunks and their concatenation, for every output (intermediate tensors read for
+    # calibration or re-fitting come through here too, many at once)
+    each = {name: 2 * chunks[0].nbytes * total // max(done, 1) for name, chunks in outputs.items()}
+    estimate = sum(each.values())
+    if estimate > data.MAX_INPUT_BYTES:
+        name = max(each, key=lambda k: each[k])
+        what = f"output '{name}'" if len(each) == 1 else f"{len(each)} outputs (the largest '{name}')"
+        raise InputError(
+            f"{what} over {total} samples would take about {human_bytes(estimate)} (kept to compare), "
+            f"over the {human_bytes(data.MAX_INPUT_BYTES)} limit (set ONNXSQUEEZE_MAX_INPUT_BYTES to "
+            "raise it); use fewer samples"
+        )
 
 
 def _concat(chunks: list[np.ndarray], sizes: list[int]) -> np.ndarray:

@@ -18,6 +18,7 @@ def digits() -> tuple[Path, Path, Path]:
     return digits_assets()
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``--dist loadgroup``), tests sharing a module- or class-scoped fixture
     (a converted Keras model, a local Ray instance, a benchmarked pair) run on one worker, so the
@@ -35,3 +36,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
         if shared:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    if getattr(config.option, "loadgroup", False):
+        _slow_modules_first(items)
+        _suffix_groups(items)
+
+
+def _slow_modules_first(items: list[pytest.Item]) -> None:
+    """Modules holding a slow test go first, each kept whole (module fixtures are built once):
+    the scheduler hands tests out in this order, so a worker does not start a minutes-long test
+    when the other has nothing left to run."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
+
+
+def _suffix_groups(items: list[pytest.Item]) -> None:
+    """On an xdist worker, give each grouped test the ``@group`` suffix that ``loadgroup``
+    schedules by. pytest-xdist 3.8 does this by assigning ``item._nodeid``, which pytest 9 no
+    longer reads (the id lives in ``item._id``): without this, every group was split over the
+    workers and each worker built the shared fixtures (the corpus cells, module fixtures) again.
+    Runs last, so a suffix xdist managed to set is kept as it is."""
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})  # fmt: skip
+        nodeid = item.nodeid
+        if not names or nodeid.rfind("@") > nodeid.rfind("]"):
+            continue
+        grouped = f"{nodeid}@{'_'.join(names)}"
+        current = getattr(item, "_id", None)
+        if current is not None and not isinstance(current, str):
+            item._id = type(current).parse(grouped)  # type: ignore[attr-defined]
+        else:
+            item._nodeid = grouped  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 
 from onnxsqueeze import runtime
 from onnxsqueeze.verify import compare
@@ -53,3 +54,28 @@ def test_compare_takes_samples_and_shapes_from_the_feeds() -> None:
     y = {"y": rand((6, 3), 5)}
     report = compare(y, y, feeds={"x": rand((6, 4), 6)}, source="s")
     assert report.samples == 6 and report.inputs == {"x": (6, 4)} and report.max_abs == 0.0
+
+
+def test_outputs_kept_over_many_samples_are_guarded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outputs of every sample are kept to compare: refused after the first batch when they
+    would pass the allocation limit, naming the output, before the memory is spent."""
+    from onnxsqueeze import data as sdata
+    from onnxsqueeze.errors import InputError
+
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 4] x) => (float[N, 4, 256] y) {
+        u = Unsqueeze (x, a)
+        y = Expand (u, e)
+    }
+    """
+    model = model_from_text(
+        text,
+        {"a": np.array([2], np.int64), "e": np.array([1, 4, 256], np.int64)},
+    )
+    sess = runtime.session(model)
+    x = np.ones((64, 4), np.float32)
+    assert runtime.run_batched(sess, {"x": x}, batch_size=8)["y"].shape == (64, 4, 256)
+    monkeypatch.setattr(sdata, "MAX_INPUT_BYTES", 64 * 4 * 256 * 4)  # one copy fits, two do not
+    with pytest.raises(InputError, match=r"output 'y' over 64 samples would take about 512\.0 KiB"):
+        runtime.run_batched(sess, {"x": x}, batch_size=8)

@@ -89,17 +89,24 @@ def describe(e: BaseException) -> tuple[str, int] | None:
 
 
 def _limits_from_environment() -> None:
-    """``ONNXSQUEEZE_MAX_INPUT_BYTES``: the allocation guard's limit (the core reads no variable)."""
-    raw = os.environ.get("ONNXSQUEEZE_MAX_INPUT_BYTES", "").strip()
-    if not raw:
-        return
-    from onnxsqueeze import data
+    """``ONNXSQUEEZE_MAX_INPUT_BYTES``: the allocation guard's limit; ``ONNXSQUEEZE_STREAM_BYTES``:
+    the weight size from which models take the streaming paths (the core reads no variable)."""
     from onnxsqueeze.errors import InputError
 
-    try:
-        data.MAX_INPUT_BYTES = int(float(raw))
-    except ValueError as e:
-        raise InputError(f"ONNXSQUEEZE_MAX_INPUT_BYTES='{raw}': expected a number of bytes") from e
+    for name, module, attr in (
+        ("ONNXSQUEEZE_MAX_INPUT_BYTES", "onnxsqueeze.data", "MAX_INPUT_BYTES"),
+        ("ONNXSQUEEZE_STREAM_BYTES", "onnxsqueeze.io", "STREAM_BYTES"),
+    ):
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            continue
+        import importlib
+
+        try:
+            value = int(float(raw))
+        except (ValueError, OverflowError) as e:
+            raise InputError(f"{name}='{raw}': expected a number of bytes") from e
+        setattr(importlib.import_module(module), attr, value)
 
 
 def _say(message: str) -> None:

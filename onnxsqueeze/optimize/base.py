@@ -288,9 +288,16 @@ def _interface(model: onnx.ModelProto) -> list[tuple[str, Any]]:
 
 
 def check(
-    original: onnx.ModelProto, result: onnx.ModelProto, *, what: str, keep_interface: bool = True
+    original: onnx.ModelProto,
+    result: onnx.ModelProto,
+    *,
+    what: str,
+    keep_interface: bool = True,
+    path: Path | None = None,
 ) -> None:
     """The result passes the full checker and, with ``keep_interface``, keeps the I/O names and shapes.
+
+    ``path``: the result's file, for a result whose weights are in external data beside it.
 
     Raises:
         VerificationError: it does not.
@@ -298,7 +305,7 @@ def check(
     from onnxsqueeze import io as sio
 
     try:
-        sio.check_model(result)
+        sio.check_model(result, path)
     except Exception as e:
         raise VerificationError(f"the {what} model is invalid: {one_line(e)}") from e
     if keep_interface and _interface(original) != _interface(result):

@@ -92,6 +92,26 @@ def fp16(
     from onnxsqueeze.precision import convert_fp16
     from onnxsqueeze.verify import compare, run
 
+    if output is not None and not isinstance(model, onnx.ModelProto) and sio.streams(model):
+        return _fp16_streamed(
+            Path(model),
+            Path(output),
+            input_shapes=input_shapes,
+            data=data,
+            data_label=data_label,
+            protect=protect,
+            samples=samples,
+            seed=seed,
+            acceptance=acceptance,
+            normalized_tolerance=normalized_tolerance,
+            keep_io_types=keep_io_types,
+            block_ops=block_ops,
+            keep_fp32=keep_fp32,
+            dtype=dtype,
+            provider=provider,
+            force=force,
+            say=say,
+        )
     src = base.load(model)
     if output is not None:  # before the work, not after it
         sio.refuse_overwrite(output, [p for p in (src.path, *protect) if p is not None])
@@ -207,3 +227,164 @@ def fp16(
             report.bytes_before = src.path.stat().st_size
             report.bytes_after = path.stat().st_size
     return result.model, report
+
+
+def _normalized_error(reference: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> float:
+    """The largest max abs error over outputs, each relative to its max |reference| (floored)."""
+    worst = 0.0
+    for i, (name, ref) in enumerate(reference.items()):
+        out = outputs[name] if name in outputs else list(outputs.values())[i]
+        r, o = np.asarray(ref, np.float64), np.asarray(out, np.float64)
+        if r.shape != o.shape or not r.size:
+            continue
+        finite = np.isfinite(r)
+        if not finite.any():
+            continue
+        scale = max(float(np.abs(r[finite]).max()), 1e-6)
+        with np.errstate(invalid="ignore"):
+            worst = max(worst, float(np.nan_to_num(np.abs(r - o)[finite], nan=np.inf).max()) / scale)
+    return worst
+
+
+def _fp16_streamed(
+    path: Path,
+    output: Path,
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    data: Mapping[str, np.ndarray] | None,
+    data_label: str,
+    protect: Sequence[str | Path],
+    samples: int,
+    seed: int,
+    acceptance: base.Acceptance,
+    normalized_tolerance: float,
+    keep_io_types: bool,
+    block_ops: frozenset[str],
+    keep_fp32: frozenset[str],
+    dtype: str,
+    provider: str,
+    force: bool,
+    say: base.Say,
+) -> tuple[onnx.ModelProto, Fp16Report]:
+    """fp16 of a model whose weights pass ``io.STREAM_BYTES``: one conversion, verified, written.
+
+    Near one copy of the weights at a time: onnxruntime reads the source from its file for the
+    reference outputs (that session is gone before the conversion); ``ConvertToFloat16Pass`` runs
+    on an ``onnx_ir`` model whose float32 weights stay memory-mapped until each is converted; the
+    result is written to the output's temp folder tensor by tensor and verified from there by
+    onnxruntime, after the in-memory float16 copy is released. The normalization and the
+    node-by-node precision search (several copies of the model) are skipped, and said so: a result
+    beyond the budget is refused with the ops to keep float32 (``--block-op``).
+
+    Returns:
+        The written model's graph (weights referenced in its external data, not loaded) and the report.
+    """
+    import gc
+
+    from onnxsqueeze import io as sio
+    from onnxsqueeze import manifest
+    from onnxsqueeze.passes.fp16 import ConvertToFloat16Pass
+    from onnxsqueeze.pipeline import run_passes
+    from onnxsqueeze.verify import compare, run
+
+    sio.refuse_overwrite(output, [path, *protect])
+    interface = sio.load_interface(path)
+    sha = sio.sha256_file(path)
+    shapes_ = base.resolve_shapes(interface, input_shapes, data)
+    feeds = base.sample_feeds(interface, shapes_, data=data, samples=samples, seed=seed)
+    labels = np.asarray(data["labels"])[:samples] if data is not None and "labels" in data else None
+    label = f"{data_label} (first {samples})" if data is not None else f"random (seed {seed})"
+    report = Fp16Report(
+        model=str(path),
+        output=str(output),
+        input_shapes={k: list(v) for k, v in shapes_.items()},
+        dtype=dtype,
+        rounds=1,
+    )
+    report.notes.append(
+        f"weights of {sio.weight_bytes(interface) / 2**30:.2f} GiB: streamed (one tensor at a time); "
+        "normalization and the node-by-node precision search were skipped"
+    )
+    say("running the source model (onnxruntime reads its weights from the file)")
+    reference = run(path, feeds, provider=provider)
+    say(f"converting to {dtype}, one weight at a time")
+    model = sio.load_lazy(path, check=False)
+    report.total_nodes = sum(1 for _ in model.graph.all_nodes())
+    result = run_passes(
+        model,
+        [
+            ConvertToFloat16Pass(
+                keep_io_types=keep_io_types, block_ops=block_ops, keep_fp32=keep_fp32, dtype=dtype
+            )
+        ],
+        source_sha256=sha,
+    )
+    report.fp32_nodes = dict(getattr(result, "fp32_nodes", {}))
+    report.converted_nodes = int(getattr(result, "converted_nodes", 0))
+    report.casts_inserted = int(getattr(result, "casts_inserted", 0))
+    report.casts_removed = int(getattr(result, "casts_removed", 0))
+    say("writing the converted weights")
+    staged, staged_model = sio.stage_streamed(model, output, protect=[path, *protect])
+    del model, result
+    gc.collect()  # the in-memory float16 weights go before onnxruntime loads them from the file
+    try:
+        say("verifying against the source")
+        outputs = run(staged_model, feeds, provider=provider)
+        base.check(
+            interface,
+            sio.load_interface(staged_model),
+            what=dtype,
+            keep_interface=keep_io_types,
+            path=staged_model,
+        )
+        verify_report = compare(reference, outputs, feeds=feeds, source=label)
+        judgement = base.judge(
+            reference,
+            outputs,
+            acceptance,
+            labels=labels,
+            samples=base.count(feeds),
+            source=label,
+            random_inputs=data is None,
+        )
+        normalized = _normalized_error(reference, outputs)
+        if acceptance.gates:
+            within = judgement.passed
+            report.budget = f"--metric {acceptance.metric or '(default)'}"
+        elif acceptance.tolerance is not None:
+            within = verify_report.max_abs <= acceptance.tolerance
+            report.budget = f"max abs <= {acceptance.tolerance:g}"
+        else:
+            within = normalized <= normalized_tolerance
+            report.budget = f"normalized error <= {normalized_tolerance:g}"
+        passed = within and not judgement.nonfinite
+        report.judgement = judgement
+        report.notes.extend(judgement.warnings)
+        report.passed = passed
+        report.normalized_error = normalized
+        report.verify = verify_report.to_dict()
+        if not passed and not force:
+            why = (
+                judgement.reason
+                if acceptance.gates and not judgement.passed
+                else f"max abs error {verify_report.max_abs:.3g} (normalized {normalized:.3g}) beyond the "
+                f"budget {report.budget}"
+            )
+            raise VerificationError(
+                f"{dtype}: {why}; keep ops float32 with --block-op, judge by the task with --metric, or "
+                "write it anyway with --force"
+            )
+        if report.converted_nodes == 0 and not force:
+            raise VerificationError(
+                f"{dtype}: nothing was converted (every node kept float32); not written (--force writes it)"
+            )
+        report.bytes_before = sum(p.stat().st_size for p in sio.referenced_files(path) if p.is_file())
+        report.bytes_after = sum(Path(tmp).stat().st_size for tmp, _ in staged.moves)
+        art = manifest.commit_streamed(
+            staged, staged_model, output, source_path=path, verify_report=verify_report
+        )
+    except BaseException:
+        staged.abort()
+        raise
+    report.written, report.manifest = True, str(art.manifest_path)
+    return sio.load_interface(output), report

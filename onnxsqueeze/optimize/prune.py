@@ -70,6 +70,37 @@ def prune(
 
     if (sparsity is None) == (channels is None):
         raise InputError("choose exactly one of --sparsity or --channels")
+    if (
+        sparsity is not None
+        and output is not None
+        and not isinstance(model, onnx.ModelProto)
+        and sio.streams(model)
+    ):
+        if calibration is not None and reconstruction != "none":
+            raise InputError(
+                f"{model}: re-fitting the pruned layers of a model with over "
+                f"{sio.STREAM_BYTES / 2**30:.2g} GiB of weights keeps every layer's activations in "
+                "memory; prune it by magnitude with --reconstruction none"
+            )
+        if sparse_storage:
+            raise InputError(
+                f"{model}: sparse storage of a model with over {sio.STREAM_BYTES / 2**30:.2g} GiB of "
+                "weights is not supported (protobuf's 2 GB limit applies to sparse initializers)"
+            )
+        return _prune_streamed(
+            Path(model),
+            Path(output),
+            sparsity=sparsity,
+            scope=scope,
+            skip_first_last=skip_first_last,
+            input_shapes=input_shapes,
+            eval_data=eval_data,
+            eval_label=eval_label,
+            protect=protect,
+            acceptance=acceptance,
+            force=force,
+            say=say,
+        )
     src = base.load(model)
     if output is not None:
         sio.refuse_overwrite(output, [p for p in (src.path, *protect) if p is not None])
@@ -137,3 +168,132 @@ def prune(
         )
         report.written, report.output, report.manifest = True, str(path), str(manifest)
     return pruned, report
+
+
+def _prune_streamed(
+    path: Path,
+    output: Path,
+    *,
+    sparsity: float,
+    scope: str,
+    skip_first_last: bool,
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    eval_data: Mapping[str, np.ndarray] | None,
+    eval_label: str,
+    protect: Sequence[str | Path],
+    acceptance: base.Acceptance,
+    force: bool,
+    say: base.Say,
+) -> tuple[onnx.ModelProto, PruneReport]:
+    """Magnitude pruning of a model whose weights pass ``io.STREAM_BYTES``, near one copy of them.
+
+    onnxruntime reads the source from its file for the reference outputs; ``PruneWeightsPass``
+    masks one memory-mapped weight at a time; the result is written to the output's temp folder
+    tensor by tensor, and verified from there once the in-memory weights are released. The
+    normalization and the re-fit are skipped (said so in the notes).
+    """
+    import gc
+
+    from onnxsqueeze import io as sio
+    from onnxsqueeze import manifest
+    from onnxsqueeze.errors import UnsupportedModelError
+    from onnxsqueeze.passes.sparsity import PruneWeightsPass, PruneWeightsResult
+    from onnxsqueeze.pipeline import run_passes
+    from onnxsqueeze.verify import compare, run
+
+    sio.refuse_overwrite(output, [path, *protect])
+    interface = sio.load_interface(path)
+    sha = sio.sha256_file(path)
+    shapes_ = base.resolve_shapes(interface, input_shapes, eval_data)
+    samples = len(next(iter(eval_data.values()))) if eval_data else 8
+    feeds = base.sample_feeds(interface, shapes_, data=eval_data, samples=samples)
+    labels = np.asarray(eval_data["labels"]) if eval_data is not None and "labels" in eval_data else None
+    notes = [
+        f"weights of {sio.weight_bytes(interface) / 2**30:.2f} GiB: streamed (one tensor at a time); "
+        "normalization skipped; weights pruned by magnitude alone, no re-fit"
+    ]
+    say("running the source model (onnxruntime reads its weights from the file)")
+    reference = run(path, feeds)
+    say("pruning, one weight at a time")
+    model = sio.load_lazy(path, check=False)
+    p = PruneWeightsPass(
+        sparsity=sparsity,
+        scope=scope,  # type: ignore[arg-type]
+        skip_first_last=skip_first_last,
+        reconstruction="none",
+    )
+    result = run_passes(model, [p], source_sha256=sha)
+    assert isinstance(result, PruneWeightsResult)
+    if not result.layers:
+        raise UnsupportedModelError(f"{path}: no Conv/Gemm/MatMul weight initializers to prune")
+    if not result.modified:
+        notes.append("nothing was pruned: the weights already have this sparsity")
+    layers, achieved, modified = result.layers, result.sparsity, result.modified
+    params = sum(int(layer["params"]) for layer in layers)
+    zeros_before = sum(layer["sparsity_before"] * layer["params"] for layer in layers)
+    say("writing the pruned weights")
+    staged, staged_model = sio.stage_streamed(model, output, protect=[path, *protect])
+    del model, result
+    gc.collect()  # the in-memory pruned weights go before onnxruntime loads them from the file
+    try:
+        say("judging against the source")
+        outputs = run(staged_model, feeds)
+        base.check(interface, sio.load_interface(staged_model), what="pruned", path=staged_model)
+        verify_report = compare(reference, outputs, feeds=feeds, source=eval_label)
+        judgement = base.judge(
+            reference,
+            outputs,
+            acceptance,
+            labels=labels,
+            samples=base.count(feeds),
+            source=eval_label,
+            random_inputs=eval_data is None,
+        )
+        before_bytes = sum(f.stat().st_size for f in sio.referenced_files(path) if f.is_file())
+        after_bytes = sum(Path(tmp).stat().st_size for tmp, _ in staged.moves)
+        details: dict[str, Any] = {
+            "mode": "sparsity",
+            "options": p.options(),
+            "sparsity": achieved,
+            "layers": layers,
+            "reconstruction": [],
+            "modified": modified,
+            "notes": notes,
+            "verify": verify_report.to_dict(),
+            "before": {
+                "params": params,
+                "nonzero_params": round(params - zeros_before),
+                "sparsity": zeros_before / params if params else 0.0,
+                "macs": None,
+                "file_bytes": before_bytes,
+                "zipped_bytes": None,
+            },
+            "after": {
+                "params": params,
+                "nonzero_params": round(params * (1 - achieved)),
+                "sparsity": achieved,
+                "macs": None,
+                "file_bytes": after_bytes,
+                "zipped_bytes": None,
+            },
+        }
+        report = PruneReport(
+            model=str(path),
+            output=str(output),
+            input_shapes={k: list(v) for k, v in shapes_.items()},
+            mode="sparsity",
+            details=details,
+        )
+        report.judgement = judgement
+        report.notes.extend(judgement.warnings)
+        report.passed = judgement.passed
+        if not judgement.passed and not force:
+            raise VerificationError(f"{judgement.reason}; not written (use --force to write it anyway)")
+        art = manifest.commit_streamed(
+            staged, staged_model, output, source_path=path, verify_report=verify_report
+        )
+    except BaseException:
+        staged.abort()
+        raise
+    report.written, report.manifest = True, str(art.manifest_path)
+    return sio.load_interface(output), report

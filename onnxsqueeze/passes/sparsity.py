@@ -116,28 +116,40 @@ class PruneWeightsPass(SqueezePass):
         skipped: set[int] = set()
         if self.skip_first_last and targets:
             skipped = {0, len(targets) - 1}
-        arrays = [v.const_value.numpy() for _, v in targets]  # type: ignore[union-attr]
         chosen = [i for i in range(len(targets)) if i not in skipped]
-        masks: dict[int, np.ndarray] = {}
+        ks: dict[int, int] = {}
+        global_masks: dict[int, np.ndarray] = {}
         if self.sparsity > 0 and chosen:
             if self.scope == "layer":
-                for i in chosen:
-                    masks[i] = _smallest(np.abs(arrays[i]).reshape(-1), round(self.sparsity * arrays[i].size))
-            else:
-                flat = np.concatenate([np.abs(arrays[i]).reshape(-1).astype(np.float32) for i in chosen])
+                ks = {i: round(self.sparsity * _array(targets[i][1]).size) for i in chosen}
+            else:  # one threshold over every tensor: their magnitudes side by side
+                sizes = [_array(targets[i][1]).size for i in chosen]
+                flat = np.concatenate(
+                    [np.abs(_array(targets[i][1])).reshape(-1).astype(np.float32) for i in chosen]
+                )
                 mask = _smallest(flat, round(self.sparsity * flat.size))
+                del flat
                 start = 0
-                for i in chosen:
-                    masks[i] = mask[start : start + arrays[i].size]
-                    start += arrays[i].size
+                for i, size in zip(chosen, sizes, strict=True):
+                    global_masks[i] = mask[start : start + size]
+                    start += size
         modified = False
         original = None
         if self.calibration is not None and self.reconstruction == "lsq":
             original = ir.serde.serialize_model(model)
         changed = []
-        for i, ((node, value), array) in enumerate(zip(targets, arrays, strict=True)):
-            if i in masks:
-                mask = masks[i].reshape(array.shape)
+        zeros_before: list[int] = []
+        # One tensor at a time: a weight still on disk (a memory-mapped external tensor) is read,
+        # masked into a new array and released before the next, so a model over 2 GB holds its
+        # pruned weights and one source tensor, not two copies of everything.
+        for i, (node, value) in enumerate(targets):
+            array = _array(value)
+            zeros_before.append(int(np.count_nonzero(array == 0)))
+            if i in ks or i in global_masks:
+                if i in ks:
+                    mask = _smallest(np.abs(array).reshape(-1), ks[i]).reshape(array.shape)
+                else:
+                    mask = global_masks.pop(i).reshape(array.shape)
                 if np.any(array[mask] != 0):
                     value.const_value = ir.tensor(
                         np.where(mask, np.zeros((), array.dtype), array), name=value.name
@@ -145,6 +157,8 @@ class PruneWeightsPass(SqueezePass):
                     modified = True
                     if _refittable(node, value):
                         changed.append(node)
+                del mask
+            del array
         recon: list[dict[str, Any]] = []
         if original is not None and changed:
             from onnxsqueeze.passes import reconstruct
@@ -162,8 +176,7 @@ class PruneWeightsPass(SqueezePass):
             )
         layers = []
         total = zeros_total = 0
-        for i, ((node, _), array) in enumerate(zip(targets, arrays, strict=True)):
-            before = int(np.count_nonzero(array == 0))
+        for i, (node, _) in enumerate(targets):
             index = 0 if node.op_type == "MatMul" and node.inputs[0] is targets[i][1] else 1
             new = node.inputs[index].const_value.numpy()  # type: ignore[union-attr]
             zeros = int(np.count_nonzero(new == 0))
@@ -175,7 +188,7 @@ class PruneWeightsPass(SqueezePass):
                     "op": node.op_type,
                     "weight": targets[i][1].name,
                     "params": int(new.size),
-                    "sparsity_before": before / new.size,
+                    "sparsity_before": zeros_before[i] / new.size,
                     "sparsity": zeros / new.size,
                     "skipped": i in skipped,
                 }
@@ -187,6 +200,10 @@ class PruneWeightsPass(SqueezePass):
             sparsity=zeros_total / total if total else 0.0,
             reconstruction=recon,
         )
+
+
+def _array(value: ir.Value) -> np.ndarray:
+    return value.const_value.numpy()  # type: ignore[union-attr]
 
 
 def _refittable(node: ir.Node, weight: ir.Value) -> bool:
@@ -207,7 +224,13 @@ def _smallest(magnitudes: np.ndarray, k: int) -> np.ndarray:
     if k >= magnitudes.size:
         mask[:] = True
         return mask
-    mask[np.argpartition(magnitudes, k - 1, kind="introselect")[:k]] = True
+    # The k-th smallest value, then everything below it and the first ties at it: one copy of the
+    # magnitudes (argpartition's int64 indices would be twice the size of a float32 weight).
+    threshold = np.partition(magnitudes, k - 1)[k - 1]
+    np.less(magnitudes, threshold, out=mask)
+    ties = k - int(np.count_nonzero(mask))
+    if ties > 0:
+        mask[np.flatnonzero(magnitudes == threshold)[:ties]] = True
     return mask
 
 

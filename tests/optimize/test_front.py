@@ -12,8 +12,8 @@ from onnxsqueeze import io as sio
 from onnxsqueeze import metrics, optimize, runtime
 from onnxsqueeze.errors import InputError, VerificationError
 from onnxsqueeze.optimize import base
+from tests.graphs import constant_weights_model, ctc_model, near_zero_map_model
 from tests.helpers import rand, run_ort
-from tests.optimize.graphs import constant_weights_model, ctc_model, near_zero_map_model
 
 
 def test_normalize_lifts_constant_weights_folds_bn_and_is_verified() -> None:

@@ -15,8 +15,8 @@ from onnxsqueeze.cli.app import app
 from onnxsqueeze.evaluate import Budget
 from onnxsqueeze.search.outputs import write_candidate
 from onnxsqueeze.search.squeezer import build_replica
+from tests.graphs import constant_weights_model, ctc_model
 from tests.helpers import rand, run_ort
-from tests.optimize.graphs import constant_weights_model, ctc_model
 
 runner = CliRunner()
 FAST = ["--latency-seconds", "0.02", "--objective", "size", "--max-drop", "5"]

@@ -1,0 +1,145 @@
+"""The streaming paths for models over ``io.STREAM_BYTES`` (fp16, prune --sparsity), taken on a
+small model with external data by lowering the threshold: the same outputs as the in-memory
+paths, a manifest, no temp files, inputs unchanged; squeeze refuses in one line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxsqueeze import io as sio
+from onnxsqueeze.cli import _boundary
+from onnxsqueeze.verify import run
+from tests.helpers import model_from_text, rand
+
+TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 64] x) => (float[N, 32] y) {
+    h = MatMul (x, w1)
+    r = Relu (h)
+    y = MatMul (r, w2)
+}
+"""
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()
+    }
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> tuple[Path, Path]:
+    src = tmp_path / "src"
+    weights = {"w1": rand((64, 48), 1, scale=0.2), "w2": rand((48, 32), 2, scale=0.2)}
+    model = sio.save(model_from_text(TEXT, weights), src / "m.onnx", external_data=True)
+    assert (src / "m.onnx.data").exists()
+    np.savez(src / "d.npz", x=rand((6, 64), 3))
+    return model, src / "d.npz"
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str]:
+    code = _boundary.run([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["fp16", "--data", "{data}", "--samples", "6"],
+        ["prune", "--sparsity", "0.5", "--eval-data", "{data}"],
+    ],
+    ids=["fp16", "prune"],
+)
+def test_streamed_result_matches_the_in_memory_one(
+    tmp_path: Path,
+    source: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+) -> None:
+    model, data = source
+    args = [a.replace("{data}", str(data)) for a in command]
+    before = _digest(model.parent)
+    code, err = _cli(capsys, args[0], model, "-o", tmp_path / "mem" / "o.onnx", *args[1:], "--json")
+    assert code == 0, err
+    monkeypatch.setattr(sio, "STREAM_BYTES", 1)
+    code, err = _cli(capsys, args[0], model, "-o", tmp_path / "str" / "o.onnx", *args[1:])
+    assert code == 0, err
+
+    streamed, in_memory = tmp_path / "str" / "o.onnx", tmp_path / "mem" / "o.onnx"
+    # the streamed result keeps its weights in external data, referenced (not loaded) here
+    proto = onnx.load(str(streamed), load_external_data=False)
+    assert all(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer if t.dims)
+    manifest = json.loads(Path(f"{streamed}.manifest.json").read_text())
+    assert manifest["file"]["data_files"].keys() == {"o.onnx.data"}
+    assert manifest["source"]["path"] == str(model)
+    assert manifest["recipe"] and manifest["recipe"][-1]["pass"] in ("fp16", "sparsity")
+    embedded = next(p.value for p in proto.metadata_props if p.key == "onnxsqueeze.manifest")
+    assert json.loads(embedded)["source"]["sha256"] == manifest["source"]["sha256"]
+
+    x = np.load(data)["x"]
+    got, want = run(streamed, {"x": x}), run(in_memory, {"x": x})
+    np.testing.assert_array_equal(got["y"], want["y"])
+    assert _digest(model.parent) == before  # inputs unchanged
+    litter = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    assert not litter, litter
+
+
+def test_streamed_refusal_leaves_nothing(
+    tmp_path: Path,
+    source: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A streamed result beyond the budget is refused in one line: no output, no temp folder."""
+    model, data = source
+    monkeypatch.setattr(sio, "STREAM_BYTES", 1)
+    before = _digest(model.parent)
+    out = tmp_path / "o" / "h.onnx"
+    code, err = _cli(capsys, "fp16", model, "-o", out, "--data", data, "--tolerance", "1e-9")
+    assert code == 1, err
+    assert err.strip().splitlines()[-1].startswith("error: float16: max abs error"), err
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+    assert _digest(model.parent) == before
+
+
+def test_streaming_refuses_what_it_cannot_do(
+    tmp_path: Path,
+    source: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The re-fit (activations of every layer) and squeeze's in-memory search: one line, exit 2."""
+    model, data = source
+    monkeypatch.setattr(sio, "STREAM_BYTES", 1)
+    code, err = _cli(capsys, "prune", model, "--sparsity", "0.5", "--data", data, "-o", tmp_path / "p.onnx")
+    assert code == 2, err
+    assert "--reconstruction none" in err.strip().splitlines()[-1]
+    code, err = _cli(capsys, "squeeze", model, "--data", data, "-o", tmp_path / "sq", "--max-drop", "1")
+    assert code == 2, err
+    assert "stream the weights" in err.strip().splitlines()[-1] and "Traceback" not in err
+
+
+def test_a_staged_folder_is_removed_by_the_cleanup(tmp_path: Path) -> None:
+    """The temp folder of a streamed output goes with remove_temps (a signal) and with abort."""
+    import onnx_ir as ir
+
+    m = ir.serde.deserialize_model(model_from_text(TEXT, {"w1": rand((64, 48), 1), "w2": rand((48, 32), 2)}))
+    staged, staged_model = sio.stage_streamed(m, tmp_path / "o.onnx")
+    assert staged_model.exists() and staged_model.with_name("o.onnx.data").exists()
+    sio.remove_temps()
+    assert list(tmp_path.iterdir()) == []
+    staged.moves = []
+    staged, _ = sio.stage_streamed(m, tmp_path / "o.onnx")
+    staged.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.onnx", "o.onnx.data"]
+    np.testing.assert_array_equal(
+        onnx.numpy_helper.to_array(sio.load(tmp_path / "o.onnx").graph.initializer[0]),
+        m.graph.initializers["w1"].const_value.numpy(),
+    )
