@@ -207,7 +207,7 @@ def _prune_streamed(
     shapes_ = base.resolve_shapes(interface, input_shapes, eval_data)
     samples = len(next(iter(eval_data.values()))) if eval_data else 8
     feeds = base.sample_feeds(interface, shapes_, data=eval_data, samples=samples)
-    labels = np.asarray(eval_data["labels"]) if eval_data is not None and "labels" in eval_data else None
+    labels = base.labels_of(eval_data)
     notes = [
         f"weights of {sio.weight_bytes(interface) / 2**30:.2f} GiB: streamed (one tensor at a time); "
         "normalization skipped; weights pruned by magnitude alone, no re-fit"
