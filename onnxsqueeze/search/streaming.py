@@ -198,6 +198,16 @@ class StreamingSqueezer(Squeezer):
         base = self._baseline_latency
         return ms, (ms / base if base else 1.0)
 
+    def latency_method(self) -> str:
+        """How this search timed candidates (the report's line)."""
+        threads = self.options.latency_threads
+        return (
+            "batch 1, the original and each candidate within budget timed alone, one session at a "
+            f"time from its file ({threads or 'default'} intra-op thread{'s' if threads != 1 else ''}, "
+            "median; not interleaved: the original's session is not held beside a candidate's), so "
+            "the ratios carry the machine's drift between timings"
+        )
+
     # ------------------------------------------------------------------ writing
     def write_candidate(
         self,
