@@ -148,7 +148,9 @@ def classify(rc: int | None, stderr: str) -> str:
         return "TRACEBACK"
     if rc == 0:
         return "ok"
-    return "REFUSED" if rc in (1, 2) else "TRACEBACK"
+    # 3: squeeze found candidates within budget but none beats the original on the objective
+    # (e.g. fp16/int8 of a 0.1 ms model are not faster on CPU); it says so and writes the Pareto front.
+    return "REFUSED" if rc in (1, 2, 3) else "TRACEBACK"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -233,9 +235,10 @@ def check_output(cell: Cell, entry: corpus.Entry, model: str, path: Path, data: 
     labels = data.get("labels")
     ref_shapes = [[np.shape(o) for o in outs] for outs in ref]
     cand_shapes = [[np.shape(o) for o in outs] for outs in cand]
-    if ref_shapes != cand_shapes:
-        # Loads and runs, but e.g. a detector at half its internal resolution returns a quarter of
-        # the anchors (in the scaled image's coordinates): said, not scored as if comparable.
+    if ref_shapes != cand_shapes and entry.decoder != "yolov8":
+        # Loads and runs, but its outputs are not the original's shapes: said, not scored as if
+        # comparable. (A YOLOv8 at half its internal resolution returns a quarter of the anchors,
+        # in the caller's coordinates: its decoded boxes are scored below.)
         cell.message = f"runs; outputs not comparable (shapes {cand_shapes[0]} vs {ref_shapes[0]})"
     else:
         try:
@@ -562,8 +565,15 @@ def main(argv: list[str] | None = None) -> int:
         "--render-only", action="store_true", help="Run nothing: render the --merge-json cells."
     )
     parser.add_argument("--write", action="store_true", help=f"Replace the matrix section in {RESULTS.name}.")
+    parser.add_argument(
+        "--family",
+        action="store_true",
+        help="Run the family members outside the corpus (models/corpus.py FAMILY) instead; no --write.",
+    )
     args = parser.parse_args(argv)
-    entries = corpus.load(args.cache)
+    entries = corpus.family_members(args.cache) if args.family else corpus.load(args.cache)
+    if args.family:
+        args.write = False  # the matrix section is the corpus's
     if not entries:
         print(f"no corpus in {args.cache}: run `python -m models.corpus` first", file=sys.stderr)
         return 2
@@ -602,7 +612,9 @@ def main(argv: list[str] | None = None) -> int:
         rerun = {(c.model, c.command) for c in cells}
         cells = [c for c in previous if (c.model, c.command) not in rerun] + cells
         names = {c.model for c in cells}
-        entries = [e for e in corpus.load(args.cache) if e.name in names]
+        entries = [
+            e for e in [*corpus.load(args.cache), *corpus.family_members(args.cache)] if e.name in names
+        ]
         commands = list(dict.fromkeys([*commands, *(c.command for c in previous)]))
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO

@@ -6,7 +6,8 @@ wheel, ``utils/preprocess.py``): resize the short side to 256 (Lanczos), centre 
 [0, 1], normalize with the ImageNet mean and std, HWC -> CHW. Training uses the inputs only (the
 original's outputs are the targets); the rotation labels are used only to report accuracy.
 
-Usage: ``PYTHONPATH=. python benchmarks/finetune_orientation.py [--budget S] [--train N] [--val N]``
+Usage: ``PYTHONPATH=. python benchmarks/finetune_orientation.py [--budget S] [--clock cpu|wall] [--train N]
+[--val N] [--only roundtrip,sparsity,channels]``; the last lines are one summary per target.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import codecs
 import json
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -90,11 +92,30 @@ def pages(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(xs).astype(np.float32), np.array(ys, np.int64)
 
 
+def progress(e) -> None:
+    print(
+        f"  epoch {e.epoch}/{e.planned} loss {e.train_loss:.4f} val {e.metric} {e.val_metric:.4f} "
+        f"{e.elapsed_s:.0f} s{' *' if e.best else ''}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--budget", type=float, default=300.0, help="seconds of each fine-tuning run")
-    ap.add_argument("--train", type=int, default=512)
-    ap.add_argument("--val", type=int, default=200)
+    ap.add_argument("--budget", type=float, default=240.0, help="seconds of each fine-tuning run")
+    ap.add_argument(
+        "--clock",
+        default="cpu",
+        choices=["cpu", "wall"],
+        help="what the budget counts: the process's CPU seconds (1 training thread: about the wall "
+        "time of one quiet core; the default, for a loaded machine) or wall seconds",
+    )
+    ap.add_argument("--train", type=int, default=192)
+    ap.add_argument("--val", type=int, default=96)
+    ap.add_argument("--calib", type=int, default=32, help="pages for the one-shot least-squares re-fit")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--refit", default="lsq", choices=["lsq", "none"], help="one-shot sparsity re-fit")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--only", default="roundtrip,sparsity,channels")
     args = ap.parse_args()
@@ -108,7 +129,9 @@ def main() -> None:
     print(f"rendered {args.train}+{args.val} pages in {time.perf_counter() - t:.1f} s", flush=True)
     original = sio.load(MODEL)
     train = {"x": x_tr}  # unlabeled: the original's outputs are the only targets
+    calib = {"x": x_tr[: args.calib]}
     rows: list[dict] = []
+    summary: list[str] = []
 
     def predict(model) -> np.ndarray:
         sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -118,70 +141,96 @@ def main() -> None:
     # the rotation convention of the labels: the one the original agrees with most
     conv = {"ccw": y_va, "cw": (4 - y_va) % 4}
     name, labels = max(conv.items(), key=lambda kv: float((ref == kv[1]).mean()))
+    base_acc = float((ref == labels).mean())
 
-    def row(label: str, model, seconds: float, note: str = "") -> None:
+    def row(label: str, model, seconds: float, cpu: float, note: str = "") -> float:
         pred = predict(model).argmax(1)
+        acc = float((pred == labels).mean())
         r = {
             "model": label,
             "agreement": float((pred == ref).mean()),
-            f"accuracy ({name})": float((pred == labels).mean()),
+            f"accuracy ({name})": acc,
             "sparsity": round(sparsity_of(model), 4),
             "params": sum(int(np.prod(i.dims)) for i in model.graph.initializer),
-            "seconds": round(seconds, 1),
+            "wall_s": round(seconds, 1),
+            "cpu_s": round(cpu, 1),
             "note": note,
         }
         rows.append(r)
         print(json.dumps(r), flush=True)
+        return acc
 
-    row("original", original, 0.0)
+    def timed(fn):
+        t, c = time.perf_counter(), time.process_time()
+        out = fn()
+        return out, time.perf_counter() - t, time.process_time() - c
+
+    row("original", original, 0.0, 0.0)
     only = args.only.split(",")
-    cfg = FinetuneConfig(time_budget_s=args.budget)
+    cfg = FinetuneConfig(time_budget_s=args.budget, clock=args.clock, batch_size=args.batch_size)
     cache = Path("out/ft_cache")
     val = {"x": x_va}
     if "roundtrip" in only:
         from onnxsqueeze.finetune import normalize, to_onnx, to_torch
 
-        t = time.perf_counter()
-        norm = normalize(original)
-        back, _ = to_onnx(to_torch(norm), norm, {"x": x_va[:64]}, tolerance=1e-5)
+        def round_trip():
+            norm = normalize(original)
+            return to_onnx(to_torch(norm), norm, {"x": x_va[:64]}, tolerance=1e-5)[0]
+
+        back, wall, cpu = timed(round_trip)
         err = float(np.abs(predict(back) - predict(original)).max())
-        row(
-            "ONNX -> PyTorch -> ONNX (no training)",
-            back,
-            time.perf_counter() - t,
-            f"max abs vs original {err:.2e}",
+        row("ONNX -> PyTorch -> ONNX (no training)", back, wall, cpu, f"max abs vs original {err:.2e}")
+
+    def recover(label: str, one) -> None:
+        r, wall, cpu = timed(
+            lambda: finetune(one, MODEL, train, val=val, config=cfg, cache_dir=cache, on_epoch=progress)
         )
+        tr = r.report.training
+        acc = row(
+            f"{label} + finetune",
+            r.model,
+            wall,
+            cpu,
+            f"{tr.stop_reason}, {len(tr.history)} epochs, lr {tr.lr:.2g}"
+            + (" (range test)" if tr.lr_found else ""),
+        )
+        drop = 100 * (base_acc - acc)
+        met = drop <= 2.0 and cpu <= 300.0
+        summary.append(
+            f"orientation {label}: accuracy {100 * acc:.2f}% (original {100 * base_acc:.2f}%, "
+            f"drop {drop:.2f} points) in {cpu:.0f} CPU-s / {wall:.0f} s wall "
+            f"(1 training thread, load {os.getloadavg()[0]:.1f}); "
+            f"target (<= 2 points, <= 300 s on 2 cores) met: {'yes' if met else 'no'}"
+        )
+
     if "sparsity" in only:
-        t = time.perf_counter()
-        one, _ = api.prune_weights(original, sparsity=0.7)
-        row("sparsity 70% one-shot", one, time.perf_counter() - t)
-        t = time.perf_counter()
-        r = finetune(one, MODEL, train, val=val, config=cfg, cache_dir=cache)
-        tr = r.report.training
-        row(
-            "sparsity 70% + finetune",
-            r.model,
-            time.perf_counter() - t,
-            f"{tr.stop_reason}, {len(tr.history)} epochs",
+        one, wall, cpu = timed(
+            lambda: api.prune_weights(
+                original,
+                sparsity=0.7,
+                scope="global",
+                calibration=calib if args.refit == "lsq" else None,
+                reconstruction=args.refit,
+            )[0]
         )
+        row(f"sparsity 70% one-shot (global, re-fit {args.refit})", one, wall, cpu)
+        recover("sparsity 70%", one)
     if "channels" in only:
-        t = time.perf_counter()
-        one, _ = api.prune_channels(original, ratio=0.3, calibration={"x": x_tr[:256]})
-        row("channels -30% one-shot (lsq re-fit)", one, time.perf_counter() - t)
-        t = time.perf_counter()
-        r = finetune(one, MODEL, train, val=val, config=cfg, cache_dir=cache)
-        tr = r.report.training
-        row(
-            "channels -30% + finetune",
-            r.model,
-            time.perf_counter() - t,
-            f"{tr.stop_reason}, {len(tr.history)} epochs",
-        )
-    out = {"rows": rows, "budget_s": args.budget, "load_before": load, "load_after": os.getloadavg()}
-    print(json.dumps(out))
+        one, wall, cpu = timed(lambda: api.prune_channels(original, ratio=0.3, calibration=calib)[0])
+        row("channels -30% one-shot (lsq re-fit)", one, wall, cpu)
+        recover("channels -30%", one)
+    out = {
+        "rows": rows,
+        "budget_s": args.budget,
+        "clock": args.clock,
+        "load_before": load,
+        "load_after": os.getloadavg(),
+    }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2))
+    for line in summary:
+        print(line)
 
 
 if __name__ == "__main__":

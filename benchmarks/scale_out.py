@@ -16,7 +16,12 @@
    ``--models`` such models on ``--nodes`` machines of ``--cores`` cores, and which resource limits it.
 
 Usage: PYTHONPATH=. python benchmarks/scale_out.py [speedup|fleet|estimate|all] [--out .cache/bench-scale]
-       [--workers 2] [--distill-minutes 0.5] [--techniques LIST] [--models 100 --nodes 10 --cores 8]
+       [--workers 2] [--distill-minutes 0.5 | --train-epochs 10] [--techniques LIST]
+       [--runs serial,workers,serial,workers,ray] [--models 100 --nodes 10 --cores 8]
+
+``--train-epochs`` trains every student a fixed number of epochs (no time budget), so the
+students, and hence the best model, are byte-identical whichever process trains them; with a
+time budget they differ from run to run (serial runs included).
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -34,6 +41,12 @@ from pathlib import Path
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.exists() else "-"
+
+
+def _cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes and the processes they reaped."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def _run(cmd: list[str]) -> float:
@@ -56,41 +69,80 @@ def _digits(out: Path) -> tuple[Path, Path, Path]:
     return files  # type: ignore[return-value]
 
 
-def speedup(out: Path, workers: int, distill_minutes: float, techniques: str | None = None) -> None:
+RUNS = {"serial": [], "workers": ["--workers", "{n}"], "ray": ["--ray", "--workers", "{n}"]}
+
+
+def speedup(
+    out: Path,
+    workers: int,
+    distill_minutes: float,
+    techniques: str | None = None,
+    runs: str = "serial,workers,ray",
+    train_epochs: int | None = None,
+) -> None:
+    """Run ``runs`` (``serial``, ``workers``, ``ray``, in that order, repeats allowed: interleave
+    ``serial,workers,serial,workers`` on a shared machine) from an empty cache each; print a table
+    and one SUMMARY line: each backend's median wall time over the serial runs' median, and
+    whether every run's best model and recipe are byte-identical to the first serial run's."""
     model, val, train = _digits(out)
     base = [
         sys.executable, "-m", "onnxsqueeze", "squeeze", str(model), "--data", str(val),
-        "--train-data", str(train), "--max-drop", "1", "--objective", "size",
-        "--distill-minutes", str(distill_minutes), "--no-cache",
+        "--train-data", str(train), "--max-drop", "1", "--objective", "size", "--no-cache",
+        *(["--train-epochs", str(train_epochs)] if train_epochs else
+          ["--distill-minutes", str(distill_minutes)]),
         *(["--techniques", techniques] if techniques else []),
     ]  # fmt: skip
-    runs = {
-        "serial": [],
-        f"--workers {workers}": ["--workers", str(workers)],
-        f"--ray (local, {workers} CPUs)": ["--ray", "--workers", str(workers)],
-    }
+    names = [r.strip() for r in runs.split(",") if r.strip()]
+    if "serial" not in names or set(names) - set(RUNS):
+        raise SystemExit(f"--runs {runs}: name serial and any of {', '.join(RUNS)}")
     rows = []
-    serial_wall = None
-    for name, extra in runs.items():
-        folder = out / name.split()[0].strip("-")
+    for i, name in enumerate(names):
+        folder = out / f"{i:02d}-{name}"
         shutil.rmtree(folder, ignore_errors=True)
+        extra = [a.format(n=workers) for a in RUNS[name]]
+        load, cpu0 = os.getloadavg()[0], _cpu()
         wall = _run([*base, "-o", str(folder), *extra])
         res = json.loads((folder / "results.json").read_text())
-        serial_wall = serial_wall or wall
-        rows.append((name, wall, folder, res))
-    ref = rows[0][2]
-    print(f"load before: {os.getloadavg()[0]:.2f} (1-min), cores: {os.cpu_count()}")
-    print("| run | wall s | vs serial | points (measured) | best | size x | same model bytes | same recipe |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, wall, folder, res in rows:
+        res["cpu_s"] = _cpu() - cpu0
+        rows.append((name, wall, load, folder, res))
+        print(f"  {name}: {wall:.1f} s (1-min load before {load:.1f})", file=sys.stderr, flush=True)
+    ref = next(r for r in rows if r[0] == "serial")[3]
+    shas = {f: (_sha(f / "digits_cnn.squeezed.onnx"), _sha(f / "recipe.toml")) for _, _, _, f, _ in rows}
+    walls: dict[str, list[float]] = {}
+    for name, wall, *_ in rows:
+        walls.setdefault(name, []).append(wall)
+    serial = statistics.median(walls["serial"])
+    print(f"command: {' '.join(base[1:])} -o DIR [--workers {workers} | --ray --workers {workers}]")
+    print(f"cores: {os.cpu_count()}")
+    # CPU s: the squeeze process and its pool workers (Ray's workers are not its children: not
+    # counted); on a loaded machine the wall time stretches, the CPU time much less.
+    print(
+        "| run | 1-min load before | wall s | vs serial median | CPU s | points (fresh evaluations) "
+        "| best | size x | same model bytes | same recipe |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for _, wall, load, folder, res in rows:
         best = res["best"]
-        same_model = _sha(folder / "digits_cnn.squeezed.onnx") == _sha(ref / "digits_cnn.squeezed.onnx")
-        same_recipe = _sha(folder / "recipe.toml") == _sha(ref / "recipe.toml")
         print(
-            f"| {name} | {wall:.1f} | {wall / serial_wall:.2f}x | {len(res['points'])} ({res['evaluations']}) "
-            f"| {best['label'] if best else '-'} | {res['baseline']['size'] / best['size'] if best else 0:.2f} "
-            f"| {same_model} | {same_recipe} |"
+            f"| {folder.name} | {load:.1f} | {wall:.1f} | {wall / serial:.2f}x | {res['cpu_s']:.0f} "
+            f"| {len(res['points'])} "
+            f"({res['evaluations']}) | {best['label'] if best else '-'} "
+            f"| {res['baseline']['size'] / best['size'] if best else 0:.2f} "
+            f"| {shas[folder][0] == shas[ref][0]} | {shas[folder][1] == shas[ref][1]} |"
         )
+    identical = all(v == shas[ref] and v[0] != "-" for v in shas.values())
+    ratios = ", ".join(
+        f"{'--workers' if n == 'workers' else '--ray'} {workers} {statistics.median(w) / serial:.2f}x"
+        f" (median of {len(w)})"
+        for n, w in walls.items()
+        if n != "serial"
+    )
+    loads = [r[2] for r in rows]
+    print(
+        f"SUMMARY: serial {serial:.1f} s (median of {len(walls['serial'])}); {ratios}; target <= 0.65x; "
+        f"best model and recipe identical to serial: {'yes' if identical else 'no'}; "
+        f"1-min load {min(loads):.1f}-{max(loads):.1f}"
+    )
 
 
 FLEET = """# model  data  [KEY=VALUE ...]  (written by benchmarks/scale_out.py)
@@ -184,17 +236,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--distill-minutes", type=float, default=0.5)
     ap.add_argument("--techniques", default=None, help="squeeze --techniques for the speedup runs")
+    ap.add_argument("--train-epochs", type=int, default=None, help="squeeze --train-epochs (reproducible)")
+    ap.add_argument(
+        "--runs",
+        default="serial,workers,ray",
+        help="speedup runs in order, e.g. serial,workers,serial,workers",
+    )
     ap.add_argument("--models", type=int, default=100)
     ap.add_argument("--nodes", type=int, default=10)
     ap.add_argument("--cores", type=int, default=8)
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.what in ("speedup", "all"):
-        speedup(out, args.workers, args.distill_minutes, args.techniques)
+        speedup(out, args.workers, args.distill_minutes, args.techniques, args.runs, args.train_epochs)
     if args.what in ("fleet", "all"):
         fleet(out, args.workers)
     if args.what in ("estimate", "all"):
-        estimate(out / "serial" / "results.json", args.models, args.nodes, args.cores)
+        first = sorted(out.glob("*-serial/results.json")) or [out / "serial" / "results.json"]
+        estimate(first[0], args.models, args.nodes, args.cores)
     return 0
 
 

@@ -13,6 +13,10 @@ Each run starts without a cache (``--no-cache``). It prints the wall time, the m
 (``uptime``) before and after, the outcome and the seconds per phase from results.json, and a
 markdown row for benchmarks/RESULTS.md.
 
+After the table, one line per model: ``SUMMARY <model> wall <s> cpu <s> load <1-min> target <s>
+met <yes|no>`` (the target of issue 14 item 1 on 2 quiet cores; "met" judges the wall time, and
+under load the CPU seconds say whether a quiet machine could meet it: ``cpu-fits``).
+
 Usage: python benchmarks/squeeze_speed.py [--models digits,orientation] [--out .cache/bench-speed]
        [--objective latency] [--pages 300]
 """
@@ -114,6 +118,9 @@ def orientation_data(n: int, seed: int) -> dict[str, np.ndarray]:
     return {"x": np.stack(xs), "labels": np.asarray(ys, np.int64)}
 
 
+TARGETS = {"digits": 30.0, "orientation": 60.0}  # seconds on 2 quiet cores (issue 14, item 1)
+
+
 def load() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
@@ -205,6 +212,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['best'] or '-'} | {r['drop'] if r['drop'] is None else round(r['drop'], 2)} | "
             f"{ratio(r['size_ratio'])} | {ratio(r['latency_ratio'])} | {r['points']} ({r['stopped_early']}, "
             f"{r['timed']}) | {', '.join(f'{k} {v}' for k, v in r['timings'].items())} |"
+        )
+    for r in rows:
+        target = TARGETS.get(r["model"])
+        met = "-" if target is None else ("yes" if r["wall_s"] <= target else "no")
+        fits = "-" if target is None else ("yes" if r["cpu_s"] <= target else "no")
+        print(
+            f"SUMMARY {r['model']} wall {r['wall_s']} s cpu {r['cpu_s']} s load {r['load_before'].split(',')[0]} "
+            f"target {target} s met {met} cpu-fits {fits}",
+            flush=True,
         )
     return 0
 

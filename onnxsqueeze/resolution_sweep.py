@@ -407,10 +407,17 @@ def resize_model(
     if rinfo.rounded:
         note(rinfo.rounded)
     if rinfo.varying_outputs:
-        note(
-            f"output(s) {', '.join(rinfo.varying_outputs)} follow the internal size (declared dynamic: "
-            "e.g. a detector's anchors and box coordinates are those of the scaled image)"
-        )
+        plain = [o for o in rinfo.varying_outputs if o not in rinfo.rescaled_boxes]
+        if rinfo.rescaled_boxes:
+            note(
+                f"output(s) {', '.join(rinfo.rescaled_boxes)}: fewer anchors (the internal size), boxes in "
+                "the caller's pixel coordinates (the decode's strides are rescaled at run time)"
+            )
+        if plain:
+            note(
+                f"output(s) {', '.join(plain)} follow the internal size (declared dynamic: e.g. a "
+                "detector's anchors and box coordinates are those of the scaled image)"
+            )
     if not modified:
         note(f"the model is already {rinfo.old_size[0]}x{rinfo.old_size[1]}; writing it unchanged")
     feeds: dict[str, np.ndarray] | None = None

@@ -7,6 +7,13 @@ MACs (multiply-accumulates) are counted at concrete input shapes for the ops tha
 - Gemm: ``M * N * K``; MatMul: ``prod(batch) * M * N * K``
 - the integer forms (ConvInteger, QLinearConv, MatMulInteger, QLinearMatMul) count like their
   float op
+- LSTM / GRU / RNN: ``directions * T * N * gates * (input + hidden)`` (``gates`` = W's rows:
+  4H, 3H or H)
+
+Shapes come from onnx's shape inference; where it cannot follow (a Reshape whose target is
+computed from ``Shape`` ops, as torch exports of LSTM OCR models do), the missing ones are read
+from one onnxruntime run at the same input shapes, so that a model and its normalized (folded)
+form are counted alike.
 
 FLOPs are reported as ``2 * MACs``. Other ops are not counted (they are memory-bound).
 """
@@ -54,6 +61,10 @@ def count_macs(
             return None
         return tuple(int(d) for d in s)  # type: ignore[arg-type]
 
+    missing = [n for n in _mac_values(inferred) if dims(n) is None]
+    if missing:
+        known.update(_run_shapes(model, resolved, missing))
+
     for i, node in enumerate(inferred.graph.node):
         key = node.name or f"{node.op_type}#{i}"
         macs = 0
@@ -83,9 +94,57 @@ def count_macs(
             if a is not None and b is not None and y is not None:
                 k = a[-1]
                 macs = int(np.prod(y)) * k
+        elif node.op_type in ("LSTM", "GRU", "RNN") and len(node.input) >= 3:
+            x, w, r = dims(node.input[0]), dims(node.input[1]), dims(node.input[2])
+            if x is not None and w is not None and r is not None and len(x) == 3:
+                steps, batch = (x[1], x[0]) if _attr(node, "layout", 0) else (x[0], x[1])
+                macs = w[0] * steps * batch * w[1] * (w[2] + r[2])
         if macs:
             per_node[key] = int(macs)
     return sum(per_node.values()), per_node
+
+
+_MAC_INPUTS = {
+    "QLinearConv": (0, 3),
+    "QLinearMatMul": (0, 3),
+    "LSTM": (0, 1, 2),
+    "GRU": (0, 1, 2),
+    "RNN": (0, 1, 2),
+}
+_MAC_OPS = {"Conv", "ConvTranspose", "ConvInteger", "Gemm", "MatMul", "MatMulInteger", *_MAC_INPUTS}
+
+
+def _mac_values(model: onnx.ModelProto) -> list[str]:
+    """The tensors whose shapes count_macs reads."""
+    names: list[str] = []
+    for node in model.graph.node:
+        if node.op_type in _MAC_OPS:
+            idx = _MAC_INPUTS.get(node.op_type, (0, 1))
+            names += [node.input[i] for i in idx if i < len(node.input) and node.input[i]]
+            if node.op_type not in ("LSTM", "GRU", "RNN", "Gemm"):
+                names.append(node.output[0])
+    return list(dict.fromkeys(names))
+
+
+def _run_shapes(
+    model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]], names: Sequence[str]
+) -> dict[str, tuple[int | None, ...]]:
+    """Shapes of ``names`` from one onnxruntime run on seeded inputs; {} when it cannot run."""
+    from onnxsqueeze import runtime
+
+    if any(
+        t.data_location == onnx.TensorProto.EXTERNAL and not t.raw_data for t in sio.iter_tensors(model.graph)
+    ):
+        return {}  # weights not in memory: no run
+    try:
+        feeds = shapes.make_inputs(model, input_shapes)
+        probe = runtime.with_outputs(model, names)
+        sess = runtime.session(probe)
+        wanted = [o.name for o in sess.get_outputs() if o.name in set(names)]
+        got = sess.run(wanted, feeds)
+    except Exception:  # best effort: the static count stands
+        return {}
+    return {n: tuple(int(d) for d in np.shape(v)) for n, v in zip(wanted, got, strict=True)}
 
 
 def weight_stats(model: onnx.ModelProto) -> dict[str, Any]:

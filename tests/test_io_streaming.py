@@ -52,7 +52,7 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str]:
     "command",
     [
         ["fp16", "--data", "{data}", "--samples", "6"],
-        ["prune", "--sparsity", "0.5", "--eval-data", "{data}"],
+        ["prune", "--sparsity", "0.5", "--eval-data", "{data}", "--force"],
     ],
     ids=["fp16", "prune"],
 )

@@ -76,7 +76,15 @@ def finetune_cmd(
             show_default=False,
         ),
     ] = None,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, cosine decay).")] = 2e-3,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            "--lr",
+            help="Peak learning rate (AdamW, cosine decay; default: a short range test, read by its "
+            "divergence point).",
+            show_default=False,
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per step.")] = 32,
     seed: Annotated[
         int,
@@ -119,7 +127,7 @@ def finetune_cmd(
     sio.refuse_overwrite(sidecar_path(output), inputs)
     if time_budget <= 0:
         raise InputError(f"--time-budget {time_budget}: must be positive (minutes)")
-    if lr <= 0:
+    if lr is not None and lr <= 0:
         raise InputError(f"--lr {lr}: must be positive")
     config = FinetuneConfig(
         time_budget_s=time_budget * 60,

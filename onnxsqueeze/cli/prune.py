@@ -324,7 +324,7 @@ def prune_cmd(
 
     assert output is not None
     if finetune:
-        _finetune(model, output, data, eval_data, sparsity, channels, criterion, round_to, json_)
+        _finetune(model, output, data, eval_data, sparsity, channels, criterion, round_to, scope, json_)
         return
     if max_drop is not None and metric is None and evaluation is None:
         raise InputError("--max-drop needs --data or --eval-data to measure accuracy or agreement")
@@ -379,6 +379,7 @@ def _finetune(
     channels: float | None,
     criterion: str,
     round_to: int,
+    scope: str,
     json_: bool,
 ) -> None:
     """``--finetune``: gradual pruning with recovery training (onnxsqueeze.finetune.gradual)."""
@@ -397,6 +398,7 @@ def _finetune(
             channels=channels,
             val=eval_data,
             prune_options={"criterion": criterion, "round_to": round_to},
+            scope=scope,
         )
         update(1, 1, "done")
     report = result.report.to_dict()

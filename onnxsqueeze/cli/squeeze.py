@@ -148,7 +148,7 @@ def squeeze_cmd(
         typer.Option(
             "--time-budget",
             callback=opt.finite_non_negative,
-            help="Minutes; stop starting new evaluations after it.",
+            help="Minutes, counted from the start (loading, plans and the original's measurement included): no plan or evaluation starts after it (the original is always measured).",
         ),
     ] = None,
     techniques: Annotated[
@@ -180,6 +180,15 @@ def squeeze_cmd(
     distill_minutes: Annotated[
         float, typer.Option("--distill-minutes", min=0.05, help="Training time of each distilled student.")
     ] = 1.0,
+    train_epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--train-epochs",
+            min=1,
+            help="Train each distilled student and fine-tuned base this many epochs instead of "
+            "their time budgets: reproducible byte for byte, also across --workers / --ray.",
+        ),
+    ] = None,
     distill_students: Annotated[
         str | None,
         typer.Option(
@@ -279,13 +288,16 @@ def squeeze_cmd(
         latency_seconds=latency_seconds,
         latency_threads=latency_threads or None,
         distill_time_s=distill_minutes * 60,
+        train_epochs=train_epochs,
         distill_students=tuple(x.strip() for x in distill_students.split(",") if x.strip())
         if distill_students
         else None,
     )
     from onnxsqueeze.search.executor import make_executor
 
-    executor = make_executor(workers, ray, ray_address)
+    # Workers import torch as they start when students will be trained (see search.executor).
+    trains = any(e.train_data is not None for e in entries)
+    executor = make_executor(workers, ray, ray_address, preload=("torch",) if trains else ())
     if len(entries) > 1 or models_from is not None:
         with executor:
             _fleet(entries, output, options, executor, json_, metric=metric or None,

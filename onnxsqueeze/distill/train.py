@@ -160,6 +160,7 @@ def lr_range_test(
     steps: int = 100,
     low: float = 1e-4,
     high: float = 0.1,
+    on_step: Callable[[float, float], None] | None = None,
 ) -> float:
     """A peak learning rate for AdamW: a tenth of the rate at the smoothed loss's minimum.
 
@@ -173,6 +174,8 @@ def lr_range_test(
         params: the parameters to optimize.
         batch_loss: the loss of a batch given its sample indices (a LongTensor).
         n: samples in the training set.
+        on_step: called with (rate, smoothed loss) after every step (another rule can be applied
+            to the curve, as fine-tuning does).
     """
     import torch
 
@@ -206,6 +209,8 @@ def lr_range_test(
             corrected = smooth / (1 - 0.9 ** (i + 1))
             rates.append(lr)
             losses.append(corrected)
+            if on_step is not None:
+                on_step(lr, corrected)
             best = min(best, corrected)
             if i > 5 and corrected > 4 * best:
                 break

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from onnxsqueeze import runtime, shapes
 from onnxsqueeze.distill.train import EpochLog
 from onnxsqueeze.errors import InputError, VerificationError
 from onnxsqueeze.finetune.torch_graph import TorchGraph, missing_ops, normalize, to_onnx, to_torch
-from onnxsqueeze.finetune.train import FinetuneConfig, OutputKind, TrainSummary, output_kinds, train
+from onnxsqueeze.finetune.train import FinetuneConfig, OutputKind, TrainSummary, clock, output_kinds, train
 
 Data = Mapping[str, np.ndarray]
 
@@ -183,8 +182,8 @@ def prepare(
     """Steps 1-3 of the module docstring: convert and check the candidate, label the data."""
     from onnxsqueeze.distill.teacher import as_logits, default_cache_dir, teacher_outputs
 
-    t0 = time.perf_counter()
     config = config or FinetuneConfig()
+    t0 = clock(config)()
     if config.time_budget_s is not None and config.time_budget_s <= 0:
         raise InputError("the time budget must be positive")
     if config.batch_size < 2:
@@ -307,7 +306,7 @@ def finish(
         samples={"train": len(session.x_tr[names[0]]), "val": len(session.x_va[names[0]])},
         config=session.config,
         ops=session.graph.ops,
-        seconds=time.perf_counter() - session.start,
+        seconds=clock(session.config)() - session.start,
     )
     return FinetuneResult(model, report, export_report)
 

@@ -19,7 +19,6 @@ each followed by fine-tuning (:func:`onnxsqueeze.finetune.finetune`) for a share
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import onnx
 from onnxsqueeze.distill.train import EpochLog
 from onnxsqueeze.errors import InputError
 from onnxsqueeze.finetune import Data, FinetuneConfig, FinetuneResult, finetune, finish, prepare
+from onnxsqueeze.finetune.train import clock
 
 
 def cubic_schedule(sparsity: float, steps: int) -> list[float]:
@@ -36,27 +36,37 @@ def cubic_schedule(sparsity: float, steps: int) -> list[float]:
     return [sparsity * (1.0 - (1.0 - k / steps) ** 3) for k in range(1, steps + 1)]
 
 
-def _prune_masks(graph: Any, sparsity: float) -> None:
-    """Per layer, zero the smallest-magnitude ``sparsity`` of each weight of rank > 1 (masks grow)."""
+def _keep_largest(values: Any, keep: int) -> Any:
+    """A bool mask of the ``keep`` largest entries of ``values`` (ties broken by index order)."""
     import torch
 
-    named = dict(graph.module.named_parameters())
+    flat = values.flatten()
+    order = torch.argsort(flat, descending=True, stable=True)[:keep]
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask[order] = True
+    return mask.view_as(values)
+
+
+def _prune_masks(graph: Any, sparsity: float, scope: str = "layer") -> None:
+    """Zero the smallest-magnitude ``sparsity`` of the weights of rank > 1 (masks only grow):
+    per tensor (``layer``) or under one threshold over all of them (``global``)."""
+    import torch
+
+    named = {n: p for n, p in graph.module.named_parameters() if p.ndim >= 2 and p.numel() >= 2}
     with torch.no_grad():
-        for name, p in named.items():
-            if p.ndim < 2 or p.numel() < 2:
+        if scope == "global":
+            sizes = [p.numel() for p in named.values()]
+            flat = torch.cat([p.detach().abs().flatten() for p in named.values()])
+            keep_all = _keep_largest(flat, flat.numel() - round(sparsity * flat.numel())).split(sizes)
+            keeps = {n: k.view_as(p) for (n, p), k in zip(named.items(), keep_all, strict=True)}
+        else:
+            keeps = {
+                n: _keep_largest(p.detach().abs(), p.numel() - round(sparsity * p.numel()))
+                for n, p in named.items()
+            }
+        for name, keep in keeps.items():
+            if bool(keep.all()):
                 continue
-            k = round(sparsity * p.numel())
-            if k <= 0:
-                continue
-            flat = p.detach().abs().flatten()
-            cut = torch.kthvalue(flat, k).values
-            keep = p.detach().abs() > cut
-            # ties at the cut: keep exactly numel - k entries by index order
-            if int(keep.sum()) < p.numel() - k:
-                order = torch.argsort(flat, descending=True, stable=True)[: p.numel() - k]
-                keep = torch.zeros_like(flat, dtype=torch.bool)
-                keep[order] = True
-                keep = keep.view_as(p)
             old = graph.masks.get(name)
             graph.masks[name] = keep if old is None else (keep & old)
     graph.apply_masks()
@@ -69,6 +79,7 @@ def gradual_sparsity(
     *,
     sparsity: float,
     steps: int = 5,
+    scope: str = "layer",
     val: Path | Data | None = None,
     config: FinetuneConfig | None = None,
     cache_dir: Path | None = None,
@@ -84,21 +95,24 @@ def gradual_sparsity(
         raise InputError(f"--sparsity {sparsity}: must be in (0, 1)")
     if steps < 1:
         raise InputError("steps must be >= 1")
+    if scope not in ("layer", "global"):
+        raise InputError(f"--scope '{scope}': use layer or global")
     config = config or FinetuneConfig()
     session = prepare(
         model, teacher, train_data, val=val, config=config, cache_dir=cache_dir, tolerance=tolerance
     )
     before = session.score(session.norm)
     zeros_before = session.graph.zeros()
-    spent = time.perf_counter() - session.start
+    now = clock(config)
+    spent = now() - session.start
     share = None if config.time_budget_s is None else max(1.0, (config.time_budget_s - spent) / steps)
     summary = None
     for k, s in enumerate(cubic_schedule(sparsity, steps), start=1):
         if on_step:
             on_step(k, s)
-        _prune_masks(session.graph, s)
+        _prune_masks(session.graph, s, scope)
         step_cfg = dataclasses.replace(config, time_budget_s=share, patience=max(2, config.patience // 2))
-        summary = session.train(step_cfg, on_epoch=on_epoch, start_time=time.perf_counter())
+        summary = session.train(step_cfg, on_epoch=on_epoch, start_time=now())
     assert summary is not None
     return finish(session, summary, before, zeros_before, tolerance)
 
@@ -130,7 +144,8 @@ def gradual_channels(
     if rounds < 1:
         raise InputError("rounds must be >= 1")
     config = config or FinetuneConfig()
-    start = time.perf_counter()
+    now = clock(config)
+    start = now()
     current = model if isinstance(model, onnx.ModelProto) else sio.load(Path(model))
     per_round = 1.0 - (1.0 - ratio) ** (1.0 / rounds)
     calib = sio.load_npz(Path(train_data)) if isinstance(train_data, (str, Path)) else dict(train_data)
@@ -144,7 +159,7 @@ def gradual_channels(
         )
         left = None
         if config.time_budget_s is not None:
-            left = max(1.0, (config.time_budget_s - (time.perf_counter() - start)) / (rounds - k + 1))
+            left = max(1.0, (config.time_budget_s - (now() - start)) / (rounds - k + 1))
         result = finetune(
             current,
             teacher,
@@ -185,12 +200,13 @@ def prune_and_finetune(
     val: Path | None = None,
     config: FinetuneConfig | None = None,
     prune_options: Mapping[str, Any] | None = None,
+    scope: str = "layer",
 ) -> FinetuneResult:
     """``prune --sparsity S --finetune`` / ``prune --channels R --finetune``: the original is the teacher."""
     if (sparsity is None) == (channels is None):
         raise InputError("choose one of --sparsity or --channels with --finetune")
     if sparsity is not None:
-        return gradual_sparsity(model, model, data, sparsity=sparsity, val=val, config=config)
+        return gradual_sparsity(model, model, data, sparsity=sparsity, scope=scope, val=val, config=config)
     assert channels is not None
     return gradual_channels(
         model, model, data, ratio=channels, val=val, config=config, prune_options=prune_options

@@ -376,6 +376,7 @@ def judge(
     samples: int | None = None,
     source: str = "",
     random_inputs: bool = False,
+    gate_by_default: bool = False,
 ) -> Judgement:
     """Judge candidate outputs against the reference's by the acceptance's metric and budget.
 
@@ -383,6 +384,8 @@ def judge(
     reported; it gates only when ``acceptance.metric`` names it. NaN/Inf the reference does not
     have always fail. On random inputs, a near-constant reference output gives a warning that
     the measure says little and asks for real data; the result is then not refused by it.
+    ``gate_by_default``: the default metric with its default budget gates too (techniques that
+    have no test of their own, e.g. zero-weight pruning), except on such near-constant outputs.
     """
     names = list(reference)
     if acceptance.output is not None and acceptance.output not in names:
@@ -422,7 +425,8 @@ def judge(
         baseline = 0.0 if not m.higher_is_better else 100.0
     max_drop = acceptance.max_drop if acceptance.max_drop is not None else m.default_drop
     passed, reason, budget_text = True, "", "measured only"
-    gating = acceptance.gates
+    uninformative = random_inputs and metrics.near_constant(ref)
+    gating = acceptance.gates or (gate_by_default and not uninformative)
     if max_drop is not None:
         budget = metrics.Budget(max_drop, acceptance.relative)
         scale = float(np.mean(np.abs(ref))) if metric_name == "mae" else abs(baseline)
@@ -440,7 +444,7 @@ def judge(
         reason = f"output '{name}' max abs error {max_abs:.3g} exceeds --tolerance {acceptance.tolerance:g}"
     if nonfinite:
         passed, reason = False, f"output '{name}' has {nonfinite} NaN/Inf values the original does not"
-    if random_inputs and metrics.near_constant(ref):
+    if uninformative:
         warnings.append(
             f"output '{name}' is near-constant on random inputs, so the measured error says little about "
             "the task: give real inputs with --data"

@@ -150,15 +150,21 @@ def prune(
         src.model, shapes_, data=eval_data, samples=len(next(iter(eval_data.values()))) if eval_data else 8
     )
     labels = np.asarray(eval_data["labels"]) if eval_data is not None and "labels" in eval_data else None
+    reference, candidate = run(src.model, feeds), run(pruned, feeds)
     judgement = base.judge(
-        run(src.model, feeds),
-        run(pruned, feeds),
+        reference,
+        candidate,
         acceptance,
         labels=labels,
         samples=base.count(feeds),
         source=eval_label,
         random_inputs=eval_data is None,
+        # Zero-weight pruning has no test of its own: the default task metric gates it (50% of
+        # YOLOv8n's weights zeroed one-shot was written with a box agreement of 0).
+        gate_by_default=details["mode"] == "sparsity",
     )
+    if details["mode"] == "sparsity" and not acceptance.gates:
+        judgement = _task_checks(reference, candidate, judgement, report.notes)
     report.judgement = judgement
     report.notes.extend(judgement.warnings)
     report.passed = judgement.passed
@@ -170,6 +176,35 @@ def prune(
         )
         report.written, report.output, report.manifest = True, str(path), str(manifest)
     return pruned, report
+
+
+def _task_checks(
+    reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray], judgement: Any, notes: list[str]
+) -> Any:
+    """Every output judged by its task (fp16's default test: box agreement for detection heads,
+    mask IoU for maps, top-1 for scores): a cosine of a raw YOLOv8 head stays near 1 while its class
+    scores are destroyed, because the box coordinates dominate it."""
+    from onnxsqueeze.precision import check_outputs
+
+    checks = check_outputs(reference, candidate)
+    for c in checks:
+        if c.vacuous is not None:
+            notes.append(
+                f"output '{c.output}' not judged by {c.metric}: {c.vacuous}; give real inputs with --data"
+            )
+    # The task metrics only: fp16's cosine floor is for near-exact conversions, and cosine-only
+    # outputs are the default metric's already.
+    failed = [
+        c
+        for c in checks
+        if c.vacuous is None and c.metric in ("boxes", "iou", "agreement", "frames") and c.value < c.threshold
+    ]
+    if not failed or not judgement.passed:
+        return judgement
+    reason = "beyond the budget: " + "; ".join(
+        f"'{c.output}' {c.metric} {c.value:.4g} (>= {c.threshold:g})" for c in failed
+    )
+    return dataclasses.replace(judgement, passed=False, reason=reason)
 
 
 def _prune_streamed(
@@ -250,7 +285,10 @@ def _prune_streamed(
             samples=base.count(feeds),
             source=eval_label,
             random_inputs=eval_data is None,
+            gate_by_default=True,  # zero-weight pruning: see prune()
         )
+        if not acceptance.gates:
+            judgement = _task_checks(reference, outputs, judgement, notes)
         before_bytes = sum(f.stat().st_size for f in sio.referenced_files(path) if f.is_file())
         after_bytes = sum(Path(tmp).stat().st_size for tmp, _ in staged.moves)
         details: dict[str, Any] = {

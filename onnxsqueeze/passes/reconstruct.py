@@ -29,9 +29,10 @@ output; when that exceeds ``max_flops`` the dense system is solved once and the 
 are zeroed (``projected`` in the report; the held-out check still decides), so no layer runs for
 minutes.
 
-Layers are fitted in waves: a wave holds the layers whose upstream re-fitted layers are all done;
-each wave costs one onnxruntime run of the original and one of the pruned model with the needed
-intermediate values exposed as outputs.
+Layers are fitted in waves: a wave holds the layers whose upstream re-fitted layers are all done.
+The original's outputs of all layers come from one onnxruntime run; each wave's inputs come from
+a run of only the part of the pruned model that the previous waves changed (``_Activations``), so
+a channels candidate costs about two forward passes of the calibration set, not two per wave.
 """
 
 # NOTE: onnxruntime is imported inside functions; this module does no file I/O.
@@ -66,6 +67,137 @@ def capture(
     feeds = shapes.select_inputs(copy, data, label="calibration data")
     outs = runtime.run_batched(runtime.session(copy), feeds, batch_size=batch_size)
     return {name: outs[name] for name in names}
+
+
+class _Activations:
+    """Values of a model being re-fitted, on the calibration data, recomputed only where they changed.
+
+    Re-fitting layer by layer needs each wave's inputs from the model *with the earlier waves'
+    new weights*. Running the whole model once per wave costs one forward pass per wave (16 on a
+    16-group classifier: three quarters of a channels candidate's time). Instead, values that no
+    pending (not yet re-fitted) layer can change are *final*; the final values that feed changing
+    nodes are kept, and a wave runs only the sub-graph between them and the wave's inputs.
+
+    The sub-graph is fed the kept values in chunks along axis 0, so only values whose first axis
+    is the sample axis are kept; anything else (or a graph with subgraph attributes) is
+    recomputed from the model inputs, which is what a plain :func:`capture` does.
+    """
+
+    def __init__(self, model: ir.Model, data: Mapping[str, np.ndarray], batch_size: int = 64) -> None:
+        self.model, self.data = model, data
+        arrays = [np.asarray(v) for v in data.values() if np.ndim(v)]
+        self.samples = len(arrays[0]) if arrays else 0
+        self.batch_size = batch_size
+        self.store: dict[str, np.ndarray] = {}
+        self.fed: dict[str, np.ndarray] | None = None
+        self.incremental = self.samples > 0 and not any(
+            a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+            for node in model.graph
+            for a in node.attributes.values()
+        )
+
+    def _dirty(self, pending: set[ir.Node]) -> set[ir.Node]:
+        """Nodes whose outputs a pending layer can still change (the pending layers included)."""
+        dirty: set[ir.Node] = set()
+        for node in self.model.graph:
+            if node in pending or any(v is not None and v.producer() in dirty for v in node.inputs):
+                dirty.add(node)
+        return dirty
+
+    def get(self, names: Sequence[str], pending: set[ir.Node]) -> dict[str, np.ndarray]:
+        """The values ``names`` (final: no pending layer upstream) of the current model."""
+        if not self.incremental:
+            return capture(self.model, self.data, names, batch_size=self.batch_size)
+        graph = self.model.graph
+        values = {v.name: v for node in graph for v in node.outputs if v.name}
+        values.update({v.name: v for v in graph.inputs if v.name})
+        dirty = self._dirty(pending)
+        # Walk back from the wanted values to kept values, model inputs and constants.
+        needed: set[ir.Node] = set()
+        boundary: set[str] = set()
+        stack = [values[n] for n in names if n in values]
+        if len(stack) != len(names):
+            return capture(self.model, self.data, names, batch_size=self.batch_size)
+        while stack:
+            v = stack.pop()
+            if v.name in self.store or v.is_graph_input():
+                boundary.add(v.name or "")
+                continue
+            node = v.producer()
+            if node is None or node in needed:
+                continue
+            needed.add(node)
+            stack.extend(x for x in node.inputs if x is not None and x.const_value is None)
+        # Final values computed here (or fed) that changing nodes read: kept for later waves.
+        keep = {
+            v.name
+            for node in graph
+            if node in dirty
+            for v in node.inputs
+            if v is not None
+            and v.name
+            and v.const_value is None
+            and not v.is_graph_input()
+            and v.producer() not in dirty
+            and (v.producer() in needed or v.name in self.store)
+        }
+        outputs = list(dict.fromkeys([*names, *sorted(keep - self.store.keys())]))
+        sub = self._submodel(needed, sorted(boundary), outputs)
+        if self.fed is None:  # the model inputs, cast to their dtypes as capture() does
+            from onnxsqueeze import shapes
+
+            proto = ir.serde.serialize_model(self.model)
+            self.fed = shapes.select_inputs(proto, self.data, label="calibration data")
+        feeds = {n: self.store[n] if n in self.store else self.fed[n] for n in boundary}
+        static = _static_batch(self.model)
+        from onnxsqueeze import runtime
+
+        outs = runtime.run_batched(runtime.session(sub), feeds, batch_size=static or self.batch_size)
+        for name in outputs:
+            a = outs[name]
+            if name in keep and a.ndim and a.shape[0] == self.samples:
+                self.store[name] = a
+        # Kept values that only final nodes read cannot be a boundary of a later wave.
+        live = {v.name for node in graph if node in dirty for v in node.inputs if v is not None}
+        self.store = {k: a for k, a in self.store.items() if k in live}
+        return {n: outs[n] for n in names}
+
+    def _submodel(
+        self, nodes: set[ir.Node], inputs: Sequence[str], outputs: Sequence[str]
+    ) -> onnx.ModelProto:
+        """The current model restricted to ``nodes``, fed ``inputs``, returning ``outputs``."""
+        graph = self.model.graph
+        keep_index = [i for i, node in enumerate(graph) if node in nodes]
+        full = ir.serde.serialize_model(self.model)
+        g = full.graph
+        kept_nodes = [g.node[i] for i in keep_index]
+        used = {name for n in kept_nodes for name in n.input}
+        by_name = {v.name: v for node in graph for v in node.outputs if v.name}
+        by_name.update({v.name: v for v in graph.inputs if v.name})
+
+        def info(name: str) -> onnx.ValueInfoProto:
+            v = by_name[name]
+            dtype = v.dtype.value if v.dtype is not None else onnx.TensorProto.FLOAT
+            return onnx.helper.make_tensor_value_info(name, dtype, None)
+
+        new = onnx.helper.make_graph(
+            kept_nodes,
+            g.name,
+            [info(n) for n in inputs],
+            [info(n) for n in outputs],
+            initializer=[t for t in g.initializer if t.name in used],
+        )
+        out = onnx.helper.make_model(new, opset_imports=full.opset_import, ir_version=full.ir_version)
+        out.functions.extend(full.functions)
+        return out
+
+
+def _static_batch(model: ir.Model) -> int | None:
+    """The fixed first dimension of the model's first input, if it has one."""
+    shape = model.graph.inputs[0].shape if model.graph.inputs else None
+    if shape is not None and len(shape) and isinstance(shape[0], int) and shape[0] > 0:
+        return int(shape[0])
+    return None
 
 
 def _ancestors(graph: ir.Graph, targets: Sequence[ir.Node]) -> dict[ir.Node, set[ir.Node]]:
@@ -129,7 +261,7 @@ class _Normal:
 
     def error(self, w: np.ndarray) -> float:
         """Relative squared error ``||P w - Y||^2 / ||Y||^2`` of weights ``w`` on these rows."""
-        err = float(np.einsum("ij,ik,kj->", w, self.g, w) - 2 * np.sum(w * self.h) + self.yy)
+        err = _quadratic(w, self.g) - 2 * float(np.sum(w * self.h)) + self.yy
         return max(err, 0.0) / max(self.yy, 1e-30)
 
     @property
@@ -158,8 +290,13 @@ class _Normal:
                 s = np.flatnonzero(support[:, o])
                 if len(s):
                     w[s, o] = _solve_spd(a[np.ix_(s, s)], self.h[s, o])
-        err = float(np.einsum("ij,ik,kj->", w, self.g, w) - 2 * np.sum(w * self.h) + self.yy)
+        err = _quadratic(w, self.g) - 2 * float(np.sum(w * self.h)) + self.yy
         return w, max(err, 0.0) / max(self.yy, 1e-30)
+
+
+def _quadratic(w: np.ndarray, g: np.ndarray) -> float:
+    """``sum_j w_j^T G w_j`` through one BLAS product (``np.einsum`` without a path is 20x slower)."""
+    return float(np.sum(w * (g @ w)))
 
 
 def _solve_spd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -444,17 +581,25 @@ def refit(
     done: set[ir.Node] = set()
     report: list[dict[str, Any]] = []
     pending = list(layers)
+    # The original's outputs of every layer in one run (kept channels only), and the pruned
+    # model's inputs per wave from the sub-graph that changed (_Activations).
+    targets = capture(original, calibration, list(dict.fromkeys(_name(n.outputs[0]) for n in layers)))
+    for node in layers:
+        name = _name(node.outputs[0])
+        idx = kept.get(name)
+        axis = -1 if node.op_type == "MatMul" else 1
+        if idx is not None and targets[name].ndim > 1 and len(idx) != targets[name].shape[axis]:
+            targets[name] = np.take(targets[name], idx, axis=axis)
+    sequential = any(n.op_type == "MatMul" for n in layers)  # sequence axes: no sub-graph runs
+    activations = _Activations(model, calibration)
+    activations.incremental &= not sequential
     while pending:
         wave = [n for n in pending if deps[n] <= done]
         if not wave:  # cannot happen in a DAG; guard against an infinite loop
             wave = pending[:1]
-        targets = capture(original, calibration, [_name(n.outputs[0]) for n in wave])
-        inputs = capture(model, calibration, [_name(n.inputs[0]) for n in wave])
+        inputs = activations.get(list(dict.fromkeys(_name(n.inputs[0]) for n in wave)), set(pending))
         for node in wave:
             y = targets[_name(node.outputs[0])]
-            idx = kept.get(node.outputs[0].name or "")
-            if idx is not None and len(idx) != y.shape[-1 if node.op_type == "MatMul" else 1]:
-                y = np.take(y, idx, axis=-1 if node.op_type == "MatMul" else 1)
             x = inputs[_name(node.inputs[0])]
             grouped = node.op_type == "Conv" and _group(node) != 1
             if grouped or node.op_type not in ("Conv", "Gemm", "MatMul"):

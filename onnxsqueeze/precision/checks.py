@@ -110,7 +110,7 @@ def _vacuous(ref: np.ndarray, metric: str, layout: str) -> str | None:
 
         if not any(len(detections(x, layout=layout, conf=BOX_CONF)[0]) for x in r):
             return f"no box scores >= {BOX_CONF:g} on these inputs"
-    if metric == "iou" and r.shape[1] == 1 and not np.any(r > MAP_THRESHOLD):
+    if metric == "iou" and _channels_first(r, r).shape[1] == 1 and not np.any(r > MAP_THRESHOLD):
         return f"the map stays below {MAP_THRESHOLD:g} everywhere on these inputs"
     if r.ndim and len(r) > 1:
         finite = np.where(np.isfinite(r), r, 0.0)
@@ -163,7 +163,7 @@ def check_outputs(
         elif kind == "boxes":
             value = boxes.box_agreement(c, r, layout=layout, conf=BOX_CONF) / 100.0
         elif kind == "iou":
-            value = _mask_iou(c, r)
+            value = _mask_iou(_channels_first(c, r), _channels_first(r, r))
         else:
             value = cos
         limit = (
@@ -174,6 +174,19 @@ def check_outputs(
         vacuous = None if kind in ("exact", "normalized") else _vacuous(r, kind, layout)
         checks.append(OutputCheck(name, kind, value, limit, cos, vacuous))
     return checks
+
+
+def _channels_first(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``x`` as NCHW when ``ref`` is a channels-last map of class probabilities (Keras/tf2onnx:
+    MTCNN's PNet returns [N, H, W, 2] softmax maps): its last axis is short and sums to one."""
+    if (
+        ref.ndim == 4
+        and 1 < ref.shape[-1] < ref.shape[1]
+        and _sums_to_one(ref)
+        and not _sums_to_one(np.moveaxis(ref, 1, -1))
+    ):
+        return np.moveaxis(x, -1, 1)
+    return x
 
 
 def _mask_iou(c: np.ndarray, r: np.ndarray) -> float:

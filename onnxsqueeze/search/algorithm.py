@@ -18,6 +18,14 @@ Not blind enumeration. With ``cost`` the chosen objective (latency, file size, M
 4. **Best**: the cheapest evaluated point within budget; on a noisy objective, the smallest file
    among the points within the noise of the cheapest. Every point is kept (Pareto front, report).
 
+**Parallel and speculative** (``parallel > 1``, an executor with several workers behind
+``evaluate``): knobs are bisected concurrently (the training knobs, the long ones, start first),
+and a worker that would otherwise idle evaluates ahead of the search's path: the candidates a
+bisection needs next on either outcome of the point in flight (both halves), or a categorical
+knob's remaining settings. The decisions are the serial run's: a speculative result counts only
+when the serial path asks for it (it is then committed in order, as if measured then); one the
+path never reaches is left out of the points (the evaluation cache keeps it).
+
 The algorithm knows nothing about models: ``evaluate(settings) -> Point`` is given to it
 (:class:`onnxsqueeze.search.squeezer.Squeezer` builds and measures real candidates; the tests
 give synthetic metrics).
@@ -114,6 +122,7 @@ class SearchResult:
     skipped: dict[str, str]  # knob -> why not offered
     truncated: str | None = None  # why the search stopped early
     objectives: tuple[str, ...] = ()  # the priority list (ties on one are broken by the next)
+    speculative: int = 0  # evaluated ahead of the path but never asked for (cached, not in points)
 
     def pareto(self, higher_is_better: bool = True) -> list[Point]:
         return pareto_front(self.points, self.objective, higher_is_better)
@@ -166,6 +175,77 @@ class _OutOfTime(Exception):
     pass
 
 
+class _Speculator:
+    """Evaluations ahead of the search's path, started only while a worker slot is free.
+
+    ``wish(owner, candidates)`` replaces what ``owner`` (a knob's bisection) would like measured
+    ahead; :meth:`dispatch` starts wishes (the owners in priority order) while fewer than
+    ``slots`` evaluations are in flight; :meth:`claim` hands the path a started evaluation of
+    the settings it needs. The caller holds ``lock`` around every method but :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        evaluate: Callable[[Settings], Point],
+        slots: int,
+        lock: threading.Lock,
+        done: Callable[[str], bool],
+        late: Callable[[], bool],
+    ) -> None:
+        self.evaluate, self.slots, self.lock, self.done, self.late = evaluate, slots, lock, done, late
+        self.busy = 0  # evaluations in flight: the path's and the speculative ones
+        self.wishes: dict[str, list[tuple[str, Settings]]] = {}
+        self.priority: dict[str, int] = {}
+        self.started: dict[str, concurrent.futures.Future[Point]] = {}
+        self.claimed: set[str] = set()
+        self.ran: set[str] = set()  # started ones that ran (close() cancels those still queued)
+        self.stopped = False
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=slots, thread_name_prefix="speculate")
+
+    def wish(self, owner: str, candidates: Sequence[tuple[str, Settings]], priority: int = 1) -> None:
+        self.wishes[owner] = list(candidates)
+        self.priority.setdefault(owner, priority)
+
+    def dispatch(self) -> None:
+        """Start wishes (not done, not started) while a slot is free and time is left."""
+        if self.stopped or self.late():
+            return
+        for owner in sorted(self.wishes, key=lambda o: self.priority[o]):
+            queue = self.wishes[owner]
+            while queue and self.busy < self.slots:
+                k, settings = queue.pop(0)
+                if k in self.started or self.done(k):
+                    continue
+                self.busy += 1
+                self.started[k] = self.pool.submit(self._run, k, settings)
+
+    def _run(self, k: str, settings: Settings) -> Point:
+        with self.lock:
+            self.ran.add(k)
+        try:
+            return self.evaluate(dict(settings))
+        finally:
+            with self.lock:
+                self.busy -= 1
+                self.dispatch()
+
+    def claim(self, k: str) -> concurrent.futures.Future[Point] | None:
+        future = self.started.get(k)
+        if future is not None:
+            self.claimed.add(k)
+        return future
+
+    def unused(self) -> int:
+        return len(self.ran - self.claimed)
+
+    def close(self) -> None:
+        with self.lock:
+            self.stopped = True
+            self.wishes.clear()
+        # Started evaluations finish (a worker cannot be interrupted); their results are cached.
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def search(
     knobs: Sequence[Knob],
     evaluate: Callable[[Settings], Point],
@@ -203,7 +283,8 @@ def search(
             in parallel). Each knob's bisection depends on its own points only, and its points
             and rejections are committed in knob order, so the result (points, best, rejected)
             is the same as the serial run's; the greedy combination stays sequential (each step
-            depends on the one before).
+            depends on the one before). Free workers evaluate ahead of the path (see the module
+            docstring); with ``parallel=1`` nothing is speculative.
     """
     wanted = parse_objectives(objective)
     primary = wanted[0]
@@ -219,19 +300,46 @@ def search(
     def key(settings: Settings) -> str:
         return json.dumps(sorted(settings.items()), default=str)
 
+    def late() -> bool:
+        return deadline is not None and time.monotonic() > deadline
+
+    ahead = _Speculator(evaluate, parallel, lock, seen.__contains__, late) if parallel > 1 else None
+
+    def wish(owner: str, candidates: Sequence[Settings], priority: int = 1) -> None:
+        """Evaluate ``candidates`` ahead of the path when a worker is free (no-op when serial);
+        they start once the path's own next evaluation holds its slot (see ``ev``)."""
+        if ahead is None:
+            return
+        with lock:
+            ahead.wish(owner, [(key(c), c) for c in candidates], priority)
+
     def ev(settings: Settings, phase: str, sink: list[Point] | None = None) -> Point:
         k = key(settings)
         with lock:
             if k in seen:
                 return seen[k]
-            if deadline is not None and time.monotonic() > deadline and (points or sink):
+            if late() and (points or sink):
                 raise _OutOfTime
-        p = evaluate(dict(settings))
+            started = ahead.claim(k) if ahead is not None else None
+            if started is None and ahead is not None:
+                ahead.busy += 1  # the path's evaluation takes its slot before any wish
+                ahead.dispatch()
+        if started is not None:
+            p = started.result()
+        else:
+            try:
+                p = evaluate(dict(settings))
+            finally:
+                if ahead is not None:
+                    with lock:
+                        ahead.busy -= 1
         p.phase = phase
         p.fits = p.error is None and fits(p)
         with lock:
             seen[k] = p
             (points if sink is None else sink).append(p)
+            if ahead is not None:  # a slot may be free now: start what the bisections wish for
+                ahead.dispatch()
             if on_point:
                 on_point(p)
         return p
@@ -284,10 +392,16 @@ def search(
     def single(knob: Knob, sink: list[Point], refused: list[tuple[str, str]]) -> Point | None:
         """Knob ``knob`` alone: its best setting within budget that lowers the cost (or None)."""
         best: Point | None = None
+        rank = 0 if knob.base else 1  # a training knob's candidates are the long ones: first
         if knob.monotone:
             lo, hi = -1, len(knob.settings)
             while hi - lo > 1:
                 mid = (lo + hi) // 2
+                wish(
+                    knob.name,
+                    [{knob.name: knob.settings[i]} for i in _next_mids(lo, mid, hi)],
+                    rank,
+                )
                 p = ev({knob.name: knob.settings[mid]}, "single", sink)
                 if p.fits:
                     lo = mid
@@ -301,7 +415,8 @@ def search(
                 p = seen[key({knob.name: knob.settings[hi]})]
                 refused.append((describe_settings(p.settings, knobs), why_not(p, baseline)))
         else:
-            for s in knob.settings:
+            for i, s in enumerate(knob.settings):
+                wish(knob.name, [{knob.name: x} for x in knob.settings[i + 1 :]], rank)
                 p = ev({knob.name: s}, "single", sink)
                 if p.fits and (best is None or better(p, best)):
                     best = p
@@ -310,6 +425,7 @@ def search(
         if best is not None and not better(best, baseline):
             refused.append((describe_settings(best.settings, knobs), why_not(best, baseline)))
             best = None
+        wish(knob.name, [])
         return best
 
     try:
@@ -319,10 +435,10 @@ def search(
         out_of_time = False
         if parallel > 1 and len(knobs) > 1:
             with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
-                futures = [
-                    pool.submit(single, knob, sink, refused)
-                    for knob, sink, refused in zip(knobs, sinks, refusals, strict=True)
-                ]
+                # The training knobs first: their candidates take longest (the critical path).
+                jobs = sorted(zip(knobs, sinks, refusals, strict=True), key=lambda j: not j[0].base)
+                started = {id(k): pool.submit(single, k, sink, refused) for k, sink, refused in jobs}
+                futures = [started[id(k)] for k in knobs]
                 for knob, future in zip(knobs, futures, strict=True):
                     try:
                         singles[knob.name] = future.result()
@@ -356,13 +472,16 @@ def search(
                     (knob.describe(setting), f"excluded by {by_name[rival].describe(current[rival])}")
                 )
                 continue
+            idx = knob.settings.index(setting)
+            if knob.monotone and idx > 0:  # the milder re-bisection's first point, if it breaks
+                wish("combine", [current | {name: knob.settings[(idx - 1) // 2]}])
             trial = ev(current | {name: setting}, "combine")
             accepted: Point | None = trial if trial.fits and better(trial, current_point) else None
             if accepted is None and knob.monotone and not trial.fits and not trial.error:
-                idx = knob.settings.index(setting)
                 lo, hi = -1, idx
                 while hi - lo > 1:
                     mid = (lo + hi) // 2
+                    wish("combine", [current | {name: knob.settings[i]} for i in _next_mids(lo, mid, hi)])
                     p = ev(current | {name: knob.settings[mid]}, "combine")
                     lo, hi = (mid, hi) if p.fits else (lo, mid)
                 if lo >= 0:
@@ -375,6 +494,9 @@ def search(
                 rejected.append((describe_settings(trial.settings, knobs), why_not(trial, current_point)))
     except _OutOfTime:
         truncated = "time budget reached"
+    finally:
+        if ahead is not None:
+            ahead.close()
 
     # The best: among the points within budget that beat the baseline on the requested
     # objectives, the first objective's minimum; those within its noise are ranked by the next.
@@ -400,7 +522,15 @@ def search(
         skipped=dict(skipped or {}),
         truncated=truncated,
         objectives=wanted,
+        speculative=ahead.unused() if ahead is not None else 0,
     )
+
+
+def _next_mids(lo: int, mid: int, hi: int) -> list[int]:
+    """The points a bisection over ``(lo, hi)`` evaluates after ``mid``: on a fit, then on a miss."""
+    after_fit = (mid + hi) // 2 if hi - mid > 1 else None
+    after_miss = (lo + mid) // 2 if mid - lo > 1 else None
+    return [i for i in (after_fit, after_miss) if i is not None]
 
 
 def format_value(v: float) -> str:

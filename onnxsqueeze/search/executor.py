@@ -19,6 +19,12 @@ What runs where:
   folder shared by every onnxsqueeze process there), with the interleaved A/B method of
   :mod:`onnxsqueeze.bench.timing`.
 
+- **Warm workers**: the executor starts its workers when it is made, and each imports what
+  measuring needs (onnxruntime, the search; torch too when students will be trained:
+  ``preload``), while the driver loads the data, makes the plans and measures the original
+  model in its own process; workers then live for the whole run (every knob, every model of a
+  fleet) and keep their replicas.
+
 A worker that raises gives that candidate an error (reported per candidate); the search goes on.
 A worker process that dies is replaced and its candidate reported as failed, not cached.
 """
@@ -128,6 +134,20 @@ def _replica(spec_id: str, load: Any) -> Squeezer:
         return _REPLICAS[spec_id]
 
 
+# What every worker imports before its first candidate (the rest of a replica needs the spec).
+PRELOAD = ("onnxruntime", "onnx_ir", "onnxsqueeze.search.squeezer", "onnxsqueeze.recipe")
+
+
+def _warm(modules: tuple[str, ...]) -> int:
+    """Import ``modules`` in this worker process (a warm-up task); returns the process id."""
+    import importlib
+
+    for name in modules:
+        with contextlib.suppress(ImportError):  # an optional extra missing: imported on use, or never
+            importlib.import_module(name)
+    return os.getpid()
+
+
 def _pool_measure(handle: tuple[str, str], request: dict[str, Any]) -> dict[str, Any]:
     spec_id, path = handle
 
@@ -181,10 +201,11 @@ class ProcessExecutor(Executor):
 
     kind = "processes"
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, preload: tuple[str, ...] = ()) -> None:
         if workers < 1:
             raise InputError(f"--workers {workers}: must be at least 1")
         self.workers = workers
+        self._preload = (*PRELOAD, *preload)
         self._folder = Path(tempfile.mkdtemp(prefix="onnxsqueeze-specs-"))
         self._lock = threading.Lock()
         self._pool = self._new_pool()
@@ -192,9 +213,13 @@ class ProcessExecutor(Executor):
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         import multiprocessing
 
-        return concurrent.futures.ProcessPoolExecutor(
+        pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
         )
+        # Start every worker now, importing onnxruntime (and torch) while the driver prepares.
+        for _ in range(self.workers):
+            pool.submit(_warm, self._preload)
+        return pool
 
     def register(self, squeezer: Squeezer) -> tuple[str, str]:
         spec = squeezer.worker_spec()
@@ -240,7 +265,9 @@ class RayExecutor(Executor):
 
     kind = "ray"
 
-    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+    def __init__(
+        self, address: str | None = None, workers: int | None = None, preload: tuple[str, ...] = ()
+    ) -> None:
         try:
             import ray
         except ImportError as e:
@@ -260,6 +287,9 @@ class RayExecutor(Executor):
         self.address = address
         self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_measure)
         self._refs: dict[str, Any] = {}
+        # Warm the worker processes (imports) while the driver prepares; not waited for.
+        warm = ray.remote(num_cpus=1, max_retries=0)(_warm)
+        self._warming = [warm.remote((*PRELOAD, *preload)) for _ in range(self.workers)]
 
     def register(self, squeezer: Squeezer) -> tuple[str, list[Any]]:
         spec = squeezer.worker_spec()
@@ -286,12 +316,21 @@ class RayExecutor(Executor):
             self._ray.shutdown()
 
 
-def make_executor(workers: int | None = None, ray: bool = False, ray_address: str | None = None) -> Executor:
-    """The executor for ``--workers N`` / ``--ray`` / ``--ray-address ADDRESS`` (default: in-process)."""
+def make_executor(
+    workers: int | None = None,
+    ray: bool = False,
+    ray_address: str | None = None,
+    preload: tuple[str, ...] = (),
+) -> Executor:
+    """The executor for ``--workers N`` / ``--ray`` / ``--ray-address ADDRESS`` (default: in-process).
+
+    ``preload``: modules the workers import as they start, besides :data:`PRELOAD` (``torch``
+    when students will be trained).
+    """
     if ray or ray_address:
-        return RayExecutor(ray_address, workers)
+        return RayExecutor(ray_address, workers, preload)
     if workers is not None and workers > 1:
-        return ProcessExecutor(workers)
+        return ProcessExecutor(workers, preload)
     if workers is not None and workers < 1:
         raise InputError(f"--workers {workers}: must be at least 1")
     return Executor()

@@ -36,6 +36,9 @@ class SqueezeOptions:
             None: onnxruntime's default pool).
         batch_size: evaluation batch size.
         distill_time_s: training-time budget of each distilled student.
+        train_epochs: train each distilled student and fine-tuned base this many epochs
+            (early stopping aside) instead of the time budgets: reproducible byte for byte,
+            whatever process trains it (``--workers``, Ray).
         distill_students: the catalog students the ``distill`` knob tries, larger to smaller
             (None: the knob's own list).
         finetune_time_s: training-time budget of each fine-tuned base (the ``+ft`` knobs).
@@ -52,6 +55,7 @@ class SqueezeOptions:
     latency_threads: int | None = 1
     batch_size: int = 64
     distill_time_s: float = 60.0
+    train_epochs: int | None = None
     distill_students: tuple[str, ...] | None = None
     finetune_time_s: float = 30.0
 

@@ -143,6 +143,7 @@ def make_squeezer(
     else:
         squeezer = Squeezer(original, evaluator, model_path=model, **common)
     squeezer.timings["load"] = time.perf_counter() - t0
+    squeezer.started -= squeezer.timings["load"]  # the time budget includes loading
     return squeezer
 
 

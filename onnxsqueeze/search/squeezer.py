@@ -106,6 +106,9 @@ class Squeezer:
         input_shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         parse_objectives(options.objective)  # InputError early, before any work
+        # The time budget counts from here (make_squeezer moves it to when loading began): the
+        # plans and the original's own measurement are inside it, not on top of it.
+        self.started = time.monotonic()
         self.input_shapes = (
             {k: tuple(int(d) for d in v) for k, v in input_shapes.items()} if input_shapes else None
         )
@@ -605,10 +608,14 @@ class Squeezer:
             doc = None
         cached = doc is not None
         if doc is None:
-            with self._handle_lock:  # the search's threads may get here at once
-                if self._handle is None:
-                    self._handle = self.executor.register(self)
-            reply = self.executor.run(self._handle, self._request(settings))
+            if not settings:
+                # The original is measured here while the executor's workers start (.executor).
+                reply = Executor().run(self, self._request(settings))
+            else:
+                with self._handle_lock:  # the search's threads may get here at once
+                    if self._handle is None:
+                        self._handle = self.executor.register(self)
+                reply = self.executor.run(self._handle, self._request(settings))
             for spec, data in reply.get("students", {}).items():
                 self.adopt_student(spec, data["bytes"], data["info"])
             doc = reply["doc"]
@@ -664,15 +671,29 @@ class Squeezer:
     def fits(self, p: Point) -> bool:
         return p.drop is not None and p.drop <= self.options.budget.max_drop + 1e-9
 
+    def deadline(self) -> float | None:
+        """``time.monotonic()`` when the time budget (counted from :attr:`started`) runs out."""
+        budget = self.options.time_budget_s
+        return None if budget is None else self.started + budget
+
     def prepare(self, on_plan: Callable[[str], None] | None = None) -> None:
-        """Compute (or read from the cache) the plans of planned knobs and bind them. Idempotent."""
+        """Compute (or read from the cache) the plans of planned knobs and bind them. Idempotent.
+
+        A plan not in the cache is not started once the time budget has run out: its knob is
+        dropped and the note says so.
+        """
         bound = []
+        deadline = self.deadline()
         for knob in self.knobs:
             if knob.plan is None:
                 bound.append(knob)
                 continue
             key = digest({**self._context, "plan": knob.name})
             doc = self.cache.get(key)
+            if doc is None and deadline is not None and time.monotonic() > deadline:
+                self.notes.append(f"{knob.name}: not planned (time budget reached)")
+                self.skipped[knob.name] = "time budget reached before its plan"
+                continue
             if doc is None:
                 if on_plan:
                     on_plan(knob.name)
@@ -695,9 +716,7 @@ class Squeezer:
         self.knobs = bound
 
     def run(self, on_point: Callable[[Point], None] | None = None) -> SearchResult:
-        deadline = (
-            time.monotonic() + self.options.time_budget_s if self.options.time_budget_s is not None else None
-        )
+        deadline = self.deadline()
         t0 = time.perf_counter()
         self.prepare()
         self.timings["plan"] = self.timings.get("plan", 0.0) + time.perf_counter() - t0

@@ -96,6 +96,8 @@ class Students:
                 "time_s": self.options.finetune_time_s,
                 "calibration": self._ft_calibration()[1] if any(s.calibration for s in steps) else None,
             }
+        if self.options.train_epochs is not None:  # only when given: other keys stay as they were
+            doc |= {"time_s": None, "epochs": self.options.train_epochs}
         return digest(doc)
 
     def get(self, spec: str) -> tuple[onnx.ModelProto, str]:
@@ -196,7 +198,9 @@ class Students:
             candidate,
             self._teacher_path(),
             data,
-            config=FinetuneConfig(time_budget_s=self.options.finetune_time_s, seed=0),
+            config=FinetuneConfig(time_budget_s=self.options.finetune_time_s, seed=0)
+            if self.options.train_epochs is None
+            else FinetuneConfig(epochs=self.options.train_epochs, time_budget_s=None, seed=0),
             cache_dir=self.cache_dir / "teacher" if self.cache_dir is not None else None,
             use_cache=self.cache_dir is not None,
         )
@@ -226,7 +230,9 @@ class Students:
             teacher,
             spec,
             data,
-            config=TrainConfig(time_budget_s=self.options.distill_time_s, seed=0),
+            config=TrainConfig(time_budget_s=self.options.distill_time_s, seed=0)
+            if self.options.train_epochs is None
+            else TrainConfig(epochs=self.options.train_epochs, time_budget_s=None, seed=0),
             cache_dir=self.cache_dir / "teacher" if self.cache_dir is not None else None,
             use_cache=self.cache_dir is not None,
             measure_latency=False,

@@ -45,6 +45,7 @@ def test_prune_sparsity_passes_input_shape_and_reconstruction(tmp_path: Path) ->
         "--data",
         str(calib),
         "--json",
+        "--force",  # the flags reach the technique; the task-metric gate is tested in tests/corpus/test_gaps.py
     ]
     result = runner.invoke(app, [*base, "-o", str(tmp_path / "a.onnx"), "--reconstruction", "none"])
     assert result.exit_code == 0, result.output

@@ -108,8 +108,8 @@ def test_prune_channels_with_data(corpus_cells, model):
 def test_resize_yolov8n_keeps_interface(corpus_cells):
     """x0.5 inside, the declared interface kept (input 320 in; output0's anchor axis is dynamic).
 
-    At half the internal resolution the detector returns a quarter of the anchors, in the scaled
-    image's coordinates: the cell says the outputs are not comparable instead of scoring them.
+    At half the internal resolution the detector returns a quarter of the anchors, with boxes in
+    the caller's coordinates (the decode's strides are rescaled): the cell scores box agreement.
     """
     import json
     import subprocess

@@ -347,3 +347,84 @@ def test_gradual_channels_rounds_remove_channels_and_train(tmp_path) -> None:
     assert params(r.model) < params(teacher)
     assert r.report.conversion_max_abs <= 1e-4
     assert [d.dim_value for d in r.model.graph.output[0].type.tensor_type.shape.dim][1:] == [4]
+
+
+def test_gradual_global_scope_reaches_the_overall_target(tmp_path) -> None:
+    from onnxsqueeze.finetune.gradual import gradual_sparsity, sparsity_of
+
+    teacher = _cnn()
+    sio.save(teacher, tmp_path / "t.onnx")
+    r = gradual_sparsity(
+        teacher,
+        tmp_path / "t.onnx",
+        _data(64, 1),
+        sparsity=0.8,
+        steps=2,
+        scope="global",
+        val=_data(32, 2),
+        config=FinetuneConfig(epochs=1, batch_size=16, time_budget_s=None),
+        cache_dir=tmp_path,
+    )
+    # one threshold over all weights: the overall fraction is the target, layers differ
+    assert sparsity_of(r.model) == pytest.approx(0.8, abs=0.01)
+    per_layer = [
+        float((onnx.numpy_helper.to_array(i) == 0).mean())
+        for i in r.model.graph.initializer
+        if len(i.dims) > 1 and onnx.numpy_helper.to_array(i).size >= 16
+    ]
+    assert max(per_layer) - min(per_layer) > 0.05
+
+
+def test_range_test_keeps_masks_and_picks_a_rate_below_divergence(tmp_path) -> None:
+    """The learning rate found on a sparse candidate: within bounds, zeros exact, weights restored."""
+    import torch
+
+    from onnxsqueeze.finetune import prepare
+    from onnxsqueeze.finetune.train import Batch, _outputs, find_lr, loss_fn
+
+    teacher = _cnn()
+    sio.save(teacher, tmp_path / "t.onnx")
+    cfg = FinetuneConfig(batch_size=16, time_budget_s=None, max_lr=0.03)
+    s = prepare(
+        _sparse(teacher), tmp_path / "t.onnx", _data(96, 1), val=_data(32, 2), config=cfg, cache_dir=tmp_path
+    )
+    g = s.graph
+    before = {k: v.clone() for k, v in g.module.state_dict().items()}
+    xs = [torch.from_numpy(s.x_tr[n]) for n in g.input_names]
+    ts = [torch.from_numpy(t) for t in s.t_tr]
+    seen_zeros: list[bool] = []
+
+    def batch_loss(idx):
+        # the masks are in force at every forward of the test
+        named = dict(g.module.named_parameters())
+        seen_zeros.append(all(bool((named[n][~m] == 0).all()) for n, m in g.masks.items()))
+        g.set_mode()
+        b = Batch(tuple(x[idx] for x in xs), tuple(t[idx] for t in ts), None)
+        return loss_fn(s.kinds, _outputs(g, s.kinds, b.inputs), b, cfg)
+
+    lr = find_lr(g, g.parameters(), batch_loss, len(xs[0]), cfg)
+    assert 1e-5 <= lr <= 0.03
+    assert seen_zeros and all(seen_zeros)
+    after = g.module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_cpu_clock_budget(tmp_path) -> None:
+    from onnxsqueeze.errors import InputError
+    from onnxsqueeze.finetune.train import clock
+
+    assert clock(FinetuneConfig(clock="cpu")) is __import__("time").process_time
+    with pytest.raises(InputError, match="clock"):
+        clock(FinetuneConfig(clock="gpu"))
+    teacher = _cnn()
+    sio.save(teacher, tmp_path / "t.onnx")
+    r = finetune(
+        _sparse(teacher),
+        tmp_path / "t.onnx",
+        _data(64, 1),
+        val=_data(32, 2),
+        config=FinetuneConfig(time_budget_s=30, clock="cpu", batch_size=16, lr=1e-3),
+        cache_dir=tmp_path,
+    )
+    assert r.report.training.lr == 1e-3 and not r.report.training.lr_found
+    assert r.report.training.history

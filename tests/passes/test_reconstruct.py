@@ -77,3 +77,31 @@ def test_row_budget() -> None:
     assert _budget_rows(10**6, 5000, 20000, 4e10) == 10000  # never fewer than 2 D
     assert _budget_rows(300, 100, 20000, 4e10) == 300
     assert reconstruct.HOLDOUT == 4
+
+
+def test_wave_inputs_from_the_changed_subgraph_equal_a_full_run() -> None:
+    """``_Activations`` reruns only what re-fitted layers changed; the values must equal a full run.
+
+    Residual graph: the inner conv ``b`` and the Add's conv ``c`` are re-fitted in turn; after
+    ``b``'s weights change, ``c``'s input comes from kept values (``ar`` feeds both ``b`` and the
+    Add), and then the head's input too, and each must equal a fresh run of the whole model.
+    """
+    import onnx_ir as ir
+
+    from tests.graphs import residual_model
+
+    model = ir.serde.deserialize_model(residual_model(zero=False))
+    nodes = {n.outputs[0].name: n for n in model.graph}
+    b, c, y = nodes["b"], nodes["c"], nodes["y"]
+    data = {"x": np.random.default_rng(3).standard_normal((10, 3, 8, 8)).astype(np.float64)}
+    acts = reconstruct._Activations(model, data, batch_size=4)
+    assert acts.incremental
+    first = acts.get(["ar"], {b, c, y})
+    np.testing.assert_allclose(first["ar"], reconstruct.capture(model, data, ["ar"])["ar"], rtol=1e-6)
+    assert "ar" in acts.store  # read by the pending conv b and the Add downstream of it
+    w = b.inputs[1].const_value.numpy() * 0.5  # the "re-fit" of b
+    b.inputs[1].const_value = ir.tensor(w.astype(np.float32))
+    for name, pending in (("br", {c, y}), ("f", {y})):
+        got = acts.get([name], pending)[name]
+        np.testing.assert_allclose(got, reconstruct.capture(model, data, [name])[name], rtol=1e-5, atol=1e-6)
+    assert set(acts.store) <= {"f"}  # nothing upstream of the last pending layer is kept

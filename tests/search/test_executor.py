@@ -109,6 +109,63 @@ def test_parallel_search_really_overlaps_evaluations():
     assert peak[0] >= 2
 
 
+def _ladder(n: int, base: bool) -> Knob:
+    from onnxsqueeze.recipe import Step
+
+    return Knob(
+        "ladder",
+        tuple(range(1, n + 1)),
+        monotone=True,
+        step=lambda s: Step.of("fp16", {"level": s}),
+        stage=1,
+        label=lambda s: f"ladder={s}",
+        base=base,
+    )
+
+
+@pytest.mark.parametrize("max_drop", [0.5, 2.5, 4.5, 7.5, 20.0])
+def test_speculative_bisection_makes_the_serial_decisions(max_drop):
+    """Free workers evaluate both next bisection points ahead of the path; the points, the
+    rejections and the best are the serial run's, and the extra evaluations stay out of them."""
+
+    def run(parallel: int, knobs: list[Knob]):
+        calls: list[tuple] = []
+        lock = threading.Lock()
+        synthetic = _synthetic(1, jitter=parallel > 1)
+        weights = {"ladder": 1.0}
+
+        def evaluate(settings):
+            with lock:
+                calls.append(tuple(sorted(settings.items())))
+            if "ladder" in settings:
+                drop = weights["ladder"] * settings["ladder"] ** 1.5 / 4
+                return Point(settings=dict(settings), phase="", metric=100 - drop, size=900, drop=drop)
+            return synthetic(settings)
+
+        result = search(
+            knobs,
+            evaluate,
+            lambda p: p.drop is not None and p.drop <= max_drop,
+            objective="size",
+            budget=Budget(max_drop),
+            parallel=parallel,
+        )
+        return result, calls
+
+    for knobs in ([_ladder(12, base=True)], [*_knobs(), _ladder(12, base=True)]):
+        serial, serial_calls = run(1, knobs)
+        assert serial.speculative == 0 and len(serial_calls) == len(set(serial_calls))
+        spec, spec_calls = run(2, knobs)
+        assert _summary(spec) == _summary(serial)
+        assert set(serial_calls) <= set(spec_calls)
+        # each candidate measured once; what the path never asked for is counted, not a point
+        assert len(spec_calls) == len(set(spec_calls))
+        assert spec.speculative == len(spec_calls) - len(serial_calls)
+    # one knob, two slots: the point after the one in flight is always started ahead
+    one, calls = run(2, [_ladder(12, base=True)])
+    assert len(calls) > len(one.points)
+
+
 def test_timing_slot_admits_one_holder_at_a_time():
     inside, overlap = [0], [False]
 
@@ -169,6 +226,25 @@ def test_process_pool_gives_the_serial_best_model_byte_for_byte(assets, tmp_path
     _same_as_serial(tmp_path / "serial", tmp_path / "pool")
     assert results["executor"] == "2 local worker processes"
     assert "one candidate at a time per machine" in (tmp_path / "pool" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_students_trained_in_workers_are_the_serial_ones_byte_for_byte(assets, tmp_path):
+    """With --train-epochs, the two students (trained at once in two workers, the second ahead
+    of the bisection's path) and the best model are the serial run's, byte for byte."""
+    model, data = assets
+    x = rand((128, 3, 8, 8), 33)
+    (y,) = run_ort(sio.load(model), {"x": x})
+    train = tmp_path / "train.npz"
+    sio.save_npz(train, {"x": x, "labels": np.argmax(y, 1).astype(np.int64)})
+    args = ["--train-data", str(train), "--distill-students", "cnn8,cnn4", "--train-epochs", "2",
+            "--no-cache", "--max-drop", "100", "--techniques", "distill,int8-dynamic"]  # fmt: skip
+    serial = _squeeze(model, data, tmp_path / "serial", *args)
+    pool = _squeeze(model, data, tmp_path / "pool", *args, "--workers", "2")
+    _same_as_serial(tmp_path / "serial", tmp_path / "pool")
+    students = {k: v["sha256"] for k, v in serial["students"].items()}
+    assert set(students) == {"cnn8", "cnn4"}
+    assert {k: v["sha256"] for k, v in pool["students"].items()} == students
 
 
 @pytest.mark.slow

@@ -74,6 +74,7 @@ class RewriteInfo:
     rounded: str = ""
     varying_outputs: tuple[str, ...] = ()
     internal_size: tuple[int, int] | None = None
+    rescaled_boxes: tuple[str, ...] = ()  # detector outputs whose decode strides were rescaled
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -685,6 +686,13 @@ def rewrite_resolution(
             mode=mode,
             stride=verdict.stride,
         )
+    rescaled: list[str] = []
+    if keep_interface and varying:
+        internal_name = next(
+            (n.output[0] for n in work.graph.node if n.op_type == "Resize" and n.input[0] == vi.name), None
+        )
+        if internal_name is not None:
+            rescaled = _rescale_box_strides(work, varying, vi.name, internal_name, wa)
     info = RewriteInfo(
         input=vi.name,
         old_size=verdict.size,
@@ -698,8 +706,107 @@ def rewrite_resolution(
         rounded=rounded,
         varying_outputs=tuple(varying) if keep_interface else (),
         internal_size=(new_h, new_w),
+        rescaled_boxes=tuple(rescaled),
     )
     return work, info, True
+
+
+# The strides of detection heads (YOLOv5/v8/X: 8, 16, 32, and P6 variants' 64).
+_STRIDES = {8.0, 16.0, 32.0, 64.0, 128.0}
+# Ops a stride tensor is built with (ultralytics' make_anchors: ConstantOfShape + stride, Concat,
+# Transpose), and the inputs that carry its values (shapes and axes are not followed).
+_STRIDE_PATH = {
+    "Add": None,
+    "Mul": None,
+    "Concat": None,
+    "Transpose": (0,),
+    "Unsqueeze": (0,),
+    "Squeeze": (0,),
+    "Reshape": (0,),
+    "Expand": (0,),
+    "Cast": (0,),
+    "ConstantOfShape": (),
+}
+
+
+def _stride_tensor(model: onnx.ModelProto, name: str) -> bool:
+    """Whether ``name`` is a detection head's stride tensor: built only from scalar stride
+    constants (and ConstantOfShape zeros) by the ops of ``_STRIDE_PATH``."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name: i for i in model.graph.initializer}
+    seen: set[str] = set()
+    found = False
+    stack = [name]
+    while stack:
+        v = stack.pop()
+        if v in seen or not v:
+            continue
+        seen.add(v)
+        node = producers.get(v)
+        tensor = inits.get(v)
+        if node is not None and node.op_type == "Constant":
+            tensor = next((a.t for a in node.attribute if a.name == "value"), None)
+            if tensor is None:
+                return False
+        if tensor is not None:
+            arr = numpy_helper.to_array(tensor)
+            if arr.size != 1 or not np.issubdtype(arr.dtype, np.floating) or float(arr) not in _STRIDES:
+                return False
+            found = True
+            continue
+        if node is None or node.op_type not in _STRIDE_PATH:
+            return False
+        idx = _STRIDE_PATH[node.op_type]
+        stack += [
+            node.input[i] for i in (range(len(node.input)) if idx is None else idx) if i < len(node.input)
+        ]
+    return found
+
+
+def _rescale_box_strides(
+    model: onnx.ModelProto, outputs: Sequence[str], caller: str, internal: str, w_axis: int
+) -> list[str]:
+    """Boxes in the caller's pixel coordinates: a detector decodes ``(anchor +- distance) * stride``
+    in the pixels of the image it sees; inside a resized model that is the internal size. The
+    stride tensor that multiplies the boxes of an output (``Concat(Mul(boxes, strides), scores)``)
+    is multiplied by ``caller width / internal width``, measured at run time. Returns the
+    outputs rescaled (none when no output has that pattern).
+    """
+    producers = {o: n for n in model.graph.node for o in n.output}
+    done: list[str] = []
+    for out in outputs:
+        node = producers.get(out)
+        parts = list(node.input) if node is not None and node.op_type == "Concat" else [out]
+        for part in parts:
+            mul = producers.get(part)
+            if mul is None or mul.op_type != "Mul":
+                continue
+            for k, operand in enumerate(mul.input):
+                if not _stride_tensor(model, operand):
+                    continue
+                ratio = _unique(model, f"{out}_box_scale")
+                a, b = _unique(model, f"{ratio}_caller"), _unique(model, f"{ratio}_internal")
+                axis = _unique(model, f"{ratio}_axis")
+                model.graph.initializer.append(numpy_helper.from_array(np.array(w_axis, np.int64), axis))
+                new = [
+                    helper.make_node("Shape", [caller], [a + "_shape"]),
+                    helper.make_node("Gather", [a + "_shape", axis], [a + "_w"]),
+                    helper.make_node("Cast", [a + "_w"], [a], to=onnx.TensorProto.FLOAT),
+                    helper.make_node("Shape", [internal], [b + "_shape"]),
+                    helper.make_node("Gather", [b + "_shape", axis], [b + "_w"]),
+                    helper.make_node("Cast", [b + "_w"], [b], to=onnx.TensorProto.FLOAT),
+                    helper.make_node("Div", [a, b], [ratio]),
+                    helper.make_node("Mul", [operand, ratio], [ratio + "_strides"]),
+                ]
+                mul.input[k] = ratio + "_strides"
+                at = list(model.graph.node).index(mul)
+                for j, n in enumerate(new):
+                    model.graph.node.insert(at + j, n)
+                done.append(out)
+                break
+            if out in done:
+                break
+    return done
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
