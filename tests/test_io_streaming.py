@@ -169,6 +169,21 @@ def test_streamed_squeeze_writes_a_verified_best(
     assert not litter, litter
 
 
+def test_streamed_squeeze_refuses_workers_before_any_work(
+    tmp_path: Path,
+    source: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model, data = source
+    monkeypatch.setattr(sio, "STREAM_BYTES", 1)
+    out = tmp_path / "sq"
+    code, err = _cli(capsys, "squeeze", model, "--data", data, "-o", out, "--max-drop", "5", "--workers", "2")
+    assert code == 2, err
+    assert "no --workers or --ray" in err.strip().splitlines()[-1] and "baseline" not in err
+    assert not out.exists() or not list(out.glob("*.onnx"))
+
+
 @pytest.mark.parametrize("settings", [{"fp16": True}, {"sparsity": 0.5}, {"int8-weights": True}], ids=str)
 def test_streamed_candidates_equal_the_in_memory_builds(
     tmp_path: Path, source: tuple[Path, Path], settings: dict[str, object]

@@ -35,6 +35,7 @@ from onnxsqueeze import io as sio
 from onnxsqueeze.errors import InputError, SqueezeError
 from onnxsqueeze.evaluate import Dataset, Evaluator
 from onnxsqueeze.recipe import Step
+from onnxsqueeze.search.executor import Executor
 from onnxsqueeze.search.knobs import KNOBS, Knob, Settings
 from onnxsqueeze.search.squeezer import Squeezer
 
@@ -132,6 +133,18 @@ class StreamingSqueezer(Squeezer):
         return staged, staged_model, idle
 
     # ------------------------------------------------------------------ measuring
+    @property
+    def executor(self) -> Executor:
+        return self._executor
+
+    @executor.setter
+    def executor(self, executor: Executor) -> None:
+        # Each worker would hold its own sessions of the weights: refused before any work.
+        if executor.workers > 1:
+            executor.close()
+            self.worker_spec()
+        self._executor = executor
+
     def worker_spec(self) -> Any:
         raise InputError(
             f"{self.model_path}: a model over the streaming threshold is squeezed in this process "
