@@ -43,6 +43,9 @@ def make_squeezer(
 ) -> Squeezer:
     """Load the model and data, split off calibration samples and set up the search.
 
+    A model with at least ``io.STREAM_BYTES`` of weights gets the streaming search
+    (:class:`onnxsqueeze.search.streaming.StreamingSqueezer`: its graph alone is loaded here).
+
     Args:
         model: the original ``.onnx`` file.
         data: an ``.npz`` (inputs and optional ``labels``) or an image folder (with ``preprocess``).
