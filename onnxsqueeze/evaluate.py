@@ -342,15 +342,19 @@ class Evaluator:
             cast[vi.name] = np.asarray(feeds[vi.name]).astype(shapes.input_dtype(vi), copy=False)
         return cast
 
-    def outputs(self, model: onnx.ModelProto, on_batch: Progress | None = None) -> np.ndarray:
-        """The scored output of ``model`` over the dataset (optimized session, as deployed)."""
+    def _open(self, model: onnx.ModelProto | Path) -> tuple[Any, dict[str, np.ndarray]]:
+        """An optimized session (as deployed) and the dataset's feeds for a model or a model file
+        (onnxruntime reads a file's weights from beside it; only its graph is parsed here)."""
         sess = runtime.session(model, provider=self.provider, optimize=True)
-        out = runtime.run_batched(
-            sess, self._feeds(model), batch_size=self.batch_size, on_batch=on_batch or self.on_batch
-        )
+        return sess, self._feeds(model if isinstance(model, onnx.ModelProto) else sio.load_interface(model))
+
+    def outputs(self, model: onnx.ModelProto | Path, on_batch: Progress | None = None) -> np.ndarray:
+        """The scored output of ``model`` (or a model file) over the dataset (optimized session, as deployed)."""
+        sess, feeds = self._open(model)
+        out = runtime.run_batched(sess, feeds, batch_size=self.batch_size, on_batch=on_batch or self.on_batch)
         return list(out.values())[self.output_index]
 
-    def staged(self, model: onnx.ModelProto, order: np.ndarray) -> Callable[[int], float]:
+    def staged(self, model: onnx.ModelProto | Path, order: np.ndarray) -> Callable[[int], float]:
         """Score ``model`` on growing prefixes of ``order`` (a permutation of the samples).
 
         ``f(n)`` is the metric on the samples ``order[:n]``; each call runs only the samples not
@@ -358,8 +362,7 @@ class Evaluator:
         of the metric's sum). A model with a fixed batch size runs whole batches: ``n`` is then
         rounded up to a multiple of it.
         """
-        sess = runtime.session(model, provider=self.provider, optimize=True)
-        feeds = self._feeds(model)
+        sess, feeds = self._open(model)
         total = len(order)
         step = runtime.fixed_batch(sess) or 1
         parts: list[np.ndarray] = []
@@ -407,7 +410,7 @@ class Evaluator:
             samples=len(self.dataset) if indices is None else len(indices),
         )
 
-    def score(self, model: onnx.ModelProto, on_batch: Progress | None = None) -> float:
+    def score(self, model: onnx.ModelProto | Path, on_batch: Progress | None = None) -> float:
         """Evaluate ``model`` on the dataset with the metric."""
         return self.score_outputs(self.outputs(model, on_batch))
 

@@ -205,6 +205,30 @@ def run_pair(
     return feeds, run(reference, feeds, provider=provider), run(candidate, feeds, provider=provider)
 
 
+def run_and_compare(
+    reference: onnx.ModelProto | str | Path,
+    candidate: onnx.ModelProto | str | Path,
+    *,
+    data: Mapping[str, np.ndarray] | None = None,
+    data_label: str = "data",
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    seed: int = 0,
+    provider: str = "cpu",
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray], VerifyReport]:
+    """:func:`run_pair` then :func:`compare`: ``(feeds, reference outputs, candidate outputs, report)``."""
+    feeds, ref_out, cand_out = run_pair(
+        reference,
+        candidate,
+        data=data,
+        input_shapes=input_shapes,
+        seed=seed,
+        provider=provider,
+        label=data_label,
+    )
+    source = data_label if data is not None else f"random (seed {seed})"
+    return feeds, ref_out, cand_out, compare(ref_out, cand_out, feeds=feeds, source=source)
+
+
 def verify(
     reference: onnx.ModelProto | str | Path,
     candidate: onnx.ModelProto | str | Path,
@@ -232,18 +256,15 @@ def verify(
     Raises:
         VerificationError: outputs differ in count or shape, or exceed ``tolerance``.
     """
-    feeds, ref_out, cand_out = run_pair(
+    report = run_and_compare(
         reference,
         candidate,
         data=data,
+        data_label=data_label,
         input_shapes=input_shapes,
         seed=seed,
         provider=provider,
-        label=data_label,
-    )
-    report = compare(
-        ref_out, cand_out, feeds=feeds, source=data_label if data is not None else f"random (seed {seed})"
-    )
+    )[3]
     if tolerance is not None and not report.within(tolerance):
         worst = max(report.outputs, key=lambda o: o.max_abs)
         extra = f", {worst.nonfinite} NaN/Inf" if worst.nonfinite else ""

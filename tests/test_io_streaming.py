@@ -1,6 +1,6 @@
 """The streaming paths for models over ``io.STREAM_BYTES`` (fp16, prune --sparsity), taken on a
 small model with external data by lowering the threshold: the same outputs as the in-memory
-paths, a manifest, no temp files, inputs unchanged; squeeze refuses in one line."""
+paths, a manifest, no temp files, inputs unchanged; squeeze's streaming search (search.streaming)."""
 
 from __future__ import annotations
 
@@ -115,15 +115,107 @@ def test_streaming_refuses_what_it_cannot_do(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The re-fit (activations of every layer) and squeeze's in-memory search: one line, exit 2."""
+    """The re-fit (activations of every layer) does not stream: one line, exit 2."""
     model, data = source
     monkeypatch.setattr(sio, "STREAM_BYTES", 1)
     code, err = _cli(capsys, "prune", model, "--sparsity", "0.5", "--data", data, "-o", tmp_path / "p.onnx")
     assert code == 2, err
     assert "--reconstruction none" in err.strip().splitlines()[-1]
-    code, err = _cli(capsys, "squeeze", model, "--data", data, "-o", tmp_path / "sq", "--max-drop", "1")
+
+
+def test_streamed_squeeze_writes_a_verified_best(
+    tmp_path: Path,
+    source: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """squeeze over the threshold: the streamable knobs only (the others said skipped), the best
+    written with external data and its manifest, the recipe replays it in memory to the same
+    outputs, no temp file, inputs unchanged."""
+    model, data = source
+    monkeypatch.setattr(sio, "STREAM_BYTES", 1)
+    before = _digest(model.parent)
+    out = tmp_path / "sq"
+    args = ["--data", data, "-o", out, "--max-drop", "100", "--no-cache", "--objective", "size"]
+    code, err = _cli(capsys, "squeeze", model, *args, "--techniques", "fp16,sparsity,int8-weights,channels")
+    assert code == 0, err
+
+    results = json.loads((out / "results.json").read_text())
+    evaluated = {next(iter(p["settings"]), None) for p in results["points"]}
+    assert evaluated == {None, "fp16", "sparsity", "int8-weights"}, evaluated  # baseline, the streamed knobs
+    report = (out / "report.md").read_text()
+    assert "channels: no streaming build" in report and "timed alone" in report
+    best = out / results["best"]["file"]
+    assert results["best"]["verify"]["min_cosine"] > 0.99
+    proto = onnx.load(str(best), load_external_data=False)
+    external = [t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer]
+    assert any(external)
+    assert all(
+        e or len(t.raw_data) < sio.EXTERNAL_THRESHOLD
+        for e, t in zip(external, proto.graph.initializer, strict=True)
+    )
+    manifest = json.loads(Path(f"{best}.manifest.json").read_text())
+    assert manifest["file"]["data_files"].keys() == {best.name + ".data"}
+    assert manifest["source"]["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    # the size is the files' bytes: smaller than the original's
+    assert results["best"]["size"] < results["baseline"]["size"]
+
+    code, err = _cli(capsys, "apply", out / "recipe.toml", model, "-o", tmp_path / "replayed.onnx")
+    assert code == 0, err
+    x = np.load(data)["x"]
+    np.testing.assert_array_equal(run(best, {"x": x})["y"], run(tmp_path / "replayed.onnx", {"x": x})["y"])
+    assert _digest(model.parent) == before
+    litter = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    assert not litter, litter
+
+
+def test_streamed_squeeze_refuses_workers_before_any_work(
+    tmp_path: Path,
+    source: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model, data = source
+    monkeypatch.setattr(sio, "STREAM_BYTES", 1)
+    out = tmp_path / "sq"
+    code, err = _cli(capsys, "squeeze", model, "--data", data, "-o", out, "--max-drop", "5", "--workers", "2")
     assert code == 2, err
-    assert "stream the weights" in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert "no --workers or --ray" in err.strip().splitlines()[-1] and "baseline" not in err
+    assert not out.exists() or not list(out.glob("*.onnx"))
+
+
+@pytest.mark.parametrize("settings", [{"fp16": True}, {"sparsity": 0.5}, {"int8-weights": True}], ids=str)
+def test_streamed_candidates_equal_the_in_memory_builds(
+    tmp_path: Path, source: tuple[Path, Path], settings: dict[str, object]
+) -> None:
+    """A candidate built tensor by tensor from the file has the outputs of the same steps run on
+    the model in memory (the recipe's build)."""
+    from onnxsqueeze.evaluate import Budget, load_npz_dataset
+    from onnxsqueeze.recipe import build
+    from onnxsqueeze.search.options import SqueezeOptions
+    from onnxsqueeze.search.streaming import FileEvaluator, StreamingSqueezer
+
+    model, data = source
+    ds = load_npz_dataset(data)
+    evaluator = FileEvaluator(model, ds, "agreement")
+    squeezer = StreamingSqueezer(
+        model,
+        evaluator,
+        scratch=tmp_path,
+        calibration=None,
+        calibration_source=None,
+        options=SqueezeOptions(budget=Budget(1.0), techniques=("fp16", "sparsity", "int8-weights")),
+        cache_dir=None,
+    )
+    steps = squeezer.steps(settings)
+    streamed, idle = squeezer.build_lazy(settings)
+    assert not idle
+    staged, path = sio.stage_streamed(streamed, tmp_path / "scratch" / "c.onnx")
+    in_memory = build(sio.load(model), steps)
+    x = np.load(data)["x"]
+    np.testing.assert_array_equal(run(path, {"x": x})["y"], run(in_memory, {"x": x})["y"])
+    staged.abort()
+    assert list((tmp_path / "scratch").iterdir()) == []
 
 
 def test_a_staged_folder_is_removed_by_the_cleanup(tmp_path: Path) -> None:

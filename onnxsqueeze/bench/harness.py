@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import math
 import os
@@ -60,6 +61,7 @@ import onnx
 from onnxsqueeze import io as sio
 from onnxsqueeze import runtime, shapes
 from onnxsqueeze.bench.cost import Price, resolve_price, usd_per_million
+from onnxsqueeze.bench.timing import interleaved_rounds, latency_stats, ratio_with_spread, sample
 from onnxsqueeze.errors import InputError, ModelLoadError, one_line
 
 SCHEMA = "onnxsqueeze.bench/1"
@@ -76,60 +78,6 @@ ProgressFn = Callable[[str, int, int, int], None]
 
 # --------------------------------------------------------------------------------------------
 # statistics
-
-
-def latency_stats(samples_ms: Sequence[float] | np.ndarray) -> dict[str, float]:
-    """Count, mean, std (n-1), min, p50, p90, p95, p99 and max of latency samples in ms.
-
-    Percentiles interpolate linearly between order statistics (numpy's default, the "type 7" of
-    Hyndman and Fan): for 1..100, p50 = 50.5, p90 = 90.1, p99 = 99.01.
-    """
-    x = np.asarray(samples_ms, dtype=np.float64)
-    if x.size == 0:
-        raise ValueError("no samples")
-    p50, p90, p95, p99 = np.percentile(x, [50, 90, 95, 99])
-    return {
-        "count": int(x.size),
-        "mean": float(x.mean()),
-        "std": float(x.std(ddof=1)) if x.size > 1 else 0.0,
-        "min": float(x.min()),
-        "p50": float(p50),
-        "p90": float(p90),
-        "p95": float(p95),
-        "p99": float(p99),
-        "max": float(x.max()),
-    }
-
-
-TAIL_MIN_SAMPLES = {"p90": 10, "p95": 20, "p99": 100}
-"""Samples a round needs before its own tail percentile means anything (1 / (1 - p))."""
-
-
-def ratio_with_spread(
-    candidate: Sequence[np.ndarray], baseline: Sequence[np.ndarray], metric: str, *, inverse: bool = False
-) -> dict[str, float | None]:
-    """The ratio candidate/baseline of a latency metric: pooled, and min-max over rounds.
-
-    ``inverse`` gives the ratio of the reciprocals (throughput from mean latency). ``low`` and
-    ``high`` are None for a tail percentile when a round has too few samples to estimate it
-    (p99 of 10 samples is just their maximum).
-    """
-
-    def value(rounds: Sequence[np.ndarray]) -> float:
-        return latency_stats(np.concatenate(list(rounds)))[metric]
-
-    def ratio(c: float, b: float) -> float:
-        return b / c if inverse else c / b
-
-    pooled = ratio(value(candidate), value(baseline))
-    fewest = min(len(r) for r in (*candidate, *baseline))
-    if fewest < TAIL_MIN_SAMPLES.get(metric, 1):
-        return {"ratio": pooled, "low": None, "high": None}
-    per_round = [
-        ratio(latency_stats(c)[metric], latency_stats(b)[metric])
-        for c, b in zip(candidate, baseline, strict=True)
-    ]
-    return {"ratio": pooled, "low": min(per_round), "high": max(per_round)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -493,15 +441,13 @@ class _CpuRunner:
 
     def segment(self, min_count: int, min_ns: int) -> np.ndarray:
         run, names, feeds, clock = self._run, self._names, self._feeds, time.perf_counter_ns
-        samples: list[int] = []
-        start = clock()
-        while True:
+
+        def step() -> tuple[int]:
             t0 = clock()
             run(names, feeds)
-            t1 = clock()
-            samples.append(t1 - t0)
-            if len(samples) >= min_count and t1 - start >= min_ns:
-                return np.asarray(samples, dtype=np.int64)[:, None]
+            return (clock() - t0,)
+
+        return sample(step, min_count, min_ns)
 
 
 class _IoBindingRunner:
@@ -533,9 +479,8 @@ class _IoBindingRunner:
         clock = time.perf_counter_ns
         items = list(self._host.items())
         device, binding, run = self._device, self._binding, self._sess.run_with_iobinding
-        samples: list[tuple[int, int, int]] = []
-        start = clock()
-        while True:
+
+        def step() -> tuple[int, int, int]:
             t0 = clock()
             for name, arr in items:
                 device[name].update_inplace(arr)  # synchronous cudaMemcpy host->device
@@ -544,9 +489,9 @@ class _IoBindingRunner:
             t2 = clock()
             binding.copy_outputs_to_cpu()
             t3 = clock()
-            samples.append((t1 - t0, t2 - t1, t3 - t2))
-            if len(samples) >= min_count and t3 - start >= min_ns:
-                return np.asarray(samples, dtype=np.int64)
+            return (t1 - t0, t2 - t1, t3 - t2)
+
+        return sample(step, min_count, min_ns)
 
 
 @contextlib.contextmanager
@@ -583,6 +528,31 @@ class BenchResult:
             if row["batch"] == batch and (row["model_index"] == model or row["model"] == model):
                 return row
         raise KeyError((model, batch))
+
+
+def _round(
+    opened: Sequence[_Model],
+    runners: Sequence[Any],
+    rows: Sequence[dict[str, Any]],
+    batch: int,
+    min_count: int,
+    min_ns: int,
+    starting: Callable[[_Model, int], None],
+    finished: Callable[[], None],
+    i: int,
+) -> tuple[np.ndarray, int]:
+    """One round of model ``i``: its runner's samples with the GC paused, the peak RSS tracked;
+    ``(samples [n, steps] ns, wall ns)``."""
+    starting(opened[i], batch)
+    peak_ok = _reset_peak_rss()
+    t0 = time.perf_counter_ns()
+    with _gc_paused():
+        steps = runners[i].segment(min_count, min_ns)
+    wall = time.perf_counter_ns() - t0
+    if peak_ok and rows[i]["peak_rss_bytes"] is not None:
+        rows[i]["peak_rss_bytes"] = max(rows[i]["peak_rss_bytes"], _peak_rss())
+    finished()
+    return steps, wall
 
 
 def benchmark(
@@ -713,6 +683,10 @@ def benchmark(
         if on_progress:
             on_progress(model.name, batch, done, total)
 
+    def finished() -> None:
+        nonlocal done
+        done += 1
+
     for batch in batches:
         runners = []
         rows: list[dict[str, Any]] = []
@@ -750,20 +724,13 @@ def benchmark(
             runners.append(runner)
             done += 1
 
-        per_round: list[list[np.ndarray]] = [[] for _ in opened]
-        wall_ns = [0] * len(opened)
-        for r in range(rounds):
-            order = range(len(opened)) if r % 2 == 0 else reversed(range(len(opened)))
-            for i in order:
-                starting(opened[i], batch)
-                peak_ok = _reset_peak_rss()
-                t0 = time.perf_counter_ns()
-                with _gc_paused():
-                    per_round[i].append(runners[i].segment(min_count, min_ns))
-                wall_ns[i] += time.perf_counter_ns() - t0
-                if peak_ok and rows[i]["peak_rss_bytes"] is not None:
-                    rows[i]["peak_rss_bytes"] = max(rows[i]["peak_rss_bytes"], _peak_rss())
-                done += 1
+        timed = interleaved_rounds(
+            len(opened),
+            rounds,
+            functools.partial(_round, opened, runners, rows, batch, min_count, min_ns, starting, finished),
+        )
+        per_round = [[steps for steps, _ in t] for t in timed]
+        wall_ns = [sum(wall for _, wall in t) for t in timed]
 
         for i, row in enumerate(rows):
             steps = np.concatenate(per_round[i])  # [n, steps] in ns

@@ -9,8 +9,10 @@ timing is what comparisons should use; absolute times drift with the load.
 
 Used by the search (:func:`onnxsqueeze.search.latency.compare_latency`), by
 :func:`onnxsqueeze.runtime.time_sessions` (the distillation report, the resolution sweep, the
-benchmarks). The full benchmark harness (:mod:`onnxsqueeze.bench.harness`: IO binding, memory,
-throughput) keeps its own loop for what it measures beyond wall time per run.
+benchmarks) and by the benchmark harness (:mod:`onnxsqueeze.bench.harness`), which times
+segments (a count and a duration per model and round, IO-binding steps apart) with
+:func:`interleaved_rounds` and :func:`sample`, and summarizes them with :func:`latency_stats`
+and :func:`ratio_with_spread`.
 """
 
 # NOTE: this module imports nothing from onnxsqueeze (runtime.py depends on it).
@@ -19,8 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -84,21 +86,121 @@ def interleaved(
         for _ in range(warmup):
             fn()
     per: list[list[tuple[float, ...]]] = [[] for _ in fns]
-    order = list(range(len(fns)))
     start = clock()
-    runs = rounds = 0
-    while True:
-        for k in order if rounds % 2 == 0 else order[::-1]:
+    runs = 0
+    for rounds, order in enumerate(round_orders(len(fns)), start=1):
+        for k in order:
             fn, times = fns[k], []
             for _ in range(burst):
                 t = clock()
                 fn()
                 times.append((clock() - t) * 1e3)
             per[k].append(tuple(times))
-        rounds += 1
         runs += burst
         if max_runs is not None and runs >= max_runs:
             break
         if runs >= min_runs and rounds >= min_rounds and clock() - start >= min_seconds:
             break
     return [Timing(tuple(r)) for r in per]
+
+
+T = TypeVar("T")
+
+
+def round_orders(n: int, rounds: int | None = None) -> Iterator[list[int]]:
+    """The visiting order of each round: ``0..n-1``, then reversed, then forward... (``rounds`` of
+    them; endless when None)."""
+    forward = list(range(n))
+    r = 0
+    while rounds is None or r < rounds:
+        yield forward if r % 2 == 0 else forward[::-1]
+        r += 1
+
+
+def interleaved_rounds(n: int, rounds: int, segment: Callable[[int], T]) -> list[list[T]]:
+    """``segment(i)`` for each of ``n`` callables per round, the order reversed every round.
+
+    Returns:
+        Per callable, its segments' results in round order.
+    """
+    per: list[list[T]] = [[] for _ in range(n)]
+    for order in round_orders(n, rounds):
+        for i in order:
+            per[i].append(segment(i))
+    return per
+
+
+def sample(
+    step: Callable[[], Sequence[int]],
+    min_count: int,
+    min_ns: int,
+    clock: Callable[[], int] = time.perf_counter_ns,
+) -> np.ndarray:
+    """Call ``step`` until it ran ``min_count`` times and ``min_ns`` passed (both minimums, as MLPerf).
+
+    ``step`` times its own parts and returns their durations in ns (one run: ``(t1 - t0,)``;
+    IO binding: copy in, run, copy out).
+
+    Returns:
+        ``[runs, parts]`` int64 ns.
+    """
+    samples: list[Sequence[int]] = []
+    start = clock()
+    while True:
+        samples.append(step())
+        if len(samples) >= min_count and clock() - start >= min_ns:
+            return np.asarray(samples, dtype=np.int64)
+
+
+def latency_stats(samples_ms: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """Count, mean, std (n-1), min, p50, p90, p95, p99 and max of latency samples in ms.
+
+    Percentiles interpolate linearly between order statistics (numpy's default, the "type 7" of
+    Hyndman and Fan): for 1..100, p50 = 50.5, p90 = 90.1, p99 = 99.01.
+    """
+    x = np.asarray(samples_ms, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("no samples")
+    p50, p90, p95, p99 = np.percentile(x, [50, 90, 95, 99])
+    return {
+        "count": int(x.size),
+        "mean": float(x.mean()),
+        "std": float(x.std(ddof=1)) if x.size > 1 else 0.0,
+        "min": float(x.min()),
+        "p50": float(p50),
+        "p90": float(p90),
+        "p95": float(p95),
+        "p99": float(p99),
+        "max": float(x.max()),
+    }
+
+
+TAIL_MIN_SAMPLES = {"p90": 10, "p95": 20, "p99": 100}
+"""Samples a round needs before its own tail percentile means anything (1 / (1 - p))."""
+
+
+def ratio_with_spread(
+    candidate: Sequence[np.ndarray], baseline: Sequence[np.ndarray], metric: str, *, inverse: bool = False
+) -> dict[str, float | None]:
+    """The ratio candidate/baseline of a latency metric: pooled, and min-max over rounds.
+
+    ``inverse`` gives the ratio of the reciprocals (throughput from mean latency). ``low`` and
+    ``high`` are None for a tail percentile when a round has too few samples to estimate it
+    (p99 of 10 samples is just their maximum).
+    """
+
+    def value(rounds: Sequence[np.ndarray]) -> float:
+        return latency_stats(np.concatenate(list(rounds)))[metric]
+
+    def ratio(c: float, b: float) -> float:
+        return b / c if inverse else c / b
+
+    pooled = ratio(value(candidate), value(baseline))
+    fewest = min(len(r) for r in (*candidate, *baseline))
+    if fewest < TAIL_MIN_SAMPLES.get(metric, 1):
+        return {"ratio": pooled, "low": None, "high": None}
+    per_round = [
+        ratio(latency_stats(c)[metric], latency_stats(b)[metric])
+        for c, b in zip(candidate, baseline, strict=True)
+    ]
+    return {"ratio": pooled, "low": min(per_round), "high": max(per_round)}

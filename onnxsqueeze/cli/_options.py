@@ -97,3 +97,21 @@ def acceptance(
         threshold=threshold,
         class_axis=class_axis,
     )
+
+
+# the training commands (distill, finetune)
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Samples per step.")]
+LabelsKeyOpt = Annotated[str, typer.Option("--labels-key", help="Key of the class labels in the .npz files.")]
+TeacherCacheOpt = Annotated[
+    Path | None,
+    typer.Option("--cache-dir", help="Cache of teacher outputs (default ~/.cache/onnxsqueeze/teacher)."),
+]
+NoCacheFlag = Annotated[bool, typer.Option("--no-cache", help="Recompute teacher outputs; cache nothing.")]
+
+
+def require_positive(value: float, flag: str, unit: str = "") -> None:
+    """Bad input (exit 2) unless ``value > 0``: ``--time-budget 0: must be positive (minutes)``."""
+    from onnxsqueeze.errors import InputError
+
+    if value <= 0:
+        raise InputError(f"{flag} {value}: must be positive{f' ({unit})' if unit else ''}")

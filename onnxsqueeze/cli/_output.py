@@ -7,8 +7,9 @@ import json
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -138,3 +139,65 @@ def progress(description: str, total: int | None = None) -> Iterator[Callable[..
                 err.print(escape(f"{description or title}: {done}/{total_}"))
 
         yield update
+
+
+def show(json_: bool, doc: Any, render: Callable[[], None]) -> None:
+    """The result of a command: ``doc`` as JSON on stdout with ``--json``, else ``render()``."""
+    if json_:
+        emit_json(doc)
+    else:
+        render()
+
+
+def refuse_artifact(output: Path, inputs: Sequence[Path | None]) -> None:
+    """Refuse, before any work, to write ``output`` or its manifest over one of ``inputs``."""
+    from onnxsqueeze import io as sio
+    from onnxsqueeze.manifest import sidecar_path
+
+    kept = [p for p in inputs if p is not None]
+    sio.refuse_overwrite(output, kept)
+    sio.refuse_overwrite(sidecar_path(output), kept)
+
+
+def write_artifact(
+    model: Any,
+    output: Path,
+    report: dict[str, Any],
+    json_: bool,
+    render: Callable[[], None],
+    **provenance: Any,
+) -> None:
+    """Save ``model`` with its manifest (:func:`onnxsqueeze.manifest.save_artifact`), then show ``report``
+    (with the written paths under ``--json``)."""
+    from onnxsqueeze.manifest import save_artifact
+
+    art = save_artifact(model, output, **provenance)
+    show(json_, report | {"output": str(art.path), "manifest": str(art.manifest_path)}, render)
+
+
+@contextmanager
+def epoch_progress(
+    name: str, metric_format: str = ".4g", val_loss: bool = False
+) -> Iterator[tuple[Callable[..., None], Callable[[Any], None]]]:
+    """A training bar on stderr; yields ``(update, on_epoch)``: ``update`` for the teacher's batches,
+    ``on_epoch`` for :class:`onnxsqueeze.distill.train.EpochLog` (a line per epoch)."""
+    with progress(name) as update:
+
+        def on_epoch(e: Any) -> None:
+            mark = "  *best*" if e.best else ""
+            line = (
+                f"epoch {e.epoch}/{e.planned}  loss {e.train_loss:.4f}  "
+                f"val {e.metric} {format(e.val_metric, metric_format)}"
+            )
+            update(e.epoch, e.planned, line)
+            loss = f"  val loss {e.val_loss:.4f}" if val_loss else ""
+            info(f"{line}{loss}  {e.elapsed_s:.0f}s{mark}")
+
+        yield update, on_epoch
+
+
+def file_hashes(*paths: Path | None) -> dict[str, str]:
+    """``{path: sha256}`` of the files given (None skipped), for a manifest's provenance."""
+    from onnxsqueeze import io as sio
+
+    return {str(p): sio.sha256_file(p) for p in paths if p is not None}

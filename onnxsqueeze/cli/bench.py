@@ -203,7 +203,7 @@ def bench_cmd(
     --fail-if gates a CI job on those ratios (exit 1 when a gate fails).
     """
     from onnxsqueeze import io as sio
-    from onnxsqueeze.bench import benchmark, report
+    from onnxsqueeze.bench import benchmark
     from onnxsqueeze.bench.cost import resolve_price
     from onnxsqueeze.bench.gates import parse_gates
     from onnxsqueeze.shapes import parse_input_shapes
@@ -244,6 +244,16 @@ def bench_cmd(
             on_progress=on_progress,
         )
     doc = result.to_dict()
+    _write_reports(doc, json_, json_file, markdown, plot)
+    _gate(result.failed_gates, doc)
+
+
+def _write_reports(
+    doc: dict[str, Any], json_: bool, json_file: Path | None, markdown: Path | None, plot: Path | None
+) -> None:
+    """The report: JSON on stdout (--json), files (--report, --markdown, --plot), else the table."""
+    from onnxsqueeze.bench import report
+
     to_stdout = False
     if json_:
         emit_json(doc)
@@ -260,7 +270,12 @@ def bench_cmd(
         info(f"wrote {report.save_plot(doc, plot)}")
     if not to_stdout:
         render_table(doc)
-    failed = result.failed_gates
+
+
+def _gate(failed: list[dict[str, Any]], doc: dict[str, Any]) -> None:
+    """Exit 1 naming the first failed --fail-if gate."""
+    from onnxsqueeze.bench import report
+
     if failed:
         first = failed[0]
         worst = report.fmt_gate_value(first)

@@ -10,14 +10,23 @@ import typer
 from rich.table import Table
 
 from onnxsqueeze.cli import _options as opt
-from onnxsqueeze.cli._output import emit_json, err, escape, handle_errors, human_bytes, out, warn
+from onnxsqueeze.cli._output import (
+    err,
+    escape,
+    handle_errors,
+    human_bytes,
+    out,
+    refuse_artifact,
+    show,
+    warn,
+)
 
 
 def _dims(shape: list[Any]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def render(result: Any, source_label: str) -> None:
+def render(result: Any, source_label: str, written: Path | None = None) -> None:
     d = result.to_dict()
     out.print(
         f"converted [bold]{escape(source_label)}[/] with {escape(result.exporter)}, opset {d['opset']}, "
@@ -35,6 +44,8 @@ def render(result: Any, source_label: str) -> None:
     render_report(result.report, None)
     verdict = "[green]within[/]" if result.passed else "[red]exceeds[/]"
     out.print(f"max abs error {result.max_abs:.3g} {verdict} tolerance {result.tolerance:g}")
+    if written is not None:
+        out.print(f"wrote {escape(str(written))} ({human_bytes(written.stat().st_size)})")
 
 
 @handle_errors
@@ -111,13 +122,10 @@ def convert_cmd(
     """
     from onnxsqueeze import io as sio
     from onnxsqueeze.convert import convert_file, parse_dynamic_axes
-    from onnxsqueeze.manifest import save_artifact, sidecar_path
     from onnxsqueeze.shapes import parse_input_shapes
 
     protect = [p for p in (source, weights, data) if p is not None]
-    # refuse before converting, not after minutes of export
-    sio.refuse_overwrite(output, protect)
-    sio.refuse_overwrite(sidecar_path(output), protect)
+    refuse_artifact(output, protect)  # before converting, not after minutes of export
     arrays = sio.load_npz(data) if data is not None else None
     if not json_:
         err.print("converting...", style="dim")
@@ -141,30 +149,13 @@ def convert_cmd(
         )
     for note in result.warnings:
         warn(note)
-    written = manifest = None
-    if result.passed or force:
-        tf = result.exporter == "tf2onnx"
-        art = save_artifact(
-            result.model,
-            output,
-            # the weights are the source when a factory builds the module (the code is --factory)
-            source_path=weights if weights is not None else source,
-            verify_report=result.report,
-            export={"kind": "convert", "exporter": result.exporter, "factory": factory},
-            protect=protect,
-            libraries=("tensorflow", "tf2onnx") if tf else ("torch", "torchvision"),
-        )
-        written, manifest = art.path, art.manifest_path
+    written = _save(result, output, source, weights, factory, protect) if result.passed or force else None
     label = factory if factory and source is None and weights is None else result.source
-    if json_:
-        emit_json(
-            result.to_dict()
-            | {"output": str(written) if written else None, "manifest": str(manifest) if manifest else None}
-        )
-    else:
-        render(result, label)
-        if written is not None:
-            out.print(f"wrote {escape(str(written))} ({human_bytes(written.stat().st_size)})")
+    paths = {
+        "output": str(written.path) if written else None,
+        "manifest": str(written.manifest_path) if written else None,
+    }
+    show(json_, result.to_dict() | paths, lambda: render(result, label, written.path if written else None))
     if not result.passed:
         from onnxsqueeze.convert.result import failure_message
         from onnxsqueeze.errors import VerificationError
@@ -175,6 +166,29 @@ def convert_cmd(
         raise VerificationError(
             f"{failure_message(result)}; nothing written (use --force to write it anyway)"
         )
+
+
+def _save(
+    result: Any,
+    output: Path,
+    source: Path | None,
+    weights: Path | None,
+    factory: str | None,
+    protect: list[Path],
+) -> Any:
+    from onnxsqueeze.manifest import save_artifact
+
+    tf = result.exporter == "tf2onnx"
+    return save_artifact(
+        result.model,
+        output,
+        # the weights are the source when a factory builds the module (the code is --factory)
+        source_path=weights if weights is not None else source,
+        verify_report=result.report,
+        export={"kind": "convert", "exporter": result.exporter, "factory": factory},
+        protect=protect,
+        libraries=("tensorflow", "tf2onnx") if tf else ("torch", "torchvision"),
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from onnxsqueeze.cli import _options as opt
-from onnxsqueeze.cli._output import emit_json, escape, handle_errors, human_bytes, human_count, out, warn
+from onnxsqueeze.cli._output import escape, handle_errors, human_bytes, human_count, out, show, warn
 
 
 def _shape(s: list[Any]) -> str:
@@ -94,10 +94,7 @@ def inspect_cmd(
     from onnxsqueeze.summary import summarize
 
     s = summarize(model, parse_input_shapes(input_shape))
-    if json_:
-        emit_json(s)
-    else:
-        render_summary(s)
+    show(json_, s, lambda: render_summary(s))
 
 
 def render_report(report: Any, tolerance: float | None) -> None:
@@ -116,6 +113,14 @@ def render_report(report: Any, tolerance: float | None) -> None:
     out.print(t)
     if tolerance is not None:
         out.print(f"[green]within tolerance {tolerance:g}[/]")
+
+
+def render_verdict(report: Any, verdict: Any, tolerance: float | None) -> None:
+    render_report(report, tolerance)
+    out.print(
+        f"{verdict.metric} of '{escape(verdict.output)}': {verdict.value:.4g} "
+        f"(original {verdict.baseline:.4g}; {escape(verdict.budget)})"
+    )
 
 
 @handle_errors
@@ -140,54 +145,29 @@ def verify_cmd(
     """
     from onnxsqueeze import io as sio
     from onnxsqueeze.errors import VerificationError
-    from onnxsqueeze.optimize.base import count, judge
+    from onnxsqueeze.optimize.base import verify_pair
     from onnxsqueeze.shapes import parse_input_shapes
-    from onnxsqueeze.verify import compare, run_pair
 
-    for path in (original, candidate):
-        sio.load(path)  # every check and refusal of a load; the sessions then read the files
     arrays = sio.load_npz(data) if data is not None else None
-    acceptance = opt.acceptance(
-        metric, max_drop, tolerance=tolerance, threshold=threshold, class_axis=class_axis
-    )
-    feeds, ref_out, cand_out = run_pair(
+    report, verdict = verify_pair(
         original,
         candidate,
+        opt.acceptance(metric, max_drop, tolerance=tolerance, threshold=threshold, class_axis=class_axis),
         data=arrays,
+        data_label=str(data),
         input_shapes=parse_input_shapes(input_shape),
         seed=seed,
         provider=provider,
-        label=str(data),
     )
-    source = str(data) if data is not None else f"random (seed {seed})"
-    report = compare(ref_out, cand_out, feeds=feeds, source=source)
-    labels = arrays.get("labels") if arrays is not None else None
-    verdict = judge(
-        ref_out,
-        cand_out,
-        acceptance,
-        labels=labels,
-        samples=count(feeds),
-        source=source,
-        random_inputs=data is None,
-    )
-    failed = tolerance is not None and not report.within(tolerance)
-    failed = failed or not verdict.passed
-    if json_:
-        emit_json(
-            report.to_dict() | {"tolerance": tolerance, "passed": not failed, "judgement": verdict.to_dict()}
-        )
-    else:
-        render_report(report, None if failed else tolerance)
-        out.print(
-            f"{verdict.metric} of '{escape(verdict.output)}': {verdict.value:.4g} "
-            f"(original {verdict.baseline:.4g}; {escape(verdict.budget)})"
-        )
+    beyond = tolerance is not None and not report.within(tolerance)
+    failed = beyond or not verdict.passed
+    doc = report.to_dict() | {"tolerance": tolerance, "passed": not failed, "judgement": verdict.to_dict()}
+    show(json_, doc, lambda: render_verdict(report, verdict, None if failed else tolerance))
     for w in verdict.warnings:
         warn(w)
+    if beyond:
+        raise VerificationError(f"max abs error {report.max_abs:.3g} exceeds tolerance {tolerance:g}")
     if failed:
-        if tolerance is not None and not report.within(tolerance):
-            raise VerificationError(f"max abs error {report.max_abs:.3g} exceeds tolerance {tolerance:g}")
         raise VerificationError(verdict.reason)
 
 

@@ -10,15 +10,16 @@ from rich.table import Table
 
 from onnxsqueeze.cli import _options as opt
 from onnxsqueeze.cli._output import (
-    emit_json,
+    epoch_progress,
     escape,
+    file_hashes,
     handle_errors,
     human_bytes,
     human_count,
-    info,
     out,
-    progress,
+    refuse_artifact,
     warn,
+    write_artifact,
 )
 from onnxsqueeze.distill.student import catalog
 
@@ -129,7 +130,7 @@ def distill_cmd(
             show_default=False,
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per step.")] = 64,
+    batch_size: opt.BatchSizeOpt = 64,
     lr: Annotated[
         float | None,
         typer.Option(
@@ -152,9 +153,7 @@ def distill_cmd(
     ] = 1.5,
     seed: Annotated[int, typer.Option("--seed", help="Seed of weights, batch order and split.")] = 0,
     threads: Annotated[int, typer.Option("--threads", help="CPU threads for training and the teacher.")] = 1,
-    labels_key: Annotated[
-        str, typer.Option("--labels-key", help="Key of the class labels in the .npz files.")
-    ] = ("labels"),
+    labels_key: opt.LabelsKeyOpt = "labels",
     feature: Annotated[
         list[str] | None,
         typer.Option(
@@ -170,13 +169,8 @@ def distill_cmd(
         str | None,
         typer.Option("--teacher-output", help="Teacher output with the class scores (default: first)."),
     ] = None,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option("--cache-dir", help="Cache of teacher outputs (default ~/.cache/onnxsqueeze/teacher)."),
-    ] = None,
-    no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Recompute teacher outputs; cache nothing.")
-    ] = False,
+    cache_dir: opt.TeacherCacheOpt = None,
+    no_cache: opt.NoCacheFlag = False,
     tolerance: Annotated[
         float,
         typer.Option(
@@ -194,23 +188,10 @@ def distill_cmd(
 
     Without labels in the data, the KL term alone (pure teacher-student).
     """
-    from onnxsqueeze import io as sio
-    from onnxsqueeze.distill import EpochLog, TrainConfig, distill
-    from onnxsqueeze.errors import InputError, VerificationError
-    from onnxsqueeze.manifest import save_artifact, sidecar_path
+    from onnxsqueeze.distill import TrainConfig, distill
 
-    inputs = [p for p in (teacher, data, val, test) if p is not None]
-    # refuse before training, not after minutes of it
-    sio.refuse_overwrite(output, inputs)
-    sio.refuse_overwrite(sidecar_path(output), inputs)
-    if time_budget <= 0:
-        raise InputError(f"--time-budget {time_budget}: must be positive (minutes)")
-    pairs = []
-    for spec in feature or ():
-        tensor, sep, module = spec.rpartition(":")
-        if not sep or not tensor or not module:
-            raise InputError(f"--feature '{spec}': expected TEACHER_TENSOR:STUDENT_MODULE (e.g. relu_3:8)")
-        pairs.append((tensor, module))
+    refuse_artifact(output, [teacher, data, val, test])  # before training, not after minutes of it
+    opt.require_positive(time_budget, "--time-budget", "minutes")
     config = TrainConfig(
         temperature=temperature,
         alpha=alpha,
@@ -223,16 +204,8 @@ def distill_cmd(
         seed=seed,
         threads=threads,
     )
-
     # one bar on stderr: the teacher's batches, then the epochs with loss and validation metric
-    with progress("distill") as update:
-
-        def on_epoch(e: EpochLog) -> None:
-            mark = "  *best*" if e.best else ""
-            line = f"epoch {e.epoch}/{e.planned}  loss {e.train_loss:.4f}  val {e.metric} {e.val_metric:.2%}"
-            update(e.epoch, e.planned, line)
-            info(f"{line}  val loss {e.val_loss:.4f}  {e.elapsed_s:.0f}s{mark}")
-
+    with epoch_progress("distill", ".2%", val_loss=True) as (update, on_epoch):
         result = distill(
             teacher,
             student,
@@ -242,27 +215,21 @@ def distill_cmd(
             config=config,
             labels_key=labels_key,
             teacher_output=teacher_output,
-            features=pairs,
+            features=_features(feature),
             cache_dir=cache_dir,
             use_cache=not no_cache,
             tolerance=None,
             on_teacher=lambda done, total: update(done, total, "teacher outputs"),
             on_epoch=on_epoch,
         )
+    within = _check_export(result.report.export, tolerance, force)
     report = result.report.to_dict()
-    failed = result.report.export.max_abs > tolerance or any(
-        o.nonfinite for o in result.report.export.outputs
-    )
-    if failed and not force:
-        raise VerificationError(
-            f"the exported student differs from PyTorch: max abs error {result.report.export.max_abs:.3g} "
-            f"exceeds --tolerance {tolerance:g}; not written (use --force to write it anyway)"
-        )
-    if failed:
-        warn(f"export max abs error {result.report.export.max_abs:.3g} exceeds {tolerance:g}; written anyway")
-    art = save_artifact(
+    write_artifact(
         result.model,
         output,
+        report,
+        json_,
+        lambda: render(report, output, tolerance if within else None),
         source_path=teacher,
         # the student has no reference but its PyTorch self: the check is the export's
         verify_report=result.report.export,
@@ -271,15 +238,39 @@ def distill_cmd(
             "student": student,
             "config": report["config"],
             "best_epoch": report["training"].get("best_epoch"),
-            "data": {str(p): sio.sha256_file(p) for p in (data, val, test) if p is not None},
+            "data": file_hashes(data, val, test),
         },
-        protect=inputs,
+        protect=[p for p in (teacher, data, val, test) if p is not None],
         libraries=("torch", "torchvision"),
     )
-    if json_:
-        emit_json(report | {"output": str(art.path), "manifest": str(art.manifest_path)})
-    else:
-        render(report, output, None if failed else tolerance)
+
+
+def _features(specs: list[str] | None) -> list[tuple[str, str]]:
+    """``--feature TEACHER_TENSOR:STUDENT_MODULE`` pairs."""
+    from onnxsqueeze.errors import InputError
+
+    pairs = []
+    for spec in specs or ():
+        tensor, sep, module = spec.rpartition(":")
+        if not sep or not tensor or not module:
+            raise InputError(f"--feature '{spec}': expected TEACHER_TENSOR:STUDENT_MODULE (e.g. relu_3:8)")
+        pairs.append((tensor, module))
+    return pairs
+
+
+def _check_export(export: Any, tolerance: float, force: bool) -> bool:
+    """Whether the exported student is within ``tolerance`` of PyTorch; beyond it, refused unless ``force``."""
+    from onnxsqueeze.errors import VerificationError
+
+    failed = export.max_abs > tolerance or any(o.nonfinite for o in export.outputs)
+    if failed and not force:
+        raise VerificationError(
+            f"the exported student differs from PyTorch: max abs error {export.max_abs:.3g} "
+            f"exceeds --tolerance {tolerance:g}; not written (use --force to write it anyway)"
+        )
+    if failed:
+        warn(f"export max abs error {export.max_abs:.3g} exceeds {tolerance:g}; written anyway")
+    return not failed
 
 
 def register(app: typer.Typer) -> None:

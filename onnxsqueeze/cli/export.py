@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from onnxsqueeze.cli import _options as opt
-from onnxsqueeze.cli._output import emit_json, escape, handle_errors, human_bytes, out, warn
+from onnxsqueeze.cli._output import escape, handle_errors, human_bytes, out, show, warn
 
 export_app = typer.Typer(
     name="export",
@@ -98,20 +98,10 @@ def triton_cmd(
     result = triton.export_triton(model, repo, name=name, version=version, options=options)
     for note in result.notes:
         warn(note)
-    if json_:
-        emit_json(
-            {
-                "model_dir": str(result.model_dir),
-                "version": result.version,
-                "model_path": str(result.model_path),
-                "config_path": str(result.config_path),
-                "config_written": result.config_written,
-                "config": result.config_text,
-                "manifest_path": str(result.manifest_path),
-                "manifest": result.manifest,
-            }
-        )
-        return
+    show(json_, result.to_dict(), lambda: render_triton(result))
+
+
+def render_triton(result: Any) -> None:
     kept = "written" if result.config_written else "kept (consistent)"
     out.print(f"[green]wrote[/] {escape(str(result.model_path))} (version {result.version})")
     out.print(f"config   {escape(str(result.config_path))} {kept}")
@@ -171,31 +161,22 @@ def ort_cmd(
         tolerance=tolerance,
         force=force,
     )
-    report = result.report
-    if json_:
-        emit_json(
-            {
-                "path": str(result.path),
-                "manifest_path": str(result.manifest_path),
-                "onnx_bytes": result.onnx_bytes,
-                "ort_bytes": result.ort_bytes,
-                "optimization_level": optimization_level.lower(),
-                "verification": report.to_dict() | {"criterion": result.criterion, "passed": result.passed},
-            }
-        )
-    else:
-        from onnxsqueeze.cli.core import render_report
-
-        render_report(report, None)
-        if result.passed:
-            out.print(f"[green]check passed[/] ({escape(result.criterion)})")
-        out.print(
-            f"[green]wrote[/] {escape(str(result.path))} ({human_bytes(result.ort_bytes)}, "
-            f"ONNX {human_bytes(result.onnx_bytes)}, level {escape(optimization_level.lower())})"
-        )
-        out.print(f"manifest {escape(str(result.manifest_path))}")
+    show(json_, result.to_dict(), lambda: render_ort(result))
     if not result.passed:
         warn(f"written with --force although the check failed ({result.criterion})")
+
+
+def render_ort(result: Any) -> None:
+    from onnxsqueeze.cli.core import render_report
+
+    render_report(result.report, None)
+    if result.passed:
+        out.print(f"[green]check passed[/] ({escape(result.criterion)})")
+    out.print(
+        f"[green]wrote[/] {escape(str(result.path))} ({human_bytes(result.ort_bytes)}, "
+        f"ONNX {human_bytes(result.onnx_bytes)}, level {escape(result.optimization_level)})"
+    )
+    out.print(f"manifest {escape(str(result.manifest_path))}")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,15 @@ import typer
 from rich.table import Table
 
 from onnxsqueeze.cli import _options as opt
-from onnxsqueeze.cli._output import emit_json, escape, handle_errors, info, out, progress
+from onnxsqueeze.cli._output import (
+    epoch_progress,
+    escape,
+    file_hashes,
+    handle_errors,
+    out,
+    refuse_artifact,
+    write_artifact,
+)
 
 
 def _fmt(key: str, value: float) -> str:
@@ -85,7 +93,7 @@ def finetune_cmd(
             show_default=False,
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per step.")] = 32,
+    batch_size: opt.BatchSizeOpt = 32,
     seed: Annotated[
         int,
         typer.Option(
@@ -95,16 +103,9 @@ def finetune_cmd(
         ),
     ] = 0,
     threads: Annotated[int, typer.Option("--threads", help="CPU threads for training.")] = 1,
-    labels_key: Annotated[
-        str, typer.Option("--labels-key", help="Key of class labels in the .npz.")
-    ] = "labels",
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option("--cache-dir", help="Cache of teacher outputs (default ~/.cache/onnxsqueeze/teacher)."),
-    ] = None,
-    no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Recompute teacher outputs; cache nothing.")
-    ] = False,
+    labels_key: opt.LabelsKeyOpt = "labels",
+    cache_dir: opt.TeacherCacheOpt = None,
+    no_cache: opt.NoCacheFlag = False,
     tolerance: Annotated[
         float, typer.Option("--tolerance", help="Max abs error of the conversion and of the export.")
     ] = 1e-4,
@@ -117,18 +118,12 @@ def finetune_cmd(
     verified. Zero weights stay zero, removed channels stay removed, the inputs and outputs keep
     their names and shapes. An op without a PyTorch converter is refused by name.
     """
-    from onnxsqueeze import io as sio
-    from onnxsqueeze.errors import InputError
     from onnxsqueeze.finetune import FinetuneConfig, finetune
-    from onnxsqueeze.manifest import save_artifact, sidecar_path
 
-    inputs = [p for p in (candidate, teacher, data, val) if p is not None]
-    sio.refuse_overwrite(output, inputs)
-    sio.refuse_overwrite(sidecar_path(output), inputs)
-    if time_budget <= 0:
-        raise InputError(f"--time-budget {time_budget}: must be positive (minutes)")
-    if lr is not None and lr <= 0:
-        raise InputError(f"--lr {lr}: must be positive")
+    refuse_artifact(output, [candidate, teacher, data, val])
+    opt.require_positive(time_budget, "--time-budget", "minutes")
+    if lr is not None:
+        opt.require_positive(lr, "--lr")
     config = FinetuneConfig(
         time_budget_s=time_budget * 60,
         epochs=epochs,
@@ -137,14 +132,7 @@ def finetune_cmd(
         seed=seed,
         threads=threads,
     )
-    with progress("finetune") as update:
-
-        def on_epoch(e: Any) -> None:
-            mark = "  *best*" if e.best else ""
-            line = f"epoch {e.epoch}/{e.planned}  loss {e.train_loss:.4f}  val {e.metric} {e.val_metric:.4g}"
-            update(e.epoch, e.planned, line)
-            info(f"{line}  {e.elapsed_s:.0f}s{mark}")
-
+    with epoch_progress("finetune") as (update, on_epoch):
         result = finetune(
             candidate,
             teacher,
@@ -158,28 +146,42 @@ def finetune_cmd(
             on_teacher=lambda done, total: update(done, total, "teacher outputs"),
             on_epoch=on_epoch,
         )
+    write_finetuned(
+        result,
+        output,
+        json_,
+        source=candidate,
+        export={"kind": "finetune", "teacher": file_hashes(teacher)},
+        protect=[candidate, teacher, data, val],
+        data=file_hashes(data, val),
+    )
+
+
+def write_finetuned(
+    result: Any,
+    output: Path,
+    json_: bool,
+    *,
+    source: Path,
+    export: dict[str, Any],
+    protect: list[Path | None],
+    data: dict[str, str] | None = None,
+) -> None:
+    """Write a fine-tuned model (``finetune``, ``prune --finetune``) with its manifest and show its report."""
     report = result.report.to_dict()
-    art = save_artifact(
+    extra = {"before": report["before"], "after": report["after"], "data": data} if data is not None else {}
+    write_artifact(
         result.model,
         output,
-        source_path=candidate,
+        report,
+        json_,
+        lambda: render(report, output),
+        source_path=source,
         verify_report=result.export,
-        export={
-            "kind": "finetune",
-            "teacher": {str(teacher): sio.sha256_file(teacher)},
-            "config": report["config"],
-            "best_epoch": report["training"]["best_epoch"],
-            "before": report["before"],
-            "after": report["after"],
-            "data": {str(p): sio.sha256_file(p) for p in (data, val) if p is not None},
-        },
-        protect=inputs,
+        export=export | {"config": report["config"], "best_epoch": report["training"]["best_epoch"]} | extra,
+        protect=[p for p in protect if p is not None],
         libraries=("torch", "onnx2torch"),
     )
-    if json_:
-        emit_json(report | {"output": str(art.path), "manifest": str(art.manifest_path)})
-    else:
-        render(report, output)
 
 
 def register(app: typer.Typer) -> None:

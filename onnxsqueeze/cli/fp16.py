@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from onnxsqueeze.cli import _options as opt
-from onnxsqueeze.cli._output import emit_json, escape, handle_errors, human_bytes, info, out, warn
+from onnxsqueeze.cli import _output as output_
+from onnxsqueeze.cli._output import escape, handle_errors, human_bytes, info, out, warn
 
 CPU_NOTE = (
     "on CPU, onnxruntime has few float16 kernels and runs most float16 ops through float32 casts: "
@@ -39,6 +40,11 @@ def render(report: Any, show: int) -> None:
         )
     t.add_row("rounds", f"{report.rounds} ({report.seconds:.1f} s)")
     out.print(t)
+    _kept(report, show)
+    out.print(f"wrote {escape(str(report.output))}")
+
+
+def _kept(report: Any, show: int) -> None:
     if report.fp32_nodes:
         kept = Table(title="nodes kept in float32", title_justify="left")
         kept.add_column("node")
@@ -144,11 +150,7 @@ def fp16_cmd(
         force=force,
         say=info,
     )
-    if json_:
-        emit_json(report.to_dict())
-    else:
-        render(report, show)
-        out.print(f"wrote {escape(str(report.output))}")
+    output_.show(json_, report.to_dict(), lambda: render(report, show))
     for note in report.notes:
         warn(note)
     if not report.passed:

@@ -10,7 +10,6 @@ from rich.table import Table
 
 from onnxsqueeze.cli import _options as opt
 from onnxsqueeze.cli._output import (
-    emit_json,
     escape,
     handle_errors,
     human_bytes,
@@ -18,6 +17,7 @@ from onnxsqueeze.cli._output import (
     info,
     out,
     progress,
+    show,
     warn,
 )
 
@@ -255,77 +255,27 @@ def prune_cmd(
     With --data (a few hundred unlabeled inputs) each affected layer is re-fitted by least squares.
     """
     from onnxsqueeze import io as sio
-    from onnxsqueeze import optimize
-    from onnxsqueeze import prune as api
-    from onnxsqueeze.errors import InputError
     from onnxsqueeze.shapes import parse_input_shapes
 
-    modes = [
-        name
-        for name, on in (
-            ("--sparsity", sparsity is not None),
-            ("--channels", channels is not None),
-            ("--sensitivity", sensitivity),
-        )
-        if on
-    ]
-    if len(modes) != 1:
-        raise InputError("choose exactly one of --sparsity, --channels or --sensitivity")
-    if scope not in ("layer", "global"):
-        raise InputError(f"--scope '{scope}': use layer or global")
-    if criterion not in ("l1", "l2", "bn"):
-        raise InputError(f"--criterion '{criterion}': use l1, l2 or bn")
-    if not sensitivity and output is None:
-        raise InputError("missing --output/-o for the pruned model")
+    _check_modes(sparsity, channels, sensitivity, scope, criterion, output)
     shapes_ = parse_input_shapes(input_shape)
     if output is not None:  # before the work, not after it
         sio.refuse_overwrite(output, [p for p in (model, data, eval_data) if p is not None])
-    calib = api.limit(sio.load_npz(data), calibration_samples) if data is not None else None
-    if eval_data is not None:
-        evaluation, eval_label = sio.load_npz(eval_data), str(eval_data)
-    elif data is not None:
-        evaluation, eval_label = sio.load_npz(data), f"{data} (the calibration data: optimistic)"
-    else:
-        evaluation, eval_label = None, "random inputs"
-
+    calib, evaluation, eval_label = _prune_data(data, eval_data, calibration_samples)
     if sensitivity:
-        if evaluation is None:
-            raise InputError("--sensitivity needs --data (inputs, with 'labels' for accuracy)")
-        # --data alone is the measured data (weight-only pruning); with --eval-data, --data is the
-        # calibration set and each candidate is re-fitted as the final pruning would be.
-        from onnxsqueeze.optimize import base
-
-        source = sio.load(model)
-        # the same normalized form the pruning runs on (Constant-node weights lifted, BN folded)
-        normalized, _ = base.normalize(
-            source,
-            feeds=base.sample_feeds(
-                source, base.resolve_shapes(source, shapes_, evaluation), data=evaluation
-            ),
-            say=info,
-        )
-        with progress("sensitivity") as update:
-            rows = api.sensitivity(
-                normalized,
-                evaluation,
-                _parse_ratios(ratios),
-                criterion=criterion,
-                round_to=round_to,
-                calibration=calib if eval_data is not None else None,
-                reconstruction=reconstruction if eval_data is not None else "none",
-                input_shapes=shapes_,
-                on_progress=update,
-            )
-        if json_:
-            emit_json({"model": str(model), "data": eval_label, "rows": rows})
-        else:
-            render_sensitivity(rows)
+        rows = _sensitivity(
+            model, evaluation, shapes_, ratios, criterion, round_to,
+            reconstruction if eval_data is not None else "none", calib if eval_data is not None else None,
+        )  # fmt: skip
+        show(json_, {"model": str(model), "data": eval_label, "rows": rows}, lambda: render_sensitivity(rows))
         return
-
     assert output is not None
     if finetune:
         _finetune(model, output, data, eval_data, sparsity, channels, criterion, round_to, scope, json_)
         return
+    from onnxsqueeze import optimize
+    from onnxsqueeze.errors import InputError
+
     if max_drop is not None and metric is None and evaluation is None:
         raise InputError("--max-drop needs --data or --eval-data to measure accuracy or agreement")
     with progress("re-fitting layers") as update:
@@ -352,22 +302,110 @@ def prune_cmd(
             on_progress=update,
         )
     report = result.to_dict()
-    if json_:
-        emit_json(report)
-    else:
-        if report["mode"] == "sparsity":
-            render_sparsity(report)
-        else:
-            render_groups(report)
-        render_reconstruction(report)
-        render_sizes(report)
-        render_quality(report)
-        for note in report["notes"]:
-            warn(note)
-        info(f"wrote {report['output']}")
+    show(json_, report, lambda: render_pruned(report))
     if not result.passed:
         j = result.judgement
         warn(f"{j.reason if j else 'beyond the budget'} (written anyway: --force)")
+
+
+def _check_modes(
+    sparsity: float | None,
+    channels: float | None,
+    sensitivity: bool,
+    scope: str,
+    criterion: str,
+    output: Path | None,
+) -> None:
+    from onnxsqueeze.errors import InputError
+
+    modes = [
+        name
+        for name, on in (
+            ("--sparsity", sparsity is not None),
+            ("--channels", channels is not None),
+            ("--sensitivity", sensitivity),
+        )
+        if on
+    ]
+    if len(modes) != 1:
+        raise InputError("choose exactly one of --sparsity, --channels or --sensitivity")
+    if scope not in ("layer", "global"):
+        raise InputError(f"--scope '{scope}': use layer or global")
+    if criterion not in ("l1", "l2", "bn"):
+        raise InputError(f"--criterion '{criterion}': use l1, l2 or bn")
+    if not sensitivity and output is None:
+        raise InputError("missing --output/-o for the pruned model")
+
+
+def _prune_data(
+    data: Path | None, eval_data: Path | None, calibration_samples: int
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str]:
+    """(calibration arrays, evaluation arrays, evaluation label) from --data and --eval-data."""
+    from onnxsqueeze import io as sio
+    from onnxsqueeze import prune as api
+
+    calib = api.limit(sio.load_npz(data), calibration_samples) if data is not None else None
+    if eval_data is not None:
+        return calib, sio.load_npz(eval_data), str(eval_data)
+    if data is not None:
+        return calib, sio.load_npz(data), f"{data} (the calibration data: optimistic)"
+    return calib, None, "random inputs"
+
+
+def _sensitivity(
+    model: Path,
+    evaluation: dict[str, Any] | None,
+    shapes_: Any,
+    ratios: str,
+    criterion: str,
+    round_to: int,
+    reconstruction: str,
+    calibration: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """``--sensitivity``: each channel group pruned alone, measured on the evaluation data.
+
+    --data alone is the measured data (weight-only pruning); with --eval-data, --data is the
+    calibration set and each candidate is re-fitted as the final pruning would be.
+    """
+    from onnxsqueeze import io as sio
+    from onnxsqueeze import prune as api
+    from onnxsqueeze.errors import InputError
+    from onnxsqueeze.optimize import base
+
+    if evaluation is None:
+        raise InputError("--sensitivity needs --data (inputs, with 'labels' for accuracy)")
+    source = sio.load(model)
+    # the same normalized form the pruning runs on (Constant-node weights lifted, BN folded)
+    normalized, _ = base.normalize(
+        source,
+        feeds=base.sample_feeds(source, base.resolve_shapes(source, shapes_, evaluation), data=evaluation),
+        say=info,
+    )
+    with progress("sensitivity") as update:
+        return api.sensitivity(
+            normalized,
+            evaluation,
+            _parse_ratios(ratios),
+            criterion=criterion,
+            round_to=round_to,
+            calibration=calibration,
+            reconstruction=reconstruction,
+            input_shapes=shapes_,
+            on_progress=update,
+        )
+
+
+def render_pruned(report: dict[str, Any]) -> None:
+    if report["mode"] == "sparsity":
+        render_sparsity(report)
+    else:
+        render_groups(report)
+    render_reconstruction(report)
+    render_sizes(report)
+    render_quality(report)
+    for note in report["notes"]:
+        warn(note)
+    info(f"wrote {report['output']}")
 
 
 def _finetune(
@@ -383,10 +421,9 @@ def _finetune(
     json_: bool,
 ) -> None:
     """``--finetune``: gradual pruning with recovery training (onnxsqueeze.finetune.gradual)."""
-    from onnxsqueeze.cli.finetune import render as render_finetune
+    from onnxsqueeze.cli.finetune import write_finetuned
     from onnxsqueeze.errors import InputError
     from onnxsqueeze.finetune.gradual import prune_and_finetune
-    from onnxsqueeze.manifest import save_artifact
 
     if data is None:
         raise InputError("--finetune needs --data (training inputs; the original model is the teacher)")
@@ -401,25 +438,14 @@ def _finetune(
             scope=scope,
         )
         update(1, 1, "done")
-    report = result.report.to_dict()
-    art = save_artifact(
-        result.model,
+    write_finetuned(
+        result,
         output,
-        source_path=model,
-        verify_report=result.export,
-        export={
-            "kind": "prune+finetune",
-            "sparsity": sparsity,
-            "channels": channels,
-            "config": report["config"],
-        },
-        protect=[p for p in (model, data, eval_data) if p is not None],
-        libraries=("torch", "onnx2torch"),
+        json_,
+        source=model,
+        export={"kind": "prune+finetune", "sparsity": sparsity, "channels": channels},
+        protect=[model, data, eval_data],
     )
-    if json_:
-        emit_json(report | {"output": str(art.path), "manifest": str(art.manifest_path)})
-    else:
-        render_finetune(report, output)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from onnxsqueeze.cli import _options as opt
-from onnxsqueeze.cli._output import emit_json, escape, handle_errors, human_count, info, out, progress, warn
+from onnxsqueeze.cli._output import escape, handle_errors, human_count, info, out, progress, show, warn
 
 ResolutionOpt = Annotated[
     str | None,
@@ -153,9 +153,7 @@ def resize_cmd(
     is refused, naming the node. With --keep-interface the model keeps its input and output shapes.
     """
     from onnxsqueeze import io as sio
-    from onnxsqueeze import resolution_sweep as sweeps
-    from onnxsqueeze.errors import InputError, VerificationError
-    from onnxsqueeze.passes import resolution as res
+    from onnxsqueeze.errors import InputError
 
     if sum(bool(x) for x in (check, sweep, output)) != 1:
         raise InputError("choose one of --check, --sweep RESOLUTIONS, or -o OUT with --resolution/--scale")
@@ -164,37 +162,82 @@ def resize_cmd(
     if output is not None:  # before the work, not after it
         sio.refuse_overwrite(output, [p for p in (model, data) if p is not None])
     arrays = sio.load_npz(data) if data is not None else None
-
     if check:
-        probe = sweeps.data_size(source, arrays, input_name)  # dynamic H/W: traced at the data's size
-        verdict = res.analyze_resolution(source, input_name=input_name, probe=probe)
-        if json_:
-            emit_json(verdict.to_dict())
-        else:
-            render_verdict(verdict)
-        if not verdict.ok:
-            raise typer.Exit(1)
-        return
+        _check(source, arrays, input_name, json_)
+    elif sweep:
+        _sweep(model, source, sweep, arrays, data, input_name, mode, threads, json_)
+    else:
+        assert output is not None
+        budget = opt.acceptance(metric, max_drop)
+        _, result = _rewrite(
+            model, output, resolution, scale, input_name, keep_interface, mode, input_shape, arrays, data,
+            budget, min_agreement, force,
+        )  # fmt: skip
+        report = result.to_dict()
+        if report.get("failed"):
+            warn(f"{report['failed']}; writing anyway (--force)")
+        show(json_, report, lambda: render_report(report))
 
-    if sweep:
-        sizes = sweeps.parse_sweep(sweep)
-        with progress("sweeping resolutions", total=len(sizes) + 1) as update:
-            points = sweeps.sweep_resolutions(
-                source, sizes, input_name=input_name, data=arrays, mode=mode, threads=threads, on_step=update
-            )
-        label = str(data) if data is not None else "8 random inputs (agreement only)"
-        if json_:
-            emit_json({"model": str(model), "data": label, "points": [p.to_dict() for p in points]})
-        else:
-            render_sweep(points, label)
-        return
 
-    assert output is not None
+def _check(source: Any, arrays: Any, input_name: str | None, json_: bool) -> None:
+    """``--check``: the analysis's verdict; exit 1 when the model cannot change resolution."""
+    from onnxsqueeze import resolution_sweep as sweeps
+    from onnxsqueeze.passes import resolution as res
+
+    probe = sweeps.data_size(source, arrays, input_name)  # dynamic H/W: traced at the data's size
+    verdict = res.analyze_resolution(source, input_name=input_name, probe=probe)
+    show(json_, verdict.to_dict(), lambda: render_verdict(verdict))
+    if not verdict.ok:
+        raise typer.Exit(1)
+
+
+def _sweep(
+    model: Path,
+    source: Any,
+    sweep: str,
+    arrays: Any,
+    data: Path | None,
+    input_name: str | None,
+    mode: str,
+    threads: int | None,
+    json_: bool,
+) -> None:
+    """``--sweep``: MACs, latency and quality at each resolution."""
+    from onnxsqueeze import resolution_sweep as sweeps
+
+    sizes = sweeps.parse_sweep(sweep)
+    with progress("sweeping resolutions", total=len(sizes) + 1) as update:
+        points = sweeps.sweep_resolutions(
+            source, sizes, input_name=input_name, data=arrays, mode=mode, threads=threads, on_step=update
+        )
+    label = str(data) if data is not None else "8 random inputs (agreement only)"
+    doc = {"model": str(model), "data": label, "points": [p.to_dict() for p in points]}
+    show(json_, doc, lambda: render_sweep(points, label))
+
+
+def _rewrite(
+    model: Path,
+    output: Path,
+    resolution: str | None,
+    scale: float | None,
+    input_name: str | None,
+    keep_interface: bool,
+    mode: str,
+    input_shape: list[str] | None,
+    arrays: Any,
+    data: Path | None,
+    acceptance: Any,
+    min_agreement: float | None,
+    force: bool,
+) -> Any:
+    """``-o``: the rewrite through the technique layer; a failed check names the flags that decide it."""
+    from onnxsqueeze.errors import VerificationError
     from onnxsqueeze.optimize import resize
+    from onnxsqueeze.passes import resolution as res
     from onnxsqueeze.shapes import parse_input_shapes
 
     try:
-        _, result = resize(
+        return resize(
             model,
             output,
             resolution=res.parse_resolution(resolution) if resolution else None,
@@ -205,23 +248,16 @@ def resize_cmd(
             input_shapes=parse_input_shapes(input_shape),
             data=arrays,
             data_label=str(data) if data is not None else None,
-            acceptance=opt.acceptance(metric, max_drop),
+            acceptance=acceptance,
             min_agreement=min_agreement,
             force=force,
             say=info,
         )
     except VerificationError as e:  # the flags that would change the outcome
-        flags = [f"--metric {metric}"] if metric else []
-        flags += [f"--max-drop {max_drop:g}"] if max_drop is not None else []
+        flags = [f"--metric {acceptance.metric}"] if acceptance.metric else []
+        flags += [f"--max-drop {acceptance.max_drop:g}"] if acceptance.max_drop is not None else []
         flags += [f"--min-agreement {min_agreement:g}"] if min_agreement is not None else []
         raise VerificationError(f"{e} ({' '.join(flags) or 'no budget'}; use --force to write anyway)") from e
-    report = result.to_dict()
-    if report.get("failed"):
-        warn(f"{report['failed']}; writing anyway (--force)")
-    if json_:
-        emit_json(report)
-    else:
-        render_report(report)
 
 
 def _check_flags(

@@ -20,6 +20,7 @@ from onnxsqueeze.cli._output import (
     info,
     out,
     progress,
+    show,
     warn,
 )
 
@@ -259,75 +260,122 @@ def squeeze_cmd(
     Scale out with --workers N (local processes) or --ray / --ray-address (a Ray cluster): the
     search decides exactly as in one process and writes the same best model.
     """
-    from onnxsqueeze import evaluate as E
-    from onnxsqueeze import io as sio
-    from onnxsqueeze import search as S
-    from onnxsqueeze.errors import InputError
-    from onnxsqueeze.search.fleet import fleet_entries
+    from onnxsqueeze.search.executor import make_executor
     from onnxsqueeze.shapes import parse_input_shapes
 
     t0 = time.perf_counter()
+    entries = _entries(output, models, models_from, data, train_data, calibration_data)
+    options = _options(
+        max_drop, relative, objective, provider, time_budget, techniques, price_per_hour, instance,
+        latency_seconds, latency_threads, distill_minutes, train_epochs, distill_students,
+    )  # fmt: skip
+    common = dict(
+        metric=metric or None, calibration_data=calibration_data, calibration_samples=calibration_samples,
+        samples=samples, output_name=output_name, threshold=threshold, cache_dir=cache_dir,
+        use_cache=not no_cache, input_shapes=parse_input_shapes(input_shape) if input_shape else None,
+        class_axis=class_axis,
+    )  # fmt: skip
+    # Workers import torch as they start when students will be trained (see search.executor).
+    trains = any(e.train_data is not None for e in entries)
+    executor = make_executor(workers, ray, ray_address, preload=("torch",) if trains else ())
+    if len(entries) > 1 or models_from is not None:
+        with executor:
+            _fleet(entries, output, options, executor, json_, **common)
+        return
+    preprocess = (image_size, resize, mean, std, layout, color_order)
+    _single(entries[0], output, options, executor, json_, t0, preprocess, **common)
+
+
+def _entries(
+    output: Path,
+    models: list[Path] | None,
+    models_from: Path | None,
+    data: Path | None,
+    train_data: Path | None,
+    calibration_data: Path | None,
+) -> list[Any]:
+    """The models to squeeze (a fleet or one), the output folder checked before the work."""
+    from onnxsqueeze import io as sio
+    from onnxsqueeze.errors import InputError
+    from onnxsqueeze.search.fleet import fleet_entries
+
     if output == Path():
         raise InputError("missing --output / -o: the output folder")
     entries = fleet_entries(models or [], models_from, data, train_data)
-    input_shapes = parse_input_shapes(input_shape) if input_shape else None
     inputs = [p for e in entries for p in (e.model, e.data, e.train_data)] + [calibration_data, models_from]
     names = []  # before the work, not after minutes of search
     if len(entries) == 1 and models_from is None:
         stem = entries[0].model.name.removesuffix(".onnx")
         names = [f"{stem}.squeezed.onnx", f"{stem}.student.onnx", *SQUEEZE_FILES]
     sio.check_output_folder(output, names, inputs)
-    options = S.SqueezeOptions(
+    return entries
+
+
+def _options(
+    max_drop: float,
+    relative: bool,
+    objective: str,
+    provider: str,
+    time_budget: float | None,
+    techniques: str | None,
+    price_per_hour: float | None,
+    instance: str | None,
+    latency_seconds: float,
+    latency_threads: int,
+    distill_minutes: float,
+    train_epochs: int | None,
+    distill_students: str | None,
+) -> Any:
+    """The search's :class:`onnxsqueeze.search.SqueezeOptions` from the command's flags."""
+    from onnxsqueeze import evaluate as E
+    from onnxsqueeze import search as S
+
+    return S.SqueezeOptions(
         budget=E.Budget(max_drop, relative),
         objective=objective,
         provider=provider,
         time_budget_s=time_budget * 60 if time_budget is not None else None,
-        techniques=tuple(t.strip() for t in techniques.split(",") if t.strip()) if techniques else None,
+        techniques=_names(techniques),
         price_per_hour=price_per_hour,
         instance=instance,
         latency_seconds=latency_seconds,
         latency_threads=latency_threads or None,
         distill_time_s=distill_minutes * 60,
         train_epochs=train_epochs,
-        distill_students=tuple(x.strip() for x in distill_students.split(",") if x.strip())
-        if distill_students
-        else None,
+        distill_students=_names(distill_students),
     )
-    from onnxsqueeze.search.executor import make_executor
 
-    # Workers import torch as they start when students will be trained (see search.executor).
-    trains = any(e.train_data is not None for e in entries)
-    executor = make_executor(workers, ray, ray_address, preload=("torch",) if trains else ())
-    if len(entries) > 1 or models_from is not None:
-        with executor:
-            _fleet(entries, output, options, executor, json_, metric=metric or None,
-                   calibration_data=calibration_data, calibration_samples=calibration_samples,
-                   samples=samples, output_name=output_name, threshold=threshold,
-                   cache_dir=cache_dir, use_cache=not no_cache, input_shapes=input_shapes,
-                   class_axis=class_axis)  # fmt: skip
-        return
-    model, data, train_data = entries[0].model, entries[0].data, entries[0].train_data
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    """A comma-separated list of names (None when not given)."""
+    return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
+
+
+def _single(
+    entry: Any,
+    output: Path,
+    options: Any,
+    executor: Any,
+    json_: bool,
+    t0: float,
+    preprocess: tuple[Any, ...],
+    **common: Any,
+) -> None:
+    """Squeeze one model into ``output``: the search with a line per point, its files, the summary."""
+    from onnxsqueeze import search as S
+
+    model, data, train_data = entry.model, entry.data, entry.train_data
+    common["output"] = common.pop("output_name")
     with progress("loading images") as on_image:
         squeezer = S.make_squeezer(
             model,
             data,
             options=options,
             out_dir=output,
-            metric=metric or None,
-            calibration_data=calibration_data,
-            calibration_samples=calibration_samples,
-            samples=samples,
-            output=output_name,
-            threshold=threshold,
-            preprocess=_preprocess(image_size, resize, mean, std, layout, color_order)
-            if data.is_dir()
-            else None,
-            cache_dir=cache_dir,
-            use_cache=not no_cache,
+            preprocess=_preprocess(*preprocess) if data.is_dir() else None,
             on_image=on_image,
             train_data=train_data,
-            input_shapes=input_shapes,
-            class_axis=class_axis,
+            **common,
         )
     evaluator = squeezer.evaluator
     evalset = evaluator.dataset
@@ -349,7 +397,7 @@ def squeeze_cmd(
 
     err.print(
         f"squeezing {escape(str(model))}: {evaluator.metric.name} on {len(evalset)} samples, "
-        f"{options.budget.describe(evaluator.metric)}, objective {objective}"
+        f"{options.budget.describe(evaluator.metric)}, objective {options.objective}"
     )
     squeezer.executor = executor
     if executor.workers > 1:
@@ -513,63 +561,24 @@ def apply_cmd(
     A recipe found with distillation names a base model (the student, saved beside it): MODEL is
     still the original (the teacher, its hash checked) and the passes replay on the student.
     """
-    from onnxsqueeze import evaluate as E
     from onnxsqueeze import io as sio
     from onnxsqueeze import recipe as rcp
-    from onnxsqueeze.errors import InputError
+    from onnxsqueeze.shapes import parse_input_shapes
+    from onnxsqueeze.verify import verify
 
     sio.refuse_overwrite(output, [model, recipe, data])  # before the work
     r = rcp.load(recipe)
     proto = sio.load(model)
     sha = sio.sha256_file(model)
     if r.source_sha256 and r.source_sha256 != sha:
-        message = f"{model}: sha256 {sha[:12]}... differs from the recipe's source {r.source_sha256[:12]}..."
-        if not force:
-            raise InputError(message + " (use --force to apply anyway)")
-        warn(message)
-    calibration = None
-    if r.needs_calibration():
-        assert r.calibration is not None
-        path = data or Path(r.calibration.data)
-        if not path.is_absolute() and data is None:
-            path = recipe.parent / path  # relative paths are relative to the recipe
-        ds = E.load_npz_dataset(path)
-        if r.calibration.stop > len(ds):
-            c = r.calibration
-            raise InputError(f"{path}: has {len(ds)} samples, the recipe calibrates on {c.start}:{c.stop}")
-        cal = ds.take(r.calibration.start, r.calibration.stop)
-        if cal.sha256() != r.calibration.sha256:
-            message = f"{path}: calibration samples differ from the recipe's (sha256 mismatch)"
-            if not force:
-                raise InputError(message + " (use --force to apply anyway)")
-            warn(message)
-        calibration = cal.inputs
-    start, start_sha = proto, sha
-    if base is not None and r.base is None:
-        raise InputError(f"{recipe}: --base given, but the recipe has no [base] model")
-    if r.base is not None:
-        bpath = base or Path(r.base.path)
-        if base is None and not bpath.is_absolute():
-            bpath = recipe.parent / bpath
-        if not bpath.is_file():
-            raise InputError(
-                f"{bpath}: the recipe's base model ({r.base.method} -> {r.base.student}) is missing"
-            )
-        start_sha = sio.sha256_file(bpath)
-        if start_sha != r.base.sha256:
-            message = (
-                f"{bpath}: sha256 {start_sha[:12]}... differs from the recipe's base {r.base.sha256[:12]}..."
-            )
-            if not force:
-                raise InputError(message + " (use --force to apply anyway)")
-            warn(message)
-        start = sio.load(bpath)
+        _mismatch(
+            f"{model}: sha256 {sha[:12]}... differs from the recipe's source {r.source_sha256[:12]}...", force
+        )
+    calibration = _recipe_calibration(r, recipe, data, force)
+    start, start_sha = _recipe_base(r, recipe, base, force) or (proto, sha)
     result = rcp.build(start, r.steps, calibration=calibration, source_sha256=start_sha)
     # Verified against the source on the calibration samples (or seeded random inputs): a recipe
     # squeezes on purpose, so the metrics are reported and only --tolerance makes them a gate.
-    from onnxsqueeze.shapes import parse_input_shapes
-    from onnxsqueeze.verify import verify
-
     report = verify(
         proto,
         result,
@@ -578,33 +587,79 @@ def apply_cmd(
         input_shapes=parse_input_shapes(input_shape) if input_shape else None,
         seed=0,
     )
-    failed = tolerance is not None and not report.within(tolerance)
-    if failed and not force:
+    if tolerance is not None and not report.within(tolerance) and not force:
         from onnxsqueeze.errors import VerificationError
 
         raise VerificationError(
             f"{output}: not written: max abs error {report.max_abs:.3g} vs the source exceeds "
             f"--tolerance {tolerance:g} (use --force to write anyway)"
         )
-    sio.save(result, output, protect=[model, recipe] + ([data] if data else []) + ([base] if base else []))
+    sio.save(result, output, protect=[p for p in (model, recipe, data, base) if p])
     digest = sio.sha256_file(output)
-    if json_:
-        emit_json(
-            {
-                "output": str(output),
-                "sha256": digest,
-                "steps": [s.to_dict() for s in r.steps],
-                "verify": report.to_dict(),
-            }
+    doc = {"output": str(output), "sha256": digest, "steps": [s.to_dict() for s in r.steps]}
+    show(json_, doc | {"verify": report.to_dict()}, lambda: _render_applied(output, digest, report))
+
+
+def _mismatch(message: str, force: bool) -> None:
+    """A recipe's recorded hash differs: bad input, or a warning with ``--force``."""
+    from onnxsqueeze.errors import InputError
+
+    if not force:
+        raise InputError(message + " (use --force to apply anyway)")
+    warn(message)
+
+
+def _recipe_calibration(r: Any, recipe: Path, data: Path | None, force: bool) -> Any:
+    """The recipe's calibration samples (its slice of ``data`` or of its recorded file), hash-checked."""
+    from onnxsqueeze import evaluate as E
+    from onnxsqueeze.errors import InputError
+
+    if not r.needs_calibration():
+        return None
+    assert r.calibration is not None
+    path = data or Path(r.calibration.data)
+    if not path.is_absolute() and data is None:
+        path = recipe.parent / path  # relative paths are relative to the recipe
+    ds = E.load_npz_dataset(path)
+    c = r.calibration
+    if c.stop > len(ds):
+        raise InputError(f"{path}: has {len(ds)} samples, the recipe calibrates on {c.start}:{c.stop}")
+    cal = ds.take(c.start, c.stop)
+    if cal.sha256() != c.sha256:
+        _mismatch(f"{path}: calibration samples differ from the recipe's (sha256 mismatch)", force)
+    return cal.inputs
+
+
+def _recipe_base(r: Any, recipe: Path, base: Path | None, force: bool) -> tuple[Any, str] | None:
+    """``(model, sha256)`` of the recipe's base model (a distilled student), hash-checked; None without."""
+    from onnxsqueeze import io as sio
+    from onnxsqueeze.errors import InputError
+
+    if base is not None and r.base is None:
+        raise InputError(f"{recipe}: --base given, but the recipe has no [base] model")
+    if r.base is None:
+        return None
+    bpath = base or Path(r.base.path)
+    if base is None and not bpath.is_absolute():
+        bpath = recipe.parent / bpath
+    if not bpath.is_file():
+        raise InputError(f"{bpath}: the recipe's base model ({r.base.method} -> {r.base.student}) is missing")
+    sha = sio.sha256_file(bpath)
+    if sha != r.base.sha256:
+        _mismatch(
+            f"{bpath}: sha256 {sha[:12]}... differs from the recipe's base {r.base.sha256[:12]}...", force
         )
-    else:
-        o = report.outputs[0]
-        top1 = f", top-1 agreement {o.top1_agreement:.1%}" if o.top1_agreement is not None else ""
-        out.print(
-            f"wrote {escape(str(output))} ({human_bytes(output.stat().st_size)}, sha256 {digest[:16]}...)\n"
-            f"  vs the source on {report.samples} {escape(report.source)}: max abs {report.max_abs:.3g}, "
-            f"cosine {report.min_cosine:.6f}{top1}"
-        )
+    return sio.load(bpath), sha
+
+
+def _render_applied(output: Path, digest: str, report: Any) -> None:
+    o = report.outputs[0]
+    top1 = f", top-1 agreement {o.top1_agreement:.1%}" if o.top1_agreement is not None else ""
+    out.print(
+        f"wrote {escape(str(output))} ({human_bytes(output.stat().st_size)}, sha256 {digest[:16]}...)\n"
+        f"  vs the source on {report.samples} {escape(report.source)}: max abs {report.max_abs:.3g}, "
+        f"cosine {report.min_cosine:.6f}{top1}"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -283,19 +283,19 @@ def _provenance(
 ) -> None:
     import torch
 
-    from onnxsqueeze import __version__
+    from onnxsqueeze.distill.export import stamp_provenance
 
-    model.producer_name, model.producer_version = "onnxsqueeze", __version__
-    info = {
-        "onnxsqueeze.distill.teacher_sha256": teacher_sha,
-        "onnxsqueeze.distill.student": spec,
-        "onnxsqueeze.distill.config": json.dumps(dataclasses.asdict(config), sort_keys=True),
-        "onnxsqueeze.distill.best_epoch": str(result.best_epoch),
-        "onnxsqueeze.distill.torch": torch.__version__,
-    }
-    for key, value in info.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    stamp_provenance(
+        model,
+        "distill",
+        {
+            "teacher_sha256": teacher_sha,
+            "student": spec,
+            "config": json.dumps(dataclasses.asdict(config), sort_keys=True),
+            "best_epoch": str(result.best_epoch),
+            "torch": torch.__version__,
+        },
+    )
 
 
 __all__ = [

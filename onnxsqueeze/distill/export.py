@@ -61,3 +61,12 @@ def export_student(
         source=f"student {type(module).__name__}",
     )
     return result.model, result.report
+
+
+def stamp_provenance(model: onnx.ModelProto, kind: str, info: dict[str, str]) -> None:
+    """Mark a trained model as onnxsqueeze's: producer, and ``onnxsqueeze.<kind>.<key>`` metadata."""
+    from onnxsqueeze import __version__
+
+    model.producer_name, model.producer_version = "onnxsqueeze", __version__
+    for key, value in info.items():
+        model.metadata_props.add(key=f"onnxsqueeze.{kind}.{key}", value=value)

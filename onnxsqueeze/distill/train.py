@@ -25,12 +25,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -39,8 +40,9 @@ from onnxsqueeze.errors import InputError
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    """Hyper-parameters of the loop (the defaults suit small CNN students on CPU)."""
+class LoopConfig:
+    """What :func:`run_epochs` and the losses read; :class:`TrainConfig` and fine-tuning's config
+    set their own defaults."""
 
     temperature: float = 4.0
     alpha: float = 0.5
@@ -52,11 +54,17 @@ class TrainConfig:
     weight_decay: float = 5e-4
     patience: int = 20
     time_budget_s: float | None = 90.0
-    feature_weight: float = 1.0
     seed: int = 0
     # NOTE: 1 thread, not 2: on the shared 2-core machine, small students trained 6-16x slower with
     # 2 intra-op threads than with 1 (OpenMP threads contending with other processes' load).
     threads: int = 1
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig(LoopConfig):
+    """Hyper-parameters of the student's loop (the defaults suit small CNN students on CPU)."""
+
+    feature_weight: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,11 +92,19 @@ class TrainResult:
     lr: float = 0.0  # the peak learning rate used (given or found)
     lr_found: bool = False  # found by the range test
 
+    # the JSON names the best metric "best_val_<metric>" (True) or "best_val_metric" with "metric"
+    NAMED_METRIC: ClassVar[bool] = True
+
     def to_dict(self) -> dict[str, Any]:
+        best = (
+            {"best_val_" + self.metric: self.best_metric}
+            if self.NAMED_METRIC
+            else {"best_val_metric": self.best_metric, "metric": self.metric}
+        )
         return {
             "epochs_run": len(self.history),
             "best_epoch": self.best_epoch,
-            "best_val_" + self.metric: self.best_metric,
+            **best,
             "stop_reason": self.stop_reason,
             "seconds": round(self.seconds, 2),
             "lr": self.lr,
@@ -222,6 +238,183 @@ def lr_range_test(
     return float(min(high, max(low, at_min / 10)))
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block on ``n`` intra-op torch threads, restoring the previous count after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_epochs(
+    module: Any,
+    opt: Any,
+    batch_loss: Callable[[Any], Any],
+    validate: Callable[[], tuple[float, float]],
+    *,
+    config: LoopConfig,
+    n: int,
+    lr: float,
+    metric: str,
+    start: float,
+    warm_epochs: int,
+    anneal_epochs: int,
+    clock: Callable[[], float] | None = None,
+    baseline: tuple[float, float] | None = None,
+    train_mode: Callable[[], None] | None = None,
+    after_backward: Callable[[], None] | None = None,
+    after_step: Callable[[], None] | None = None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+    result: type[TrainResult] = TrainResult,
+) -> TrainResult:
+    """The epoch loop shared by distillation and fine-tuning (the plan of the module docstring).
+
+    Args:
+        module: the torch module trained (its ``state_dict`` is kept for the best epoch and restored).
+        opt: the optimizer; its groups' rates follow the :class:`Schedule` from ``lr``.
+        batch_loss: the loss of a batch given its sample indices (a LongTensor).
+        validate: ``(loss, metric)`` on the validation split, higher metric better.
+        n: training samples.
+        config: batch size, epochs (None: planned by the budget), patience, time budget, seed.
+        metric: the name of ``validate``'s metric, for the history.
+        warm_epochs: warm-up epochs when the plan is automatic (``epochs`` None).
+        anneal_epochs: the least epochs of the plateau anneal (``max(anneal_epochs, patience // 2)``).
+        baseline: ``validate()`` before training, as epoch 0 to beat (its weights stay when no epoch
+            beats it); None: the first epoch is the first best.
+        train_mode: puts the module in training mode before an epoch (default ``module.train()``).
+        after_backward, after_step: called after every backward pass and optimizer step.
+        start: ``clock()`` when the time budget started.
+        clock: what the time budget counts (default ``time.perf_counter``; fine-tuning can count
+            the process's CPU seconds).
+        result: the result class (fine-tuning's names its metric apart in the JSON).
+
+    Returns:
+        The history, the best epoch (its weights restored), why training stopped, the seconds
+        since ``start``, the peak rate (``lr_found`` when ``config.lr`` is None).
+    """
+    import torch
+
+    clock = clock or time.perf_counter
+
+    batch_size, epochs, patience, time_budget_s = (
+        config.batch_size,
+        config.epochs,
+        config.patience,
+        config.time_budget_s,
+    )
+    gen = torch.Generator().manual_seed(config.seed)
+    steps_per_epoch = max(1, math.ceil(n / batch_size))
+    auto = epochs is None
+    planned = MAX_AUTO_EPOCHS if epochs is None else epochs
+    schedule = Schedule(lr, planned * steps_per_epoch, warm_epochs * steps_per_epoch if auto else None)
+    best_key: tuple[float, float] | None = None
+    best_state: dict[str, Any] | None = None
+    best_epoch, best_metric, since_best = 0, 0.0, 0
+    if baseline is not None:
+        best_key, best_metric = (baseline[1], -baseline[0]), baseline[1]
+        best_state = copy.deepcopy(module.state_dict())
+    history: list[EpochLog] = []
+    stop = "epochs"
+    annealing = False
+    train_start = clock()
+    step = 0
+    epoch = 0
+    while epoch < planned:
+        elapsed = clock() - start
+        if time_budget_s is not None and epoch > 0:
+            per_epoch = max((clock() - train_start) / epoch, 1e-9)
+            if epoch == 1 and not annealing:
+                fit = max(1, int((time_budget_s - elapsed) / per_epoch) + 1)
+                if fit < planned:
+                    planned = fit
+                    schedule.replan(planned * steps_per_epoch)
+                if epoch >= planned:
+                    stop = "time budget"
+                    break
+            if elapsed + per_epoch > time_budget_s:
+                stop = "time budget"
+                break
+        if train_mode is not None:
+            train_mode()
+        else:
+            module.train()
+        perm = torch.randperm(n, generator=gen)
+        total, seen = 0.0, 0
+        for b in range(0, n, batch_size):
+            idx = perm[b : b + batch_size]
+            if len(idx) < 2:  # BatchNorm cannot train on a single sample
+                continue
+            for group in opt.param_groups:
+                group["lr"] = schedule(step)
+            loss = batch_loss(idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if after_backward is not None:
+                after_backward()
+            opt.step()
+            if after_step is not None:
+                after_step()
+            step += 1
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        epoch += 1
+        val_loss, val_metric = validate()
+        key = (val_metric, -val_loss)
+        improved = best_key is None or key > best_key
+        if improved:
+            best_key, best_epoch, best_metric, since_best = key, epoch, val_metric, 0
+            best_state = copy.deepcopy(module.state_dict())
+        else:
+            since_best += 1
+        log = EpochLog(
+            epoch=epoch,
+            planned=planned,
+            train_loss=total / max(1, seen),
+            val_loss=val_loss,
+            val_metric=val_metric,
+            metric=metric,
+            elapsed_s=clock() - start,
+            best=improved,
+        )
+        history.append(log)
+        if on_epoch:
+            on_epoch(log)
+        if since_best >= patience and not annealing:
+            if not auto:
+                stop = "early stopping"
+                break
+            # a plateau: drop the rest of the plan, anneal the rate to zero, then stop
+            length = max(anneal_epochs, patience // 2)
+            if epoch + length < planned:
+                annealing = True
+                planned = epoch + length
+                schedule.anneal(step, length * steps_per_epoch)
+    if annealing and stop == "epochs":
+        stop = "converged"
+    elif stop == "epochs" and auto and planned < MAX_AUTO_EPOCHS:
+        stop = "time budget"  # the plan was sized to fit the budget
+    elif stop == "epochs" and epochs is not None and planned < epochs:
+        stop = "time budget"  # the plan was shortened to fit the budget
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    module.eval()
+    return result(
+        tuple(history),
+        best_epoch,
+        best_metric,
+        metric,
+        stop,
+        clock() - start,
+        lr=float(lr),
+        lr_found=config.lr is None,
+    )
+
+
 def evaluate(module: Any, split: Split, config: TrainConfig, batch_size: int = 256) -> tuple[float, float]:
     """(loss, metric) of ``module`` on a split: accuracy with labels, agreement with the teacher without."""
     import torch
@@ -263,19 +456,15 @@ def train_student(
     Returns:
         The history, the best epoch and its validation metric, why training stopped, the seconds.
     """
-    import torch
-
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
     if len(taps) != len(train.features):
         raise InputError(f"{len(taps)} student taps for {len(train.features)} teacher features")
-    hints = _Hints(module, taps, train, config.seed) if taps else None
-    try:
-        return _train(module, train, val, config, on_epoch, hints)
-    finally:
-        if hints is not None:
-            hints.remove()
-        torch.set_num_threads(threads_before)
+    with torch_threads(config.threads):
+        hints = _Hints(module, taps, train, config.seed) if taps else None
+        try:
+            return _train(module, train, val, config, on_epoch, hints)
+        finally:
+            if hints is not None:
+                hints.remove()
 
 
 class _Hints:
@@ -354,15 +543,11 @@ def _train(
     import torch
 
     torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
     xs = [torch.from_numpy(np.ascontiguousarray(x)) for x in train.inputs]
     t_all = torch.from_numpy(np.ascontiguousarray(train.teacher))
     y_all = torch.from_numpy(train.labels) if train.labels is not None else None
     f_all = [torch.from_numpy(np.ascontiguousarray(f)) for f in train.features]
     n = len(train)
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    auto = config.epochs is None
-    planned = MAX_AUTO_EPOCHS if config.epochs is None else config.epochs
     decay: list[Any] = []
     no_decay: list[Any] = []
     for p in [*module.parameters(), *(hints.adapters.parameters() if hints else ())]:
@@ -396,96 +581,17 @@ def _train(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=lr,
     )
-    schedule = Schedule(lr, planned * steps_per_epoch, 3 * steps_per_epoch if auto else None)
-    metric_name = "accuracy" if val.labels is not None else "agreement"
-    best_key: tuple[float, float] | None = None
-    best_state: dict[str, Any] | None = None
-    best_epoch, best_metric, since_best = 0, 0.0, 0
-    history: list[EpochLog] = []
-    stop = "epochs"
-    annealing = False
-    train_start = time.perf_counter()
-    step = 0
-    epoch = 0
-    while epoch < planned:
-        elapsed = time.perf_counter() - start
-        if config.time_budget_s is not None and epoch > 0:
-            per_epoch = (time.perf_counter() - train_start) / epoch
-            if epoch == 1:
-                fit = max(1, int((config.time_budget_s - elapsed) / per_epoch) + 1)
-                if fit < planned:
-                    planned = fit
-                    schedule.replan(planned * steps_per_epoch)
-                if epoch >= planned:
-                    stop = "time budget"
-                    break
-            if elapsed + per_epoch > config.time_budget_s:
-                stop = "time budget"
-                break
-        module.train()
-        perm = torch.randperm(n, generator=gen)
-        total, seen = 0.0, 0
-        for b in range(0, n, config.batch_size):
-            idx = perm[b : b + config.batch_size]
-            if len(idx) < 2:  # BatchNorm cannot train on a single sample
-                continue
-            for group in opt.param_groups:
-                group["lr"] = schedule(step)
-            loss = batch_loss(idx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            total += loss.item() * len(idx)
-            seen += len(idx)
-        epoch += 1
-        val_loss, val_metric = evaluate(module, val, config)
-        key = (val_metric, -val_loss)
-        improved = best_key is None or key > best_key
-        if improved:
-            best_key, best_epoch, best_metric, since_best = key, epoch, val_metric, 0
-            best_state = copy.deepcopy(module.state_dict())
-        else:
-            since_best += 1
-        log = EpochLog(
-            epoch=epoch,
-            planned=planned,
-            train_loss=total / max(1, seen),
-            val_loss=val_loss,
-            val_metric=val_metric,
-            metric=metric_name,
-            elapsed_s=time.perf_counter() - start,
-            best=improved,
-        )
-        history.append(log)
-        if on_epoch:
-            on_epoch(log)
-        if since_best >= config.patience and not annealing:
-            if not auto:
-                stop = "early stopping"
-                break
-            # a plateau: drop the rest of the plan, anneal the rate to zero, then stop
-            length = max(3, config.patience // 2)
-            if epoch + length < planned:
-                annealing = True
-                planned = epoch + length
-                schedule.anneal(step, length * steps_per_epoch)
-    if annealing and stop == "epochs":
-        stop = "converged"
-    elif stop == "epochs" and auto and planned < MAX_AUTO_EPOCHS:
-        stop = "time budget"  # the plan was sized to fit the budget
-    elif stop == "epochs" and config.epochs is not None and planned < config.epochs:
-        stop = "time budget"  # the plan was shortened to fit the budget
-    if best_state is not None:
-        module.load_state_dict(best_state)
-    module.eval()
-    return TrainResult(
-        tuple(history),
-        best_epoch,
-        best_metric,
-        metric_name,
-        stop,
-        time.perf_counter() - start,
-        lr=float(lr),
-        lr_found=config.lr is None,
+    return run_epochs(
+        module,
+        opt,
+        batch_loss,
+        lambda: evaluate(module, val, config),
+        config=config,
+        n=n,
+        lr=lr,
+        metric="accuracy" if val.labels is not None else "agreement",
+        start=start,
+        warm_epochs=3,
+        anneal_epochs=3,
+        on_epoch=on_epoch,
     )

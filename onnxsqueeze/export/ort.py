@@ -55,6 +55,17 @@ class OrtExport:
     criterion: str
     onnx_bytes: int
     ort_bytes: int
+    optimization_level: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "manifest_path": str(self.manifest_path),
+            "onnx_bytes": self.onnx_bytes,
+            "ort_bytes": self.ort_bytes,
+            "optimization_level": self.optimization_level,
+            "verification": self.report.to_dict() | {"criterion": self.criterion, "passed": self.passed},
+        }
 
 
 def check_passes(report: VerifyReport, tolerance: float | None) -> tuple[bool, str]:
@@ -187,5 +198,13 @@ def export_ort(
     check = report.to_dict() | {"criterion": criterion, "passed": passed}
     manifest_path, full = mf.write(out_path, manifest, protect=[model_path], verification=check)
     return OrtExport(
-        out_path, manifest_path, full, report, passed, criterion, model_path.stat().st_size, len(payload)
+        out_path,
+        manifest_path,
+        full,
+        report,
+        passed,
+        criterion,
+        model_path.stat().st_size,
+        len(payload),
+        optimization_level,
     )

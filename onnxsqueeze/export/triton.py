@@ -136,6 +136,18 @@ class TritonExport:
     manifest: dict[str, Any]
     notes: tuple[str, ...]
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_dir": str(self.model_dir),
+            "version": self.version,
+            "model_path": str(self.model_path),
+            "config_path": str(self.config_path),
+            "config_written": self.config_written,
+            "config": self.config_text,
+            "manifest_path": str(self.manifest_path),
+            "manifest": self.manifest,
+        }
+
 
 def default_name(model_path: str | os.PathLike[str]) -> str:
     """A Triton model name from a file name: its stem with unsafe characters replaced by ``_``."""

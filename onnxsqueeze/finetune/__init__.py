@@ -415,18 +415,18 @@ def _provenance(
     summary: TrainSummary,
     torch_version: str,
 ) -> None:
-    from onnxsqueeze import __version__
+    from onnxsqueeze.distill.export import stamp_provenance
 
-    model.producer_name, model.producer_version = "onnxsqueeze", __version__
-    info = {
-        "onnxsqueeze.finetune.teacher_sha256": teacher_sha,
-        "onnxsqueeze.finetune.config": json.dumps(dataclasses.asdict(config), sort_keys=True),
-        "onnxsqueeze.finetune.best_epoch": str(summary.best_epoch),
-        "onnxsqueeze.finetune.torch": torch_version,
-    }
-    for key, value in info.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    stamp_provenance(
+        model,
+        "finetune",
+        {
+            "teacher_sha256": teacher_sha,
+            "config": json.dumps(dataclasses.asdict(config), sort_keys=True),
+            "best_epoch": str(summary.best_epoch),
+            "torch": torch_version,
+        },
+    )
 
 
 __all__ = [

@@ -17,37 +17,37 @@ validation is restored. After every step the candidate's masks are re-applied (z
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
-from onnxsqueeze.distill.train import EpochLog, Schedule, lr_range_test
+from onnxsqueeze.distill.train import (
+    EpochLog,
+    LoopConfig,
+    TrainResult,
+    lr_range_test,
+    run_epochs,
+    torch_threads,
+)
 from onnxsqueeze.errors import InputError
 from onnxsqueeze.finetune.torch_graph import TorchGraph
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class FinetuneConfig:
+class FinetuneConfig(LoopConfig):
     """Hyper-parameters of recovery training (defaults: a few minutes on 2 CPU cores)."""
 
     time_budget_s: float | None = 300.0
-    epochs: int | None = None  # None: planned by the budget, stopped by progress
     lr: float | None = None  # None: range test (:func:`find_lr`)
     # the range test's ceiling
     max_lr: float = 0.03
     batch_size: int = 32
     weight_decay: float = 0.0
-    temperature: float = 4.0
-    alpha: float = 0.5
     patience: int = 8
-    seed: int = 0
-    # NOTE: 1 thread: on the shared 2-core machine 2 intra-op threads trained slower (distill.train)
-    threads: int = 1
     # what the time budget counts: "wall" seconds, or the process's "cpu" seconds (a budget that
     # means the same work on a loaded machine as on a quiet one; with 1 thread, about the wall time
     # a quiet core would take)
@@ -171,28 +171,10 @@ def evaluate(
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainSummary:
-    history: tuple[EpochLog, ...]
-    best_epoch: int
-    best_metric: float
-    metric: str
-    stop_reason: str
-    seconds: float
-    lr: float
-    lr_found: bool
+class TrainSummary(TrainResult):
+    """:class:`onnxsqueeze.distill.train.TrainResult`, its metric named apart in the JSON."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "epochs_run": len(self.history),
-            "best_epoch": self.best_epoch,
-            "best_val_metric": self.best_metric,
-            "metric": self.metric,
-            "stop_reason": self.stop_reason,
-            "seconds": round(self.seconds, 2),
-            "lr": self.lr,
-            "lr_found": self.lr_found,
-            "history": [dataclasses.asdict(h) for h in self.history],
-        }
+    NAMED_METRIC: ClassVar[bool] = False
 
 
 class _Diverged(Exception):
@@ -271,181 +253,61 @@ def train(
     """
     import torch
 
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
-        return _train(
-            graph,
-            kinds,
-            train_inputs,
-            train_teacher,
-            train_labels,
-            val_inputs,
-            val_teacher,
-            val_labels,
-            config,
-            on_epoch,
-            start_time,
-        )
-    finally:
-        torch.set_num_threads(threads_before)
-
-
-def _train(
-    graph: TorchGraph,
-    kinds: Sequence[OutputKind],
-    train_inputs: Sequence[np.ndarray],
-    train_teacher: Sequence[np.ndarray],
-    train_labels: np.ndarray | None,
-    val_inputs: Sequence[np.ndarray],
-    val_teacher: Sequence[np.ndarray],
-    val_labels: np.ndarray | None,
-    config: FinetuneConfig,
-    on_epoch: Callable[[EpochLog], None] | None,
-    start_time: float | None,
-) -> TrainSummary:
-    import torch
-
-    torch.manual_seed(config.seed)
-    xs = [torch.from_numpy(np.ascontiguousarray(x)) for x in train_inputs]
-    ts = [torch.from_numpy(np.ascontiguousarray(t)) for t in train_teacher]
-    ys = torch.from_numpy(train_labels) if train_labels is not None else None
-    last = config.channels_last and all(x.ndim == 4 for x in xs)
-    if last:
-        graph.module.to(memory_format=torch.channels_last)
-    try:
-        return _loop(
-            graph, kinds, xs, ts, ys, val_inputs, val_teacher, val_labels, config, on_epoch, start_time, last
-        )
-    finally:
-        if last:
-            graph.module.to(memory_format=torch.contiguous_format)
-
-
-def _loop(
-    graph: TorchGraph,
-    kinds: Sequence[OutputKind],
-    xs: list[Any],
-    ts: list[Any],
-    ys: Any,
-    val_inputs: Sequence[np.ndarray],
-    val_teacher: Sequence[np.ndarray],
-    val_labels: np.ndarray | None,
-    config: FinetuneConfig,
-    on_epoch: Callable[[EpochLog], None] | None,
-    start_time: float | None,
-    last: bool,
-) -> TrainSummary:
-    import torch
-
     now = clock(config)
-    start = start_time if start_time is not None else now()
-    gen = torch.Generator().manual_seed(config.seed)
-    n = len(xs[0])
-    params = graph.parameters()
-    fmt = torch.channels_last if last else torch.contiguous_format
+    with torch_threads(config.threads):
+        start = start_time if start_time is not None else now()
+        torch.manual_seed(config.seed)
+        xs = [torch.from_numpy(np.ascontiguousarray(x)) for x in train_inputs]
+        ts = [torch.from_numpy(np.ascontiguousarray(t)) for t in train_teacher]
+        ys = torch.from_numpy(train_labels) if train_labels is not None else None
+        n = len(xs[0])
+        params = graph.parameters()
+        last = config.channels_last and all(x.ndim == 4 for x in xs)
+        fmt = torch.channels_last if last else torch.contiguous_format
 
-    def batch_loss(idx: Any) -> Any:
-        graph.set_mode()
-        b = Batch(
-            tuple(x[idx].contiguous(memory_format=fmt) for x in xs),
-            tuple(t[idx] for t in ts),
-            ys[idx] if ys is not None else None,
-        )
-        return loss_fn(kinds, _outputs(graph, kinds, b.inputs), b, config)
+        def batch_loss(idx: Any) -> Any:
+            graph.set_mode()
+            b = Batch(
+                tuple(x[idx].contiguous(memory_format=fmt) for x in xs),
+                tuple(t[idx] for t in ts),
+                ys[idx] if ys is not None else None,
+            )
+            return loss_fn(kinds, _outputs(graph, kinds, b.inputs), b, config)
 
-    lr = config.lr
-    if lr is None:
-        lr = find_lr(graph, params, batch_loss, n, config)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, math.ceil(n / config.batch_size))
-    auto = config.epochs is None
-    planned = 1000 if config.epochs is None else config.epochs
-    schedule = Schedule(lr, planned * steps_per_epoch, steps_per_epoch if auto else None)
+        def validate() -> tuple[float, float]:
+            loss, metric, _ = evaluate(graph, kinds, val_inputs, val_teacher, val_labels, config)
+            return loss, metric
 
-    val_loss, val_metric, metric_name = evaluate(graph, kinds, val_inputs, val_teacher, val_labels, config)
-    best_key = (val_metric, -val_loss)
-    best_state = copy.deepcopy(graph.module.state_dict())
-    best_epoch, best_metric, since_best = 0, val_metric, 0
-    history: list[EpochLog] = []
-    stop, annealing = "epochs", False
-    train_start = now()
-    step = epoch = 0
-    while epoch < planned:
-        elapsed = now() - start
-        if config.time_budget_s is not None:
-            per_epoch = (now() - train_start) / epoch if epoch else 0.0
-            if epoch == 1 and not annealing:
-                fit = max(1, int((config.time_budget_s - elapsed) / max(per_epoch, 1e-9)) + 1)
-                if fit < planned:
-                    planned = fit
-                    schedule.replan(planned * steps_per_epoch)
-            if epoch and elapsed + per_epoch > config.time_budget_s:
-                stop = "time budget"
-                break
-        graph.set_mode()
-        perm = torch.randperm(n, generator=gen)
-        total, seen = 0.0, 0
-        for b0 in range(0, n, config.batch_size):
-            idx = perm[b0 : b0 + config.batch_size]
-            if len(idx) < 2:
-                continue
-            for group in opt.param_groups:
-                group["lr"] = schedule(step)
-            loss = batch_loss(idx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            graph.mask_gradients()
-            opt.step()
-            graph.apply_masks()
-            step += 1
-            total += float(loss.detach()) * len(idx)
-            seen += len(idx)
-        epoch += 1
-        val_loss, val_metric, _ = evaluate(graph, kinds, val_inputs, val_teacher, val_labels, config)
-        key = (val_metric, -val_loss)
-        improved = key > best_key
-        if improved:
-            best_key, best_epoch, best_metric, since_best = key, epoch, val_metric, 0
-            best_state = copy.deepcopy(graph.module.state_dict())
-        else:
-            since_best += 1
-        log = EpochLog(
-            epoch=epoch,
-            planned=planned,
-            train_loss=total / max(1, seen),
-            val_loss=val_loss,
-            val_metric=val_metric,
-            metric=metric_name,
-            elapsed_s=now() - start,
-            best=improved,
-        )
-        history.append(log)
-        if on_epoch:
-            on_epoch(log)
-        if since_best >= config.patience and not annealing:
-            if not auto:
-                stop = "early stopping"
-                break
-            length = max(2, config.patience // 2)
-            if epoch + length < planned:
-                annealing = True
-                planned = epoch + length
-                schedule.anneal(step, length * steps_per_epoch)
-    if annealing and stop == "epochs":
-        stop = "converged"
-    elif stop == "epochs" and (auto or planned < (config.epochs or 0)):
-        stop = "time budget" if config.time_budget_s is not None else "epochs"
-    graph.module.load_state_dict(best_state)
-    graph.apply_masks()
-    graph.module.eval()
-    return TrainSummary(
-        tuple(history),
-        best_epoch,
-        best_metric,
-        metric_name,
-        stop,
-        now() - start,
-        float(lr),
-        config.lr is None,
-    )
+        if last:
+            graph.module.to(memory_format=torch.channels_last)
+        try:
+            lr = config.lr
+            if lr is None:
+                lr = find_lr(graph, params, batch_loss, n, config)
+            opt = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+            val_loss, val_metric, metric = evaluate(graph, kinds, val_inputs, val_teacher, val_labels, config)
+            run = run_epochs(
+                graph.module,
+                opt,
+                batch_loss,
+                validate,
+                config=config,
+                n=n,
+                lr=lr,
+                metric=metric,
+                start=start,
+                clock=now,
+                warm_epochs=1,
+                anneal_epochs=2,
+                baseline=(val_loss, val_metric),
+                train_mode=graph.set_mode,
+                after_backward=graph.mask_gradients,
+                after_step=graph.apply_masks,
+                on_epoch=on_epoch,
+                result=TrainSummary,
+            )
+        finally:
+            if last:
+                graph.module.to(memory_format=torch.contiguous_format)
+        graph.apply_masks()
+    return cast(TrainSummary, run)

@@ -466,6 +466,79 @@ def judge(
     )
 
 
+def labels_of(data: Mapping[str, np.ndarray] | None, samples: int | None = None) -> np.ndarray | None:
+    """The class labels of ``data`` (its first ``samples``), None without a ``labels`` array."""
+    if data is None or "labels" not in data:
+        return None
+    return np.asarray(data["labels"])[:samples]
+
+
+def judge_models(
+    source: onnx.ModelProto,
+    candidate: onnx.ModelProto,
+    feeds: Mapping[str, np.ndarray],
+    acceptance: Acceptance,
+    *,
+    labels: np.ndarray | None,
+    label: str,
+    random_inputs: bool,
+) -> Judgement:
+    """Run the source and the candidate on ``feeds`` and :func:`judge` the candidate's outputs."""
+    from onnxsqueeze.verify import run
+
+    return judge(
+        run(source, feeds),
+        run(candidate, feeds),
+        acceptance,
+        labels=labels,
+        samples=count(feeds),
+        source=label,
+        random_inputs=random_inputs,
+    )
+
+
+def verify_pair(
+    original: str | Path,
+    candidate: str | Path,
+    acceptance: Acceptance,
+    *,
+    data: Mapping[str, np.ndarray] | None = None,
+    data_label: str = "data",
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    seed: int = 0,
+    provider: str = "cpu",
+) -> tuple[Any, Judgement]:
+    """Two model files on the same inputs: the output comparison and the task-metric judgement.
+
+    Returns:
+        ``(VerifyReport, Judgement)``; the caller decides what fails (a tolerance, the budget).
+    """
+    from onnxsqueeze import io as sio
+    from onnxsqueeze.verify import run_and_compare
+
+    for path in (original, candidate):
+        sio.load(path)  # every check and refusal of a load; the sessions then read the files
+    feeds, ref_out, cand_out, report = run_and_compare(
+        original,
+        candidate,
+        data=data,
+        data_label=data_label,
+        input_shapes=input_shapes,
+        seed=seed,
+        provider=provider,
+    )
+    verdict = judge(
+        ref_out,
+        cand_out,
+        acceptance,
+        labels=labels_of(data),
+        samples=count(feeds),
+        source=report.source,
+        random_inputs=data is None,
+    )
+    return report, verdict
+
+
 # --------------------------------------------------------------------------------------- write
 
 

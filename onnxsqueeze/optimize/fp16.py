@@ -117,7 +117,7 @@ def fp16(
         sio.refuse_overwrite(output, [p for p in (src.path, *protect) if p is not None])
     shapes_ = base.resolve_shapes(src.model, input_shapes, data)
     feeds = base.sample_feeds(src.model, shapes_, data=data, samples=samples, seed=seed)
-    labels = np.asarray(data["labels"])[:samples] if data is not None and "labels" in data else None
+    labels = base.labels_of(data, samples)
     label = f"{data_label} (first {samples})" if data is not None else f"random (seed {seed})"
     say("running the source model")
     reference = run(src.model, feeds, provider=provider)
@@ -292,7 +292,7 @@ def _fp16_streamed(
     sha = sio.sha256_file(path)
     shapes_ = base.resolve_shapes(interface, input_shapes, data)
     feeds = base.sample_feeds(interface, shapes_, data=data, samples=samples, seed=seed)
-    labels = np.asarray(data["labels"])[:samples] if data is not None and "labels" in data else None
+    labels = base.labels_of(data, samples)
     label = f"{data_label} (first {samples})" if data is not None else f"random (seed {seed})"
     report = Fp16Report(
         model=str(path),

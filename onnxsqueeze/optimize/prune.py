@@ -19,6 +19,7 @@ import onnx
 
 from onnxsqueeze.errors import InputError, VerificationError
 from onnxsqueeze.optimize import base
+from onnxsqueeze.verify import run
 
 
 @dataclasses.dataclass
@@ -67,7 +68,6 @@ def prune(
     """
     from onnxsqueeze import io as sio
     from onnxsqueeze import prune as api
-    from onnxsqueeze.verify import run
 
     if (sparsity is None) == (channels is None):
         raise InputError("choose exactly one of --sparsity or --channels")
@@ -149,13 +149,12 @@ def prune(
     feeds = base.sample_feeds(
         src.model, shapes_, data=eval_data, samples=len(next(iter(eval_data.values()))) if eval_data else 8
     )
-    labels = np.asarray(eval_data["labels"]) if eval_data is not None and "labels" in eval_data else None
     reference, candidate = run(src.model, feeds), run(pruned, feeds)
     judgement = base.judge(
         reference,
         candidate,
         acceptance,
-        labels=labels,
+        labels=base.labels_of(eval_data),
         samples=base.count(feeds),
         source=eval_label,
         random_inputs=eval_data is None,
@@ -244,7 +243,7 @@ def _prune_streamed(
     shapes_ = base.resolve_shapes(interface, input_shapes, eval_data)
     samples = len(next(iter(eval_data.values()))) if eval_data else 8
     feeds = base.sample_feeds(interface, shapes_, data=eval_data, samples=samples)
-    labels = np.asarray(eval_data["labels"]) if eval_data is not None and "labels" in eval_data else None
+    labels = base.labels_of(eval_data)
     notes = [
         f"weights of {sio.weight_bytes(interface) / 2**30:.2f} GiB: streamed (one tensor at a time); "
         "normalization skipped; weights pruned by magnitude alone, no re-fit"

@@ -804,7 +804,6 @@ def quantize(
     onnxruntime) or an error: see :func:`quantize_int8` for the fallbacks it records.
     """
     from onnxsqueeze import io as sio
-    from onnxsqueeze.verify import run
 
     src = base.load(model)
     if output is not None:
@@ -817,16 +816,13 @@ def quantize(
         base._copy(normalized), calibration=feeds, source_sha256=src.sha256, **{"mode": "dynamic", **options}
     )
     base.check(src.model, result, what="int8")
-    labels = (
-        np.asarray(data["labels"])[:calibration_samples] if data is not None and "labels" in data else None
-    )
-    judgement = base.judge(
-        run(src.model, feeds),
-        run(result, feeds),
+    judgement = base.judge_models(
+        src.model,
+        result,
+        feeds,
         acceptance,
-        labels=labels,
-        samples=base.count(feeds),
-        source=data_label if data is not None else "random inputs",
+        labels=base.labels_of(data, calibration_samples),
+        label=data_label if data is not None else "random inputs",
         random_inputs=data is None,
     )
     report = QuantizeReport(

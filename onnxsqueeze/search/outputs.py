@@ -39,7 +39,10 @@ def write_candidate(
     """Write a candidate's model as ``stem.squeezed.onnx``, its recipe and its base model (a
     distilled student ``stem.student.onnx`` or a fine-tuned pass output ``stem.finetuned.onnx``)."""
     from onnxsqueeze import recipe as rcp
+    from onnxsqueeze.search.streaming import StreamingSqueezer
 
+    if isinstance(squeezer, StreamingSqueezer):  # a model over the streaming threshold: by file
+        return squeezer.write_candidate(settings, folder, stem, recipe_name=recipe_name, protect=protect)  # type: ignore[return-value]
     model = squeezer.build_cached(settings)
     written = {"model": sio.save(model, folder / f"{stem}.squeezed.onnx", protect=protect)}
     base_path = None
@@ -124,8 +127,11 @@ def write_outputs(
 
 def verify_best(squeezer: Squeezer, model: onnx.ModelProto, samples: int = 8) -> dict[str, Any]:
     """The best model against the original on the first evaluation samples (onnxsqueeze.verify)."""
+    from onnxsqueeze.search.streaming import StreamingSqueezer
     from onnxsqueeze.verify import verify
 
+    if isinstance(squeezer, StreamingSqueezer):  # verified from its file before it was written
+        return squeezer.verified(model)
     ds = squeezer.evaluator.dataset
     data = ds.take(0, min(samples, len(ds))).inputs
     try:

@@ -147,7 +147,11 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def latency_method(squeezer: Squeezer) -> str:
     """How the search timed candidates (for the report: parallel runs must say it)."""
+    from onnxsqueeze.search.streaming import StreamingSqueezer
+
     threads = squeezer.options.latency_threads
+    if isinstance(squeezer, StreamingSqueezer):
+        return squeezer.latency_method()
     return (
         "batch 1, each candidate within budget timed interleaved A/B against the original "
         f"({threads or 'default'} intra-op thread{'s' if threads != 1 else ''}, median ratio x the "

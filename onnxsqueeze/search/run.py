@@ -43,6 +43,9 @@ def make_squeezer(
 ) -> Squeezer:
     """Load the model and data, split off calibration samples and set up the search.
 
+    A model with at least ``io.STREAM_BYTES`` of weights gets the streaming search
+    (:class:`onnxsqueeze.search.streaming.StreamingSqueezer`: its graph alone is loaded here).
+
     Args:
         model: the original ``.onnx`` file.
         data: an ``.npz`` (inputs and optional ``labels``) or an image folder (with ``preprocess``).
@@ -76,16 +79,10 @@ def make_squeezer(
 
     t0 = time.perf_counter()
     model, data, out_dir = Path(model), Path(data), Path(out_dir)
-    if sio.streams(model):
-        # The search keeps the model, its normalized forms and each candidate in memory (several
-        # copies of the weights): refused before it fills the machine; fp16 and prune stream.
-        size = sio.weight_bytes(sio.load_interface(model)) / 2**30
-        raise InputError(
-            f"{model}: {size:.2f} GiB of weights is over squeeze's in-memory limit "
-            f"({sio.STREAM_BYTES / 2**30:.2g} GiB, ONNXSQUEEZE_STREAM_BYTES); run `onnxsqueeze fp16` "
-            "or `onnxsqueeze prune --sparsity`, which stream the weights"
-        )
-    original = sio.load(model)
+    # Weights over io.STREAM_BYTES: the streaming search (search.streaming) reads the graph alone
+    # here; onnxruntime and the passes read the weights from the file.
+    streamed = sio.streams(model)
+    original = sio.load_interface(model) if streamed else sio.load(model)
     given = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
     if given:
         shapes.resolve_input_shapes(original, given)  # InputError: unknown input, wrong rank...
@@ -123,27 +120,31 @@ def make_squeezer(
             source = CalibrationSource(str(data.resolve()), 0, k, cal.sha256())
     # The original's outputs (teacher of label-free metrics) are computed on the first evaluation
     # that is not in the cache, so a rerun served from the cache runs no inference.
-    evaluator = E.Evaluator(
-        original,
-        evalset,
-        metric,
-        output=output,
-        threshold=threshold,
-        class_axis=class_axis,
-        provider=options.provider,
+    how: dict[str, Any] = dict(
+        output=output, threshold=threshold, class_axis=class_axis, provider=options.provider
     )
-    squeezer = Squeezer(
-        original,
-        evaluator,
+    if streamed:
+        from onnxsqueeze.search.streaming import FileEvaluator
+
+        evaluator: E.Evaluator = FileEvaluator(model, evalset, metric, **how)
+    else:
+        evaluator = E.Evaluator(original, evalset, metric, **how)
+    common: dict[str, Any] = dict(
         calibration=cal,
         calibration_source=source,
         options=options,
         cache_dir=(cache_dir or out_dir / ".cache") if use_cache else None,
         model_sha256=sio.sha256_file(model),
         train=train,
-        model_path=model,
         input_shapes=given or None,
     )
+    if streamed:
+        from onnxsqueeze.search.streaming import StreamingSqueezer
+
+        assert isinstance(evaluator, FileEvaluator)
+        squeezer: Squeezer = StreamingSqueezer(model, evaluator, scratch=out_dir, **common)
+    else:
+        squeezer = Squeezer(original, evaluator, model_path=model, **common)
     squeezer.timings["load"] = time.perf_counter() - t0
     squeezer.started -= squeezer.timings["load"]  # the time budget includes loading
     return squeezer
