@@ -577,6 +577,7 @@ class StreamedResult:
     reference: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
     verify_report: Any
+    judgement: Judgement
     bytes_before: int
     bytes_after: int
 
@@ -609,6 +610,9 @@ def stream(
     *,
     transform: Callable[[ir.Model], None],
     accept: Callable[[StreamedResult], None],
+    acceptance: Acceptance,
+    random_inputs: bool,
+    gate_by_default: bool = False,
     protect: Sequence[str | Path],
     what: str,
     keep_interface: bool = True,
@@ -622,8 +626,8 @@ def stream(
     onnxruntime reads the source from its file for the reference outputs (that session is gone
     before the transform); ``transform`` rewrites the memory-mapped ``onnx_ir`` model in place (and keeps no reference to
     it); the result is written to the output's temp folder tensor by tensor; the in-memory copy is
-    released before onnxruntime reads the staged file back; ``accept`` judges the outputs and
-    raises to refuse (the staged files are then removed). ``steps`` are the three progress lines
+    released before onnxruntime reads the staged file back, and the outputs are judged against the
+    reference (:func:`judge`); ``accept`` takes the verdict and raises to refuse (the staged files are then removed). ``steps`` are the three progress lines
     (transforming, writing, verifying).
 
     Returns:
@@ -660,6 +664,16 @@ def stream(
                 reference=reference,
                 outputs=outputs,
                 verify_report=verify_report,
+                judgement=judge(
+                    reference,
+                    outputs,
+                    acceptance,
+                    labels=inputs.labels,
+                    samples=count(inputs.feeds),
+                    source=source_label,
+                    random_inputs=random_inputs,
+                    gate_by_default=gate_by_default,
+                ),
                 bytes_before=sum(f.stat().st_size for f in sio.referenced_files(path) if f.is_file()),
                 bytes_after=sum(Path(tmp).stat().st_size for tmp, _ in staged.moves),
             )

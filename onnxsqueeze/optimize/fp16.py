@@ -316,15 +316,7 @@ def _fp16_streamed(
 
     def accept(staged: base.StreamedResult) -> None:
         reference, outputs, verify_report = staged.reference, staged.outputs, staged.verify_report
-        judgement = base.judge(
-            reference,
-            outputs,
-            acceptance,
-            labels=inputs.labels,
-            samples=base.count(inputs.feeds),
-            source=label,
-            random_inputs=data is None,
-        )
+        judgement = staged.judgement
         normalized = _normalized_error(reference, outputs)
         if acceptance.gates:
             within = judgement.passed
@@ -364,6 +356,8 @@ def _fp16_streamed(
         inputs,
         transform=convert,
         accept=accept,
+        acceptance=acceptance,
+        random_inputs=data is None,
         protect=protect,
         what=dtype,
         keep_interface=keep_io_types,

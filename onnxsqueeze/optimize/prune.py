@@ -265,16 +265,7 @@ def _prune_streamed(
         layers, achieved = pruned["layers"], pruned["sparsity"]
         params = sum(int(layer["params"]) for layer in layers)
         zeros_before = sum(layer["sparsity_before"] * layer["params"] for layer in layers)
-        judgement = base.judge(
-            reference,
-            outputs,
-            acceptance,
-            labels=inputs.labels,
-            samples=base.count(inputs.feeds),
-            source=eval_label,
-            random_inputs=eval_data is None,
-            gate_by_default=True,  # zero-weight pruning: see prune()
-        )
+        judgement = staged.judgement
         if not acceptance.gates:
             judgement = _task_checks(reference, outputs, judgement, notes)
         details: dict[str, Any] = {
@@ -323,6 +314,9 @@ def _prune_streamed(
         inputs,
         transform=prune_weights,
         accept=accept,
+        acceptance=acceptance,
+        random_inputs=eval_data is None,
+        gate_by_default=True,  # zero-weight pruning: see prune()
         protect=protect,
         what="pruned",
         source_label=eval_label,
