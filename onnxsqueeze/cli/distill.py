@@ -96,16 +96,9 @@ def render(report: dict[str, Any], output: Path, tolerance: float | None) -> Non
 
 @handle_errors
 def distill_cmd(
-    teacher: Annotated[Path, typer.Option("--teacher", help="The teacher ONNX model.", show_default=False)],
+    teacher: opt.TeacherOpt,
     student: Annotated[str, typer.Option("--student", help=STUDENT_HELP, show_default=False)],
-    data: Annotated[
-        Path,
-        typer.Option(
-            "--data",
-            help="Training .npz: inputs keyed by the teacher's input names, optional class labels.",
-            show_default=False,
-        ),
-    ],
+    data: opt.TrainDataOpt,
     output: opt.OutputOpt,
     val: Annotated[
         Path | None,
@@ -152,7 +145,7 @@ def distill_cmd(
         ),
     ] = 1.5,
     seed: Annotated[int, typer.Option("--seed", help="Seed of weights, batch order and split.")] = 0,
-    threads: Annotated[int, typer.Option("--threads", help="CPU threads for training and the teacher.")] = 1,
+    threads: opt.TrainThreadsOpt = 1,
     labels_key: opt.LabelsKeyOpt = "labels",
     feature: Annotated[
         list[str] | None,

@@ -57,18 +57,8 @@ def finetune_cmd(
     candidate: Annotated[
         Path, typer.Argument(help="The compressed model to fine-tune (.onnx).", show_default=False)
     ],
-    teacher: Annotated[
-        Path,
-        typer.Option("--teacher", help="The original model, whose outputs are imitated.", show_default=False),
-    ],
-    data: Annotated[
-        Path,
-        typer.Option(
-            "--data",
-            help="Training .npz: inputs keyed by input name; labels under --labels-key are used if present.",
-            show_default=False,
-        ),
-    ],
+    teacher: opt.TeacherOpt,
+    data: opt.TrainDataOpt,
     output: opt.OutputOpt,
     val: Annotated[
         Path | None, typer.Option("--val", help="Validation .npz (default: a seeded 10% of --data).")
@@ -102,7 +92,7 @@ def finetune_cmd(
             "weights; a time budget ends where the machine's speed puts it).",
         ),
     ] = 0,
-    threads: Annotated[int, typer.Option("--threads", help="CPU threads for training.")] = 1,
+    threads: opt.TrainThreadsOpt = 1,
     labels_key: opt.LabelsKeyOpt = "labels",
     cache_dir: opt.TeacherCacheOpt = None,
     no_cache: opt.NoCacheFlag = False,
