@@ -130,6 +130,29 @@ TrainDataOpt = Annotated[
     ),
 ]
 TrainThreadsOpt = Annotated[int, typer.Option("--threads", help="CPU threads for training and the teacher.")]
+ValOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--val", help="Validation .npz for early stopping and the report (default: a seeded 10% of --data)."
+    ),
+]
+EpochsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--epochs",
+        help="A fixed plan of this many epochs (default: as many as --time-budget holds, stopped once "
+        "validation stops improving).",
+        show_default=False,
+    ),
+]
+LrOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--lr",
+        help="Peak learning rate (AdamW, cosine decay; default: found by a short range test).",
+        show_default=False,
+    ),
+]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Samples per step.")]
 LabelsKeyOpt = Annotated[str, typer.Option("--labels-key", help="Key of the class labels in the .npz files.")]
 TeacherCacheOpt = Annotated[

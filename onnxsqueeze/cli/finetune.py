@@ -60,29 +60,12 @@ def finetune_cmd(
     teacher: opt.TeacherOpt,
     data: opt.TrainDataOpt,
     output: opt.OutputOpt,
-    val: Annotated[
-        Path | None, typer.Option("--val", help="Validation .npz (default: a seeded 10% of --data).")
-    ] = None,
+    val: opt.ValOpt = None,
     time_budget: Annotated[
         float, typer.Option("--time-budget", help="Minutes for the whole run (teacher, training).")
     ] = 5.0,
-    epochs: Annotated[
-        int | None,
-        typer.Option(
-            "--epochs",
-            help="A fixed plan of this many epochs (default: as many as the budget holds).",
-            show_default=False,
-        ),
-    ] = None,
-    lr: Annotated[
-        float | None,
-        typer.Option(
-            "--lr",
-            help="Peak learning rate (AdamW, cosine decay; default: a short range test, read by its "
-            "divergence point).",
-            show_default=False,
-        ),
-    ] = None,
+    epochs: opt.EpochsOpt = None,
+    lr: opt.LrOpt = None,
     batch_size: opt.BatchSizeOpt = 32,
     seed: Annotated[
         int,
