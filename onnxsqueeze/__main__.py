@@ -3,7 +3,7 @@
 SIGINT and SIGTERM are handled from the first line the interpreter runs here, before anything
 heavy is imported (typer, onnx, onnxruntime, torch take seconds): a signal during start-up exits
 130 / 143 with one line and no traceback. Nothing is written before the CLI's error boundary takes
-over (:func:`onnxsqueeze.cli._boundary.run` installs its own handlers, which unwind and remove
+over (:func:`onnxsqueeze.cli._entry.run` installs its own handlers, which unwind and remove
 temp files), so this first handler only has to say so and leave.
 """
 
@@ -38,7 +38,7 @@ install_early_handlers()
 
 def main() -> None:
     """The entry point: the CLI's error boundary (signals and errors -> one line and an exit code)."""
-    from onnxsqueeze.cli._boundary import main as _main
+    from onnxsqueeze.cli._entry import main as _main
 
     _main()
 

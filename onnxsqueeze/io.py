@@ -159,10 +159,7 @@ def load(path: PathLike, *, check: bool = True) -> onnx.ModelProto:
     if check:
         # From the file, before the weights are in memory: checking the proto in memory would
         # serialize it and parse it again in C++ (three copies of the weights at once).
-        try:
-            onnx.checker.check_model(str(path), full_check=True)
-        except Exception as e:  # ValidationError, InferenceError, and C++ errors surfacing as others
-            raise ModelLoadError(f"{path}: invalid model: {one_line(e)}") from e
+        _check_file(path)
     try:
         onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
     except Exception as e:
@@ -212,6 +209,14 @@ def streams(path: PathLike | None) -> bool:
         return False
 
 
+def _check_file(path: Path) -> None:
+    """``onnx.checker`` with full check on the file; raise ModelLoadError naming ``path``."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as e:  # ValidationError, InferenceError, and C++ errors surfacing as others
+        raise ModelLoadError(f"{path}: invalid model: {one_line(e)}") from e
+
+
 def load_lazy(path: PathLike, *, check: bool = True) -> ir.Model:
     """An ``onnx_ir`` model whose external weights stay on disk until a pass reads them.
 
@@ -221,10 +226,7 @@ def load_lazy(path: PathLike, *, check: bool = True) -> ir.Model:
     path = Path(path)
     load_interface(path)  # the refusals: special files, unsafe or missing external data, versions
     if check:
-        try:
-            onnx.checker.check_model(str(path), full_check=True)
-        except Exception as e:  # ValidationError, InferenceError, and C++ errors surfacing as others
-            raise ModelLoadError(f"{path}: invalid model: {one_line(e)}") from e
+        _check_file(path)
     try:
         return ir.load(str(path))
     except Exception as e:

@@ -329,14 +329,19 @@ def save_artifact(
     # sidecar beside an older model says so through its hashes).
     staged = sio.stage(embed(model, manifest), out_path, protect=protect)
     try:
-        full = {**manifest, "file": _clean(file_facts(out_path, staged=staged))}
-        text = json.dumps(full, indent=2, sort_keys=True, allow_nan=False) + "\n"
-        staged.add(sidecar_path(out_path), [text.encode()])
-        staged.moves.sort(key=lambda move: move[1] == out_path)  # stable: the model goes last
-        staged.commit()
+        return _commit_with_sidecar(staged, out_path, manifest)
     except BaseException:
         staged.abort()
         raise
+
+
+def _commit_with_sidecar(staged: sio.Staged, out_path: Path, manifest: dict[str, Any]) -> Artifact:
+    """Add the sidecar (the manifest and the staged files' facts) to ``staged`` and commit it, model last."""
+    full = {**manifest, "file": _clean(file_facts(out_path, staged=staged))}
+    text = json.dumps(full, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    staged.add(sidecar_path(out_path), [text.encode()])
+    staged.moves.sort(key=lambda move: move[1] == out_path)  # stable: the model goes last
+    staged.commit()
     return Artifact(out_path, sidecar_path(out_path), full)
 
 
@@ -361,15 +366,10 @@ def commit_streamed(
         manifest = build(proto, source_path=source_path, verify_report=verify_report)
         manifest["output"]["model_sha256"] = None
         staged_model.write_bytes(embed(proto, manifest).SerializeToString(deterministic=True))
-        full = {**manifest, "file": _clean(file_facts(out_path, staged=staged))}
-        text = json.dumps(full, indent=2, sort_keys=True, allow_nan=False) + "\n"
-        staged.add(sidecar_path(out_path), [text.encode()])
-        staged.moves.sort(key=lambda move: move[1] == out_path)  # stable: the model goes last
-        staged.commit()
+        return _commit_with_sidecar(staged, out_path, manifest)
     except BaseException:
         staged.abort()
         raise
-    return Artifact(out_path, sidecar_path(out_path), full)
 
 
 def attach_benchmark(artifact: PathLike, summary: Mapping[str, Any]) -> Path:

@@ -405,7 +405,7 @@ def test_models_over_the_protobuf_limit_go_through_every_command(
 ) -> None:
     """The >2 GB code paths (sessions from a file, outputs with external data) on a small model,
     with the limit lowered to 12 KiB: what a 2.1 GB model takes, without 2.1 GB."""
-    from onnxsqueeze.cli import _boundary
+    from onnxsqueeze.cli import _entry
 
     monkeypatch.setattr(sio, "PROTO_LIMIT", 12 * 1024)
     text = TEXT.replace("float[N, 3]", "float[N, 128]").replace("float[N, 4]", "float[N, 64]")
@@ -419,7 +419,7 @@ def test_models_over_the_protobuf_limit_go_through_every_command(
         ["fp16", model, "-o", tmp_path / "h.onnx", "--data", tmp_path / "d.npz"],
         ["prune", model, "--sparsity", "0.5", "-o", tmp_path / "p.onnx"],
     ):
-        code = _boundary.run([str(a) for a in args])
+        code = _entry.run([str(a) for a in args])
         err = capsys.readouterr().err
         assert code == 0, err
     for name in ("h.onnx", "p.onnx"):

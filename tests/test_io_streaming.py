@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 from onnxsqueeze import io as sio
-from onnxsqueeze.cli import _boundary
+from onnxsqueeze.cli import _entry
 from onnxsqueeze.verify import run
 from tests.helpers import model_from_text, rand
 
@@ -44,7 +44,7 @@ def source(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str]:
-    code = _boundary.run([str(a) for a in args])
+    code = _entry.run([str(a) for a in args])
     return code, capsys.readouterr().err
 
 

@@ -1,5 +1,5 @@
-"""The ``onnxsqueeze`` command line. :func:`main` is the entry point (see ``_boundary``)."""
+"""The ``onnxsqueeze`` command line. :func:`main` is the entry point (see ``_entry``)."""
 
-from onnxsqueeze.cli._boundary import main
+from onnxsqueeze.cli._entry import main
 
 __all__ = ["main"]

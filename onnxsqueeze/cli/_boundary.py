@@ -4,23 +4,21 @@
   ``PostconditionError`` / ``PassError``: its message, exit 2 (bad input) or 1 (failed check);
 - an ``OSError`` (a file the command reads or writes), ``MemoryError``: one line, exit 2;
 - click's usage errors (unknown option, bad value): one line and a hint, exit 2;
-- SIGINT / SIGTERM, from the first instant of :func:`run`: ``interrupted`` / ``terminated``,
-  exit 130 / 143, temp files removed.
+- SIGINT / SIGTERM, from the first instant of :func:`onnxsqueeze.cli._entry.run`: ``interrupted`` /
+  ``terminated``, exit 130 / 143, temp files removed.
 
 An unexpected exception keeps its traceback (it is a bug to fix); ``ONNXSQUEEZE_DEBUG=1`` shows
 tracebacks for all.
 """
 
 # NOTE: this module imports only the standard library at its top: it runs before everything else.
+# The runner that uses it is :mod:`onnxsqueeze.cli._entry`, apart so that the commands' output sink
+# (``_output``) imports this mapping without importing the CLI (no import cycle).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import sys
-import traceback
-from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
@@ -86,104 +84,3 @@ def describe(e: BaseException) -> tuple[str, int] | None:
         where = f"{e.filename}: " if e.filename else ""
         return one_line(f"{where}{e.strerror or e}"), 2
     return None
-
-
-def _limits_from_environment() -> None:
-    """``ONNXSQUEEZE_MAX_INPUT_BYTES``: the allocation guard's limit; ``ONNXSQUEEZE_STREAM_BYTES``:
-    the weight size from which models take the streaming paths (the core reads no variable)."""
-    from onnxsqueeze.errors import InputError
-
-    for name, module, attr in (
-        ("ONNXSQUEEZE_MAX_INPUT_BYTES", "onnxsqueeze.data", "MAX_INPUT_BYTES"),
-        ("ONNXSQUEEZE_STREAM_BYTES", "onnxsqueeze.io", "STREAM_BYTES"),
-    ):
-        raw = os.environ.get(name, "").strip()
-        if not raw:
-            continue
-        import importlib
-
-        try:
-            value = int(float(raw))
-        except (ValueError, OverflowError) as e:
-            raise InputError(f"{name}='{raw}': expected a number of bytes") from e
-        setattr(importlib.import_module(module), attr, value)
-
-
-def _say(message: str) -> None:
-    try:
-        sys.stderr.write(f"error: {message}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):  # stderr closed (a pipe that went away)
-        pass
-
-
-def _cleanup() -> None:
-    io = sys.modules.get("onnxsqueeze.io")
-    if io is not None:
-        io.remove_temps()
-
-
-def run(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``) and return its exit code."""
-    previous: dict[int, Any] = {}
-    code = 0
-    try:
-        previous = install_signal_handlers()  # inside the try: a signal right after it is caught
-        import typer
-        from typer._click import exceptions as cx  # typer >= 0.20 vendors click here
-
-        from onnxsqueeze.cli.app import app
-
-        _limits_from_environment()
-
-        try:
-            rv = app(
-                args=list(argv) if argv is not None else None, standalone_mode=False, prog_name="onnxsqueeze"
-            )
-            code = rv if isinstance(rv, int) else 0
-        except cx.NoArgsIsHelpError as e:  # a bare command: its help, as click would show it
-            e.show()
-            code = 2
-        except cx.UsageError as e:
-            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
-            _say(one_line(e.format_message()) + hint)
-            code = 2
-        except cx.ClickException as e:
-            _say(one_line(e.format_message()))
-            code = e.exit_code
-        except typer.Abort:
-            raise KeyboardInterrupt from None
-        if _received or code == 130:  # typer turns a KeyboardInterrupt into a silent exit 130
-            raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        code = interrupted_exit_code()
-        _cleanup()
-        _say(NAMES.get(_received[0], "interrupted") if _received else "interrupted")
-    except Exception as e:
-        _cleanup()
-        found = describe(e)
-        if found is None or debug():
-            traceback.print_exc()
-        if found is None:
-            return 1
-        _say(found[0])
-        code = found[1]
-    finally:
-        _cleanup()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    return code
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """The ``onnxsqueeze`` entry point."""
-    code = run(argv)
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # closed (a pipe that went away)
-            stream.flush()
-    if _received:
-        # Interrupted, cleaned up, said so: leave now. A KeyboardInterrupt that landed in code an
-        # extension ran through PyRun_String during an import leaves CPython's "unhandled Ctrl-C"
-        # flag set, and a normal exit would then re-kill the process by SIGINT (130 for a SIGTERM).
-        os._exit(code)
-    sys.exit(code)

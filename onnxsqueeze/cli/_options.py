@@ -20,6 +20,9 @@ def finite_non_negative(value: N) -> N:
 
 ModelArg = Annotated[Path, typer.Argument(help="An ONNX model file.", show_default=False)]
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Where to write the result (.onnx).")]
+MaybeOutputOpt = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Where to write the result (.onnx).")
+]
 InputShapeOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -75,6 +78,17 @@ ThreadsOpt = Annotated[
 CalibrationSamplesOpt = Annotated[
     int, typer.Option("--calibration-samples", "--calib-samples", min=1, help="Calibration samples used.")
 ]
+# the cost of a model on a priced machine (bench, squeeze)
+PricePerHourOpt = Annotated[
+    float | None, typer.Option("--price-per-hour", help="Instance price in USD per hour, for the cost.")
+]
+InstanceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--instance",
+        help="Price the cost at a known instance (see `bench --list-instances`), e.g. aws/c7i.large.",
+    ),
+]
 
 
 def acceptance(
@@ -100,6 +114,45 @@ def acceptance(
 
 
 # the training commands (distill, finetune)
+TeacherOpt = Annotated[
+    Path,
+    typer.Option(
+        "--teacher", help="The teacher: the ONNX model whose outputs are imitated.", show_default=False
+    ),
+]
+TrainDataOpt = Annotated[
+    Path,
+    typer.Option(
+        "--data",
+        help="Training .npz: inputs keyed by the teacher's input names; class labels under --labels-key are "
+        "used if present.",
+        show_default=False,
+    ),
+]
+TrainThreadsOpt = Annotated[int, typer.Option("--threads", help="CPU threads for training and the teacher.")]
+ValOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--val", help="Validation .npz for early stopping and the report (default: a seeded 10% of --data)."
+    ),
+]
+EpochsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--epochs",
+        help="A fixed plan of this many epochs (default: as many as --time-budget holds, stopped once "
+        "validation stops improving).",
+        show_default=False,
+    ),
+]
+LrOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--lr",
+        help="Peak learning rate (AdamW, cosine decay; default: found by a short range test).",
+        show_default=False,
+    ),
+]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Samples per step.")]
 LabelsKeyOpt = Annotated[str, typer.Option("--labels-key", help="Key of the class labels in the .npz files.")]
 TeacherCacheOpt = Annotated[

@@ -60,7 +60,7 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             from onnxsqueeze import io as sio
 
-            sio.remove_temps()  # the boundary (cli._boundary.run) says so and exits 130 / 143
+            sio.remove_temps()  # the boundary (cli._entry.run) says so and exits 130 / 143
             raise typer.Exit(_boundary.interrupted_exit_code()) from None
         except Exception as e:
             found = _boundary.describe(e)

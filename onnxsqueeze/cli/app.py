@@ -52,10 +52,3 @@ distill_cli.register(app)
 finetune_cli.register(app)
 bench.register(app)
 export_cli.register(app)
-
-
-def main() -> None:
-    """The entry point; see :mod:`onnxsqueeze.cli._boundary` (signals and errors -> one line)."""
-    from onnxsqueeze.cli._boundary import main as _main
-
-    _main()

@@ -102,9 +102,7 @@ def bench_cmd(
     batch: Annotated[
         str, typer.Option("--batch", "-b", help="Batch sizes, comma separated (e.g. 1,8,32).")
     ] = "1",
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="Intra-op threads (default: onnxruntime's, one per core).")
-    ] = None,
+    threads: opt.ThreadsOpt = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs per model and batch.")] = 10,
     iterations: Annotated[
         int | None,
@@ -129,15 +127,8 @@ def bench_cmd(
     input_shape: opt.InputShapeOpt = None,
     data: opt.DataOpt = None,
     seed: opt.SeedOpt = 0,
-    price_per_hour: Annotated[
-        float | None, typer.Option("--price-per-hour", help="Instance price in USD per hour, for the cost.")
-    ] = None,
-    instance: Annotated[
-        str | None,
-        typer.Option(
-            "--instance", help="Price the cost at a known instance (see --list-instances), e.g. g5.xlarge."
-        ),
-    ] = None,
+    price_per_hour: opt.PricePerHourOpt = None,
+    instance: opt.InstanceOpt = None,
     prices: Annotated[
         Path | None,
         typer.Option(

@@ -96,23 +96,11 @@ def render(report: dict[str, Any], output: Path, tolerance: float | None) -> Non
 
 @handle_errors
 def distill_cmd(
-    teacher: Annotated[Path, typer.Option("--teacher", help="The teacher ONNX model.", show_default=False)],
+    teacher: opt.TeacherOpt,
     student: Annotated[str, typer.Option("--student", help=STUDENT_HELP, show_default=False)],
-    data: Annotated[
-        Path,
-        typer.Option(
-            "--data",
-            help="Training .npz: inputs keyed by the teacher's input names, optional class labels.",
-            show_default=False,
-        ),
-    ],
+    data: opt.TrainDataOpt,
     output: opt.OutputOpt,
-    val: Annotated[
-        Path | None,
-        typer.Option(
-            "--val", help="Validation .npz for early stopping and the report (default: 10% of --data)."
-        ),
-    ] = None,
+    val: opt.ValOpt = None,
     test: Annotated[
         Path | None, typer.Option("--test", help="A held-out .npz for the report only (default: --val).")
     ] = None,
@@ -121,24 +109,9 @@ def distill_cmd(
         float,
         typer.Option("--alpha", help="Weight of the soft (teacher) term; 1 - alpha weights hard-label CE."),
     ] = 0.5,
-    epochs: Annotated[
-        int | None,
-        typer.Option(
-            "--epochs",
-            help="A fixed plan of this many epochs (default: as many as --time-budget holds, stopped "
-            "once validation stops improving).",
-            show_default=False,
-        ),
-    ] = None,
+    epochs: opt.EpochsOpt = None,
     batch_size: opt.BatchSizeOpt = 64,
-    lr: Annotated[
-        float | None,
-        typer.Option(
-            "--lr",
-            help="Peak learning rate (AdamW, cosine decay; default: found by a short range test).",
-            show_default=False,
-        ),
-    ] = None,
+    lr: opt.LrOpt = None,
     patience: Annotated[
         int,
         typer.Option(
@@ -152,7 +125,7 @@ def distill_cmd(
         ),
     ] = 1.5,
     seed: Annotated[int, typer.Option("--seed", help="Seed of weights, batch order and split.")] = 0,
-    threads: Annotated[int, typer.Option("--threads", help="CPU threads for training and the teacher.")] = 1,
+    threads: opt.TrainThreadsOpt = 1,
     labels_key: opt.LabelsKeyOpt = "labels",
     feature: Annotated[
         list[str] | None,

@@ -57,42 +57,15 @@ def finetune_cmd(
     candidate: Annotated[
         Path, typer.Argument(help="The compressed model to fine-tune (.onnx).", show_default=False)
     ],
-    teacher: Annotated[
-        Path,
-        typer.Option("--teacher", help="The original model, whose outputs are imitated.", show_default=False),
-    ],
-    data: Annotated[
-        Path,
-        typer.Option(
-            "--data",
-            help="Training .npz: inputs keyed by input name; labels under --labels-key are used if present.",
-            show_default=False,
-        ),
-    ],
+    teacher: opt.TeacherOpt,
+    data: opt.TrainDataOpt,
     output: opt.OutputOpt,
-    val: Annotated[
-        Path | None, typer.Option("--val", help="Validation .npz (default: a seeded 10% of --data).")
-    ] = None,
+    val: opt.ValOpt = None,
     time_budget: Annotated[
         float, typer.Option("--time-budget", help="Minutes for the whole run (teacher, training).")
     ] = 5.0,
-    epochs: Annotated[
-        int | None,
-        typer.Option(
-            "--epochs",
-            help="A fixed plan of this many epochs (default: as many as the budget holds).",
-            show_default=False,
-        ),
-    ] = None,
-    lr: Annotated[
-        float | None,
-        typer.Option(
-            "--lr",
-            help="Peak learning rate (AdamW, cosine decay; default: a short range test, read by its "
-            "divergence point).",
-            show_default=False,
-        ),
-    ] = None,
+    epochs: opt.EpochsOpt = None,
+    lr: opt.LrOpt = None,
     batch_size: opt.BatchSizeOpt = 32,
     seed: Annotated[
         int,
@@ -102,7 +75,7 @@ def finetune_cmd(
             "weights; a time budget ends where the machine's speed puts it).",
         ),
     ] = 0,
-    threads: Annotated[int, typer.Option("--threads", help="CPU threads for training.")] = 1,
+    threads: opt.TrainThreadsOpt = 1,
     labels_key: opt.LabelsKeyOpt = "labels",
     cache_dir: opt.TeacherCacheOpt = None,
     no_cache: opt.NoCacheFlag = False,

@@ -179,9 +179,7 @@ def _parse_ratios(text: str) -> list[float]:
 @handle_errors
 def prune_cmd(
     model: opt.ModelArg,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Where to write the pruned model (.onnx).")
-    ] = None,
+    output: opt.MaybeOutputOpt = None,
     sparsity: Annotated[
         float | None, typer.Option("--sparsity", help="Zero-weight pruning: fraction of weights set to zero.")
     ] = None,

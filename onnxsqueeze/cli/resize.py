@@ -127,9 +127,7 @@ def render_sweep(points: list[Any], source: str) -> None:
 @handle_errors
 def resize_cmd(
     model: opt.ModelArg,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Where to write the result (.onnx).")
-    ] = None,
+    output: opt.MaybeOutputOpt = None,
     resolution: ResolutionOpt = None,
     scale: ScaleOpt = None,
     input_name: InputOpt = None,

@@ -167,7 +167,7 @@ def squeeze_cmd(
             "--calibration-samples of --data and evaluate on the rest.",
         ),
     ] = None,
-    calibration_samples: Annotated[int, typer.Option("--calibration-samples", min=1)] = 64,
+    calibration_samples: opt.CalibrationSamplesOpt = 64,
     train_data: Annotated[
         Path | None,
         typer.Option(
@@ -203,18 +203,9 @@ def squeeze_cmd(
     output_name: Annotated[
         str | None, typer.Option("--output-name", help="Scored output (default: first).")
     ] = None,
-    threshold: Annotated[
-        float, typer.Option("--threshold", help="Binarization threshold of --metric iou.")
-    ] = 0.5,
-    price_per_hour: Annotated[
-        float | None, typer.Option("--price-per-hour", help="USD per hour of the target machine (cost).")
-    ] = None,
-    instance: Annotated[
-        str | None,
-        typer.Option(
-            "--instance", help="Price the cost on this instance (as in `bench`), e.g. aws/c7i.large."
-        ),
-    ] = None,
+    threshold: opt.ThresholdOpt = 0.5,
+    price_per_hour: opt.PricePerHourOpt = None,
+    instance: opt.InstanceOpt = None,
     latency_seconds: Annotated[
         float, typer.Option("--latency-seconds", min=0.0, help="Minimum timing-loop duration per candidate.")
     ] = 0.5,

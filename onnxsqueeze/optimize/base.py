@@ -559,6 +559,134 @@ def write(
     return Path(art.path), Path(art.manifest_path)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class StreamedInputs:
+    """What a streamed technique (weights past ``io.STREAM_BYTES``) runs on, read without the weights."""
+
+    interface: onnx.ModelProto  # the graph, weights not loaded
+    sha256: str
+    shapes: dict[str, tuple[int, ...]]
+    feeds: dict[str, np.ndarray]
+    labels: np.ndarray | None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class StreamedResult:
+    """The staged result of a streamed technique, read back by onnxruntime from its file."""
+
+    reference: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    verify_report: Any
+    judgement: Judgement
+    bytes_before: int
+    bytes_after: int
+
+
+def streamed_inputs(
+    path: Path,
+    output: Path,
+    *,
+    protect: Sequence[str | Path],
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    data: Mapping[str, np.ndarray] | None,
+    samples: int,
+    seed: int = 0,
+) -> StreamedInputs:
+    """Refuse to overwrite an input, then read the interface, hash, shapes and feeds of a streamed model."""
+    from onnxsqueeze import io as sio
+
+    sio.refuse_overwrite(output, [path, *protect])
+    interface = sio.load_interface(path)
+    sha = sio.sha256_file(path)
+    shapes_ = resolve_shapes(interface, input_shapes, data)
+    feeds = sample_feeds(interface, shapes_, data=data, samples=samples, seed=seed)
+    return StreamedInputs(interface, sha, dict(shapes_), feeds, labels_of(data, samples))
+
+
+def stream(
+    path: Path,
+    output: Path,
+    inputs: StreamedInputs,
+    *,
+    transform: Callable[[ir.Model], None],
+    accept: Callable[[StreamedResult], None],
+    acceptance: Acceptance,
+    random_inputs: bool,
+    gate_by_default: bool = False,
+    protect: Sequence[str | Path],
+    what: str,
+    keep_interface: bool = True,
+    source_label: str,
+    provider: str = "cpu",
+    steps: tuple[str, str, str],
+    say: Say,
+) -> str:
+    """One streamed technique, near one copy of the weights: reference, transform, stage, verify, commit.
+
+    onnxruntime reads the source from its file for the reference outputs (that session is gone
+    before the transform); ``transform`` rewrites the memory-mapped ``onnx_ir`` model in place (and keeps no reference to
+    it); the result is written to the output's temp folder tensor by tensor; the in-memory copy is
+    released before onnxruntime reads the staged file back, and the outputs are judged against the
+    reference (:func:`judge`); ``accept`` takes the verdict and raises to refuse (the staged files are then removed). ``steps`` are the three progress lines
+    (transforming, writing, verifying).
+
+    Returns:
+        The written manifest's path.
+    """
+    import gc
+
+    from onnxsqueeze import io as sio
+    from onnxsqueeze import manifest
+    from onnxsqueeze.verify import compare, run
+
+    say("running the source model (onnxruntime reads its weights from the file)")
+    reference = run(path, inputs.feeds, provider=provider)
+    say(steps[0])
+    model = sio.load_lazy(path, check=False)
+    transform(model)
+    say(steps[1])
+    staged, staged_model = sio.stage_streamed(model, output, protect=[path, *protect])
+    del model
+    gc.collect()  # the in-memory rewritten weights go before onnxruntime loads them from the file
+    try:
+        say(steps[2])
+        outputs = run(staged_model, inputs.feeds, provider=provider)
+        check(
+            inputs.interface,
+            sio.load_interface(staged_model),
+            what=what,
+            keep_interface=keep_interface,
+            path=staged_model,
+        )
+        verify_report = compare(reference, outputs, feeds=inputs.feeds, source=source_label)
+        accept(
+            StreamedResult(
+                reference=reference,
+                outputs=outputs,
+                verify_report=verify_report,
+                judgement=judge(
+                    reference,
+                    outputs,
+                    acceptance,
+                    labels=inputs.labels,
+                    samples=count(inputs.feeds),
+                    source=source_label,
+                    random_inputs=random_inputs,
+                    gate_by_default=gate_by_default,
+                ),
+                bytes_before=sum(f.stat().st_size for f in sio.referenced_files(path) if f.is_file()),
+                bytes_after=sum(Path(tmp).stat().st_size for tmp, _ in staged.moves),
+            )
+        )
+        art = manifest.commit_streamed(
+            staged, staged_model, output, source_path=path, verify_report=verify_report
+        )
+    except BaseException:
+        staged.abort()
+        raise
+    return str(art.manifest_path)
+
+
 @dataclasses.dataclass
 class Report:
     """Base of the technique reports: what every command renders and prints with ``--json``."""

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 
 from onnxsqueeze import metrics
 from onnxsqueeze.errors import VerificationError
@@ -268,85 +269,54 @@ def _fp16_streamed(
 ) -> tuple[onnx.ModelProto, Fp16Report]:
     """fp16 of a model whose weights pass ``io.STREAM_BYTES``: one conversion, verified, written.
 
-    Near one copy of the weights at a time: onnxruntime reads the source from its file for the
-    reference outputs (that session is gone before the conversion); ``ConvertToFloat16Pass`` runs
-    on an ``onnx_ir`` model whose float32 weights stay memory-mapped until each is converted; the
-    result is written to the output's temp folder tensor by tensor and verified from there by
-    onnxruntime, after the in-memory float16 copy is released. The normalization and the
-    node-by-node precision search (several copies of the model) are skipped, and said so: a result
-    beyond the budget is refused with the ops to keep float32 (``--block-op``).
+    Near one copy of the weights at a time (:func:`base.stream`): ``ConvertToFloat16Pass`` runs
+    on an ``onnx_ir`` model whose float32 weights stay memory-mapped until each is converted. The
+    normalization and the node-by-node precision search (several copies of the model) are
+    skipped, and said so: a result beyond the budget is refused with the ops to keep float32
+    (``--block-op``).
 
     Returns:
         The written model's graph (weights referenced in its external data, not loaded) and the report.
     """
-    import gc
-
     from onnxsqueeze import io as sio
-    from onnxsqueeze import manifest
     from onnxsqueeze.passes.fp16 import ConvertToFloat16Pass
     from onnxsqueeze.pipeline import run_passes
-    from onnxsqueeze.verify import compare, run
 
-    sio.refuse_overwrite(output, [path, *protect])
-    interface = sio.load_interface(path)
-    sha = sio.sha256_file(path)
-    shapes_ = base.resolve_shapes(interface, input_shapes, data)
-    feeds = base.sample_feeds(interface, shapes_, data=data, samples=samples, seed=seed)
-    labels = base.labels_of(data, samples)
+    inputs = base.streamed_inputs(
+        path, output, protect=protect, input_shapes=input_shapes, data=data, samples=samples, seed=seed
+    )
     label = f"{data_label} (first {samples})" if data is not None else f"random (seed {seed})"
     report = Fp16Report(
         model=str(path),
         output=str(output),
-        input_shapes={k: list(v) for k, v in shapes_.items()},
+        input_shapes={k: list(v) for k, v in inputs.shapes.items()},
         dtype=dtype,
         rounds=1,
     )
     report.notes.append(
-        f"weights of {sio.weight_bytes(interface) / 2**30:.2f} GiB: streamed (one tensor at a time); "
+        f"weights of {sio.weight_bytes(inputs.interface) / 2**30:.2f} GiB: streamed (one tensor at a time); "
         "normalization and the node-by-node precision search were skipped"
     )
-    say("running the source model (onnxruntime reads its weights from the file)")
-    reference = run(path, feeds, provider=provider)
-    say(f"converting to {dtype}, one weight at a time")
-    model = sio.load_lazy(path, check=False)
-    report.total_nodes = sum(1 for _ in model.graph.all_nodes())
-    result = run_passes(
-        model,
-        [
-            ConvertToFloat16Pass(
-                keep_io_types=keep_io_types, block_ops=block_ops, keep_fp32=keep_fp32, dtype=dtype
-            )
-        ],
-        source_sha256=sha,
-    )
-    report.fp32_nodes = dict(getattr(result, "fp32_nodes", {}))
-    report.converted_nodes = int(getattr(result, "converted_nodes", 0))
-    report.casts_inserted = int(getattr(result, "casts_inserted", 0))
-    report.casts_removed = int(getattr(result, "casts_removed", 0))
-    say("writing the converted weights")
-    staged, staged_model = sio.stage_streamed(model, output, protect=[path, *protect])
-    del model, result
-    gc.collect()  # the in-memory float16 weights go before onnxruntime loads them from the file
-    try:
-        say("verifying against the source")
-        outputs = run(staged_model, feeds, provider=provider)
-        base.check(
-            interface,
-            sio.load_interface(staged_model),
-            what=dtype,
-            keep_interface=keep_io_types,
-            path=staged_model,
+
+    def convert(model: ir.Model) -> None:
+        report.total_nodes = sum(1 for _ in model.graph.all_nodes())
+        result = run_passes(
+            model,
+            [
+                ConvertToFloat16Pass(
+                    keep_io_types=keep_io_types, block_ops=block_ops, keep_fp32=keep_fp32, dtype=dtype
+                )
+            ],
+            source_sha256=inputs.sha256,
         )
-        verify_report = compare(reference, outputs, feeds=feeds, source=label)
-        judgement = base.judge(
-            reference,
-            outputs,
-            acceptance,
-            labels=labels,
-            samples=base.count(feeds),
-            source=label,
-            random_inputs=data is None,
-        )
+        report.fp32_nodes = dict(getattr(result, "fp32_nodes", {}))
+        report.converted_nodes = int(getattr(result, "converted_nodes", 0))
+        report.casts_inserted = int(getattr(result, "casts_inserted", 0))
+        report.casts_removed = int(getattr(result, "casts_removed", 0))
+
+    def accept(staged: base.StreamedResult) -> None:
+        reference, outputs, verify_report = staged.reference, staged.outputs, staged.verify_report
+        judgement = staged.judgement
         normalized = _normalized_error(reference, outputs)
         if acceptance.gates:
             within = judgement.passed
@@ -378,13 +348,27 @@ def _fp16_streamed(
             raise VerificationError(
                 f"{dtype}: nothing was converted (every node kept float32); not written (--force writes it)"
             )
-        report.bytes_before = sum(p.stat().st_size for p in sio.referenced_files(path) if p.is_file())
-        report.bytes_after = sum(Path(tmp).stat().st_size for tmp, _ in staged.moves)
-        art = manifest.commit_streamed(
-            staged, staged_model, output, source_path=path, verify_report=verify_report
-        )
-    except BaseException:
-        staged.abort()
-        raise
-    report.written, report.manifest = True, str(art.manifest_path)
+        report.bytes_before, report.bytes_after = staged.bytes_before, staged.bytes_after
+
+    report.manifest = base.stream(
+        path,
+        output,
+        inputs,
+        transform=convert,
+        accept=accept,
+        acceptance=acceptance,
+        random_inputs=data is None,
+        protect=protect,
+        what=dtype,
+        keep_interface=keep_io_types,
+        source_label=label,
+        provider=provider,
+        steps=(
+            f"converting to {dtype}, one weight at a time",
+            "writing the converted weights",
+            "verifying against the source",
+        ),
+        say=say,
+    )
+    report.written = True
     return sio.load_interface(output), report

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 
 from onnxsqueeze.errors import InputError, VerificationError
 from onnxsqueeze.optimize import base
@@ -223,88 +224,65 @@ def _prune_streamed(
 ) -> tuple[onnx.ModelProto, PruneReport]:
     """Magnitude pruning of a model whose weights pass ``io.STREAM_BYTES``, near one copy of them.
 
-    onnxruntime reads the source from its file for the reference outputs; ``PruneWeightsPass``
-    masks one memory-mapped weight at a time; the result is written to the output's temp folder
-    tensor by tensor, and verified from there once the in-memory weights are released. The
-    normalization and the re-fit are skipped (said so in the notes).
+    Near one copy of the weights (:func:`base.stream`): ``PruneWeightsPass`` masks one
+    memory-mapped weight at a time. The normalization and the re-fit are skipped (said so in the
+    notes).
     """
-    import gc
-
     from onnxsqueeze import io as sio
-    from onnxsqueeze import manifest
     from onnxsqueeze.errors import UnsupportedModelError
     from onnxsqueeze.passes.sparsity import PruneWeightsPass, PruneWeightsResult
     from onnxsqueeze.pipeline import run_passes
-    from onnxsqueeze.verify import compare, run
 
-    sio.refuse_overwrite(output, [path, *protect])
-    interface = sio.load_interface(path)
-    sha = sio.sha256_file(path)
-    shapes_ = base.resolve_shapes(interface, input_shapes, eval_data)
     samples = len(next(iter(eval_data.values()))) if eval_data else 8
-    feeds = base.sample_feeds(interface, shapes_, data=eval_data, samples=samples)
-    labels = base.labels_of(eval_data)
+    inputs = base.streamed_inputs(
+        path, output, protect=protect, input_shapes=input_shapes, data=eval_data, samples=samples
+    )
     notes = [
-        f"weights of {sio.weight_bytes(interface) / 2**30:.2f} GiB: streamed (one tensor at a time); "
+        f"weights of {sio.weight_bytes(inputs.interface) / 2**30:.2f} GiB: streamed (one tensor at a time); "
         "normalization skipped; weights pruned by magnitude alone, no re-fit"
     ]
-    say("running the source model (onnxruntime reads its weights from the file)")
-    reference = run(path, feeds)
-    say("pruning, one weight at a time")
-    model = sio.load_lazy(path, check=False)
     p = PruneWeightsPass(
         sparsity=sparsity,
         scope=scope,  # type: ignore[arg-type]
         skip_first_last=skip_first_last,
         reconstruction="none",
     )
-    result = run_passes(model, [p], source_sha256=sha)
-    assert isinstance(result, PruneWeightsResult)
-    if not result.layers:
-        raise UnsupportedModelError(f"{path}: no Conv/Gemm/MatMul weight initializers to prune")
-    if not result.modified:
-        notes.append("nothing was pruned: the weights already have this sparsity")
-    layers, achieved, modified = result.layers, result.sparsity, result.modified
-    params = sum(int(layer["params"]) for layer in layers)
-    zeros_before = sum(layer["sparsity_before"] * layer["params"] for layer in layers)
-    say("writing the pruned weights")
-    staged, staged_model = sio.stage_streamed(model, output, protect=[path, *protect])
-    del model, result
-    gc.collect()  # the in-memory pruned weights go before onnxruntime loads them from the file
-    try:
-        say("judging against the source")
-        outputs = run(staged_model, feeds)
-        base.check(interface, sio.load_interface(staged_model), what="pruned", path=staged_model)
-        verify_report = compare(reference, outputs, feeds=feeds, source=eval_label)
-        judgement = base.judge(
-            reference,
-            outputs,
-            acceptance,
-            labels=labels,
-            samples=base.count(feeds),
-            source=eval_label,
-            random_inputs=eval_data is None,
-            gate_by_default=True,  # zero-weight pruning: see prune()
-        )
+    pruned: dict[str, Any] = {}
+
+    def prune_weights(model: ir.Model) -> None:
+        result = run_passes(model, [p], source_sha256=inputs.sha256)
+        assert isinstance(result, PruneWeightsResult)
+        if not result.layers:
+            raise UnsupportedModelError(f"{path}: no Conv/Gemm/MatMul weight initializers to prune")
+        if not result.modified:
+            notes.append("nothing was pruned: the weights already have this sparsity")
+        pruned.update(layers=result.layers, sparsity=result.sparsity, modified=result.modified)
+
+    reports: list[PruneReport] = []
+
+    def accept(staged: base.StreamedResult) -> None:
+        reference, outputs = staged.reference, staged.outputs
+        layers, achieved = pruned["layers"], pruned["sparsity"]
+        params = sum(int(layer["params"]) for layer in layers)
+        zeros_before = sum(layer["sparsity_before"] * layer["params"] for layer in layers)
+        judgement = staged.judgement
         if not acceptance.gates:
             judgement = _task_checks(reference, outputs, judgement, notes)
-        before_bytes = sum(f.stat().st_size for f in sio.referenced_files(path) if f.is_file())
-        after_bytes = sum(Path(tmp).stat().st_size for tmp, _ in staged.moves)
         details: dict[str, Any] = {
             "mode": "sparsity",
             "options": p.options(),
             "sparsity": achieved,
             "layers": layers,
             "reconstruction": [],
-            "modified": modified,
+            "modified": pruned["modified"],
             "notes": notes,
-            "verify": verify_report.to_dict(),
+            "verify": staged.verify_report.to_dict(),
             "before": {
                 "params": params,
                 "nonzero_params": round(params - zeros_before),
                 "sparsity": zeros_before / params if params else 0.0,
                 "macs": None,
-                "file_bytes": before_bytes,
+                "file_bytes": staged.bytes_before,
                 "zipped_bytes": None,
             },
             "after": {
@@ -312,27 +290,39 @@ def _prune_streamed(
                 "nonzero_params": round(params * (1 - achieved)),
                 "sparsity": achieved,
                 "macs": None,
-                "file_bytes": after_bytes,
+                "file_bytes": staged.bytes_after,
                 "zipped_bytes": None,
             },
         }
         report = PruneReport(
             model=str(path),
             output=str(output),
-            input_shapes={k: list(v) for k, v in shapes_.items()},
+            input_shapes={k: list(v) for k, v in inputs.shapes.items()},
             mode="sparsity",
             details=details,
         )
         report.judgement = judgement
         report.notes.extend(judgement.warnings)
         report.passed = judgement.passed
+        reports.append(report)
         if not judgement.passed and not force:
             raise VerificationError(f"{judgement.reason}; not written (use --force to write it anyway)")
-        art = manifest.commit_streamed(
-            staged, staged_model, output, source_path=path, verify_report=verify_report
-        )
-    except BaseException:
-        staged.abort()
-        raise
-    report.written, report.manifest = True, str(art.manifest_path)
+
+    manifest_path = base.stream(
+        path,
+        output,
+        inputs,
+        transform=prune_weights,
+        accept=accept,
+        acceptance=acceptance,
+        random_inputs=eval_data is None,
+        gate_by_default=True,  # zero-weight pruning: see prune()
+        protect=protect,
+        what="pruned",
+        source_label=eval_label,
+        steps=("pruning, one weight at a time", "writing the pruned weights", "judging against the source"),
+        say=say,
+    )
+    report = reports[0]
+    report.written, report.manifest = True, manifest_path
     return sio.load_interface(output), report

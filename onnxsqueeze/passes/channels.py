@@ -1,20 +1,9 @@
 """Structured channel pruning: remove whole output channels (filters, neurons) and propagate.
 
-**Dependency analysis** (:mod:`.channel_graph`). Every Conv/Gemm/MatMul with a constant weight
-opens a *channel space* (its output channels). A forward walk gives each value that carries
-channels a *layout*: the axis and a list of segments ``(space, start, stop, block)``, so that
-
-- elementwise activations, pools, BatchNormalization, depthwise convs (``group == C``), Transpose
-  and Reshapes that keep the channel axis pass the layout through (their per-channel parameters
-  are sliced, the depthwise ``group`` attribute rewritten);
-- ``Concat`` on the channel axis concatenates segments (offsets follow from the kept counts);
-- ``Split`` / ``Slice`` on the channel axis take sub-ranges (sizes and starts/ends rewritten);
-- ``Flatten`` / ``Reshape`` to ``[N, C*H*W]`` multiplies the block, so a following Gemm drops
-  ``H*W``-wide blocks of its input columns;
-- ``Add``/``Mul``/... of two channel tensors *couples* their spaces (union-find): the producers of
-  a residual stream form one group and are pruned with the same indices, or left alone;
-- anything else that reads a channel tensor (an unknown op, ``Shape``, a grouped conv, a graph
-  output) *blocks* the group: model inputs and outputs never change shape.
+**Dependency analysis** (:mod:`.channel_graph`, whose docstring has the rules): a forward walk
+gives each value that carries channels a layout over the *channel spaces* that Conv/Gemm/MatMul
+weights open; elementwise ops couple spaces into groups, and any reader that cannot follow a
+channel change blocks its group, so model inputs and outputs never change shape.
 
 **Pruning.** Each free group keeps ``ceil_to(round_to, C * (1 - ratio))`` channels ranked by the
 producers' weight norms (L1 or L2 per output channel, normalized per producer and summed over a
@@ -30,8 +19,6 @@ order, each fitted on the already-pruned upstream (so errors do not accumulate).
 Requires: static channel dimensions (shape inference must know them). Without calibration the
 result depends on the weight criterion alone and accuracy usually drops without fine-tuning.
 """
-
-# NOTE: this module imports nothing from cli/, bench/ or search; onnxruntime only inside reconstruct.
 
 # NOTE: this module imports nothing from cli/, bench/ or search; onnxruntime only inside reconstruct.
 

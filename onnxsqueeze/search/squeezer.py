@@ -463,16 +463,10 @@ class Squeezer:
                 with timing_slot():  # one candidate timed at a time on this node (see .executor)
                     doc["latency_ms"], doc["latency_ratio"] = self._time(model, baseline=not settings)
                 doc["time_s"] = time.perf_counter() - t2
-        except SqueezeError as e:
-            return doc | {"error": str(e), "seconds": time.perf_counter() - t0}
         except (MemoryError, KeyboardInterrupt):
             raise
-        except Exception as e:  # a candidate that crashes a pass or the runtime is a rejected point
-            first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            return doc | {
-                "error": f"{type(e).__name__}: {first_line}"[:300],
-                "seconds": time.perf_counter() - t0,
-            }
+        except Exception as e:  # a refused or crashing candidate is a rejected point
+            return rejected(doc, e, t0)
         return doc | {"seconds": time.perf_counter() - t0}
 
     def _drop(self, metric: float) -> float | None:
@@ -751,6 +745,20 @@ class Squeezer:
 
 
 # --------------------------------------------------------------------------------- the API
+
+
+def rejected(doc: dict[str, Any], e: Exception, t0: float) -> dict[str, Any]:
+    """The evaluation ``doc`` of a candidate that failed with ``e``, started at ``t0``.
+
+    A ``SqueezeError`` keeps its user-facing message; any other exception (a pass or the runtime
+    crashing on this candidate) is named by its class and the first line of its message.
+    """
+    if isinstance(e, SqueezeError):
+        error = str(e)
+    else:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        error = f"{type(e).__name__}: {first_line}"[:300]
+    return doc | {"error": error, "seconds": time.perf_counter() - t0}
 
 
 def build_replica(spec: WorkerSpec) -> Squeezer:

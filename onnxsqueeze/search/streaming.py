@@ -32,12 +32,12 @@ import onnx
 import onnx_ir as ir
 
 from onnxsqueeze import io as sio
-from onnxsqueeze.errors import InputError, SqueezeError
+from onnxsqueeze.errors import InputError
 from onnxsqueeze.evaluate import Dataset, Evaluator
 from onnxsqueeze.recipe import Step
 from onnxsqueeze.search.executor import Executor
 from onnxsqueeze.search.knobs import KNOBS, Knob, Settings
-from onnxsqueeze.search.squeezer import Squeezer
+from onnxsqueeze.search.squeezer import Squeezer, rejected
 
 # The knobs with a streaming build: their passes read and replace one weight at a time.
 STREAMED: dict[str, dict[str, Any]] = {
@@ -184,16 +184,10 @@ class StreamingSqueezer(Squeezer):
                 with timing_slot():
                     doc["latency_ms"], doc["latency_ratio"] = self._time_file(path, interface)
                 doc["time_s"] = time.perf_counter() - t2
-        except SqueezeError as e:
-            return doc | {"error": str(e), "seconds": time.perf_counter() - t0}
         except (MemoryError, KeyboardInterrupt):
             raise
-        except Exception as e:  # a candidate that crashes a pass or the runtime is a rejected point
-            first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            return doc | {
-                "error": f"{type(e).__name__}: {first_line}"[:300],
-                "seconds": time.perf_counter() - t0,
-            }
+        except Exception as e:  # a refused or crashing candidate is a rejected point
+            return rejected(doc, e, t0)
         finally:
             if staged is not None:
                 staged.abort()  # the candidate's temp folder

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from onnxsqueeze import io as sio
-from onnxsqueeze.cli import _boundary
+from onnxsqueeze.cli import _boundary, _entry
 from tests.helpers import model_from_text, rand
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ def model(tmp_path: Path) -> Path:
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    code = _boundary.run([str(a) for a in args])
+    code = _entry.run([str(a) for a in args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from onnxsqueeze.cli import _boundary
+from onnxsqueeze.cli import _entry
 
 EXAMPLES = int(os.environ.get("ONNXSQUEEZE_FUZZ_EXAMPLES", "30"))
 SIGNAL_RUNS = max(4, EXAMPLES // 5)
@@ -33,7 +33,7 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
     """Run the CLI in-process through its error boundary: (exit code, stdout, stderr)."""
-    code = _boundary.run([str(a) for a in args])
+    code = _entry.run([str(a) for a in args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
