@@ -417,7 +417,8 @@ def test_models_over_the_protobuf_limit_go_through_every_command(
         ["inspect", model],
         ["verify", model, model, "--data", tmp_path / "d.npz", "--tolerance", "0"],
         ["fp16", model, "-o", tmp_path / "h.onnx", "--data", tmp_path / "d.npz"],
-        ["prune", model, "--sparsity", "0.5", "-o", tmp_path / "p.onnx"],
+        # --force: random weights lose the default task check at 50% (the gate has its own tests)
+        ["prune", model, "--sparsity", "0.5", "-o", tmp_path / "p.onnx", "--force"],
     ):
         code = _entry.run([str(a) for a in args])
         err = capsys.readouterr().err
