@@ -10,6 +10,7 @@ that the commands' output sink imports the error mapping without importing the C
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -127,4 +128,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         # extension ran through PyRun_String during an import leaves CPython's "unhandled Ctrl-C"
         # flag set, and a normal exit would then re-kill the process by SIGINT (130 for a SIGTERM).
         os._exit(code)
-    sys.exit(code)
+    # The work is done. A normal exit would tear the interpreter down, and CPython puts the default
+    # signal handlers back during that teardown, before the extensions' own (torch, onnxruntime)
+    # finish: a SIGTERM then killed the process with no line (seen once in CI, -15 after a finished
+    # `inspect`). Run the exit hooks (worker pools, Ray, scratch folders) while our handlers still
+    # answer, then leave without the teardown.
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
