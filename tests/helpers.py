@@ -97,3 +97,27 @@ def minilm_model() -> Path:
     from models import minilm
 
     return built("minilm", minilm.ensure)
+
+
+def self_labelled_squeezer(model: onnx.ModelProto, x: np.ndarray, calibration: int, **kwargs):  # type: ignore[no-untyped-def]
+    """A :class:`onnxsqueeze.search.Squeezer` on ``model`` labelled by its own top-1 on ``x``: the
+    first ``calibration`` samples calibrate, the rest are scored (size objective, 5-point budget,
+    short timing). ``kwargs``: ``SqueezeOptions`` fields, plus ``cache_dir``, ``train``,
+    ``model_path`` and ``source`` (the data's name in the recipe)."""
+    from onnxsqueeze import evaluate as E
+    from onnxsqueeze.recipe import CalibrationSource
+    from onnxsqueeze.search import SqueezeOptions, Squeezer
+
+    source = kwargs.pop("source", "t")
+    extra = {k: kwargs.pop(k) for k in ("cache_dir", "train", "model_path") if k in kwargs}
+    (y,) = run_ort(model, {"x": x})
+    ds = E.Dataset({"x": x}, np.argmax(y, 1).astype(np.int64), source)
+    cal, evalset = ds.take(0, calibration), ds.take(calibration, len(x))
+    return Squeezer(
+        model,
+        E.Evaluator(model, evalset, "accuracy"),
+        calibration=cal,
+        calibration_source=CalibrationSource(source, 0, calibration, cal.sha256()),
+        options=SqueezeOptions(budget=E.Budget(5.0), objective="size", latency_seconds=0.01, **kwargs),
+        **{"cache_dir": None, **extra},
+    )

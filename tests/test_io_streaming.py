@@ -48,6 +48,13 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+def _assert_nothing_lost(model: Path, before: dict[str, str], folder: Path) -> None:
+    """The inputs' folder is byte for byte what it was, and no temp file is left under ``folder``."""
+    assert _digest(model.parent) == before
+    litter = [p.name for p in folder.rglob("*") if p.name.endswith(".tmp")]
+    assert not litter, litter
+
+
 @pytest.mark.parametrize(
     "command",
     [
@@ -86,9 +93,7 @@ def test_streamed_result_matches_the_in_memory_one(
     x = np.load(data)["x"]
     got, want = run(streamed, {"x": x}), run(in_memory, {"x": x})
     np.testing.assert_array_equal(got["y"], want["y"])
-    assert _digest(model.parent) == before  # inputs unchanged
-    litter = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
-    assert not litter, litter
+    _assert_nothing_lost(model, before, tmp_path)
 
 
 def test_streamed_refusal_leaves_nothing(
@@ -164,9 +169,7 @@ def test_streamed_squeeze_writes_a_verified_best(
     assert code == 0, err
     x = np.load(data)["x"]
     np.testing.assert_array_equal(run(best, {"x": x})["y"], run(tmp_path / "replayed.onnx", {"x": x})["y"])
-    assert _digest(model.parent) == before
-    litter = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
-    assert not litter, litter
+    _assert_nothing_lost(model, before, tmp_path)
 
 
 def test_streamed_squeeze_refuses_workers_before_any_work(

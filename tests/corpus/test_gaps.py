@@ -155,30 +155,11 @@ def test_squeeze_time_budget_counts_from_the_start_and_bounds_the_plans():
     """YOLOv8n / ddddocr-det: `squeeze --time-budget 1` ran for 6+ minutes: the budget started
     after loading and the knobs' plans (channel analysis, int8 sensitivity), which it did not
     bound. Now a budget spent before the search measures the original only and plans nothing."""
-    from onnxsqueeze import evaluate as E
-    from onnxsqueeze.recipe import CalibrationSource
-    from onnxsqueeze.search import SqueezeOptions, Squeezer
     from tests.graphs import cnn
-    from tests.helpers import run_ort
+    from tests.helpers import rand, self_labelled_squeezer
 
-    model = cnn()
-    x = rand((40, 3, 8, 8), 5)
-    (y,) = run_ort(model, {"x": x})
-    ds = E.Dataset({"x": x}, np.argmax(y, 1).astype(np.int64), "t")
-    cal, evalset = ds.take(0, 8), ds.take(8, 40)
-    squeezer = Squeezer(
-        model,
-        E.Evaluator(model, evalset, "accuracy"),
-        calibration=cal,
-        calibration_source=CalibrationSource("t", 0, 8, cal.sha256()),
-        options=SqueezeOptions(
-            budget=E.Budget(5.0),
-            objective="size",
-            latency_seconds=0.01,
-            techniques=("fp16", "channels", "int8"),
-            time_budget_s=1.0,
-        ),
-        cache_dir=None,
+    squeezer = self_labelled_squeezer(
+        cnn(), rand((40, 3, 8, 8), 5), 8, techniques=("fp16", "channels", "int8"), time_budget_s=1.0
     )
     squeezer.started -= 2.0  # loading took longer than the whole budget
     result = squeezer.run()

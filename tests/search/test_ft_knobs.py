@@ -21,12 +21,11 @@ from onnxsqueeze import evaluate as E
 from onnxsqueeze import io as sio
 from onnxsqueeze import recipe as rcp
 from onnxsqueeze.cli.app import app
-from onnxsqueeze.recipe import CalibrationSource
-from onnxsqueeze.search import SqueezeOptions, Squeezer
+from onnxsqueeze.search import Squeezer
 from onnxsqueeze.search.knobs import ft_steps
 from onnxsqueeze.search.outputs import write_candidate
 from tests.graphs import cnn
-from tests.helpers import rand, run_ort
+from tests.helpers import rand, run_ort, self_labelled_squeezer
 
 FT = ("sparsity+ft", "channels+ft", "resolution+ft")
 
@@ -45,24 +44,17 @@ def _squeezer(
     if not path.exists():
         sio.save(model, path)
     x = rand((96, 3, 8, 8), 5)
-    (y,) = run_ort(model, {"x": x})
-    ds = E.Dataset({"x": x}, np.argmax(y, 1).astype(np.int64), "val.npz")
-    if not (tmp_path / "val.npz").exists():
-        sio.save_npz(tmp_path / "val.npz", {"x": x, "labels": ds.labels})
-    cal, evalset = ds.take(0, 16), ds.take(16, 96)
-    return Squeezer(
+    if not (tmp_path / "val.npz").exists():  # what `apply` replays against: labels = the model's top-1
+        (y,) = run_ort(model, {"x": x})
+        sio.save_npz(tmp_path / "val.npz", {"x": x, "labels": np.argmax(y, 1).astype(np.int64)})
+    return self_labelled_squeezer(
         model,
-        E.Evaluator(model, evalset, "accuracy"),
-        calibration=cal,
-        calibration_source=CalibrationSource("val.npz", 0, 16, cal.sha256()),
-        options=SqueezeOptions(
-            budget=E.Budget(5.0),
-            objective="size",
-            latency_seconds=0.01,
-            techniques=techniques,
-            finetune_time_s=finetune_time_s,
-            train_epochs=train_epochs,
-        ),
+        x,
+        16,
+        source="val.npz",
+        techniques=techniques,
+        finetune_time_s=finetune_time_s,
+        train_epochs=train_epochs,
         cache_dir=tmp_path / cache if cache else None,
         train=E.Dataset({"x": rand((64, 3, 8, 8), 9)}, None, "train.npz") if train else None,
         model_path=path,

@@ -4,35 +4,18 @@ recorded."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from onnxsqueeze import evaluate as E
-from onnxsqueeze.recipe import CalibrationSource
 from onnxsqueeze.search import SqueezeOptions, Squeezer
 from tests.graphs import cnn
-from tests.helpers import rand, run_ort
+from tests.helpers import rand, self_labelled_squeezer
 
 
 @pytest.fixture
 def squeezer() -> Squeezer:
-    model = cnn()
-    x = rand((80, 3, 8, 8), 5)
-    (y,) = run_ort(model, {"x": x})
-    ds = E.Dataset({"x": x}, np.argmax(y, 1).astype(np.int64), "t")
-    cal, evalset = ds.take(0, 16), ds.take(16, 80)
-    return Squeezer(
-        model,
-        E.Evaluator(model, evalset, "accuracy"),
-        calibration=cal,
-        calibration_source=CalibrationSource("t", 0, 16, cal.sha256()),
-        options=SqueezeOptions(
-            budget=E.Budget(5.0),
-            objective="size",
-            latency_seconds=0.01,
-            techniques=("fp16", "int8-dynamic", "int8", "sparsity"),
-        ),
-        cache_dir=None,
+    return self_labelled_squeezer(
+        cnn(), rand((80, 3, 8, 8), 5), 16, techniques=("fp16", "int8-dynamic", "int8", "sparsity")
     )
 
 
