@@ -16,13 +16,13 @@ import argparse
 import codecs
 import json
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.finetune import progress
 from onnxsqueeze import io as sio
 from onnxsqueeze import prune as api
 from onnxsqueeze.finetune import FinetuneConfig, finetune
@@ -90,15 +90,6 @@ def pages(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         xs.append(preprocess(img))
         ys.append(k)
     return np.stack(xs).astype(np.float32), np.array(ys, np.int64)
-
-
-def progress(e) -> None:
-    print(
-        f"  epoch {e.epoch}/{e.planned} loss {e.train_loss:.4f} val {e.metric} {e.val_metric:.4f} "
-        f"{e.elapsed_s:.0f} s{' *' if e.best else ''}",
-        file=sys.stderr,
-        flush=True,
-    )
 
 
 def main() -> None:
