@@ -123,7 +123,7 @@ class Squeezer:
         self.model_sha256 = model_sha256 or sio.sha256_model(model)
         self.train = train
         self.model_path = Path(model_path) if model_path is not None else None
-        offered, skipped = offered_knobs(knobs, options, train=train, calibration=calibration)
+        offered, skipped = offered_knobs(knobs, options, train=train, calibration=calibration, model=model)
         self.knobs = offered
         self.skipped = skipped
         from onnxsqueeze.bench.cost import resolve_price

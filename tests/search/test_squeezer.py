@@ -68,3 +68,33 @@ def test_a_knob_that_cannot_lower_the_objective_is_offered_only_by_name(squeezer
     assert "fp16" in {k.name for k in make(objective="macs,size").knobs}  # size is requested too
     named = make(objective="size", techniques=("sparsity",))
     assert [k.name for k in named.knobs] == ["sparsity"]
+
+
+def test_dynamic_int8_is_not_offered_for_latency_on_a_conv_model(squeezer, monkeypatch, tmp_path):
+    """ConvInteger (dynamic int8 of a Conv) is slower than float in onnxruntime: not offered for
+    latency unless named; still offered for size, and for latency on a MatMul model with VNNI."""
+    import onnx
+
+    from onnxsqueeze.search import options as opts
+    from onnxsqueeze.search.knobs import KNOBS
+    from tests.graphs import tiny_mlp
+
+    mlp = onnx.load(str(tiny_mlp(tmp_path / "mlp.onnx", 32)))
+
+    def offered(objective, model=squeezer.model, **kw):
+        options = SqueezeOptions(budget=E.Budget(5.0), objective=objective, **kw)
+        knobs, skipped = opts.offered_knobs(
+            KNOBS, options, train=None, calibration=squeezer.calibration, model=model
+        )
+        return {k.name for k in knobs}, skipped
+
+    monkeypatch.setattr(opts, "cpu_int8_dot", lambda: "avx512_vnni")
+    names, skipped = offered("latency")
+    assert "int8-dynamic" not in names and "ConvInteger" in skipped["int8-dynamic"]
+    assert "int8" in names  # static QDQ is another path
+    assert "int8-dynamic" in offered("size")[0] and "int8-dynamic" in offered("latency,size")[0]
+    assert "int8-dynamic" in offered("latency", techniques=("int8-dynamic",))[0]
+    assert "int8-dynamic" in offered("latency", model=mlp)[0]  # MatMul weights: DynamicQuantizeMatMul
+    monkeypatch.setattr(opts, "cpu_int8_dot", lambda: "none")
+    names, skipped = offered("latency", model=mlp)
+    assert "int8-dynamic" not in names and "no VNNI" in skipped["int8-dynamic"]
