@@ -629,44 +629,69 @@ def plan_int8(
     ),
     max_ranked: int = 16,
 ) -> dict[str, Any]:
-    """Choose the calibration of static int8 and rank its layers by measured sensitivity.
+    """Choose the calibration of static int8 and rank its layers by sensitivity.
 
-    Each ``(calibrate_method, activation_type)`` variant quantizes every layer once and is scored
-    with ``score`` (higher is better); the best (ties: the first) is kept, and its layers are
-    ranked by :func:`rank_by_reversion` (on a model with more than ``max_ranked`` layers, only the
-    ``max_ranked`` that :func:`sensitivity`'s noise estimate ranks first are measured: the search
-    keeps at most 8 float). The search reverts the first ``k`` of ``order``.
+    The float model is scored once with ``score`` (higher is better). Each ``(calibrate_method,
+    activation_type)`` variant quantizes every layer and is scored, in order, until one scores
+    at least the float model's: a later variant can then at best tie (ties keep the first), so
+    the rest are not calibrated. Otherwise the best is kept (ties: the first); ranges are
+    measured once per method.
+
+    The layer order the search reverts to float (its first ``k``):
+
+    - when the kept all-int8 model scores at least the float model, no reversion can recover
+      anything measurable on these samples (each would tie): the layers are ordered by
+      :func:`sensitivity`'s noise estimate (one run over the calibration data), measured
+      evaluations are spent by the search only if it needs float layers at all;
+    - otherwise by measured reversion (:func:`rank_by_reversion`, NNCF's accuracy control) of
+      the ``max_ranked`` layers the noise estimate ranks first, then the rest in its order.
     """
     prepared = _named(model)
+    reference = score(prepared)
     best: tuple[float, CalibrateMethod, str, ActivationRanges, QuantReport] | None = None
-    tried = {}
+    tried: dict[str, float] = {}
+    measured: dict[str, ActivationRanges] = {}
     for method, activation in variants:
-        ranges = calibrate(prepared, calibration, method=method)
+        if method not in measured:
+            measured[method] = calibrate(prepared, calibration, method=method)
         q, report = quantize_int8(
             prepared,
             mode="static",
             pre_process=False,
-            ranges=ranges,
+            ranges=measured[method],
             activation_type=activation,  # type: ignore[arg-type]
         )
         value = score(q)
         tried[f"{method}/{activation}"] = value
         if best is None or value > best[0]:
-            best = (value, method, activation, ranges, report)
+            best = (value, method, activation, measured[method], report)
+        if best[0] >= reference:
+            break
     assert best is not None
-    _, method, activation, ranges, report = best
+    value, method, activation, ranges, report = best
     layers = report.quantized
-    if len(layers) > max_ranked:  # measure only the layers the noise estimate ranks first
-        estimate = [name for name, _ in sensitivity(prepared, calibration)]
-        layers = [name for name in estimate if name in layers][:max_ranked]
-    ranked = rank_by_reversion(
-        prepared, score, layers, pre_process=False, ranges=ranges, activation_type=activation
-    )
+    estimate = [name for name, _ in sensitivity(prepared, calibration) if name in layers]
+    estimate += [name for name in layers if name not in estimate]  # unnamed inputs: graph order last
+    if value >= reference:
+        order, ranking = estimate, "estimate"
+    else:
+        ranked = rank_by_reversion(
+            prepared,
+            score,
+            estimate[:max_ranked],
+            pre_process=False,
+            ranges=ranges,
+            activation_type=activation,
+        )
+        order = [name for name, _ in ranked] + estimate[max_ranked:]
+        ranking = "measured"
     return {
         "calibrate_method": method,
         "activation_type": activation,
-        "order": [name for name, _ in ranked],
+        "order": order,
         "tried": tried,
+        "float": reference,
+        "ranking": ranking,
         "per_channel": report.settings.get("per_channel", True),
     }
 

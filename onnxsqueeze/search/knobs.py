@@ -103,6 +103,9 @@ class PlanContext:
     evaluator: Evaluator
     calibration: Dataset | None
     input_shapes: Mapping[str, Sequence[int]] | None = None  # of the model's dynamic inputs
+    # The model as every candidate's passes receive it (cleanup, onnxslim): what a plan that
+    # names nodes for a pass should measure (None: ``model``).
+    normalized: onnx.ModelProto | None = None
 
 
 def _channels_plan(
@@ -170,7 +173,9 @@ def _channels_step(ratio: float, drops: Mapping[str, float] | None) -> Step:
 def _int8_plan(ctx: PlanContext, *, samples: int = 128) -> dict[str, Any] | None:
     """Calibration choice and layer order for static int8 (:func:`onnxsqueeze.optimize.quantize.plan_int8`).
 
-    Scored on up to ``samples`` evaluation samples; needs calibration data.
+    Measured on the normalized model, the graph the int8 step quantizes (batch norms folded: a
+    raw export's unfused BatchNormalization would be quantized apart and scored slower), scored
+    on up to ``samples`` evaluation samples; needs calibration data.
     """
     import copy
 
@@ -182,7 +187,8 @@ def _int8_plan(ctx: PlanContext, *, samples: int = 128) -> dict[str, Any] | None
     sub.dataset = ctx.evaluator.dataset.take(0, min(samples, len(ctx.evaluator.dataset)))
     sub._reference_out = None
     sign = 1.0 if sub.metric.higher_is_better else -1.0
-    return plan_int8(ctx.model, lambda m: sign * sub.score(m), ctx.calibration.inputs)
+    model = ctx.normalized if ctx.normalized is not None else ctx.model
+    return plan_int8(model, lambda m: sign * sub.score(m), ctx.calibration.inputs)
 
 
 def _int8_step(float_layers: int, plan: Mapping[str, Any] | None) -> Step:

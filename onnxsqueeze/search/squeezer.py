@@ -700,7 +700,11 @@ class Squeezer:
                 t0, c0 = time.perf_counter(), time.process_time()
                 try:
                     ctx = PlanContext(
-                        self.model, self.evaluator, self.calibration, self.shapes_of(self.model)
+                        self.model,
+                        self.evaluator,
+                        self.calibration,
+                        self.shapes_of(self.model),
+                        normalized=self._normalized(self.model, self.model_sha256)[0],
                     )
                     value = knob.plan(ctx)
                     doc = {"value": value, "seconds": time.perf_counter() - t0}
