@@ -22,11 +22,14 @@ rewrite graphs. This module does what needs onnxruntime sessions or files:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
+import hashlib
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -149,6 +152,15 @@ def _fully_typed(model: onnx.ModelProto) -> bool:
     return all(o in typed for n in inferred.graph.node for o in n.output if o)
 
 
+# Ranges measured in this process, by (model bytes, data, method): a search builds several int8
+# candidates on one base model (layers kept float, combinations) and the int8 plan calibrates
+# that same model; each measurement runs every calibration sample through the model with all
+# of its tensors as outputs (histograms for percentile and entropy).
+_MEASURED: collections.OrderedDict[tuple[str, str, str, float], ActivationRanges] = collections.OrderedDict()
+_MEASURED_LOCK = threading.Lock()
+_MEASURED_SIZE = 8
+
+
 def calibrate(
     model: onnx.ModelProto,
     calibration: CalibrationData | Mapping[str, np.ndarray],
@@ -158,14 +170,38 @@ def calibrate(
 ) -> ActivationRanges:
     """Activation ranges of every float tensor, measured by onnxruntime's calibrator.
 
+    The same model (bytes), data and method give the same ranges: a measurement is reused within
+    the process (the last few are kept).
+
     Raises:
         UnsupportedModelError: the calibrator cannot run the model.
     """
+    data = _as_data(calibration)
+    key = (
+        hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest(),
+        data.sha256(),
+        method,
+        percentile if method == "percentile" else 0.0,
+    )
+    with _MEASURED_LOCK:
+        if key in _MEASURED:
+            _MEASURED.move_to_end(key)
+            return _MEASURED[key]
+    ranges = _measure_ranges(model, data, method=method, percentile=percentile)
+    with _MEASURED_LOCK:
+        _MEASURED[key] = ranges
+        while len(_MEASURED) > _MEASURED_SIZE:
+            _MEASURED.popitem(last=False)
+    return ranges
+
+
+def _measure_ranges(
+    model: onnx.ModelProto, data: CalibrationData, *, method: CalibrateMethod, percentile: float
+) -> ActivationRanges:
     from onnxruntime.quantization import CalibrationMethod, create_calibrator
 
     from onnxsqueeze import runtime
 
-    data = _as_data(calibration)
     methods = {
         "minmax": CalibrationMethod.MinMax,
         "percentile": CalibrationMethod.Percentile,

@@ -352,3 +352,29 @@ def test_int8_plan_stops_at_the_first_lossless_calibration_and_ranks_by_the_esti
     }
     assert (plan["calibrate_method"], plan["activation_type"]) == ("percentile", "uint8")
     assert plan["ranking"] == "measured" and len(calls) == 1 + 4 + 3
+
+
+def test_calibration_of_the_same_model_and_data_is_measured_once(monkeypatch):
+    measured: list[str] = []
+    real = oq._measure_ranges
+
+    def counting(model, data, **kw):
+        measured.append(kw["method"])
+        return real(model, data, **kw)
+
+    monkeypatch.setattr(oq, "_measure_ranges", counting)
+    monkeypatch.setattr(oq, "_MEASURED", type(oq._MEASURED)())
+    model, data = _named_cnn(), {"x": inputs(16, seed=11)}
+    first = oq.calibrate(model, data)
+    assert oq.calibrate(onnx.ModelProto.FromString(model.SerializeToString()), dict(data)) is first
+    assert measured == ["minmax"]
+    other = oq.calibrate(model, {"x": inputs(16, seed=12)})  # other data: measured again
+    assert (
+        other.sha256 != first.sha256 and oq.calibrate(model, data, method="percentile").method == "percentile"
+    )
+    assert measured == ["minmax", "minmax", "percentile"]
+    # A whole static quantization reuses the ranges: same bytes, no new measurement.
+    a, _ = oq.quantize_int8(model, mode="static", calibration=data, pre_process=False)
+    after_first = len(measured)
+    b, _ = oq.quantize_int8(model, mode="static", calibration=data, pre_process=False)
+    assert a.SerializeToString() == b.SerializeToString() and len(measured) == after_first
