@@ -664,6 +664,7 @@ def plan_int8(
         ("minmax", "int8"),
     ),
     max_ranked: int = 16,
+    estimate_samples: int = 16,
 ) -> dict[str, Any]:
     """Choose the calibration of static int8 and rank its layers by sensitivity.
 
@@ -677,7 +678,8 @@ def plan_int8(
 
     - when the kept all-int8 model scores at least the float model, no reversion can recover
       anything measurable on these samples (each would tie): the layers are ordered by
-      :func:`sensitivity`'s noise estimate (one run over the calibration data), measured
+      :func:`sensitivity`'s noise estimate (one run over ``estimate_samples`` calibration
+      samples), measured
       evaluations are spent by the search only if it needs float layers at all;
     - otherwise by measured reversion (:func:`rank_by_reversion`, NNCF's accuracy control) of
       the ``max_ranked`` layers the noise estimate ranks first, then the rest in its order.
@@ -706,7 +708,9 @@ def plan_int8(
     assert best is not None
     value, method, activation, ranges, report = best
     layers = report.quantized
-    estimate = [name for name, _ in sensitivity(prepared, calibration) if name in layers]
+    # The estimate's statistics (ranges and mean squares) settle on a few samples.
+    few = {k: np.asarray(v)[:estimate_samples] for k, v in _as_data(calibration).arrays.items()}
+    estimate = [name for name, _ in sensitivity(prepared, few) if name in layers]
     estimate += [name for name in layers if name not in estimate]  # unnamed inputs: graph order last
     if value >= reference:
         order, ranking = estimate, "estimate"
@@ -771,11 +775,11 @@ def sensitivity(
     stats: dict[str, list[float]] = {}  # name -> [min, max, sum of squares, count]
 
     def update(name: str, x: np.ndarray) -> None:
-        x = np.asarray(x, dtype=np.float64)
+        v = np.asarray(x).reshape(-1)  # no float64 copy of a large activation: a BLAS dot product
         s = stats.setdefault(name, [np.inf, -np.inf, 0.0, 0.0])
-        s[0], s[1] = min(s[0], float(x.min())), max(s[1], float(x.max()))
-        s[2] += float(np.sum(x * x))
-        s[3] += x.size
+        s[0], s[1] = min(s[0], float(v.min())), max(s[1], float(v.max()))
+        s[2] += float(np.dot(v, v))
+        s[3] += v.size
 
     for batch in _reader(data, model, runtime.fixed_batch(sess)).batches():
         feeds = {k: v for k, v in batch.items() if k in inputs}
