@@ -74,6 +74,7 @@ class Knob:
     improves: tuple[str, ...] = ("latency", "size", "macs", "cost")
     plan: Callable[[PlanContext], Any] | None = None
     base: bool = False
+    first: Any = None  # a monotone knob's setting its bisection probes first (from its plan)
 
     def describe(self, setting: Any) -> str:
         return self.label(setting) if self.label is not None else f"{self.name} {setting}"
@@ -87,12 +88,20 @@ class Knob:
 
         Settings that the plan makes identical to a later one are dropped (the later one is kept,
         so a monotone order stays mildest first): a small model has fewer int8 layers to keep
-        float than the largest setting asks for.
+        float than the largest setting asks for. A plan's ``"first"`` entry, when one of the
+        kept settings, is the setting a bisection probes first.
         """
         unbound = self.step
         steps = [unbound(s, value) for s in self.settings]
         kept = tuple(s for i, s in enumerate(self.settings) if steps[i] not in steps[i + 1 :])
-        return dataclasses.replace(self, settings=kept, step=lambda s: unbound(s, value), plan=None)
+        first = value.get("first") if isinstance(value, Mapping) else None
+        return dataclasses.replace(
+            self,
+            settings=kept,
+            step=lambda s: unbound(s, value),
+            plan=None,
+            first=first if first in kept else None,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +197,10 @@ def _int8_plan(ctx: PlanContext, *, samples: int = 128) -> dict[str, Any] | None
     sub._reference_out = None
     sign = 1.0 if sub.metric.higher_is_better else -1.0
     model = ctx.normalized if ctx.normalized is not None else ctx.model
-    return plan_int8(model, lambda m: sign * sub.score(m), ctx.calibration.inputs)
+    plan = plan_int8(model, lambda m: sign * sub.score(m), ctx.calibration.inputs)
+    if plan["ranking"] == "estimate":  # all-int8 lost nothing on these samples: probe it first
+        plan["first"] = 0
+    return plan
 
 
 def _int8_step(float_layers: int, plan: Mapping[str, Any] | None) -> Step:
