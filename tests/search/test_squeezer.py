@@ -98,3 +98,24 @@ def test_dynamic_int8_is_not_offered_for_latency_on_a_conv_model(squeezer, monke
     monkeypatch.setattr(opts, "cpu_int8_dot", lambda: "none")
     names, skipped = offered("latency", model=mlp)
     assert "int8-dynamic" not in names and "no VNNI" in skipped["int8-dynamic"]
+
+
+def test_the_int8_plan_names_the_layers_the_candidates_keep_float(squeezer):
+    """The plan is measured on the normalized base (the graph the int8 step quantizes), so the
+    layers it orders are the candidates' nodes, and a setting keeps exactly its first k float."""
+    from onnxsqueeze.optimize.quantize import _named
+    from onnxsqueeze.passes.quantize import FLOAT_OPS
+
+    squeezer.prepare()
+    plan = squeezer.plans["int8"]
+    clean = _named(squeezer._normalized(squeezer.model, squeezer.model_sha256)[0])  # as the pass names them
+    weighted = {n.name for n in clean.graph.node if n.op_type in FLOAT_OPS}
+    assert plan["order"] and set(plan["order"]) <= weighted
+    assert plan["ranking"] in ("estimate", "measured") and plan["tried"]
+    int8 = next(k for k in squeezer.knobs if k.name == "int8")
+    for k in int8.settings:
+        model, idle = squeezer._build_measured({"int8": k})
+        assert idle == []
+        dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+        quantized = {n.name for n in model.graph.node if n.op_type in FLOAT_OPS and n.input[1] in dequantized}
+        assert weighted - quantized == set(plan["order"][:k])
