@@ -67,6 +67,10 @@ class SqueezeOptions:
     finetune_time_s: float = 30.0
 
 
+# int4 (MatMulNBits) is offered only when MatMul weights hold at least this share of the weights.
+INT4_MIN_SHARE = 0.1
+
+
 @functools.cache
 def cpu_int8_dot() -> str | None:
     """The CPU's int8 dot-product extension as onnxruntime's MLAS dispatches on it (``avx512_vnni``,
@@ -90,18 +94,27 @@ def cpu_int8_dot() -> str | None:
     return next((f for f in ("avx512_vnni", "avx_vnni") if f in flags), "none")
 
 
-def conv_share(model: onnx.ModelProto) -> float:
-    """The fraction of the weights of ``model``'s Conv/Gemm/MatMul layers that are Conv weights."""
-    from onnx import numpy_helper
+def weight_share(model: onnx.ModelProto, op_types: tuple[str, ...]) -> float:
+    """The fraction of the weights of ``model``'s Conv/Gemm/MatMul layers held by ``op_types``
+    (weights in initializers or Constant nodes, as exporters such as paddle2onnx write them)."""
+    import math
 
-    sizes = {t.name: int(numpy_helper.to_array(t).size) for t in model.graph.initializer}
-    conv = other = 0
+    sizes = {t.name: math.prod(t.dims) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            sizes[node.output[0]] = math.prod(node.attribute[0].t.dims)
+    share = total = 0
     for node in model.graph.node:
         if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and len(node.input) > 1:
             n = sizes.get(node.input[1], 0)
-            conv += n if node.op_type.startswith("Conv") else 0
-            other += 0 if node.op_type.startswith("Conv") else n
-    return conv / (conv + other) if conv + other else 0.0
+            total += n
+            share += n if node.op_type in op_types else 0
+    return share / total if total else 0.0
+
+
+def conv_share(model: onnx.ModelProto) -> float:
+    """The fraction of the weights of ``model``'s Conv/Gemm/MatMul layers that are Conv weights."""
+    return weight_share(model, ("Conv", "ConvTranspose"))
 
 
 def _dynamic_int8_slow(model: onnx.ModelProto | None, options: SqueezeOptions) -> str | None:
@@ -163,6 +176,13 @@ def offered_knobs(
     else:
         wanted = set(parse_objectives(options.objective))
         slow = _dynamic_int8_slow(model, options) if wanted & {"latency", "cost"} else None
+        matmul = weight_share(model, ("MatMul",)) if model is not None else 1.0
+        if matmul < INT4_MIN_SHARE and any(k.name == "int4" for k in offered):
+            # 4-bit MatMulNBits rewrites MatMul weights only: on a Conv model it moves nothing.
+            skipped["int4"] = (
+                f"its MatMul weights are {matmul:.1%} of the weights; name it in --techniques to try it anyway"
+            )
+            offered = [k for k in offered if k.name != "int4"]
         for k in [k for k in offered if k.name == "int8-dynamic" and slow]:
             if not wanted & (set(k.improves) - {"latency", "cost"}):
                 skipped[k.name] = (

@@ -119,3 +119,21 @@ def test_the_int8_plan_names_the_layers_the_candidates_keep_float(squeezer):
         dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
         quantized = {n.name for n in model.graph.node if n.op_type in FLOAT_OPS and n.input[1] in dequantized}
         assert weighted - quantized == set(plan["order"][:k])
+
+
+def test_int4_is_not_offered_where_matmul_weights_are_a_sliver(squeezer, tmp_path):
+    import onnx
+
+    from onnxsqueeze.search import options as opts
+    from onnxsqueeze.search.knobs import KNOBS
+    from tests.graphs import as_constant_nodes, tiny_mlp
+
+    def offered(model):
+        options = SqueezeOptions(budget=E.Budget(5.0), objective="size")
+        knobs, skipped = opts.offered_knobs(KNOBS, options, train=None, calibration=None, model=model)
+        return {k.name for k in knobs}, skipped
+
+    names, skipped = offered(squeezer.model)  # convolutions and a Gemm: no MatMul
+    assert "int4" not in names and "MatMul weights are 0.0%" in skipped["int4"]
+    mlp = onnx.load(str(tiny_mlp(tmp_path / "mlp.onnx", 32)))
+    assert "int4" in offered(mlp)[0] and "int4" in offered(as_constant_nodes(mlp))[0]
