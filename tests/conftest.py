@@ -162,6 +162,8 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  #
     )
     path = config.getoption("record_durations")
     if path:
-        # every slow test (a skipped one costs nothing) and every other test of a second or more
-        kept = {k: round(v, 1) for k, v in sorted(costs.wall.items()) if v >= 1.0 or k in costs.slow}
-        Path(path).write_text(json.dumps(kept, indent=1) + "\n")
+        # every slow test (a skipped one costs nothing) and every other test of a second or more,
+        # merged into the file's entries (the TF session and the main session write one file)
+        kept = json.loads(Path(path).read_text()) if Path(path).is_file() else {}
+        kept |= {k: round(v, 1) for k, v in costs.wall.items() if v >= 1.0 or k in costs.slow}
+        Path(path).write_text(json.dumps(dict(sorted(kept.items())), indent=1) + "\n")
