@@ -47,12 +47,22 @@ def test_soft_labels_beat_hard_labels_when_labels_are_scarce(digits, tmp_path) -
     acc: dict[float, list[float]] = {0.0: [], 0.5: []}
     for alpha in acc:
         for seed in range(3):
-            cfg = TrainConfig(epochs=round(30 * scale), patience=round(10 * scale), seed=seed, alpha=alpha)
+            # as many steps as 15 epochs of the full set; no time budget (it would end where the
+            # machine's load puts it: under load a hard-label student stopped at 7 epochs, 9%)
+            cfg = TrainConfig(
+                epochs=round(15 * scale),
+                patience=round(5 * scale),
+                seed=seed,
+                alpha=alpha,
+                time_budget_s=None,
+            )
             r = distill(
                 model, "cnn4", labelled, test=val, config=cfg, cache_dir=tmp_path, measure_latency=False
             )
             acc[alpha].append(r.report.student.accuracy)
-    # measured (benchmarks/RESULTS.md, 5 seeds): 95.3 % distilled vs 89.2 % on hard labels
+    # measured (benchmarks/RESULTS.md, 5 seeds): 95.3 % distilled vs 89.2 % on hard labels; this
+    # plan, seeds 0-2: distilled 96.9 / 95.8 / 96.1 % (mean 96.3) vs hard labels 95.3 / 89.7 / 90.3 %
+    # (mean 91.8)
     assert statistics.mean(acc[0.5]) > statistics.mean(acc[0.0]) + 0.02
 
 
