@@ -102,7 +102,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--record-durations",
         metavar="PATH",
-        help="write each test's wall seconds as JSON (tests/durations.json orders the next runs)",
+        # give it as --record-durations=PATH: with a space, pytest reads an existing PATH as a test
+        # path, roots the run in its folder and never loads this conftest (the option is unknown)
+        help="merge each test's wall seconds into the JSON file PATH (tests/durations.json orders runs)",
     )
 
 
