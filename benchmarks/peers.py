@@ -64,6 +64,7 @@ sys.path.insert(0, str(REPO))
 
 CACHE = REPO / ".cache" / "models"
 CORPUS = Path("/work/corpus")
+SQUEEZE_OUT = REPO / ".cache" / "peers"  # squeeze folders (kept for the diagnosis), Olive scripts
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -542,7 +543,12 @@ def olive_static(case: Case, max_drop: float, *, search: bool, max_time: int = 3
         onnx.save(case.model, t / "model.onnx")
         np.savez(t / "calib.npz", x=case.calib, y=np.zeros(len(case.calib), np.int64))
         np.savez(t / "eval.npz", x=case.x, y=np.asarray(case.y, np.int64))
-        (t / "olive_script.py").write_text(OLIVE_SCRIPT.replace("__OUTPUT__", repr(case.output)))
+        # The script lives as long as the process: Olive's registry keeps its functions, and a
+        # later Olive run (the search) reads their source (inspect.getsource) to hash its config;
+        # a deleted file fails it with "source code not available".
+        script = SQUEEZE_OUT / f"olive_script_{case.output or 'first'}.py"
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(OLIVE_SCRIPT.replace("__OUTPUT__", repr(case.output)))
         classes = int(
             max(int(np.max(case.y)) + 1, _run(case.model, case.x[:1], output=case.output).shape[-1])
         )
@@ -550,7 +556,7 @@ def olive_static(case: Case, max_drop: float, *, search: bool, max_time: int = 3
         def data(name: str, path: Path, batch: int, post: bool) -> dict[str, Any]:
             cfg: dict[str, Any] = {
                 "name": name,
-                "user_script": str(t / "olive_script.py"),
+                "user_script": str(script),
                 "load_dataset_config": {
                     "type": "peers_npz",
                     "data_dir": str(t),
@@ -670,9 +676,6 @@ def ours_weights(case: Case) -> onnx.ModelProto:
     from onnxsqueeze.optimize.quantize import quantize_weights
 
     return quantize_weights(case.model)[0]
-
-
-SQUEEZE_OUT = REPO / ".cache" / "peers"
 
 
 def squeeze(case: Case, key: str, max_drop: float, objective: str, budget_s: float) -> onnx.ModelProto | None:
