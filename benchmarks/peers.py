@@ -758,7 +758,8 @@ def markdown(case: Case, rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         if "accuracy" not in r:
-            lines.append(f"| {r['tool']} | - | - | - | - | {r.get('note', '')} |")
+            spent = f"{r['wall_s']:.1f} / {r.get('cpu_s', 0.0):.1f} s; " if "wall_s" in r else ""
+            lines.append(f"| {r['tool']} | - | - | - | - | {spent}{r.get('note', '')} |")
             continue
         note = f" ({r['note']})" if r.get("note") else ""
         lines.append(
@@ -793,7 +794,8 @@ def verdicts(case: Case, rows: list[dict[str, Any]], max_drop: float, noise: flo
             continue
         objective = r["tool"].split("--objective ")[1].split()[0]
         if "size_ratio" not in r:
-            lines.append(f"| {objective} | {r.get('note', '')} | - | - | - | - | - | - | no result |")
+            spent = f"{r['wall_s']:.0f} / {r.get('cpu_s', 0.0):.0f} s"
+            lines.append(f"| {objective} | {r.get('note', '')} | - | - | - | {spent} | - | - | no result |")
             continue
         why = []
         if r["drop"] > max_drop + 1e-9:
@@ -864,8 +866,6 @@ def main(argv: list[str] | None = None) -> int:
         load = os.getloadavg()
         measure(case, rows, seconds=args.seconds)
         for r in rows:
-            if r.get("model") is None and r.get("note") and "accuracy" not in r:
-                r["tool"] = f"{r['tool']} ({r['note']})"
             r.pop("model", None)
         print(markdown(case, rows), flush=True)
         print(flush=True)
