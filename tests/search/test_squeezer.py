@@ -41,6 +41,8 @@ def test_points_and_phases_carry_their_timings(squeezer):
     result = squeezer.run()
     assert {"plan", "baseline", "single"} <= set(squeezer.timings)
     assert all(v >= 0 for v in squeezer.timings.values())
+    assert {"plan", "baseline", "single"} <= set(squeezer.cpu_timings)  # CPU seconds, same phases
+    assert all(v >= 0 for v in squeezer.cpu_timings.values())
     base = result.baseline
     assert base.build_s is None and base.score_s is not None and base.time_s is not None
     for p in result.points[1:]:
