@@ -395,19 +395,28 @@ def search(
         rank = 0 if knob.base else 1  # a training knob's candidates are the long ones: first
         if knob.monotone:
             lo, hi = -1, len(knob.settings)
-            # A plan's likely setting is probed first (a bisection may start anywhere).
+            # A plan's likely setting is probed first (a bisection may start anywhere); when it
+            # fits, its next more aggressive neighbour is probed next, so a right guess costs two
+            # evaluations (the bisection's midpoint would probe a setting further out, which on
+            # channels is a full build with re-fit that is likely to miss), a wrong one the guess,
+            # its neighbour and a bisection of the rest. Same decisions: a monotone knob's largest
+            # fitting setting is found whatever the probe order.
             first = knob.settings.index(knob.first) if knob.first in knob.settings else None
+            neighbour: int | None = None
             while hi - lo > 1:
-                mid = (lo + hi) // 2 if first is None else first
-                first = None
+                planned = first is not None
+                mid = first if first is not None else neighbour if neighbour is not None else (lo + hi) // 2
+                first = neighbour = None
+                after_fit, after_miss = _next_mids(lo, mid, hi, fit_step=1 if planned else None)
                 wish(
                     knob.name,
-                    [{knob.name: knob.settings[i]} for i in _next_mids(lo, mid, hi)],
+                    [{knob.name: knob.settings[i]} for i in (after_fit, after_miss) if i is not None],
                     rank,
                 )
                 p = ev({knob.name: knob.settings[mid]}, "single", sink)
                 if p.fits:
                     lo = mid
+                    neighbour = after_fit if planned else None
                 else:
                     hi = mid
                     if not p.error:
@@ -484,7 +493,14 @@ def search(
                 lo, hi = -1, idx
                 while hi - lo > 1:
                     mid = (lo + hi) // 2
-                    wish("combine", [current | {name: knob.settings[i]} for i in _next_mids(lo, mid, hi)])
+                    wish(
+                        "combine",
+                        [
+                            current | {name: knob.settings[i]}
+                            for i in _next_mids(lo, mid, hi)
+                            if i is not None
+                        ],
+                    )
                     p = ev(current | {name: knob.settings[mid]}, "combine")
                     lo, hi = (mid, hi) if p.fits else (lo, mid)
                 if lo >= 0:
@@ -529,11 +545,15 @@ def search(
     )
 
 
-def _next_mids(lo: int, mid: int, hi: int) -> list[int]:
-    """The points a bisection over ``(lo, hi)`` evaluates after ``mid``: on a fit, then on a miss."""
-    after_fit = (mid + hi) // 2 if hi - mid > 1 else None
+def _next_mids(lo: int, mid: int, hi: int, *, fit_step: int | None = None) -> tuple[int | None, int | None]:
+    """The points a bisection over ``(lo, hi)`` evaluates after ``mid``: on a fit, on a miss (None:
+    it ends there). ``fit_step``: on a fit, probe ``mid + fit_step`` instead of the midpoint."""
+    if hi - mid > 1:
+        after_fit: int | None = (mid + hi) // 2 if fit_step is None else min(mid + fit_step, hi - 1)
+    else:
+        after_fit = None
     after_miss = (lo + mid) // 2 if mid - lo > 1 else None
-    return [i for i in (after_fit, after_miss) if i is not None]
+    return after_fit, after_miss
 
 
 def format_value(v: float) -> str:

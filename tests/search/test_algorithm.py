@@ -429,3 +429,38 @@ def test_a_plan_names_the_first_probe_only_among_the_kept_settings():
     bound = int8.bind(plan)
     assert bound.first == 0 and bound.settings == (2, 1, 0)  # 3 layers: at most 2 float
     assert int8.bind({**plan, "first": 8}).first is None and int8.bind(None).first is None
+
+
+@pytest.mark.parametrize("n", [2, 5, 8])
+@pytest.mark.parametrize("fitting", [0, 1, 2, 4, 5, 8])
+def test_a_planned_first_probe_steps_to_its_neighbour_same_decision_at_most_one_more_evaluation(
+    n: int, fitting: int
+):
+    """Every first probe, every threshold: the plain bisection's decision; a right guess (the
+    largest fitting setting) costs two evaluations, a wrong one the guess, its neighbour and a
+    bisection of what is left."""
+    import dataclasses
+
+    fitting = min(fitting, n)
+    drop = 2.0 / fitting - 1e-6 if fitting else 5.0  # settings 1..fitting fit a 2-point budget
+    plain = Synthetic({"k": drop}, {"k": 0.9})
+    expected = run(plain, [knob("k", n)]).singles["k"]
+    plain_evals = len([c for c in plain.calls if c])
+    for first in range(1, n + 1):
+        planned = Synthetic({"k": drop}, {"k": 0.9})
+        got = run(planned, [dataclasses.replace(knob("k", n), first=first)]).singles["k"]
+        assert (got and got.settings) == (expected and expected.settings)
+        evals = len([c for c in planned.calls if c])
+        assert evals <= 2 + math.ceil(math.log2(n + 1))
+        assert plain_evals <= math.ceil(math.log2(n + 1))
+        if first == fitting < n:
+            assert [c["k"] for c in planned.calls if c] == [first, first + 1]
+
+
+def test_the_channels_knob_probes_minus_40_first_with_or_without_its_plan():
+    from onnxsqueeze.search.knobs import KNOBS
+
+    channels = next(k for k in KNOBS if k.name == "channels")
+    assert channels.first == 0.4
+    assert channels.bind({"g1": 0.0, "g2": 3.0}).first == 0.4  # a plan of drops names no first
+    assert channels.bind(None).first == 0.4
