@@ -39,7 +39,10 @@ a channels candidate costs about two forward passes of the calibration set, not 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import hashlib
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -67,6 +70,58 @@ def capture(
     feeds = shapes.select_inputs(copy, data, label="calibration data")
     outs = runtime.run_batched(runtime.session(copy), feeds, batch_size=batch_size)
     return {name: outs[name] for name in names}
+
+
+_reuse_lock = threading.Lock()
+_reuse: dict[str, dict[str, np.ndarray]] | None = None  # set inside reuse_original_outputs()
+
+
+@contextlib.contextmanager
+def reuse_original_outputs() -> Iterator[None]:
+    """Within the block, :func:`refit` keeps the original's layer outputs it captured and reuses
+    them when the same original is re-fitted against on the same calibration data again.
+
+    A search's channel candidates all re-fit against the one unpruned model: its outputs are the
+    same for every setting, so one capture serves them all (the pruned model's inputs are still
+    captured per candidate). Only the last (original, calibration) pair is kept, and nothing is
+    kept after the block. Nested blocks share the outer one's store.
+    """
+    global _reuse
+    with _reuse_lock:
+        outer = _reuse is not None
+        if not outer:
+            _reuse = {}
+    try:
+        yield
+    finally:
+        if not outer:
+            with _reuse_lock:
+                _reuse = None
+
+
+def _original_outputs(
+    original: onnx.ModelProto, calibration: Mapping[str, np.ndarray], names: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """:func:`capture` of ``original``, through the store of :func:`reuse_original_outputs` when
+    one is open (keyed by the model's bytes and the calibration arrays; callers only read them)."""
+    memo = _reuse
+    if memo is None:
+        return capture(original, calibration, names)
+    h = hashlib.sha256(original.SerializeToString(deterministic=True))
+    for k in sorted(calibration):
+        a = np.ascontiguousarray(calibration[k])
+        h.update(f"{k}:{a.dtype}:{a.shape}".encode())
+        h.update(a.tobytes())
+    key = h.hexdigest()
+    with _reuse_lock:
+        have = dict(memo.get(key, {}))
+    missing = [n for n in names if n not in have]
+    if missing:
+        have.update(capture(original, calibration, missing))
+        with _reuse_lock:
+            memo.clear()
+            memo[key] = have
+    return {n: have[n] for n in names}
 
 
 class _Activations:
@@ -583,7 +638,8 @@ def refit(
     pending = list(layers)
     # The original's outputs of every layer in one run (kept channels only), and the pruned
     # model's inputs per wave from the sub-graph that changed (_Activations).
-    targets = capture(original, calibration, list(dict.fromkeys(_name(n.outputs[0]) for n in layers)))
+    names = list(dict.fromkeys(_name(n.outputs[0]) for n in layers))
+    targets = _original_outputs(original, calibration, names)
     for node in layers:
         name = _name(node.outputs[0])
         idx = kept.get(name)

@@ -105,3 +105,44 @@ def test_wave_inputs_from_the_changed_subgraph_equal_a_full_run() -> None:
         got = acts.get([name], pending)[name]
         np.testing.assert_allclose(got, reconstruct.capture(model, data, [name])[name], rtol=1e-5, atol=1e-6)
     assert set(acts.store) <= {"f"}  # nothing upstream of the last pending layer is kept
+
+
+def test_channel_candidates_of_one_search_capture_the_original_once_with_the_same_weights(
+    monkeypatch,
+) -> None:
+    """Inside ``reuse_original_outputs`` a second re-fit against the same original and calibration
+    data runs the original no more, and every candidate's weights equal a re-fit without reuse."""
+    import onnx_ir as ir
+
+    from onnxsqueeze.passes.channels import PruneChannelsPass
+    from tests.graphs import cnn, cnn_inputs
+
+    calib = {"x": cnn_inputs(16, seed=3)}
+    original = cnn()
+    runs: list[int] = []
+    plain_capture = reconstruct.capture
+
+    def counting(model, data, names, **kw):
+        runs.append(len(names))
+        return plain_capture(model, data, names, **kw)
+
+    def weights(ratio: float) -> dict[str, np.ndarray]:
+        m = ir.serde.deserialize_model(original)
+        assert PruneChannelsPass(ratio=ratio, calibration=calib)(m).modified
+        return {v.name: v.const_value.numpy() for v in m.graph.initializers.values()}
+
+    monkeypatch.setattr(reconstruct, "capture", counting)
+    expected, alone = {}, 0
+    for r in (0.25, 0.5):
+        before = len(runs)
+        expected[r] = weights(r)
+        alone += len(runs) - before  # the original's layer outputs (+ any full run of the pruned model)
+    runs.clear()
+    with reconstruct.reuse_original_outputs():
+        got = {r: weights(r) for r in (0.25, 0.5)}
+    assert reconstruct._reuse is None  # nothing kept after the block
+    assert len(runs) == alone - 1  # the second candidate did not run the original
+    for r in (0.25, 0.5):
+        assert got[r].keys() == expected[r].keys()
+        for name in expected[r]:
+            np.testing.assert_array_equal(got[r][name], expected[r][name])
