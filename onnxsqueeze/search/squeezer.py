@@ -433,6 +433,7 @@ class Squeezer:
         return time_sessions(ref, ref_feeds, sess, self._feeds_one(model), min_seconds=opts.latency_seconds)
 
     def _measure(self, settings: Settings) -> dict[str, Any]:
+        from onnxsqueeze.manifest import deployable
         from onnxsqueeze.summary import count_macs
 
         t0 = time.perf_counter()
@@ -448,7 +449,12 @@ class Squeezer:
             t1 = time.perf_counter()
             metric, samples = self._score(model, baseline=not settings)
             doc |= {"metric": metric, "samples": samples, "score_s": time.perf_counter() - t1}
-            doc["size"] = len(model.SerializeToString(deterministic=True))
+            # The bytes the file will have: provenance goes to the sidecar (manifest.deployable).
+            doc["size"] = (
+                len(deployable(model).SerializeToString(deterministic=True))
+                if settings
+                else (len(model.SerializeToString(deterministic=True)))
+            )
             try:
                 # The baseline's MACs on its normalized form, like every candidate's (shape
                 # inference follows more of a slimmed graph: counted on the raw export, the
