@@ -208,15 +208,15 @@ def _training(proto: onnx.ModelProto) -> dict[str, dict[str, str]] | None:
     return out or None
 
 
-def _prior(model: onnx.ModelProto | ir.Model, source_path: PathLike | None) -> dict[str, Any] | None:
+def _prior(model: onnx.ModelProto | ir.Model, source: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The manifest of what the model was made from: embedded in it (older files), else the
-    source's sidecar."""
+    source's sidecar when it describes the source's bytes (``source``: :func:`_source`'s entry)."""
     prior = embedded(model)
     if prior is not None and not prior.get("stamp"):
         return prior
-    if source_path is not None and sidecar_path(source_path).is_file():
-        side = _parse(sidecar_path(source_path).read_text(encoding="utf-8"))
-        if side is not None:
+    if source is not None and sidecar_path(source["path"]).is_file():
+        side = _parse(sidecar_path(source["path"]).read_text(encoding="utf-8"))
+        if side is not None and (side.get("file") or {}).get("sha256") == source["sha256"]:
             return {k: v for k, v in side.items() if k != "file"}
     return None
 
@@ -270,7 +270,8 @@ def build(
     """
     proto = _without_manifest(model)
     recipe, origin = _recipe(proto)
-    prior = _prior(model, source_path)
+    source = _source(source_path)
+    prior = _prior(model, source)
     lineage: list[Any] = []
     if prior is not None:
         lineage = [*prior.get("lineage", []), {k: v for k, v in prior.items() if k != "lineage"}]
@@ -283,7 +284,7 @@ def build(
         "schema": SCHEMA,
         "tool": {"name": "onnxsqueeze", "version": tool_version()},
         "libraries": library_versions(libraries),
-        "source": _source(source_path),
+        "source": source,
         "origin_sha256": origin,
         "recipe": recipe,
         "verification": _report_dict(verify_report),

@@ -154,6 +154,13 @@ def test_lineage_keeps_the_earlier_manifest(src: Path, tmp_path: Path):
     assert second.manifest["origin_sha256"] == sio.sha256_file(src)
     # the model is unchanged, so the content hash carries over
     assert second.manifest["output"]["model_sha256"] == first.manifest["output"]["model_sha256"]
+    # a sidecar that no longer describes its file's bytes is not taken as the source's history
+    sio.save(squeezed(src), tmp_path / "c.onnx")  # another file under a's sidecar name
+    (tmp_path / "c.onnx.manifest.json").write_bytes(first.manifest_path.read_bytes())
+    third = mf.save_artifact(
+        sio.load(tmp_path / "c.onnx"), tmp_path / "d.onnx", source_path=tmp_path / "c.onnx"
+    )
+    assert third.manifest["lineage"] == []
 
 
 def test_same_input_gives_the_same_bytes(src: Path, tmp_path: Path):
