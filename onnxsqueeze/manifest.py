@@ -179,7 +179,7 @@ def _source(source_path: PathLike | None) -> dict[str, Any] | None:
     return entry
 
 
-def _recipe(proto: onnx.ModelProto) -> tuple[list[Any], str | None]:
+def _recipe(proto: onnx.ModelProto | ir.Model) -> tuple[list[Any], str | None]:
     """The passes recorded in a model's metadata and its first source's sha256 (the recorded key,
     else the stamp's)."""
     meta = _metadata(proto)
@@ -196,7 +196,7 @@ def _recipe(proto: onnx.ModelProto) -> tuple[list[Any], str | None]:
     return recipe, origin
 
 
-def _training(proto: onnx.ModelProto) -> dict[str, dict[str, str]] | None:
+def _training(proto: onnx.ModelProto | ir.Model) -> dict[str, dict[str, Any]] | None:
     """How the model's weights were trained: the ``onnxsqueeze.<distill|finetune>.<key>`` entries
     (``distill.export.stamp_provenance``), by kind; JSON values parsed."""
     out: dict[str, dict[str, Any]] = {}
@@ -268,8 +268,29 @@ def build(
         output_format: ``onnx`` or ``ort``.
         libraries: more distributions whose versions to record (e.g. ``torch`` for a conversion).
     """
-    proto = _without_manifest(model)
-    recipe, origin = _recipe(proto)
+    return _build(
+        model,
+        source_path=source_path,
+        verify_report=verify_report,
+        bench_summary=bench_summary,
+        export=export,
+        output_format=output_format,
+        libraries=libraries,
+    )[0]
+
+
+def _build(
+    model: onnx.ModelProto | ir.Model,
+    *,
+    source_path: PathLike | None,
+    verify_report: Any = None,
+    bench_summary: Mapping[str, Any] | None = None,
+    export: Mapping[str, Any] | None = None,
+    output_format: str = "onnx",
+    libraries: Iterable[str] = (),
+) -> tuple[dict[str, Any], onnx.ModelProto]:
+    """:func:`build`, and the model's written form (:func:`deployable`): one copy of the model."""
+    recipe, origin = _recipe(model)  # metadata only: no copy
     source = _source(source_path)
     prior = _prior(model, source)
     lineage: list[Any] = []
@@ -280,6 +301,7 @@ def build(
         if past and recipe[: len(past)] != past:
             recipe = [*past, *recipe]
         origin = origin or prior.get("origin_sha256")
+    output: dict[str, Any] = {"format": output_format, "model_sha256": None}
     manifest = {
         "schema": SCHEMA,
         "tool": {"name": "onnxsqueeze", "version": tool_version()},
@@ -290,13 +312,16 @@ def build(
         "verification": _report_dict(verify_report),
         "benchmark": _clean(bench_summary) if bench_summary is not None else None,
         "export": _clean(export) if export is not None else None,
-        "output": {"format": output_format, "model_sha256": model_sha256(deployable(proto, origin=origin))},
+        "output": output,
         "lineage": lineage,
     }
-    training = _training(proto)
+    training = _training(model)
     if training is not None:
         manifest["training"] = training
-    return manifest
+    written = deployable(model, origin=origin)
+    if written.ByteSize() < sio.PROTO_LIMIT:  # no manifest entry to leave out: hashed as written
+        output["model_sha256"] = sio.sha256_model(written)
+    return manifest, written
 
 
 def _dumps(manifest: Mapping[str, Any]) -> str:
@@ -317,8 +342,10 @@ def deployable(model: onnx.ModelProto | ir.Model, *, origin: str | None = None) 
         model: the result of a command, its provenance still in its metadata; not modified.
         origin: the first source's sha256 (default: the one recorded in the model).
     """
-    out = onnx.ModelProto()
-    out.CopyFrom(sio.to_proto(model))
+    out = sio.to_proto(model)
+    if out is model:  # a ModelProto: copied; an onnx_ir model was just serialized into a new one
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
     _, recorded = _recipe(out)
     origin = origin or recorded
     kept = [p for p in out.metadata_props if p.key != STAMP_KEY and not p.key.startswith(_PROVENANCE)]
@@ -422,7 +449,7 @@ def save_artifact(
     protect = [*protect, *([source_path] if source_path is not None else [])]
     sio.refuse_overwrite(out_path, protect)
     sio.refuse_overwrite(sidecar_path(out_path), protect)
-    manifest = build(
+    manifest, written = _build(
         model,
         source_path=source_path,
         verify_report=verify_report,
@@ -432,7 +459,7 @@ def save_artifact(
     )
     # Manifest first, model last: an interrupted run leaves both files or neither new one (a
     # sidecar beside an older model says so through its hashes).
-    staged = sio.stage(deployable(model, origin=manifest["origin_sha256"]), out_path, protect=protect)
+    staged = sio.stage(written, out_path, protect=protect)
     try:
         return _commit_with_sidecar(staged, out_path, manifest)
     except BaseException:
@@ -468,9 +495,8 @@ def commit_streamed(
     out_path, staged_model = Path(out_path), Path(staged_model)
     try:
         proto = onnx.load(str(staged_model), load_external_data=False)
-        manifest = build(proto, source_path=source_path, verify_report=verify_report)
+        manifest, out = _build(proto, source_path=source_path, verify_report=verify_report)
         manifest["output"]["model_sha256"] = None
-        out = deployable(proto, origin=manifest["origin_sha256"])
         staged_model.write_bytes(out.SerializeToString(deterministic=True))
         return _commit_with_sidecar(staged, out_path, manifest)
     except BaseException:
