@@ -642,11 +642,11 @@ class Squeezer:
         handle = self._register()
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(specs), thread_name_prefix="train")
         for spec in specs:  # the knob's order: larger students (longer training) first
-            self._training[spec] = pool.submit(self._train_remote, handle, spec)
+            self._training[spec] = pool.submit(self._train_remote, handle, spec, time.time())
         pool.shutdown(wait=False)
 
-    def _train_remote(self, handle: Any, spec: str) -> None:
-        reply = self._run_remote(handle, {"train": spec}, f"train {spec}")
+    def _train_remote(self, handle: Any, spec: str, sent: float) -> None:
+        reply = self._run_remote(handle, {"train": spec}, f"train {spec}", sent)
         for name, data in reply.get("students", {}).items():
             self._adopt(name, data)
 
@@ -664,9 +664,12 @@ class Squeezer:
                 self._handle = self.executor.register(self)
             return self._handle
 
-    def _run_remote(self, handle: Any, request: dict[str, Any], task: str) -> dict[str, Any]:
-        """``executor.run`` with the request's times in :attr:`trace`."""
-        sent = time.time()
+    def _run_remote(
+        self, handle: Any, request: dict[str, Any], task: str, sent: float | None = None
+    ) -> dict[str, Any]:
+        """``executor.run`` with the request's times in :attr:`trace` (``sent``: when it was
+        handed to a thread, if before this call)."""
+        sent = time.time() if sent is None else sent
         reply = self.executor.run(handle, request)
         back = time.time()
         where = reply.get("trace") or {}
@@ -856,7 +859,7 @@ class Squeezer:
             if on_point:
                 on_point(p)
 
-        return search(
+        result = search(
             self.knobs,
             self.evaluate,
             self.fits,
@@ -869,6 +872,10 @@ class Squeezer:
             noise={o: LATENCY_MIN_GAIN for o in NOISY},
             parallel=self.executor.workers,
         )
+        # A student the search did not ask for (time budget) finishes, as a speculative
+        # evaluation does, and is cached; the students are complete before the report.
+        concurrent.futures.wait(list(self._training.values()))
+        return result
 
 
 # --------------------------------------------------------------------------------- the API
