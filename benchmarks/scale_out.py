@@ -175,11 +175,27 @@ def speedup(
         if n != "serial"
     )
     loads = [r[2] for r in rows]
+    cpus = {n: statistics.median(r[4]["cpu_s"] for r in rows if r[0] == n) for n in walls}
     print(
         f"SUMMARY: serial {serial:.1f} s (median of {len(walls['serial'])}); {ratios}; target <= 0.65x; "
         f"best model and recipe identical to serial: {'yes' if identical else 'no'}; "
-        f"1-min load {min(loads):.1f}-{max(loads):.1f}"
+        f"1-min load {min(loads):.1f}-{max(loads):.1f}; CPU s "
+        + ", ".join(f"{n} {c:.0f}" for n, c in cpus.items())
+        + (" (Ray's workers not counted)" if "ray" in cpus else "")
     )
+    if max(loads) > 2 and _autogroup():
+        print(
+            "note: the kernel shares the cores between sessions (autogroup), not between processes: "
+            "under other jobs' load a run gets one session's share whatever its workers, so these wall "
+            "ratios follow the CPU seconds, not the parallelism; measure the speed-up on a quiet machine"
+        )
+
+
+def _autogroup() -> bool:
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return False
 
 
 FLEET = """# model  data  [KEY=VALUE ...]  (written by benchmarks/scale_out.py)
