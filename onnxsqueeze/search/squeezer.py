@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
-import json
 import os
 import shutil
 import tempfile
@@ -131,7 +130,6 @@ class Squeezer:
         offered, skipped = offered_knobs(knobs, options, train=train, calibration=calibration)
         self.knobs = offered
         self._offered = list(offered)  # unbound: a replica binds the driver's plans to them
-        self._bound: str | None = None  # the plans the knobs are bound to (_plans_key)
         self.skipped = skipped
         from onnxsqueeze.bench.cost import resolve_price
 
@@ -542,9 +540,8 @@ class Squeezer:
     def bind_plans(self, plans: Mapping[str, Any], knob_names: Sequence[str]) -> None:
         """A replica's knobs: the driver's (``knob_names``, in order) bound to the driver's plans
         (once per set of plans: every request carries them)."""
-        key = _plans_key(knob_names, plans)
-        if key == self._bound:
-            return
+        if list(knob_names) == [k.name for k in self.knobs] and dict(plans) == self.plans:
+            return  # bound already (or the driver itself, prepared or not: nothing to bind)
         by_name = {k.name: k for k in self._offered}
         knobs = []
         for name in knob_names:
@@ -553,7 +550,7 @@ class Squeezer:
                 self.plans[name] = plans.get(name)
                 knob = knob.bind(plans.get(name))
             knobs.append(knob)
-        self.knobs, self._bound = knobs, key
+        self.knobs = knobs
 
     def measure_request(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """Measure one candidate for an executor: ``{"settings", "students"}`` -> reply.
@@ -834,7 +831,6 @@ class Squeezer:
             self.plans[knob.name] = doc.get("value")
             bound.append(knob.bind(doc.get("value")))
         self.knobs = bound
-        self._bound = _plans_key([k.name for k in bound], self.plans)
 
     def run(self, on_point: Callable[[Point], None] | None = None) -> SearchResult:
         deadline = self.deadline()
@@ -893,10 +889,6 @@ def rejected(doc: dict[str, Any], e: Exception, t0: float) -> dict[str, Any]:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
         error = f"{type(e).__name__}: {first_line}"[:300]
     return doc | {"error": error, "seconds": time.perf_counter() - t0}
-
-
-def _plans_key(knob_names: Sequence[str], plans: Mapping[str, Any]) -> str:
-    return json.dumps([list(knob_names), plans], sort_keys=True, default=str)
 
 
 def build_replica(spec: WorkerSpec) -> Squeezer:
