@@ -112,6 +112,8 @@ def results_dict(
         "evaluations": squeezer.evaluations,
         "cache_hits": squeezer.cache_hits,
         "executor": squeezer.executor.describe(),
+        # When and where each request ran (seconds from the start): see Squeezer.trace.
+        "trace": squeezer.trace,
         "latency_method": latency_method(squeezer),
         "truncated": result.truncated,
         "baseline": result.baseline.to_dict(knobs),
