@@ -395,8 +395,11 @@ def search(
         rank = 0 if knob.base else 1  # a training knob's candidates are the long ones: first
         if knob.monotone:
             lo, hi = -1, len(knob.settings)
+            # A plan's likely setting is probed first (a bisection may start anywhere).
+            first = knob.settings.index(knob.first) if knob.first in knob.settings else None
             while hi - lo > 1:
-                mid = (lo + hi) // 2
+                mid = (lo + hi) // 2 if first is None else first
+                first = None
                 wish(
                     knob.name,
                     [{knob.name: knob.settings[i]} for i in _next_mids(lo, mid, hi)],
