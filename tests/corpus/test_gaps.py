@@ -6,6 +6,7 @@ themselves are in ``test_corpus.py`` (slow).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +169,35 @@ def test_squeeze_time_budget_counts_from_the_start_and_bounds_the_plans():
     assert result.truncated == "time budget reached"
     assert any("not planned (time budget reached)" in n for n in squeezer.notes)
     assert {"channels", "int8"} <= set(squeezer.skipped)
+
+
+def test_a_time_budget_is_spent_on_the_cheapest_knobs_first(monkeypatch):
+    """orientation, ONet, MiniLM, mobilenet: `squeeze --time-budget 1` ended with "time budget
+    reached before a cheaper candidate was found; closest: none evaluated": the plans (channel
+    sensitivity, int8 layer ranking) ran first and took the whole budget. Now the cheapest knobs
+    are measured first and a plan is made only when the search reaches its knob."""
+    from tests.graphs import cnn
+    from tests.helpers import rand, self_labelled_squeezer
+
+    squeezer = self_labelled_squeezer(
+        cnn(), rand((40, 3, 8, 8), 5), 8, techniques=("channels", "int8", "fp16"), time_budget_s=1e4
+    )
+    measure, clock, late = squeezer.evaluate, time.monotonic, [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock() + late[0])
+
+    def budget_spent_by_the_first_candidate(settings):  # type: ignore[no-untyped-def]
+        point = measure(settings)
+        if settings:
+            late[0] = 1e5
+        return point
+
+    squeezer.evaluate = budget_spent_by_the_first_candidate  # type: ignore[method-assign]
+    result = squeezer.run()
+    assert [p.settings for p in result.points] == [{}, {"fp16": True}]
+    assert result.best is not None and result.best.settings == {"fp16": True}
+    assert result.truncated == "time budget reached"
+    assert squeezer.plans == {}  # neither plan was started
+    assert result.skipped["channels"] == result.skipped["int8"] == "time budget reached before its plan"
 
 
 # YOLOv8's decode after the keep-interface Resize: boxes (anchor +- distance) times a stride tensor
