@@ -307,3 +307,35 @@ def test_family_members_outside_the_corpus(matrix_module, tmp_path, name):
     assert fp16.metrics[key] >= (0.99 if key == "agreement" else 0.999), fp16.metrics
     assert channels.status == "ok", (channels.message, channels.argv)
     assert channels.ratios["size"] < 0.95, channels.ratios
+
+
+# ddddocr common_old.onnx (torch + onnx.quantize): a contrib op with no ONNX schema
+# (com.microsoft DynamicQuantizeLSTM) makes a float value whose type nothing declares, and a
+# Transpose whose output is declared float reads it.
+CONTRIB = """
+<ir_version: 8, opset_import: ["" : 17, "com.microsoft" : 1]>
+contrib (float[2, 3, 4] x) => (float[3, 2, 4] y) {
+    g = com.microsoft.Gelu (x)
+    y = Transpose <perm = [1, 0, 2]> (g)
+}
+"""
+
+
+def test_fp16_keeps_float32_what_reads_a_value_of_unknown_type():
+    """fp16 on ddddocr common_old: 'onnxruntime cannot load it: Type (tensor(float16)) of output
+    arg (364) ... does not match expected type (tensor(float))': the Transpose after the contrib
+    LSTM was converted without a cast, its input's type being unknown."""
+    import onnx_ir as ir
+
+    from onnxsqueeze.passes.fp16 import ConvertToFloat16Pass
+    from tests.helpers import run_ort
+
+    model = model_from_text(CONTRIB)
+    m = ir.serde.deserialize_model(model)
+    result = ConvertToFloat16Pass()(m)
+    converted = ir.serde.serialize_model(m)
+    x = rand((2, 3, 4), 7)
+    (want,) = run_ort(model, {"x": x})
+    (got,) = run_ort(converted, {"x": x})  # loads: no float16 output on a float32 input
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert any("unknown" in why or "no known" in why for why in result.fp32_nodes.values())
