@@ -169,6 +169,12 @@ def test_squeeze_time_budget_counts_from_the_start_and_bounds_the_plans():
     assert result.truncated == "time budget reached"
     assert any("not planned (time budget reached)" in n for n in squeezer.notes)
     assert {"channels", "int8"} <= set(squeezer.skipped)
+    # ddddocr-det at load 20: the original's measurement spent the minute; said as such, not as
+    # "no candidate fits ... closest: none evaluated".
+    from onnxsqueeze.search.report import nothing_fits_message
+
+    message = nothing_fits_message(squeezer, result)
+    assert "was spent before any candidate was measured" in message and "--time-budget" in message
 
 
 def test_a_time_budget_is_spent_on_the_cheapest_knobs_first(monkeypatch):
