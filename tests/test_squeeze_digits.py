@@ -55,7 +55,8 @@ def test_digits_squeeze_with_distillation(digits, tmp_path):
     """With training data the search also distills into catalog students (issue 9)."""
     model, val, train = digits
     out = tmp_path / "out"
-    results = _squeeze(model, val, out, "--train-data", str(train), "--objective", "size")
+    TRAIN = ("--train-data", str(train), "--train-epochs", "2")
+    results = _squeeze(model, val, out, *TRAIN, "--objective", "size")
     _assert_done_when(results)
     assert results["calibration"]["data"] == str(Path(train).resolve())
     assert set(results["knobs"]) == {
@@ -71,7 +72,7 @@ def test_digits_squeeze_with_distillation(digits, tmp_path):
     assert r.exit_code == 0, r.output
     assert sio.sha256_file(rebuilt) == results["best"]["sha256"]
 
-    cached = _squeeze(model, val, out, "--train-data", str(train), "--objective", "size")
+    cached = _squeeze(model, val, out, *TRAIN, "--objective", "size")
     assert cached["evaluations"] == 0 and cached["cache_hits"] == len(results["points"])
     assert cached["best"]["sha256"] == results["best"]["sha256"]
     assert cached["students"] == results["students"]  # read back, not trained again

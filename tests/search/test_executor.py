@@ -187,8 +187,9 @@ def test_timing_slot_admits_one_holder_at_a_time():
 # ------------------------------------------------------------------ real candidates
 
 
-@pytest.fixture
-def assets(tmp_path: Path) -> tuple[Path, Path]:
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp_path = tmp_path_factory.mktemp("assets")
     model = cnn()
     x = rand((96, 3, 8, 8), 21)
     (y,) = run_ort(model, {"x": x})
@@ -209,6 +210,15 @@ def _squeeze(model: Path, data: Path, out: Path, *extra: str):
     return json.loads((out / "results.json").read_text())
 
 
+@pytest.fixture(scope="module")
+def serial(assets, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The serial run every parallel run must equal byte for byte (run once for the module)."""
+    model, data = assets
+    out = tmp_path_factory.mktemp("serial") / "serial"
+    _squeeze(model, data, out, "--no-cache")
+    return out
+
+
 def _same_as_serial(serial: Path, other: Path) -> None:
     assert (other / "cnn.squeezed.onnx").read_bytes() == (serial / "cnn.squeezed.onnx").read_bytes()
     assert (other / "recipe.toml").read_bytes() == (serial / "recipe.toml").read_bytes()
@@ -219,11 +229,10 @@ def _same_as_serial(serial: Path, other: Path) -> None:
 
 
 @pytest.mark.slow
-def test_process_pool_gives_the_serial_best_model_byte_for_byte(assets, tmp_path):
+def test_process_pool_gives_the_serial_best_model_byte_for_byte(assets, serial, tmp_path):
     model, data = assets
-    _squeeze(model, data, tmp_path / "serial", "--no-cache")
     results = _squeeze(model, data, tmp_path / "pool", "--no-cache", "--workers", "2")
-    _same_as_serial(tmp_path / "serial", tmp_path / "pool")
+    _same_as_serial(serial, tmp_path / "pool")
     assert results["executor"] == "2 local worker processes"
     assert "one candidate at a time per machine" in (tmp_path / "pool" / "report.md").read_text()
 
@@ -264,7 +273,7 @@ def test_a_failing_candidate_is_reported_and_the_pool_goes_on(assets, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_after_the_driver_is_killed(assets, tmp_path):
+def test_resume_after_the_driver_is_killed(assets, serial, tmp_path):
     """SIGKILL the driver of a 2-worker run once some results are cached; the rerun resumes."""
     model, data = assets
     out = tmp_path / "killed"
@@ -285,8 +294,7 @@ def test_resume_after_the_driver_is_killed(assets, tmp_path):
     assert not (out / "results.json").exists() or proc.returncode == 0
     resumed = _squeeze(model, data, out, "--workers", "2")
     assert resumed["cache_hits"] >= 1
-    _squeeze(model, data, tmp_path / "serial", "--no-cache")
-    _same_as_serial(tmp_path / "serial", out)
+    _same_as_serial(serial, out)
 
 
 @pytest.fixture(scope="module")
@@ -298,11 +306,10 @@ def local_ray():
 
 
 @pytest.mark.slow
-def test_ray_gives_the_serial_best_model_byte_for_byte(assets, tmp_path, local_ray):
+def test_ray_gives_the_serial_best_model_byte_for_byte(assets, serial, tmp_path, local_ray):
     model, data = assets
-    _squeeze(model, data, tmp_path / "serial", "--no-cache")
     results = _squeeze(model, data, tmp_path / "ray", "--no-cache", "--ray")
-    _same_as_serial(tmp_path / "serial", tmp_path / "ray")
+    _same_as_serial(serial, tmp_path / "ray")
     assert results["executor"].startswith("Ray (a local Ray instance), 2 tasks")
 
 
