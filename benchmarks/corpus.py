@@ -549,7 +549,7 @@ def markdown(
         lines += ["", "Notes (refusals with their one line; defects in bold):", ""]
         lines += [f"{i}. {n.replace('|', '/')}" for i, n in enumerate(notes, 1)]
     counts: dict[str, int] = {}
-    for c in cells:
+    for c in by.values():  # a re-run cell replaces the earlier one
         counts[c.status] = counts.get(c.status, 0) + 1
     lines += ["", "Totals: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + "."]
     return "\n".join(lines) + "\n"
