@@ -31,9 +31,10 @@ def nothing_fits_message(squeezer: Squeezer, result: SearchResult) -> str:
         import time
 
         return (
-            f"the time budget ({squeezer.options.time_budget_s:g} s) was spent before any candidate "
-            f"was measured (loading and measuring the original: {time.monotonic() - squeezer.started:.0f} s "
-            f"on this machine; baseline {m.name} {result.baseline.metric:.4g}); give a larger --time-budget"
+            f"{result.truncated} before any candidate was measured (budget "
+            f"{squeezer.options.time_budget_s:g} s; loading and measuring the original took "
+            f"{time.monotonic() - squeezer.started:.0f} s on this machine; baseline {m.name} "
+            f"{result.baseline.metric:.4g}); give a larger --time-budget"
         )
     near = closest(result)
     tail = "; ".join(
