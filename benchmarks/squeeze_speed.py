@@ -11,7 +11,8 @@
 
 Each run starts without a cache (``--no-cache``). It prints the wall time, the machine load
 (``uptime``) before and after, the outcome and the seconds per phase from results.json, and a
-markdown row for benchmarks/RESULTS.md.
+markdown row for benchmarks/RESULTS.md; the CPU seconds per phase and per plan (``plan:<knob>``)
+come from results.json's ``cpu_timings``.
 
 After the table, one line per model: ``SUMMARY <model> wall <s> cpu <s> load <1-min> target <s>
 met <yes|no>`` (the target of issue 14 item 1 on 2 quiet cores; "met" judges the wall time, and
@@ -155,6 +156,7 @@ def run(name: str, cmd: list[str], out: Path) -> dict:
         "stopped_early": results.get("stopped_early"),
         "timed": sum(1 for p in results["points"] if p["latency_ms"] is not None),
         "timings": {k: round(v, 1) for k, v in results.get("timings", {}).items()},
+        "cpu_timings": {k: round(v, 1) for k, v in results.get("cpu_timings", {}).items()},
     }
     print(json.dumps(row, indent=2), flush=True)
     return row
@@ -203,15 +205,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown model {name}")
         rows.append(run(name, [*cmd, "--objective", args.objective, "-o", str(out), "--no-cache"], out))
     print("\n| model | objective | wall s | CPU s | load (1/5/15 min) | exit | best | drop | size | latency | points "
-          "(stopped early, timed) | seconds per phase |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "(stopped early, timed) | seconds per phase (wall) | CPU seconds per phase |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = lambda v: f"{v:.2f}x" if v is not None else "-"  # noqa: E731
         print(
             f"| {r['model']} | {args.objective} | {r['wall_s']} | {r['cpu_s']} | {r['load_before']} | {r['exit']} | "
             f"{r['best'] or '-'} | {r['drop'] if r['drop'] is None else round(r['drop'], 2)} | "
             f"{ratio(r['size_ratio'])} | {ratio(r['latency_ratio'])} | {r['points']} ({r['stopped_early']}, "
-            f"{r['timed']}) | {', '.join(f'{k} {v}' for k, v in r['timings'].items())} |"
+            f"{r['timed']}) | {', '.join(f'{k} {v}' for k, v in r['timings'].items())} | "
+            f"{', '.join(f'{k} {v}' for k, v in r['cpu_timings'].items())} |"
         )
     for r in rows:
         target = TARGETS.get(r["model"])

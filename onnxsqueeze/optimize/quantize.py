@@ -22,11 +22,14 @@ rewrite graphs. This module does what needs onnxruntime sessions or files:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
+import hashlib
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -149,6 +152,15 @@ def _fully_typed(model: onnx.ModelProto) -> bool:
     return all(o in typed for n in inferred.graph.node for o in n.output if o)
 
 
+# Ranges measured in this process, by (model bytes, data, method): a search builds several int8
+# candidates on one base model (layers kept float, combinations) and the int8 plan calibrates
+# that same model; each measurement runs every calibration sample through the model with all
+# of its tensors as outputs (histograms for percentile and entropy).
+_MEASURED: collections.OrderedDict[tuple[str, str, str, float], ActivationRanges] = collections.OrderedDict()
+_MEASURED_LOCK = threading.Lock()
+_MEASURED_SIZE = 8
+
+
 def calibrate(
     model: onnx.ModelProto,
     calibration: CalibrationData | Mapping[str, np.ndarray],
@@ -158,14 +170,38 @@ def calibrate(
 ) -> ActivationRanges:
     """Activation ranges of every float tensor, measured by onnxruntime's calibrator.
 
+    The same model (bytes), data and method give the same ranges: a measurement is reused within
+    the process (the last few are kept).
+
     Raises:
         UnsupportedModelError: the calibrator cannot run the model.
     """
+    data = _as_data(calibration)
+    key = (
+        hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest(),
+        data.sha256(),
+        method,
+        percentile if method == "percentile" else 0.0,
+    )
+    with _MEASURED_LOCK:
+        if key in _MEASURED:
+            _MEASURED.move_to_end(key)
+            return _MEASURED[key]
+    ranges = _measure_ranges(model, data, method=method, percentile=percentile)
+    with _MEASURED_LOCK:
+        _MEASURED[key] = ranges
+        while len(_MEASURED) > _MEASURED_SIZE:
+            _MEASURED.popitem(last=False)
+    return ranges
+
+
+def _measure_ranges(
+    model: onnx.ModelProto, data: CalibrationData, *, method: CalibrateMethod, percentile: float
+) -> ActivationRanges:
     from onnxruntime.quantization import CalibrationMethod, create_calibrator
 
     from onnxsqueeze import runtime
 
-    data = _as_data(calibration)
     methods = {
         "minmax": CalibrationMethod.MinMax,
         "percentile": CalibrationMethod.Percentile,
@@ -628,45 +664,74 @@ def plan_int8(
         ("minmax", "int8"),
     ),
     max_ranked: int = 16,
+    estimate_samples: int = 16,
 ) -> dict[str, Any]:
-    """Choose the calibration of static int8 and rank its layers by measured sensitivity.
+    """Choose the calibration of static int8 and rank its layers by sensitivity.
 
-    Each ``(calibrate_method, activation_type)`` variant quantizes every layer once and is scored
-    with ``score`` (higher is better); the best (ties: the first) is kept, and its layers are
-    ranked by :func:`rank_by_reversion` (on a model with more than ``max_ranked`` layers, only the
-    ``max_ranked`` that :func:`sensitivity`'s noise estimate ranks first are measured: the search
-    keeps at most 8 float). The search reverts the first ``k`` of ``order``.
+    The float model is scored once with ``score`` (higher is better). Each ``(calibrate_method,
+    activation_type)`` variant quantizes every layer and is scored, in order, until one scores
+    at least the float model's: a later variant can then at best tie (ties keep the first), so
+    the rest are not calibrated. Otherwise the best is kept (ties: the first); ranges are
+    measured once per method.
+
+    The layer order the search reverts to float (its first ``k``):
+
+    - when the kept all-int8 model scores at least the float model, no reversion can recover
+      anything measurable on these samples (each would tie): the layers are ordered by
+      :func:`sensitivity`'s noise estimate (one run over ``estimate_samples`` calibration
+      samples), measured
+      evaluations are spent by the search only if it needs float layers at all;
+    - otherwise by measured reversion (:func:`rank_by_reversion`, NNCF's accuracy control) of
+      the ``max_ranked`` layers the noise estimate ranks first, then the rest in its order.
     """
     prepared = _named(model)
+    reference = score(prepared)
     best: tuple[float, CalibrateMethod, str, ActivationRanges, QuantReport] | None = None
-    tried = {}
+    tried: dict[str, float] = {}
+    measured: dict[str, ActivationRanges] = {}
     for method, activation in variants:
-        ranges = calibrate(prepared, calibration, method=method)
+        if method not in measured:
+            measured[method] = calibrate(prepared, calibration, method=method)
         q, report = quantize_int8(
             prepared,
             mode="static",
             pre_process=False,
-            ranges=ranges,
+            ranges=measured[method],
             activation_type=activation,  # type: ignore[arg-type]
         )
         value = score(q)
         tried[f"{method}/{activation}"] = value
         if best is None or value > best[0]:
-            best = (value, method, activation, ranges, report)
+            best = (value, method, activation, measured[method], report)
+        if best[0] >= reference:
+            break
     assert best is not None
-    _, method, activation, ranges, report = best
+    value, method, activation, ranges, report = best
     layers = report.quantized
-    if len(layers) > max_ranked:  # measure only the layers the noise estimate ranks first
-        estimate = [name for name, _ in sensitivity(prepared, calibration)]
-        layers = [name for name in estimate if name in layers][:max_ranked]
-    ranked = rank_by_reversion(
-        prepared, score, layers, pre_process=False, ranges=ranges, activation_type=activation
-    )
+    # The estimate's statistics (ranges and mean squares) settle on a few samples.
+    few = {k: np.asarray(v)[:estimate_samples] for k, v in _as_data(calibration).arrays.items()}
+    estimate = [name for name, _ in sensitivity(prepared, few) if name in layers]
+    estimate += [name for name in layers if name not in estimate]  # unnamed inputs: graph order last
+    if value >= reference:
+        order, ranking = estimate, "estimate"
+    else:
+        ranked = rank_by_reversion(
+            prepared,
+            score,
+            estimate[:max_ranked],
+            pre_process=False,
+            ranges=ranges,
+            activation_type=activation,
+        )
+        order = [name for name, _ in ranked] + estimate[max_ranked:]
+        ranking = "measured"
     return {
         "calibrate_method": method,
         "activation_type": activation,
-        "order": [name for name, _ in ranked],
+        "order": order,
         "tried": tried,
+        "float": reference,
+        "ranking": ranking,
         "per_channel": report.settings.get("per_channel", True),
     }
 
@@ -710,11 +775,11 @@ def sensitivity(
     stats: dict[str, list[float]] = {}  # name -> [min, max, sum of squares, count]
 
     def update(name: str, x: np.ndarray) -> None:
-        x = np.asarray(x, dtype=np.float64)
+        v = np.asarray(x).reshape(-1)  # no float64 copy of a large activation: a BLAS dot product
         s = stats.setdefault(name, [np.inf, -np.inf, 0.0, 0.0])
-        s[0], s[1] = min(s[0], float(x.min())), max(s[1], float(x.max()))
-        s[2] += float(np.sum(x * x))
-        s[3] += x.size
+        s[0], s[1] = min(s[0], float(v.min())), max(s[1], float(v.max()))
+        s[2] += float(np.dot(v, v))
+        s[3] += v.size
 
     for batch in _reader(data, model, runtime.fixed_batch(sess)).batches():
         feeds = {k: v for k, v in batch.items() if k in inputs}

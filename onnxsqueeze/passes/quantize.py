@@ -258,9 +258,13 @@ class QuantizeInt8Pass(SqueezePass):
             tensors = _tensors_data(self.ranges)
             wt, at = _quant_type(self.weight_type), _quant_type(self.activation_type)
             if self.quant_format == "qdq":
+                # Biases stay float: onnxruntime quantizes them itself when it fuses the QDQ group
+                # into QLinearConv/QGemm (checked: same fused graph), and an int32 bias with its
+                # per-channel scale and int32 zero point is twice a float bias's bytes.
                 quantizer: Any = QDQQuantizer(
-                    proto, self.per_channel, self.reduce_range, wt, at, tensors, extra_options={}, **common
-                )
+                    proto, self.per_channel, self.reduce_range, wt, at, tensors,
+                    extra_options={"QuantizeBias": False}, **common,
+                )  # fmt: skip
             else:
                 quantizer = ONNXQuantizer(
                     proto, self.per_channel, self.reduce_range, QuantizationMode.QLinearOps, True, wt, at,

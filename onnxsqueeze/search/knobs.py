@@ -74,6 +74,7 @@ class Knob:
     improves: tuple[str, ...] = ("latency", "size", "macs", "cost")
     plan: Callable[[PlanContext], Any] | None = None
     base: bool = False
+    first: Any = None  # a monotone knob's setting its bisection probes first (from its plan)
 
     def describe(self, setting: Any) -> str:
         return self.label(setting) if self.label is not None else f"{self.name} {setting}"
@@ -87,12 +88,20 @@ class Knob:
 
         Settings that the plan makes identical to a later one are dropped (the later one is kept,
         so a monotone order stays mildest first): a small model has fewer int8 layers to keep
-        float than the largest setting asks for.
+        float than the largest setting asks for. A plan's ``"first"`` entry, when one of the
+        kept settings, is the setting a bisection probes first.
         """
         unbound = self.step
         steps = [unbound(s, value) for s in self.settings]
         kept = tuple(s for i, s in enumerate(self.settings) if steps[i] not in steps[i + 1 :])
-        return dataclasses.replace(self, settings=kept, step=lambda s: unbound(s, value), plan=None)
+        first = value.get("first") if isinstance(value, Mapping) else None
+        return dataclasses.replace(
+            self,
+            settings=kept,
+            step=lambda s: unbound(s, value),
+            plan=None,
+            first=first if first in kept else None,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +112,9 @@ class PlanContext:
     evaluator: Evaluator
     calibration: Dataset | None
     input_shapes: Mapping[str, Sequence[int]] | None = None  # of the model's dynamic inputs
+    # The model as every candidate's passes receive it (cleanup, onnxslim): what a plan that
+    # names nodes for a pass should measure (None: ``model``).
+    normalized: onnx.ModelProto | None = None
 
 
 def _channels_plan(
@@ -170,7 +182,9 @@ def _channels_step(ratio: float, drops: Mapping[str, float] | None) -> Step:
 def _int8_plan(ctx: PlanContext, *, samples: int = 128) -> dict[str, Any] | None:
     """Calibration choice and layer order for static int8 (:func:`onnxsqueeze.optimize.quantize.plan_int8`).
 
-    Scored on up to ``samples`` evaluation samples; needs calibration data.
+    Measured on the normalized model, the graph the int8 step quantizes (batch norms folded: a
+    raw export's unfused BatchNormalization would be quantized apart and scored slower), scored
+    on up to ``samples`` evaluation samples; needs calibration data.
     """
     import copy
 
@@ -182,7 +196,11 @@ def _int8_plan(ctx: PlanContext, *, samples: int = 128) -> dict[str, Any] | None
     sub.dataset = ctx.evaluator.dataset.take(0, min(samples, len(ctx.evaluator.dataset)))
     sub._reference_out = None
     sign = 1.0 if sub.metric.higher_is_better else -1.0
-    return plan_int8(ctx.model, lambda m: sign * sub.score(m), ctx.calibration.inputs)
+    model = ctx.normalized if ctx.normalized is not None else ctx.model
+    plan = plan_int8(model, lambda m: sign * sub.score(m), ctx.calibration.inputs)
+    if plan["ranking"] == "estimate":  # all-int8 lost nothing on these samples: probe it first
+        plan["first"] = 0
+    return plan
 
 
 def _int8_step(float_layers: int, plan: Mapping[str, Any] | None) -> Step:
@@ -318,7 +336,10 @@ def _fine_tuned(inner: Knob) -> Knob:
 
     A planned inner knob (channels) uses its plan-less step (uniform ratios): the plan is a
     one-shot sensitivity ranking, and the fine-tuned model must not depend on a search's plan.
+    ``resolution+ft`` keeps the interface (a Resize in front), so it never lowers the file's
+    bytes: it is not offered for ``--objective size`` unless named.
     """
+    improves = tuple(o for o in inner.improves if not (inner.name == "resolution" and o == "size"))
     return Knob(
         f"{inner.name}+ft",
         settings=inner.settings,
@@ -329,7 +350,7 @@ def _fine_tuned(inner: Knob) -> Knob:
         group="ft",
         label=lambda s: f"{inner.describe(s)} +ft",
         help=f"{inner.name}, then recovery fine-tuning against the original (needs --train-data)",
-        improves=inner.improves,
+        improves=improves,
     )
 
 

@@ -4,12 +4,19 @@ the knobs a search with those options offers (:func:`offered_knobs`)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from onnxsqueeze.errors import InputError
 from onnxsqueeze.evaluate import Budget, Dataset
 from onnxsqueeze.search.algorithm import parse_objectives
 from onnxsqueeze.search.knobs import Knob, available_knobs
+
+if TYPE_CHECKING:
+    import onnx
 
 # The instance a cost is priced on when none is given (onnxsqueeze.bench.cost's table): a 2-vCPU
 # CPU machine, a T4 for CUDA. At a fixed price the cost objective ranks candidates like latency;
@@ -60,14 +67,92 @@ class SqueezeOptions:
     finetune_time_s: float = 30.0
 
 
+# int4 (MatMulNBits) is offered only when MatMul weights hold at least this share of the weights.
+INT4_MIN_SHARE = 0.1
+
+
+@functools.cache
+def cpu_int8_dot() -> str | None:
+    """The CPU's int8 dot-product extension as onnxruntime's MLAS dispatches on it (``avx512_vnni``,
+    ``avx_vnni``; ``none`` on an x86 CPU with neither), None when it cannot be told.
+
+    MLAS reads CPUID leaf 7 (AVX512_VNNI: ECX bit 11; AVX-VNNI: sub-leaf 1, EAX bit 4) and the
+    OS's XSAVE state; Linux's ``/proc/cpuinfo`` flags are the kernel's reading of the same bits,
+    cleared when the OS does not enable the state.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None
+    )
+    if flags is None:  # not x86 (ARM lists "Features")
+        return None
+    return next((f for f in ("avx512_vnni", "avx_vnni") if f in flags), "none")
+
+
+def weight_share(model: onnx.ModelProto, op_types: tuple[str, ...]) -> float:
+    """The fraction of the weights of ``model``'s Conv/Gemm/MatMul layers held by ``op_types``
+    (weights in initializers or Constant nodes, as exporters such as paddle2onnx write them)."""
+    import math
+
+    sizes = {t.name: math.prod(t.dims) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            sizes[node.output[0]] = math.prod(node.attribute[0].t.dims)
+    share = total = 0
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and len(node.input) > 1:
+            n = sizes.get(node.input[1], 0)
+            total += n
+            share += n if node.op_type in op_types else 0
+    return share / total if total else 0.0
+
+
+def conv_share(model: onnx.ModelProto) -> float:
+    """The fraction of the weights of ``model``'s Conv/Gemm/MatMul layers that are Conv weights."""
+    return weight_share(model, ("Conv", "ConvTranspose"))
+
+
+def _dynamic_int8_slow(model: onnx.ModelProto | None, options: SqueezeOptions) -> str | None:
+    """Why dynamic int8 cannot lower latency here (None: it may).
+
+    onnxruntime runs a dynamically quantized Conv as DynamicQuantizeLinear + ConvInteger (im2col
+    and an integer GEMM, then a float rescale): measured 10x *slower* than float at batch 1 on
+    the digits CNN (and on the paddle orientation classifier) on this project's CPU, which has
+    AVX512-VNNI; on a CPU without VNNI the integer GEMM has no fast dot product at all.
+    """
+    if options.provider != "cpu":
+        return None
+    dot = cpu_int8_dot()
+    if dot == "none":
+        return "this CPU has no VNNI (AVX512-VNNI, AVX-VNNI): onnxruntime's integer GEMM is slower than float"
+    if model is not None and conv_share(model) > 0.5:
+        return (
+            "mostly Conv weights: onnxruntime runs them as ConvInteger, measured 10x slower than float "
+            f"at batch 1 (CPU int8 dot product: {dot or 'unknown'})"
+        )
+    return None
+
+
 def offered_knobs(
-    knobs: Sequence[Knob], options: SqueezeOptions, *, train: Dataset | None, calibration: Dataset | None
+    knobs: Sequence[Knob],
+    options: SqueezeOptions,
+    *,
+    train: Dataset | None,
+    calibration: Dataset | None,
+    model: onnx.ModelProto | None = None,
 ) -> tuple[list[Knob], dict[str, str]]:
     """The knobs (and settings) a search with ``options`` offers, and why the others are not.
 
     A knob is offered when its passes are registered (:func:`available_knobs`), its data are
     given (training data for the knobs that train, calibration data for calibrated settings),
     and it is named in ``options.techniques`` or, when none are named, can lower the objective.
+    Dynamic int8 counts as lowering latency and cost only where onnxruntime has a fast path for
+    ``model`` on this CPU (:func:`_dynamic_int8_slow`); it still lowers the file size.
 
     Raises:
         InputError: ``options.techniques`` names an unknown knob.
@@ -90,6 +175,20 @@ def offered_knobs(
         offered = [k for k in offered if k.name in options.techniques]
     else:
         wanted = set(parse_objectives(options.objective))
+        slow = _dynamic_int8_slow(model, options) if wanted & {"latency", "cost"} else None
+        matmul = weight_share(model, ("MatMul",)) if model is not None else 1.0
+        if matmul < INT4_MIN_SHARE and any(k.name == "int4" for k in offered):
+            # 4-bit MatMulNBits rewrites MatMul weights only: on a Conv model it moves nothing.
+            skipped["int4"] = (
+                f"its MatMul weights are {matmul:.1%} of the weights; name it in --techniques to try it anyway"
+            )
+            offered = [k for k in offered if k.name != "int4"]
+        for k in [k for k in offered if k.name == "int8-dynamic" and slow]:
+            if not wanted & (set(k.improves) - {"latency", "cost"}):
+                skipped[k.name] = (
+                    f"cannot lower {options.objective} ({slow}; name it in --techniques to try it anyway)"
+                )
+                offered.remove(k)
         for k in [k for k in offered if not wanted & set(k.improves)]:
             skipped[k.name] = (
                 f"cannot lower {options.objective} "

@@ -106,10 +106,14 @@ def results_dict(
         # Wall seconds per phase of this run (load, plan, baseline, single, combine, distill,
         # outputs); candidates read from the cache cost (almost) nothing here.
         "timings": dict(squeezer.timings),
+        # CPU seconds of the search's process per phase and per plan (``plan:<knob>``).
+        "cpu_timings": {k: round(v, 3) for k, v in getattr(squeezer, "cpu_timings", {}).items()},
         "stopped_early": sum(1 for p in result.points if p.samples is not None),
         "evaluations": squeezer.evaluations,
         "cache_hits": squeezer.cache_hits,
         "executor": squeezer.executor.describe(),
+        # When and where each request ran (seconds from the start): see Squeezer.trace.
+        "trace": squeezer.trace,
         "latency_method": latency_method(squeezer),
         "truncated": result.truncated,
         "baseline": result.baseline.to_dict(knobs),

@@ -285,7 +285,8 @@ def test_int8_plan_picks_a_calibration_and_orders_layers_by_measured_sensitivity
         "minmax",
         "uint8",
     )
-    assert len(calls) == 4 + 3
+    assert len(calls) == 1 + 4 + 3  # the float model, the variants, each layer reverted alone
+    assert plan["ranking"] == "measured" and plan["float"] == 1.0
     step = _int8_step(2, plan)
     assert dict(step.options)["exclude"] == ("n2_Conv", "n0_Conv") and step.calibration
     assert "exclude" not in dict(_int8_step(0, plan).options)
@@ -311,5 +312,69 @@ def test_int8_plan_measures_only_the_layers_the_estimate_ranks_first():
     calls: list[set[str]] = []
     model, data = _named_cnn(), {"x": inputs(16, seed=11)}
     plan = oq.plan_int8(model, synthetic_score(calls), data, max_ranked=2)
-    estimate = [name for name, _ in oq.sensitivity(model, data)][:2]
-    assert sorted(plan["order"]) == sorted(estimate) and len(calls) == 4 + 2
+    estimate = [name for name, _ in oq.sensitivity(model, data)]
+    assert sorted(plan["order"][:2]) == sorted(estimate[:2]) and len(calls) == 1 + 4 + 2
+    assert plan["order"][2:] == estimate[2:]  # the rest keep the estimate's order
+
+
+def test_int8_plan_stops_at_the_first_lossless_calibration_and_ranks_by_the_estimate():
+    """When all-int8 already scores the float model's, the other calibrations can at best tie
+    and no reversion can recover anything: two evaluations, the noise estimate's order."""
+    calls: list[set[str]] = []
+    model, data = _named_cnn(), {"x": inputs(16, seed=11)}
+
+    def lossless(m: onnx.ModelProto) -> float:
+        calls.append(quantized_layers(m))
+        return 1.0
+
+    plan = oq.plan_int8(model, lossless, data)
+    assert calls == [set(), set(PENALTY)]  # the float model, then the first variant
+    assert plan["tried"] == {"minmax/uint8": 1.0} and plan["ranking"] == "estimate"
+    assert plan["order"] == [name for name, _ in oq.sensitivity(model, data)]
+    # A variant better than the first but below float keeps the search going; the best is kept.
+    calls.clear()
+    seen: list[int] = []
+
+    def improving(m: onnx.ModelProto) -> float:
+        layers = quantized_layers(m)
+        calls.append(layers)
+        if not layers:
+            return 1.0
+        seen.append(1)
+        return {1: 0.5, 2: 0.8, 3: 0.7, 4: 0.6}.get(len(seen), 1.0 - sum(PENALTY[n] for n in layers))
+
+    plan = oq.plan_int8(model, improving, data)
+    assert plan["tried"] == {
+        "minmax/uint8": 0.5,
+        "percentile/uint8": 0.8,
+        "entropy/uint8": 0.7,
+        "minmax/int8": 0.6,
+    }
+    assert (plan["calibrate_method"], plan["activation_type"]) == ("percentile", "uint8")
+    assert plan["ranking"] == "measured" and len(calls) == 1 + 4 + 3
+
+
+def test_calibration_of_the_same_model_and_data_is_measured_once(monkeypatch):
+    measured: list[str] = []
+    real = oq._measure_ranges
+
+    def counting(model, data, **kw):
+        measured.append(kw["method"])
+        return real(model, data, **kw)
+
+    monkeypatch.setattr(oq, "_measure_ranges", counting)
+    monkeypatch.setattr(oq, "_MEASURED", type(oq._MEASURED)())
+    model, data = _named_cnn(), {"x": inputs(16, seed=11)}
+    first = oq.calibrate(model, data)
+    assert oq.calibrate(onnx.ModelProto.FromString(model.SerializeToString()), dict(data)) is first
+    assert measured == ["minmax"]
+    other = oq.calibrate(model, {"x": inputs(16, seed=12)})  # other data: measured again
+    assert (
+        other.sha256 != first.sha256 and oq.calibrate(model, data, method="percentile").method == "percentile"
+    )
+    assert measured == ["minmax", "minmax", "percentile"]
+    # A whole static quantization reuses the ranges: same bytes, no new measurement.
+    a, _ = oq.quantize_int8(model, mode="static", calibration=data, pre_process=False)
+    after_first = len(measured)
+    b, _ = oq.quantize_int8(model, mode="static", calibration=data, pre_process=False)
+    assert a.SerializeToString() == b.SerializeToString() and len(measured) == after_first

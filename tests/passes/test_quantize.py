@@ -69,6 +69,21 @@ def test_static_writes_qdq():
     assert sum(n.op_type == "QuantizeLinear" for n in out.graph.node) >= 3  # activations too
 
 
+def test_static_qdq_keeps_biases_float_and_onnxruntime_still_fuses_integer_convs(tmp_path):
+    """A float bias is half the bytes of an int32 bias with its scale and zero point; onnxruntime
+    quantizes it itself when it fuses the group (QLinearConv/QGemm), so the fused graph is alike."""
+    import onnxruntime as ort
+
+    out, _ = quantize(cnn(), **static_kw())
+    assert not [t.name for t in out.graph.initializer if t.data_type == onnx.TensorProto.INT32]
+    convs = sum(n.op_type == "Conv" for n in cnn().graph.node)
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "fused.onnx")
+    ort.InferenceSession(out.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    fused = onnx.load(str(tmp_path / "fused.onnx"))
+    assert sum(n.op_type == "QLinearConv" for n in fused.graph.node) == convs > 0
+
+
 def test_static_qoperator_writes_integer_ops():
     out, modified = quantize(cnn(), **static_kw(), quant_format="qoperator")
     assert modified

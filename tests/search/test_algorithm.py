@@ -396,3 +396,36 @@ def test_report_verifies_the_scored_output_of_a_multi_head_model(tmp_path):
     report = files["report"].read_text()
     assert "top-1 agreement of 'probs' 100.0%" in report
     assert "'box' " in report and "per output" in report
+
+
+@pytest.mark.parametrize("first", [1, 3, 5])
+@pytest.mark.parametrize("drop_per_level", [0.3, 0.7, 5.0])
+def test_a_bisection_probing_a_planned_setting_first_makes_the_same_decision(
+    first: int, drop_per_level: float
+):
+    import dataclasses
+
+    plain, planned = (
+        Synthetic({"k": drop_per_level}, {"k": 0.9}),
+        Synthetic({"k": drop_per_level}, {"k": 0.9}),
+    )
+    expected = run(plain, [knob("k", 5)])
+    result = run(planned, [dataclasses.replace(knob("k", 5), first=first)])
+    assert planned.calls[1] == {"k": first}  # after the baseline
+
+    def chosen(r):
+        return None if r.singles["k"] is None else r.singles["k"].settings
+
+    assert chosen(result) == chosen(expected)
+    if first * drop_per_level <= 2.0 and first == 5:  # the most aggressive fits: one evaluation
+        assert len([c for c in planned.calls if c]) == 1
+
+
+def test_a_plan_names_the_first_probe_only_among_the_kept_settings():
+    from onnxsqueeze.search.knobs import KNOBS
+
+    int8 = next(k for k in KNOBS if k.name == "int8")
+    plan = {"calibrate_method": "minmax", "activation_type": "uint8", "order": ["a", "b", "c"], "first": 0}
+    bound = int8.bind(plan)
+    assert bound.first == 0 and bound.settings == (2, 1, 0)  # 3 layers: at most 2 float
+    assert int8.bind({**plan, "first": 8}).first is None and int8.bind(None).first is None

@@ -41,6 +41,8 @@ def test_points_and_phases_carry_their_timings(squeezer):
     result = squeezer.run()
     assert {"plan", "baseline", "single"} <= set(squeezer.timings)
     assert all(v >= 0 for v in squeezer.timings.values())
+    assert {"plan", "baseline", "single"} <= set(squeezer.cpu_timings)  # CPU seconds, same phases
+    assert all(v >= 0 for v in squeezer.cpu_timings.values())
     base = result.baseline
     assert base.build_s is None and base.score_s is not None and base.time_s is not None
     for p in result.points[1:]:
@@ -68,3 +70,72 @@ def test_a_knob_that_cannot_lower_the_objective_is_offered_only_by_name(squeezer
     assert "fp16" in {k.name for k in make(objective="macs,size").knobs}  # size is requested too
     named = make(objective="size", techniques=("sparsity",))
     assert [k.name for k in named.knobs] == ["sparsity"]
+
+
+def test_dynamic_int8_is_not_offered_for_latency_on_a_conv_model(squeezer, monkeypatch, tmp_path):
+    """ConvInteger (dynamic int8 of a Conv) is slower than float in onnxruntime: not offered for
+    latency unless named; still offered for size, and for latency on a MatMul model with VNNI."""
+    import onnx
+
+    from onnxsqueeze.search import options as opts
+    from onnxsqueeze.search.knobs import KNOBS
+    from tests.graphs import tiny_mlp
+
+    mlp = onnx.load(str(tiny_mlp(tmp_path / "mlp.onnx", 32)))
+
+    def offered(objective, model=squeezer.model, **kw):
+        options = SqueezeOptions(budget=E.Budget(5.0), objective=objective, **kw)
+        knobs, skipped = opts.offered_knobs(
+            KNOBS, options, train=None, calibration=squeezer.calibration, model=model
+        )
+        return {k.name for k in knobs}, skipped
+
+    monkeypatch.setattr(opts, "cpu_int8_dot", lambda: "avx512_vnni")
+    names, skipped = offered("latency")
+    assert "int8-dynamic" not in names and "ConvInteger" in skipped["int8-dynamic"]
+    assert "int8" in names  # static QDQ is another path
+    assert "int8-dynamic" in offered("size")[0] and "int8-dynamic" in offered("latency,size")[0]
+    assert "int8-dynamic" in offered("latency", techniques=("int8-dynamic",))[0]
+    assert "int8-dynamic" in offered("latency", model=mlp)[0]  # MatMul weights: DynamicQuantizeMatMul
+    monkeypatch.setattr(opts, "cpu_int8_dot", lambda: "none")
+    names, skipped = offered("latency", model=mlp)
+    assert "int8-dynamic" not in names and "no VNNI" in skipped["int8-dynamic"]
+
+
+def test_the_int8_plan_names_the_layers_the_candidates_keep_float(squeezer):
+    """The plan is measured on the normalized base (the graph the int8 step quantizes), so the
+    layers it orders are the candidates' nodes, and a setting keeps exactly its first k float."""
+    from onnxsqueeze.optimize.quantize import _named
+    from onnxsqueeze.passes.quantize import FLOAT_OPS
+
+    squeezer.prepare()
+    plan = squeezer.plans["int8"]
+    clean = _named(squeezer._normalized(squeezer.model, squeezer.model_sha256)[0])  # as the pass names them
+    weighted = {n.name for n in clean.graph.node if n.op_type in FLOAT_OPS}
+    assert plan["order"] and set(plan["order"]) <= weighted
+    assert plan["ranking"] in ("estimate", "measured") and plan["tried"]
+    int8 = next(k for k in squeezer.knobs if k.name == "int8")
+    for k in int8.settings:
+        model, idle = squeezer._build_measured({"int8": k})
+        assert idle == []
+        dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+        quantized = {n.name for n in model.graph.node if n.op_type in FLOAT_OPS and n.input[1] in dequantized}
+        assert weighted - quantized == set(plan["order"][:k])
+
+
+def test_int4_is_not_offered_where_matmul_weights_are_a_sliver(squeezer, tmp_path):
+    import onnx
+
+    from onnxsqueeze.search import options as opts
+    from onnxsqueeze.search.knobs import KNOBS
+    from tests.graphs import as_constant_nodes, tiny_mlp
+
+    def offered(model):
+        options = SqueezeOptions(budget=E.Budget(5.0), objective="size")
+        knobs, skipped = opts.offered_knobs(KNOBS, options, train=None, calibration=None, model=model)
+        return {k.name for k in knobs}, skipped
+
+    names, skipped = offered(squeezer.model)  # convolutions and a Gemm: no MatMul
+    assert "int4" not in names and "MatMul weights are 0.0%" in skipped["int4"]
+    mlp = onnx.load(str(tiny_mlp(tmp_path / "mlp.onnx", 32)))
+    assert "int4" in offered(mlp)[0] and "int4" in offered(as_constant_nodes(mlp))[0]
