@@ -49,10 +49,33 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _adopt_orphans() -> None:
+    """Become the subreaper of what the runs start (Linux): a worker forked by ``squeeze``'s fork
+    server outlives the squeeze by a moment and is reparented here, so its CPU time is counted."""
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _reap(seconds: float = 10.0) -> None:
+    """Wait (a while) for the orphans of a finished run, so RUSAGE_CHILDREN includes them."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.05)
+
+
 def _run(cmd: list[str]) -> float:
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    _reap()
     if r.returncode not in (0, 1):
         sys.stderr.write(r.stderr[-3000:])
         raise SystemExit(f"failed: {' '.join(cmd)}")
@@ -95,6 +118,7 @@ def speedup(
     names = [r.strip() for r in runs.split(",") if r.strip()]
     if "serial" not in names or set(names) - set(RUNS):
         raise SystemExit(f"--runs {runs}: name serial and any of {', '.join(RUNS)}")
+    _adopt_orphans()
     rows = []
     for i, name in enumerate(names):
         folder = out / f"{i:02d}-{name}"
@@ -130,6 +154,19 @@ def speedup(
             f"| {res['baseline']['size'] / best['size'] if best else 0:.2f} "
             f"| {shas[folder][0] == shas[ref][0]} | {shas[folder][1] == shas[ref][1]} |"
         )
+    print("\nWhere the time went (wall s per phase; each student's training wall s, and CPU s in a worker):")
+    for _, _, _, folder, res in rows:
+        phases = ", ".join(f"{k} {v:.1f}" for k, v in res.get("timings", {}).items())
+        cpu = {
+            t["task"][len("train ") :]: t.get("cpu")
+            for t in res.get("trace", [])
+            if t["task"].startswith("train ")
+        }
+        students = ", ".join(
+            f"{k} {v.get('seconds', 0.0):.1f}" + (f" (CPU {cpu[k]:.1f})" if cpu.get(k) is not None else "")
+            for k, v in res.get("students", {}).items()
+        )
+        print(f"- {folder.name}: {phases}; students {students or '-'}")
     identical = all(v == shas[ref] and v[0] != "-" for v in shas.values())
     ratios = ", ".join(
         f"{'--workers' if n == 'workers' else '--ray'} {workers} {statistics.median(w) / serial:.2f}x"
@@ -138,11 +175,27 @@ def speedup(
         if n != "serial"
     )
     loads = [r[2] for r in rows]
+    cpus = {n: statistics.median(r[4]["cpu_s"] for r in rows if r[0] == n) for n in walls}
     print(
         f"SUMMARY: serial {serial:.1f} s (median of {len(walls['serial'])}); {ratios}; target <= 0.65x; "
         f"best model and recipe identical to serial: {'yes' if identical else 'no'}; "
-        f"1-min load {min(loads):.1f}-{max(loads):.1f}"
+        f"1-min load {min(loads):.1f}-{max(loads):.1f}; CPU s "
+        + ", ".join(f"{n} {c:.0f}" for n, c in cpus.items())
+        + (" (Ray's workers not counted)" if "ray" in cpus else "")
     )
+    if max(loads) > 2 and _autogroup():
+        print(
+            "note: the kernel shares the cores between sessions (autogroup), not between processes: "
+            "under other jobs' load a run gets one session's share whatever its workers, so these wall "
+            "ratios follow the CPU seconds, not the parallelism; measure the speed-up on a quiet machine"
+        )
+
+
+def _autogroup() -> bool:
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return False
 
 
 FLEET = """# model  data  [KEY=VALUE ...]  (written by benchmarks/scale_out.py)

@@ -1,26 +1,35 @@
-"""The provenance manifest written beside every artifact and embedded in the model itself.
+"""The provenance manifest written beside every artifact, and the one short stamp inside it.
 
 A manifest records how an artifact was made, so a deployment pipeline can pick it up and an auditor
 can trace it: the source file and its sha256, the first source ever read (``origin_sha256``), the
-tool and library versions, the recipe (the passes and options ``onnxsqueeze.pipeline`` recorded in
-the model's metadata), verification metrics against the source, an optional benchmark summary,
-what produced it (``export``), and the manifests of the models it was made from (``lineage``).
+tool and library versions, the recipe (the passes and options ``onnxsqueeze.pipeline`` recorded
+while the command ran), how trained models were trained (``training``: distillation and
+fine-tuning configs), verification metrics against the source, an optional benchmark summary, what
+produced it (``export``), and the manifests of the models it was made from (``lineage``).
 
-It lives in two places, and the hashes say which bytes they cover:
+Where it lives:
 
-- **embedded**: JSON in the model's ``metadata_props`` under ``onnxsqueeze.manifest``, so the record
-  travels with the model (it survives the ONNX Runtime format too). A file cannot contain its own
-  hash, so this copy carries ``output.model_sha256``: the sha256 of the model's deterministic ONNX
-  serialization *without* the ``onnxsqueeze.manifest`` entry (:func:`model_sha256` recomputes it
-  from the saved model).
 - **sidecar**: ``<artifact file name>.manifest.json`` beside the artifact (``model.onnx`` ->
-  ``model.onnx.manifest.json``; one per artifact, so several artifacts can share a folder). It is
-  the embedded copy plus ``file``: facts about the written file that can only be known after writing
-  it: ``file.sha256`` of the exact bytes on disk (embedded manifest included), their size, the
-  sha256 of any external data file, and for converted formats the check of the file's outputs.
-  :func:`attach_benchmark` later records the latest benchmark here only (the model's bytes stay).
+  ``model.onnx.manifest.json``; one per artifact, so several artifacts can share a folder). It
+  holds the whole record, plus ``file``: ``file.sha256`` of the exact bytes on disk, their size,
+  the sha256 of any external data file, and for converted formats the check of the file's
+  outputs; ``output.model_sha256`` is the sha256 of the model's deterministic serialization
+  (:func:`model_sha256` recomputes it from the saved model). :func:`attach_benchmark` later
+  records the latest benchmark here (the model's bytes stay).
+- **in the model**: only what deployment needs (:func:`deployable`). The provenance the passes
+  recorded in ``metadata_props`` while the command ran (``onnxsqueeze.passes``, the distill and
+  fine-tune configs, ...) moves to the sidecar, and the model keeps one short entry,
+  ``onnxsqueeze`` = ``{"origin_sha256": ..., "version": ...}`` (about 100 bytes), so a copied
+  model still names its first source and the tool. Intermediate values' types and shapes
+  (``value_info``) are not stored: onnxruntime infers them (values made by an op without a
+  standard ONNX schema keep theirs). On a 7 KB squeezed CNN the provenance and value_info were
+  2.5 KB of the file.
 
-:func:`check` recomputes both hashes and says what no longer matches; ``onnxsqueeze inspect``
+Files written before this layout (the whole manifest embedded under ``onnxsqueeze.manifest``, the
+pass list under ``onnxsqueeze.passes``) stay readable: :func:`read` and :func:`check` take the
+embedded copy when there is no sidecar, and the next command carries their history on.
+
+:func:`check` recomputes the hashes and says what no longer matches; ``onnxsqueeze inspect``
 shows it. ``source.path`` is recorded as the command was given it; ``source.sha256`` identifies it.
 
 Nothing time- or machine-dependent beyond library versions is recorded: the same input and
@@ -50,9 +59,11 @@ import onnx_ir as ir
 
 from onnxsqueeze import io as sio
 from onnxsqueeze.errors import InputError, ModelLoadError, one_line
-from onnxsqueeze.pipeline import PASSES_KEY, SOURCE_KEY, tool_version
+from onnxsqueeze.pipeline import PASSES_KEY, SOURCE_KEY, STAMP_KEY, tool_version
 
-MANIFEST_KEY = "onnxsqueeze.manifest"
+MANIFEST_KEY = "onnxsqueeze.manifest"  # the whole manifest, embedded by files written before the stamp
+_PROVENANCE = "onnxsqueeze."  # prefix of the keys passes and trainers record while a command runs
+_TRAINING = ("distill", "finetune")  # onnxsqueeze.<kind>.<key> entries of trained models
 SCHEMA = "onnxsqueeze.manifest/1"
 SUFFIX = sio.COMPANION_SUFFIXES[1]  # ".manifest.json"
 # Libraries whose versions change what an artifact contains; others are added by the caller.
@@ -104,9 +115,9 @@ def _without_manifest(model: onnx.ModelProto | ir.Model) -> onnx.ModelProto:
 
 
 def model_sha256(model: onnx.ModelProto | ir.Model) -> str | None:
-    """sha256 of a model's deterministic serialization without its embedded manifest.
+    """sha256 of a model's deterministic serialization (without the manifest older files embedded).
 
-    This is the hash an embedded manifest can carry about its own model; recompute it from a saved
+    This is the sidecar's ``output.model_sha256``; recompute it from a saved
     model (``model_sha256(io.load(path))``) to check the manifest belongs to it. None for a model
     over protobuf's 2 GB limit, which has no single serialization (its ``file`` hashes remain).
     """
@@ -115,12 +126,27 @@ def model_sha256(model: onnx.ModelProto | ir.Model) -> str | None:
 
 
 def embedded(model: onnx.ModelProto | ir.Model) -> dict[str, Any] | None:
-    """The manifest embedded in a model's metadata, or None (also when it is not valid JSON)."""
+    """The manifest embedded in a model written before the stamp layout, else what the stamp
+    says (``stamp``: origin and tool version only), or None (also when it is not valid JSON)."""
+    meta = _metadata(model)
+    raw = meta.get(MANIFEST_KEY)
+    if raw:
+        return _parse(raw)
+    stamp = _parse(meta[STAMP_KEY]) if meta.get(STAMP_KEY) else None
+    if stamp is None:
+        return None
+    return {
+        "schema": SCHEMA,
+        "stamp": True,
+        "tool": {"name": "onnxsqueeze", "version": stamp.get("version")},
+        "origin_sha256": stamp.get("origin_sha256"),
+    }
+
+
+def _metadata(model: onnx.ModelProto | ir.Model) -> dict[str, str]:
     if isinstance(model, ir.Model):
-        raw = model.metadata_props.get(MANIFEST_KEY)
-    else:
-        raw = next((p.value for p in model.metadata_props if p.key == MANIFEST_KEY), None)
-    return _parse(raw) if raw else None
+        return dict(model.metadata_props)
+    return {p.key: p.value for p in model.metadata_props}
 
 
 def _parse(raw: str) -> dict[str, Any] | None:
@@ -153,8 +179,10 @@ def _source(source_path: PathLike | None) -> dict[str, Any] | None:
     return entry
 
 
-def _recipe(proto: onnx.ModelProto) -> tuple[list[Any], str | None]:
-    meta = {p.key: p.value for p in proto.metadata_props}
+def _recipe(proto: onnx.ModelProto | ir.Model) -> tuple[list[Any], str | None]:
+    """The passes recorded in a model's metadata and its first source's sha256 (the recorded key,
+    else the stamp's)."""
+    meta = _metadata(proto)
     recipe: list[Any] = []
     if meta.get(PASSES_KEY):
         try:
@@ -162,7 +190,35 @@ def _recipe(proto: onnx.ModelProto) -> tuple[list[Any], str | None]:
             recipe = value if isinstance(value, list) else []
         except json.JSONDecodeError:
             recipe = []
-    return recipe, meta.get(SOURCE_KEY)
+    origin = meta.get(SOURCE_KEY)
+    if origin is None and meta.get(STAMP_KEY):
+        origin = (_parse(meta[STAMP_KEY]) or {}).get("origin_sha256")
+    return recipe, origin
+
+
+def _training(proto: onnx.ModelProto | ir.Model) -> dict[str, dict[str, Any]] | None:
+    """How the model's weights were trained: the ``onnxsqueeze.<distill|finetune>.<key>`` entries
+    (``distill.export.stamp_provenance``), by kind; JSON values parsed."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in _metadata(proto).items():
+        kind, _, name = key.removeprefix(_PROVENANCE).partition(".")
+        if key.startswith(_PROVENANCE) and kind in _TRAINING and name:
+            parsed = _parse(value) if value.startswith("{") else None
+            out.setdefault(kind, {})[name] = parsed if parsed is not None else value
+    return out or None
+
+
+def _prior(model: onnx.ModelProto | ir.Model, source: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The manifest of what the model was made from: embedded in it (older files), else the
+    source's sidecar when it describes the source's bytes (``source``: :func:`_source`'s entry)."""
+    prior = embedded(model)
+    if prior is not None and not prior.get("stamp"):
+        return prior
+    if source is not None and sidecar_path(source["path"]).is_file():
+        side = _parse(sidecar_path(source["path"]).read_text(encoding="utf-8"))
+        if side is not None and (side.get("file") or {}).get("sha256") == source["sha256"]:
+            return {k: v for k, v in side.items() if k != "file"}
+    return None
 
 
 def _clean(value: Any) -> Any:
@@ -198,11 +254,12 @@ def build(
     output_format: str = "onnx",
     libraries: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The manifest of ``model`` (not yet embedded or written).
+    """The manifest of ``model`` (not yet written).
 
     Args:
-        model: the model about to be saved; its metadata gives the recipe, and a manifest
-            already embedded in it (the source's) becomes the last entry of ``lineage``.
+        model: the model about to be saved; its metadata gives the recipe and training, and
+            the source's manifest (embedded in an older file, else the source's sidecar) becomes
+            the last entry of ``lineage`` (its recipe the start of this one).
         source_path: the file (or folder) the command read; None for a model built in memory.
         verify_report: a :class:`~onnxsqueeze.verify.VerifyReport` (or its ``to_dict()``) of the
             model against the source.
@@ -211,40 +268,115 @@ def build(
         output_format: ``onnx`` or ``ort``.
         libraries: more distributions whose versions to record (e.g. ``torch`` for a conversion).
     """
-    proto = _without_manifest(model)
-    recipe, origin = _recipe(proto)
-    prior = embedded(model)
+    return _build(
+        model,
+        source_path=source_path,
+        verify_report=verify_report,
+        bench_summary=bench_summary,
+        export=export,
+        output_format=output_format,
+        libraries=libraries,
+    )[0]
+
+
+def _build(
+    model: onnx.ModelProto | ir.Model,
+    *,
+    source_path: PathLike | None,
+    verify_report: Any = None,
+    bench_summary: Mapping[str, Any] | None = None,
+    export: Mapping[str, Any] | None = None,
+    output_format: str = "onnx",
+    libraries: Iterable[str] = (),
+) -> tuple[dict[str, Any], onnx.ModelProto]:
+    """:func:`build`, and the model's written form (:func:`deployable`): one copy of the model."""
+    recipe, origin = _recipe(model)  # metadata only: no copy
+    source = _source(source_path)
+    prior = _prior(model, source)
     lineage: list[Any] = []
     if prior is not None:
         lineage = [*prior.get("lineage", []), {k: v for k, v in prior.items() if k != "lineage"}]
-    return {
+        # A source written with the stamp carries no pass list: its history is in its sidecar.
+        past = [step for step in prior.get("recipe") or [] if isinstance(step, dict)]
+        if past and recipe[: len(past)] != past:
+            recipe = [*past, *recipe]
+        origin = origin or prior.get("origin_sha256")
+    output: dict[str, Any] = {"format": output_format, "model_sha256": None}
+    manifest = {
         "schema": SCHEMA,
         "tool": {"name": "onnxsqueeze", "version": tool_version()},
         "libraries": library_versions(libraries),
-        "source": _source(source_path),
+        "source": source,
         "origin_sha256": origin,
         "recipe": recipe,
         "verification": _report_dict(verify_report),
         "benchmark": _clean(bench_summary) if bench_summary is not None else None,
         "export": _clean(export) if export is not None else None,
-        "output": {"format": output_format, "model_sha256": model_sha256(proto)},
+        "output": output,
         "lineage": lineage,
     }
+    training = _training(model)
+    if training is not None:
+        manifest["training"] = training
+    written = deployable(model, origin=origin)
+    if written.ByteSize() < sio.PROTO_LIMIT:  # no manifest entry to leave out: hashed as written
+        output["model_sha256"] = sio.sha256_model(written)
+    return manifest, written
 
 
 def _dumps(manifest: Mapping[str, Any]) -> str:
     return json.dumps(manifest, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def embed(model: onnx.ModelProto | ir.Model, manifest: Mapping[str, Any]) -> onnx.ModelProto:
-    """A copy of ``model`` with ``manifest`` in its metadata (replacing any embedded one).
+def deployable(model: onnx.ModelProto | ir.Model, *, origin: str | None = None) -> onnx.ModelProto:
+    """A copy of ``model`` as it is written: what deployment needs, the provenance in the sidecar.
 
-    The entry is appended last, so removing it gives back the bytes ``model_sha256`` hashed.
+    Every ``onnxsqueeze.*`` metadata entry (the pass history, the training configs, an embedded
+    manifest of an older file) is replaced by the one stamp ``onnxsqueeze`` =
+    ``{"origin_sha256", "version"}``, and ``value_info`` (the types and shapes of intermediate
+    values) is dropped: onnxruntime infers them. A value made by an op with no standard ONNX
+    schema (a contrib or custom op) keeps its entry, as a runtime may need it. The user's own
+    metadata, the inputs' and outputs' declarations and all names stay.
+
+    Args:
+        model: the result of a command, its provenance still in its metadata; not modified.
+        origin: the first source's sha256 (default: the one recorded in the model).
     """
-    out = _without_manifest(model)
-    entry = out.metadata_props.add()
-    entry.key, entry.value = MANIFEST_KEY, _dumps({k: v for k, v in manifest.items() if k != "file"})
+    out = sio.to_proto(model)
+    if out is model:  # a ModelProto: copied; an onnx_ir model was just serialized into a new one
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+    _, recorded = _recipe(out)
+    origin = origin or recorded
+    kept = [p for p in out.metadata_props if p.key != STAMP_KEY and not p.key.startswith(_PROVENANCE)]
+    del out.metadata_props[:]
+    out.metadata_props.extend(kept)
+    stamp = out.metadata_props.add()
+    stamp.key = STAMP_KEY
+    stamp.value = _dumps({"origin_sha256": origin, "version": tool_version()})
+    _drop_value_info(out.graph)
+    for tensor in sio.iter_tensors(out.graph):
+        if tensor.HasField("data_location") and tensor.data_location == onnx.TensorProto.DEFAULT:
+            tensor.ClearField("data_location")  # as _without_manifest: the same bytes either way
     return out
+
+
+_STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training")
+
+
+def _drop_value_info(graph: onnx.GraphProto) -> None:
+    """Drop the value_info of values made by standard ONNX ops, here and in subgraphs."""
+    custom: set[str] = set()
+    for node in graph.node:
+        if node.domain not in _STANDARD_DOMAINS or not onnx.defs.has(node.op_type, node.domain or ""):
+            custom.update(node.output)
+        for attr in node.attribute:
+            for sub in (attr.g,) if attr.HasField("g") else attr.graphs:
+                _drop_value_info(sub)
+    kept = [vi for vi in graph.value_info if vi.name in custom]
+    if len(kept) != len(graph.value_info):
+        del graph.value_info[:]
+        graph.value_info.extend(kept)
 
 
 def file_facts(path: PathLike, *, staged: sio.Staged | None = None, **more: Any) -> dict[str, Any]:
@@ -294,7 +426,7 @@ def save_artifact(
     protect: Iterable[PathLike] = (),
     libraries: Iterable[str] = (),
 ) -> Artifact:
-    """Save a model with its manifest embedded, and the sidecar manifest beside it.
+    """Save a model in its deployable form (:func:`deployable`) and the sidecar manifest beside it.
 
     The one call every writing command uses in place of :func:`onnxsqueeze.io.save`. All files are
     staged to temp names and renamed together, external data and sidecar first, the model last, so
@@ -317,7 +449,7 @@ def save_artifact(
     protect = [*protect, *([source_path] if source_path is not None else [])]
     sio.refuse_overwrite(out_path, protect)
     sio.refuse_overwrite(sidecar_path(out_path), protect)
-    manifest = build(
+    manifest, written = _build(
         model,
         source_path=source_path,
         verify_report=verify_report,
@@ -327,7 +459,7 @@ def save_artifact(
     )
     # Manifest first, model last: an interrupted run leaves both files or neither new one (a
     # sidecar beside an older model says so through its hashes).
-    staged = sio.stage(embed(model, manifest), out_path, protect=protect)
+    staged = sio.stage(written, out_path, protect=protect)
     try:
         return _commit_with_sidecar(staged, out_path, manifest)
     except BaseException:
@@ -353,8 +485,8 @@ def commit_streamed(
     source_path: PathLike | None,
     verify_report: Any = None,
 ) -> Artifact:
-    """Embed the manifest in a model staged by :func:`onnxsqueeze.io.stage_streamed`, add the
-    sidecar, and rename everything into place (the model last).
+    """Rewrite a model staged by :func:`onnxsqueeze.io.stage_streamed` in its deployable form
+    (:func:`deployable`), add the sidecar, and rename everything into place (the model last).
 
     The model file is small (its weights are in external data), so it is read and rewritten
     here; ``output.model_sha256`` is None (a model with external data has no single
@@ -363,9 +495,9 @@ def commit_streamed(
     out_path, staged_model = Path(out_path), Path(staged_model)
     try:
         proto = onnx.load(str(staged_model), load_external_data=False)
-        manifest = build(proto, source_path=source_path, verify_report=verify_report)
+        manifest, out = _build(proto, source_path=source_path, verify_report=verify_report)
         manifest["output"]["model_sha256"] = None
-        staged_model.write_bytes(embed(proto, manifest).SerializeToString(deterministic=True))
+        staged_model.write_bytes(out.SerializeToString(deterministic=True))
         return _commit_with_sidecar(staged, out_path, manifest)
     except BaseException:
         staged.abort()
@@ -376,9 +508,8 @@ def attach_benchmark(artifact: PathLike, summary: Mapping[str, Any]) -> Path:
     """Record the latest benchmark summary of an artifact in its sidecar manifest.
 
     Benchmarks run after an artifact is written, and re-embedding would change the model's bytes,
-    so only the sidecar is updated: its ``benchmark`` is the latest, the embedded copy keeps what
-    was known when the model was written. An artifact without a sidecar gets one built from its
-    embedded manifest.
+    so only the sidecar is updated (an older file's embedded copy keeps what was known when it
+    was written). An artifact without a sidecar gets one built from what the model carries.
 
     Raises:
         InputError: the artifact has no manifest, or changed since its sidecar was written.
@@ -390,7 +521,7 @@ def attach_benchmark(artifact: PathLike, summary: Mapping[str, Any]) -> Path:
     problems = [p for p in check(path, found) if "sha256 differs" in p or "external data" in p]
     if problems:
         raise InputError(f"{path}: {problems[0]}; refusing to attach a benchmark to changed bytes")
-    manifest = {k: v for k, v in found.items() if k not in ("where", "file")}
+    manifest = {k: v for k, v in found.items() if k not in ("where", "file", "stamp")}
     file_extra = {k: v for k, v in (found.get("file") or {}).items() if k == "verification"}
     side, _ = write(path, manifest | {"benchmark": _clean(summary)}, **file_extra)
     return side
@@ -404,13 +535,16 @@ def _embedded_in_file(path: Path) -> dict[str, Any] | None:
             sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as e:
             raise ModelLoadError(f"{path}: onnxruntime cannot load it: {one_line(e)}") from e
-        raw = sess.get_modelmeta().custom_metadata_map.get(MANIFEST_KEY)
-        return _parse(raw) if raw else None
+        shell = onnx.ModelProto()
+        for key, value in sess.get_modelmeta().custom_metadata_map.items():
+            shell.metadata_props.add(key=key, value=value)
+        return embedded(shell)
     return embedded(sio.load(path, check=False))
 
 
 def read(path: PathLike) -> dict[str, Any] | None:
-    """The manifest of an artifact: its sidecar if present, else the copy embedded in it.
+    """The manifest of an artifact: its sidecar if present, else what the model carries (the
+    whole manifest in older files, the stamp's origin and version in newer ones: ``stamp`` true).
 
     Args:
         path: the artifact (``.onnx`` or ``.ort``) or its sidecar ``.manifest.json``.
@@ -451,6 +585,10 @@ def check(
     manifest = manifest if manifest is not None else read(path)
     if manifest is None:
         return [f"{path.name}: no manifest"]
+    if manifest.get("stamp") and not manifest.get("file"):
+        return [
+            f"{path.name}: no sidecar manifest ({sidecar_path(path).name}); the model carries only its origin and tool version"
+        ]
     problems = []
     facts = manifest.get("file")
     if facts:

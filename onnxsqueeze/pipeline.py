@@ -1,6 +1,8 @@
 """Running passes as a pipeline and recording provenance in the model's ``metadata_props``.
 
-Keys written (all strings, JSON where structured):
+This is the record kept while a command runs; a written model carries only the stamp
+(``onnxsqueeze``: first source and tool version) and the rest goes to its sidecar manifest
+(:func:`onnxsqueeze.manifest.deployable`). Keys written (all strings, JSON where structured):
 
 - ``onnxsqueeze.version``: the tool version that last transformed the model;
 - ``onnxsqueeze.source_sha256``: sha256 of the first source model the tool ever read;
@@ -23,6 +25,8 @@ from onnxsqueeze.passes.base import describe
 VERSION_KEY = "onnxsqueeze.version"
 SOURCE_KEY = "onnxsqueeze.source_sha256"
 PASSES_KEY = "onnxsqueeze.passes"
+# What a written model keeps of them (onnxsqueeze.manifest.deployable): JSON {origin_sha256, version}.
+STAMP_KEY = "onnxsqueeze"
 
 
 def tool_version() -> str:
@@ -43,14 +47,30 @@ def history(model: ir.Model) -> list[dict[str, Any]]:
     return value if isinstance(value, list) else []
 
 
+def stamped_origin(model: ir.Model) -> str | None:
+    """The first source's sha256 in the stamp of a model written by onnxsqueeze, or None."""
+    raw = model.metadata_props.get(STAMP_KEY)
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    origin = value.get("origin_sha256") if isinstance(value, dict) else None
+    return origin if isinstance(origin, str) else None
+
+
 def record_provenance(model: ir.Model, steps: Sequence[dict[str, Any]], source_sha256: str | None) -> None:
     """Append ``steps`` (from :func:`describe`) to the model's recorded history."""
     past = history(model)
     for step in steps:
         past.append({**step, "source_sha256": source_sha256})
     model.metadata_props[VERSION_KEY] = tool_version()
-    if source_sha256 and SOURCE_KEY not in model.metadata_props:
-        model.metadata_props[SOURCE_KEY] = source_sha256
+    origin = source_sha256 if SOURCE_KEY not in model.metadata_props else None
+    if origin is not None:
+        origin = stamped_origin(model) or origin  # a written model names its first source
+    if origin:
+        model.metadata_props[SOURCE_KEY] = origin
     model.metadata_props[PASSES_KEY] = json.dumps(past, sort_keys=True, separators=(",", ":"))
 
 

@@ -53,6 +53,18 @@ def resolve_providers(provider: str = "cpu") -> list[str]:
     return chain
 
 
+# Intra-op threads of sessions created without ``threads`` in this process (None: onnxruntime's
+# default, one per core). A worker of a scaled-out search sets 1 (search.executor): it shares
+# the cores with other workers, and a pool of spinning threads per session steals them.
+_default_threads: int | None = None
+
+
+def set_default_threads(threads: int | None) -> None:
+    """The intra-op threads of this process's sessions created without ``threads``."""
+    global _default_threads
+    _default_threads = threads
+
+
 def session(
     model: onnx.ModelProto | str | Path,
     *,
@@ -68,7 +80,8 @@ def session(
         provider: ``cpu``, ``cuda`` or ``tensorrt``.
         optimize: enable all graph optimizations (deployment); off gives reference semantics,
             the right setting for verification.
-        threads: intra-op threads (None: onnxruntime's default).
+        threads: intra-op threads (None: this process's default, see :func:`set_default_threads`;
+            0: onnxruntime's own default, one per core, whatever the process's default).
         provider_options: per-provider options, in the order of the provider chain.
 
     Raises:
@@ -81,6 +94,8 @@ def session(
     opts.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
+    if threads is None:
+        threads = _default_threads
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

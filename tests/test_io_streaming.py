@@ -87,8 +87,8 @@ def test_streamed_result_matches_the_in_memory_one(
     assert manifest["file"]["data_files"].keys() == {"o.onnx.data"}
     assert manifest["source"]["path"] == str(model)
     assert manifest["recipe"] and manifest["recipe"][-1]["pass"] in ("fp16", "sparsity")
-    embedded = next(p.value for p in proto.metadata_props if p.key == "onnxsqueeze.manifest")
-    assert json.loads(embedded)["source"]["sha256"] == manifest["source"]["sha256"]
+    stamp = next(p.value for p in proto.metadata_props if p.key == "onnxsqueeze")
+    assert json.loads(stamp)["origin_sha256"] == manifest["origin_sha256"] == manifest["source"]["sha256"]
 
     x = np.load(data)["x"]
     got, want = run(streamed, {"x": x}), run(in_memory, {"x": x})

@@ -36,32 +36,81 @@ def test_hashes_say_which_bytes_they_cover(src: Path, tmp_path: Path):
     art = mf.save_artifact(squeezed(src), out, source_path=src)
     assert art.manifest_path == tmp_path / "out" / "model.onnx.manifest.json"
     side = json.loads(art.manifest_path.read_text())
-    # file.sha256: the exact bytes on disk, embedded manifest included
+    # file.sha256: the exact bytes on disk
     assert side["file"] == {"name": "model.onnx", "bytes": out.stat().st_size, "sha256": sio.sha256_file(out)}
-    # output.model_sha256: the model without its embedded manifest, recomputable from the file
+    # output.model_sha256: the model's deterministic serialization, recomputable from the file (the
+    # file carries no manifest, so here both hashes agree)
     saved = sio.load(out)
-    assert side["output"]["model_sha256"] == mf.model_sha256(saved)
-    assert side["output"]["model_sha256"] != side["file"]["sha256"]
-    stripped = onnx.ModelProto()
-    stripped.CopyFrom(saved)
-    kept = [p for p in stripped.metadata_props if p.key != mf.MANIFEST_KEY]
-    del stripped.metadata_props[:]
-    stripped.metadata_props.extend(kept)
-    assert sio.sha256_model(stripped) == side["output"]["model_sha256"]
+    assert side["output"]["model_sha256"] == mf.model_sha256(saved) == side["file"]["sha256"]
     # source: the file the command read
     assert side["source"] == {"path": str(src), "sha256": sio.sha256_file(src), "bytes": src.stat().st_size}
     assert side["origin_sha256"] == sio.sha256_file(src)
     assert mf.check(out) == []
 
 
-def test_embedded_copy_is_the_sidecar_without_the_file_block(src: Path, tmp_path: Path):
+def test_the_model_carries_only_the_stamp(src: Path, tmp_path: Path):
     out = tmp_path / "model.onnx"
-    art = mf.save_artifact(squeezed(src), out, source_path=src)
-    inside = mf.embedded(sio.load(out))
-    side = json.loads(art.manifest_path.read_text())
-    assert inside == {k: v for k, v in side.items() if k != "file"}
+    model = squeezed(src)
+    model.metadata_props.add(key="author", value="someone")  # the user's own metadata stays
+    model.metadata_props.add(key="onnxsqueeze.distill.config", value='{"epochs": 3}')
+    art = mf.save_artifact(model, out, source_path=src)
+    saved = sio.load(out)
+    meta = {p.key: p.value for p in saved.metadata_props}
+    assert set(meta) == {"author", mf.STAMP_KEY}
+    assert json.loads(meta[mf.STAMP_KEY]) == {
+        "origin_sha256": sio.sha256_file(src),
+        "version": mf.tool_version(),
+    }
+    assert len(meta[mf.STAMP_KEY]) < 120
+    # what left the model is in the sidecar
+    assert [s["pass"] for s in art.manifest["recipe"]] == ["fold-constants", "cleanup"]
+    assert art.manifest["training"] == {"distill": {"config": {"epochs": 3}}}
+    # without the sidecar, the model still names its origin, and check() says the record is missing
     art.manifest_path.unlink()
-    assert mf.read(out) == inside | {"where": "embedded"}
+    found = mf.read(out)
+    assert found is not None and found["origin_sha256"] == sio.sha256_file(src) and found["stamp"]
+    assert any("no sidecar manifest" in p for p in mf.check(out))
+
+
+def test_value_info_is_not_stored_unless_an_op_has_no_standard_schema(tmp_path: Path):
+    model = model_from_text(
+        f"""{models.HEADER.replace('"" : 17', '"" : 17, "com.example" : 1')}
+        g (float[N, 8] x) => (float[N, 8] y) {{
+            a = Relu(x)
+            b = com.example.Custom(a)
+            y = Sigmoid(b)
+        }}""",
+        {},
+    )
+    for name in ("a", "b"):
+        model.graph.value_info.append(
+            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["N", 8])
+        )
+    out = mf.deployable(model)
+    assert [vi.name for vi in out.graph.value_info] == ["b"]  # Relu's output dropped, Custom's kept
+    assert len(model.graph.value_info) == 2  # the input is not modified
+    assert [vi.name for vi in out.graph.input] == ["x"] and out.graph.output[0].type == model.graph.output[
+        0
+    ].type
+
+
+def test_files_with_the_embedded_manifest_stay_readable(src: Path, tmp_path: Path):
+    """A file written before the stamp layout: the whole manifest under onnxsqueeze.manifest."""
+    model = squeezed(src)
+    old_manifest = mf.build(model, source_path=src)
+    old_manifest["output"]["model_sha256"] = mf.model_sha256(model)  # then: the model as it ran
+    legacy = onnx.ModelProto()
+    legacy.CopyFrom(model)
+    legacy.metadata_props.add(key=mf.MANIFEST_KEY, value=json.dumps(old_manifest))
+    old = tmp_path / "old.onnx"
+    sio.save(legacy, old)
+    assert mf.read(old) == old_manifest | {"where": "embedded"}
+    assert mf.check(old) == []  # model_sha256 leaves the embedded entry out
+    # the next command carries its history on, once
+    new = mf.save_artifact(sio.load(old), tmp_path / "new.onnx", source_path=old)
+    assert [s["pass"] for s in new.manifest["recipe"]] == ["fold-constants", "cleanup"]
+    assert new.manifest["lineage"][-1]["source"]["sha256"] == sio.sha256_file(src)
+    assert {p.key for p in sio.load(new.path).metadata_props} == {mf.STAMP_KEY}
 
 
 def test_recipe_tools_and_verification_are_recorded(src: Path, tmp_path: Path):
@@ -93,14 +142,25 @@ def test_numpy_values_and_non_finite_numbers_become_plain_json(src: Path, tmp_pa
 
 def test_lineage_keeps_the_earlier_manifest(src: Path, tmp_path: Path):
     first = mf.save_artifact(squeezed(src), tmp_path / "a.onnx", source_path=src, bench_summary={"x": 1})
-    second = mf.save_artifact(sio.load(first.path), tmp_path / "b.onnx", source_path=first.path)
+    model = sio.load_ir(first.path)
+    run_passes(model, [CleanupPass()], source_sha256=sio.sha256_file(first.path))
+    second = mf.save_artifact(sio.to_proto(model), tmp_path / "b.onnx", source_path=first.path)
     assert second.manifest["source"]["sha256"] == first.manifest["file"]["sha256"]
     (parent,) = second.manifest["lineage"]
     assert parent["source"]["sha256"] == sio.sha256_file(src)
     assert parent["benchmark"] == {"x": 1}
-    # the model is unchanged, so the content hash carries over though the file bytes differ
+    # the first command's passes come from its sidecar, then this command's
+    assert [s["pass"] for s in second.manifest["recipe"]] == ["fold-constants", "cleanup", "cleanup"]
+    assert second.manifest["origin_sha256"] == sio.sha256_file(src)
+    # the model is unchanged, so the content hash carries over
     assert second.manifest["output"]["model_sha256"] == first.manifest["output"]["model_sha256"]
-    assert second.manifest["file"]["sha256"] != first.manifest["file"]["sha256"]
+    # a sidecar that no longer describes its file's bytes is not taken as the source's history
+    sio.save(squeezed(src), tmp_path / "c.onnx")  # another file under a's sidecar name
+    (tmp_path / "c.onnx.manifest.json").write_bytes(first.manifest_path.read_bytes())
+    third = mf.save_artifact(
+        sio.load(tmp_path / "c.onnx"), tmp_path / "d.onnx", source_path=tmp_path / "c.onnx"
+    )
+    assert third.manifest["lineage"] == []
 
 
 def test_same_input_gives_the_same_bytes(src: Path, tmp_path: Path):
@@ -139,7 +199,7 @@ def test_external_data_is_hashed(src: Path, tmp_path: Path):
         {"W": rand((64, 32))},
     )
     # force external data the way a >2 GB model would be saved
-    proto = mf.embed(model, mf.build(model, source_path=src))
+    proto = mf.deployable(model)
     sio.save(proto, out, external_data=True)
     _, side = mf.write(out, mf.build(model, source_path=src))
     assert side["file"]["data_files"] == {"m.onnx.data": sio.sha256_file(tmp_path / "m.onnx.data")}
@@ -179,15 +239,65 @@ def test_attach_benchmark_updates_only_the_sidecar(src: Path, tmp_path: Path):
     assert out.read_bytes() == model_bytes
     doc = json.loads(side.read_text())
     assert doc["benchmark"] == {"latency_ratio": 0.61} and doc["file"]["sha256"] == sio.sha256_file(out)
-    assert mf.embedded(sio.load(out))["benchmark"] is None  # what was known at writing
     assert mf.check(out) == []
-    # without a sidecar, one is built from the embedded manifest
+    # without a sidecar, one is built from what the model carries
     side.unlink()
     mf.attach_benchmark(out, {"latency_ratio": 0.5})
-    assert mf.read(out)["benchmark"] == {"latency_ratio": 0.5} and mf.check(out) == []
+    assert mf.read(out)["benchmark"] == {"latency_ratio": 0.5}
     # changed bytes are refused, and a model without a manifest too
     out.write_bytes(model_bytes + b"\0")
     with pytest.raises(InputError, match="refusing to attach"):
         mf.attach_benchmark(out, {"x": 1})
     with pytest.raises(InputError, match="no onnxsqueeze manifest"):
         mf.attach_benchmark(src, {"x": 1})
+
+
+def _run_all_levels(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """onnxruntime's outputs with graph optimizations off and fully on (the deployment default)."""
+    import onnxruntime as ort
+
+    outs = []
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = level
+        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        outs += sess.run(None, feeds)
+    return outs
+
+
+@pytest.mark.parametrize("technique", ["fp16", "int8", "int4"])
+def test_the_written_form_runs_identically(technique: str):
+    """Without value_info and provenance, onnxruntime loads and runs each technique's output bit
+    for bit as the model the command verified: fp16 with nodes kept in float32 behind Casts,
+    static int8 QDQ, int4 MatMulNBits (a contrib op: its outputs keep their value_info)."""
+    from onnxsqueeze.recipe import Step, build
+    from tests.graphs import cnn, cnn_inputs, resize_scales_case
+
+    if technique == "fp16":
+        model, feeds = resize_scales_case()
+        step, calibration = Step.of("fp16", {}), None
+    elif technique == "int8":
+        model, feeds = cnn(), {"x": cnn_inputs(4)}
+        step = Step.of("int8", {"mode": "static", "per_channel": True}, calibration=True)
+        calibration = {"x": cnn_inputs(16, seed=3)}
+    else:
+        model = model_from_text(
+            f"""{models.HEADER} g (float[N, 64] x) => (float[N, 32] y) {{
+                h = MatMul(x, W)
+                y = Relu(h)
+            }}""",
+            {"W": rand((64, 32), 1)},
+        )
+        feeds = {"x": rand((2, 64), 4)}
+        step, calibration = Step.of("int4", {"block_size": 32}), None
+    ran = build(model, [Step.of("cleanup", {}), step], calibration=calibration)
+    custom = {o for n in ran.graph.node if n.domain not in ("", "ai.onnx") for o in n.output}
+    if technique == "int4":  # the pass writes none: declare the contrib op's output as a runtime may need
+        (h,) = custom
+        ran.graph.value_info.append(onnx.helper.make_tensor_value_info(h, onnx.TensorProto.FLOAT, ["N", 32]))
+    assert ran.graph.value_info  # the in-memory result has them: the test would be empty otherwise
+    written = mf.deployable(ran)
+    onnx.checker.check_model(written, full_check=True)
+    assert {vi.name for vi in written.graph.value_info} == custom
+    for got, want in zip(_run_all_levels(written, feeds), _run_all_levels(ran, feeds), strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -61,9 +61,10 @@ def test_digits_squeeze_with_distillation(digits, tmp_path):
     assert results["calibration"]["data"] == str(Path(train).resolve())
     assert set(results["knobs"]) == {
         "resolution", "channels", "int8", "int8-dynamic", "int8-weights", "int4", "fp16", "distill",
-        "channels+ft", "resolution+ft",  # fine-tuned bases: offered with training data
+        "channels+ft",  # a fine-tuned base: offered with training data
     }  # fmt: skip
     assert "cannot lower size" in results["not_offered"]["sparsity"]  # dense zeros: no gain
+    assert "cannot lower size" in results["not_offered"]["resolution+ft"]  # keeps the interface
     report = (out / "report.md").read_text()
     assert "## Pareto front" in report and "Distilled students" in report
 

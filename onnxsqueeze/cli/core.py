@@ -41,7 +41,7 @@ def render_summary(s: dict[str, Any]) -> None:
         t.add_row("MACs", escape(f"- ({s.get('macs_note', '')})"))
     t.add_row("file", f"{human_bytes(s['file_bytes'])} ({human_bytes(s['compressed_bytes'])} zipped)")
     for k, v in s.get("metadata", {}).items():
-        if k.startswith("onnxsqueeze."):
+        if k == "onnxsqueeze" or k.startswith("onnxsqueeze."):  # the stamp; older files: the record
             t.add_row(escape(k), escape(v if len(v) < 200 else v[:197] + "..."))
     if s.get("manifest"):
         provenance_rows(t, s["manifest"])

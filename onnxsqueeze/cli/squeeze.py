@@ -514,9 +514,9 @@ def _render(squeezer: Any, result: Any, written: dict[str, Path], elapsed: float
     )
     if result.truncated:
         warn(f"search stopped early ({result.truncated}); rerun to continue from the cache")
-    for kind in ("model", "student", "recipe", "report", "results", "plot"):
+    for kind in ("model", "manifest", "student", "finetuned", "recipe", "report", "results", "plot"):
         if kind in written:
-            out.print(f"  {kind:<8} {escape(str(written[kind]))}")
+            out.print(f"  {kind:<9} {escape(str(written[kind]))}")
 
 
 @handle_errors
@@ -554,6 +554,7 @@ def apply_cmd(
     """
     from onnxsqueeze import io as sio
     from onnxsqueeze import recipe as rcp
+    from onnxsqueeze.manifest import save_artifact
     from onnxsqueeze.shapes import parse_input_shapes
     from onnxsqueeze.verify import verify
 
@@ -585,7 +586,10 @@ def apply_cmd(
             f"{output}: not written: max abs error {report.max_abs:.3g} vs the source exceeds "
             f"--tolerance {tolerance:g} (use --force to write anyway)"
         )
-    sio.save(result, output, protect=[p for p in (model, recipe, data, base) if p])
+    save_artifact(
+        result, output, source_path=model, verify_report=report,
+        protect=[p for p in (model, recipe, data, base) if p],
+    )  # fmt: skip
     digest = sio.sha256_file(output)
     doc = {"output": str(output), "sha256": digest, "steps": [s.to_dict() for s in r.steps]}
     show(json_, doc | {"verify": report.to_dict()}, lambda: _render_applied(output, digest, report))

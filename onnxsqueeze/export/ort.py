@@ -13,9 +13,9 @@ ResNet-50's logits (magnitude ~800) move by 4e-4 at ``all``, 5e-7 of their scale
 check is relative, ``max_rel <= 1e-3`` (``max_rel`` as :mod:`onnxsqueeze.verify` defines it,
 floored at 1e-3 of each output's scale); an absolute ``tolerance`` replaces it when given.
 
-The ONNX model's manifest goes into the ``.ort`` file's metadata (the format keeps
-``metadata_props``); the sidecar ``<file>.manifest.json`` adds the file's sha256 and the output
-check (``file.verification``).
+The manifest goes into the sidecar ``<file>.manifest.json`` with the file's sha256 and the output
+check (``file.verification``); the ``.ort`` file's metadata (the format keeps ``metadata_props``)
+carries the short stamp (origin sha256, tool version) of :func:`onnxsqueeze.manifest.deployable`.
 """
 
 # NOTE: onnxruntime is imported inside functions.
@@ -170,7 +170,7 @@ def export_ort(
     )
     with tempfile.TemporaryDirectory(prefix="onnxsqueeze-ort-") as tmp:
         staged = Path(tmp) / "model.onnx"
-        sio.save(mf.embed(model, manifest), staged)
+        sio.save(mf.deployable(model, origin=manifest["origin_sha256"]), staged)
         ort_file = _convert(staged, Path(tmp) / "out", optimization_level)
         feeds = prepare_feeds(model, data=data, input_shapes=input_shapes, seed=seed)
         feeds = {

@@ -21,8 +21,9 @@ Not blind enumeration. With ``cost`` the chosen objective (latency, file size, M
 **Parallel and speculative** (``parallel > 1``, an executor with several workers behind
 ``evaluate``): knobs are bisected concurrently (the training knobs, the long ones, start first),
 and a worker that would otherwise idle evaluates ahead of the search's path: the candidates a
-bisection needs next on either outcome of the point in flight (both halves), or a categorical
-knob's remaining settings. The decisions are the serial run's: a speculative result counts only
+bisection needs next on either outcome of the point in flight (both halves), a categorical
+knob's remaining settings, and in the combination the next trial on either outcome of the one in
+flight (the greedy's next step if it is taken, the milder re-bisection's first point if not). The decisions are the serial run's: a speculative result counts only
 when the serial path asks for it (it is then committed in order, as if measured then); one the
 path never reaches is left out of the points (the evaluation cache keeps it).
 
@@ -259,6 +260,7 @@ def search(
     min_gain: float = 0.0,
     noise: Mapping[str, float] | None = None,
     parallel: int = 1,
+    bind: Callable[[Knob], Knob | None] | None = None,
 ) -> SearchResult:
     """Run the search (see the module docstring) over ``knobs``.
 
@@ -285,6 +287,9 @@ def search(
             is the same as the serial run's; the greedy combination stays sequential (each step
             depends on the one before). Free workers evaluate ahead of the path (see the module
             docstring); with ``parallel=1`` nothing is speculative.
+        bind: called with a knob when the search reaches it, before its first candidate; returns
+            the knob to search (its plan bound) or None to pass it by (the binder records why in
+            ``skipped``). Lets a time-budgeted search make a plan only when it gets that far.
     """
     wanted = parse_objectives(objective)
     primary = wanted[0]
@@ -391,6 +396,14 @@ def search(
 
     def single(knob: Knob, sink: list[Point], refused: list[tuple[str, str]]) -> Point | None:
         """Knob ``knob`` alone: its best setting within budget that lowers the cost (or None)."""
+        if bind is not None:
+            bound = bind(knob)  # past the deadline: a cached plan or None, nothing computed
+            if bound is None:
+                if late():  # dropped for time: the search is out of it
+                    raise _OutOfTime
+                return None
+            with lock:
+                knob = by_name[knob.name] = bound
         best: Point | None = None
         rank = 0 if knob.base else 1  # a training knob's candidates are the long ones: first
         if knob.monotone:
@@ -466,19 +479,43 @@ def search(
         )
         current: Settings = {}
         current_point = baseline
-        for survivor in order:
+
+        def rival_in(knob: Knob, settings: Settings) -> str | None:
+            return next((k for k in settings if knob.group and by_name[k].group == knob.group), None)
+
+        def milder(settings: Settings, name: str) -> list[Settings]:
+            """The first point of ``name``'s milder re-bisection, should ``settings`` break the budget."""
+            knob = by_name[name]
+            idx = knob.settings.index(settings[name])
+            return [settings | {name: knob.settings[(idx - 1) // 2]}] if knob.monotone and idx > 0 else []
+
+        def next_trial(at: int, settings: Settings) -> list[Settings]:
+            """The greedy's next trial after survivor ``at`` if the current settings are
+            ``settings``, then that trial's milder point (none when no survivor is left)."""
+            for later in order[at + 1 :]:
+                ((n, s),) = later.settings.items()
+                if rival_in(by_name[n], settings) is None:
+                    return [settings | {n: s}, *milder(settings | {n: s}, n)]
+            return []
+
+        for at, survivor in enumerate(order):
             ((name, setting),) = survivor.settings.items()
             knob = by_name[name]
-            rival = next((k for k in current if knob.group and by_name[k].group == knob.group), None)
+            rival = rival_in(knob, current)
             if rival is not None:
                 rejected.append(
                     (knob.describe(setting), f"excluded by {by_name[rival].describe(current[rival])}")
                 )
                 continue
             idx = knob.settings.index(setting)
-            if knob.monotone and idx > 0:  # the milder re-bisection's first point, if it breaks
-                wish("combine", [current | {name: knob.settings[(idx - 1) // 2]}])
-            trial = ev(current | {name: setting}, "combine")
+            # Ahead of the path: the milder re-bisection's first point (if the trial breaks the
+            # budget) and the next trial (if it is taken), the likelier first; then the next
+            # trial's own milder point.
+            taken = current | {name: setting}
+            on_miss, on_take = milder(taken, name), next_trial(at, taken)
+            likely = (survivor.drop or 0.0) + max(current_point.drop or 0.0, 0.0) <= budget.max_drop
+            wish("combine", on_take[:1] + on_miss + on_take[1:] if likely else on_miss + on_take)
+            trial = ev(taken, "combine")
             accepted: Point | None = trial if trial.fits and better(trial, current_point) else None
             if accepted is None and knob.monotone and not trial.fits and not trial.error:
                 lo, hi = -1, idx

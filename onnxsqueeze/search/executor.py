@@ -9,11 +9,20 @@ What runs where:
   only the driver writes it (two workers never write the same entry).
 - **A worker** holds a replica of the :class:`~onnxsqueeze.search.squeezer.Squeezer`, built once
   per worker from a :class:`WorkerSpec` (the model's bytes, the evaluation, calibration and
-  training arrays, the options and the knobs' plans). The spec is shipped once: as a file in the
-  node's temp folder for the local pool, through Ray's object store for Ray (workers need no
-  shared filesystem). A request is a candidate's settings plus the students the driver already
-  has (their exact bytes, so a worker never retrains a different student); the reply is the
-  measured document (metric, size, MACs, latency) and any student the worker trained.
+  training arrays, the options). The spec is shipped once, as the run starts (before the plans):
+  as a file in the node's temp folder for the local pool, through Ray's object store for Ray
+  (workers need no shared filesystem). A request is a candidate's settings, the knobs' plans (a
+  few hundred bytes) and the students the driver already has (their exact bytes, so a worker
+  never retrains a different student); the reply is the measured document (metric, size, MACs,
+  latency), any student the worker trained, and when and where it ran (``trace``).
+- **Students train from time zero**: with several workers, the distilled students (the longest
+  tasks, and they need only the teacher and the training data) are sent to the workers as the
+  run starts, largest first, while the driver makes the plans and measures the original; a
+  candidate built on a student waits for its training (see ``Squeezer.train_ahead``).
+- **One core per worker**: a worker's onnxruntime sessions run one intra-op thread
+  (:func:`onnxsqueeze.runtime.set_default_threads`), as does its torch training; latency is
+  still timed with the run's ``--latency-threads`` (default: onnxruntime's, one per core),
+  alone on the node, in the timing slot.
 - **Timing** is not corrupted by parallelism: scoring runs in parallel, but latency is measured
   while holding the node's one timing slot (:func:`timing_slot`, a lock file in the node's temp
   folder shared by every onnxsqueeze process there), with the interleaved A/B method of
@@ -43,6 +52,7 @@ import os
 import pickle
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,8 +101,6 @@ class WorkerSpec:
     train_inputs: dict[str, np.ndarray] | None
     train_labels: np.ndarray | None
     options: Any  # SqueezeOptions
-    knob_names: tuple[str, ...]
-    plans: dict[str, Any]
     # Builds the worker's replica from this spec (Squeezer.from_spec): pickled by reference, so
     # this module needs no import of the Squeezer, which imports it.
     build: Callable[[WorkerSpec], Squeezer]
@@ -113,12 +121,33 @@ def _failed(e: BaseException, transient: bool = False) -> dict[str, Any]:
 
 
 def _measure_on(replica: Squeezer, request: dict[str, Any]) -> dict[str, Any]:
+    start, cpu = time.time(), time.process_time()
     try:
-        return replica.measure_request(request)
+        reply = replica.measure_request(request)
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as e:  # any bug or crash in one candidate: reported on that candidate
-        return _failed(e)
+        reply = _failed(e)
+    # Wall-clock times (comparable between the processes of a node): results.json's ``trace``.
+    # ``cpu``: this process's CPU seconds meanwhile (a worker runs one request at a time).
+    reply["trace"] = {
+        "worker": os.getpid(),
+        "start": start,
+        "end": time.time(),
+        "cpu": time.process_time() - cpu,
+    }
+    return reply
+
+
+def _worker_process() -> None:
+    """Set up this worker process (idempotent): one intra-op thread per onnxruntime session.
+
+    Two workers share two cores: a session's default pool (one spinning thread per core) would
+    take the other worker's core. Latency is timed with explicit threads, so it is unchanged.
+    """
+    from onnxsqueeze import runtime
+
+    runtime.set_default_threads(1)
 
 
 # A worker process's replicas, by spec id (module state: it lives as long as the worker process).
@@ -129,23 +158,49 @@ _REPLICAS_LOCK = threading.Lock()
 def _replica(spec_id: str, load: Any) -> Squeezer:
     with _REPLICAS_LOCK:
         if spec_id not in _REPLICAS:
+            _worker_process()
             spec = load()
             _REPLICAS[spec_id] = spec.build(spec)
         return _REPLICAS[spec_id]
 
 
-# What every worker imports before its first candidate (the rest of a replica needs the spec).
-PRELOAD = ("onnxruntime", "onnx_ir", "onnxsqueeze.search.squeezer", "onnxsqueeze.recipe")
+# What every worker imports before its first candidate (the rest of a replica needs the spec),
+# the passes' libraries included (imported on first use, they would cost the first candidates).
+PRELOAD = (
+    "onnxruntime",
+    "onnx_ir",
+    "onnxsqueeze.search.squeezer",
+    "onnxsqueeze.recipe",
+    "onnxslim",
+    "onnxruntime.quantization",
+    "onnxsqueeze.optimize.quantize",
+    "onnxsqueeze.passes.channels",
+)
+# With ``preload=("torch",)`` (students to train): what training and exporting a student import
+# (torch's optimizers import torch._dynamo; the student is exported with torch.onnx's exporter).
+TORCH_PRELOAD = (
+    "torch",
+    "torch._dynamo",
+    "torch.onnx._internal.exporter._core",
+    "onnxsqueeze.distill",
+    "onnxsqueeze.convert.torch",
+)
 
 
 def _warm(modules: tuple[str, ...]) -> int:
     """Import ``modules`` in this worker process (a warm-up task); returns the process id."""
     import importlib
 
+    _worker_process()
     for name in modules:
         with contextlib.suppress(ImportError):  # an optional extra missing: imported on use, or never
             importlib.import_module(name)
     return os.getpid()
+
+
+def _preloads(preload: tuple[str, ...]) -> tuple[str, ...]:
+    extra = [m for name in preload for m in (TORCH_PRELOAD if name == "torch" else (name,))]
+    return tuple(dict.fromkeys((*PRELOAD, *extra)))
 
 
 def _pool_measure(handle: tuple[str, str], request: dict[str, Any]) -> dict[str, Any]:
@@ -196,8 +251,26 @@ class Executor:
         self.close()
 
 
+def _start_method(preload: tuple[str, ...]) -> Any:
+    """How the pool's processes start: from a fork server where the platform has one, else spawned.
+
+    The fork server is a fresh process (no state of the driver's onnxruntime or torch is
+    forked) that imports ``preload`` (onnxruntime, torch...) once; each worker is then forked
+    from it in milliseconds, instead of two spawned interpreters importing torch at once on the
+    cores the driver needs for its plans (that put the students' training seconds later).
+    """
+    import multiprocessing
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(list(preload))  # used when the server starts (once per driver)
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 class ProcessExecutor(Executor):
-    """A local pool of ``workers`` processes (spawned, so no onnxruntime or torch state is forked)."""
+    """A local pool of ``workers`` processes (forked from a fresh fork server, or spawned: no
+    onnxruntime or torch state of the driver is forked)."""
 
     kind = "processes"
 
@@ -205,20 +278,24 @@ class ProcessExecutor(Executor):
         if workers < 1:
             raise InputError(f"--workers {workers}: must be at least 1")
         self.workers = workers
-        self._preload = (*PRELOAD, *preload)
+        self._preload = _preloads(preload)
         self._folder = Path(tempfile.mkdtemp(prefix="onnxsqueeze-specs-"))
         self._lock = threading.Lock()
         self._pool = self._new_pool()
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
-        import multiprocessing
-
         pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+            max_workers=self.workers, mp_context=_start_method(self._preload)
         )
-        # Start every worker now, importing onnxruntime (and torch) while the driver prepares.
-        for _ in range(self.workers):
-            pool.submit(_warm, self._preload)
+
+        def start() -> None:
+            for _ in range(self.workers):
+                pool.submit(_warm, self._preload)
+
+        # Start every worker now, with onnxruntime (and torch) imported, while the driver loads
+        # and plans. In a thread: starting a process waits for the fork server's imports.
+        self._starting = threading.Thread(target=start, name="start-workers", daemon=True)
+        self._starting.start()
         return pool
 
     def register(self, squeezer: Squeezer) -> tuple[str, str]:
@@ -248,6 +325,7 @@ class ProcessExecutor(Executor):
         return f"{self.workers} local worker processes"
 
     def close(self) -> None:
+        self._starting.join()
         self._pool.shutdown(wait=True, cancel_futures=True)
         for f in self._folder.glob("*"):
             with contextlib.suppress(OSError):
@@ -289,7 +367,7 @@ class RayExecutor(Executor):
         self._refs: dict[str, Any] = {}
         # Warm the worker processes (imports) while the driver prepares; not waited for.
         warm = ray.remote(num_cpus=1, max_retries=0)(_warm)
-        self._warming = [warm.remote((*PRELOAD, *preload)) for _ in range(self.workers)]
+        self._warming = [warm.remote(_preloads(preload)) for _ in range(self.workers)]
 
     def register(self, squeezer: Squeezer) -> tuple[str, list[Any]]:
         spec = squeezer.worker_spec()

@@ -336,7 +336,10 @@ def _fine_tuned(inner: Knob) -> Knob:
 
     A planned inner knob (channels) uses its plan-less step (uniform ratios): the plan is a
     one-shot sensitivity ranking, and the fine-tuned model must not depend on a search's plan.
+    ``resolution+ft`` keeps the interface (a Resize in front), so it never lowers the file's
+    bytes: it is not offered for ``--objective size`` unless named.
     """
+    improves = tuple(o for o in inner.improves if not (inner.name == "resolution" and o == "size"))
     return Knob(
         f"{inner.name}+ft",
         settings=inner.settings,
@@ -347,7 +350,7 @@ def _fine_tuned(inner: Knob) -> Knob:
         group="ft",
         label=lambda s: f"{inner.describe(s)} +ft",
         help=f"{inner.name}, then recovery fine-tuning against the original (needs --train-data)",
-        improves=inner.improves,
+        improves=improves,
     )
 
 

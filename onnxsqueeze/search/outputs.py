@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +35,26 @@ def write_candidate(
     *,
     recipe_name: str,
     protect: Sequence[str | Path] = (),
+    verify: Callable[[onnx.ModelProto], dict[str, Any]] | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, Path]]:
-    """Write a candidate's model as ``stem.squeezed.onnx``, its recipe and its base model (a
-    distilled student ``stem.student.onnx`` or a fine-tuned pass output ``stem.finetuned.onnx``)."""
+    """Write a candidate's model as ``stem.squeezed.onnx`` (its provenance in the sidecar
+    manifest beside it, with ``verify(model)`` as its verification), its recipe and its base model
+    (a distilled student ``stem.student.onnx`` or a fine-tuned pass output ``stem.finetuned.onnx``)."""
     from onnxsqueeze import recipe as rcp
+    from onnxsqueeze.manifest import save_artifact
     from onnxsqueeze.search.streaming import StreamingSqueezer
 
     if isinstance(squeezer, StreamingSqueezer):  # a model over the streaming threshold: by file
         return squeezer.write_candidate(settings, folder, stem, recipe_name=recipe_name, protect=protect)  # type: ignore[return-value]
     model = squeezer.build_cached(settings)
-    written = {"model": sio.save(model, folder / f"{stem}.squeezed.onnx", protect=protect)}
+    art = save_artifact(
+        model,
+        folder / f"{stem}.squeezed.onnx",
+        source_path=squeezer.model_path,
+        verify_report=verify(model) if verify is not None else None,
+        protect=protect,
+    )
+    written = {"model": art.path, "manifest": art.manifest_path}
     base_path = None
     base = base_of(settings, squeezer.knobs)
     if base is not None:
@@ -81,10 +91,17 @@ def write_outputs(
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     best_model = None
+    checked: dict[str, Any] = {}  # the best model's verification, made before it is written
     if result.best is not None:
+
+        def check(model: onnx.ModelProto) -> dict[str, Any]:
+            checked.update(verify_best(squeezer, model))
+            return checked
+
         best_model, files = write_candidate(
-            squeezer, result.best.settings, out, model_name, recipe_name="recipe.toml", protect=protect
-        )
+            squeezer, result.best.settings, out, model_name, recipe_name="recipe.toml", protect=protect,
+            verify=check,
+        )  # fmt: skip
         written |= files
     alternatives: list[dict[str, Any]] = []
     if result.best is None:
@@ -106,7 +123,7 @@ def write_outputs(
     if best_model is not None:
         results["best"]["file"] = written["model"].name
         results["best"]["sha256"] = sio.sha256_file(written["model"])
-        results["best"]["verify"] = verify_best(squeezer, best_model)
+        results["best"]["verify"] = checked or verify_best(squeezer, best_model)  # streamed: its own
     written["results"] = sio.write_bytes_atomic(
         out / "results.json",
         (json.dumps(results, indent=2, default=_json_default) + "\n").encode(),

@@ -147,6 +147,7 @@ def make_squeezer(
         squeezer = Squeezer(original, evaluator, model_path=model, **common)
     squeezer.timings["load"] = time.perf_counter() - t0
     squeezer.started -= squeezer.timings["load"]  # the time budget includes loading
+    squeezer.wall_started -= squeezer.timings["load"]
     return squeezer
 
 

@@ -23,6 +23,8 @@ built on them.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
+import os
 import shutil
 import tempfile
 import threading
@@ -59,6 +61,7 @@ from onnxsqueeze.search.knobs import (
     base_of,
     base_spec,
     base_specs,
+    describe_settings,
     ft_steps,
     ft_student,
     steps_of,
@@ -111,6 +114,7 @@ class Squeezer:
         # The time budget counts from here (make_squeezer moves it to when loading began): the
         # plans and the original's own measurement are inside it, not on top of it.
         self.started = time.monotonic()
+        self.wall_started = time.time()  # the same moment on the wall clock (``trace``)
         self.input_shapes = (
             {k: tuple(int(d) for d in v) for k, v in input_shapes.items()} if input_shapes else None
         )
@@ -125,6 +129,7 @@ class Squeezer:
         self.model_path = Path(model_path) if model_path is not None else None
         offered, skipped = offered_knobs(knobs, options, train=train, calibration=calibration, model=model)
         self.knobs = offered
+        self._offered = list(offered)  # unbound: a replica binds the driver's plans to them
         self.skipped = skipped
         from onnxsqueeze.bench.cost import resolve_price
 
@@ -170,6 +175,11 @@ class Squeezer:
         self.executor: Executor = Executor()
         self._handle: Any = None
         self._handle_lock = threading.Lock()
+        # Students sent to the workers as the run starts (train_ahead): spec -> its training.
+        self._training: dict[str, concurrent.futures.Future[None]] = {}
+        # When and where each request ran: {"task", "worker", "sent", "start", "end", "back"},
+        # seconds from the start of the run (results.json).
+        self.trace: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ cache
     def _context_key(self) -> dict[str, Any]:
@@ -425,17 +435,20 @@ class Squeezer:
         if self._reference_session is None:
             self._reference_session = (
                 runtime.session(
-                    self.model, provider=opts.provider, optimize=True, threads=opts.latency_threads
+                    self.model, provider=opts.provider, optimize=True, threads=opts.latency_threads or 0
                 ),
                 self._feeds_one(self.model),
             )
         ref, ref_feeds = self._reference_session
         if baseline:
             return time_sessions(ref, ref_feeds, None, None, min_seconds=opts.latency_seconds)
-        sess = runtime.session(model, provider=opts.provider, optimize=True, threads=opts.latency_threads)
+        sess = runtime.session(
+            model, provider=opts.provider, optimize=True, threads=opts.latency_threads or 0
+        )
         return time_sessions(ref, ref_feeds, sess, self._feeds_one(model), min_seconds=opts.latency_seconds)
 
     def _measure(self, settings: Settings) -> dict[str, Any]:
+        from onnxsqueeze.manifest import deployable
         from onnxsqueeze.summary import count_macs
 
         t0 = time.perf_counter()
@@ -451,7 +464,12 @@ class Squeezer:
             t1 = time.perf_counter()
             metric, samples = self._score(model, baseline=not settings)
             doc |= {"metric": metric, "samples": samples, "score_s": time.perf_counter() - t1}
-            doc["size"] = len(model.SerializeToString(deterministic=True))
+            # The bytes the file will have: provenance goes to the sidecar (manifest.deployable).
+            doc["size"] = (
+                len(deployable(model).SerializeToString(deterministic=True))
+                if settings
+                else (len(model.SerializeToString(deterministic=True)))
+            )
             try:
                 # The baseline's MACs on its normalized form, like every candidate's (shape
                 # inference follows more of a slimmed graph: counted on the raw export, the
@@ -507,8 +525,8 @@ class Squeezer:
         return self.cache_key([*norm, *steps_of(settings, self.knobs)[1:]], known[1])
 
     def worker_spec(self) -> WorkerSpec:
-        """What a worker needs to measure candidates like this Squeezer (see :mod:`.executor`)."""
-        self.prepare()
+        """What a worker needs to measure candidates like this Squeezer (see :mod:`.executor`);
+        the plans are not in it (they travel with each request), so it is shipped before them."""
         ev, cal, train = self.evaluator, self.calibration, self.train
         return WorkerSpec(
             model=self.model.SerializeToString(deterministic=True),
@@ -525,14 +543,15 @@ class Squeezer:
             train_inputs=dict(train.inputs) if train is not None else None,
             train_labels=train.labels if train is not None else None,
             options=self.options,
-            knob_names=tuple(k.name for k in self.knobs),
-            plans=dict(self.plans),
             build=build_replica,
         )
 
     def bind_plans(self, plans: Mapping[str, Any], knob_names: Sequence[str]) -> None:
-        """A replica's knobs: the driver's (``knob_names``, in order) bound to the driver's plans."""
-        by_name = {k.name: k for k in self.knobs}
+        """A replica's knobs: the driver's (``knob_names``, in order) bound to the driver's plans
+        (once per set of plans: every request carries them)."""
+        if list(knob_names) == [k.name for k in self.knobs] and dict(plans) == self.plans:
+            return  # bound already (or the driver itself, prepared or not: nothing to bind)
+        by_name = {k.name: k for k in self._offered}
         knobs = []
         for name in knob_names:
             knob = by_name[name]
@@ -549,7 +568,11 @@ class Squeezer:
         retrained; a student trained here comes back in the reply's ``students``.
         """
         for spec, data in dict(request.get("students", {})).items():
-            self.adopt_student(spec, data["bytes"], data["info"])
+            self._adopt(spec, data)
+        if request.get("train") is not None:  # train_ahead: the student alone
+            return self._train_request(str(request["train"]))
+        if request.get("plans") is not None:
+            self.bind_plans(request["plans"], request["knobs"])
         baseline = request.get("baseline") or {}
         if baseline.get("metric") is not None:
             self._baseline_metric, self._scale = baseline["metric"], baseline["scale"]
@@ -565,27 +588,125 @@ class Squeezer:
                 return {"doc": {"error": str(e), "seconds": 0.0}, "students": {}, "transient": True}
             for spec in specs:
                 if spec not in had:
-                    trained[spec] = {
-                        "bytes": self.bases.models[spec][0].SerializeToString(deterministic=True),
-                        "info": {k: v for k, v in self.students[spec].items() if k != "sha256"},
-                    }
+                    trained[spec] = self._student_bytes(spec)
         return {"doc": self._measure(settings), "students": trained, "transient": False}
+
+    def _train_request(self, spec: str) -> dict[str, Any]:
+        """Train the student ``spec`` (a :meth:`train_ahead` request): its bytes in the reply."""
+        had = spec in self.bases.models
+        try:
+            self.student(spec)
+        except SqueezeError as e:  # the candidates on it say why (they train it again, or fail)
+            return {"doc": {"error": str(e), "seconds": 0.0}, "students": {}, "transient": True}
+        trained = {} if had else {spec: self._student_bytes(spec)}
+        return {"doc": {}, "students": trained, "transient": False}
+
+    def _adopt(self, spec: str, data: Mapping[str, Any]) -> None:
+        """Take a base from a request or a reply (:meth:`_student_bytes`)."""
+        self.adopt_student(spec, data["bytes"], data["info"])
+        if data.get("clean") is not None:  # the other side's normalized form: not redone here
+            form, applied, steps = data["clean"]
+            model = onnx.ModelProto()
+            model.ParseFromString(form)
+            with self._clean_lock:
+                self._clean.setdefault(self.bases.models[spec][1], (model, list(applied), tuple(steps)))
+
+    def _student_bytes(self, spec: str) -> dict[str, Any]:
+        """A trained base for a request or a reply: its bytes, what its training measured and,
+        once this side has it, its normalized form (the same function's output: not redone)."""
+        model, sha = self.bases.models[spec]
+        clean = self._clean.get(sha)
+        return {
+            "bytes": model.SerializeToString(deterministic=True),
+            "info": {k: v for k, v in self.students[spec].items() if k != "sha256"},
+            "clean": None
+            if clean is None
+            else (clean[0].SerializeToString(deterministic=True), list(clean[1]), tuple(clean[2])),
+        }
+
+    def train_ahead(self) -> None:
+        """With several workers: send the distilled students to the workers now, largest first.
+
+        Training needs only the teacher and the training data, and the students are the longest
+        tasks of the search (the critical path), so they start while the driver makes the plans
+        and measures the original. A candidate on a student waits for its training
+        (:meth:`evaluate`); the student is trained once, with the same seed and data as the
+        serial run, so its bytes (with ``--train-epochs``) and the decisions are the serial ones.
+        A training that fails is done again where a candidate needs it (its error reported there).
+        """
+        if self.executor.workers <= 1 or self.train is None:
+            return
+        specs = [
+            base_spec(k.step_of(s))
+            for k in self.knobs
+            if k.base and k.plan is None and k.group == "base"
+            for s in k.settings
+        ]
+        specs = [s for s in dict.fromkeys(specs) if s not in self._training and self.bases.known(s) is None]
+        if not specs:
+            return
+        handle = self._register()
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(specs), thread_name_prefix="train")
+        for spec in specs:  # the knob's order: larger students (longer training) first
+            self._training[spec] = pool.submit(self._train_remote, handle, spec, time.time())
+        pool.shutdown(wait=False)
+
+    def _train_remote(self, handle: Any, spec: str, sent: float) -> None:
+        reply = self._run_remote(handle, {"train": spec}, f"train {spec}", sent)
+        for name, data in reply.get("students", {}).items():
+            self._adopt(name, data)
+
+    def _await_training(self, settings: Settings) -> None:
+        """Wait for the students ``settings`` are built on that :meth:`train_ahead` sent off."""
+        base = base_of(settings, self.knobs) if settings else None
+        for spec in base_specs(base_spec(base)) if base is not None else []:
+            future = self._training.get(spec)
+            if future is not None:
+                future.result()
+
+    def _register(self) -> Any:
+        with self._handle_lock:  # the search's threads may get here at once
+            if self._handle is None:
+                self._handle = self.executor.register(self)
+            return self._handle
+
+    def _run_remote(
+        self, handle: Any, request: dict[str, Any], task: str, sent: float | None = None
+    ) -> dict[str, Any]:
+        """``executor.run`` with the request's times in :attr:`trace` (``sent``: when it was
+        handed to a thread, if before this call)."""
+        sent = time.time() if sent is None else sent
+        reply = self.executor.run(handle, request)
+        back = time.time()
+        where = reply.get("trace") or {}
+        with self._lock:
+            self.trace.append(
+                {
+                    "task": task,
+                    "worker": "driver" if where.get("worker") == os.getpid() else where.get("worker"),
+                    "sent": round(sent - self.wall_started, 3),
+                    "start": round(where["start"] - self.wall_started, 3) if "start" in where else None,
+                    "end": round(where["end"] - self.wall_started, 3) if "end" in where else None,
+                    "back": round(back - self.wall_started, 3),
+                    "cpu": round(where["cpu"], 3) if "cpu" in where else None,
+                }
+            )
+        return reply
 
     def _request(self, settings: Settings) -> dict[str, Any]:
         students = {}
         base = base_of(settings, self.knobs) if settings else None
         for spec in base_specs(base_spec(base)) if base is not None else []:
-            known = self.bases.known(spec)
-            if known is not None:
-                students[spec] = {
-                    "bytes": known[0].SerializeToString(deterministic=True),
-                    "info": {k: v for k, v in self.students[spec].items() if k != "sha256"},
-                }
-        # A replica decides early stopping and whether to time against the driver's baseline.
+            if self.bases.known(spec) is not None:
+                students[spec] = self._student_bytes(spec)
+        # A replica decides early stopping and whether to time against the driver's baseline,
+        # and binds its knobs to the driver's plans.
         return {
             "settings": dict(settings),
             "students": students,
             "baseline": {"metric": self._baseline_metric, "scale": self._scale},
+            "knobs": [k.name for k in self.knobs],
+            "plans": dict(self.plans),
         }
 
     def evaluate(self, settings: Settings) -> Point:
@@ -595,6 +716,7 @@ class Squeezer:
         workers. Only this (driver) side writes the cache, as each result arrives.
         """
         try:
+            self._await_training(settings)
             key = self._known_key(settings)
         except SqueezeError as e:
             return Point(settings=dict(settings), phase="", error=str(e))
@@ -610,14 +732,18 @@ class Squeezer:
         if doc is None:
             if not settings:
                 # The original is measured here while the executor's workers start (.executor).
+                t = time.time()
                 reply = Executor().run(self, self._request(settings))
+                self.trace.append(
+                    {"task": "baseline", "worker": "driver", "start": round(t - self.wall_started, 3),
+                     "end": round(time.time() - self.wall_started, 3)}
+                )  # fmt: skip
             else:
-                with self._handle_lock:  # the search's threads may get here at once
-                    if self._handle is None:
-                        self._handle = self.executor.register(self)
-                reply = self.executor.run(self._handle, self._request(settings))
+                reply = self._run_remote(
+                    self._register(), self._request(settings), describe_settings(settings, self.knobs)
+                )
             for spec, data in reply.get("students", {}).items():
-                self.adopt_student(spec, data["bytes"], data["info"])
+                self._adopt(spec, data)
             doc = reply["doc"]
             if key is None and not reply.get("transient"):
                 try:
@@ -682,50 +808,73 @@ class Squeezer:
         A plan not in the cache is not started once the time budget has run out: its knob is
         dropped and the note says so.
         """
-        bound = []
-        deadline = self.deadline()
-        for knob in self.knobs:
-            if knob.plan is None:
-                bound.append(knob)
-                continue
-            key = digest({**self._context, "plan": knob.name})
-            doc = self.cache.get(key)
-            if doc is None and deadline is not None and time.monotonic() > deadline:
-                self.notes.append(f"{knob.name}: not planned (time budget reached)")
-                self.skipped[knob.name] = "time budget reached before its plan"
-                continue
-            if doc is None:
-                if on_plan:
-                    on_plan(knob.name)
-                t0, c0 = time.perf_counter(), time.process_time()
-                try:
-                    ctx = PlanContext(
-                        self.model,
-                        self.evaluator,
-                        self.calibration,
-                        self.shapes_of(self.model),
-                        normalized=self._normalized(self.model, self.model_sha256)[0],
-                    )
-                    value = knob.plan(ctx)
-                    doc = {"value": value, "seconds": time.perf_counter() - t0}
-                    self.cpu_timings[f"plan:{knob.name}"] = time.process_time() - c0
-                except (MemoryError, KeyboardInterrupt):
-                    raise
-                except Exception as e:  # no analysis (module missing, unsupported model): plain steps
-                    doc = {"value": None, "error": f"{type(e).__name__}: {str(e).strip()[:200]}"}
-                self.cache.put(key, doc)
-            if doc.get("error"):
-                self.notes.append(f"{knob.name}: no plan ({doc['error']}); plain settings used")
-            self.plans[knob.name] = doc.get("value")
-            bound.append(knob.bind(doc.get("value")))
+        bound = [b for b in (self._bind(knob, on_plan) for knob in self.knobs) if b is not None]
         self.knobs = bound
+
+    def _bind(self, knob: Knob, on_plan: Callable[[str], None] | None = None) -> Knob | None:
+        """``knob`` with its plan bound (computed or cached), or None when the time budget is spent."""
+        if knob.plan is None:
+            return knob
+        deadline = self.deadline()
+        key = digest({**self._context, "plan": knob.name})
+        doc = self.cache.get(key)
+        if doc is None and deadline is not None and time.monotonic() > deadline:
+            self.notes.append(f"{knob.name}: not planned (time budget reached)")
+            self.skipped[knob.name] = "time budget reached before its plan"
+            return None
+        if doc is None:
+            if on_plan:
+                on_plan(knob.name)
+            t0, c0 = time.perf_counter(), time.process_time()
+            try:
+                ctx = PlanContext(
+                    self.model,
+                    self.evaluator,
+                    self.calibration,
+                    self.shapes_of(self.model),
+                    normalized=self._normalized(self.model, self.model_sha256)[0],
+                )
+                value = knob.plan(ctx)
+                doc = {"value": value, "seconds": time.perf_counter() - t0}
+                self.cpu_timings[f"plan:{knob.name}"] = time.process_time() - c0
+            except (MemoryError, KeyboardInterrupt):
+                raise
+            except Exception as e:  # no analysis (module missing, unsupported model): plain steps
+                doc = {"value": None, "error": f"{type(e).__name__}: {str(e).strip()[:200]}"}
+            self.cache.put(key, doc)
+        if doc.get("error"):
+            self.notes.append(f"{knob.name}: no plan ({doc['error']}); plain settings used")
+        self.plans[knob.name] = doc.get("value")
+        return knob.bind(doc.get("value"))
+
+    def _bind_lazily(self, knob: Knob) -> Knob | None:
+        """Bind one knob's plan when the search reaches it (a time-budgeted serial search)."""
+        t0 = time.perf_counter()
+        bound = self._bind(knob)
+        self.timings["plan"] = self.timings.get("plan", 0.0) + time.perf_counter() - t0
+        others = [k for k in self.knobs if k.name != knob.name]
+        self.knobs = others if bound is None else [bound if k.name == knob.name else k for k in self.knobs]
+        return bound
 
     def run(self, on_point: Callable[[Point], None] | None = None) -> SearchResult:
         deadline = self.deadline()
+        self.train_ahead()
+        # With a time budget (and one evaluation at a time) the budget goes to the cheapest knobs
+        # first, and a knob's plan is made only when the search reaches it: a 1-minute budget
+        # on a loaded machine found nothing when the plans (channel sensitivity, int8 layer
+        # ranking: several evaluations each) ran before any candidate.
+        lazy = deadline is not None and self.executor.workers <= 1
         t0, c0 = time.perf_counter(), time.process_time()
-        self.prepare()
+        t = time.time()
+        if not lazy:
+            self.prepare()
         self.timings["plan"] = self.timings.get("plan", 0.0) + time.perf_counter() - t0
         self.cpu_timings["plan"] = self.cpu_timings.get("plan", 0.0) + time.process_time() - c0
+        self.trace.append(
+            {"task": "plan", "worker": "driver", "start": round(t - self.wall_started, 3),
+             "end": round(time.time() - self.wall_started, 3)}
+        )  # fmt: skip
+        knobs = sorted(self.knobs, key=evaluation_cost_rank) if lazy else self.knobs
         objectives = parse_objectives(self.options.objective)
         last, last_cpu = time.perf_counter(), time.process_time()
 
@@ -739,8 +888,8 @@ class Squeezer:
             if on_point:
                 on_point(p)
 
-        return search(
-            self.knobs,
+        result = search(
+            knobs,
             self.evaluate,
             self.fits,
             objective=objectives,
@@ -751,7 +900,29 @@ class Squeezer:
             min_gain=LATENCY_MIN_GAIN if objectives[0] in NOISY else 0.0,
             noise={o: LATENCY_MIN_GAIN for o in NOISY},
             parallel=self.executor.workers,
+            bind=self._bind_lazily if lazy else None,
         )
+        if lazy:  # knobs the search did not reach: planned from the cache, or dropped and said
+            self.prepare()
+            result.skipped.update(self.skipped)
+        # A student the search did not ask for (time budget) finishes, as a speculative
+        # evaluation does, and is cached; the students are complete before the report.
+        concurrent.futures.wait(list(self._training.values()))
+        return result
+
+
+def evaluation_cost_rank(knob: Knob) -> int:
+    """How costly a knob's candidates are to make, cheapest first (a time-budgeted search's order).
+
+    0: one precision pass, no plan (fp16, int8 weights, int4, dynamic int8); 1: other plain passes
+    (resolution, sparsity with its re-fits); 2: knobs with a plan (its evaluations come first);
+    3: knobs that train (students, fine-tuning).
+    """
+    if knob.base:
+        return 3
+    if knob.plan is not None:
+        return 2
+    return 0 if knob.group == "precision" else 1
 
 
 # --------------------------------------------------------------------------------- the API
@@ -810,5 +981,4 @@ def build_replica(spec: WorkerSpec) -> Squeezer:
         train=train,
         input_shapes=spec.input_shapes,
     )
-    replica.bind_plans(spec.plans, spec.knob_names)
     return replica

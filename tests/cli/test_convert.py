@@ -15,7 +15,6 @@ torch = pytest.importorskip("torch")
 from onnxsqueeze import io as sio  # noqa: E402
 from onnxsqueeze import manifest as mf  # noqa: E402
 from onnxsqueeze.cli.app import app  # noqa: E402
-from onnxsqueeze.pipeline import PASSES_KEY  # noqa: E402
 from tests.convert.factories import tiny_cnn  # noqa: E402
 
 runner = CliRunner()
@@ -45,7 +44,7 @@ def test_factory_and_weights(weights: Path, tmp_path: Path) -> None:
     onnx.checker.check_model(model, full_check=True)
     assert model.graph.input[0].name == "image"
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
-    assert "cleanup" in dict((p.key, p.value) for p in model.metadata_props)[PASSES_KEY]
+    assert "cleanup" in [s["pass"] for s in json.loads(Path(f"{out}.manifest.json").read_text())["recipe"]]
     # the weights can also be the positional SOURCE
     code, text = invoke(
         weights, "--factory", TINY, "--input-shape", "image:1,3,16,16", "-o", tmp_path / "b.onnx"
@@ -93,7 +92,7 @@ def test_json_and_data(weights: Path, tmp_path: Path) -> None:
     assert manifest["source"]["sha256"] == sio.sha256_file(weights)
     assert manifest["export"] == {"kind": "convert", "exporter": doc["exporter"], "factory": TINY}
     assert manifest["verification"]["max_abs"] == doc["max_abs"] and "torch" in manifest["libraries"]
-    assert mf.embedded(onnx.load(out))["source"] == manifest["source"]
+    assert mf.embedded(onnx.load(out))["origin_sha256"] == manifest["origin_sha256"]  # the stamp
 
 
 def test_pickled_module_refused_then_trusted(tmp_path: Path) -> None:

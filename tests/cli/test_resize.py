@@ -48,7 +48,9 @@ def test_rewrite_writes_model_and_reports(models: dict[str, Path], tmp_path: Pat
     assert report["agreement"]["top1_agreement"] is not None
     model = sio.load(out)
     assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[2:]] == [16, 16]
-    assert any(p.key == "onnxsqueeze.passes" and '"resolution"' in p.value for p in model.metadata_props)
+    assert [s["pass"] for s in json.loads(Path(f"{out}.manifest.json").read_text())["recipe"]][
+        -1
+    ] == "resolution"
 
 
 def test_keep_interface_image_to_image(models: dict[str, Path], tmp_path: Path) -> None:

@@ -60,6 +60,11 @@ def test_squeeze_writes_the_outputs_and_apply_reproduces_the_model(assets, tmp_p
     assert results["best"]["size"] < results["baseline"]["size"]  # tiny graph: overhead dominates
     assert results["best"]["drop"] <= 5
     assert results["best"]["sha256"] == sio.sha256_file(best)
+    # the size the search measured is the file's: provenance in the sidecar, not in the model
+    assert results["best"]["size"] == best.stat().st_size
+    side = json.loads((out / "cnn.squeezed.onnx.manifest.json").read_text())
+    assert side["verification"] == results["best"]["verify"] and side["recipe"]
+    assert {p.key for p in sio.load(best).metadata_props} == {"onnxsqueeze"}
     onnx.checker.check_model(sio.load(best), full_check=True)
     report = (out / "report.md").read_text()
     assert "## Pareto front" in report and "## Tried and rejected" in report and "Baseline vs best" in report
@@ -68,6 +73,7 @@ def test_squeeze_writes_the_outputs_and_apply_reproduces_the_model(assets, tmp_p
     r = runner.invoke(app, ["apply", str(out / "recipe.toml"), str(model), "-o", str(rebuilt)])
     assert r.exit_code == 0, r.output
     assert rebuilt.read_bytes() == best.read_bytes()
+    assert (tmp_path / "rebuilt.onnx.manifest.json").is_file()
 
 
 def test_rerun_is_served_from_the_cache(assets, tmp_path):
@@ -127,7 +133,10 @@ def test_static_int8_recipe_replays_byte_for_byte_with_its_calibration(assets, t
     model, data = assets
     sq = _squeezer(model, data, tmp_path / "cache")
     settings = {"int8": 1}  # the most sensitive layer (measured on the evaluation data) stays float
-    expected = sq.build(settings).SerializeToString(deterministic=True)
+    from onnxsqueeze.manifest import deployable
+
+    # the written form: provenance in the sidecar (manifest.deployable)
+    expected = deployable(sq.build(settings)).SerializeToString(deterministic=True)
     recipe = tmp_path / "recipe.toml"
     from onnxsqueeze import recipe as rcp
 

@@ -63,14 +63,14 @@ def test_manifest_is_embedded_in_the_ort_file_and_beside_it(src: Path, tmp_path:
     assert result.manifest_path == tmp_path / "tiny.ort.manifest.json"
     assert side["file"]["sha256"] == sio.sha256_file(out)
     assert side["file"]["verification"]["passed"] is True
-    assert side["output"] == {"format": "ort", "model_sha256": mf.model_sha256(sio.load(src))}
+    assert side["output"] == {"format": "ort", "model_sha256": mf.model_sha256(mf.deployable(sio.load(src)))}
     assert side["export"] == {"kind": "ort", "optimization_level": "basic", "optimization_style": "fixed"}
     assert side["source"]["sha256"] == sio.sha256_file(src)
-    # the .ort keeps metadata_props: the embedded copy survives the format change
+    # the .ort keeps metadata_props: the stamp survives the format change
     result.manifest_path.unlink()
     inside = mf.read(out)
-    assert inside is not None and inside["where"] == "embedded"
-    assert inside["output"] == side["output"] and inside["source"] == side["source"]
+    assert inside is not None and inside["where"] == "embedded" and inside["stamp"]
+    assert inside["origin_sha256"] == side["origin_sha256"]
     assert "file" not in inside
 
 

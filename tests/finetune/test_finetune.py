@@ -85,6 +85,10 @@ def test_round_trip_conv_depthwise_gemm_add_concat_resize() -> None:
     assert out.graph.input[0].type == model.graph.input[0].type
     assert out.graph.output[0].type == model.graph.output[0].type
     onnx.checker.check_model(out, full_check=True)
+    # the candidate's value and weight names come back (the exporter's /<module>/<Op>_output_0 go)
+    kept = {"a", "ar", "d", "dr", "s", "c", "u", "p", "f", "h", "y"}
+    assert kept <= {v for n in out.graph.node for v in n.output}
+    assert {t.name for t in out.graph.initializer} >= {"w0", "b0", "wd", "bd", "w2", "w3", "b3"}
     # MatMul's initializer weight trains too (promoted from a buffer), Resize scales do not
     shapes_ = sorted(tuple(p.shape) for p in graph.parameters())
     assert (16, 12) in shapes_ and (4,) in shapes_ and (8, 1, 3, 3) in shapes_

@@ -254,6 +254,15 @@ def test_students_trained_in_workers_are_the_serial_ones_byte_for_byte(assets, t
     students = {k: v["sha256"] for k, v in serial["students"].items()}
     assert set(students) == {"cnn8", "cnn4"}
     assert {k: v["sha256"] for k, v in pool["students"].items()} == students
+    # Both were sent to the workers as the run started (before the plans were done), each
+    # trained once there; the serial run trains them in its own process when asked.
+    trains = [t for t in pool["trace"] if t["task"].startswith("train ")]
+    plan = next(t for t in pool["trace"] if t["task"] == "plan")
+    assert sorted(t["task"] for t in trains) == ["train cnn4", "train cnn8"]
+    assert all(t["sent"] <= plan["start"] and isinstance(t["worker"], int) for t in trains)
+    assert all(t["cpu"] > 0 for t in trains)
+    assert not any(t["task"].startswith("train ") for t in serial["trace"])
+    assert {t["worker"] for t in serial["trace"]} == {"driver"}
 
 
 @pytest.mark.slow
@@ -337,6 +346,46 @@ def test_ray_without_the_extra_is_one_line(assets, tmp_path, monkeypatch):
     assert r.exit_code == 2
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "pip install 'onnxsqueeze[ray]'" in lines[0]
+
+
+def test_a_replica_made_before_the_plans_binds_them_from_each_request(assets, tmp_path):
+    """The spec is shipped before the plans (so students can train from the start); a request
+    carries the driver's plans, and the replica measures exactly what the driver measures."""
+    from onnxsqueeze import search as S
+    from onnxsqueeze.search.squeezer import build_replica
+
+    model, data = assets
+    options = S.SqueezeOptions(
+        budget=Budget(5.0), objective="size", techniques=("int8",), latency_seconds=0.02
+    )
+    squeezer = S.make_squeezer(model, data, options=options, out_dir=tmp_path, use_cache=False)
+    replica = build_replica(squeezer.worker_spec())  # before any plan
+    assert squeezer.plans == {} and replica.knobs[0].plan is not None
+    squeezer.prepare()
+    squeezer.evaluate({})  # the baseline, which a replica's early stopping compares against
+    settings = {"int8": squeezer.knobs[0].settings[0]}
+    reply = replica.measure_request(squeezer._request(settings))
+    assert replica.plans == squeezer.plans and replica.knobs[0].plan is None
+    assert [k.settings for k in replica.knobs] == [k.settings for k in squeezer.knobs]
+    own = squeezer.measure_request(squeezer._request(settings))["doc"]
+    assert (reply["doc"]["metric"], reply["doc"]["size"]) == (own["metric"], own["size"])
+    assert reply["doc"].get("error") is None
+
+
+def test_a_worker_runs_one_session_thread_but_times_with_the_runs_threads():
+    """Two workers on two cores: scoring sessions one thread each; timing keeps threads=0
+    (onnxruntime's default, one per core), as in the serial run."""
+    from onnxsqueeze import runtime
+    from onnxsqueeze.search.executor import _worker_process
+
+    try:
+        _worker_process()
+        assert runtime.session(cnn()).get_session_options().intra_op_num_threads == 1
+        assert runtime.session(cnn(), threads=0).get_session_options().intra_op_num_threads == 0
+        assert runtime.session(cnn(), threads=2).get_session_options().intra_op_num_threads == 2
+    finally:
+        runtime.set_default_threads(None)
+    assert runtime.session(cnn()).get_session_options().intra_op_num_threads == 0
 
 
 def test_default_executor_runs_in_process():

@@ -85,6 +85,15 @@ def test_ft_knobs_are_offered_only_with_training_data(tmp_path):
     assert {k.group for k in with_data.knobs if k.name in FT} == {"ft"}
 
 
+def test_resolution_ft_is_not_offered_for_size_unless_named(tmp_path):
+    """It keeps the interface (a Resize in front): the file never gets smaller."""
+    sq = _squeezer(tmp_path, techniques=None)  # objective size, no technique named
+    offered = {k.name for k in sq.knobs}
+    assert "channels+ft" in offered and "resolution+ft" not in offered
+    assert "cannot lower size" in sq.skipped["resolution+ft"]
+    assert "resolution+ft" in {k.name for k in _squeezer(tmp_path).knobs}  # named: tried anyway
+
+
 def test_rerun_hits_the_cache_and_does_not_fine_tune_again(tmp_path, calls):
     first = _squeezer(tmp_path)
     p1 = first.evaluate({"sparsity+ft": 0.5})
