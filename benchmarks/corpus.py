@@ -64,6 +64,7 @@ class Cell:
     status: str  # ok | REFUSED | TRACEBACK | INVALID | TIMEOUT | skipped
     argv: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # the command's own CPU time (user + system), children included
     message: str = ""  # refusal line, first error line, or why skipped
     metrics: dict[str, float] = field(default_factory=dict)
     ratios: dict[str, float] = field(default_factory=dict)
@@ -109,10 +110,18 @@ def flag_takes_path(command: list[str], flag: str) -> bool:
     return "<path>" in line
 
 
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_cli(args: list[str], timeout: float) -> tuple[int | None, str, str, float]:
+    """Exit code (None: timed out), stdout, stderr, wall seconds; CPU seconds in ``LAST_CPU``."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
     env.pop("ONNXSQUEEZE_DEBUG", None)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu()
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "onnxsqueeze", *args],
@@ -125,8 +134,14 @@ def run_cli(args: list[str], timeout: float) -> tuple[int | None, str, str, floa
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
         err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+        LAST_CPU[0] = _children_cpu() - cpu
         return None, out, err, time.perf_counter() - start
+    LAST_CPU[0] = _children_cpu() - cpu
     return proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start
+
+
+# CPU seconds of the last run_cli: on a shared machine the wall time mostly measures the neighbours.
+LAST_CPU = [0.0]
 
 
 def first_error_line(stderr: str) -> str:
@@ -137,7 +152,8 @@ def first_error_line(stderr: str) -> str:
             if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b", ln):
                 return ln[:300]
         return lines[-1][:300] if lines else ""
-    errs = [ln for ln in lines if ln.lower().startswith("error")]
+    # `resize --check` answers "refused: ..." on stdout and exits 1.
+    errs = [ln for ln in lines if ln.lower().startswith(("error", "refused"))]
     return (errs[-1] if errs else (lines[-1] if lines else ""))[:300]
 
 
@@ -284,8 +300,13 @@ def matrix_for(
         rc, stdout, err, secs = run_cli(argv, t)
         status = classify(rc, err)
         cell = Cell(entry.name, command, status, argv=argv, seconds=round(secs, 1), stderr_tail=err[-3000:])
+        cell.cpu_seconds = round(LAST_CPU[0], 1)
         if status != "ok":
-            cell.message = first_error_line(err) if status != "TIMEOUT" else f"no result in {t:.0f} s"
+            cell.message = (
+                first_error_line(err)
+                if status != "TIMEOUT"
+                else f"no result in {t:.0f} s wall ({cell.cpu_seconds:.0f} CPU s; load {os.getloadavg()[0]:.0f})"
+            )
             if not cell.message:  # e.g. `resize --check` answers on stdout and exits 1
                 cell.message = first_error_line(stdout)
         cells.append(cell)
@@ -528,7 +549,7 @@ def markdown(
         lines += ["", "Notes (refusals with their one line; defects in bold):", ""]
         lines += [f"{i}. {n.replace('|', '/')}" for i, n in enumerate(notes, 1)]
     counts: dict[str, int] = {}
-    for c in cells:
+    for c in by.values():  # a re-run cell replaces the earlier one
         counts[c.status] = counts.get(c.status, 0) + 1
     lines += ["", "Totals: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + "."]
     return "\n".join(lines) + "\n"
@@ -600,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
         for cell in got:
             print(
-                f"  {cell.command:15s} {cell.seconds:6.1f}s {cell.short()}  {cell.message}",
+                f"  {cell.command:15s} {cell.seconds:6.1f}s {cell.cpu_seconds:6.1f} CPU s {cell.short()}  {cell.message}",
                 file=sys.stderr,
                 flush=True,
             )

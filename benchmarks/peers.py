@@ -749,6 +749,10 @@ def tools(
     ]  # fmt: skip
 
 
+def _cpu(row: dict[str, Any], digits: int) -> str:
+    return f"{row['cpu_s']:.{digits}f}" if "cpu_s" in row else "-"
+
+
 def markdown(case: Case, rows: list[dict[str, Any]]) -> str:
     lines = [
         f"### {case.name} ({case.metric} on {len(case.x)} samples, calibration {len(case.calib)} samples)",
@@ -758,13 +762,13 @@ def markdown(case: Case, rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         if "accuracy" not in r:
-            spent = f"{r['wall_s']:.1f} / {r.get('cpu_s', 0.0):.1f} s; " if "wall_s" in r else ""
+            spent = f"{r['wall_s']:.1f} / {_cpu(r, 1)} s; " if "wall_s" in r else ""
             lines.append(f"| {r['tool']} | - | - | - | - | {spent}{r.get('note', '')} |")
             continue
         note = f" ({r['note']})" if r.get("note") else ""
         lines.append(
             f"| {r['tool']}{note} | {r['accuracy']:.2f}% | {r['drop']:.2f} | {r['size_ratio']:.3f}x | "
-            f"{r['latency_ratio']:.2f}x | {r['wall_s']:.1f} / {r.get('cpu_s', 0.0):.1f} s |"
+            f"{r['latency_ratio']:.2f}x | {r['wall_s']:.1f} / {_cpu(r, 1)} s |"
         )
     return "\n".join(lines)
 
@@ -794,7 +798,7 @@ def verdicts(case: Case, rows: list[dict[str, Any]], max_drop: float, noise: flo
             continue
         objective = r["tool"].split("--objective ")[1].split()[0]
         if "size_ratio" not in r:
-            spent = f"{r['wall_s']:.0f} / {r.get('cpu_s', 0.0):.0f} s"
+            spent = f"{r['wall_s']:.0f} / {_cpu(r, 0)} s"
             lines.append(f"| {objective} | {r.get('note', '')} | - | - | - | {spent} | - | - | no result |")
             continue
         why = []
@@ -815,7 +819,7 @@ def verdicts(case: Case, rows: list[dict[str, Any]], max_drop: float, noise: flo
         )
         lines.append(
             f"| {objective} | {r.get('choice', '')} | {r['drop']:.2f} | {r['size_ratio']:.3f}x | "
-            f"{r['latency_ratio']:.2f}x | {r['wall_s']:.0f} / {r.get('cpu_s', 0.0):.0f} s | {peer_s} | {peer_l} | {verdict} |"
+            f"{r['latency_ratio']:.2f}x | {r['wall_s']:.0f} / {_cpu(r, 0)} s | {peer_s} | {peer_l} | {verdict} |"
         )  # fmt: skip
     return "\n".join(lines)
 
@@ -841,6 +845,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--noise", type=float, default=0.05, help="relative latency difference counted as a tie")
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    ap.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help="also measure an existing model (e.g. a squeeze run with another budget) in the same timing run; "
+        "its wall time is read from a results.json beside it",
+    )
     args = ap.parse_args(argv)
     report: dict[str, Any] = {}
     for key in args.models.split(","):
@@ -862,6 +874,15 @@ def main(argv: list[str] | None = None) -> int:
             row = {"tool": name, "model": model, "wall_s": wall, "cpu_s": cpu, "note": why, "load": load}
             if name.startswith("onnxsqueeze squeeze"):
                 row["choice"] = squeeze_note(key, name.split("--objective ")[1].split()[0])
+            rows.append(row)
+        for extra in args.extra:
+            label, path = extra.split("=", 1)
+            row = {"tool": label, "model": onnx.load(path), "wall_s": 0.0, "note": "built outside this run"}
+            res = Path(path).parent / "results.json"
+            if res.exists():
+                doc = json.loads(res.read_text())
+                row["wall_s"] = doc.get("elapsed_s", 0.0)
+                row["choice"] = (doc.get("best") or {}).get("label", "")
             rows.append(row)
         load = os.getloadavg()
         measure(case, rows, seconds=args.seconds)

@@ -47,7 +47,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "corpus"
-PROJECT_MODELS = REPO / ".cache" / "models"  # where models/digits.py etc. and tests/helpers.py keep them
+PROJECT_MODELS = REPO / ".cache" / "models"  # facenet exports; recipe-built models: models/built.py
 # Bump when a recipe below changes what it writes: the cache is keyed on it and the wheel hashes.
 RECIPE_VERSION = 1
 
@@ -642,15 +642,22 @@ def _project(cache: Path) -> list[Entry]:
     """The project's own sample models (exported by this project's torch recipes)."""
     sys.path.insert(0, str(REPO))
     from models import digits, facenet, minilm, zoo
+    from models.built import built
 
     data = cache / "data"
     entries = []
-    dmodel = PROJECT_MODELS / "digits_cnn.onnx"
-    if not dmodel.exists() or not (PROJECT_MODELS / "digits_val.npz").exists():
-        digits.main(["--out", str(PROJECT_MODELS)])
+
+    # The recipe-built models go where the tests look for them (models/built.py): built once.
+    def train_digits(out: Path) -> Path:
+        if digits.main(["--out", str(out)]) != 0:  # returns at once when the files exist
+            raise RuntimeError("models.digits failed")
+        return out
+
+    ddir = built("digits", train_digits)
+    dmodel = ddir / "digits_cnn.onnx"
     entries.append(
         Entry("digits-cnn", "torch (project)", "small CNN classifier", str(dmodel),
-              str(PROJECT_MODELS / "digits_val.npz"), "accuracy", {"input": [1, 1, 32, 32]}, decoder="classes")
+              str(ddir / "digits_val.npz"), "accuracy", {"input": [1, 1, 32, 32]}, decoder="classes")
     )  # fmt: skip
 
     onet = facenet.ensure("onet", PROJECT_MODELS)
@@ -661,15 +668,15 @@ def _project(cache: Path) -> list[Entry]:
               "agreement", _shapes(x), decoder="classes", output=2)
     )  # fmt: skip
 
-    mpath = minilm.ensure(PROJECT_MODELS)
-    x = dict(np.load(PROJECT_MODELS / "minilm_inputs.npz"))
+    mpath = built("minilm", minilm.ensure)
+    x = dict(np.load(mpath.parent / "minilm_inputs.npz"))
     _save_npz(data / "minilm.npz", x)
     entries.append(
         Entry("minilm", "torch (sentence-transformers)", "all-MiniLM-L6-v2 text encoder", str(mpath),
               str(data / "minilm.npz"), "cosine", _shapes(x), decoder="embedding")
     )  # fmt: skip
 
-    mob = zoo.ensure("mobilenet_v3_small", PROJECT_MODELS)
+    mob = built("zoo", lambda out: zoo.ensure("mobilenet_v3_small", out))
     x = {"input": imagenet_photos()}
     _save_npz(data / "mobilenet-v3-small.npz", x)
     entries.append(

@@ -45,7 +45,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 # The last full run's seconds per test (setup + call + teardown; written by --record-durations).
 DURATIONS = Path(__file__).with_name("durations.json")
-UNKNOWN_SLOW_S = 30.0  # a slow test not in DURATIONS yet: early, among the long ones
+UNKNOWN_SLOW_S = 30.0  # a unit with a slow test but no recorded one: early, among the long ones
 
 
 def _unit(item: pytest.Item) -> str:
@@ -59,14 +59,21 @@ def _longest_first(items: list[pytest.Item]) -> None:
     """Hand out the work units longest first (by DURATIONS; a unit is a group or a test): the
     scheduler gives them out in collection order, so a minutes-long test started last would run
     alone on one worker while the other has nothing left. Items of a unit stay in their order."""
-    known = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
-    cost: dict[str, float] = {}
+    known: dict[str, float] = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+    recorded: dict[str, float] = {}
+    slow: set[str] = set()
     for item in items:
-        default = UNKNOWN_SLOW_S if item.get_closest_marker("slow") else 0.0
         unit = _unit(item)
-        cost[unit] = cost.get(unit, 0.0) + float(known.get(item.nodeid, default))
+        if item.nodeid in known:
+            recorded[unit] = recorded.get(unit, 0.0) + float(known[item.nodeid])
+        if item.get_closest_marker("slow"):
+            slow.add(unit)
+
+    def cost(unit: str) -> float:
+        return recorded.get(unit, UNKNOWN_SLOW_S if unit in slow else 0.0)
+
     order = {unit: i for i, unit in enumerate(dict.fromkeys(_unit(item) for item in items))}
-    items.sort(key=lambda item: (-cost[_unit(item)], order[_unit(item)]))
+    items.sort(key=lambda item: (-cost(_unit(item)), order[_unit(item)]))
 
 
 def _suffix_groups(items: list[pytest.Item]) -> None:

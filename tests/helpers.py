@@ -3,17 +3,15 @@ real sample models, built once per recipe version and shared by every test (and 
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import onnx
 
+from models.built import built
+
 REPO = Path(__file__).resolve().parent.parent
-CACHE = REPO / ".cache" / "models"
-T = TypeVar("T")
 FP16_TOL = 1e-2  # normalized max error allowed after fp16 conversion
 
 
@@ -44,26 +42,6 @@ def normalized_error(ref: np.ndarray, cand: np.ndarray) -> float:
     """Max absolute error of ``cand`` against ``ref``, relative to ``ref``'s largest magnitude."""
     ref = ref.astype(np.float64)
     return float(np.max(np.abs(ref - cand.astype(np.float64))) / np.max(np.abs(ref)))
-
-
-def recipe_dir(recipe: str) -> Path:
-    """``.cache/models/<recipe>-<hash>``: keyed by the recipe's source and the shared exporter, so an
-    edited recipe builds afresh instead of serving a stale model."""
-    h = hashlib.sha256()
-    for name in (f"{recipe}.py", "export.py"):
-        h.update((REPO / "models" / name).read_bytes())
-    return CACHE / f"{recipe}-{h.hexdigest()[:12]}"
-
-
-def built(recipe: str, build: Callable[[Path], T]) -> T:
-    """``build(recipe_dir(recipe))`` under a file lock: parallel test workers wait for the one that
-    trains or exports instead of doing it twice (the recipes' ``ensure`` returns cached files)."""
-    from filelock import FileLock
-
-    out = recipe_dir(recipe)
-    out.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out) + ".lock"):
-        return build(out)
 
 
 def digits_assets() -> tuple[Path, Path, Path]:

@@ -347,6 +347,13 @@ def _stay_reason(
     for i, v in enumerate(node.inputs):
         if v is None or formal_type(schema.inputs, i) not in low_vars:
             continue
+        if v.dtype is None and v.const_value is None:
+            # Made by an op without an ONNX schema (com.microsoft::DynamicQuantizeLSTM): no cast
+            # can be planned for an unknown type, so the reader stays with it.
+            maker = v.producer()
+            return f"input '{v.name}' has an unknown type" + (
+                f" (made by {maker.domain or 'ai.onnx'}::{maker.op_type})" if maker is not None else ""
+            )
         array = _const_array(v)
         if array is not None and array.dtype == np.float32 and array.size:
             err = low_precision_error(array, low)

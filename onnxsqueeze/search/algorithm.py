@@ -260,6 +260,7 @@ def search(
     min_gain: float = 0.0,
     noise: Mapping[str, float] | None = None,
     parallel: int = 1,
+    bind: Callable[[Knob], Knob | None] | None = None,
 ) -> SearchResult:
     """Run the search (see the module docstring) over ``knobs``.
 
@@ -286,6 +287,9 @@ def search(
             is the same as the serial run's; the greedy combination stays sequential (each step
             depends on the one before). Free workers evaluate ahead of the path (see the module
             docstring); with ``parallel=1`` nothing is speculative.
+        bind: called with a knob when the search reaches it, before its first candidate; returns
+            the knob to search (its plan bound) or None to pass it by (the binder records why in
+            ``skipped``). Lets a time-budgeted search make a plan only when it gets that far.
     """
     wanted = parse_objectives(objective)
     primary = wanted[0]
@@ -392,6 +396,14 @@ def search(
 
     def single(knob: Knob, sink: list[Point], refused: list[tuple[str, str]]) -> Point | None:
         """Knob ``knob`` alone: its best setting within budget that lowers the cost (or None)."""
+        if bind is not None:
+            bound = bind(knob)  # past the deadline: a cached plan or None, nothing computed
+            if bound is None:
+                if late():  # dropped for time: the search is out of it
+                    raise _OutOfTime
+                return None
+            with lock:
+                knob = by_name[knob.name] = bound
         best: Point | None = None
         rank = 0 if knob.base else 1  # a training knob's candidates are the long ones: first
         if knob.monotone:

@@ -227,6 +227,9 @@ KNOBS: tuple[Knob, ...] = (
         stage=0,
         label=lambda s: f"resolution x{s:g}",
         help="input resolution scale (RewriteInputResolutionPass)",
+        # The interface is kept (a Resize in front) and no weight changes: the file never
+        # shrinks, so a size search does not spend its budget on it unless it is named.
+        improves=("latency", "macs", "cost"),
     ),
     Knob(
         "channels",
@@ -341,10 +344,8 @@ def _fine_tuned(inner: Knob) -> Knob:
 
     A planned inner knob (channels) uses its plan-less step (uniform ratios): the plan is a
     one-shot sensitivity ranking, and the fine-tuned model must not depend on a search's plan.
-    ``resolution+ft`` keeps the interface (a Resize in front), so it never lowers the file's
-    bytes: it is not offered for ``--objective size`` unless named.
+    It lowers what ``inner`` lowers (``resolution+ft``, like ``resolution``, never the file's bytes).
     """
-    improves = tuple(o for o in inner.improves if not (inner.name == "resolution" and o == "size"))
     return Knob(
         f"{inner.name}+ft",
         settings=inner.settings,
@@ -355,7 +356,7 @@ def _fine_tuned(inner: Knob) -> Knob:
         group="ft",
         label=lambda s: f"{inner.describe(s)} +ft",
         help=f"{inner.name}, then recovery fine-tuning against the original (needs --train-data)",
-        improves=improves,
+        improves=inner.improves,
     )
 
 

@@ -25,6 +25,17 @@ def closest(result: SearchResult, n: int = 3) -> list[Point]:
 
 def nothing_fits_message(squeezer: Squeezer, result: SearchResult) -> str:
     m = squeezer.evaluator.metric
+    tried = [p for p in result.points if p.settings]
+    if result.truncated and not tried:
+        # Not "nothing fits": nothing was measured. Say where the budget went.
+        import time
+
+        return (
+            f"{result.truncated} before any candidate was measured (budget "
+            f"{squeezer.options.time_budget_s:g} s; loading and measuring the original took "
+            f"{time.monotonic() - squeezer.started:.0f} s on this machine; baseline {m.name} "
+            f"{result.baseline.metric:.4g}); give a larger --time-budget"
+        )
     near = closest(result)
     tail = "; ".join(
         f"{describe_settings(p.settings, squeezer.knobs)}: drop {p.drop:.3g}, "
@@ -36,8 +47,15 @@ def nothing_fits_message(squeezer: Squeezer, result: SearchResult) -> str:
         what = f"{result.truncated} before a cheaper candidate was found; {what}"
     return (
         f"{what} fits the budget ({result.budget.describe(m)}; baseline {m.name} "
-        f"{result.baseline.metric:.4g}); closest: {tail or 'none evaluated'}"
+        f"{result.baseline.metric:.4g}); closest: {tail or _none_measured(tried)}"
     )
+
+
+def _none_measured(tried: list[Point]) -> str:
+    failed = [p for p in tried if p.error]
+    if not failed:
+        return "none evaluated"
+    return f"none measured ({len(failed)} rejected; first: {failed[0].error})"[:400]
 
 
 # What a ratio must beat to count as a gain in the report (timing noise; sizes and MACs are exact).

@@ -808,56 +808,73 @@ class Squeezer:
         A plan not in the cache is not started once the time budget has run out: its knob is
         dropped and the note says so.
         """
-        bound = []
-        deadline = self.deadline()
-        for knob in self.knobs:
-            if knob.plan is None:
-                bound.append(knob)
-                continue
-            key = digest({**self._context, "plan": knob.name})
-            doc = self.cache.get(key)
-            if doc is None and deadline is not None and time.monotonic() > deadline:
-                self.notes.append(f"{knob.name}: not planned (time budget reached)")
-                self.skipped[knob.name] = "time budget reached before its plan"
-                continue
-            if doc is None:
-                if on_plan:
-                    on_plan(knob.name)
-                t0, c0 = time.perf_counter(), time.process_time()
-                try:
-                    ctx = PlanContext(
-                        self.model,
-                        self.evaluator,
-                        self.calibration,
-                        self.shapes_of(self.model),
-                        normalized=self._normalized(self.model, self.model_sha256)[0],
-                    )
-                    value = knob.plan(ctx)
-                    doc = {"value": value, "seconds": time.perf_counter() - t0}
-                    self.cpu_timings[f"plan:{knob.name}"] = time.process_time() - c0
-                except (MemoryError, KeyboardInterrupt):
-                    raise
-                except Exception as e:  # no analysis (module missing, unsupported model): plain steps
-                    doc = {"value": None, "error": f"{type(e).__name__}: {str(e).strip()[:200]}"}
-                self.cache.put(key, doc)
-            if doc.get("error"):
-                self.notes.append(f"{knob.name}: no plan ({doc['error']}); plain settings used")
-            self.plans[knob.name] = doc.get("value")
-            bound.append(knob.bind(doc.get("value")))
+        bound = [b for b in (self._bind(knob, on_plan) for knob in self.knobs) if b is not None]
         self.knobs = bound
+
+    def _bind(self, knob: Knob, on_plan: Callable[[str], None] | None = None) -> Knob | None:
+        """``knob`` with its plan bound (computed or cached), or None when the time budget is spent."""
+        if knob.plan is None:
+            return knob
+        deadline = self.deadline()
+        key = digest({**self._context, "plan": knob.name})
+        doc = self.cache.get(key)
+        if doc is None and deadline is not None and time.monotonic() > deadline:
+            self.notes.append(f"{knob.name}: not planned (time budget reached)")
+            self.skipped[knob.name] = "time budget reached before its plan"
+            return None
+        if doc is None:
+            if on_plan:
+                on_plan(knob.name)
+            t0, c0 = time.perf_counter(), time.process_time()
+            try:
+                ctx = PlanContext(
+                    self.model,
+                    self.evaluator,
+                    self.calibration,
+                    self.shapes_of(self.model),
+                    normalized=self._normalized(self.model, self.model_sha256)[0],
+                )
+                value = knob.plan(ctx)
+                doc = {"value": value, "seconds": time.perf_counter() - t0}
+                self.cpu_timings[f"plan:{knob.name}"] = time.process_time() - c0
+            except (MemoryError, KeyboardInterrupt):
+                raise
+            except Exception as e:  # no analysis (module missing, unsupported model): plain steps
+                doc = {"value": None, "error": f"{type(e).__name__}: {str(e).strip()[:200]}"}
+            self.cache.put(key, doc)
+        if doc.get("error"):
+            self.notes.append(f"{knob.name}: no plan ({doc['error']}); plain settings used")
+        self.plans[knob.name] = doc.get("value")
+        return knob.bind(doc.get("value"))
+
+    def _bind_lazily(self, knob: Knob) -> Knob | None:
+        """Bind one knob's plan when the search reaches it (a time-budgeted serial search)."""
+        t0 = time.perf_counter()
+        bound = self._bind(knob)
+        self.timings["plan"] = self.timings.get("plan", 0.0) + time.perf_counter() - t0
+        others = [k for k in self.knobs if k.name != knob.name]
+        self.knobs = others if bound is None else [bound if k.name == knob.name else k for k in self.knobs]
+        return bound
 
     def run(self, on_point: Callable[[Point], None] | None = None) -> SearchResult:
         deadline = self.deadline()
         self.train_ahead()
+        # With a time budget (and one evaluation at a time) the budget goes to the cheapest knobs
+        # first, and a knob's plan is made only when the search reaches it: a 1-minute budget
+        # on a loaded machine found nothing when the plans (channel sensitivity, int8 layer
+        # ranking: several evaluations each) ran before any candidate.
+        lazy = deadline is not None and self.executor.workers <= 1
         t0, c0 = time.perf_counter(), time.process_time()
         t = time.time()
-        self.prepare()
+        if not lazy:
+            self.prepare()
         self.timings["plan"] = self.timings.get("plan", 0.0) + time.perf_counter() - t0
         self.cpu_timings["plan"] = self.cpu_timings.get("plan", 0.0) + time.process_time() - c0
         self.trace.append(
             {"task": "plan", "worker": "driver", "start": round(t - self.wall_started, 3),
              "end": round(time.time() - self.wall_started, 3)}
         )  # fmt: skip
+        knobs = sorted(self.knobs, key=evaluation_cost_rank) if lazy else self.knobs
         objectives = parse_objectives(self.options.objective)
         last, last_cpu = time.perf_counter(), time.process_time()
 
@@ -876,7 +893,7 @@ class Squeezer:
         # Every channels candidate re-fits against the same original: its outputs are captured once.
         with reuse_original_outputs():
             result = search(
-                self.knobs,
+                knobs,
                 self.evaluate,
                 self.fits,
                 objective=objectives,
@@ -887,11 +904,29 @@ class Squeezer:
                 min_gain=LATENCY_MIN_GAIN if objectives[0] in NOISY else 0.0,
                 noise={o: LATENCY_MIN_GAIN for o in NOISY},
                 parallel=self.executor.workers,
+                bind=self._bind_lazily if lazy else None,
             )
+        if lazy:  # knobs the search did not reach: planned from the cache, or dropped and said
+            self.prepare()
+            result.skipped.update(self.skipped)
         # A student the search did not ask for (time budget) finishes, as a speculative
         # evaluation does, and is cached; the students are complete before the report.
         concurrent.futures.wait(list(self._training.values()))
         return result
+
+
+def evaluation_cost_rank(knob: Knob) -> int:
+    """How costly a knob's candidates are to make, cheapest first (a time-budgeted search's order).
+
+    0: one precision pass, no plan (fp16, int8 weights, int4, dynamic int8); 1: other plain passes
+    (resolution, sparsity with its re-fits); 2: knobs with a plan (its evaluations come first);
+    3: knobs that train (students, fine-tuning).
+    """
+    if knob.base:
+        return 3
+    if knob.plan is not None:
+        return 2
+    return 0 if knob.group == "precision" else 1
 
 
 # --------------------------------------------------------------------------------- the API

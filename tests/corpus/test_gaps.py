@@ -6,6 +6,7 @@ themselves are in ``test_corpus.py`` (slow).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +169,42 @@ def test_squeeze_time_budget_counts_from_the_start_and_bounds_the_plans():
     assert result.truncated == "time budget reached"
     assert any("not planned (time budget reached)" in n for n in squeezer.notes)
     assert {"channels", "int8"} <= set(squeezer.skipped)
+    # ddddocr-det at load 20: the original's measurement spent the minute; said as such, not as
+    # "no candidate fits ... closest: none evaluated".
+    from onnxsqueeze.search.report import nothing_fits_message
+
+    message = nothing_fits_message(squeezer, result)
+    assert "time budget reached before any candidate was measured" in message
+    assert "give a larger --time-budget" in message
+
+
+def test_a_time_budget_is_spent_on_the_cheapest_knobs_first(monkeypatch):
+    """orientation, ONet, MiniLM, mobilenet: `squeeze --time-budget 1` ended with "time budget
+    reached before a cheaper candidate was found; closest: none evaluated": the plans (channel
+    sensitivity, int8 layer ranking) ran first and took the whole budget. Now the cheapest knobs
+    are measured first and a plan is made only when the search reaches its knob."""
+    from tests.graphs import cnn
+    from tests.helpers import rand, self_labelled_squeezer
+
+    squeezer = self_labelled_squeezer(
+        cnn(), rand((40, 3, 8, 8), 5), 8, techniques=("channels", "int8", "fp16"), time_budget_s=1e4
+    )
+    measure, clock, late = squeezer.evaluate, time.monotonic, [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock() + late[0])
+
+    def budget_spent_by_the_first_candidate(settings):  # type: ignore[no-untyped-def]
+        point = measure(settings)
+        if settings:
+            late[0] = 1e5
+        return point
+
+    squeezer.evaluate = budget_spent_by_the_first_candidate  # type: ignore[method-assign]
+    result = squeezer.run()
+    assert [p.settings for p in result.points] == [{}, {"fp16": True}]
+    assert result.best is not None and result.best.settings == {"fp16": True}
+    assert result.truncated == "time budget reached"
+    assert squeezer.plans == {}  # neither plan was started
+    assert result.skipped["channels"] == result.skipped["int8"] == "time budget reached before its plan"
 
 
 # YOLOv8's decode after the keep-interface Resize: boxes (anchor +- distance) times a stride tensor
@@ -277,3 +314,35 @@ def test_family_members_outside_the_corpus(matrix_module, tmp_path, name):
     assert fp16.metrics[key] >= (0.99 if key == "agreement" else 0.999), fp16.metrics
     assert channels.status == "ok", (channels.message, channels.argv)
     assert channels.ratios["size"] < 0.95, channels.ratios
+
+
+# ddddocr common_old.onnx (torch + onnx.quantize): a contrib op with no ONNX schema
+# (com.microsoft DynamicQuantizeLSTM) makes a float value whose type nothing declares, and a
+# Transpose whose output is declared float reads it.
+CONTRIB = """
+<ir_version: 8, opset_import: ["" : 17, "com.microsoft" : 1]>
+contrib (float[2, 3, 4] x) => (float[3, 2, 4] y) {
+    g = com.microsoft.Gelu (x)
+    y = Transpose <perm = [1, 0, 2]> (g)
+}
+"""
+
+
+def test_fp16_keeps_float32_what_reads_a_value_of_unknown_type():
+    """fp16 on ddddocr common_old: 'onnxruntime cannot load it: Type (tensor(float16)) of output
+    arg (364) ... does not match expected type (tensor(float))': the Transpose after the contrib
+    LSTM was converted without a cast, its input's type being unknown."""
+    import onnx_ir as ir
+
+    from onnxsqueeze.passes.fp16 import ConvertToFloat16Pass
+    from tests.helpers import run_ort
+
+    model = model_from_text(CONTRIB)
+    m = ir.serde.deserialize_model(model)
+    result = ConvertToFloat16Pass()(m)
+    converted = ir.serde.serialize_model(m)
+    x = rand((2, 3, 4), 7)
+    (want,) = run_ort(model, {"x": x})
+    (got,) = run_ort(converted, {"x": x})  # loads: no float16 output on a float32 input
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert any("unknown" in why or "no known" in why for why in result.fp32_nodes.values())

@@ -146,3 +146,20 @@ def test_channel_candidates_of_one_search_capture_the_original_once_with_the_sam
         assert got[r].keys() == expected[r].keys()
         for name in expected[r]:
             np.testing.assert_array_equal(got[r][name], expected[r][name])
+
+
+@pytest.mark.parametrize("rows", [60, 120, 400])
+def test_the_ridge_walk_picks_the_full_grids_ridge_with_fewer_solves(rows: int) -> None:
+    """Fewer solves, same choice: the walk from the grid's middle ends where the full grid's
+    minimum of the held-out error is (few rows for 40 columns: a large ridge wins)."""
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, 40)) @ rng.standard_normal((40, 40))  # correlated columns
+    w = rng.standard_normal((40, 5))
+    y = x @ w + 2.0 * rng.standard_normal((rows, 5))
+    held = _holdout(np.arange(rows), rows, rng)
+    acc = _accumulate(x, y, np.zeros((40, 5)), np.zeros(5), held)
+    _, _, info = _solve(acc, np.zeros((40, 5)), np.zeros(5), "lsq", None)
+    errors = [acc.val.error(acc.fit.solve(lam, intercept=True)) for lam in reconstruct.RIDGES]
+    assert info["ridge"] == reconstruct.RIDGES[int(np.argmin(errors))]
+    assert info["error_after"] == pytest.approx(min(errors))
+    assert info["ridges_tried"] < len(reconstruct.RIDGES)
