@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from onnxsqueeze.errors import InputError
 from onnxsqueeze.evaluate import Budget, Dataset
 from onnxsqueeze.search.algorithm import parse_objectives
-from onnxsqueeze.search.knobs import Knob, available_knobs
+from onnxsqueeze.search.knobs import Knob, aligned, available_knobs
 
 if TYPE_CHECKING:
     import onnx
@@ -196,6 +196,9 @@ def offered_knobs(
                 "name it in --techniques to try it anyway)"
             )
             offered.remove(k)
+    if parse_objectives(options.objective)[0] in ("latency", "cost"):
+        # Channel counts the fast kernels take (knobs.CHANNEL_ALIGN); a size search keeps any count.
+        offered = [aligned(k) if k.name == "channels" else k for k in offered]
     if calibration is None:
         for k in list(offered):
             keep = tuple(s for s in k.settings if not k.step_of(s).calibration)

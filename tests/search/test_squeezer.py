@@ -139,3 +139,23 @@ def test_int4_is_not_offered_where_matmul_weights_are_a_sliver(squeezer, tmp_pat
     assert "int4" not in names and "MatMul weights are 0.0%" in skipped["int4"]
     mlp = onnx.load(str(tiny_mlp(tmp_path / "mlp.onnx", 32)))
     assert "int4" in offered(mlp)[0] and "int4" in offered(as_constant_nodes(mlp))[0]
+
+
+def test_a_latency_search_keeps_channel_counts_the_fast_kernels_take(squeezer):
+    """Latency and cost: kept channel counts rounded to knobs.CHANNEL_ALIGN (a pruned paddle
+    classifier off the 8-channel block ran 2.62x slower than the original); size: any count."""
+    from onnxsqueeze.search import options as opts
+    from onnxsqueeze.search.knobs import CHANNEL_ALIGN, KNOBS
+
+    def channels_step(objective):
+        options = SqueezeOptions(budget=E.Budget(5.0), objective=objective)
+        knobs, _ = opts.offered_knobs(KNOBS, options, train=None, calibration=squeezer.calibration)
+        (knob,) = [k for k in knobs if k.name == "channels"]
+        bound = knob.bind({"conv": 0.1})  # a plan's value (per-group drops) goes through as well
+        return dict(knob.step_of(0.5).options), dict(bound.step(0.5).options)
+
+    for objective in ("latency", "cost", "latency,size"):
+        for options in channels_step(objective):
+            assert options["round_to"] == CHANNEL_ALIGN and options["ratio"] == 0.5
+    for options in channels_step("size"):
+        assert "round_to" not in options
