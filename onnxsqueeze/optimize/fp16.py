@@ -23,7 +23,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxsqueeze import metrics
-from onnxsqueeze.errors import VerificationError
+from onnxsqueeze.errors import InputError, VerificationError
 from onnxsqueeze.optimize import base
 from onnxsqueeze.passes.fp16 import DEFAULT_BLOCK_OPS
 
@@ -116,6 +116,13 @@ def fp16(
     src = base.load(model)
     if output is not None:  # before the work, not after it
         sio.refuse_overwrite(output, [p for p in (src.path, *protect) if p is not None])
+    quantized, floating = _weight_bytes(src.model)
+    if quantized > floating and not force:  # ddddocr's onnx.quantize'd export: fp16 gave 1.00x
+        raise InputError(
+            f"fp16: the model is quantized already ({quantized:,} bytes of 8-bit or narrower weights, "
+            f"{floating:,} of float32 weights): half precision would shrink only the float32 part; "
+            "nothing written (--force converts it anyway)"
+        )
     shapes_ = base.resolve_shapes(src.model, input_shapes, data)
     feeds = base.sample_feeds(src.model, shapes_, data=data, samples=samples, seed=seed)
     labels = base.labels_of(data, samples)
@@ -228,6 +235,20 @@ def fp16(
             report.bytes_before = src.path.stat().st_size
             report.bytes_after = path.stat().st_size
     return result.model, report
+
+
+def _weight_bytes(model: onnx.ModelProto) -> tuple[int, int]:
+    """(bytes of 8-bit or narrower integer initializers, bytes of float32/float64 ones)."""
+    narrow = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
+    wide = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE}
+    quantized = floating = 0
+    for t in model.graph.initializer:
+        n = int(np.prod(t.dims)) if t.dims else 1
+        if t.data_type in narrow:
+            quantized += n
+        elif t.data_type in wide:
+            floating += n * (4 if t.data_type == onnx.TensorProto.FLOAT else 8)
+    return quantized, floating
 
 
 def _normalized_error(reference: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> float:

@@ -87,9 +87,11 @@ def test_convert_keras(corpus_cells, model):
 @pytest.mark.parametrize("model", per_model(ONNX_MODELS + KERAS_MODELS))
 def test_fp16_within_task_metric_at_most_0_6x(corpus_cells, model):
     cell = _cell(corpus_cells, model, "fp16")
+    if model == "ddddocr-common-old":  # its weights are int8 already (onnx.quantize): fp16 cannot halve them
+        assert cell.status == "REFUSED" and "quantized already" in cell.message, _explain(cell)
+        return
     assert cell.status == "ok", _explain(cell)
-    if model != "ddddocr-common-old":  # its weights are int8 already (onnx.quantize): fp16 cannot halve them
-        assert cell.ratios["size"] <= 0.6, (_explain(cell), cell.ratios)
+    assert cell.ratios["size"] <= 0.6, (_explain(cell), cell.ratios)
     if model == "minilm":
         assert cell.metrics["cosine"] >= 0.999, cell.metrics
     else:

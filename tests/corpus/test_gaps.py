@@ -346,3 +346,29 @@ def test_fp16_keeps_float32_what_reads_a_value_of_unknown_type():
     (got,) = run_ort(converted, {"x": x})  # loads: no float16 output on a float32 input
     np.testing.assert_allclose(got, want, rtol=1e-6)
     assert any("unknown" in why or "no known" in why for why in result.fp32_nodes.values())
+
+
+QUANTIZED = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1, 64] x) => (float[1, 32] y) {
+  w = DequantizeLinear(wq, scale, zero)
+  y = MatMul(x, w)
+}
+"""
+
+
+def test_fp16_refuses_a_model_that_is_quantized_already(tmp_path):
+    """ddddocr's onnx.quantize'd export: fp16 wrote a file of 1.00x its size (its weights are int8)."""
+    from onnxsqueeze.errors import InputError
+    from onnxsqueeze.optimize import fp16
+
+    wq = np.random.default_rng(0).integers(-127, 127, (64, 32)).astype(np.int8)
+    model = model_from_text(QUANTIZED, {"wq": wq, "scale": np.float32(0.01), "zero": np.int8(0)})
+    src = tmp_path / "int8.onnx"
+    onnx.save(model, src)
+    out = tmp_path / "out.onnx"
+    with pytest.raises(InputError, match=r"quantized already \(2,049 bytes of 8-bit"):
+        fp16(src, output=out)
+    assert not out.exists()
+    _, report = fp16(src, output=out, force=True)  # converts the float part when asked
+    assert report.written and out.exists()
