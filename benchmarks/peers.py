@@ -659,7 +659,7 @@ def ours_best_calibration(case: Case) -> onnx.ModelProto:
 
 
 def ours_accuracy_control(case: Case, max_drop: float) -> onnx.ModelProto:
-    from onnxsqueeze.optimize.quantize import quantize_with_accuracy_control
+    from onnxsqueeze.optimize.int8_plan import quantize_with_accuracy_control
 
     return quantize_with_accuracy_control(
         case.model, lambda m: accuracy(m, case), max_drop=max_drop, calibration={case.input: case.calib}

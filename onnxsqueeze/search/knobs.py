@@ -198,7 +198,7 @@ def aligned(knob: Knob, round_to: int = CHANNEL_ALIGN) -> Knob:
 
 
 def _int8_plan(ctx: PlanContext, *, samples: int = 128) -> dict[str, Any] | None:
-    """Calibration choice and layer order for static int8 (:func:`onnxsqueeze.optimize.quantize.plan_int8`).
+    """Calibration choice and layer order for static int8 (:func:`onnxsqueeze.optimize.int8_plan.plan_int8`).
 
     Measured on the normalized model, the graph the int8 step quantizes (batch norms folded: a
     raw export's unfused BatchNormalization would be quantized apart and scored slower), scored
@@ -206,7 +206,7 @@ def _int8_plan(ctx: PlanContext, *, samples: int = 128) -> dict[str, Any] | None
     """
     import copy
 
-    from onnxsqueeze.optimize.quantize import plan_int8
+    from onnxsqueeze.optimize.int8_plan import plan_int8
 
     if ctx.calibration is None:
         return None

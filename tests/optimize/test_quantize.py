@@ -16,6 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxsqueeze.errors import BudgetNotMetError
+from onnxsqueeze.optimize import int8_plan as ip
 from onnxsqueeze.optimize.quantize import __name__ as _module_name
 from onnxsqueeze.passes import CleanupPass
 from tests.graphs import cnn
@@ -205,7 +206,7 @@ def synthetic_score(calls: list[set[str]]):
 )
 def test_accuracy_control_reverts_by_sensitivity_and_stops_as_soon_as_the_budget_holds(max_drop, reverted):
     calls: list[set[str]] = []
-    out, report = oq.quantize_with_accuracy_control(
+    out, report = ip.quantize_with_accuracy_control(
         _named_cnn(), synthetic_score(calls), max_drop=max_drop, calibration={"x": inputs(16, seed=11)}
     )
     assert [r["node"] for r in report.reverted] == reverted
@@ -220,7 +221,7 @@ def test_accuracy_control_reverts_by_sensitivity_and_stops_as_soon_as_the_budget
 def test_accuracy_control_that_cannot_fit_says_so():
     calls: list[set[str]] = []
     with pytest.raises(BudgetNotMetError, match="reverted"):
-        oq.quantize_with_accuracy_control(
+        ip.quantize_with_accuracy_control(
             _named_cnn(), synthetic_score(calls), max_drop=0.001, calibration={"x": inputs(8)}, max_reverted=1
         )
 
@@ -231,7 +232,7 @@ def test_sensitivity_ranks_the_layer_with_an_outlier_weight_first():
     array = onnx.numpy_helper.to_array(w2).copy()
     array[3, 0, 0, 0] = 50.0  # one huge weight: channel 3's step is huge for its other weights
     w2.CopyFrom(onnx.numpy_helper.from_array(array, "w2"))
-    ranked = oq.sensitivity(model, {"x": inputs(16)})
+    ranked = ip.sensitivity(model, {"x": inputs(16)})
     assert ranked[0][0] == "n2_Conv"
     assert {name for name, _ in ranked} == set(PENALTY)
     assert all(v > 0 for _, v in ranked)
@@ -279,7 +280,7 @@ def test_int8_plan_picks_a_calibration_and_orders_layers_by_measured_sensitivity
     from onnxsqueeze.search.knobs import _int8_step
 
     calls: list[set[str]] = []
-    plan = oq.plan_int8(_named_cnn(), synthetic_score(calls), {"x": inputs(16, seed=11)})
+    plan = ip.plan_int8(_named_cnn(), synthetic_score(calls), {"x": inputs(16, seed=11)})
     assert plan["order"] == ["n2_Conv", "n0_Conv", "n6_Gemm"]
     assert len(plan["tried"]) == 4 and (plan["calibrate_method"], plan["activation_type"]) == (
         "minmax",
@@ -311,8 +312,8 @@ def test_bias_correction_removes_most_of_the_mean_output_shift():
 def test_int8_plan_measures_only_the_layers_the_estimate_ranks_first():
     calls: list[set[str]] = []
     model, data = _named_cnn(), {"x": inputs(16, seed=11)}
-    plan = oq.plan_int8(model, synthetic_score(calls), data, max_ranked=2)
-    estimate = [name for name, _ in oq.sensitivity(model, data)]
+    plan = ip.plan_int8(model, synthetic_score(calls), data, max_ranked=2)
+    estimate = [name for name, _ in ip.sensitivity(model, data)]
     assert sorted(plan["order"][:2]) == sorted(estimate[:2]) and len(calls) == 1 + 4 + 2
     assert plan["order"][2:] == estimate[2:]  # the rest keep the estimate's order
 
@@ -327,10 +328,10 @@ def test_int8_plan_stops_at_the_first_lossless_calibration_and_ranks_by_the_esti
         calls.append(quantized_layers(m))
         return 1.0
 
-    plan = oq.plan_int8(model, lossless, data)
+    plan = ip.plan_int8(model, lossless, data)
     assert calls == [set(), set(PENALTY)]  # the float model, then the first variant
     assert plan["tried"] == {"minmax/uint8": 1.0} and plan["ranking"] == "estimate"
-    assert plan["order"] == [name for name, _ in oq.sensitivity(model, data)]
+    assert plan["order"] == [name for name, _ in ip.sensitivity(model, data)]
     # A variant better than the first but below float keeps the search going; the best is kept.
     calls.clear()
     seen: list[int] = []
@@ -343,7 +344,7 @@ def test_int8_plan_stops_at_the_first_lossless_calibration_and_ranks_by_the_esti
         seen.append(1)
         return {1: 0.5, 2: 0.8, 3: 0.7, 4: 0.6}.get(len(seen), 1.0 - sum(PENALTY[n] for n in layers))
 
-    plan = oq.plan_int8(model, improving, data)
+    plan = ip.plan_int8(model, improving, data)
     assert plan["tried"] == {
         "minmax/uint8": 0.5,
         "percentile/uint8": 0.8,
