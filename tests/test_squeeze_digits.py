@@ -60,9 +60,10 @@ def test_digits_squeeze_with_distillation(digits, tmp_path):
     _assert_done_when(results)
     assert results["calibration"]["data"] == str(Path(train).resolve())
     assert set(results["knobs"]) == {
-        "channels", "int8", "int8-dynamic", "int8-weights", "int4", "fp16", "distill",
+        "channels", "int8", "int8-dynamic", "int8-weights", "fp16", "distill",
         "channels+ft",  # a fine-tuned base: offered with training data
     }  # fmt: skip
+    assert "MatMul weights are" in results["not_offered"]["int4"]  # convolutions and a Gemm: no MatMul
     assert "cannot lower size" in results["not_offered"]["sparsity"]  # dense zeros: no gain
     for name in ("resolution", "resolution+ft"):  # the interface is kept: the file never shrinks
         assert "cannot lower size" in results["not_offered"][name]
