@@ -103,6 +103,13 @@ def run(argv: Sequence[str] | None = None) -> int:
         _say(NAMES.get(_boundary._received[0], "interrupted") if _boundary._received else "interrupted")
     except Exception as e:
         _cleanup()
+        if _boundary._received:
+            # The signal's KeyboardInterrupt became another exception on its way out: onnxruntime
+            # interrupted while importing raises "ImportError: initialization failed" from it.
+            if debug():
+                traceback.print_exc()
+            _say(NAMES.get(_boundary._received[0], "interrupted"))
+            return interrupted_exit_code()
         found = describe(e)
         if found is None or debug():
             traceback.print_exc()

@@ -165,6 +165,27 @@ def test_signal_during_startup_is_one_line(model: Path, signum: int, code: int, 
     assert "Traceback" not in err and err.strip().splitlines()[-1] == f"error: {word}"
 
 
+def test_a_signal_turned_into_another_error_on_its_way_out_is_still_the_signal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """onnxruntime interrupted while importing raises ImportError('initialization failed') from
+    the KeyboardInterrupt: exit 130 / 'interrupted', no traceback (seen once in a CI fuzz run)."""
+    import onnxsqueeze.cli.app as cli_app
+
+    def interrupted_import(**_: object) -> None:
+        _boundary._received.append(signal.SIGINT)  # what the handler records before raising
+        raise ImportError("initialization failed")
+
+    monkeypatch.setattr(cli_app, "app", interrupted_import)
+    try:
+        code = _entry.run(["inspect", "m.onnx"])
+    finally:
+        del _boundary._received[:]
+    err = capsys.readouterr().err
+    assert code == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "error: interrupted"
+
+
 def test_non_terminal_output_is_not_cut(tmp_path: Path) -> None:
     long = "an_input_name_long_enough_to_overflow_eighty_columns_in_any_table_rich_would_draw_x"
     text = TEXT.replace(" x)", f" {long})").replace("(x,", f"({long},")
