@@ -17,8 +17,10 @@ tracebacks for all.
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
+import sys
 from types import FrameType
 from typing import Any
 
@@ -34,17 +36,42 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # every cleanup path (temp files, caches) handles this one
 
 
+def _on_unraisable(unraisable: Any) -> None:
+    """A signal's KeyboardInterrupt raised while CPython ran a weakref callback or a ``__del__``
+    (importlib's module-lock callback, under load) is swallowed there and printed as "Exception
+    ignored in ...", with a traceback, and the work would go on. Deliver the signal again instead:
+    it lands in ordinary code at the next instruction and unwinds the run as intended."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _received:
+        # Sent from another thread: sent from here (signal.raise_signal, os.kill), its handler
+        # would run inside this hook, where its exception is swallowed again. The main thread
+        # runs it at its next instruction after this hook returns.
+        _thread.start_new_thread(os.kill, (os.getpid(), _received.pop()))
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def install_signal_handlers() -> dict[int, Any]:
     """SIGINT and SIGTERM unwind the process like Ctrl-C (so cleanup runs), then exit 130 / 143.
 
     Returns:
-        The handlers replaced, to restore when the run is over (an in-process caller, tests).
+        The handlers replaced, to restore when the run is over (an in-process caller, tests);
+        the previous unraisable-exception hook under the key 0.
     """
     del _received[:]
-    previous: dict[int, Any] = {}
+    previous: dict[int, Any] = {0: sys.unraisablehook}
+    sys.unraisablehook = _on_unraisable
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, _on_signal)
     return previous
+
+
+def restore_signal_handlers(previous: dict[int, Any]) -> None:
+    """Put back what :func:`install_signal_handlers` replaced."""
+    for key, handler in previous.items():
+        if key == 0:
+            sys.unraisablehook = handler
+        else:
+            signal.signal(key, handler)
 
 
 def interrupted_exit_code() -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from onnxsqueeze.cli._boundary import (
     install_signal_handlers,
     interrupted_exit_code,
     one_line,
+    restore_signal_handlers,
 )
 
 
@@ -119,8 +119,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         code = found[1]
     finally:
         _cleanup()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        restore_signal_handlers(previous)
     return code
 
 

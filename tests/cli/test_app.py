@@ -186,6 +186,42 @@ def test_a_signal_turned_into_another_error_on_its_way_out_is_still_the_signal(
     assert err.strip().splitlines()[-1] == "error: interrupted"
 
 
+def test_a_signal_that_lands_in_a_finalizer_still_stops_the_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A KeyboardInterrupt raised inside a ``__del__`` or weakref callback (importlib's module-lock
+    callback, seen in a CI fuzz run) is swallowed by CPython and printed with a traceback: the run
+    delivers the signal again, stops, and says one line."""
+    import onnxsqueeze.cli.app as cli_app
+
+    finished: list[bool] = []
+
+    class Finalized:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100_000):  # the handler runs here, inside the finalizer
+                pass
+
+    def work(**_: object) -> None:
+        obj = Finalized()
+        del obj
+        for _ in range(10_000_000):  # the redelivered signal stops this loop
+            pass
+        finished.append(True)
+
+    monkeypatch.setattr(cli_app, "app", work)
+    previous_hook = sys.unraisablehook
+    try:
+        code = _entry.run(["inspect", "m.onnx"])
+    finally:
+        del _boundary._received[:]
+    err = capsys.readouterr().err
+    assert code == 130 and not finished
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert err.strip().splitlines() == ["error: interrupted"]
+    assert sys.unraisablehook is previous_hook  # put back after the run
+
+
 def test_non_terminal_output_is_not_cut(tmp_path: Path) -> None:
     long = "an_input_name_long_enough_to_overflow_eighty_columns_in_any_table_rich_would_draw_x"
     text = TEXT.replace(" x)", f" {long})").replace("(x,", f"({long},")
