@@ -159,3 +159,61 @@ def test_a_latency_search_keeps_channel_counts_the_fast_kernels_take(squeezer):
             assert options["round_to"] == CHANNEL_ALIGN and options["ratio"] == 0.5
     for options in channels_step("size"):
         assert "round_to" not in options
+
+
+@pytest.mark.parametrize(
+    "first, then",
+    [
+        ({"sparsity": 0.5}, {"sparsity": 0.5, "fp16": True}),
+        ({"sparsity": 0.3}, {"int8": 1, "sparsity": 0.3}),
+        ({"sparsity": 0.5}, {"sparsity": 0.5}),
+    ],
+)
+def test_a_candidate_extending_a_kept_build_resumes_it_with_the_bytes_of_a_full_build(
+    squeezer, monkeypatch, first, then
+):
+    """The combination adds a knob to a built candidate and the outputs write the best again: the
+    build resumes from the kept prefix (the calibrated re-fit is not run again), and its bytes (the
+    provenance of a calibrated int8 step included) are those of a full build, what ``apply`` replays."""
+    from onnxsqueeze import recipe
+    from onnxsqueeze.search import squeezer as sq_module
+
+    monkeypatch.setattr(sq_module, "PREFIX_MIN_S", 0.0)  # keep every step of these tiny builds
+    squeezer.prepare()
+    squeezer._build_measured(first)
+    made: list[str] = []
+    plain = recipe._make_pass
+
+    def spy(step, calibration, model):
+        if model is not None:  # a step about to run (make_passes only checks options, model None)
+            made.append(step.pass_name)
+        return plain(step, calibration, model)
+
+    monkeypatch.setattr(recipe, "_make_pass", spy)
+    resumed, idle = squeezer._build_measured(then)
+    assert idle == []
+    assert "sparsity" not in made  # resumed after the re-fit
+    made.clear()
+    monkeypatch.setattr(sq_module, "PREFIX_BYTES", 0)
+    full = squeezer.build(then)
+    assert "sparsity" in made
+    assert resumed.SerializeToString(deterministic=True) == full.SerializeToString(deterministic=True)
+    assert squeezer.build_cached(then).SerializeToString(deterministic=True) == full.SerializeToString(
+        deterministic=True
+    )
+
+
+def test_kept_builds_stay_within_their_byte_limit():
+    from onnxsqueeze.recipe import Step
+    from onnxsqueeze.search.squeezer import _Prefixes
+
+    kept = _Prefixes(10)
+    steps = [Step.of("fp16", {}), Step.of("sparsity", {"sparsity": 0.5})]
+    kept.put("a", steps[:1], b"12345", (True,), ({},))
+    kept.put("a", steps, b"123456", (True, True), ({}, {}))
+    assert kept.size <= 10 and len(kept.items) == 1
+    assert kept.longest("a", steps, 0) == (b"123456", (True, True), ({}, {}))
+    assert kept.longest("a", steps[:1], 0) is None  # evicted first
+    assert kept.longest("b", steps, 0) is None  # another base model
+    kept.put("a", steps, b"x" * 11, (True,), ({},))  # larger than the limit: not kept
+    assert kept.size <= 10
