@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from onnxsqueeze.errors import InputError, one_line
+from onnxsqueeze.forkserver import preloads
 
 if TYPE_CHECKING:
     from onnxsqueeze.search.squeezer import Squeezer
@@ -164,29 +165,6 @@ def _replica(spec_id: str, load: Any) -> Squeezer:
         return _REPLICAS[spec_id]
 
 
-# What every worker imports before its first candidate (the rest of a replica needs the spec),
-# the passes' libraries included (imported on first use, they would cost the first candidates).
-PRELOAD = (
-    "onnxruntime",
-    "onnx_ir",
-    "onnxsqueeze.search.squeezer",
-    "onnxsqueeze.recipe",
-    "onnxslim",
-    "onnxruntime.quantization",
-    "onnxsqueeze.optimize.quantize",
-    "onnxsqueeze.passes.channels",
-)
-# With ``preload=("torch",)`` (students to train): what training and exporting a student import
-# (torch's optimizers import torch._dynamo; the student is exported with torch.onnx's exporter).
-TORCH_PRELOAD = (
-    "torch",
-    "torch._dynamo",
-    "torch.onnx._internal.exporter._core",
-    "onnxsqueeze.distill",
-    "onnxsqueeze.convert.torch",
-)
-
-
 def _warm(modules: tuple[str, ...]) -> int:
     """Import ``modules`` in this worker process (a warm-up task); returns the process id."""
     import importlib
@@ -196,11 +174,6 @@ def _warm(modules: tuple[str, ...]) -> int:
         with contextlib.suppress(ImportError):  # an optional extra missing: imported on use, or never
             importlib.import_module(name)
     return os.getpid()
-
-
-def _preloads(preload: tuple[str, ...]) -> tuple[str, ...]:
-    extra = [m for name in preload for m in (TORCH_PRELOAD if name == "torch" else (name,))]
-    return tuple(dict.fromkeys((*PRELOAD, *extra)))
 
 
 def _pool_measure(handle: tuple[str, str], request: dict[str, Any]) -> dict[str, Any]:
@@ -278,7 +251,7 @@ class ProcessExecutor(Executor):
         if workers < 1:
             raise InputError(f"--workers {workers}: must be at least 1")
         self.workers = workers
-        self._preload = _preloads(preload)
+        self._preload = preloads(preload)
         self._folder = Path(tempfile.mkdtemp(prefix="onnxsqueeze-specs-"))
         self._lock = threading.Lock()
         self._pool = self._new_pool()
@@ -367,7 +340,7 @@ class RayExecutor(Executor):
         self._refs: dict[str, Any] = {}
         # Warm the worker processes (imports) while the driver prepares; not waited for.
         warm = ray.remote(num_cpus=1, max_retries=0)(_warm)
-        self._warming = [warm.remote(_preloads(preload)) for _ in range(self.workers)]
+        self._warming = [warm.remote(preloads(preload)) for _ in range(self.workers)]
 
     def register(self, squeezer: Squeezer) -> tuple[str, list[Any]]:
         spec = squeezer.worker_spec()
@@ -402,7 +375,7 @@ def make_executor(
 ) -> Executor:
     """The executor for ``--workers N`` / ``--ray`` / ``--ray-address ADDRESS`` (default: in-process).
 
-    ``preload``: modules the workers import as they start, besides :data:`PRELOAD` (``torch``
+    ``preload``: modules the workers import as they start, besides :data:`onnxsqueeze.forkserver.PRELOAD` (``torch``
     when students will be trained).
     """
     if ray or ray_address:

@@ -391,3 +391,42 @@ def test_a_worker_runs_one_session_thread_but_times_with_the_runs_threads():
 def test_default_executor_runs_in_process():
     e = make_executor()
     assert type(e) is Executor and e.workers == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["squeeze", "m.onnx", "--workers", "1"],
+        ["squeeze", "m.onnx", "--workers=x"],
+        ["squeeze", "m.onnx", "--ray", "--workers", "2"],
+        ["squeeze", "m.onnx", "--ray-address=h:6379", "--workers=2"],
+        ["prune", "m.onnx", "--workers", "2"],
+        [],
+    ],
+)
+def test_no_early_fork_server_without_a_local_pool(argv):
+    from onnxsqueeze.forkserver import start_early
+
+    assert start_early(argv) is False
+
+
+def test_the_cli_starts_the_pools_fork_server_before_importing_itself():
+    """`squeeze --workers 2`: the fork server starts before the CLI imports typer or onnxruntime,
+    and the pool's workers are forked from that one server."""
+    code = (
+        "import os, sys\n"
+        "from onnxsqueeze.forkserver import start_early\n"
+        "assert start_early(['squeeze', 'm.onnx', '--workers=2'])\n"
+        "assert 'typer' not in sys.modules and 'onnxruntime' not in sys.modules\n"
+        "from multiprocessing import forkserver\n"
+        "server = forkserver._forkserver._forkserver_pid\n"
+        "from onnxsqueeze.search.executor import ProcessExecutor\n"
+        "e = ProcessExecutor(2)\n"
+        "parent = e._pool.submit(os.getppid).result()\n"
+        "e.close()\n"
+        "print(server, parent)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    server, parent = r.stdout.split()
+    assert server == parent
