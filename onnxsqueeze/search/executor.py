@@ -22,7 +22,8 @@ What runs where:
 - **One core per worker**: a worker's onnxruntime sessions run one intra-op thread
   (:func:`onnxsqueeze.runtime.set_default_threads`), as does its torch training; latency is
   still timed with the run's ``--latency-threads`` (default: onnxruntime's, one per core),
-  alone on the node, in the timing slot.
+  alone on the node, in the timing slot. The driver's own sessions (plans, the original) do
+  not spin between runs while workers exist (scheduling only: the same outputs).
 - **Timing** is not corrupted by parallelism: scoring runs in parallel, but latency is measured
   while holding the node's one timing slot (:func:`timing_slot`, a lock file in the node's temp
   folder shared by every onnxsqueeze process there), with the interleaved A/B method of
@@ -195,6 +196,16 @@ def _ray_measure(handle: tuple[str, list[Any]], request: dict[str, Any]) -> dict
     return _measure_on(_replica(spec_id, lambda: ray.get(refs[0])), request)
 
 
+def _quiet_driver(spinning: bool = False) -> bool:
+    """Whether the driver's own sessions (plans, the original) spin while waiting for work;
+    returns the previous setting. Off while workers run: a spinning pool thread would take a
+    core from the fork server's imports or a student's training. Timing sessions (explicit
+    threads) are not affected; outputs are the same either way."""
+    from onnxsqueeze import runtime
+
+    return runtime.set_default_spinning(spinning)
+
+
 class Executor:
     """Runs measurement requests. ``workers`` is how many can run at once.
 
@@ -252,6 +263,7 @@ class ProcessExecutor(Executor):
             raise InputError(f"--workers {workers}: must be at least 1")
         self.workers = workers
         self._preload = preloads(preload)
+        self._spinning = _quiet_driver()
         self._folder = Path(tempfile.mkdtemp(prefix="onnxsqueeze-specs-"))
         self._lock = threading.Lock()
         self._pool = self._new_pool()
@@ -300,6 +312,7 @@ class ProcessExecutor(Executor):
     def close(self) -> None:
         self._starting.join()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        _quiet_driver(self._spinning)
         for f in self._folder.glob("*"):
             with contextlib.suppress(OSError):
                 f.unlink()
@@ -337,6 +350,7 @@ class RayExecutor(Executor):
         self.workers = max(1, min(workers, cpus) if workers else cpus)
         self.address = address
         self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_measure)
+        self._spinning = _quiet_driver()
         self._refs: dict[str, Any] = {}
         # Warm the worker processes (imports) while the driver prepares; not waited for.
         warm = ray.remote(num_cpus=1, max_retries=0)(_warm)
@@ -363,6 +377,7 @@ class RayExecutor(Executor):
         return f"Ray ({where}), {self.workers} tasks at a time"
 
     def close(self) -> None:
+        _quiet_driver(self._spinning)
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
 

@@ -430,3 +430,27 @@ def test_the_cli_starts_the_pools_fork_server_before_importing_itself():
     assert r.returncode == 0, r.stderr[-2000:]
     server, parent = r.stdout.split()
     assert server == parent
+
+
+def test_the_drivers_sessions_do_not_spin_while_a_pool_runs():
+    """A spinning onnxruntime thread of the driver would take a core from a worker; timing
+    sessions (explicit threads) and the same session's outputs are unchanged."""
+    from onnxsqueeze import runtime
+
+    def spinning(sess):
+        try:
+            return sess.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        except Exception:  # not set: onnxruntime's default (spin)
+            return None
+
+    x = {"x": rand((4, 3, 8, 8), 5)}
+    before = runtime.session(cnn()).run(None, x)[0]
+    pool = ProcessExecutor(2)
+    try:
+        quiet = runtime.session(cnn())
+        assert spinning(quiet) == "0"
+        assert spinning(runtime.session(cnn(), threads=0)) is None
+        np.testing.assert_array_equal(quiet.run(None, x)[0], before)
+    finally:
+        pool.close()
+    assert spinning(runtime.session(cnn())) is None
