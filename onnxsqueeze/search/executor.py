@@ -196,6 +196,57 @@ def _ray_measure(handle: tuple[str, list[Any]], request: dict[str, Any]) -> dict
     return _measure_on(_replica(spec_id, lambda: ray.get(refs[0])), request)
 
 
+class _Gate:
+    """At most ``slots`` requests out to the workers at once; when a worker frees, the search's
+    path goes before the evaluations run ahead of it (``algorithm.speculative``), first come
+    first served within each; the worker of a student whose training just returned waits a
+    moment (:data:`HOLD_S`) for the path's request on that student. Without it, a speculative
+    request queued in the pool while both workers trained took the worker a finished student
+    freed, and the candidates on that student (the critical path) waited for the other worker.
+    Only the order changes: every request runs as before (decisions and results unchanged)."""
+
+    # After a student's training returns, its worker is kept this long for the path's request on
+    # that student (the driver sends it ~0.1 s later), not given to a speculative one.
+    HOLD_S = 0.5
+
+    def __init__(self, slots: int) -> None:
+        self.slots, self.out = slots, 0
+        self.cond = threading.Condition()
+        self.waiting: list[tuple[object, threading.Event | None]] = []
+        self.held_until = 0.0
+
+    def _next(self) -> object | None:
+        for me, flag in self.waiting:  # the path's (or claimed by it), oldest first
+            if flag is None or flag.is_set():
+                return me
+        return self.waiting[0][0] if time.monotonic() >= self.held_until else None
+
+    @contextlib.contextmanager
+    def slot(self, hold: bool = False) -> Iterator[None]:
+        """Wait for a worker, then hold it for the block; ``hold``: a student's training (its
+        worker stays for the path's next request a moment, :data:`HOLD_S`)."""
+        from onnxsqueeze.search.algorithm import speculative
+
+        me = object()
+        with self.cond:
+            self.waiting.append((me, speculative.get()))
+            # Timed waits: the path may claim a waiting speculative request (its Event) meanwhile.
+            while self.out >= self.slots or self._next() is not me:
+                self.cond.wait(0.05)
+            self.waiting = [w for w in self.waiting if w[0] is not me]
+            self.out += 1
+            self.held_until = 0.0
+            self.cond.notify_all()  # a slot may still be free for the next in line
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.out -= 1
+                if hold:
+                    self.held_until = time.monotonic() + self.HOLD_S
+                self.cond.notify_all()
+
+
 def _quiet_driver(spinning: bool = False) -> bool:
     """Whether the driver's own sessions (plans, the original) spin while waiting for work;
     returns the previous setting. Off while workers run: a spinning pool thread would take a
@@ -264,6 +315,7 @@ class ProcessExecutor(Executor):
         self.workers = workers
         self._preload = preloads(preload)
         self._spinning = _quiet_driver()
+        self._gate = _Gate(workers)
         self._folder = Path(tempfile.mkdtemp(prefix="onnxsqueeze-specs-"))
         self._lock = threading.Lock()
         self._pool = self._new_pool()
@@ -299,7 +351,8 @@ class ProcessExecutor(Executor):
         with self._lock:
             pool = self._pool
         try:
-            return pool.submit(_pool_measure, handle, request).result()
+            with self._gate.slot(hold=request.get("train") is not None):
+                return pool.submit(_pool_measure, handle, request).result()
         except concurrent.futures.process.BrokenProcessPool as e:
             with self._lock:  # a worker died (killed, out of memory): a fresh pool for the rest
                 if self._pool is pool:
@@ -351,6 +404,7 @@ class RayExecutor(Executor):
         self.address = address
         self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_measure)
         self._spinning = _quiet_driver()
+        self._gate = _Gate(self.workers)
         self._refs: dict[str, Any] = {}
         # Warm the worker processes (imports) while the driver prepares; not waited for.
         warm = ray.remote(num_cpus=1, max_retries=0)(_warm)
@@ -366,7 +420,8 @@ class RayExecutor(Executor):
     def run(self, handle: Any, request: dict[str, Any]) -> dict[str, Any]:
         ray = self._ray
         try:
-            return ray.get(self._remote.remote(handle, request))
+            with self._gate.slot(hold=request.get("train") is not None):
+                return ray.get(self._remote.remote(handle, request))
         except ray.exceptions.RayTaskError as e:
             return _failed(e)
         except ray.exceptions.RayError as e:  # a worker or node died: not the candidate's fault

@@ -454,3 +454,54 @@ def test_the_drivers_sessions_do_not_spin_while_a_pool_runs():
     finally:
         pool.close()
     assert spinning(runtime.session(cnn())) is None
+
+
+def test_a_freed_worker_takes_the_paths_request_before_a_speculative_one():
+    """The executor's gate: with every worker busy, a request of the search's path that arrives
+    after a speculative one still goes first; a speculative one the path has claimed counts as
+    the path's."""
+    from onnxsqueeze.search.algorithm import speculative
+    from onnxsqueeze.search.executor import _Gate
+
+    gate = _Gate(1)
+    order: list[str] = []
+    release = threading.Event()
+
+    def hold():
+        with gate.slot():
+            release.wait(10)
+
+    def request(name: str, flag: threading.Event | None):
+        speculative.set(flag)
+        with gate.slot():
+            order.append(name)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    while gate.out == 0:
+        time.sleep(0.005)
+    claimed = threading.Event()
+    threads = []
+    for name, flag in (("ahead", threading.Event()), ("claimed", claimed), ("path", None)):
+        threads.append(threading.Thread(target=request, args=(name, flag)))
+        threads[-1].start()
+        while len(gate.waiting) < len(threads):
+            time.sleep(0.005)
+    claimed.set()
+    release.set()
+    for t in [holder, *threads]:
+        t.join(10)
+    assert order == ["claimed", "path", "ahead"]
+    # A student's training returned: its worker waits for the path's request on it a moment.
+    order.clear()
+    with gate.slot(hold=True):
+        pass
+    ahead = threading.Thread(target=request, args=("ahead", threading.Event()))
+    ahead.start()
+    time.sleep(0.1)
+    assert order == []
+    path = threading.Thread(target=request, args=("path", None))
+    path.start()
+    for t in (path, ahead):
+        t.join(10)
+    assert order == ["path", "ahead"]
