@@ -505,3 +505,25 @@ def test_a_freed_worker_takes_the_paths_request_before_a_speculative_one():
     for t in (path, ahead):
         t.join(10)
     assert order == ["path", "ahead"]
+
+
+@pytest.mark.slow
+def test_pool_workers_leave_no_scratch_behind(assets, serial, tmp_path):
+    """`python -m onnxsqueeze squeeze --workers 2` (the fork server started early by the CLI):
+    the serial result, and the workers' scratch folders (students, soft labels) are removed as
+    they exit (they end with os._exit: no atexit)."""
+    model, data = assets
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out = tmp_path / "pool"
+    cmd = [sys.executable, "-m", "onnxsqueeze", "squeeze", str(model), "--data", str(data), "-o", str(out),
+           "--max-drop", "5", *FAST, "--no-cache", "--workers", "2"]  # fmt: skip
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, env=os.environ | {"TMPDIR": str(tmp)}, timeout=900
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    _same_as_serial(serial, out)
+    deadline = time.monotonic() + 30  # the workers exit just after the driver
+    while list(tmp.glob("onnxsqueeze-worker-*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not list(tmp.glob("onnxsqueeze-worker-*"))
