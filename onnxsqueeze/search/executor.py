@@ -247,6 +247,16 @@ class _Gate:
                 self.cond.notify_all()
 
 
+def _import_for_outputs() -> None:
+    """What writing the outputs imports (matplotlib for pareto.png: ~0.5 CPU s, the file the run
+    writes last), imported while the driver waits for its workers instead of after the search."""
+    with contextlib.suppress(Exception):  # not installed, or broken: the plot says so later
+        import matplotlib
+
+        matplotlib.use("Agg")  # what the report's plot sets (search.report.plot_pareto)
+        import matplotlib.pyplot
+
+
 def _quiet_driver(spinning: bool = False) -> bool:
     """Whether the driver's own sessions (plans, the original) spin while waiting for work;
     returns the previous setting. Off while workers run: a spinning pool thread would take a
@@ -275,6 +285,13 @@ class Executor:
 
     def describe(self) -> str:
         return "in this process, one candidate at a time"
+
+    def _driver_waits(self, request: dict[str, Any]) -> None:
+        """The first candidate sent out (plans and the original done): from now the driver mostly
+        waits, so it imports what the outputs need meanwhile (:func:`_import_for_outputs`)."""
+        if request.get("train") is None and not getattr(self, "_waiting", False):
+            self._waiting = True
+            threading.Thread(target=_import_for_outputs, name="import-outputs", daemon=True).start()
 
     def close(self) -> None:
         pass
@@ -351,6 +368,7 @@ class ProcessExecutor(Executor):
         with self._lock:
             pool = self._pool
         try:
+            self._driver_waits(request)
             with self._gate.slot(hold=request.get("train") is not None):
                 return pool.submit(_pool_measure, handle, request).result()
         except concurrent.futures.process.BrokenProcessPool as e:
@@ -420,6 +438,7 @@ class RayExecutor(Executor):
     def run(self, handle: Any, request: dict[str, Any]) -> dict[str, Any]:
         ray = self._ray
         try:
+            self._driver_waits(request)
             with self._gate.slot(hold=request.get("train") is not None):
                 return ray.get(self._remote.remote(handle, request))
         except ray.exceptions.RayTaskError as e:

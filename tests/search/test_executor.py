@@ -527,3 +527,17 @@ def test_pool_workers_leave_no_scratch_behind(assets, serial, tmp_path):
     while list(tmp.glob("onnxsqueeze-worker-*")) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not list(tmp.glob("onnxsqueeze-worker-*"))
+
+
+def test_the_driver_imports_the_plots_library_once_its_candidates_are_out():
+    """The driver waits while its workers measure: it imports matplotlib (pareto.png) meanwhile,
+    from the first candidate on (not for a student's training sent at the start)."""
+    e = Executor()
+    e._driver_waits({"train": "cnn8"})
+    assert not getattr(e, "_waiting", False)
+    e._driver_waits({"settings": {}})
+    assert e._waiting
+    done = [t for t in threading.enumerate() if t.name == "import-outputs"]
+    for t in done:
+        t.join(60)
+    assert "matplotlib.pyplot" in sys.modules
