@@ -33,7 +33,12 @@ What runs where:
   measuring needs (onnxruntime, the search; torch too when students will be trained:
   ``preload``), while the driver loads the data, makes the plans and measures the original
   model in its own process; workers then live for the whole run (every knob, every model of a
-  fleet) and keep their replicas.
+  fleet) and keep their replicas. The pool's fork server is started by the command line's
+  first lines (:mod:`onnxsqueeze.forkserver`), before the CLI's own imports.
+- **The path first**: a gate in front of the workers (:class:`_Gate`) hands a freed worker to
+  the search's path before the evaluations run ahead of it, and keeps a student's worker a
+  moment for the candidates on that student; the driver's sessions do not spin while workers
+  run, and it imports the outputs' plotting library while it waits.
 
 A worker that raises gives that candidate an error (reported per candidate); the search goes on.
 A worker process that dies is replaced and its candidate reported as failed, not cached.
