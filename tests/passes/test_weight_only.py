@@ -120,6 +120,49 @@ def test_int8_weights_per_channel_below_opset_13_is_refused_per_tensor_works():
         run_ort(out, {"x": inputs(2)})
 
 
+def _ort_optimized(model: onnx.ModelProto, tmp_path) -> onnx.ModelProto:  # type: ignore[no-untyped-def]
+    """The graph onnxruntime runs after its basic (level-1) optimizations, constant folding included."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return onnx.load(str(tmp_path / "optimized.onnx"))
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_int8_weights_cast_form_same_values_and_bytes_folded_to_float_at_load(per_channel, tmp_path):
+    """The ``cast`` form computes what the DequantizeLinear form computes, stores the same int8
+    bytes, and onnxruntime folds it to float weights when the session is created (the op keeps
+    its float kernel), where the DequantizeLinear form is kept and runs on every call."""
+    model = cnn()
+    dq, _ = run_pass(QuantizeWeightsInt8Pass(per_channel=per_channel), model)
+    cast, modified = run_pass(QuantizeWeightsInt8Pass(per_channel=per_channel, form="cast"), model)
+    assert modified
+    onnx.checker.check_model(cast, full_check=True)
+    ops = [n.op_type for n in cast.graph.node]
+    assert ops.count("Cast") == 3 and ops.count("Mul") == 3 and "DequantizeLinear" not in ops
+    int8 = lambda m: sorted(onnx.numpy_helper.to_array(t).tobytes() for t in m.graph.initializer  # noqa: E731
+                            if t.data_type == onnx.TensorProto.INT8)  # fmt: skip
+    assert int8(cast) == int8(dq) and len(int8(cast)) == 3
+    assert weight_bytes(model) >= 3.5 * weight_bytes(cast)
+    x = inputs(16, seed=3)
+    (a,) = run_ort(dq, {"x": x})
+    (b,) = run_ort(cast, {"x": x})
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * np.max(np.abs(a)))
+    folded = _ort_optimized(cast, tmp_path)
+    assert not {"Cast", "Mul"} & {n.op_type for n in folded.graph.node}
+    assert all(t.data_type == onnx.TensorProto.FLOAT for t in folded.graph.initializer if len(t.dims) == 4)
+    kept = _ort_optimized(dq, tmp_path)
+    assert [n.op_type for n in kept.graph.node].count("DequantizeLinear") == 3
+
+
+def test_int8_weights_unknown_form_is_refused():
+    with pytest.raises(ir.passes.PreconditionError, match="unknown form"):
+        run_pass(QuantizeWeightsInt8Pass(form="bogus"), cnn())  # type: ignore[arg-type]
+
+
 def _dequantize_nbits(node: onnx.NodeProto, inits: dict[str, np.ndarray]) -> np.ndarray:
     attrs = {a.name: a.i for a in node.attribute}
     k, n, block = attrs["K"], attrs["N"], attrs["block_size"]
