@@ -672,10 +672,10 @@ def ours_dynamic(case: Case) -> onnx.ModelProto:
     return quantize_int8(case.model, mode="dynamic")[0]
 
 
-def ours_weights(case: Case) -> onnx.ModelProto:
+def ours_weights(case: Case, form: str = "dequantize") -> onnx.ModelProto:
     from onnxsqueeze.optimize.quantize import quantize_weights
 
-    return quantize_weights(case.model)[0]
+    return quantize_weights(case.model, form=form)[0]  # type: ignore[arg-type]
 
 
 def squeeze(case: Case, key: str, max_drop: float, objective: str, budget_s: float) -> onnx.ModelProto | None:
@@ -745,7 +745,8 @@ def tools(
         ("onnxsqueeze int8 static (best of 4 calibrations)", ours_best_calibration, ""),
         (f"onnxsqueeze int8 accuracy-aware (max drop {max_drop:g})", lambda c: ours_accuracy_control(c, max_drop), ""),
         ("onnxsqueeze int8 dynamic", ours_dynamic, ""),
-        ("onnxsqueeze int8 weights only", ours_weights, ""),
+        ("onnxsqueeze int8 weights only (DequantizeLinear)", ours_weights, ""),
+        ("onnxsqueeze int8 weights only (Cast + Mul, folded at load)", lambda c: ours_weights(c, "cast"), ""),
     ]  # fmt: skip
 
 
