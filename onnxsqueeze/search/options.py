@@ -150,7 +150,8 @@ def offered_knobs(
 
     A knob is offered when its passes are registered (:func:`available_knobs`), its data are
     given (training data for the knobs that train, calibration data for calibrated settings),
-    and it is named in ``options.techniques`` or, when none are named, can lower the objective.
+    and it is named in ``options.techniques`` or, when none are named, can lower the objective
+    (or keeps it and lowers the file size, :attr:`Knob.keeps`: the size breaks the ties).
     Dynamic int8 counts as lowering latency and cost only where onnxruntime has a fast path for
     ``model`` on this CPU (:func:`_dynamic_int8_slow`); it still lowers the file size.
 
@@ -189,7 +190,9 @@ def offered_knobs(
                     f"cannot lower {options.objective} ({slow}; name it in --techniques to try it anyway)"
                 )
                 offered.remove(k)
-        for k in [k for k in offered if not wanted & set(k.improves)]:
+        # A knob that keeps an objective and lowers the size wins that objective's ties (the
+        # search ranks by the file size last).
+        for k in [k for k in offered if not wanted & (set(k.improves) | set(k.keeps))]:
             skipped[k.name] = (
                 f"cannot lower {options.objective} "
                 f"({'no measured objective' if not k.improves else ', '.join(k.improves) + ' only'}; "
