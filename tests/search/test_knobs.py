@@ -71,3 +71,30 @@ def test_a_latency_search_takes_a_latency_neutral_size_gain_on_top_of_its_fastes
     )
     assert result.best is not None and result.best.settings == {"resolution": 0.5, "int8-weights": True}
     assert result.best.size == 260 and result.best.latency_ms == pytest.approx(3.03)
+
+
+HEAD_HEAVY = """
+<ir_version: 8, opset_import: ["" : 17]>
+head (float[1, 3, 32, 32] x) => (float[1, 1024] y) {
+    c = Conv <pads = [1, 1, 1, 1]> (x, w)
+    p = GlobalAveragePool (c)
+    f = Flatten (p)
+    y = Gemm (f, g)
+}
+"""
+
+
+def test_dynamic_int8_for_latency_is_judged_by_conv_macs_not_conv_weights(monkeypatch):
+    """A small convolution over the image and a large classifier head (MobileNetV3-small's shape:
+    36% of the weights, 97% of the MACs in Conv): dynamic int8 runs the Conv as ConvInteger
+    (10.6x slower than float there), so it is not offered for latency even with VNNI."""
+    from onnxsqueeze.evaluate import Budget
+    from onnxsqueeze.search import options as opts
+    from tests.helpers import model_from_text, rand
+
+    model = model_from_text(HEAD_HEAVY, {"w": rand((16, 3, 3, 3), 1), "g": rand((16, 1024), 2)})
+    assert opts.conv_share(model) < 0.05 and opts.conv_mac_share(model) > 0.9
+    monkeypatch.setattr(opts, "cpu_int8_dot", lambda: "avx512_vnni")
+    options = opts.SqueezeOptions(budget=Budget(1.0), objective="latency")
+    knobs, skipped = opts.offered_knobs(KNOBS, options, train=None, calibration=None, model=model)
+    assert "int8-dynamic" not in {k.name for k in knobs} and "Conv MACs" in skipped["int8-dynamic"]
