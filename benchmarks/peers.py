@@ -389,6 +389,10 @@ def measure(case: Case, results: list[dict[str, Any]], *, seconds: float = 20.0)
 
     base_bytes = len(case.model.SerializeToString())
     base_acc = accuracy(case.model, case)
+    # The original timed twice, first and last: the second's ratio is this run's A/A noise (at
+    # load 11-15 the same model measured 1.32x of itself in one such run).
+    results.append({"tool": "float32 original, timed again (A/A: this run's noise)", "model": case.model,
+                    "wall_s": 0.0})  # fmt: skip
     models = [case.model] + [r["model"] for r in results if r.get("model") is not None]
     sessions = [_session(m) for m in models]
     feed = {case.input: case.x[:1]}
@@ -807,7 +811,7 @@ def verdicts(case: Case, rows: list[dict[str, Any]], max_drop: float, noise: flo
             why.append(f"drop {r['drop']:.2f} over the budget on this run's samples")
         if small and r["size_ratio"] > small["size_ratio"] + 1e-9:
             why.append(f"larger ({r['size_ratio']:.3f}x vs {small['size_ratio']:.3f}x)")
-        if fast and r["latency_ratio"] > fast["latency_ratio"] * (1 + noise):
+        if fast and r["latency_ratio"] > fast["latency_ratio"] * (1 + noise):  # A/A row: the noise
             why.append(f"slower ({r['latency_ratio']:.2f}x vs {fast['latency_ratio']:.2f}x)")
         verdict = "**yes** (>= on both)" if not why else "no: " + ", ".join(why)
         if not peers:
@@ -892,8 +896,11 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(case, rows), flush=True)
         print(flush=True)
         print(verdicts(case, rows, args.max_drop, args.noise), flush=True)
+        aa = next((r["latency_ratio"] for r in rows if "A/A" in r["tool"] and "latency_ratio" in r), None)
         print(
-            f"\nload average during the timing run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}\n",
+            f"\nload average during the timing run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
+            + (f"; the original against itself (A/A): {aa:.2f}x" if aa is not None else "")
+            + "\n",
             flush=True,
         )
         report[key] = rows
