@@ -157,13 +157,18 @@ def speedup(
     print("\nWhere the time went (wall s per phase; each student's training wall s, and CPU s in a worker):")
     for _, _, _, folder, res in rows:
         phases = ", ".join(f"{k} {v:.1f}" for k, v in res.get("timings", {}).items())
-        cpu = {
-            t["task"][len("train ") :]: t.get("cpu")
-            for t in res.get("trace", [])
-            if t["task"].startswith("train ")
+        trains = {
+            t["task"][len("train ") :]: t for t in res.get("trace", []) if t["task"].startswith("train ")
         }
+        # In a worker: its CPU s, and when it started and ended (s from the search's start; the
+        # start of the largest student's training is when the critical path got its core).
         students = ", ".join(
-            f"{k} {v.get('seconds', 0.0):.1f}" + (f" (CPU {cpu[k]:.1f})" if cpu.get(k) is not None else "")
+            f"{k} {v.get('seconds', 0.0):.1f}"
+            + (
+                f" (CPU {trains[k]['cpu']:.1f}, {trains[k]['start']:.1f}-{trains[k]['end']:.1f} s)"
+                if trains.get(k, {}).get("cpu") is not None
+                else ""
+            )
             for k, v in res.get("students", {}).items()
         )
         print(f"- {folder.name}: {phases}; students {students or '-'}")

@@ -65,6 +65,19 @@ def set_default_threads(threads: int | None) -> None:
     _default_threads = threads
 
 
+# Whether the intra-op threads of sessions created without ``threads`` spin while waiting for
+# work (onnxruntime's default). A search's driver turns it off while its workers use the cores.
+_default_spinning = True
+
+
+def set_default_spinning(spinning: bool) -> bool:
+    """Whether this process's sessions created without ``threads`` spin; returns the previous
+    setting. Spinning is scheduling only: outputs are the same either way."""
+    global _default_spinning
+    before, _default_spinning = _default_spinning, spinning
+    return before
+
+
 def session(
     model: onnx.ModelProto | str | Path,
     *,
@@ -96,6 +109,8 @@ def session(
     )
     if threads is None:
         threads = _default_threads
+        if not _default_spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

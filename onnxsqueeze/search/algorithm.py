@@ -35,6 +35,7 @@ give synthetic metrics).
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import dataclasses
 import json
 import math
@@ -198,6 +199,7 @@ class _Speculator:
         self.wishes: dict[str, list[tuple[str, Settings]]] = {}
         self.priority: dict[str, int] = {}
         self.started: dict[str, concurrent.futures.Future[Point]] = {}
+        self.flags: dict[str, threading.Event] = {}  # set when the path claims it (``speculative``)
         self.claimed: set[str] = set()
         self.ran: set[str] = set()  # started ones that ran (close() cancels those still queued)
         self.stopped = False
@@ -218,14 +220,17 @@ class _Speculator:
                 if k in self.started or self.done(k):
                     continue
                 self.busy += 1
-                self.started[k] = self.pool.submit(self._run, k, settings)
+                self.flags[k] = threading.Event()
+                self.started[k] = self.pool.submit(self._run, k, settings, self.flags[k])
 
-    def _run(self, k: str, settings: Settings) -> Point:
+    def _run(self, k: str, settings: Settings, flag: threading.Event) -> Point:
         with self.lock:
             self.ran.add(k)
+        token = speculative.set(flag)
         try:
             return self.evaluate(dict(settings))
         finally:
+            speculative.reset(token)
             with self.lock:
                 self.busy -= 1
                 self.dispatch()
@@ -234,6 +239,7 @@ class _Speculator:
         future = self.started.get(k)
         if future is not None:
             self.claimed.add(k)
+            self.flags[k].set()  # on the path now: no longer behind the path's requests
         return future
 
     def unused(self) -> int:
@@ -245,6 +251,13 @@ class _Speculator:
             self.wishes.clear()
         # Started evaluations finish (a worker cannot be interrupted); their results are cached.
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+# Set while an evaluation runs ahead of the search's path (:class:`_Speculator`): an executor lets
+# the path's own requests go to a free worker first. The Event is set once the path claims it.
+speculative: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "speculative", default=None
+)
 
 
 def search(

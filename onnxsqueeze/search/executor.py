@@ -22,7 +22,8 @@ What runs where:
 - **One core per worker**: a worker's onnxruntime sessions run one intra-op thread
   (:func:`onnxsqueeze.runtime.set_default_threads`), as does its torch training; latency is
   still timed with the run's ``--latency-threads`` (default: onnxruntime's, one per core),
-  alone on the node, in the timing slot.
+  alone on the node, in the timing slot. The driver's own sessions (plans, the original) do
+  not spin between runs while workers exist (scheduling only: the same outputs).
 - **Timing** is not corrupted by parallelism: scoring runs in parallel, but latency is measured
   while holding the node's one timing slot (:func:`timing_slot`, a lock file in the node's temp
   folder shared by every onnxsqueeze process there), with the interleaved A/B method of
@@ -32,7 +33,12 @@ What runs where:
   measuring needs (onnxruntime, the search; torch too when students will be trained:
   ``preload``), while the driver loads the data, makes the plans and measures the original
   model in its own process; workers then live for the whole run (every knob, every model of a
-  fleet) and keep their replicas.
+  fleet) and keep their replicas. The pool's fork server is started by the command line's
+  first lines (:mod:`onnxsqueeze.forkserver`), before the CLI's own imports.
+- **The path first**: a gate in front of the workers (:class:`_Gate`) hands a freed worker to
+  the search's path before the evaluations run ahead of it, and keeps a student's worker a
+  moment for the candidates on that student; the driver's sessions do not spin while workers
+  run, and it imports the outputs' plotting library while it waits.
 
 A worker that raises gives that candidate an error (reported per candidate); the search goes on.
 A worker process that dies is replaced and its candidate reported as failed, not cached.
@@ -60,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from onnxsqueeze.errors import InputError, one_line
+from onnxsqueeze.forkserver import preloads
 
 if TYPE_CHECKING:
     from onnxsqueeze.search.squeezer import Squeezer
@@ -164,29 +171,6 @@ def _replica(spec_id: str, load: Any) -> Squeezer:
         return _REPLICAS[spec_id]
 
 
-# What every worker imports before its first candidate (the rest of a replica needs the spec),
-# the passes' libraries included (imported on first use, they would cost the first candidates).
-PRELOAD = (
-    "onnxruntime",
-    "onnx_ir",
-    "onnxsqueeze.search.squeezer",
-    "onnxsqueeze.recipe",
-    "onnxslim",
-    "onnxruntime.quantization",
-    "onnxsqueeze.optimize.quantize",
-    "onnxsqueeze.passes.channels",
-)
-# With ``preload=("torch",)`` (students to train): what training and exporting a student import
-# (torch's optimizers import torch._dynamo; the student is exported with torch.onnx's exporter).
-TORCH_PRELOAD = (
-    "torch",
-    "torch._dynamo",
-    "torch.onnx._internal.exporter._core",
-    "onnxsqueeze.distill",
-    "onnxsqueeze.convert.torch",
-)
-
-
 def _warm(modules: tuple[str, ...]) -> int:
     """Import ``modules`` in this worker process (a warm-up task); returns the process id."""
     import importlib
@@ -196,11 +180,6 @@ def _warm(modules: tuple[str, ...]) -> int:
         with contextlib.suppress(ImportError):  # an optional extra missing: imported on use, or never
             importlib.import_module(name)
     return os.getpid()
-
-
-def _preloads(preload: tuple[str, ...]) -> tuple[str, ...]:
-    extra = [m for name in preload for m in (TORCH_PRELOAD if name == "torch" else (name,))]
-    return tuple(dict.fromkeys((*PRELOAD, *extra)))
 
 
 def _pool_measure(handle: tuple[str, str], request: dict[str, Any]) -> dict[str, Any]:
@@ -222,6 +201,77 @@ def _ray_measure(handle: tuple[str, list[Any]], request: dict[str, Any]) -> dict
     return _measure_on(_replica(spec_id, lambda: ray.get(refs[0])), request)
 
 
+class _Gate:
+    """At most ``slots`` requests out to the workers at once; when a worker frees, the search's
+    path goes before the evaluations run ahead of it (``algorithm.speculative``), first come
+    first served within each; the worker of a student whose training just returned waits a
+    moment (:data:`HOLD_S`) for the path's request on that student. Without it, a speculative
+    request queued in the pool while both workers trained took the worker a finished student
+    freed, and the candidates on that student (the critical path) waited for the other worker.
+    Only the order changes: every request runs as before (decisions and results unchanged)."""
+
+    # After a student's training returns, its worker is kept this long for the path's request on
+    # that student (the driver sends it ~0.1 s later), not given to a speculative one.
+    HOLD_S = 0.5
+
+    def __init__(self, slots: int) -> None:
+        self.slots, self.out = slots, 0
+        self.cond = threading.Condition()
+        self.waiting: list[tuple[object, threading.Event | None]] = []
+        self.held_until = 0.0
+
+    def _next(self) -> object | None:
+        for me, flag in self.waiting:  # the path's (or claimed by it), oldest first
+            if flag is None or flag.is_set():
+                return me
+        return self.waiting[0][0] if time.monotonic() >= self.held_until else None
+
+    @contextlib.contextmanager
+    def slot(self, hold: bool = False) -> Iterator[None]:
+        """Wait for a worker, then hold it for the block; ``hold``: a student's training (its
+        worker stays for the path's next request a moment, :data:`HOLD_S`)."""
+        from onnxsqueeze.search.algorithm import speculative
+
+        me = object()
+        with self.cond:
+            self.waiting.append((me, speculative.get()))
+            # Timed waits: the path may claim a waiting speculative request (its Event) meanwhile.
+            while self.out >= self.slots or self._next() is not me:
+                self.cond.wait(0.05)
+            self.waiting = [w for w in self.waiting if w[0] is not me]
+            self.out += 1
+            self.held_until = 0.0
+            self.cond.notify_all()  # a slot may still be free for the next in line
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.out -= 1
+                if hold:
+                    self.held_until = time.monotonic() + self.HOLD_S
+                self.cond.notify_all()
+
+
+def _import_for_outputs() -> None:
+    """What writing the outputs imports (matplotlib for pareto.png: ~0.5 CPU s, the file the run
+    writes last), imported while the driver waits for its workers instead of after the search."""
+    with contextlib.suppress(Exception):  # not installed, or broken: the plot says so later
+        import matplotlib
+
+        matplotlib.use("Agg")  # what the report's plot sets (search.report.plot_pareto)
+        import matplotlib.pyplot
+
+
+def _quiet_driver(spinning: bool = False) -> bool:
+    """Whether the driver's own sessions (plans, the original) spin while waiting for work;
+    returns the previous setting. Off while workers run: a spinning pool thread would take a
+    core from the fork server's imports or a student's training. Timing sessions (explicit
+    threads) are not affected; outputs are the same either way."""
+    from onnxsqueeze import runtime
+
+    return runtime.set_default_spinning(spinning)
+
+
 class Executor:
     """Runs measurement requests. ``workers`` is how many can run at once.
 
@@ -240,6 +290,13 @@ class Executor:
 
     def describe(self) -> str:
         return "in this process, one candidate at a time"
+
+    def _driver_waits(self, request: dict[str, Any]) -> None:
+        """The first candidate sent out (plans and the original done): from now the driver mostly
+        waits, so it imports what the outputs need meanwhile (:func:`_import_for_outputs`)."""
+        if request.get("train") is None and not getattr(self, "_waiting", False):
+            self._waiting = True
+            threading.Thread(target=_import_for_outputs, name="import-outputs", daemon=True).start()
 
     def close(self) -> None:
         pass
@@ -278,7 +335,9 @@ class ProcessExecutor(Executor):
         if workers < 1:
             raise InputError(f"--workers {workers}: must be at least 1")
         self.workers = workers
-        self._preload = _preloads(preload)
+        self._preload = preloads(preload)
+        self._spinning = _quiet_driver()
+        self._gate = _Gate(workers)
         self._folder = Path(tempfile.mkdtemp(prefix="onnxsqueeze-specs-"))
         self._lock = threading.Lock()
         self._pool = self._new_pool()
@@ -314,7 +373,9 @@ class ProcessExecutor(Executor):
         with self._lock:
             pool = self._pool
         try:
-            return pool.submit(_pool_measure, handle, request).result()
+            self._driver_waits(request)
+            with self._gate.slot(hold=request.get("train") is not None):
+                return pool.submit(_pool_measure, handle, request).result()
         except concurrent.futures.process.BrokenProcessPool as e:
             with self._lock:  # a worker died (killed, out of memory): a fresh pool for the rest
                 if self._pool is pool:
@@ -327,6 +388,7 @@ class ProcessExecutor(Executor):
     def close(self) -> None:
         self._starting.join()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        _quiet_driver(self._spinning)
         for f in self._folder.glob("*"):
             with contextlib.suppress(OSError):
                 f.unlink()
@@ -364,10 +426,12 @@ class RayExecutor(Executor):
         self.workers = max(1, min(workers, cpus) if workers else cpus)
         self.address = address
         self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_measure)
+        self._spinning = _quiet_driver()
+        self._gate = _Gate(self.workers)
         self._refs: dict[str, Any] = {}
         # Warm the worker processes (imports) while the driver prepares; not waited for.
         warm = ray.remote(num_cpus=1, max_retries=0)(_warm)
-        self._warming = [warm.remote(_preloads(preload)) for _ in range(self.workers)]
+        self._warming = [warm.remote(preloads(preload)) for _ in range(self.workers)]
 
     def register(self, squeezer: Squeezer) -> tuple[str, list[Any]]:
         spec = squeezer.worker_spec()
@@ -379,7 +443,9 @@ class RayExecutor(Executor):
     def run(self, handle: Any, request: dict[str, Any]) -> dict[str, Any]:
         ray = self._ray
         try:
-            return ray.get(self._remote.remote(handle, request))
+            self._driver_waits(request)
+            with self._gate.slot(hold=request.get("train") is not None):
+                return ray.get(self._remote.remote(handle, request))
         except ray.exceptions.RayTaskError as e:
             return _failed(e)
         except ray.exceptions.RayError as e:  # a worker or node died: not the candidate's fault
@@ -390,6 +456,7 @@ class RayExecutor(Executor):
         return f"Ray ({where}), {self.workers} tasks at a time"
 
     def close(self) -> None:
+        _quiet_driver(self._spinning)
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
 
@@ -402,7 +469,7 @@ def make_executor(
 ) -> Executor:
     """The executor for ``--workers N`` / ``--ray`` / ``--ray-address ADDRESS`` (default: in-process).
 
-    ``preload``: modules the workers import as they start, besides :data:`PRELOAD` (``torch``
+    ``preload``: modules the workers import as they start, besides :data:`onnxsqueeze.forkserver.PRELOAD` (``torch``
     when students will be trained).
     """
     if ray or ray_address:

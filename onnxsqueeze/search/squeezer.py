@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import multiprocessing.util
 import shutil
 import tempfile
 import threading
@@ -808,8 +809,12 @@ def build_replica(spec: WorkerSpec) -> Squeezer:
         else None
     )
     scratch = Path(tempfile.mkdtemp(prefix="onnxsqueeze-worker-"))
-    # A worker's scratch (students, soft labels) goes with the worker process.
+    # A worker's scratch (students, soft labels) goes with the worker process: a pool worker
+    # ends with os._exit (no atexit), after multiprocessing's own finalizers, so one is set there.
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    multiprocessing.util.Finalize(
+        None, shutil.rmtree, args=(scratch,), kwargs={"ignore_errors": True}, exitpriority=0
+    )
     replica = Squeezer(
         model,
         evaluator,

@@ -391,3 +391,153 @@ def test_a_worker_runs_one_session_thread_but_times_with_the_runs_threads():
 def test_default_executor_runs_in_process():
     e = make_executor()
     assert type(e) is Executor and e.workers == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["squeeze", "m.onnx", "--workers", "1"],
+        ["squeeze", "m.onnx", "--workers=x"],
+        ["squeeze", "m.onnx", "--ray", "--workers", "2"],
+        ["squeeze", "m.onnx", "--ray-address=h:6379", "--workers=2"],
+        ["prune", "m.onnx", "--workers", "2"],
+        [],
+    ],
+)
+def test_no_early_fork_server_without_a_local_pool(argv):
+    from onnxsqueeze.forkserver import start_early
+
+    assert start_early(argv) is False
+
+
+def test_the_cli_starts_the_pools_fork_server_before_importing_itself():
+    """`squeeze --workers 2`: the fork server starts before the CLI imports typer or onnxruntime,
+    and the pool's workers are forked from that one server."""
+    code = (
+        "import os, sys\n"
+        "from onnxsqueeze.forkserver import start_early\n"
+        "assert start_early(['squeeze', 'm.onnx', '--workers=2'])\n"
+        "assert 'typer' not in sys.modules and 'onnxruntime' not in sys.modules\n"
+        "from multiprocessing import forkserver\n"
+        "server = forkserver._forkserver._forkserver_pid\n"
+        "from onnxsqueeze.search.executor import ProcessExecutor\n"
+        "e = ProcessExecutor(2)\n"
+        "parent = e._pool.submit(os.getppid).result()\n"
+        "e.close()\n"
+        "print(server, parent)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    server, parent = r.stdout.split()
+    assert server == parent
+
+
+def test_the_drivers_sessions_do_not_spin_while_a_pool_runs():
+    """A spinning onnxruntime thread of the driver would take a core from a worker; timing
+    sessions (explicit threads) and the same session's outputs are unchanged."""
+    from onnxsqueeze import runtime
+
+    def spinning(sess):
+        try:
+            return sess.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        except Exception:  # not set: onnxruntime's default (spin)
+            return None
+
+    x = {"x": rand((4, 3, 8, 8), 5)}
+    before = runtime.session(cnn()).run(None, x)[0]
+    pool = ProcessExecutor(2)
+    try:
+        quiet = runtime.session(cnn())
+        assert spinning(quiet) == "0"
+        assert spinning(runtime.session(cnn(), threads=0)) is None
+        np.testing.assert_array_equal(quiet.run(None, x)[0], before)
+    finally:
+        pool.close()
+    assert spinning(runtime.session(cnn())) is None
+
+
+def test_a_freed_worker_takes_the_paths_request_before_a_speculative_one():
+    """The executor's gate: with every worker busy, a request of the search's path that arrives
+    after a speculative one still goes first; a speculative one the path has claimed counts as
+    the path's."""
+    from onnxsqueeze.search.algorithm import speculative
+    from onnxsqueeze.search.executor import _Gate
+
+    gate = _Gate(1)
+    order: list[str] = []
+    release = threading.Event()
+
+    def hold():
+        with gate.slot():
+            release.wait(10)
+
+    def request(name: str, flag: threading.Event | None):
+        speculative.set(flag)
+        with gate.slot():
+            order.append(name)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    while gate.out == 0:
+        time.sleep(0.005)
+    claimed = threading.Event()
+    threads = []
+    for name, flag in (("ahead", threading.Event()), ("claimed", claimed), ("path", None)):
+        threads.append(threading.Thread(target=request, args=(name, flag)))
+        threads[-1].start()
+        while len(gate.waiting) < len(threads):
+            time.sleep(0.005)
+    claimed.set()
+    release.set()
+    for t in [holder, *threads]:
+        t.join(10)
+    assert order == ["claimed", "path", "ahead"]
+    # A student's training returned: its worker waits for the path's request on it a moment.
+    order.clear()
+    with gate.slot(hold=True):
+        pass
+    ahead = threading.Thread(target=request, args=("ahead", threading.Event()))
+    ahead.start()
+    time.sleep(0.1)
+    assert order == []
+    path = threading.Thread(target=request, args=("path", None))
+    path.start()
+    for t in (path, ahead):
+        t.join(10)
+    assert order == ["path", "ahead"]
+
+
+@pytest.mark.slow
+def test_pool_workers_leave_no_scratch_behind(assets, serial, tmp_path):
+    """`python -m onnxsqueeze squeeze --workers 2` (the fork server started early by the CLI):
+    the serial result, and the workers' scratch folders (students, soft labels) are removed as
+    they exit (they end with os._exit: no atexit)."""
+    model, data = assets
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out = tmp_path / "pool"
+    cmd = [sys.executable, "-m", "onnxsqueeze", "squeeze", str(model), "--data", str(data), "-o", str(out),
+           "--max-drop", "5", *FAST, "--no-cache", "--workers", "2"]  # fmt: skip
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, env=os.environ | {"TMPDIR": str(tmp)}, timeout=900
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    _same_as_serial(serial, out)
+    deadline = time.monotonic() + 30  # the workers exit just after the driver
+    while list(tmp.glob("onnxsqueeze-worker-*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not list(tmp.glob("onnxsqueeze-worker-*"))
+
+
+def test_the_driver_imports_the_plots_library_once_its_candidates_are_out():
+    """The driver waits while its workers measure: it imports matplotlib (pareto.png) meanwhile,
+    from the first candidate on (not for a student's training sent at the start)."""
+    e = Executor()
+    e._driver_waits({"train": "cnn8"})
+    assert not getattr(e, "_waiting", False)
+    e._driver_waits({"settings": {}})
+    assert e._waiting
+    done = [t for t in threading.enumerate() if t.name == "import-outputs"]
+    for t in done:
+        t.join(60)
+    assert "matplotlib.pyplot" in sys.modules
