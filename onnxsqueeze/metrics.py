@@ -230,8 +230,17 @@ def default_metric(output: np.ndarray, *, labels: bool, samples: int | None = No
     if sequence_layout(shape, samples):
         return "sequence"
     if len(shape) == 2 and shape[1] >= 2:
-        return "accuracy" if labels else "agreement"
+        if labels:
+            return "accuracy"
+        return "cosine" if unit_rows(output) else "agreement"
     return "cosine"
+
+
+def unit_rows(output: np.ndarray) -> bool:
+    """Whether an ``[N, D]`` output's rows are L2-normalized: sentence or face embeddings, whose
+    argmax means nothing (their task metric is the cosine), not class scores."""
+    x = np.nan_to_num(np.asarray(output, dtype=np.float64))
+    return x.ndim == 2 and bool(len(x)) and bool(np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-3))
 
 
 def near_constant(output: np.ndarray) -> bool:

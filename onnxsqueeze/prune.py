@@ -22,7 +22,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxsqueeze import io as sio
-from onnxsqueeze import shapes
+from onnxsqueeze import metrics, shapes
 from onnxsqueeze.errors import UnsupportedModelError, VerificationError, one_line
 from onnxsqueeze.passes.channels import PruneChannelsPass, PruneChannelsResult
 from onnxsqueeze.passes.sparsity import PruneWeightsPass, PruneWeightsResult, to_sparse_initializers
@@ -53,7 +53,7 @@ def score(
     """
     out = _first_output(model, data)
     result: dict[str, float] = {}
-    classes = out.ndim == 2 and out.shape[1] >= 2
+    classes = out.ndim == 2 and out.shape[1] >= 2 and not metrics.unit_rows(out)  # not embeddings
     if "labels" in data and classes:
         result["accuracy"] = float(np.mean(out.argmax(1) == np.asarray(data["labels"]).reshape(-1)))
     if reference is not None:

@@ -301,3 +301,66 @@ def test_the_written_form_runs_identically(technique: str):
     assert {vi.name for vi in written.graph.value_info} == custom
     for got, want in zip(_run_all_levels(written, feeds), _run_all_levels(ran, feeds), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_attributes_at_their_default_are_not_written():
+    """Schema defaults (Conv group/auto_pad, MaxPool ceil_mode/storage_order, Gemm alpha/beta) and
+    the spec's worded ones (strides and dilations of ones, pads of zeros on Conv and pooling) go;
+    a value that differs from the default, ConvTranspose's pads and a custom op's attributes stay."""
+    model = model_from_text(
+        f"""{models.HEADER.replace('"" : 17', '"" : 18, "com.example" : 1')}
+        g (float[1, 2, 8, 8] x) => (float[1, 3] y, float[1, 2, 8, 8] z) {{
+            c = Conv <group = 1, auto_pad = "NOTSET", strides = [1, 1], dilations = [1, 1],
+                      pads = [1, 1, 1, 1], kernel_shape = [3, 3]> (x, W, B)
+            p = MaxPool <kernel_shape = [2, 2], strides = [2, 2], pads = [0, 0, 0, 0],
+                         ceil_mode = 0, storage_order = 0, dilations = [1, 1]> (c)
+            m = ReduceMean <keepdims = 0, noop_with_empty_axes = 0> (p, axes)
+            y = Gemm <alpha = 1.0, beta = 0.5, transA = 0, transB = 1> (m, G, GB)
+            t = ConvTranspose <pads = [0, 0, 0, 0], strides = [1, 1]> (c, T)
+            z = com.example.Custom <group = 1> (t)
+        }}""",
+        {
+            "W": rand((2, 2, 3, 3), 1),
+            "B": rand((2,), 2),
+            "axes": np.array([2, 3], dtype=np.int64),
+            "G": rand((3, 2), 3),
+            "GB": rand((3,), 4),
+            "T": rand((2, 2, 1, 1), 5),
+        },
+    )
+    written = mf.deployable(model)
+    attrs = {
+        n.op_type: {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        for n in written.graph.node
+    }
+    assert attrs["Conv"] == {"pads": [1, 1, 1, 1], "kernel_shape": [3, 3]}
+    assert attrs["MaxPool"] == {"kernel_shape": [2, 2], "strides": [2, 2]}
+    assert attrs["ReduceMean"] == {"keepdims": 0}  # not its default (1)
+    assert attrs["Gemm"] == {"beta": 0.5, "transB": 1}
+    assert attrs["ConvTranspose"] == {"pads": [0, 0, 0, 0], "strides": [1, 1]}  # pads may be computed
+    assert attrs["Custom"] == {"group": 1}  # no schema: nothing is known of its defaults
+    assert sum(len(n.attribute) for n in model.graph.node) == 21  # the input is not modified
+    assert mf.deployable(written).SerializeToString() == written.SerializeToString()  # nothing left to drop
+    runnable = onnx.ModelProto()
+    runnable.CopyFrom(written)
+    runnable.graph.node.pop()  # onnxruntime has no com.example.Custom: z is ConvTranspose's output
+    runnable.graph.node[-1].output[0] = "z"
+    original = onnx.ModelProto()
+    original.CopyFrom(model)
+    original.graph.node.pop()
+    original.graph.node[-1].output[0] = "z"
+    onnx.checker.check_model(runnable, full_check=True)
+    feeds = {"x": rand((1, 2, 8, 8), 6)}
+    for got, want in zip(_run_all_levels(runnable, feeds), _run_all_levels(original, feeds), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_model_with_every_attribute_needed_is_written_as_it_is():
+    model = model_from_text(
+        f"""{models.HEADER} g (float[1, 2, 8, 8] x) => (float[1, 2, 4, 4] y) {{
+            y = Conv <strides = [2, 2], kernel_shape = [1, 1]> (x, W)
+        }}""",
+        {"W": rand((2, 2, 1, 1), 1)},
+    )
+    written = mf.deployable(model)
+    assert written.graph.node[0].attribute == model.graph.node[0].attribute

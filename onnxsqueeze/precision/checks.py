@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from onnxsqueeze.metrics import unit_rows
+
 # The task metric each output kind must reach (fractions), and the cosine floor of every output.
 THRESHOLDS = {"agreement": 0.99, "boxes": 0.98, "iou": 0.98, "frames": 0.99, "cosine": 0.999, "exact": 1.0}
 COSINE_FLOOR = 0.99
@@ -75,10 +77,7 @@ def output_task(ref: np.ndarray) -> tuple[str, str]:
         return "cosine", ""
     unit = bool(finite.min() >= 0.0 and finite.max() <= 1.0)
     if r.ndim == 2 and r.shape[1] >= 2:
-        norms = np.linalg.norm(np.nan_to_num(r.astype(np.float64)), axis=1)
-        if np.allclose(norms, 1.0, atol=1e-3):  # L2-normalized embeddings, not class scores
-            return "cosine", ""
-        return "agreement", ""
+        return ("cosine" if unit_rows(r) else "agreement"), ""  # embeddings vs class scores
     if r.ndim == 3:
         k, a = r.shape[1], r.shape[2]
         if 5 <= k <= 300 and a >= 2 * k and _unit(r[:, 4:, :]):

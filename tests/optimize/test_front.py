@@ -206,3 +206,34 @@ def test_verify_reports_top1_per_step_on_a_batched_ctc_output() -> None:
     report = verify(model, model, data={"x": rand((4, 1, 8, 40), 2)})
     (out,) = report.outputs
     assert out.shape == (10, 4, 12) and out.top1_agreement == 1.0
+
+
+EMBEDDING = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 32] x) => (float[N, 24] y) {
+    h = MatMul (x, w)
+    y = LpNormalization <axis = 1, p = 2> (h)
+}
+"""
+
+
+def test_embeddings_are_judged_by_cosine_not_by_their_argmax(tmp_path) -> None:
+    """L2-normalized [N, D] rows (sentence or face embeddings) are not class scores: the default
+    metric of every command is the cosine (the argmax of MiniLM's embedding fell to 0 % agreement
+    at 50 % sparsity and refused a model whose cosine is 0.9+)."""
+    from tests.helpers import model_from_text
+
+    model = model_from_text(EMBEDDING, {"w": rand((32, 24), 11)})
+    x = rand((64, 32), 12)
+    ref = run_ort(model, {"x": x})[0]
+    assert metrics.unit_rows(ref) and not metrics.unit_rows(ref * 2.0)
+    assert metrics.default_metric(ref, labels=False) == "cosine"
+    assert metrics.default_metric(ref * 2.0, labels=False) == "agreement"  # scores: argmax
+    assert metrics.default_metric(ref, labels=True) == "accuracy"
+    src = sio.save(model, tmp_path / "emb.onnx")
+    with pytest.raises(VerificationError, match="^cosine .* beyond the budget"):
+        optimize.prune(src, tmp_path / "o.onnx", sparsity=0.3, eval_data={"x": x})
+    _, report = optimize.prune(
+        src, tmp_path / "o.onnx", sparsity=0.3, eval_data={"x": x}, acceptance=base.Acceptance(max_drop=2.0)
+    )
+    assert report.written and report.judgement is not None and report.judgement.metric == "cosine"
