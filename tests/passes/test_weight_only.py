@@ -158,6 +158,27 @@ def test_int8_weights_cast_form_same_values_and_bytes_folded_to_float_at_load(pe
     assert [n.op_type for n in kept.graph.node].count("DequantizeLinear") == 3
 
 
+def test_int8_weights_cast_form_survives_cleanup_and_normalization():
+    """Cleanup's constant folding and the normalization (cleanup, onnxslim) keep the weights in
+    int8: folding Cast(q) * s would write them in float again (4x the bytes), which onnxslim
+    does; the normalization then keeps the cleanup's form and says why."""
+    from onnxsqueeze.optimize.base import normalize
+    from onnxsqueeze.passes import CleanupPass
+
+    cast, _ = run_pass(QuantizeWeightsInt8Pass(form="cast"), cnn())
+    cleaned, _ = run_pass(CleanupPass(), cast)
+    assert [n.op_type for n in cleaned.graph.node].count("Cast") == 3
+    assert weight_bytes(cleaned) == weight_bytes(cast)  # the int8 tensors, not float ones
+    normalized, report = normalize(cast, feeds={"x": inputs(2)})
+    assert [n.op_type for n in normalized.graph.node].count("Cast") == 3
+    assert weight_bytes(normalized) == weight_bytes(cast)
+    assert (
+        report.used == "cleanup" or report.nodes_slim is None or any("more bytes" in n for n in report.notes)
+    )
+    plain, _ = normalize(cnn(), feeds={"x": inputs(2)})  # a float model normalizes as before
+    assert [n.op_type for n in plain.graph.node].count("Cast") == 0
+
+
 def test_int8_weights_unknown_form_is_refused():
     with pytest.raises(ir.passes.PreconditionError, match="unknown form"):
         run_pass(QuantizeWeightsInt8Pass(form="bogus"), cnn())  # type: ignore[arg-type]
