@@ -199,6 +199,15 @@ def normalize(
                 )
             candidates.append(("cleanup+onnxslim", slimmed))
     kept, used, err = model, "none", None
+    # A form that writes more bytes than the others is not a simplification: onnxslim folds
+    # Cast(int8 weight) * scale (weights stored compressed) back into float weights (4x the bytes).
+    smallest = min((form.ByteSize() for _, form in candidates), default=0)
+    for name, form in list(candidates):
+        if form.ByteSize() > 1.05 * smallest:
+            notes.append(
+                f"{name} not used: it writes {form.ByteSize() - smallest:,} more bytes (a folded constant is larger than its inputs)"
+            )
+            candidates.remove((name, form))
     for name, form in sorted(candidates, key=lambda c: len(c[1].graph.node)):
         if reference is not None and feeds is not None:
             diff = same_outputs(reference, form, feeds)

