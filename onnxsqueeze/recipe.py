@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -281,17 +281,25 @@ def build_traced(
     calibration: Mapping[str, np.ndarray] | None = None,
     source_sha256: str | None = None,
     applied: Sequence[bool] = (),
+    described: Sequence[dict[str, Any]] = (),
+    on_step: Callable[[int, ir.Model, list[bool], list[dict[str, Any]]], None] | None = None,
 ) -> tuple[onnx.ModelProto, list[bool]]:
     """:func:`build`, also returning whether each step modified the model.
 
     ``applied``: the first ``len(applied)`` steps were already run on ``model`` (without
     provenance), and whether each modified it; they are recorded, not rerun. The search
     normalizes its base model once this way and gets the same bytes as a full build.
+    ``described``: the provenance of the first applied steps as they ran (:func:`describe` of
+    their passes: a calibrated int8 step records its measured ranges); default their options.
+    ``on_step(i, model, modified, described)``: called after step ``i`` ran, with the model as it
+    stands (before provenance: a caller may keep it to resume a longer build from there).
     """
     from onnxsqueeze.passes.base import describe
     from onnxsqueeze.pipeline import record_provenance, run_passes
 
     passes = make_passes(steps, calibration)  # every option checked before any work
+    record = [describe(p) for p in passes]
+    record[: len(described)] = list(described)
     work = ir.serde.deserialize_model(model)
     modified: list[bool] = list(applied)
     for i in range(len(applied), len(steps)):
@@ -299,5 +307,8 @@ def build_traced(
         # activation ranges after the passes before it. Recorded once, all steps, at the end.
         passes[i] = _make_pass(steps[i], calibration, work)
         run_passes(work, [passes[i]], source_sha256=source_sha256, record=[], trace=modified)
-    record_provenance(work, [describe(p) for p in passes], source_sha256)
+        record[i] = describe(passes[i])
+        if on_step is not None:
+            on_step(i, work, modified, record[: i + 1])
+    record_provenance(work, record, source_sha256)
     return ir.serde.serialize_model(work), modified

@@ -653,7 +653,9 @@ def refit(
         axis = -1 if node.op_type == "MatMul" else 1
         if idx is not None and targets[name].ndim > 1 and len(idx) != targets[name].shape[axis]:
             targets[name] = np.take(targets[name], idx, axis=axis)
-    sequential = any(n.op_type == "MatMul" for n in layers)  # sequence axes: no sub-graph runs
+    # A MatMul over sequences ([N, T, C] or [T, N, C]) may put another axis first: no sub-graph
+    # runs then. A 2-D one ([N, C]: a classifier's head after Flatten) rows by sample like a Conv.
+    sequential = any(n.op_type == "MatMul" and targets[_name(n.outputs[0])].ndim != 2 for n in layers)
     activations = _Activations(model, calibration)
     activations.incremental &= not sequential
     while pending:

@@ -12,9 +12,9 @@ Not blind enumeration. With ``cost`` the chosen objective (latency, file size, M
    gain per point of drop, so a free step precedes one that spends the budget for the same gain;
    one knob per group: fp16, int8 and int8-dynamic exclude each other), re-verifying the budget
    after each step; when a monotone knob breaks the budget in combination, bisect it again over
-   its milder settings before rejecting it. A step is taken when it lowers the cost beyond the
-   timing noise, or, on a noisy objective (latency, cost), ties within the noise and shrinks the
-   file by more than 10%.
+   its milder settings (one step milder first) before rejecting it. A step is taken when it
+   lowers the cost beyond the timing noise, or, on a noisy objective (latency, cost), ties within
+   the noise and shrinks the file by more than 10%.
 4. **Best**: the cheapest evaluated point within budget; on a noisy objective, the smallest file
    among the points within the noise of the cheapest. Every point is kept (Pareto front, report).
 
@@ -506,10 +506,11 @@ def search(
             return next((k for k in settings if knob.group and by_name[k].group == knob.group), None)
 
         def milder(settings: Settings, name: str) -> list[Settings]:
-            """The first point of ``name``'s milder re-bisection, should ``settings`` break the budget."""
+            """The first point of ``name``'s milder re-bisection, should ``settings`` break the budget:
+            one step milder (see the re-bisection below)."""
             knob = by_name[name]
             idx = knob.settings.index(settings[name])
-            return [settings | {name: knob.settings[(idx - 1) // 2]}] if knob.monotone and idx > 0 else []
+            return [settings | {name: knob.settings[idx - 1]}] if knob.monotone and idx > 0 else []
 
         def next_trial(at: int, settings: Settings) -> list[Settings]:
             """The greedy's next trial after survivor ``at`` if the current settings are
@@ -540,9 +541,16 @@ def search(
             trial = ev(taken, "combine")
             accepted: Point | None = trial if trial.fits and better(trial, current_point) else None
             if accepted is None and knob.monotone and not trial.fits and not trial.error:
+                # One step milder is probed first: a setting that fits alone and breaks the budget
+                # in combination usually holds one step back (orientation: resolution x0.5 +
+                # channels -40% lost 4 points, -30% 0.33), so a right guess costs one build with a
+                # re-fit where the midpoint cost two; a wrong one costs one more than plain
+                # bisection. Same decision: any probe order finds a monotone knob's largest fit.
                 lo, hi = -1, idx
+                first: int | None = idx - 1
                 while hi - lo > 1:
-                    mid = (lo + hi) // 2
+                    mid = first if first is not None else (lo + hi) // 2
+                    first = None
                     wish(
                         "combine",
                         [

@@ -23,6 +23,7 @@ built on them.
 from __future__ import annotations
 
 import atexit
+import collections
 import concurrent.futures
 import multiprocessing.util
 import shutil
@@ -74,6 +75,13 @@ from onnxsqueeze.search.students import Students
 # outputs' scale of the base model's (optimize.base.normalize's default).
 SLIM_RTOL = 1e-4
 SLIM = Step.of("onnxslim", {})
+# Part-built candidates kept in memory (serialized, least recently used first out) up to this many
+# bytes: a candidate whose steps extend a kept build resumes from it. The combination adds one knob
+# to the best so far (``resolution x0.5 + channels -30%`` then ``... + fp16``) and the outputs
+# write the best again, so a channels re-fit is not redone for a candidate that only extends it.
+PREFIX_BYTES = 256 << 20
+# Only a step that took this long is kept (a cheap one is run again rather than copied).
+PREFIX_MIN_S = 0.25
 
 
 class Squeezer(Remote):
@@ -149,6 +157,7 @@ class Squeezer(Remote):
         # base sha -> (normalized model, whether each normalization step modified it, the steps)
         self._clean: dict[str, tuple[onnx.ModelProto, list[bool], tuple[Step, ...]]] = {}
         self._clean_lock = threading.Lock()
+        self._prefixes = _Prefixes(PREFIX_BYTES)
         self._reference_session: tuple[Any, dict[str, np.ndarray]] | None = None
         # Successive halving scores subsets in this seeded order (a class-sorted dataset would
         # otherwise give a first rung of one class).
@@ -256,11 +265,12 @@ class Squeezer(Remote):
         )
 
     def build_cached(self, settings: Mapping[str, Any]) -> onnx.ModelProto:
-        """:meth:`build`, keeping the bytes in the cache so a rerun does not rebuild (calibrate) it."""
+        """:meth:`build`'s bytes, kept in the cache so a rerun does not rebuild (calibrate) it; made
+        as the search made the candidate (from the normalized base, resuming a kept prefix)."""
         key = self.key_of(settings)
         model = self.cache.get_model(key)
         if model is None:
-            model = self.build(settings)
+            model = self._build_measured(dict(settings))[0] if settings else self.build(settings)
             self.cache.put_model(key, model)
         return model
 
@@ -354,14 +364,36 @@ class Squeezer(Remote):
         base, base_sha = self.base_model(settings)
         clean, applied, norm = self._normalized(base, base_sha)
         steps = [*norm, *steps_of(settings, self.knobs)[1:]]
+        n = len(norm)
+        start: onnx.ModelProto = clean
+        described: Sequence[dict[str, Any]] = ()
+        done: Sequence[bool] = applied
+        kept = self._prefixes.longest(base_sha, steps, n)
+        if kept is not None:
+            start = onnx.ModelProto()
+            start.ParseFromString(kept[0])
+            done, described = kept[1], kept[2]
+        last = time.perf_counter()
+
+        def keep(i: int, work: Any, modified: list[bool], record: list[dict[str, Any]]) -> None:
+            nonlocal last
+            now = time.perf_counter()
+            if now - last >= PREFIX_MIN_S:
+                from onnx_ir.serde import serialize_model
+
+                data = serialize_model(work).SerializeToString()
+                self._prefixes.put(base_sha, steps[: i + 1], data, tuple(modified), tuple(record))
+            last = time.perf_counter()
+
         model, modified = build_traced(
-            clean,
+            start,
             steps,
             calibration=self.calibration.inputs if self.calibration is not None else None,
             source_sha256=base_sha,
-            applied=applied,
+            applied=done,
+            described=described,
+            on_step=keep,
         )
-        n = len(norm)
         return model, [s.pass_name for s, m in zip(steps[n:], modified[n:], strict=True) if not m]
 
     def _score(self, model: onnx.ModelProto, *, baseline: bool) -> tuple[float, int | None]:
@@ -750,6 +782,54 @@ class Squeezer(Remote):
         # evaluation does, and is cached; the students are complete before the report.
         concurrent.futures.wait(list(self._training.values()))
         return result
+
+
+class _Prefixes:
+    """Part-built candidates by (base model, steps so far): serialized model, whether each step
+    modified it, and each step's provenance. Least recently used first out past ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.items: collections.OrderedDict[str, tuple[bytes, tuple[bool, ...], tuple[dict[str, Any], ...]]]
+        self.items = collections.OrderedDict()
+        self.size = 0
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def key(base_sha: str, steps: Sequence[Step]) -> str:
+        return digest({"base": base_sha, "steps": [s.to_dict() for s in steps]})
+
+    def longest(
+        self, base_sha: str, steps: Sequence[Step], at_least: int
+    ) -> tuple[bytes, tuple[bool, ...], tuple[dict[str, Any], ...]] | None:
+        """The longest kept build of a prefix of ``steps`` beyond its first ``at_least`` steps."""
+        with self.lock:
+            for n in range(len(steps), at_least, -1):
+                k = self.key(base_sha, steps[:n])
+                if k in self.items:
+                    self.items.move_to_end(k)
+                    return self.items[k]
+        return None
+
+    def put(
+        self,
+        base_sha: str,
+        steps: Sequence[Step],
+        data: bytes,
+        modified: tuple[bool, ...],
+        described: tuple[dict[str, Any], ...],
+    ) -> None:
+        if len(data) > self.limit:
+            return
+        k = self.key(base_sha, steps)
+        with self.lock:
+            if k in self.items:
+                return
+            while self.items and self.size + len(data) > self.limit:
+                _, (old, _, _) = self.items.popitem(last=False)
+                self.size -= len(old)
+            self.items[k] = (data, modified, described)
+            self.size += len(data)
 
 
 def evaluation_cost_rank(knob: Knob) -> int:

@@ -163,3 +163,30 @@ def test_the_ridge_walk_picks_the_full_grids_ridge_with_fewer_solves(rows: int) 
     assert info["ridge"] == reconstruct.RIDGES[int(np.argmin(errors))]
     assert info["error_after"] == pytest.approx(min(errors))
     assert info["ridges_tried"] < len(reconstruct.RIDGES)
+
+
+def test_a_2d_matmul_head_keeps_the_incremental_wave_runs(monkeypatch) -> None:
+    """A classifier's MatMul head after Flatten (``[N, C]``, the paddle orientation classifier's
+    form) rows by sample like a Conv: the waves run the changed sub-graph, not the whole pruned
+    model once per wave (which made a channels build ~3x slower on that model)."""
+    import onnx_ir as ir
+
+    from onnxsqueeze.passes.channels import PruneChannelsPass
+    from tests.graphs import conv_matmul
+
+    rng = np.random.default_rng(5)
+    calib = {"x": rng.standard_normal((24, 3, 6, 6)).astype(np.float32)}
+    full_runs: list[list[str]] = []
+    plain_capture = reconstruct.capture
+
+    def counting(model, data, names, **kw):
+        full_runs.append(list(names))
+        return plain_capture(model, data, names, **kw)
+
+    monkeypatch.setattr(reconstruct, "capture", counting)
+    m = ir.serde.deserialize_model(conv_matmul())
+    result = PruneChannelsPass(ratio=0.5, calibration=calib)(m)
+    assert result.modified
+    refitted = {e["op"] for e in result.reconstruction if "skipped" not in e}
+    assert "MatMul" in refitted
+    assert len(full_runs) == 1  # the original's layer outputs only

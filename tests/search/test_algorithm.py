@@ -464,3 +464,34 @@ def test_the_channels_knob_probes_minus_40_first_with_or_without_its_plan():
     assert channels.first == 0.4
     assert channels.bind({"g1": 0.0, "g2": 3.0}).first == 0.4  # a plan of drops names no first
     assert channels.bind(None).first == 0.4
+
+
+@pytest.mark.parametrize("n", [2, 5, 8])
+@pytest.mark.parametrize("b_alone", [1, 2, 4, 8])
+@pytest.mark.parametrize("room", [0.0, 0.5, 1.0, 1.5, 1.9])
+def test_the_combinations_milder_rebisection_probes_one_step_back_first_same_decision(
+    n: int, b_alone: int, room: float
+):
+    """A knob that breaks the budget in combination is re-bisected over its milder settings, one
+    step milder first: for every setting it fits at alone and every budget left on top of the
+    first knob, the plain bisection's decision; one evaluation when one step back fits, at most
+    one more than plain bisection otherwise."""
+    b_alone = min(b_alone, n)
+    drop_b = 2.0 / b_alone - 1e-6  # b fits alone up to level b_alone
+    ev = Synthetic({"a": 2.0 - room, "b": drop_b}, {"a": 0.1, "b": 0.8})  # a first: the larger gain
+    result = run(ev, [knob("a", 1), knob("b", n, stage=1)])
+    assert result.singles["b"].settings == {"b": b_alone}
+    combos = [c["b"] for c in ev.calls if len(c) == 2]
+    assert combos[0] == b_alone  # the greedy's trial at b's single best
+    # The plain answer: the largest level with room for it (none: a alone).
+    fitting = [lv for lv in range(1, b_alone + 1) if lv * drop_b <= room + 1e-9]
+    expected = max(fitting) if fitting else None
+    best = result.best.settings if result.best is not None else {}
+    assert best.get("b") == expected
+    rebisect = combos[1:]
+    if b_alone > 1 and expected != b_alone:
+        assert rebisect[0] == b_alone - 1
+        plain = math.ceil(math.log2(b_alone))  # a bisection over the b_alone - 1 milder levels
+        assert len(rebisect) <= plain + 1
+        if expected == b_alone - 1:
+            assert len(rebisect) == 1

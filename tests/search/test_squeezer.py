@@ -159,3 +159,106 @@ def test_a_latency_search_keeps_channel_counts_the_fast_kernels_take(squeezer):
             assert options["round_to"] == CHANNEL_ALIGN and options["ratio"] == 0.5
     for options in channels_step("size"):
         assert "round_to" not in options
+
+
+@pytest.mark.parametrize(
+    "first, then",
+    [
+        ({"sparsity": 0.5}, {"sparsity": 0.5, "fp16": True}),
+        ({"sparsity": 0.3}, {"int8": 1, "sparsity": 0.3}),
+        ({"sparsity": 0.5}, {"sparsity": 0.5}),
+    ],
+)
+def test_a_candidate_extending_a_kept_build_resumes_it_with_the_bytes_of_a_full_build(
+    squeezer, monkeypatch, first, then
+):
+    """The combination adds a knob to a built candidate and the outputs write the best again: the
+    build resumes from the kept prefix (the calibrated re-fit is not run again), and its bytes (the
+    provenance of a calibrated int8 step included) are those of a full build, what ``apply`` replays."""
+    from onnxsqueeze import recipe
+    from onnxsqueeze.search import squeezer as sq_module
+
+    monkeypatch.setattr(sq_module, "PREFIX_MIN_S", 0.0)  # keep every step of these tiny builds
+    squeezer.prepare()
+    squeezer._build_measured(first)
+    made: list[str] = []
+    plain = recipe._make_pass
+
+    def spy(step, calibration, model):
+        if model is not None:  # a step about to run (make_passes only checks options, model None)
+            made.append(step.pass_name)
+        return plain(step, calibration, model)
+
+    monkeypatch.setattr(recipe, "_make_pass", spy)
+    resumed, idle = squeezer._build_measured(then)
+    assert idle == []
+    assert "sparsity" not in made  # resumed after the re-fit
+    made.clear()
+    monkeypatch.setattr(sq_module, "PREFIX_BYTES", 0)
+    full = squeezer.build(then)
+    assert "sparsity" in made
+    assert resumed.SerializeToString(deterministic=True) == full.SerializeToString(deterministic=True)
+    assert squeezer.build_cached(then).SerializeToString(deterministic=True) == full.SerializeToString(
+        deterministic=True
+    )
+
+
+def test_kept_builds_stay_within_their_byte_limit():
+    from onnxsqueeze.recipe import Step
+    from onnxsqueeze.search.squeezer import _Prefixes
+
+    kept = _Prefixes(10)
+    steps = [Step.of("fp16", {}), Step.of("sparsity", {"sparsity": 0.5})]
+    kept.put("a", steps[:1], b"12345", (True,), ({},))
+    kept.put("a", steps, b"123456", (True, True), ({}, {}))
+    assert kept.size <= 10 and len(kept.items) == 1
+    assert kept.longest("a", steps, 0) == (b"123456", (True, True), ({}, {}))
+    assert kept.longest("a", steps[:1], 0) is None  # evicted first
+    assert kept.longest("b", steps, 0) is None  # another base model
+    kept.put("a", steps, b"x" * 11, (True,), ({},))  # larger than the limit: not kept
+    assert kept.size <= 10
+
+
+def test_the_written_best_resumed_from_kept_builds_is_what_apply_replays(tmp_path, monkeypatch):
+    """End to end: a search whose candidates resume kept builds (channels with its least-squares
+    re-fit, then + fp16 on top) writes a best model that ``apply`` rebuilds byte for byte."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from onnxsqueeze import io as sio
+    from onnxsqueeze import recipe
+    from onnxsqueeze.cli.app import app
+    from onnxsqueeze.search import squeezer as sq_module
+
+    monkeypatch.setattr(sq_module, "PREFIX_MIN_S", 0.0)  # keep every step of these tiny builds
+    refits: list[dict] = []
+    plain = recipe._make_pass
+
+    def spy(step, calibration, model):
+        if model is not None and step.pass_name == "channels":
+            refits.append(dict(step.options))
+        return plain(step, calibration, model)
+
+    monkeypatch.setattr(recipe, "_make_pass", spy)
+    src = sio.save(cnn(), tmp_path / "m.onnx")
+    data = sio.save_npz(tmp_path / "d.npz", {"x": rand((80, 3, 8, 8), 5)})
+    out = tmp_path / "o"
+    args = [
+        "squeeze", str(src), "--data", str(data), "-o", str(out), "--max-drop", "30",
+        "--metric", "agreement", "--objective", "size", "--techniques", "channels,fp16",
+        "--calibration-samples", "16", "--latency-seconds", "0.01", "--no-cache", "--json",
+    ]  # fmt: skip
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    results = json.loads((out / "results.json").read_text())
+    best = results["best"]
+    assert set(best["settings"]) == {"channels", "fp16"}, best["label"]  # resumed on top of channels
+    # One re-fit per channels setting measured: neither '+ fp16' nor writing the best re-fitted.
+    ratios = {p["settings"]["channels"] for p in results["points"] if "channels" in p["settings"]}
+    assert sorted(o["ratio"] for o in refits) == sorted(ratios)
+    monkeypatch.setattr(recipe, "_make_pass", plain)
+    replayed = tmp_path / "replayed.onnx"
+    r = CliRunner().invoke(app, ["apply", str(out / "recipe.toml"), str(src), "-o", str(replayed)])
+    assert r.exit_code == 0, r.output
+    assert replayed.read_bytes() == (out / best["file"]).read_bytes()
