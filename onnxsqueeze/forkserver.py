@@ -13,11 +13,13 @@ What to preload is data here (:data:`PRELOAD`, :data:`TORCH_PRELOAD`), read by t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 # What every worker imports before its first candidate (the rest of a replica needs the spec),
 # the passes' libraries included (imported on first use, they would cost the first candidates).
 PRELOAD = (
+    "onnxsqueeze.orphans",  # first: the server exits when the driver is gone (a SIGKILL)
     "onnxruntime",
     "onnx_ir",
     "onnxsqueeze.search.squeezer",
@@ -42,6 +44,18 @@ def preloads(preload: tuple[str, ...]) -> tuple[str, ...]:
     """:data:`PRELOAD`, then ``preload``'s modules (``torch`` stands for :data:`TORCH_PRELOAD`)."""
     extra = [m for name in preload for m in (TORCH_PRELOAD if name == "torch" else (name,))]
     return tuple(dict.fromkeys((*PRELOAD, *extra)))
+
+
+def usable() -> bool:
+    """Whether a fork server can start here: it listens on a Unix socket in a folder under the
+    temp folder (``TMPDIR/pymp-XXXXXXXX/listener-XXXXXXXX``), and a socket path must fit in 107
+    bytes (a long TMPDIR gave "AF_UNIX path too long"); the pool's workers are spawned otherwise."""
+    import multiprocessing
+    import tempfile
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return False
+    return len(os.fsencode(tempfile.gettempdir())) + len("/pymp-xxxxxxxx/listener-xxxxxxxx") < 104
 
 
 def _workers(argv: Sequence[str]) -> int:
@@ -69,9 +83,7 @@ def start_early(argv: Sequence[str]) -> bool:
         return False
     if any(a == "--ray" or a.startswith("--ray-address") for a in args):
         return False
-    import multiprocessing
-
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    if not usable():
         return False
     trains = any(a.startswith(("--train-data", "--models-from")) for a in args)
     from multiprocessing import forkserver

@@ -171,6 +171,13 @@ def _replica(spec_id: str, load: Any) -> Squeezer:
         return _REPLICAS[spec_id]
 
 
+def _orphan_watch() -> None:
+    """A pool worker exits when its parent (the fork server, or the driver) is gone."""
+    from onnxsqueeze import orphans
+
+    orphans.watch()  # a forked worker does not inherit the fork server's watching thread
+
+
 def _warm(modules: tuple[str, ...]) -> int:
     """Import ``modules`` in this worker process (a warm-up task); returns the process id."""
     import importlib
@@ -318,7 +325,9 @@ def _start_method(preload: tuple[str, ...]) -> Any:
     """
     import multiprocessing
 
-    if "forkserver" in multiprocessing.get_all_start_methods():
+    from onnxsqueeze import forkserver
+
+    if forkserver.usable():
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(list(preload))  # used when the server starts (once per driver)
         return ctx
@@ -344,7 +353,7 @@ class ProcessExecutor(Executor):
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=_start_method(self._preload)
+            max_workers=self.workers, mp_context=_start_method(self._preload), initializer=_orphan_watch
         )
 
         def start() -> None:

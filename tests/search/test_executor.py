@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -306,6 +307,45 @@ def test_resume_after_the_driver_is_killed(assets, serial, tmp_path):
     _same_as_serial(serial, out)
 
 
+DRIVER = """
+import multiprocessing.forkserver as fs, os, sys, time
+from onnxsqueeze.search.executor import ProcessExecutor
+if __name__ == "__main__":
+    ex = ProcessExecutor(2)
+    ex._starting.join()
+    workers = {ex._pool.submit(os.getpid).result() for _ in range(8)}
+    print(fs._forkserver._forkserver_pid, *sorted(workers), flush=True)
+    time.sleep(300)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_a_killed_driver_leaves_no_worker_or_fork_server_behind(tmp_path):
+    """SIGKILL runs no cleanup: the pool's workers (waiting on a queue whose other end they hold)
+    and its fork server used to stay forever; they now watch their parent and exit."""
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) >= 2 and all(_alive(p) for p in pids), pids  # the fork server and its workers
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 60
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in pids if _alive(p)], "left behind after the driver was killed"
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
@@ -330,13 +370,13 @@ def test_a_failing_ray_task_is_reported_per_candidate(assets, tmp_path, local_ra
     options = S.SqueezeOptions(budget=Budget(5.0), objective="size", techniques=("int8",))
     squeezer = S.make_squeezer(model, data, options=options, out_dir=tmp_path, use_cache=False)
     squeezer.prepare()
-    executor = make_executor(ray=True)
-    handle = executor.register(squeezer)
-    assert (
-        "worker failed"
-        in executor.run(handle, {"settings": {"no-such-knob": 1}, "students": {}})["doc"]["error"]
-    )
-    assert executor.run(handle, {"settings": {}, "students": {}})["doc"]["metric"] > 0
+    with make_executor(ray=True) as executor:  # closed: the driver's sessions spin again
+        handle = executor.register(squeezer)
+        assert (
+            "worker failed"
+            in executor.run(handle, {"settings": {"no-such-knob": 1}, "students": {}})["doc"]["error"]
+        )
+        assert executor.run(handle, {"settings": {}, "students": {}})["doc"]["metric"] > 0
 
 
 def test_ray_without_the_extra_is_one_line(assets, tmp_path, monkeypatch):
@@ -512,9 +552,10 @@ def test_pool_workers_leave_no_scratch_behind(assets, serial, tmp_path):
     """`python -m onnxsqueeze squeeze --workers 2` (the fork server started early by the CLI):
     the serial result, and the workers' scratch folders (students, soft labels) are removed as
     they exit (they end with os._exit: no atexit)."""
+    import tempfile
+
     model, data = assets
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix="osq-", dir="/tmp"))  # short: the fork server's socket lives there
     out = tmp_path / "pool"
     cmd = [sys.executable, "-m", "onnxsqueeze", "squeeze", str(model), "--data", str(data), "-o", str(out),
            "--max-drop", "5", *FAST, "--no-cache", "--workers", "2"]  # fmt: skip
@@ -527,6 +568,27 @@ def test_pool_workers_leave_no_scratch_behind(assets, serial, tmp_path):
     while list(tmp.glob("onnxsqueeze-worker-*")) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not list(tmp.glob("onnxsqueeze-worker-*"))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_a_temp_folder_too_long_for_a_unix_socket_spawns_the_workers(tmp_path, monkeypatch):
+    """The fork server's socket path must fit in 107 bytes: under a long TMPDIR the pool spawns
+    its workers (they still work) instead of failing with "AF_UNIX path too long"."""
+    import tempfile
+
+    from onnxsqueeze import forkserver
+    from onnxsqueeze.search.executor import _start_method
+
+    if not forkserver.usable():
+        pytest.skip("no fork server on this platform or temp folder")
+    long = tmp_path / ("x" * 90)
+    long.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long))
+    assert not forkserver.usable()
+    assert _start_method(()).get_start_method() == "spawn"
+    assert not forkserver.start_early(["squeeze", "m.onnx", "--workers", "2"])
+    with ProcessExecutor(2) as ex:
+        assert ex._pool.submit(os.getpid).result(timeout=300) != os.getpid()
 
 
 def test_the_driver_imports_the_plots_library_once_its_candidates_are_out():
