@@ -378,7 +378,8 @@ class Squeezer(Remote):
         def keep(i: int, work: Any, modified: list[bool], record: list[dict[str, Any]]) -> None:
             nonlocal last
             now = time.perf_counter()
-            if now - last >= PREFIX_MIN_S:
+            # A model whose weights alone exceed the limit is not serialized only to be dropped.
+            if now - last >= PREFIX_MIN_S and _weight_bytes(work) <= self._prefixes.limit:
                 from onnx_ir.serde import serialize_model
 
                 data = serialize_model(work).SerializeToString()
@@ -782,6 +783,11 @@ class Squeezer(Remote):
         # evaluation does, and is cached; the students are complete before the report.
         concurrent.futures.wait(list(self._training.values()))
         return result
+
+
+def _weight_bytes(model: Any) -> int:
+    """The bytes of an ``onnx_ir`` model's initializers (what its serialized form mostly is)."""
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
 
 
 class _Prefixes:
