@@ -13,7 +13,7 @@ import numpy as np
 
 from onnxsqueeze import io as sio
 from onnxsqueeze.errors import InputError
-from onnxsqueeze.evaluate import Budget, Dataset, Preprocess
+from onnxsqueeze.evaluate import Budget, Dataset, Evaluator, Preprocess
 from onnxsqueeze.recipe import CalibrationSource
 from onnxsqueeze.search.algorithm import Point, SearchResult
 from onnxsqueeze.search.options import SqueezeOptions
@@ -52,7 +52,8 @@ def make_squeezer(
         options: budget, objective, provider...
         out_dir: the output folder (the default cache lives in ``out_dir/.cache``; image-folder
             calibration arrays are written to ``out_dir/calibration.npz`` for ``apply``).
-        metric: a name in ``evaluate.METRICS`` (default: accuracy with labels, else agreement).
+        metric: a name in ``evaluate.METRICS`` (default: accuracy with labels, else agreement, or
+            cosine for L2-normalized embeddings, judged on the original's outputs for 8 samples).
         calibration_data: an ``.npz`` to calibrate on; by default the first
             ``calibration_samples`` of ``train_data`` when given, else the first
             ``calibration_samples`` (at most a quarter) of ``data`` are held out for calibration
@@ -96,6 +97,7 @@ def make_squeezer(
         if samples is not None and samples < len(ds):
             ds = ds.take(0, samples)
     _check_data_shapes(given, ds, data)
+    named_metric = metric is not None
     metric = metric or ("accuracy" if ds.labels is not None else "agreement")
     train = E.load_npz_dataset(train_data) if train_data is not None else None
     if calibration_data is None and train_data is not None:
@@ -128,6 +130,9 @@ def make_squeezer(
 
         evaluator: E.Evaluator = FileEvaluator(model, evalset, metric, **how)
     else:
+        if not named_metric and metric == "agreement" and len(evalset):
+            probe = evalset.take(0, min(8, len(evalset)))
+            metric = _label_free_metric(E.Evaluator(original, probe, "agreement", **how))
         evaluator = E.Evaluator(original, evalset, metric, **how)
     common: dict[str, Any] = dict(
         calibration=cal,
@@ -149,6 +154,15 @@ def make_squeezer(
     squeezer.started -= squeezer.timings["load"]  # the time budget includes loading
     squeezer.wall_started -= squeezer.timings["load"]
     return squeezer
+
+
+def _label_free_metric(probe: Evaluator) -> str:
+    """The default metric without labels, from the original's outputs on a few samples: top-1
+    agreement, except the cosine for L2-normalized ``[N, D]`` rows (sentence or face embeddings,
+    whose argmax means nothing), as every other command judges them (:func:`metrics.unit_rows`)."""
+    from onnxsqueeze import metrics
+
+    return "cosine" if metrics.unit_rows(probe.reference_outputs()) else "agreement"
 
 
 def _sized(preprocess: Preprocess, dims: Sequence[int] | None) -> Preprocess:

@@ -262,3 +262,37 @@ def test_the_written_best_resumed_from_kept_builds_is_what_apply_replays(tmp_pat
     r = CliRunner().invoke(app, ["apply", str(out / "recipe.toml"), str(src), "-o", str(replayed)])
     assert r.exit_code == 0, r.output
     assert replayed.read_bytes() == (out / best["file"]).read_bytes()
+
+
+def test_without_labels_an_embedding_model_is_searched_by_cosine(tmp_path) -> None:
+    """No --metric and no labels: top-1 agreement for class scores, the cosine for L2-normalized
+    rows (an embedding's argmax means nothing), as every other command judges them."""
+    import numpy as np
+
+    from onnxsqueeze import io as sio
+    from onnxsqueeze import search as S
+    from tests.helpers import model_from_text
+
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 32] x) => (float[N, 24] y) {
+        h = MatMul (x, w)
+        y = LpNormalization <axis = 1, p = 2> (h)
+    }
+    """
+    w = rand((32, 24), 11)
+    embedding = sio.save(model_from_text(text, {"w": w}), tmp_path / "emb.onnx")
+    scores = sio.save(
+        model_from_text(text.replace("y = LpNormalization <axis = 1, p = 2> (h)", "y = Relu (h)"), {"w": w}),
+        tmp_path / "scores.onnx",
+    )
+    data = tmp_path / "x.npz"
+    np.savez(data, x=rand((40, 32), 12))
+    options = SqueezeOptions(budget=E.Budget(1.0), techniques=("fp16",))
+    for path, expected in ((embedding, "cosine"), (scores, "agreement")):
+        squeezer = S.make_squeezer(path, data, options=options, out_dir=tmp_path / path.stem, use_cache=False)
+        assert squeezer.evaluator.metric.name == expected
+    named = S.make_squeezer(
+        embedding, data, options=options, out_dir=tmp_path / "named", use_cache=False, metric="agreement"
+    )
+    assert named.evaluator.metric.name == "agreement"  # a named metric is kept
