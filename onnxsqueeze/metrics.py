@@ -240,7 +240,10 @@ def unit_rows(output: np.ndarray) -> bool:
     """Whether an ``[N, D]`` output's rows are L2-normalized: sentence or face embeddings, whose
     argmax means nothing (their task metric is the cosine), not class scores."""
     x = np.nan_to_num(np.asarray(output, dtype=np.float64))
-    return x.ndim == 2 and bool(len(x)) and bool(np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-3))
+    if x.ndim != 2 or not len(x) or not np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-3):
+        return False
+    # Confident class probabilities (softmax rows near one-hot) have a norm near 1 too.
+    return not (x.min() >= 0.0 and np.allclose(x.sum(axis=1), 1.0, atol=1e-3))
 
 
 def near_constant(output: np.ndarray) -> bool:

@@ -227,6 +227,8 @@ def test_embeddings_are_judged_by_cosine_not_by_their_argmax(tmp_path) -> None:
     x = rand((64, 32), 12)
     ref = run_ort(model, {"x": x})[0]
     assert metrics.unit_rows(ref) and not metrics.unit_rows(ref * 2.0)
+    confident = np.array([[0.9999, 0.0001], [0.0002, 0.9998]])  # softmax rows: norm ~1, still scores
+    assert not metrics.unit_rows(confident) and metrics.default_metric(confident, labels=False) == "agreement"
     assert metrics.default_metric(ref, labels=False) == "cosine"
     assert metrics.default_metric(ref * 2.0, labels=False) == "agreement"  # scores: argmax
     assert metrics.default_metric(ref, labels=True) == "accuracy"
