@@ -8,9 +8,10 @@ worker's parent is the fork server (or the driver, when spawned); when the paren
 process was re-parented to init or a subreaper), it exits. A chain: driver gone -> fork server
 exits -> its workers exit.
 
-Importing this module starts the watch in the importing process: it is in the fork server's
-preload list (:data:`onnxsqueeze.forkserver.PRELOAD`), and nothing else imports it; a worker
-calls :func:`watch` as it starts (a forked process does not inherit the server's thread).
+Importing this module starts the watch in the importing process, so only such processes import
+it: the fork server (first in its preload list, :data:`onnxsqueeze.forkserver.PRELOAD`) and the
+workers (pool and Ray workers import that list too). A forked worker does not inherit the
+server's thread: it calls :func:`watch` as it starts (idempotent).
 """
 
 # NOTE: standard library only: the fork server imports it first.
