@@ -134,6 +134,9 @@ def load(path: PathLike, *, check: bool = True) -> onnx.ModelProto:
         path: the ``.onnx`` file.
         check: run ``onnx.checker`` (full check, which includes strict shape inference).
 
+    Returns:
+        The model, its ``sparse_initializer`` stored dense (:func:`densified`).
+
     Raises:
         ModelLoadError: with a one-line message naming ``path`` and the problem.
     """
@@ -164,7 +167,9 @@ def load(path: PathLike, *, check: bool = True) -> onnx.ModelProto:
         onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
     except Exception as e:
         raise ModelLoadError(f"{path}: cannot load external data: {one_line(e)}") from e
-    return model
+    # Sparse initializers come back dense, as onnxruntime reads them: onnx_ir, which every pass
+    # works on, would drop them (and the nodes reading them would read nothing).
+    return densified(model)
 
 
 def load_interface(path: PathLike) -> onnx.ModelProto:
@@ -256,6 +261,8 @@ def load_lazy(path: PathLike, *, check: bool = True) -> ir.Model:
     interface = load_interface(path)  # the refusals: special files, unsafe or missing external data, versions
     if check:
         _check_file(path, interface)
+    if interface.graph.sparse_initializer:  # dense, as load gives it (no external data here)
+        return ir.serde.deserialize_model(load(path, check=False))
     try:
         return ir.load(str(path))
     except Exception as e:
