@@ -495,9 +495,17 @@ def search(
         if out_of_time:
             raise _OutOfTime
 
-        # 3. greedy combination, the most budget-efficient survivor first
+        # 3. greedy combination: base models first (a student, a fine-tuned base: each replaces
+        # the model every pass runs on, while the passes' single points were measured on the
+        # original), then the most budget-efficient survivor first. Digits CNN: sparsity 80 %
+        # costs the original nothing and its student 13 points; taken before the student, it
+        # excluded the student (17.1 KiB best instead of the student's 5 KiB with int8 weights).
+        def is_base(p: Point) -> bool:
+            return any(by_name[n].base for n in p.settings)
+
         order = sorted(
-            (p for p in singles.values() if p is not None), key=lambda p: (-efficiency(p), cost(p))
+            (p for p in singles.values() if p is not None),
+            key=lambda p: (not is_base(p), -efficiency(p), cost(p)),
         )
         current: Settings = {}
         current_point = baseline

@@ -495,3 +495,27 @@ def test_the_combinations_milder_rebisection_probes_one_step_back_first_same_dec
         assert len(rebisect) <= plain + 1
         if expected == b_alone - 1:
             assert len(rebisect) == 1
+
+
+def test_a_base_model_is_combined_before_the_passes_measured_on_the_original():
+    """A pass free on the original (sparsity on the digits CNN) but costly on the base model
+    (its student): the base goes first and the pass backs off on it, instead of the pass going
+    first (more efficient alone) and excluding the base."""
+    budget = Budget(2.0)
+    calls: list[dict] = []
+
+    def ev(settings: dict) -> Point:
+        calls.append(dict(settings))
+        on_base = "b" in settings
+        level = settings.get("p", 0)
+        metric = 100.0 - (0.5 if on_base else 0.0) - (0.9 if on_base else 0.0) * level
+        size = 100.0 * (0.1 if on_base else 1.0) * 0.5**level
+        p = Point(settings=settings, phase="", metric=metric, size=int(size * 1000), latency_ms=size)
+        p.drop = budget.drop(100.0, metric)
+        return p
+
+    base = Knob("b", ("student",), False, lambda s: Step.of("distill", {"student": s}), -2, "base", base=True)
+    result = search([base, knob("p", 3)], ev, lambda p: p.drop <= 2.0 + 1e-9, objective="size", budget=budget)
+    assert result.singles["p"].settings == {"p": 3}  # free alone, and the most efficient
+    assert next(c for c in calls if len(c) == 2) == {"b": "student", "p": 3}  # the base first, p on it
+    assert result.best is not None and result.best.settings == {"b": "student", "p": 1}
