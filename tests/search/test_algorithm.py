@@ -519,3 +519,28 @@ def test_a_base_model_is_combined_before_the_passes_measured_on_the_original():
     assert result.singles["p"].settings == {"p": 3}  # free alone, and the most efficient
     assert next(c for c in calls if len(c) == 2) == {"b": "student", "p": 3}  # the base first, p on it
     assert result.best is not None and result.best.settings == {"b": "student", "p": 1}
+
+
+def test_a_base_excluded_by_its_groups_rival_is_tried_in_its_place_with_the_passes_on_top():
+    """Two fine-tuned bases exclude each other: ``s`` looks smaller alone, but ``c`` is smaller once
+    the precision pass ``q`` is on top (it shrinks c's weights, not s's index bytes). The greedy
+    takes s, then q; then c in s's place (with q) is better, and wins."""
+    budget = Budget(2.0)
+
+    def ev(settings: dict) -> Point:
+        size = {"s": 40.0, "c": 60.0}.get(next((k for k in settings if k in "sc"), ""), 100.0)
+        if "q" in settings:
+            size *= 0.8 if "s" in settings else 0.25 if "c" in settings else 0.3
+        p = Point(settings=settings, phase="", metric=99.5, size=int(size * 1000), latency_ms=size)
+        p.drop = budget.drop(100.0, p.metric)
+        return p
+
+    def ft(name: str) -> Knob:
+        return Knob(
+            name, (1,), False, lambda _s, n=name: Step.of("finetune", {"knob": n}), -1, "ft", base=True
+        )
+
+    knobs = [ft("s"), ft("c"), knob("q", 1, monotone=False, stage=3)]
+    result = search(knobs, ev, lambda p: p.drop <= 2.0 + 1e-9, objective="size", budget=budget)
+    assert result.best is not None and result.best.settings == {"c": 1, "q": 1}
+    assert result.best.size == 15000  # c with q (15) beats s with q (32)
