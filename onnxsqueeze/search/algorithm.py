@@ -503,9 +503,12 @@ def search(
         def is_base(p: Point) -> bool:
             return any(by_name[n].base for n in p.settings)
 
+        def is_late(p: Point) -> bool:  # Knob.late: after the other passes
+            return any(by_name[n].late for n in p.settings)
+
         order = sorted(
             (p for p in singles.values() if p is not None),
-            key=lambda p: (not is_base(p), -efficiency(p), cost(p)),
+            key=lambda p: (not is_base(p), is_late(p), -efficiency(p), cost(p)),
         )
         current: Settings = {}
         current_point = baseline

@@ -544,3 +544,33 @@ def test_a_base_excluded_by_its_groups_rival_is_tried_in_its_place_with_the_pass
     result = search(knobs, ev, lambda p: p.drop <= 2.0 + 1e-9, objective="size", budget=budget)
     assert result.best is not None and result.best.settings == {"c": 1, "q": 1}
     assert result.best.size == 15000  # c with q (15) beats s with q (32)
+
+
+def test_a_late_knob_is_combined_after_the_other_passes():
+    """``z`` (sparsity: free alone, the most efficient single) and ``c`` (channels: costly alone)
+    cost more together. Taken first, z3 leaves c at 3 (size 4.3); late, c keeps 4 and z backs off
+    to 2 on top of it (size 3.06)."""
+    budget = Budget(2.0)
+
+    def ev(settings: dict) -> Point:
+        c, z = settings.get("c", 0), settings.get("z", 0)
+        metric = 100.0 - 0.4 * c - (0.2 * z if c else 0.0)
+        size = 100.0 * 0.5**c * 0.7**z
+        p = Point(settings=settings, phase="", metric=metric, size=int(size * 1000), latency_ms=size)
+        p.drop = budget.drop(100.0, metric)
+        return p
+
+    def late(k: Knob) -> Knob:
+        import dataclasses
+
+        return dataclasses.replace(k, late=True)
+
+    def best(z: Knob) -> dict:
+        result = search(
+            [knob("c", 4), z], ev, lambda p: p.drop <= 2.0 + 1e-9, objective="size", budget=budget
+        )
+        assert result.best is not None
+        return result.best.settings
+
+    assert best(knob("z", 3, stage=2)) == {"c": 3, "z": 3}  # z first: c backs off
+    assert best(late(knob("z", 3, stage=2))) == {"c": 4, "z": 2}
