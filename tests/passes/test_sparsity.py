@@ -202,3 +202,25 @@ def test_int8_weights_in_the_cast_form_are_stored_sparse_and_folded_by_onnxrunti
     # 40% zeros in int8: a value byte plus an index byte each is more: the dense model, and why
     same, why = store_sparse(_int8_cast(0.4))
     assert same.graph.sparse_initializer == [] and "sparse enough" in why
+
+
+DYNAMIC_HW = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,4,H,W] x) => (float[1,8,H2,W2] y) {
+  [conv] y = Conv(x, w)
+}
+"""
+
+
+def test_a_model_with_dynamic_spatial_inputs_is_stored_sparse_too() -> None:
+    """No random inputs without shapes (YOLOv8's dynamic H and W): the tensors must come back
+    from their sparse form bit for bit and onnxruntime must load it; then it runs the same."""
+    from onnxsqueeze.prune import store_sparse
+
+    w = rand((8, 4, 3, 3), 3)
+    w[np.abs(w) < np.quantile(np.abs(w), 0.9)] = 0
+    dense = model_from_text(DYNAMIC_HW, {"w": w})
+    stored, why = store_sparse(dense)
+    assert why == "" and len(stored.graph.sparse_initializer) == 1
+    feeds = {"x": rand((1, 4, 9, 7), 4)}
+    np.testing.assert_array_equal(run_ort(stored, feeds)[0], run_ort(dense, feeds)[0])
