@@ -37,12 +37,15 @@ from onnxsqueeze.recipe import Step
 
 # ------------------------------------------------------------------------------------ the knobs
 
-# Each setting trains a fine-tuned base (30 s by default) in the single phase, and again on a
-# student in the combination; on the digits CNN (branch sparse15, --max-drop 1) the student's
-# sparsity 80 % +ft lost to its channels -40 % +ft once both had int8 weights (5,155 vs 4,332 B).
-SPARSITY_FT_NAMED_ONLY = (
-    "each setting trains a fine-tuned base, and sparse weights pay in the file only at high "
-    "sparsity; name it in --techniques to try it"
+# Offered for a size search only by name. One-shot: its re-fitted candidates took 48 of the 109 s
+# of the orientation classifier's size search (4 of 14 points; the best, int8 dynamic, unchanged)
+# and 5-14 of the digits CNN's 16-26 CPU s (best unchanged): zeros pay in the file only at high
+# sparsity, which the one-shot pass rarely keeps within budget. Fine-tuned: each setting trains a
+# base, and on the digits student sparsity 80 % +ft lost to channels -40 % +ft once both had int8
+# weights (5,155 vs 4,332 B). Measured on branch sparse15.
+SPARSITY_NAMED_ONLY = (
+    "sparse weights are stored smaller, but only high sparsity pays and each setting is a re-fit "
+    "(a training with +ft); name it in --techniques to try it"
 )
 
 
@@ -300,6 +303,7 @@ KNOBS: tuple[Knob, ...] = (
         # int8 values and varint indices pay below ~50% nonzeros): the size moves. onnxruntime
         # densifies at load: the latency, MACs and the cost (priced on latency) do not.
         improves=("size",),
+        named_only=SPARSITY_NAMED_ONLY,
         late=True,
     ),
     Knob(
@@ -408,7 +412,7 @@ def _fine_tuned(inner: Knob, named_only: str = "") -> Knob:
 
 
 KNOBS = KNOBS + tuple(
-    _fine_tuned(k, SPARSITY_FT_NAMED_ONLY if k.name == "sparsity" else "")
+    _fine_tuned(k, SPARSITY_NAMED_ONLY if k.name == "sparsity" else "")
     for k in KNOBS
     if k.name in ("resolution", "channels", "sparsity")
 )
