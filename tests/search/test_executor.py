@@ -346,6 +346,104 @@ def test_a_killed_driver_leaves_no_worker_or_fork_server_behind(tmp_path):
     assert not [p for p in pids if _alive(p)], "left behind after the driver was killed"
 
 
+RAY_DRIVER = """
+import os, sys, time
+from onnxsqueeze import rayhead
+from onnxsqueeze.search.executor import RayExecutor
+early = sys.argv[1] != "library"  # else: a library caller's executor starts its own instance
+assert not early or rayhead.start_early(["squeeze", "m.onnx", "--ray", "--workers", "2"])
+assert "typer" not in sys.modules and "onnxruntime" not in sys.modules  # started before the CLI
+ex = RayExecutor(workers=2)
+import ray
+assert (ex._local is rayhead._EARLY) is early and ex._local.detached is early and ex.workers == 2
+workers = sorted(set(ray.get(ex._warming)))
+print(*workers, flush=True)
+sys.stdin.readline()  # the test has listed this process's descendants
+if sys.argv[1] == "close":
+    ex.close()  # returns at once: the process's exit waits for the shutdown
+elif sys.argv[1] == "library":
+    ex.close()  # returns once the instance is shut down
+    assert not ray.is_initialized() and not ex._local._thread.is_alive()
+    print("closed", flush=True)
+    time.sleep(300)
+else:
+    time.sleep(300)
+"""
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+@pytest.mark.parametrize("end", ["close", "kill", "library"])
+def test_the_clis_early_ray_instance_leaves_no_process_behind(tmp_path, end):
+    """`squeeze --ray` starts its local Ray instance in a thread as the CLI starts, and that thread
+    stays until the shutdown: Ray ties its node's processes to the thread that started them
+    (PR_SET_PDEATHSIG), and an instance started by a thread that then ended lost its GCS ("Failed
+    to connect to GCS within 60 seconds"). Closed, the executor returns at once and the exit waits
+    for the shutdown; SIGKILLed, the driver's GCS and raylet die with it, their workers exit, and
+    the raylet's two agents (which hung on, found by this test) are killed by a guard process.
+    An executor made by a library caller starts its own instance and close() stops it."""
+    ray = pytest.importorskip("ray")
+    del ray
+    script = tmp_path / "driver.py"
+    script.write_text(RAY_DRIVER)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), end], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    workers = [int(p) for p in proc.stdout.readline().split()]
+    time.sleep(1.0)  # the instance up a while: its GCS alive though the tasks ran from the main thread
+    pids = _descendants(proc.pid)
+    assert len(workers) == 2 and set(workers) <= set(pids), (workers, pids)
+    assert len(pids) >= 4 and all(_alive(p) for p in pids)  # the GCS, the raylet, ... and the workers
+    proc.stdin.write("go\n")
+    proc.stdin.close()
+    if end == "library":
+        assert proc.stdout.readline().strip() == "closed"
+        assert not [p for p in pids if _alive(p)], "Ray processes left behind by close()"
+    if end != "close":
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=120) == (0 if end == "close" else -signal.SIGKILL)
+    deadline = time.monotonic() + (60 if end == "kill" else 0)
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in pids if _alive(p)], "Ray processes left behind"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["squeeze", "m.onnx", "--workers", "2"],
+        ["squeeze", "m.onnx", "--ray-address", "h:6379", "--ray"],
+        ["squeeze", "--help", "--ray"],
+        ["prune", "m.onnx", "--ray"],
+        [],
+    ],
+)
+def test_no_early_ray_instance_without_a_local_one(argv):
+    from onnxsqueeze import rayhead
+
+    assert rayhead.start_early(argv) is False and rayhead._EARLY is None
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
