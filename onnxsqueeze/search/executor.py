@@ -471,10 +471,8 @@ class RayExecutor(Executor):
 
     def close(self) -> None:
         _quiet_driver(self._spinning)
-        if self._local is not None:
-            # Started by the CLI: its exit waits for the shutdown, which runs meanwhile (while the
-            # outputs are written). Else: stopped now, as a library caller expects.
-            self._local.stop(wait=not self._local.detached)
+        if self._local is not None and not self._local.detached:
+            self._local.stop()  # a library caller's: stopped now. The CLI's: as the process exits.
         elif self._owns and self._ray.is_initialized():
             self._ray.shutdown()
 
