@@ -3,7 +3,7 @@
 Starting a local instance (``ray.init``) takes ~2.5-4 s of wall time but little CPU: most of it
 waits for Ray's processes (the GCS, its API server, the raylet) to come up one after another.
 :func:`start_early` starts it from the command line's first lines, in a thread of the driver,
-so that wait overlaps the CLI's imports and the teacher's baseline; the workers' warm-up tasks
+so that wait overlaps the CLI's imports; the workers' warm-up tasks
 (imports of onnxruntime, torch...) are submitted as soon as it is up. The executor
 (:class:`onnxsqueeze.search.executor.RayExecutor`) then takes that instance (:func:`take`).
 
@@ -11,22 +11,25 @@ so that wait overlaps the CLI's imports and the teacher's baseline; the workers'
 ``PR_SET_PDEATHSIG`` (SIGKILL) on Linux, and the kernel sends that signal when the *thread* that
 started them ends, not the process: a thread that called ``ray.init`` and returned killed the GCS
 under the driver ("Failed to connect to GCS within 60 seconds"). So the thread stays until it
-is asked to stop, then runs ``ray.shutdown()`` itself. The same rule makes a killed driver
-(SIGKILL, out of memory) leave nothing behind: its threads end, the GCS and the raylet get
-SIGKILL, and the raylet's workers exit when their raylet is gone.
+is asked to stop, then stops it itself. The same rule makes a killed driver (SIGKILL, out of
+memory) leave almost nothing behind: its threads end, the GCS and the raylet get SIGKILL, the
+raylet's workers exit when it is gone; its two agents hang on, and a guard process kills them
+(:func:`onnxsqueeze.killguard.guard`).
 
-**Shutdown off the path**: ``ray.shutdown()`` takes ~1.1-1.4 s (it waits for each process to
-exit). When the CLI started the instance, the executor's ``close()`` only asks the thread to
-stop; the shutdown runs while the driver writes its outputs, and the process's exit hooks wait
-for it (:func:`_join_at_exit`), so the command still leaves no Ray process behind.
+**Shutdown off the path**: ``ray.shutdown()`` takes 1.1-1.4 s (it sends each process a SIGTERM
+and waits for it). The CLI's instance is left to the process's exit (:func:`_join_at_exit`): the
+driver disconnects, then the node's processes, the raylet's agents and workers are SIGKILLed
+(:mod:`onnxsqueeze.killguard`), so the command still leaves no Ray process behind. A library
+caller's executor shuts its instance down as before, in ``close()``.
 """
 
-# NOTE: standard library only at the top: this runs before the CLI is imported; ray is imported
-# in the instance's thread.
+# NOTE: standard library only at the top (killguard is too): this runs before the CLI is
+# imported; ray is imported in the instance's thread.
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -66,7 +69,9 @@ class LocalRay:
 
             # After ray's own exit hook (a shutdown in the main thread), so it runs before it.
             atexit.register(_join_at_exit if self.detached else self.stop)
-            ray.init(num_cpus=self.num_cpus, **INIT_OPTIONS)
+            # Ray's own lines off the CLI's stderr: "SIGTERM handler is not set because current
+            # thread is not the main thread" (the CLI has its own), the local instance's token.
+            ray.init(num_cpus=self.num_cpus, logging_level=logging.ERROR, **INIT_OPTIONS)
             from onnxsqueeze.forkserver import warm as warm_up
 
             warm = ray.remote(num_cpus=1, max_retries=0)(warm_up)
