@@ -429,6 +429,24 @@ def test_the_clis_early_ray_instance_leaves_no_process_behind(tmp_path, end):
     assert not [p for p in pids if _alive(p)], "Ray processes left behind"
 
 
+@pytest.mark.slow
+def test_the_cli_with_its_early_ray_instance_gives_the_serial_bytes(assets, serial, tmp_path):
+    """The command itself (its Ray instance started in its first lines, killed as it exits):
+    the serial run's model and recipe, one line per point and none of Ray's log lines."""
+    pytest.importorskip("ray")
+    model, data = assets
+    out = tmp_path / "cli-ray"
+    cmd = [sys.executable, "-m", "onnxsqueeze", "squeeze", str(model), "--data", str(data), "-o", str(out),
+           "--max-drop", "5", *FAST, "--no-cache", "--ray", "--workers", "2"]  # fmt: skip
+    r = subprocess.run(
+        cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    _same_as_serial(serial, out)
+    assert json.loads((out / "results.json").read_text())["executor"].startswith("Ray (a local Ray instance)")
+    assert not [ln for ln in r.stderr.splitlines() if " WARNING " in ln or " INFO " in ln], r.stderr
+
+
 @pytest.mark.parametrize(
     "argv",
     [
