@@ -53,7 +53,7 @@ class LocalRay:
         self.num_cpus, self.preload = num_cpus, preload
         self.error: BaseException | None = None
         self.warming: list[Any] = []
-        self.detached = False  # True: started by the CLI, whose exit waits for the shutdown
+        self.detached = False  # True: started by the CLI, whose exit kills it (_join_at_exit)
         self._up = threading.Event()
         self._stop = threading.Event()
         self._kill = False
@@ -71,7 +71,9 @@ class LocalRay:
             atexit.register(_join_at_exit if self.detached else self.stop)
             # Ray's own lines off the CLI's stderr: "SIGTERM handler is not set because current
             # thread is not the main thread" (the CLI has its own), the local instance's token.
-            ray.init(num_cpus=self.num_cpus, logging_level=logging.ERROR, **INIT_OPTIONS)
+            # address="local": a new instance even where RAY_ADDRESS or a `ray start` cluster's
+            # /tmp/ray/ray_current_cluster (also a stale one) would make ray.init connect to it.
+            ray.init(address="local", num_cpus=self.num_cpus, logging_level=logging.ERROR, **INIT_OPTIONS)
             from onnxsqueeze.forkserver import warm as warm_up
 
             warm = ray.remote(num_cpus=1, max_retries=0)(warm_up)
@@ -88,7 +90,8 @@ class LocalRay:
             # then the node's processes are SIGKILLed, instead of ray.shutdown()'s SIGTERM and
             # wait for each (~1.1-1.4 s in all).
             pids = killguard.stamp(_processes(ray))
-            ray._private.worker._global_node = None
+            if pids:  # else another Ray's layout: the plain shutdown below
+                ray._private.worker._global_node = None
             ray.shutdown()
             killguard.kill(pids)
         else:
@@ -115,9 +118,12 @@ class LocalRay:
 def _processes(ray: Any) -> list[int]:
     """The local instance's processes: the node's (GCS, raylet, API server, monitors) and the
     raylet's children (its two agents and the workers)."""
-    node = ray._private.worker._global_node
-    pids = [p.process.pid for infos in node.all_processes.values() for p in infos]
-    raylets = [p.process.pid for p in node.all_processes.get("raylet", [])]
+    try:  # Ray's private layout (ray 2.x): none found if it changes
+        node = ray._private.worker._global_node
+        pids = [p.process.pid for infos in node.all_processes.values() for p in infos]
+        raylets = [p.process.pid for p in node.all_processes.get("raylet", [])]
+    except AttributeError:
+        return []
     return pids + [c for r in raylets for c in killguard.children(r)]
 
 

@@ -33,8 +33,10 @@ What runs where:
   measuring needs (onnxruntime, the search; torch too when students will be trained:
   ``preload``), while the driver loads the data, makes the plans and measures the original
   model in its own process; workers then live for the whole run (every knob, every model of a
-  fleet) and keep their replicas. The pool's fork server is started by the command line's
-  first lines (:mod:`onnxsqueeze.forkserver`), before the CLI's own imports.
+  fleet) and keep their replicas. The pool's fork server, and ``--ray``'s local Ray instance
+  (:mod:`onnxsqueeze.rayhead`: in a thread that also ends it, killed as the command exits), are
+  started by the command line's first lines (:mod:`onnxsqueeze.forkserver`), before the CLI's
+  own imports.
 - **The path first**: a gate in front of the workers (:class:`_Gate`) hands a freed worker to
   the search's path before the evaluations run ahead of it, and keeps a student's worker a
   moment for the candidates on that student; the driver's sessions do not spin while workers

@@ -404,7 +404,8 @@ def test_the_clis_early_ray_instance_leaves_no_process_behind(tmp_path, end):
     del ray
     script = tmp_path / "driver.py"
     script.write_text(RAY_DRIVER)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # A cluster address in the environment (or a stale `ray start` file) is not --ray's instance.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "127.0.0.1:9"}
     proc = subprocess.Popen(
         [sys.executable, str(script), end], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
@@ -466,7 +467,7 @@ def test_no_early_ray_instance_without_a_local_one(argv):
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
