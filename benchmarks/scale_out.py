@@ -15,9 +15,12 @@
    build / score / timing seconds of every point, student training), the wall time of a fleet of
    ``--models`` such models on ``--nodes`` machines of ``--cores`` cores, and which resource limits it.
 
-Usage: PYTHONPATH=. python benchmarks/scale_out.py [speedup|fleet|estimate|all] [--out .cache/bench-scale]
+4. ``ray-phases``: where ``--ray``'s start and stop go (wall and CPU s), the way before session 5
+   and the CLI's way now, alternated.
+
+Usage: PYTHONPATH=. python benchmarks/scale_out.py [speedup|fleet|estimate|ray-phases|all] [--out .cache/bench-scale]
        [--workers 2] [--distill-minutes 0.5 | --train-epochs 10] [--techniques LIST]
-       [--runs serial,workers,serial,workers,ray] [--models 100 --nodes 10 --cores 8]
+       [--runs serial,workers,serial,workers,ray] [--models 100 --nodes 10 --cores 8] [--repeat 3]
 
 ``--train-epochs`` trains every student a fixed number of epochs (no time budget), so the
 students, and hence the best model, are byte-identical whichever process trains them; with a
@@ -237,6 +240,78 @@ def fleet(out: Path, workers: int) -> None:
     print((folder / "fleet.md").read_text())
 
 
+# One process, as `squeeze --ray --workers N` starts (early: the CLI's way since session 5) or as it
+# started before (the executor's ray.init after the CLI's imports). Prints wall s from the start.
+RAY_PHASES = """
+import os, sys, time
+t0 = time.perf_counter()
+early, n = sys.argv[1] == "early", int(sys.argv[2])
+from onnxsqueeze import killguard, rayhead
+def cpu(pids):
+    total = 0.0
+    for p in pids:
+        try:
+            f = killguard._stat(p)
+            total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError):
+            pass
+    return total
+if early:
+    rayhead.start_early(["squeeze", "m.onnx", "--ray", "--workers", str(n), "--train-data", "t.npz"])
+import onnxsqueeze.cli.app  # the CLI's imports
+t_cli = time.perf_counter() - t0
+from onnxsqueeze.search.executor import RayExecutor
+if not early:
+    import ray
+    ray.init(num_cpus=n, **rayhead.INIT_OPTIONS)  # the executor's call before session 5
+ex = RayExecutor(workers=n, preload=("torch",))
+t_up = time.perf_counter() - t0
+import ray
+ray.get(ex._local.warming if ex._local else ex._warming)
+t_warm = time.perf_counter() - t0
+pids = [p for r in killguard.children(os.getpid()) for p in [r, *killguard.children(r)]]
+ray_cpu = cpu(pids)
+c = time.perf_counter()
+ex.close()
+if not early:
+    ray.shutdown()
+t_close = time.perf_counter() - c
+print(f"{t_cli:.2f} {t_up:.2f} {t_warm:.2f} {t_close:.2f} {sum(os.times()[:2]):.2f} {ray_cpu:.2f}", flush=True)
+"""
+
+
+def ray_phases(runs: int, workers: int) -> None:
+    """Where `squeeze --ray`'s start and stop go, the old way (ray.init after the CLI's imports,
+    shutdown before the outputs) and the CLI's way (started at the first line in a thread,
+    stopped while the outputs are written), alternated ``runs`` times each: wall s from the
+    process start to the CLI imported, the instance up, the workers' warm-up tasks (imports of
+    onnxruntime and torch) done; close() and the whole process (its exit waits for a deferred
+    shutdown); CPU s of the driver and of Ray's processes (GCS, raylet, API server, agents,
+    workers) until the workers were warm."""
+    rows = []
+    for i in range(2 * runs):
+        mode = ("before", "early")[i % 2]
+        load = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        r = subprocess.run(
+            [sys.executable, "-c", RAY_PHASES, mode, str(workers)], capture_output=True, text=True
+        )
+        total = time.perf_counter() - t0
+        if r.returncode != 0:
+            sys.stderr.write(r.stderr[-3000:])
+            raise SystemExit(f"ray phases ({mode}) failed: exit {r.returncode}")
+        rows.append((mode, load, *map(float, r.stdout.split()[-6:]), total))
+    print(
+        "| start | 1-min load | CLI imported s | instance up s | workers warm s | close() s | process s "
+        "| driver CPU s | Ray processes' CPU s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for mode, load, cli, up, warm, close, drv, rcpu, total in rows:
+        print(
+            f"| {mode} | {load:.1f} | {cli:.2f} | {up:.2f} | {warm:.2f} | {close:.2f} | {total:.2f} | {drv:.2f} | {rcpu:.2f} |"
+        )
+
+
 def estimate(results: Path, models: int, nodes: int, cores: int) -> None:
     """A fleet's wall time from one model's measured costs (a model like the one measured).
 
@@ -289,7 +364,9 @@ def estimate(results: Path, models: int, nodes: int, cores: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", nargs="?", choices=("speedup", "fleet", "estimate", "all"), default="all")
+    ap.add_argument(
+        "what", nargs="?", choices=("speedup", "fleet", "estimate", "ray-phases", "all"), default="all"
+    )
     ap.add_argument("--out", default=".cache/bench-scale")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--distill-minutes", type=float, default=0.5)
@@ -303,8 +380,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=int, default=100)
     ap.add_argument("--nodes", type=int, default=10)
     ap.add_argument("--cores", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=3, help="ray-phases: runs of each way")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.what == "ray-phases":
+        ray_phases(args.repeat, args.workers)
     if args.what in ("speedup", "all"):
         speedup(out, args.workers, args.distill_minutes, args.techniques, args.runs, args.train_epochs)
     if args.what in ("fleet", "all"):

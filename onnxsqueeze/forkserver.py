@@ -46,6 +46,22 @@ def preloads(preload: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*PRELOAD, *extra)))
 
 
+def warm(modules: tuple[str, ...]) -> int:
+    """A worker's warm-up task (pool or Ray): one onnxruntime thread per session (two workers
+    share two cores; latency is timed with explicit threads), then import ``modules``; returns
+    the process id."""
+    import contextlib
+    import importlib
+
+    from onnxsqueeze import runtime
+
+    runtime.set_default_threads(1)
+    for name in modules:
+        with contextlib.suppress(ImportError):  # an optional extra missing: imported on use, or never
+            importlib.import_module(name)
+    return os.getpid()
+
+
 def usable() -> bool:
     """Whether a fork server can start here: it listens on a Unix socket in a folder under the
     temp folder (``TMPDIR/pymp-XXXXXXXX/listener-XXXXXXXX``), and a socket path must fit in 107
@@ -58,7 +74,9 @@ def usable() -> bool:
     return len(os.fsencode(tempfile.gettempdir())) + len("/pymp-xxxxxxxx/listener-xxxxxxxx") < 104
 
 
-def _workers(argv: Sequence[str]) -> int:
+def workers(argv: Sequence[str], default: int | None = 1) -> int | None:
+    """``--workers N`` in ``argv`` (``default`` when absent; 1 when not a number: the CLI says
+    what is wrong with it)."""
     for i, arg in enumerate(argv):
         value = arg.partition("=")[2] if arg.startswith("--workers=") else None
         if arg == "--workers" and i + 1 < len(argv):
@@ -67,8 +85,13 @@ def _workers(argv: Sequence[str]) -> int:
             try:
                 return int(value)
             except ValueError:
-                return 1  # the CLI says what is wrong with it
-    return 1
+                return 1
+    return default
+
+
+def trains(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` may train students (``--train-data``, or a fleet's list that can name it)."""
+    return any(a.startswith(("--train-data", "--models-from")) for a in argv)
 
 
 def start_early(argv: Sequence[str]) -> bool:
@@ -79,15 +102,14 @@ def start_early(argv: Sequence[str]) -> bool:
     out to be bad input only leaves a server that exits with this process.
     """
     args = list(argv)
-    if not args or args[0] != "squeeze" or _workers(args) < 2:
+    if not args or args[0] != "squeeze" or (workers(args) or 1) < 2:
         return False
     if any(a == "--ray" or a.startswith("--ray-address") for a in args):
         return False
     if not usable():
         return False
-    trains = any(a.startswith(("--train-data", "--models-from")) for a in args)
     from multiprocessing import forkserver
 
-    forkserver.set_forkserver_preload(list(preloads(("torch",) if trains else ())))
+    forkserver.set_forkserver_preload(list(preloads(("torch",) if trains(args) else ())))
     forkserver.ensure_running()  # spawns the server; its imports run while the CLI loads
     return True

@@ -11,7 +11,9 @@ exits -> its workers exit.
 Importing this module starts the watch in the importing process, so only such processes import
 it: the fork server (first in its preload list, :data:`onnxsqueeze.forkserver.PRELOAD`) and the
 workers (pool and Ray workers import that list too). A forked worker does not inherit the
-server's thread: it calls :func:`watch` as it starts (idempotent).
+server's thread: it calls :func:`watch` as it starts (idempotent). A local Ray instance's
+processes are looked after by :mod:`onnxsqueeze.killguard` instead (the driver must not import
+this module: it would exit when its own parent is gone).
 """
 
 # NOTE: standard library only: the fork server imports it first.

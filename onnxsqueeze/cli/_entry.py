@@ -6,7 +6,8 @@ that the commands' output sink imports the error mapping without importing the C
 """
 
 # NOTE: this module imports only the standard library and ``_boundary`` at its top: it runs before
-# everything else (``onnxsqueeze.forkserver``, imported in ``run``, is standard library only too).
+# everything else (``onnxsqueeze.forkserver`` and ``rayhead``, imported in ``run``, are standard library
+# only too).
 
 from __future__ import annotations
 
@@ -71,10 +72,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     code = 0
     try:
         previous = install_signal_handlers()  # inside the try: a signal right after it is caught
-        from onnxsqueeze.forkserver import start_early
+        from onnxsqueeze import forkserver, rayhead
 
-        # `squeeze --workers N`: the pool's fork server imports torch while the CLI is imported.
-        start_early(list(argv) if argv is not None else sys.argv[1:])
+        # `squeeze --workers N`: the pool's fork server imports torch while the CLI is imported;
+        # `squeeze --ray`: the local Ray instance starts (in a thread) meanwhile.
+        args = list(argv) if argv is not None else sys.argv[1:]
+        forkserver.start_early(args)
+        rayhead.start_early(args)
         import typer
         from typer._click import exceptions as cx  # typer >= 0.20 vendors click here
 

@@ -33,8 +33,10 @@ What runs where:
   measuring needs (onnxruntime, the search; torch too when students will be trained:
   ``preload``), while the driver loads the data, makes the plans and measures the original
   model in its own process; workers then live for the whole run (every knob, every model of a
-  fleet) and keep their replicas. The pool's fork server is started by the command line's
-  first lines (:mod:`onnxsqueeze.forkserver`), before the CLI's own imports.
+  fleet) and keep their replicas. The pool's fork server, and ``--ray``'s local Ray instance
+  (:mod:`onnxsqueeze.rayhead`: in a thread that also ends it, killed as the command exits), are
+  started by the command line's first lines (:mod:`onnxsqueeze.forkserver`), before the CLI's
+  own imports.
 - **The path first**: a gate in front of the workers (:class:`_Gate`) hands a freed worker to
   the search's path before the evaluations run ahead of it, and keeps a student's worker a
   moment for the candidates on that student; the driver's sessions do not spin while workers
@@ -67,6 +69,7 @@ import numpy as np
 
 from onnxsqueeze.errors import InputError, one_line
 from onnxsqueeze.forkserver import preloads
+from onnxsqueeze.forkserver import warm as _warm
 
 if TYPE_CHECKING:
     from onnxsqueeze.search.squeezer import Squeezer
@@ -176,17 +179,6 @@ def _orphan_watch() -> None:
     from onnxsqueeze import orphans
 
     orphans.watch()  # a forked worker does not inherit the fork server's watching thread
-
-
-def _warm(modules: tuple[str, ...]) -> int:
-    """Import ``modules`` in this worker process (a warm-up task); returns the process id."""
-    import importlib
-
-    _worker_process()
-    for name in modules:
-        with contextlib.suppress(ImportError):  # an optional extra missing: imported on use, or never
-            importlib.import_module(name)
-    return os.getpid()
 
 
 def _pool_measure(handle: tuple[str, str], request: dict[str, Any]) -> dict[str, Any]:
@@ -413,6 +405,7 @@ class RayExecutor(Executor):
     """
 
     kind = "ray"
+    _owns = False  # connected to a cluster by this executor: disconnects in close()
 
     def __init__(
         self, address: str | None = None, workers: int | None = None, preload: tuple[str, ...] = ()
@@ -421,16 +414,26 @@ class RayExecutor(Executor):
             import ray
         except ImportError as e:
             raise InputError("--ray needs Ray, which is not installed: pip install 'onnxsqueeze[ray]'") from e
+        from onnxsqueeze import rayhead
+
         self._ray = ray
-        self._owns = not ray.is_initialized()
-        if self._owns:
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if address is None:
-                kwargs["num_cpus"] = workers or os.cpu_count() or 1
+        # The local instance this executor stops: the one the CLI started as it began (squeeze
+        # --ray), else one started now (none when Ray is already initialized in this process).
+        cpus = workers or os.cpu_count() or 1
+        self._local = rayhead.take(cpus) if address is None else None
+        if self._local is None and address is None and not ray.is_initialized():
+            self._local = rayhead.LocalRay(cpus, preloads(preload)).start()
+        if self._local is not None:
             try:
-                ray.init(address=address, **kwargs)
+                self._local.wait()
+            except Exception as e:
+                raise InputError(f"cannot start a local Ray instance: {one_line(e)}") from e
+        elif not ray.is_initialized():
+            try:
+                ray.init(address=address, **rayhead.INIT_OPTIONS)
             except Exception as e:  # a wrong address, no cluster there, a version mismatch
-                raise InputError(f"cannot start or reach Ray at {address or 'local'}: {one_line(e)}") from e
+                raise InputError(f"cannot start or reach Ray at {address}: {one_line(e)}") from e
+            self._owns = True
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = max(1, min(workers, cpus) if workers else cpus)
         self.address = address
@@ -438,9 +441,13 @@ class RayExecutor(Executor):
         self._spinning = _quiet_driver()
         self._gate = _Gate(self.workers)
         self._refs: dict[str, Any] = {}
-        # Warm the worker processes (imports) while the driver prepares; not waited for.
-        warm = ray.remote(num_cpus=1, max_retries=0)(_warm)
-        self._warming = [warm.remote(preloads(preload)) for _ in range(self.workers)]
+        # Warm the worker processes (imports) while the driver prepares; not waited for. A local
+        # instance's thread submitted them as soon as it was up.
+        if self._local is not None:
+            self._warming = self._local.warming
+        else:
+            warm = ray.remote(num_cpus=1, max_retries=0)(_warm)
+            self._warming = [warm.remote(preloads(preload)) for _ in range(self.workers)]
 
     def register(self, squeezer: Squeezer) -> tuple[str, list[Any]]:
         spec = squeezer.worker_spec()
@@ -466,7 +473,9 @@ class RayExecutor(Executor):
 
     def close(self) -> None:
         _quiet_driver(self._spinning)
-        if self._owns and self._ray.is_initialized():
+        if self._local is not None and not self._local.detached:
+            self._local.stop()  # a library caller's: stopped now. The CLI's: as the process exits.
+        elif self._owns and self._ray.is_initialized():
             self._ray.shutdown()
 
 

@@ -346,10 +346,128 @@ def test_a_killed_driver_leaves_no_worker_or_fork_server_behind(tmp_path):
     assert not [p for p in pids if _alive(p)], "left behind after the driver was killed"
 
 
+RAY_DRIVER = """
+import os, sys, time
+from onnxsqueeze import rayhead
+from onnxsqueeze.search.executor import RayExecutor
+early = sys.argv[1] != "library"  # else: a library caller's executor starts its own instance
+assert not early or rayhead.start_early(["squeeze", "m.onnx", "--ray", "--workers", "2"])
+assert "typer" not in sys.modules and "onnxruntime" not in sys.modules  # started before the CLI
+ex = RayExecutor(workers=2)
+import ray
+assert (ex._local is rayhead._EARLY) is early and ex._local.detached is early and ex.workers == 2
+workers = sorted(set(ray.get(ex._warming)))
+print(*workers, flush=True)
+sys.stdin.readline()  # the test has listed this process's descendants
+assert "onnxsqueeze.orphans" not in sys.modules  # the driver does not exit with its parent
+if sys.argv[1] == "close":
+    ex.close()  # leaves the instance to the process's exit, which SIGKILLs it (no 1.1-1.4 s wait)
+elif sys.argv[1] == "library":
+    ex.close()  # returns once the instance is shut down
+    assert not ray.is_initialized() and not ex._local._thread.is_alive()
+    print("closed", flush=True)
+    time.sleep(300)
+else:
+    time.sleep(300)
+"""
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+@pytest.mark.parametrize("end", ["close", "kill", "library"])
+def test_the_clis_early_ray_instance_leaves_no_process_behind(tmp_path, end):
+    """`squeeze --ray` starts its local Ray instance in a thread as the CLI starts, and that thread
+    stays until the shutdown: Ray ties its node's processes to the thread that started them
+    (PR_SET_PDEATHSIG), and an instance started by a thread that then ended lost its GCS ("Failed
+    to connect to GCS within 60 seconds"). Closed, the executor leaves the instance to the
+    process's exit, which kills its processes without ray.shutdown()'s waits; SIGKILLed, the driver's GCS and raylet die with it, their workers exit, and
+    the raylet's two agents (which hung on, found by this test) are killed by a guard process.
+    An executor made by a library caller starts its own instance and close() stops it."""
+    ray = pytest.importorskip("ray")
+    del ray
+    script = tmp_path / "driver.py"
+    script.write_text(RAY_DRIVER)
+    # A cluster address in the environment (or a stale `ray start` file) is not --ray's instance.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "127.0.0.1:9"}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), end], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    workers = [int(p) for p in proc.stdout.readline().split()]
+    time.sleep(1.0)  # the instance up a while: its GCS alive though the tasks ran from the main thread
+    pids = _descendants(proc.pid)
+    assert len(workers) == 2 and set(workers) <= set(pids), (workers, pids)
+    assert len(pids) >= 4 and all(_alive(p) for p in pids)  # the GCS, the raylet, ... and the workers
+    proc.stdin.write("go\n")
+    proc.stdin.close()
+    if end == "library":
+        assert proc.stdout.readline().strip() == "closed"
+        assert not [p for p in pids if _alive(p)], "Ray processes left behind by close()"
+    if end != "close":
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=120) == (0 if end == "close" else -signal.SIGKILL)
+    deadline = time.monotonic() + (60 if end == "kill" else 0)
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in pids if _alive(p)], "Ray processes left behind"
+
+
+@pytest.mark.slow
+def test_the_cli_with_its_early_ray_instance_gives_the_serial_bytes(assets, serial, tmp_path):
+    """The command itself (its Ray instance started in its first lines, killed as it exits):
+    the serial run's model and recipe, one line per point and none of Ray's log lines."""
+    pytest.importorskip("ray")
+    model, data = assets
+    out = tmp_path / "cli-ray"
+    cmd = [sys.executable, "-m", "onnxsqueeze", "squeeze", str(model), "--data", str(data), "-o", str(out),
+           "--max-drop", "5", *FAST, "--no-cache", "--ray", "--workers", "2"]  # fmt: skip
+    r = subprocess.run(
+        cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    _same_as_serial(serial, out)
+    assert json.loads((out / "results.json").read_text())["executor"].startswith("Ray (a local Ray instance)")
+    assert not [ln for ln in r.stderr.splitlines() if " WARNING " in ln or " INFO " in ln], r.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["squeeze", "m.onnx", "--workers", "2"],
+        ["squeeze", "m.onnx", "--ray-address", "h:6379", "--ray"],
+        ["squeeze", "--help", "--ray"],
+        ["prune", "m.onnx", "--ray"],
+        [],
+    ],
+)
+def test_no_early_ray_instance_without_a_local_one(argv):
+    from onnxsqueeze import rayhead
+
+    assert rayhead.start_early(argv) is False and rayhead._EARLY is None
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
