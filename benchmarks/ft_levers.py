@@ -11,6 +11,10 @@ and int4 weights with quantization-aware fine-tuning (issue 15's 2x-size questio
 - ``oneshot``: fine-tunes ``--epochs`` epochs (the ``+ft`` knob);
 - ``long``: the same, asked for 4x the epochs (the plateau rule may stop it earlier);
 - ``gradual``: :func:`onnxsqueeze.finetune.gradual.gradual_channels` in 3 rounds, ``--epochs`` each;
+- ``sparse``: the ``oneshot`` model, then ``--sparsities`` of its remaining weights zeroed (the
+  ``sparsity`` pass with its least-squares re-fit) and fine-tuned again (zeros kept), then int8
+  weights (``Mul(Cast(q), s)``) and sparse storage as ``squeeze`` writes them: sparsity+ft on the
+  channels+ft student, which the search does not combine (one ``+ft`` base per candidate);
 - ``int4``: weights of Conv/Gemm as int4 (DequantizeLinear, opset 21, symmetric per output
   channel) after the pruning alone, after plain fine-tuning, and after quantization-aware
   fine-tuning (a straight-through fake quant of those weights during training: the forward pass
@@ -130,6 +134,15 @@ def finetuned(
     return finish(session, summary, before, zeros, 1e-4).model
 
 
+def squeeze_written(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with int8 weights (the search's ``int8-weights`` step) in the form a squeeze writes
+    it: sparse storage where smaller (:func:`onnxsqueeze.search.squeezer.written_form`)."""
+    from onnxsqueeze.recipe import Step, build
+    from onnxsqueeze.search.squeezer import written_form
+
+    return written_form(build(model, [Step.of("int8-weights", {"form": "cast"})]))
+
+
 def per_tensor_scales(model: onnx.ModelProto) -> onnx.ModelProto:
     """int8 DequantizeLinear weights re-quantized on one symmetric scale per tensor."""
     out = onnx.ModelProto()
@@ -203,6 +216,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--ratios", default="0.2,0.4,0.5,0.6")
     ap.add_argument("--rows", default="oneshot,long,gradual,int4")
+    ap.add_argument("--sparsities", default="0.5,0.7,0.8,0.9", help="the sparse row's levels")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -228,13 +242,32 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     for ratio in (float(r) for r in args.ratios.split(",")):
-        cand, _ = api.prune_channels(student, ratio=ratio, calibration=api.limit(inputs, 512))
+        # ratio 0: the student itself (its oneshot row is plain fine-tuning of the student)
+        cand = (
+            student
+            if ratio == 0
+            else api.prune_channels(student, ratio=ratio, calibration=api.limit(inputs, 512))[0]
+        )
         wanted = args.rows.split(",")
+        ft = None
         for kind, epochs in (("oneshot", args.epochs), ("long", 4 * args.epochs)):
-            if kind in wanted:
+            if kind in wanted or (kind == "oneshot" and "sparse" in wanted):
                 t0 = time.process_time()
                 m = finetuned(cand, args.teacher, train, epochs, qat=False)
-                record({"row": kind, "ratio": ratio, "epochs": epochs, "val": accuracy(m, val)}, t0)
+                ft = m if kind == "oneshot" else ft
+                q = squeeze_written(m)
+                row = {"row": kind, "ratio": ratio, "epochs": epochs, "val": accuracy(m, val)}
+                record(row | {"int8_val": accuracy(q, val), "bytes": written_size(q)}, t0)
+        if "sparse" in wanted and ft is not None:
+            for sparsity in (float(x) for x in args.sparsities.split(",")):
+                t0 = time.process_time()
+                zeroed, _ = api.prune_weights(ft, sparsity=sparsity, calibration=api.limit(inputs, 512))
+                m = finetuned(zeroed, args.teacher, train, args.epochs, qat=False)
+                q = squeeze_written(m)
+                row = {"row": "sparse", "ratio": ratio, "sparsity": sparsity, "val": accuracy(m, val)}
+                row |= {"int8_val": accuracy(q, val), "bytes": written_size(q)}
+                row["sparse_tensors"] = len(q.graph.sparse_initializer)
+                record(row, t0)
         if "gradual" in wanted:
             t0 = time.process_time()
             m = gradual_channels(

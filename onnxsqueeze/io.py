@@ -134,6 +134,9 @@ def load(path: PathLike, *, check: bool = True) -> onnx.ModelProto:
         path: the ``.onnx`` file.
         check: run ``onnx.checker`` (full check, which includes strict shape inference).
 
+    Returns:
+        The model, its ``sparse_initializer`` stored dense (:func:`densified`).
+
     Raises:
         ModelLoadError: with a one-line message naming ``path`` and the problem.
     """
@@ -159,12 +162,14 @@ def load(path: PathLike, *, check: bool = True) -> onnx.ModelProto:
     if check:
         # From the file, before the weights are in memory: checking the proto in memory would
         # serialize it and parse it again in C++ (three copies of the weights at once).
-        _check_file(path)
+        _check_file(path, model)
     try:
         onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
     except Exception as e:
         raise ModelLoadError(f"{path}: cannot load external data: {one_line(e)}") from e
-    return model
+    # Sparse initializers come back dense, as onnxruntime reads them: onnx_ir, which every pass
+    # works on, would drop them (and the nodes reading them would read nothing).
+    return densified(model)
 
 
 def load_interface(path: PathLike) -> onnx.ModelProto:
@@ -209,9 +214,38 @@ def streams(path: PathLike | None) -> bool:
         return False
 
 
-def _check_file(path: Path) -> None:
-    """``onnx.checker`` with full check on the file; raise ModelLoadError naming ``path``."""
+def densified(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its main graph's ``sparse_initializer`` stored as dense initializers (a copy;
+    ``model`` itself when it has none), as onnxruntime reads them.
+
+    onnx's strict shape inference mis-types values fed by sparse initializers (a ``Cast`` of a
+    sparse int8 weight: "Inferred=8 Declared=1"), so checks and inference run on this form.
+    """
+    if not model.graph.sparse_initializer:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for sparse in out.graph.sparse_initializer:
+        values = onnx.numpy_helper.to_array(sparse.values)
+        dense = np.zeros(int(np.prod(sparse.dims)), dtype=values.dtype)
+        indices = onnx.numpy_helper.to_array(sparse.indices).astype(np.int64)
+        if indices.ndim == 2:  # [NNZ, rank] coordinates: linear positions
+            indices = np.ravel_multi_index(tuple(indices.T), tuple(sparse.dims))
+        dense[indices] = values.reshape(-1)
+        out.graph.initializer.append(
+            onnx.numpy_helper.from_array(dense.reshape(tuple(sparse.dims)), sparse.values.name)
+        )
+    del out.graph.sparse_initializer[:]
+    return out
+
+
+def _check_file(path: Path, parsed: onnx.ModelProto) -> None:
+    """``onnx.checker`` with full check on the file (``parsed``: its proto, external data not
+    loaded); raise ModelLoadError naming ``path``."""
     try:
+        if parsed.graph.sparse_initializer:  # checked densified, in memory (see densified)
+            onnx.checker.check_model(densified(parsed), full_check=True)
+            return
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as e:  # ValidationError, InferenceError, and C++ errors surfacing as others
         raise ModelLoadError(f"{path}: invalid model: {one_line(e)}") from e
@@ -224,9 +258,11 @@ def load_lazy(path: PathLike, *, check: bool = True) -> ir.Model:
     read, so a pass that replaces tensors one at a time holds one source tensor at a time.
     """
     path = Path(path)
-    load_interface(path)  # the refusals: special files, unsafe or missing external data, versions
+    interface = load_interface(path)  # the refusals: special files, unsafe or missing external data, versions
     if check:
-        _check_file(path)
+        _check_file(path, interface)
+    if interface.graph.sparse_initializer:  # dense, as load gives it (no external data here)
+        return ir.serde.deserialize_model(load(path, check=False))
     try:
         return ir.load(str(path))
     except Exception as e:
@@ -237,6 +273,7 @@ def check_model(model: onnx.ModelProto, path: PathLike | None = None) -> None:
     """Run ``onnx.checker`` with full check; raise ModelLoadError naming ``path`` on failure."""
     label = str(path) if path is not None else f"model '{model.graph.name}'"
     external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in _model_tensors(model))
+    model = densified(model)
     try:
         if path is not None and (external or model.ByteSize() >= PROTO_LIMIT):
             # from the file: external data is found beside it, and nothing is serialized again

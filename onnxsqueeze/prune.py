@@ -73,7 +73,7 @@ def measure(
 
     stats = weight_stats(model)
     nonzero = 0
-    for tensor in sio.iter_tensors(model.graph):
+    for tensor in sio.iter_tensors(sio.densified(model).graph):
         nonzero += int(np.count_nonzero(onnx.numpy_helper.to_array(tensor)))
     try:
         macs: int | None = count_macs(model, input_shapes)[0]
@@ -234,28 +234,60 @@ def prune_weights(
     return pruned, report
 
 
-def _store_sparse(dense: onnx.ModelProto, report: dict[str, Any], notes: list[str]) -> onnx.ModelProto:
-    """The sparse_initializer form of ``dense`` if it is smaller and onnxruntime runs it identically.
+def store_sparse(dense: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """``dense`` with its weights stored as ``sparse_initializer`` where each tensor is smaller so
+    (:func:`onnxsqueeze.passes.sparsity.to_sparse_initializers`), if onnxruntime runs that form
+    with bit-identical outputs (seeded random inputs); else ``dense`` itself.
 
-    onnx's full checker cannot type-check sparse initializers feeding Conv/Gemm (shape inference
-    rejects ``sparse_tensor`` inputs), so the dense form is the one checked; the stored form must
-    load in onnxruntime and reproduce the dense outputs bit for bit on random inputs.
+    The one sparse storage: ``prune --sparse-storage``, and every model ``squeeze`` writes or
+    sizes and ``apply`` replays (a deterministic function of the dense model, so both give the
+    same bytes). onnx's basic checker must pass; the full one is for the dense form (the caller's).
+    The tensors the sparse ones stand for must equal the dense ones bit for bit; a model whose
+    inputs have dynamic dimensions (no random inputs without shapes) must load in onnxruntime.
+
+    Returns:
+        The model to write and why it is dense (empty when it is sparse-stored).
     """
+    from onnxsqueeze.errors import InputError
     from onnxsqueeze.verify import verify
 
     stored, converted = to_sparse_initializers(dense)
     if not converted:
-        notes.append("sparse storage not used: no weight tensor is sparse enough to gain from it")
-        return dense
+        return dense, "no weight tensor is sparse enough to gain from it"
     try:
         onnx.checker.check_model(stored)
-        same = verify(dense, stored).max_abs == 0.0
+        before = {t.name: t for t in dense.graph.initializer}
+        for t in sio.densified(stored).graph.initializer:
+            if t.SerializeToString(deterministic=True) != before[t.name].SerializeToString(
+                deterministic=True
+            ):
+                a, b = onnx.numpy_helper.to_array(t), onnx.numpy_helper.to_array(before[t.name])
+                if a.dtype != b.dtype or not np.array_equal(a, b):
+                    return dense, f"tensor '{t.name}' does not come back from its sparse form"
+        try:
+            diff = verify(dense, stored, seed=0).max_abs
+        except InputError:  # a dynamic dimension: no random inputs; onnxruntime must load it
+            from onnxsqueeze import runtime
+
+            runtime.session(stored)
+            diff = 0.0
     except Exception as e:  # a runtime that cannot load them: keep the dense form, say so
-        notes.append(f"sparse storage not used: {one_line(e)[:160]}")
+        return dense, one_line(e)[:160]
+    if diff != 0.0:
+        return dense, f"its onnxruntime outputs differ from the dense model's (max abs {diff:.3g})"
+    return stored, ""
+
+
+def _store_sparse(dense: onnx.ModelProto, report: dict[str, Any], notes: list[str]) -> onnx.ModelProto:
+    """:func:`store_sparse` for ``prune --sparse-storage``: the report's sizes follow the file."""
+    stored, why = store_sparse(dense)
+    if why:
+        notes.append(f"sparse storage not used: {why}")
         return dense
+    converted = len(stored.graph.sparse_initializer) - len(dense.graph.sparse_initializer)
     size = measure(stored)
-    if not same or size["file_bytes"] >= report["after"]["file_bytes"]:
-        notes.append("sparse storage not used: it was not smaller or not identical in onnxruntime")
+    if size["file_bytes"] >= report["after"]["file_bytes"]:
+        notes.append("sparse storage not used: the file was not smaller")
         return dense
     notes.append(
         f"{converted} weight tensor(s) stored as sparse_initializer: file {report['after']['file_bytes']} -> "

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import onnx
 
+from onnxsqueeze import io as sio
 from onnxsqueeze.errors import InputError
 
 Shapes = dict[str, tuple[int, ...]]
@@ -189,9 +190,11 @@ def _weightless_copy(model: onnx.ModelProto, max_bytes: int = 2**20) -> onnx.Mod
     out.functions.extend(model.functions)
     src, g = model.graph, out.graph
     g.name = src.name
-    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+    for field in ("node", "input", "output", "value_info"):
         getattr(g, field).extend(getattr(src, field))
-    for t in src.initializer:
+    # Sparse initializers as dense ones: strict inference mis-types values they feed (io.densified).
+    dense = sio.densified(model).graph.initializer if src.sparse_initializer else src.initializer
+    for t in dense:
         if t.ByteSize() <= max_bytes:
             g.initializer.append(t)
         else:

@@ -153,7 +153,8 @@ def weight_stats(model: onnx.ModelProto) -> dict[str, Any]:
     by_dtype: dict[str, int] = collections.Counter()
     zeros = 0
     float_params = 0
-    for tensor in sio.iter_tensors(model.graph):
+    # Sparse-stored weights counted as the dense tensors they stand for (values and indices are storage).
+    for tensor in sio.iter_tensors(sio.densified(model).graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL and not tensor.raw_data:
             continue
         array = onnx.numpy_helper.to_array(tensor)

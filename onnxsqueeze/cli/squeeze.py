@@ -555,6 +555,7 @@ def apply_cmd(
     from onnxsqueeze import io as sio
     from onnxsqueeze import recipe as rcp
     from onnxsqueeze.manifest import save_artifact
+    from onnxsqueeze.search.squeezer import written_form
     from onnxsqueeze.shapes import parse_input_shapes
     from onnxsqueeze.verify import verify
 
@@ -587,7 +588,7 @@ def apply_cmd(
             f"--tolerance {tolerance:g} (use --force to write anyway)"
         )
     save_artifact(
-        result, output, source_path=model, verify_report=report,
+        written_form(result), output, source_path=model, verify_report=report,
         protect=[p for p in (model, recipe, data, base) if p],
     )  # fmt: skip
     digest = sio.sha256_file(output)

@@ -234,47 +234,77 @@ def _smallest(magnitudes: np.ndarray, k: int) -> np.ndarray:
     return mask
 
 
-def to_sparse_initializers(
-    model: onnx.ModelProto, *, min_sparsity: float = 0.5
-) -> tuple[onnx.ModelProto, int]:
-    """Store float initializers with at least ``min_sparsity`` zeros as ONNX ``sparse_initializer``.
+# Value types stored sparse: float weights, and the int8/uint8 ``q`` of the weight-only int8
+# form ``Mul(Cast(q), s)`` (its zeros are the float weight's zeros).
+_SPARSE_VALUE_TYPES = frozenset(
+    {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.BFLOAT16,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.UINT8,
+    }
+)
 
-    Values are kept in their dtype, indices as linear int64 positions (the ONNX spec). Returns a
-    new model and the number of tensors converted. onnxruntime densifies them at load, so this
-    only changes the file: it pays off for the uncompressed size at high sparsity (an index costs
-    8 bytes, so ``nnz * (8 + itemsize) < n * itemsize`` is required, and it is checked per tensor).
+
+def sparse_form(tensor: onnx.TensorProto) -> onnx.SparseTensorProto | None:
+    """``tensor`` as an ONNX ``SparseTensorProto`` when that is fewer bytes, else None.
+
+    The values keep their type (raw bytes: 1 per int8 value, 4 per float32); the indices are the
+    linear positions of the nonzeros, ascending, in ``int64_data`` (protobuf packs them as
+    varints: 1 byte below 128, 2 below 16,384), unnamed. So an int8 tensor gains below about
+    50-66% nonzeros, a float32 one below about 66-80%. Only weights (rank >= 2, inline data) of
+    the value types above are considered; biases, scales and shapes stay dense.
+    """
+    if (
+        tensor.data_type not in _SPARSE_VALUE_TYPES
+        or len(tensor.dims) < 2
+        or tensor.data_location == onnx.TensorProto.EXTERNAL
+    ):
+        return None
+    array = onnx.numpy_helper.to_array(tensor)
+    flat = array.reshape(-1)
+    idx = np.flatnonzero(flat)
+    if idx.size == flat.size:
+        return None
+    values = onnx.numpy_helper.from_array(flat[idx], tensor.name)
+    indices = onnx.TensorProto(data_type=onnx.TensorProto.INT64, dims=[int(idx.size)])
+    indices.int64_data.extend(idx.tolist())
+    sparse = onnx.helper.make_sparse_tensor(values, indices, list(array.shape))
+    return sparse if sparse.ByteSize() < tensor.ByteSize() else None
+
+
+def to_sparse_initializers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """A copy of ``model`` whose initializers are ``sparse_initializer`` where that is smaller.
+
+    Per tensor (:func:`sparse_form`). An initializer that is also a graph input stays dense (a
+    caller may override it). onnxruntime densifies sparse initializers when a session starts, so
+    this changes only the file: the optimized graph, its constant folding (``Mul(Cast(q), s)``
+    becomes float weights) and the latency are those of the dense model. onnx's strict shape
+    inference mis-types values fed by sparse initializers (``Cast``: "Inferred=8 Declared=1");
+    check the :func:`densify`'d model instead.
+
+    Returns:
+        The new model and the number of tensors stored sparse.
     """
     out = onnx.ModelProto()
     out.CopyFrom(model)
+    graph_inputs = {vi.name for vi in out.graph.input}
     keep = []
     converted: set[str] = set()
-    graph_inputs = {vi.name for vi in out.graph.input}
     for tensor in out.graph.initializer:
-        array = onnx.numpy_helper.to_array(tensor)
-        nnz = int(np.count_nonzero(array))
-        itemsize = array.dtype.itemsize
-        sparse_enough = array.size and 1 - nnz / array.size >= min_sparsity
-        if (
-            tensor.name in graph_inputs  # an overridable initializer must stay a dense input
-            or not np.issubdtype(array.dtype, np.floating)
-            or array.ndim < 2
-            or not sparse_enough
-            or nnz * (8 + itemsize) >= array.size * itemsize
-        ):
+        sparse = None if tensor.name in graph_inputs else sparse_form(tensor)
+        if sparse is None:
             keep.append(tensor)
             continue
-        flat = array.reshape(-1)
-        idx = np.flatnonzero(flat).astype(np.int64)
-        values = onnx.numpy_helper.from_array(flat[idx], tensor.name)
-        indices = onnx.numpy_helper.from_array(idx, f"{tensor.name}_indices")
-        out.graph.sparse_initializer.append(
-            onnx.helper.make_sparse_tensor(values, indices, list(array.shape))
-        )
+        out.graph.sparse_initializer.append(sparse)
         converted.add(tensor.name)
-    del out.graph.initializer[:]
-    out.graph.initializer.extend(keep)
-    # value_info declaring a converted tensor as a dense tensor contradicts its sparse type
-    infos = [vi for vi in out.graph.value_info if vi.name not in converted]
-    del out.graph.value_info[:]
-    out.graph.value_info.extend(infos)
+    if converted:
+        del out.graph.initializer[:]
+        out.graph.initializer.extend(keep)
+        # value_info declaring a converted tensor as a dense tensor contradicts its sparse type
+        infos = [vi for vi in out.graph.value_info if vi.name not in converted]
+        del out.graph.value_info[:]
+        out.graph.value_info.extend(infos)
     return out, len(converted)

@@ -23,7 +23,8 @@ from onnxsqueeze import io as sio
 # 2: partial (stopped-early) evaluations, latency only within budget, cheaper channel plans.
 # 3: int8 plans measured on the normalized model, float biases in static int8 (other bytes).
 # 4: written models leave out attributes at their default values (every recorded size changed).
-CACHE_FORMAT = 4
+# 5: weights stored as sparse_initializer where smaller (the sizes of sparse candidates changed).
+CACHE_FORMAT = 5
 
 
 def digest(doc: Mapping[str, Any]) -> str:

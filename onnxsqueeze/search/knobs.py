@@ -37,6 +37,17 @@ from onnxsqueeze.recipe import Step
 
 # ------------------------------------------------------------------------------------ the knobs
 
+# Offered for a size search only by name. One-shot: its re-fitted candidates took 48 of the 109 s
+# of the orientation classifier's size search (4 of 14 points; the best, int8 dynamic, unchanged)
+# and 5-14 of the digits CNN's 16-26 CPU s (best unchanged): zeros pay in the file only at high
+# sparsity, which the one-shot pass rarely keeps within budget. Fine-tuned: each setting trains a
+# base, and on the digits student sparsity 80 % +ft lost to channels -40 % +ft once both had int8
+# weights (5,155 vs 4,332 B). Measured on branch sparse15.
+SPARSITY_NAMED_ONLY = (
+    "sparse weights are stored smaller, but only high sparsity pays and each setting is a re-fit "
+    "(a training with +ft); name it in --techniques to try it"
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class Knob:
@@ -62,6 +73,12 @@ class Knob:
             lowers the file size: the knob is offered for them too, since the search breaks their
             ties by the file size (a latency search keeps int8 weights folded at load on top of
             its fastest point, for the same speed in a quarter of the bytes).
+        named_only: why the knob is offered only when named in ``--techniques`` although it can
+            lower a requested objective (empty: offered whenever it can).
+        late: the greedy combination adds it after the other passes, whatever its efficiency
+            alone: zeros pay in the file only at high sparsity, where a structural knob removes
+            the same bytes outright and the MACs too (sparsity 80 % costs the digits CNN nothing
+            alone; taken first, it left channel pruning -10 %).
         base: the setting replaces the model the passes run on (distillation into a student)
             instead of adding a pass; its ``step`` only names it (cache keys, reports) and the
             recipe records the new model as its base (:class:`onnxsqueeze.recipe.BaseModel`).
@@ -79,6 +96,8 @@ class Knob:
     keeps: tuple[str, ...] = ()
     plan: Callable[[PlanContext], Any] | None = None
     base: bool = False
+    named_only: str = ""  # when set: offered only when named in --techniques, and why
+    late: bool = False  # combined after the other passes (see below)
     first: Any = None  # a monotone knob's setting its bisection probes first (from its plan)
 
     def describe(self, setting: Any) -> str:
@@ -280,9 +299,12 @@ KNOBS: tuple[Knob, ...] = (
         stage=2,
         label=lambda s: f"sparsity {s:.0%}",
         help="zero-weight magnitude pruning (PruneWeightsPass)",
-        # Zeros are stored and multiplied densely: the file compresses (zip) but no measured
-        # objective moves, and its least-squares refits cost more than the rest of a search.
-        improves=(),
+        # The written file stores a weight sparse where that is smaller (squeezer.written_form:
+        # int8 values and varint indices pay below ~50% nonzeros): the size moves. onnxruntime
+        # densifies at load: the latency, MACs and the cost (priced on latency) do not.
+        improves=("size",),
+        named_only=SPARSITY_NAMED_ONLY,
+        late=True,
     ),
     Knob(
         "int8",
@@ -367,7 +389,7 @@ KNOBS: tuple[Knob, ...] = (
 )
 
 
-def _fine_tuned(inner: Knob) -> Knob:
+def _fine_tuned(inner: Knob, named_only: str = "") -> Knob:
     """``<inner>+ft``: ``inner``'s setting on the original, then recovery fine-tuning (a base knob).
 
     A planned inner knob (channels) uses its plan-less step (uniform ratios): the plan is a
@@ -385,10 +407,15 @@ def _fine_tuned(inner: Knob) -> Knob:
         label=lambda s: f"{inner.describe(s)} +ft",
         help=f"{inner.name}, then recovery fine-tuning against the original (needs --train-data)",
         improves=inner.improves,
+        named_only=named_only,
     )
 
 
-KNOBS = KNOBS + tuple(_fine_tuned(k) for k in KNOBS if k.name in ("resolution", "channels", "sparsity"))
+KNOBS = KNOBS + tuple(
+    _fine_tuned(k, SPARSITY_NAMED_ONLY if k.name == "sparsity" else "")
+    for k in KNOBS
+    if k.name in ("resolution", "channels", "sparsity")
+)
 FT_PREFIX = "ft:"
 CLEANUP = Step.of("cleanup", {})
 

@@ -198,6 +198,9 @@ def offered_knobs(
         offered = [k for k in offered if k.name in options.techniques]
     else:
         wanted = set(parse_objectives(options.objective))
+        for k in [k for k in offered if k.named_only and wanted & set(k.improves)]:
+            skipped[k.name] = k.named_only
+            offered.remove(k)
         slow = _dynamic_int8_slow(model, options) if wanted & {"latency", "cost"} else None
         matmul = weight_share(model, ("MatMul",)) if model is not None else 1.0
         if matmul < INT4_MIN_SHARE and any(k.name == "int4" for k in offered):

@@ -24,7 +24,7 @@ from onnxsqueeze.search.report import (
     render_report,
     results_dict,
 )
-from onnxsqueeze.search.squeezer import Squeezer
+from onnxsqueeze.search.squeezer import Squeezer, written_form
 
 
 def write_candidate(
@@ -48,7 +48,7 @@ def write_candidate(
         return squeezer.write_candidate(settings, folder, stem, recipe_name=recipe_name, protect=protect)  # type: ignore[return-value]
     model = squeezer.build_cached(settings)
     art = save_artifact(
-        model,
+        written_form(model),
         folder / f"{stem}.squeezed.onnx",
         source_path=squeezer.model_path,
         verify_report=verify(model) if verify is not None else None,

@@ -107,13 +107,120 @@ def test_refit_keeps_the_mask_and_reduces_the_error() -> None:
     assert all(r["error_after"] <= r["error_before"] for r in result.reconstruction)
 
 
-def test_sparse_initializers_load_and_match() -> None:
+def test_sparse_storage_round_trip_is_smaller_with_varint_indices_and_identical_outputs() -> None:
+    from onnxsqueeze import io as sio
+
     pruned, _ = _run(PruneWeightsPass(sparsity=0.9), model())
-    stored, converted = to_sparse_initializers(pruned, min_sparsity=0.5)
+    stored, converted = to_sparse_initializers(pruned)
     assert converted == 4 and len(stored.graph.sparse_initializer) == 4
-    onnx.checker.check_model(stored)  # full_check: onnx shape inference rejects sparse Conv inputs
+    assert stored.ByteSize() < pruned.ByteSize()
+    for sparse in stored.graph.sparse_initializer:
+        # linear indices as packed varints (int64_data), not 8-byte raw int64; values in their type
+        assert sparse.indices.int64_data and not sparse.indices.raw_data
+        assert sparse.values.data_type == onnx.TensorProto.FLOAT
+        idx = np.asarray(sparse.indices.int64_data)
+        assert np.all(np.diff(idx) > 0) and idx.max() < np.prod(sparse.dims)
+    onnx.checker.check_model(stored)
+    sio.check_model(stored)  # the full check runs on the densified form
+    dense = _arrays(sio.densified(stored))
+    for name, array in _arrays(pruned).items():
+        np.testing.assert_array_equal(dense[name], array)
     feeds = {"x": rand((2, 3, 6, 6), 12)}
-    np.testing.assert_allclose(run_ort(stored, feeds)[0], run_ort(pruned, feeds)[0], rtol=1e-6, atol=1e-6)
-    # dense tensors are left alone
-    _, none = to_sparse_initializers(model())
+    for a, b in zip(run_ort(stored, feeds), run_ort(pruned, feeds), strict=True):
+        np.testing.assert_array_equal(a, b)  # bit-identical: onnxruntime densifies at load
+
+
+def test_a_tensor_stays_dense_when_its_sparse_form_is_larger() -> None:
+    base = model()
+    _, none = to_sparse_initializers(base)  # no zeros at all
     assert none == 0
+    # 15% zeros in float32: 85% of the values (4 bytes) plus a 1-byte index each outweigh the zeros
+    pruned, _ = _run(PruneWeightsPass(sparsity=0.15), base)
+    stored, converted = to_sparse_initializers(pruned)
+    assert converted == 0 and not stored.graph.sparse_initializer
+    # per tensor: only w1 (16x8x3x3) is made 90% sparse; the others stay dense initializers
+    arrays = _arrays(base)
+    w1 = arrays["w1"].copy()
+    w1[np.abs(w1) < np.quantile(np.abs(w1), 0.9)] = 0
+    one = onnx.ModelProto()
+    one.CopyFrom(base)
+    for t in one.graph.initializer:
+        if t.name == "w1":
+            t.CopyFrom(onnx.numpy_helper.from_array(w1, "w1"))
+    stored, converted = to_sparse_initializers(one)
+    assert converted == 1 and [s.values.name for s in stored.graph.sparse_initializer] == ["w1"]
+    assert {t.name for t in stored.graph.initializer} == set(arrays) - {"w1"}
+
+
+INT8_CAST = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,4,8,8] x) => (float[1,8,6,6] y) {
+  [cast] c = Cast <to=1> (q)
+  [scale] w = Mul(c, s)
+  [conv] y = Conv(x, w)
+}
+"""
+
+
+def _int8_cast(zeros: float) -> onnx.ModelProto:
+    w = rand((8, 4, 3, 3), 3)
+    w[np.abs(w) < np.quantile(np.abs(w), zeros)] = 0
+    s = (np.abs(w).max(axis=(1, 2, 3), keepdims=True) / 127).astype(np.float32)
+    return model_from_text(INT8_CAST, {"q": np.round(w / s).astype(np.int8), "s": s})
+
+
+def test_int8_weights_in_the_cast_form_are_stored_sparse_and_folded_by_onnxruntime(tmp_path) -> None:
+    import onnxruntime as ort
+
+    from onnxsqueeze import io as sio
+    from onnxsqueeze.prune import store_sparse
+
+    dense = _int8_cast(0.85)
+    q = _arrays(dense)["q"]
+    stored, why = store_sparse(dense)
+    assert why == "" and [t.values.name for t in stored.graph.sparse_initializer] == ["q"]
+    values = stored.graph.sparse_initializer[0].values
+    assert values.data_type == onnx.TensorProto.INT8 and len(values.raw_data) == np.count_nonzero(q)
+    assert stored.ByteSize() < dense.ByteSize()
+    feeds = {"x": rand((1, 4, 8, 8), 4)}
+    np.testing.assert_array_equal(run_ort(stored, feeds)[0], run_ort(dense, feeds)[0])
+    # the optimized session folds Mul(Cast(q), s) into a float weight, as for the dense form
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(stored.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    assert [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node] == ["Conv"]
+    # written and loaded back: the loader's full check runs on the densified model
+    path = tmp_path / "m.onnx"
+    path.write_bytes(stored.SerializeToString())
+    with pytest.raises(onnx.shape_inference.InferenceError):
+        onnx.checker.check_model(str(path), full_check=True)  # why io checks the densified form
+    loaded = sio.load(path)  # dense again, as onnxruntime (and onnx_ir, which would drop it) reads it
+    assert not loaded.graph.sparse_initializer
+    np.testing.assert_array_equal(_arrays(loaded)["q"], q)
+    assert len(sio.load_ir(path).graph.initializers) == 2
+    # 40% zeros in int8: a value byte plus an index byte each is more: the dense model, and why
+    same, why = store_sparse(_int8_cast(0.4))
+    assert same.graph.sparse_initializer == [] and "sparse enough" in why
+
+
+DYNAMIC_HW = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,4,H,W] x) => (float[1,8,H2,W2] y) {
+  [conv] y = Conv(x, w)
+}
+"""
+
+
+def test_a_model_with_dynamic_spatial_inputs_is_stored_sparse_too() -> None:
+    """No random inputs without shapes (YOLOv8's dynamic H and W): the tensors must come back
+    from their sparse form bit for bit and onnxruntime must load it; then it runs the same."""
+    from onnxsqueeze.prune import store_sparse
+
+    w = rand((8, 4, 3, 3), 3)
+    w[np.abs(w) < np.quantile(np.abs(w), 0.9)] = 0
+    dense = model_from_text(DYNAMIC_HW, {"w": w})
+    stored, why = store_sparse(dense)
+    assert why == "" and len(stored.graph.sparse_initializer) == 1
+    feeds = {"x": rand((1, 4, 9, 7), 4)}
+    np.testing.assert_array_equal(run_ort(stored, feeds)[0], run_ort(dense, feeds)[0])

@@ -495,3 +495,82 @@ def test_the_combinations_milder_rebisection_probes_one_step_back_first_same_dec
         assert len(rebisect) <= plain + 1
         if expected == b_alone - 1:
             assert len(rebisect) == 1
+
+
+def test_a_base_model_is_combined_before_the_passes_measured_on_the_original():
+    """A pass free on the original (sparsity on the digits CNN) but costly on the base model
+    (its student): the base goes first and the pass backs off on it, instead of the pass going
+    first (more efficient alone) and excluding the base."""
+    budget = Budget(2.0)
+    calls: list[dict] = []
+
+    def ev(settings: dict) -> Point:
+        calls.append(dict(settings))
+        on_base = "b" in settings
+        level = settings.get("p", 0)
+        metric = 100.0 - (0.5 if on_base else 0.0) - (0.9 if on_base else 0.0) * level
+        size = 100.0 * (0.1 if on_base else 1.0) * 0.5**level
+        p = Point(settings=settings, phase="", metric=metric, size=int(size * 1000), latency_ms=size)
+        p.drop = budget.drop(100.0, metric)
+        return p
+
+    base = Knob("b", ("student",), False, lambda s: Step.of("distill", {"student": s}), -2, "base", base=True)
+    result = search([base, knob("p", 3)], ev, lambda p: p.drop <= 2.0 + 1e-9, objective="size", budget=budget)
+    assert result.singles["p"].settings == {"p": 3}  # free alone, and the most efficient
+    assert next(c for c in calls if len(c) == 2) == {"b": "student", "p": 3}  # the base first, p on it
+    assert result.best is not None and result.best.settings == {"b": "student", "p": 1}
+
+
+def test_a_base_excluded_by_its_groups_rival_is_tried_in_its_place_with_the_passes_on_top():
+    """Two fine-tuned bases exclude each other: ``s`` looks smaller alone, but ``c`` is smaller once
+    the precision pass ``q`` is on top (it shrinks c's weights, not s's index bytes). The greedy
+    takes s, then q; then c in s's place (with q) is better, and wins."""
+    budget = Budget(2.0)
+
+    def ev(settings: dict) -> Point:
+        size = {"s": 40.0, "c": 60.0}.get(next((k for k in settings if k in "sc"), ""), 100.0)
+        if "q" in settings:
+            size *= 0.8 if "s" in settings else 0.25 if "c" in settings else 0.3
+        p = Point(settings=settings, phase="", metric=99.5, size=int(size * 1000), latency_ms=size)
+        p.drop = budget.drop(100.0, p.metric)
+        return p
+
+    def ft(name: str) -> Knob:
+        return Knob(
+            name, (1,), False, lambda _s, n=name: Step.of("finetune", {"knob": n}), -1, "ft", base=True
+        )
+
+    knobs = [ft("s"), ft("c"), knob("q", 1, monotone=False, stage=3)]
+    result = search(knobs, ev, lambda p: p.drop <= 2.0 + 1e-9, objective="size", budget=budget)
+    assert result.best is not None and result.best.settings == {"c": 1, "q": 1}
+    assert result.best.size == 15000  # c with q (15) beats s with q (32)
+
+
+def test_a_late_knob_is_combined_after_the_other_passes():
+    """``z`` (sparsity: free alone, the most efficient single) and ``c`` (channels: costly alone)
+    cost more together. Taken first, z3 leaves c at 3 (size 4.3); late, c keeps 4 and z backs off
+    to 2 on top of it (size 3.06)."""
+    budget = Budget(2.0)
+
+    def ev(settings: dict) -> Point:
+        c, z = settings.get("c", 0), settings.get("z", 0)
+        metric = 100.0 - 0.4 * c - (0.2 * z if c else 0.0)
+        size = 100.0 * 0.5**c * 0.7**z
+        p = Point(settings=settings, phase="", metric=metric, size=int(size * 1000), latency_ms=size)
+        p.drop = budget.drop(100.0, metric)
+        return p
+
+    def late(k: Knob) -> Knob:
+        import dataclasses
+
+        return dataclasses.replace(k, late=True)
+
+    def best(z: Knob) -> dict:
+        result = search(
+            [knob("c", 4), z], ev, lambda p: p.drop <= 2.0 + 1e-9, objective="size", budget=budget
+        )
+        assert result.best is not None
+        return result.best.settings
+
+    assert best(knob("z", 3, stage=2)) == {"c": 3, "z": 3}  # z first: c backs off
+    assert best(late(knob("z", 3, stage=2))) == {"c": 4, "z": 2}

@@ -95,6 +95,16 @@ def test_resolution_ft_is_not_offered_for_size_unless_named(tmp_path):
     assert "resolution+ft" in {k.name for k in _squeezer(tmp_path).knobs}  # named: tried anyway
 
 
+def test_sparsity_ft_lowers_the_size_but_is_offered_only_by_name(tmp_path):
+    """Its zeros are stored sparse (smaller file), but every setting trains a base: by name only,
+    as the one-shot sparsity knob."""
+    sq = _squeezer(tmp_path, techniques=None)
+    offered = {k.name for k in sq.knobs}
+    assert not {"sparsity", "sparsity+ft"} & offered
+    assert "name it in --techniques" in sq.skipped["sparsity+ft"]
+    assert "size" in next(k for k in _squeezer(tmp_path).knobs if k.name == "sparsity+ft").improves
+
+
 def test_rerun_hits_the_cache_and_does_not_fine_tune_again(tmp_path, calls):
     first = _squeezer(tmp_path)
     p1 = first.evaluate({"sparsity+ft": 0.5})

@@ -63,12 +63,16 @@ def test_a_knob_that_cannot_lower_the_objective_is_offered_only_by_name(squeezer
         )
 
     by_size = make(objective="size")
+    assert "resolution" not in {k.name for k in by_size.knobs}  # the interface keeps its weights
+    assert "cannot lower size" in by_size.skipped["resolution"]
+    # sparsity lowers the size (stored sparse where smaller) but is offered only by name
     assert "sparsity" not in {k.name for k in by_size.knobs}
-    assert "cannot lower size" in by_size.skipped["sparsity"]
+    assert "name it in --techniques" in by_size.skipped["sparsity"]
     by_macs = make(objective="macs")  # precision changes no MAC count
     assert {k.name for k in by_macs.knobs} >= {"channels"} and "fp16" in by_macs.skipped
     assert "fp16" in {k.name for k in make(objective="macs,size").knobs}  # size is requested too
-    named = make(objective="size", techniques=("sparsity",))
+    assert "cannot lower latency" in make(objective="latency").skipped["sparsity"]
+    named = make(objective="latency", techniques=("sparsity",))
     assert [k.name for k in named.knobs] == ["sparsity"]
 
 
