@@ -10,6 +10,7 @@ import pytest
 from onnxsqueeze.evaluate import Budget
 from onnxsqueeze.recipe import Step
 from onnxsqueeze.search import Knob, Point, pareto_front, search
+from onnxsqueeze.search.algorithm import LATENCY_MIN_GAIN
 
 
 def knob(name: str, n: int, *, monotone: bool = True, stage: int = 0, group: str | None = None) -> Knob:
@@ -574,3 +575,38 @@ def test_a_late_knob_is_combined_after_the_other_passes():
 
     assert best(knob("z", 3, stage=2)) == {"c": 3, "z": 3}  # z first: c backs off
     assert best(late(knob("z", 3, stage=2))) == {"c": 4, "z": 2}
+
+
+def test_a_pass_that_ties_its_rival_on_latency_and_is_smaller_is_tried_in_its_place():
+    """``f`` and ``w`` exclude each other (one precision). Both keep the latency within the timing
+    noise; ``f`` looks a hair faster, so the greedy takes it first, but ``w`` writes half the file:
+    it is tried in ``f``'s place and wins on the tie-breaker. A rival that is larger as well as
+    tied (``g``) is not tried: no evaluation is spent on it."""
+    budget = Budget(2.0)
+    calls: list[dict] = []
+    factors = {"r": (0.5, 0.9), "f": (0.99, 0.5), "w": (1.0, 0.27), "g": (1.0, 0.6)}
+
+    def ev(settings: dict) -> Point:
+        calls.append(dict(settings))
+        latency, size = 10.0, 100.0
+        for k in settings:
+            latency, size = latency * factors[k][0], size * factors[k][1]
+        p = Point(settings=settings, phase="", metric=99.5, size=int(size * 1000), latency_ms=latency)
+        p.drop = budget.drop(100.0, p.metric)
+        return p
+
+    def precision(name: str) -> Knob:
+        return knob(name, 1, monotone=False, stage=3, group="precision")
+
+    knobs = [knob("r", 1), precision("f"), precision("w"), precision("g")]
+    result = search(
+        knobs,
+        ev,
+        lambda p: p.drop <= 2.0 + 1e-9,
+        objective="latency",
+        budget=budget,
+        min_gain=LATENCY_MIN_GAIN,
+    )
+    assert result.best is not None and result.best.settings == {"r": 1, "w": 1}
+    assert {"r": 1, "f": 1} in calls and {"r": 1, "w": 1} in calls
+    assert {"r": 1, "g": 1} not in calls  # tied but larger than f: never combined
