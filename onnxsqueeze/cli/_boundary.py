@@ -18,9 +18,11 @@ tracebacks for all.
 from __future__ import annotations
 
 import _thread
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -29,11 +31,35 @@ NAMES: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminat
 _received: list[int] = []
 
 
+_deferring: list[bool] = []  # non-empty inside deferred_signals(); True once a signal waits there
+
+
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     if _received:  # already unwinding: one signal is enough
         return
     _received.append(signum)
+    if _deferring:
+        _deferring[-1] = True
+        return
     raise KeyboardInterrupt  # every cleanup path (temp files, caches) handles this one
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """SIGINT / SIGTERM wait until the block is done, then unwind the run as usual.
+
+    For the import of onnx's C++ extension (nanobind): a KeyboardInterrupt raised by the handler
+    while its module initialisation calls back into Python becomes a C++ exception nothing
+    catches there, and the process aborts (``terminate called after throwing an instance of
+    'nanobind::python_error'``, a traceback, exit 134), seen under load in the start-up fuzz test.
+    """
+    _deferring.append(False)
+    try:
+        yield
+    finally:
+        waited = _deferring.pop()
+    if waited:
+        raise KeyboardInterrupt
 
 
 def _on_unraisable(unraisable: Any) -> None:
@@ -57,7 +83,7 @@ def install_signal_handlers() -> dict[int, Any]:
         The handlers replaced, to restore when the run is over (an in-process caller, tests);
         the previous unraisable-exception hook under the key 0.
     """
-    del _received[:]
+    del _received[:], _deferring[:]
     previous: dict[int, Any] = {0: sys.unraisablehook}
     sys.unraisablehook = _on_unraisable
     for signum in (signal.SIGINT, signal.SIGTERM):

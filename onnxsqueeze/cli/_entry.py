@@ -23,6 +23,7 @@ from onnxsqueeze.cli import _boundary
 from onnxsqueeze.cli._boundary import (
     NAMES,
     debug,
+    deferred_signals,
     describe,
     install_signal_handlers,
     interrupted_exit_code,
@@ -79,6 +80,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         args = list(argv) if argv is not None else sys.argv[1:]
         forkserver.start_early(args)
         rayhead.start_early(args)
+        with deferred_signals():  # a signal inside its C++ module's initialisation aborts the process
+            import onnx  # noqa: F401
         import typer
         from typer._click import exceptions as cx  # typer >= 0.20 vendors click here
 

@@ -222,6 +222,26 @@ def test_a_signal_that_lands_in_a_finalizer_still_stops_the_run(
     assert sys.unraisablehook is previous_hook  # put back after the run
 
 
+def test_a_signal_inside_deferred_signals_unwinds_the_run_once_the_block_is_done() -> None:
+    """Inside ``deferred_signals`` (the import of onnx's C++ extension, which aborts the process
+    when a KeyboardInterrupt is raised in its module initialisation) the handler only records the
+    signal; the block runs to its end, then the run unwinds as for any signal."""
+    previous = _boundary.install_signal_handlers()
+    finished: list[bool] = []
+    try:
+        with pytest.raises(KeyboardInterrupt), _boundary.deferred_signals():
+            signal.raise_signal(signal.SIGTERM)
+            finished.append(True)  # not interrupted: the handler ran and returned
+        assert finished == [True]
+        assert _boundary.interrupted_exit_code() == 143
+        del _boundary._received[:]
+        with _boundary.deferred_signals():  # no signal: nothing raised after the block
+            pass
+    finally:
+        _boundary.restore_signal_handlers(previous)
+        del _boundary._received[:]
+
+
 def test_non_terminal_output_is_not_cut(tmp_path: Path) -> None:
     long = "an_input_name_long_enough_to_overflow_eighty_columns_in_any_table_rich_would_draw_x"
     text = TEXT.replace(" x)", f" {long})").replace("(x,", f"({long},")
