@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import math
 import os
 import shutil
 import stat
@@ -110,6 +111,31 @@ def _check_external_data(model: onnx.ModelProto, path: Path) -> None:
             raise ModelLoadError(
                 f"{path}: {where} reads past the end of '{location}' ({size} bytes): truncated?"
             )
+        need = _data_bytes(tensor)
+        have = length if length is not None else size - offset
+        if need is not None and have != need:
+            raise ModelLoadError(
+                f"{path}: {where} has {have} bytes where its shape {list(tensor.dims)} needs {need}"
+            )
+
+
+# Element types whose elements are packed two to a byte.
+_FOUR_BIT = {
+    getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(onnx.TensorProto, n)
+}
+
+
+def _data_bytes(tensor: onnx.TensorProto) -> int | None:
+    """The bytes ``tensor``'s raw data must have for its shape and type (None: not fixed-size)."""
+    if tensor.data_type == onnx.TensorProto.STRING:
+        return None
+    n = math.prod(tensor.dims)
+    if tensor.data_type in _FOUR_BIT:
+        return (n + 1) // 2
+    try:
+        return n * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except Exception:  # an unknown or undefined element type: the checker's to refuse
+        return None
 
 
 def _check_versions(model: onnx.ModelProto, path: Path) -> None:

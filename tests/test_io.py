@@ -141,6 +141,28 @@ def test_external_data_truncated(tmp_path: Path) -> None:
         sio.load(path)
 
 
+@pytest.mark.parametrize("length", ["0", "100", None])
+def test_external_data_of_the_wrong_size_is_refused(tmp_path: Path, length: str | None) -> None:
+    """A length that disagrees with the tensor's shape (0 bytes for a [300, 4] float, found by the
+    structural fuzz test: inspect crashed reshaping the empty data), or no length with a file
+    longer than the tensor, is refused in one line as the model loads."""
+    path = _external(tmp_path)
+    if length is None:
+        data = path.parent / "m.onnx.data"
+        data.write_bytes(data.read_bytes() + b"\0" * 8)
+    raw = onnx.load(str(path), load_external_data=False)
+    for t in raw.graph.initializer:
+        entries = [e for e in t.external_data if e.key != "length"]
+        del t.external_data[:]
+        t.external_data.extend(entries)
+        if length is not None and t.data_location == onnx.TensorProto.EXTERNAL:
+            entry = t.external_data.add()
+            entry.key, entry.value = "length", length
+    path.write_bytes(raw.SerializeToString())
+    with pytest.raises(ModelLoadError, match=r"has \d+ bytes where its shape \[300, 4\] needs 4800"):
+        sio.load(path)
+
+
 def test_large_models_go_external_automatically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The 2 GB limit itself cannot be reached in a unit test: lower the threshold instead.
     monkeypatch.setattr(sio, "PROTO_LIMIT", 2000)
