@@ -99,3 +99,40 @@ def self_labelled_squeezer(model: onnx.ModelProto, x: np.ndarray, calibration: i
         options=SqueezeOptions(budget=E.Budget(5.0), objective="size", latency_seconds=0.01, **kwargs),
         **{"cache_dir": None, **extra},
     )
+
+
+def squeeze_small_cnn(folder: Path, techniques: str) -> tuple[Path, Path, dict]:
+    """``squeeze`` through the CLI on :func:`tests.graphs.cnn` (80 seeded samples, 16 calibrate,
+    agreement within 30 points, size objective, no cache) with ``techniques``; returns the model's
+    path, the output folder and its results.json."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from onnxsqueeze import io as sio
+    from onnxsqueeze.cli.app import app
+    from tests.graphs import cnn
+
+    src = sio.save(cnn(), folder / "m.onnx")
+    data = sio.save_npz(folder / "d.npz", {"x": rand((80, 3, 8, 8), 5)})
+    out = folder / "o"
+    args = [
+        "squeeze", str(src), "--data", str(data), "-o", str(out), "--max-drop", "30",
+        "--metric", "agreement", "--objective", "size", "--techniques", techniques,
+        "--calibration-samples", "16", "--latency-seconds", "0.01", "--no-cache", "--json",
+    ]  # fmt: skip
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    return src, out, json.loads((out / "results.json").read_text())
+
+
+def apply_recipe(out: Path, src: Path) -> bytes:
+    """``apply`` (the CLI) of ``out``'s recipe.toml to ``src``: the replayed model's bytes."""
+    from typer.testing import CliRunner
+
+    from onnxsqueeze.cli.app import app
+
+    replayed = out / "replayed.onnx"
+    r = CliRunner().invoke(app, ["apply", str(out / "recipe.toml"), str(src), "-o", str(replayed)])
+    assert r.exit_code == 0, r.output
+    return replayed.read_bytes()

@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-import json
-
 import onnx
-from typer.testing import CliRunner
 
 from onnxsqueeze import io as sio
 from onnxsqueeze.manifest import deployable
 from tests.graphs import cnn
-from tests.helpers import rand, self_labelled_squeezer
+from tests.helpers import apply_recipe, rand, self_labelled_squeezer, squeeze_small_cnn
 
 
 def test_the_sparsity_knob_lowers_the_measured_size_to_the_sparse_file():
@@ -29,19 +26,8 @@ def test_the_sparsity_knob_lowers_the_measured_size_to_the_sparse_file():
 
 
 def test_a_squeeze_writes_the_sparse_stored_best_and_apply_replays_it_byte_for_byte(tmp_path):
-    from onnxsqueeze.cli.app import app
-
-    src = sio.save(cnn(), tmp_path / "m.onnx")
-    data = sio.save_npz(tmp_path / "d.npz", {"x": rand((80, 3, 8, 8), 5)})
-    out = tmp_path / "o"
-    args = [
-        "squeeze", str(src), "--data", str(data), "-o", str(out), "--max-drop", "30",
-        "--metric", "agreement", "--objective", "size", "--techniques", "sparsity,int8-weights",
-        "--calibration-samples", "16", "--latency-seconds", "0.01", "--no-cache", "--json",
-    ]  # fmt: skip
-    r = CliRunner().invoke(app, args)
-    assert r.exit_code == 0, r.output
-    best = json.loads((out / "results.json").read_text())["best"]
+    src, out, results = squeeze_small_cnn(tmp_path, "sparsity,int8-weights")
+    best = results["best"]
     # on a model this small the Cast and Mul nodes of int8 weights cost more than they save
     assert best["settings"]["sparsity"] >= 0.8, best["label"]
     written = out / best["file"]
@@ -50,7 +36,4 @@ def test_a_squeeze_writes_the_sparse_stored_best_and_apply_replays_it_byte_for_b
     model = onnx.load(str(written))
     assert model.graph.sparse_initializer
     assert all(s.indices.int64_data for s in model.graph.sparse_initializer)
-    replayed = tmp_path / "replayed.onnx"
-    r = CliRunner().invoke(app, ["apply", str(out / "recipe.toml"), str(src), "-o", str(replayed)])
-    assert r.exit_code == 0, r.output
-    assert replayed.read_bytes() == written.read_bytes()
+    assert apply_recipe(out, src) == written.read_bytes()

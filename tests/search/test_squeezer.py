@@ -9,7 +9,7 @@ import pytest
 from onnxsqueeze import evaluate as E
 from onnxsqueeze.search import SqueezeOptions, Squeezer
 from tests.graphs import cnn
-from tests.helpers import rand, self_labelled_squeezer
+from tests.helpers import apply_recipe, rand, self_labelled_squeezer, squeeze_small_cnn
 
 
 @pytest.fixture
@@ -226,13 +226,7 @@ def test_kept_builds_stay_within_their_byte_limit():
 def test_the_written_best_resumed_from_kept_builds_is_what_apply_replays(tmp_path, monkeypatch):
     """End to end: a search whose candidates resume kept builds (channels with its least-squares
     re-fit, then + fp16 on top) writes a best model that ``apply`` rebuilds byte for byte."""
-    import json
-
-    from typer.testing import CliRunner
-
-    from onnxsqueeze import io as sio
     from onnxsqueeze import recipe
-    from onnxsqueeze.cli.app import app
     from onnxsqueeze.search import squeezer as sq_module
 
     monkeypatch.setattr(sq_module, "PREFIX_MIN_S", 0.0)  # keep every step of these tiny builds
@@ -245,27 +239,14 @@ def test_the_written_best_resumed_from_kept_builds_is_what_apply_replays(tmp_pat
         return plain(step, calibration, model)
 
     monkeypatch.setattr(recipe, "_make_pass", spy)
-    src = sio.save(cnn(), tmp_path / "m.onnx")
-    data = sio.save_npz(tmp_path / "d.npz", {"x": rand((80, 3, 8, 8), 5)})
-    out = tmp_path / "o"
-    args = [
-        "squeeze", str(src), "--data", str(data), "-o", str(out), "--max-drop", "30",
-        "--metric", "agreement", "--objective", "size", "--techniques", "channels,fp16",
-        "--calibration-samples", "16", "--latency-seconds", "0.01", "--no-cache", "--json",
-    ]  # fmt: skip
-    r = CliRunner().invoke(app, args)
-    assert r.exit_code == 0, r.output
-    results = json.loads((out / "results.json").read_text())
+    src, out, results = squeeze_small_cnn(tmp_path, "channels,fp16")
     best = results["best"]
     assert set(best["settings"]) == {"channels", "fp16"}, best["label"]  # resumed on top of channels
     # One re-fit per channels setting measured: neither '+ fp16' nor writing the best re-fitted.
     ratios = {p["settings"]["channels"] for p in results["points"] if "channels" in p["settings"]}
     assert sorted(o["ratio"] for o in refits) == sorted(ratios)
     monkeypatch.setattr(recipe, "_make_pass", plain)
-    replayed = tmp_path / "replayed.onnx"
-    r = CliRunner().invoke(app, ["apply", str(out / "recipe.toml"), str(src), "-o", str(replayed)])
-    assert r.exit_code == 0, r.output
-    assert replayed.read_bytes() == (out / best["file"]).read_bytes()
+    assert apply_recipe(out, src) == (out / best["file"]).read_bytes()
 
 
 def test_without_labels_an_embedding_model_is_searched_by_cosine(tmp_path) -> None:
