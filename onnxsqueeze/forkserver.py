@@ -62,6 +62,49 @@ def warm(modules: tuple[str, ...]) -> int:
     return os.getpid()
 
 
+def stop() -> None:
+    """Stop this process's fork server, if it started one (SIGKILL, then reaped).
+
+    Left alone, the server exits when the driver does, by tearing its interpreter down with
+    torch loaded: ~0.9 s after the command's last line, and whoever reads the command's output
+    (a shell pipe, a CI log, ``subprocess.run``) waited for it, since the server holds the
+    output streams it inherited. Its workers are gone by then (the pool is shut down first),
+    and the server owns nothing to clean (its socket's folder is the driver's). A later pool in
+    this process starts a new server (``ensure_running`` finds none).
+    """
+    import contextlib
+    import signal
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # type: ignore[attr-defined]
+    with server._lock:
+        pid = server._forkserver_pid
+        if pid is None:
+            return
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        with contextlib.suppress(OSError, TypeError):
+            os.close(server._forkserver_alive_fd)
+        with contextlib.suppress(OSError, TypeError):  # a file-system socket (not an abstract one)
+            os.unlink(server._forkserver_address)
+        server._forkserver_pid = server._forkserver_alive_fd = server._forkserver_address = None
+
+
+_stop_registered = False
+
+
+def stop_at_exit() -> None:
+    """:func:`stop` as this process exits (idempotent); called where a server may start."""
+    global _stop_registered
+    if not _stop_registered:
+        import atexit
+
+        atexit.register(stop)
+        _stop_registered = True
+
+
 def usable() -> bool:
     """Whether a fork server can start here: it listens on a Unix socket in a folder under the
     temp folder (``TMPDIR/pymp-XXXXXXXX/listener-XXXXXXXX``), and a socket path must fit in 107
@@ -111,5 +154,6 @@ def start_early(argv: Sequence[str]) -> bool:
     from multiprocessing import forkserver
 
     forkserver.set_forkserver_preload(list(preloads(("torch",) if trains(args) else ())))
+    stop_at_exit()
     forkserver.ensure_running()  # spawns the server; its imports run while the CLI loads
     return True

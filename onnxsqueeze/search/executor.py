@@ -320,6 +320,7 @@ def _start_method(preload: tuple[str, ...]) -> Any:
     from onnxsqueeze import forkserver
 
     if forkserver.usable():
+        forkserver.stop_at_exit()
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(list(preload))  # used when the server starts (once per driver)
         return ctx
