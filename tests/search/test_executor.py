@@ -590,6 +590,43 @@ def test_the_cli_starts_the_pools_fork_server_before_importing_itself():
     assert server == parent
 
 
+SLOW_EXIT = """
+import atexit, time
+atexit.register(time.sleep, 60)  # an interpreter teardown as slow as one with torch loaded, and more
+"""
+
+STOPPING_DRIVER = """
+import os, sys
+from multiprocessing import forkserver
+from onnxsqueeze import forkserver as ours
+from onnxsqueeze.search.executor import ProcessExecutor
+e = ProcessExecutor(2, preload=("slowexit",))
+first = e._pool.submit(os.getppid).result()
+e.close()
+ours.stop()  # what the exit does: killed and reaped, its state reset
+assert not os.path.exists(f"/proc/{first}") and forkserver._forkserver._forkserver_pid is None
+e = ProcessExecutor(2, preload=("slowexit",))  # a later pool starts a new server
+second = e._pool.submit(os.getppid).result()
+e.close()
+print(first, second, flush=True)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_the_fork_server_is_stopped_as_the_driver_exits(tmp_path):
+    """The server used to exit after the driver by tearing its interpreter down (~0.9 s with torch
+    loaded), holding the command's output streams meanwhile. It is now killed and reaped as the
+    driver exits: here a server whose teardown would last a minute is gone when the driver is."""
+    (tmp_path / "slowexit.py").write_text(SLOW_EXIT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+    with open(tmp_path / "out.txt", "w") as out:  # a file, not a pipe: the server's exit is not waited for
+        proc = subprocess.run([sys.executable, "-c", STOPPING_DRIVER], env=env, stdout=out, timeout=300)
+    assert proc.returncode == 0
+    first, second = (int(p) for p in (tmp_path / "out.txt").read_text().split())
+    assert first != second
+    assert not _alive(first) and not _alive(second)
+
+
 def test_the_drivers_sessions_do_not_spin_while_a_pool_runs():
     """A spinning onnxruntime thread of the driver would take a core from a worker; timing
     sessions (explicit threads) and the same session's outputs are unchanged."""
