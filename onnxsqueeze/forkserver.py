@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 # What every worker imports before its first candidate (the rest of a replica needs the spec),
 # the passes' libraries included (imported on first use, they would cost the first candidates).
@@ -76,7 +77,7 @@ def stop() -> None:
     import signal
     from multiprocessing import forkserver
 
-    server = forkserver._forkserver  # type: ignore[attr-defined]
+    server: Any = forkserver._forkserver  # its private state: the stdlib has no public stop
     with server._lock:
         pid = server._forkserver_pid
         if pid is None:
