@@ -247,11 +247,16 @@ class _Speculator:
     def unused(self) -> int:
         return len(self.ran - self.claimed)
 
-    def close(self) -> None:
+    def close(self, abandon: Callable[[], None] | None = None) -> None:
+        """No more evaluations ahead. Those still running when the search ends are results no
+        one will use in this run: ``abandon`` (the executor's) stops them, else they finish and
+        are cached. The search waits for what is left either way (their threads end)."""
         with self.lock:
             self.stopped = True
             self.wishes.clear()
-        # Started evaluations finish (a worker cannot be interrupted); their results are cached.
+            running = [k for k, f in self.started.items() if not f.done() and k not in self.claimed]
+        if running and abandon is not None:
+            abandon()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -276,6 +281,7 @@ def search(
     noise: Mapping[str, float] | None = None,
     parallel: int = 1,
     bind: Callable[[Knob], Knob | None] | None = None,
+    abandon: Callable[[], None] | None = None,
 ) -> SearchResult:
     """Run the search (see the module docstring) over ``knobs``.
 
@@ -305,6 +311,10 @@ def search(
         bind: called with a knob when the search reaches it, before its first candidate; returns
             the knob to search (its plan bound) or None to pass it by (the binder records why in
             ``skipped``). Lets a time-budgeted search make a plan only when it gets that far.
+        abandon: called as the search ends while evaluations it started ahead of the path are
+            still running (none of them needed: the path is done): the executor stops them, so
+            the search does not wait for results it will not use (none is cached). None: they
+            finish first.
     """
     wanted = parse_objectives(objective)
     primary = wanted[0]
@@ -616,7 +626,7 @@ def search(
         truncated = "time budget reached"
     finally:
         if ahead is not None:
-            ahead.close()
+            ahead.close(abandon)
 
     # The best: among the points within budget that beat the baseline on the requested
     # objectives, the first objective's minimum; those within its noise are ranked by the next.

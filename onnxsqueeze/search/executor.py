@@ -61,7 +61,7 @@ import pickle
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -290,6 +290,13 @@ class Executor:
     def describe(self) -> str:
         return "in this process, one candidate at a time"
 
+    def abandon(self) -> None:
+        """Stop the requests still out if every one of them was sent ahead of the search's path
+        and never claimed by it (the search has ended: no one will use their results); each
+        then returns a transient failure marked ``abandoned`` (not cached, not counted). Any
+        other request out (the path's, a student's training): nothing is stopped. In-process:
+        nothing runs ahead."""
+
     def _driver_waits(self, request: dict[str, Any]) -> None:
         """The first candidate sent out (plans and the original done): from now the driver mostly
         waits, so it imports what the outputs need meanwhile (:func:`_import_for_outputs`)."""
@@ -327,6 +334,12 @@ def _start_method(preload: tuple[str, ...]) -> Any:
     return multiprocessing.get_context("spawn")
 
 
+def _unwanted(flags: Collection[threading.Event | None]) -> bool:
+    """Whether requests out with these ``speculative`` flags may all be stopped: there are some,
+    each runs ahead of the path (a flag) and the path has not claimed it (not set)."""
+    return bool(flags) and all(f is not None and not f.is_set() for f in flags)
+
+
 class ProcessExecutor(Executor):
     """A local pool of ``workers`` processes (forked from a fresh fork server, or spawned: no
     onnxruntime or torch state of the driver is forked)."""
@@ -342,6 +355,9 @@ class ProcessExecutor(Executor):
         self._gate = _Gate(workers)
         self._folder = Path(tempfile.mkdtemp(prefix="onnxsqueeze-specs-"))
         self._lock = threading.Lock()
+        # Requests out (each its ``speculative`` flag) and those abandon() stopped.
+        self._out: dict[object, threading.Event | None] = {}
+        self._abandoned: set[object] = set()
         self._pool = self._new_pool()
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
@@ -372,17 +388,40 @@ class ProcessExecutor(Executor):
         return spec_id, str(path)
 
     def run(self, handle: Any, request: dict[str, Any]) -> dict[str, Any]:
-        with self._lock:
-            pool = self._pool
-        try:
-            self._driver_waits(request)
-            with self._gate.slot(hold=request.get("train") is not None):
+        from onnxsqueeze.search.algorithm import speculative
+
+        self._driver_waits(request)
+        with self._gate.slot(hold=request.get("train") is not None):
+            me = object()
+            with self._lock:  # the pool it goes to and its place in _out, at once (see abandon)
+                pool = self._pool
+                self._out[me] = speculative.get()
+            try:
                 return pool.submit(_pool_measure, handle, request).result()
-        except concurrent.futures.process.BrokenProcessPool as e:
-            with self._lock:  # a worker died (killed, out of memory): a fresh pool for the rest
-                if self._pool is pool:
-                    self._pool = self._new_pool()
-            return _failed(e, transient=True)
+            except concurrent.futures.process.BrokenProcessPool as e:
+                with self._lock:  # a worker died (killed, out of memory): a fresh pool for the rest
+                    if self._pool is pool:
+                        self._pool = self._new_pool()
+                    if me in self._abandoned:
+                        return _failed(e, transient=True) | {"abandoned": True}
+                return _failed(e, transient=True)
+            finally:
+                with self._lock:
+                    del self._out[me]
+                    self._abandoned.discard(me)
+
+    def abandon(self) -> None:
+        """The pool's workers cannot stop one request: they are killed (SIGKILL), and the next
+        request, if any (a fleet's next model), gets a fresh pool forked from the fork server."""
+        with self._lock:
+            if not _unwanted(list(self._out.values())):
+                return
+            self._abandoned.update(self._out)
+            pool, self._pool = self._pool, self._new_pool()
+            for process in list(getattr(pool, "_processes", {}).values()):
+                with contextlib.suppress(OSError, AttributeError):
+                    process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def describe(self) -> str:
         return f"{self.workers} local worker processes"
@@ -442,6 +481,9 @@ class RayExecutor(Executor):
         self._spinning = _quiet_driver()
         self._gate = _Gate(self.workers)
         self._refs: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._out: dict[Any, threading.Event | None] = {}  # tasks out: their ``speculative`` flag
+        self._abandoned: set[Any] = set()
         # Warm the worker processes (imports) while the driver prepares; not waited for. A local
         # instance's thread submitted them as soon as it was up.
         if self._local is not None:
@@ -458,15 +500,38 @@ class RayExecutor(Executor):
         return spec_id, [self._refs[spec_id]]  # in a list: Ray passes it on unresolved
 
     def run(self, handle: Any, request: dict[str, Any]) -> dict[str, Any]:
+        from onnxsqueeze.search.algorithm import speculative
+
         ray = self._ray
-        try:
-            self._driver_waits(request)
-            with self._gate.slot(hold=request.get("train") is not None):
-                return ray.get(self._remote.remote(handle, request))
-        except ray.exceptions.RayTaskError as e:
-            return _failed(e)
-        except ray.exceptions.RayError as e:  # a worker or node died: not the candidate's fault
-            return _failed(e, transient=True)
+        self._driver_waits(request)
+        with self._gate.slot(hold=request.get("train") is not None):
+            with self._lock:  # sent and in _out at once (see abandon)
+                ref = self._remote.remote(handle, request)
+                self._out[ref] = speculative.get()
+            try:
+                return ray.get(ref)
+            except ray.exceptions.RayTaskError as e:
+                return _failed(e)
+            except ray.exceptions.RayError as e:  # a worker or node died: not the candidate's fault
+                with self._lock:
+                    stopped = ref in self._abandoned
+                return _failed(e, transient=True) | ({"abandoned": True} if stopped else {})
+            finally:
+                with self._lock:
+                    del self._out[ref]
+                    self._abandoned.discard(ref)
+
+    def abandon(self) -> None:
+        """Each task still out is cancelled (``force``: its worker process is killed; Ray starts
+        another when a task needs one)."""
+        with self._lock:
+            if not _unwanted(list(self._out.values())):
+                return
+            refs = list(self._out)
+            self._abandoned.update(refs)
+            for ref in refs:
+                with contextlib.suppress(Exception):  # finished meanwhile
+                    self._ray.cancel(ref, force=True)
 
     def describe(self) -> str:
         where = self.address or "a local Ray instance"

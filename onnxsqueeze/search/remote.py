@@ -210,6 +210,7 @@ class Remote:
                     "back": round(back - self.wall_started, 3),
                     "cpu": round(where["cpu"], 3) if "cpu" in where else None,
                 }
+                | ({"abandoned": True} if reply.get("abandoned") else {})
             )
         return reply
 

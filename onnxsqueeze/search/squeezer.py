@@ -624,7 +624,7 @@ class Squeezer(Remote):
             if key is not None and not reply.get("transient"):
                 self.cache.put(key, doc)
             with self._lock:
-                self.evaluations += 1
+                self.evaluations += 0 if reply.get("abandoned") else 1
         else:
             with self._lock:
                 self.cache_hits += 1
@@ -776,6 +776,7 @@ class Squeezer(Remote):
                 noise={o: LATENCY_MIN_GAIN for o in NOISY},
                 parallel=self.executor.workers,
                 bind=self._bind_lazily if lazy else None,
+                abandon=self.executor.abandon,
             )
         if lazy:  # knobs the search did not reach: planned from the cache, or dropped and said
             self.prepare()

@@ -167,6 +167,46 @@ def test_speculative_bisection_makes_the_serial_decisions(max_drop):
     assert len(calls) > len(one.points)
 
 
+def test_evaluations_left_running_ahead_are_abandoned_as_the_search_ends():
+    """An evaluation run ahead that the path never asked for is still running when the search
+    is done: the search asks the executor to stop it (``abandon``) instead of waiting for it, and
+    decides as the serial run does. Here such evaluations would run until abandon() is called."""
+    knobs = [_ladder(12, base=True)]
+    serial_calls: set[tuple] = set()
+
+    def evaluate_with(calls: set[tuple], released: threading.Event):
+        def evaluate(settings):
+            calls.add(tuple(sorted(settings.items())))
+            if serial_calls and tuple(sorted(settings.items())) not in serial_calls:
+                assert released.wait(120), "not abandoned"  # a result nobody needs
+            drop = settings.get("ladder", 0) ** 1.5 / 4
+            return Point(settings=dict(settings), phase="", metric=100 - drop, size=900, drop=drop)
+
+        return evaluate
+
+    def run(parallel: int, abandon=None):
+        calls: set[tuple] = set()
+        released = threading.Event()
+        result = search(
+            knobs, evaluate_with(calls, released), lambda p: p.drop is not None and p.drop <= 4.5,
+            objective="size", budget=Budget(4.5), parallel=parallel,
+            abandon=None if abandon is None else lambda: abandon(released),
+        )  # fmt: skip
+        return result, calls
+
+    serial, calls = run(1)
+    serial_calls.update(calls)
+    abandoned: list[int] = []
+
+    def abandon(released: threading.Event) -> None:
+        abandoned.append(1)
+        released.set()
+
+    spec, spec_calls = run(2, abandon)
+    assert _summary(spec) == _summary(serial)
+    assert abandoned == [1] and spec_calls > serial_calls  # one left running at the end, stopped
+
+
 def test_timing_slot_admits_one_holder_at_a_time():
     inside, overlap = [0], [False]
 
@@ -588,6 +628,89 @@ def test_the_cli_starts_the_pools_fork_server_before_importing_itself():
     assert r.returncode == 0, r.stderr[-2000:]
     server, parent = r.stdout.split()
     assert server == parent
+
+
+SLOW_REPLICA = """
+import time
+
+class Replica:
+    def measure_request(self, request):
+        time.sleep(request["sleep"])
+        return {"doc": {"metric": 1.0}, "students": {}, "transient": False}
+
+def build(spec):
+    return Replica()
+"""
+
+ABANDONING_DRIVER = """
+import os, sys, threading
+from onnxsqueeze.search.algorithm import speculative
+from onnxsqueeze.search.executor import ProcessExecutor, RayExecutor, WorkerSpec
+import slowreplica
+
+spec = WorkerSpec(model=b"", model_sha256="-", eval_inputs={}, eval_labels=None, metric="accuracy",
+                  output=None, threshold=0.5, calibration_inputs=None, calibration_labels=None,
+                  train_inputs=None, train_labels=None, options=None, build=slowreplica.build)
+
+class Driver:
+    def worker_spec(self):
+        return spec
+
+e = ProcessExecutor(2) if sys.argv[1] == "pool" else RayExecutor(workers=2)
+handle = e.register(Driver())
+replies = {}
+
+def send(name, flag, sleep):
+    token = speculative.set(flag)
+    try:
+        replies[name] = e.run(handle, {"sleep": sleep})
+    finally:
+        speculative.reset(token)
+
+def out(n):
+    while len(e._out) < n:
+        threading.Event().wait(0.01)
+
+# The path's request (no flag) out beside one run ahead: abandon() stops nothing.
+path = threading.Thread(target=send, args=("path", None, 1.0))
+ahead = threading.Thread(target=send, args=("kept", threading.Event(), 1.0))
+path.start(); ahead.start(); out(2)
+e.abandon()
+path.join(); ahead.join()
+# Two requests run ahead, never claimed: both stopped at once (they would sleep 10 minutes).
+threads = [threading.Thread(target=send, args=(n, threading.Event(), 600)) for n in ("a", "b")]
+for t in threads:
+    t.start()
+out(2)
+threading.Event().wait(0.5)  # both in a worker
+e.abandon()
+for t in threads:
+    t.join()
+send("after", None, 0.0)  # a fresh pool serves the next request
+e.close()
+for name in ("path", "kept", "a", "b", "after"):
+    r = replies[name]
+    print(name, r.get("abandoned", False), r.get("transient"), r["doc"].get("metric"))
+"""
+
+
+@pytest.mark.parametrize("kind", ["pool", pytest.param("ray", marks=pytest.mark.slow)])
+def test_executors_stop_requests_no_one_waits_for(tmp_path, kind):
+    """abandon(): requests run ahead of the search's path and never claimed are stopped (pool:
+    their workers killed; Ray: the tasks cancelled), each a transient failure marked abandoned,
+    neither cached nor counted; a request the path or a training waits for is never stopped."""
+    if kind == "ray":
+        pytest.importorskip("ray")
+    (tmp_path / "slowreplica.py").write_text(SLOW_REPLICA)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+    r = subprocess.run(
+        [sys.executable, "-c", ABANDONING_DRIVER, kind], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {line.split()[0]: line.split()[1:] for line in r.stdout.splitlines()}
+    assert rows["path"] == ["False", "False", "1.0"] and rows["kept"] == ["False", "False", "1.0"]
+    assert rows["a"][:2] == ["True", "True"] and rows["b"][:2] == ["True", "True"]
+    assert rows["after"] == ["False", "False", "1.0"]
 
 
 SLOW_EXIT = """
