@@ -393,13 +393,16 @@ class ProcessExecutor(Executor):
         self._driver_waits(request)
         with self._gate.slot(hold=request.get("train") is not None):
             me = object()
-            with self._lock:  # the pool it goes to and its place in _out, at once (see abandon)
-                pool = self._pool
-                self._out[me] = speculative.get()
             try:
-                return pool.submit(_pool_measure, handle, request).result()
-            except concurrent.futures.process.BrokenProcessPool as e:
-                with self._lock:  # a worker died (killed, out of memory): a fresh pool for the rest
+                with self._lock:  # sent, and its place in _out, at once (see abandon)
+                    pool = self._pool
+                    self._out[me] = speculative.get()
+                    future = pool.submit(_pool_measure, handle, request)
+                return future.result()
+            except (concurrent.futures.process.BrokenProcessPool, concurrent.futures.CancelledError) as e:
+                # A worker died (killed, out of memory; cancelled: still queued when abandon()
+                # shut its pool down): a fresh pool for the rest.
+                with self._lock:
                     if self._pool is pool:
                         self._pool = self._new_pool()
                     if me in self._abandoned:
@@ -407,7 +410,7 @@ class ProcessExecutor(Executor):
                 return _failed(e, transient=True)
             finally:
                 with self._lock:
-                    del self._out[me]
+                    self._out.pop(me, None)
                     self._abandoned.discard(me)
 
     def abandon(self) -> None:
