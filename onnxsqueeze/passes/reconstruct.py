@@ -99,6 +99,21 @@ def reuse_original_outputs() -> Iterator[None]:
                 _reuse = None
 
 
+def keep_original_outputs() -> None:
+    """Open the store of :func:`reuse_original_outputs` for the rest of this process (idempotent).
+
+    For a search's worker process: like the serial search, every channels candidate it builds
+    re-fits against the same original, and a worker lives for the whole run. Without it each
+    candidate captured the original's outputs again (a fleet's channels candidates cost about
+    twice the CPU in workers than serially). The same bound: only the last (original,
+    calibration) pair is kept.
+    """
+    global _reuse
+    with _reuse_lock:
+        if _reuse is None:
+            _reuse = {}
+
+
 def _original_outputs(
     original: onnx.ModelProto, calibration: Mapping[str, np.ndarray], names: Sequence[str]
 ) -> dict[str, np.ndarray]:

@@ -150,14 +150,17 @@ def _measure_on(replica: Squeezer, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _worker_process() -> None:
-    """Set up this worker process (idempotent): one intra-op thread per onnxruntime session.
+    """Set up this worker process (idempotent): one intra-op thread per onnxruntime session, and
+    the original's layer outputs kept between the channels candidates it re-fits.
 
     Two workers share two cores: a session's default pool (one spinning thread per core) would
     take the other worker's core. Latency is timed with explicit threads, so it is unchanged.
     """
     from onnxsqueeze import runtime
+    from onnxsqueeze.passes.reconstruct import keep_original_outputs
 
     runtime.set_default_threads(1)
+    keep_original_outputs()  # as the serial search does for its whole run
 
 
 # A worker process's replicas, by spec id (module state: it lives as long as the worker process).

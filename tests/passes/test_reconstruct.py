@@ -148,6 +148,43 @@ def test_channel_candidates_of_one_search_capture_the_original_once_with_the_sam
             np.testing.assert_array_equal(got[r][name], expected[r][name])
 
 
+def test_a_worker_keeps_the_originals_outputs_between_candidates(monkeypatch) -> None:
+    """keep_original_outputs() (a search worker's set-up) opens the store for the process: of two
+    channels candidates built one after the other, outside any block, the second runs the
+    original no more, and a search's block inside it does not close the store."""
+    import onnx_ir as ir
+
+    from onnxsqueeze.passes.channels import PruneChannelsPass
+    from tests.graphs import cnn, cnn_inputs
+
+    calib = {"x": cnn_inputs(16, seed=3)}
+    original = cnn()
+    runs: list[int] = []
+    plain_capture = reconstruct.capture
+
+    def counting(model, data, names, **kw):
+        runs.append(len(names))
+        return plain_capture(model, data, names, **kw)
+
+    def captures(*ratios: float) -> int:
+        before = len(runs)
+        for r in ratios:
+            m = ir.serde.deserialize_model(original)
+            assert PruneChannelsPass(ratio=r, calibration=calib)(m).modified
+        return len(runs) - before
+
+    monkeypatch.setattr(reconstruct, "capture", counting)
+    monkeypatch.setattr(reconstruct, "_reuse", None)  # this process's store, put back after
+    alone = captures(0.25, 0.5)
+    reconstruct.keep_original_outputs()
+    reconstruct.keep_original_outputs()  # idempotent
+    assert captures(0.25) == alone // 2  # the first fills the store
+    assert captures(0.5) == alone // 2 - 1  # the original is not run again
+    with reconstruct.reuse_original_outputs():
+        captures(0.5)
+    assert reconstruct._reuse is not None  # the block did not close the process's store
+
+
 @pytest.mark.parametrize("rows", [60, 120, 400])
 def test_the_ridge_walk_picks_the_full_grids_ridge_with_fewer_solves(rows: int) -> None:
     """Fewer solves, same choice: the walk from the grid's middle ends where the full grid's
