@@ -214,7 +214,7 @@ FLEET = """# model  data  [KEY=VALUE ...]  (written by benchmarks/scale_out.py)
 """
 
 
-def fleet(out: Path, workers: int) -> None:
+def fleet(out: Path, workers: int, ray: bool = False) -> None:
     from benchmarks.squeeze_facenet import write_lfw
     from models.facenet import ensure as ensure_facenet
 
@@ -234,7 +234,7 @@ def fleet(out: Path, workers: int) -> None:
     cmd = [
         sys.executable, "-m", "onnxsqueeze", "squeeze", "--models-from", str(listing), "-o", str(folder),
         "--max-drop", "1", "--objective", "size", "--workers", str(workers), "--no-cache",
-    ]  # fmt: skip
+    ] + (["--ray"] if ray else [])  # fmt: skip
     wall = _run(cmd)
     print(f"load before: {os.getloadavg()[0]:.2f} (1-min); wall {wall:.1f} s; command: {' '.join(cmd[1:])}")
     print((folder / "fleet.md").read_text())
@@ -381,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes", type=int, default=10)
     ap.add_argument("--cores", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=3, help="ray-phases: runs of each way")
+    ap.add_argument("--ray", action="store_true", help="fleet: on a local Ray instance (--workers CPUs)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.what == "ray-phases":
@@ -388,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("speedup", "all"):
         speedup(out, args.workers, args.distill_minutes, args.techniques, args.runs, args.train_epochs)
     if args.what in ("fleet", "all"):
-        fleet(out, args.workers)
+        fleet(out, args.workers, args.ray)
     if args.what in ("estimate", "all"):
         first = sorted(out.glob("*-serial/results.json")) or [out / "serial" / "results.json"]
         estimate(first[0], args.models, args.nodes, args.cores)
