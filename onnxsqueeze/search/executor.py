@@ -37,6 +37,11 @@ What runs where:
   (:mod:`onnxsqueeze.rayhead`: in a thread that also ends it, killed as the command exits), are
   started by the command line's first lines (:mod:`onnxsqueeze.forkserver`), before the CLI's
   own imports.
+- **Nothing waited for in vain**: a search that ends while candidates it ran ahead of its path
+  are still out (none of them asked for) stops them (:meth:`Executor.abandon`: the pool kills
+  those workers and forks fresh ones, Ray cancels the tasks) instead of waiting for results it
+  will not use; they are not cached. As the command exits, the pool's fork server is killed
+  (:func:`onnxsqueeze.forkserver.stop`), not left to tear torch down while holding the output.
 - **The path first**: a gate in front of the workers (:class:`_Gate`) hands a freed worker to
   the search's path before the evaluations run ahead of it, and keeps a student's worker a
   moment for the candidates on that student; the driver's sessions do not spin while workers
@@ -511,21 +516,23 @@ class RayExecutor(Executor):
         ray = self._ray
         self._driver_waits(request)
         with self._gate.slot(hold=request.get("train") is not None):
-            with self._lock:  # sent and in _out at once (see abandon)
-                ref = self._remote.remote(handle, request)
-                self._out[ref] = speculative.get()
+            ref = None
             try:
+                with self._lock:  # sent and in _out at once (see abandon)
+                    ref = self._remote.remote(handle, request)
+                    self._out[ref] = speculative.get()
                 return ray.get(ref)
             except ray.exceptions.RayTaskError as e:
                 return _failed(e)
             except ray.exceptions.RayError as e:  # a worker or node died: not the candidate's fault
                 with self._lock:
-                    stopped = ref in self._abandoned
+                    stopped = ref is not None and ref in self._abandoned
                 return _failed(e, transient=True) | ({"abandoned": True} if stopped else {})
             finally:
-                with self._lock:
-                    del self._out[ref]
-                    self._abandoned.discard(ref)
+                if ref is not None:
+                    with self._lock:
+                        self._out.pop(ref, None)
+                        self._abandoned.discard(ref)
 
     def abandon(self) -> None:
         """Each task still out is cancelled (``force``: its worker process is killed; Ray starts
