@@ -107,41 +107,54 @@ def test_wave_inputs_from_the_changed_subgraph_equal_a_full_run() -> None:
     assert set(acts.store) <= {"f"}  # nothing upstream of the last pending layer is kept
 
 
+class _ChannelCandidates:
+    """Channels candidates of the small CNN against one original and calibration set, counting
+    the captures (onnxruntime runs of a model's layer outputs) they make."""
+
+    def __init__(self, monkeypatch) -> None:
+        from tests.graphs import cnn, cnn_inputs
+
+        self.calib = {"x": cnn_inputs(16, seed=3)}
+        self.original = cnn()
+        self.runs: list[int] = []
+        plain_capture = reconstruct.capture
+
+        def counting(model, data, names, **kw):
+            self.runs.append(len(names))
+            return plain_capture(model, data, names, **kw)
+
+        monkeypatch.setattr(reconstruct, "capture", counting)
+
+    def weights(self, ratio: float) -> dict[str, np.ndarray]:
+        import onnx_ir as ir
+
+        from onnxsqueeze.passes.channels import PruneChannelsPass
+
+        m = ir.serde.deserialize_model(self.original)
+        assert PruneChannelsPass(ratio=ratio, calibration=self.calib)(m).modified
+        return {v.name: v.const_value.numpy() for v in m.graph.initializers.values()}
+
+    def captures(self, *ratios: float) -> int:
+        """The captures building candidates at ``ratios`` made."""
+        before = len(self.runs)
+        for r in ratios:
+            self.weights(r)
+        return len(self.runs) - before
+
+
 def test_channel_candidates_of_one_search_capture_the_original_once_with_the_same_weights(
     monkeypatch,
 ) -> None:
     """Inside ``reuse_original_outputs`` a second re-fit against the same original and calibration
     data runs the original no more, and every candidate's weights equal a re-fit without reuse."""
-    import onnx_ir as ir
-
-    from onnxsqueeze.passes.channels import PruneChannelsPass
-    from tests.graphs import cnn, cnn_inputs
-
-    calib = {"x": cnn_inputs(16, seed=3)}
-    original = cnn()
-    runs: list[int] = []
-    plain_capture = reconstruct.capture
-
-    def counting(model, data, names, **kw):
-        runs.append(len(names))
-        return plain_capture(model, data, names, **kw)
-
-    def weights(ratio: float) -> dict[str, np.ndarray]:
-        m = ir.serde.deserialize_model(original)
-        assert PruneChannelsPass(ratio=ratio, calibration=calib)(m).modified
-        return {v.name: v.const_value.numpy() for v in m.graph.initializers.values()}
-
-    monkeypatch.setattr(reconstruct, "capture", counting)
-    expected, alone = {}, 0
-    for r in (0.25, 0.5):
-        before = len(runs)
-        expected[r] = weights(r)
-        alone += len(runs) - before  # the original's layer outputs (+ any full run of the pruned model)
-    runs.clear()
+    c = _ChannelCandidates(monkeypatch)
+    expected = {r: c.weights(r) for r in (0.25, 0.5)}
+    alone = len(c.runs)  # the original's layer outputs (+ any full run of the pruned model), twice
+    c.runs.clear()
     with reconstruct.reuse_original_outputs():
-        got = {r: weights(r) for r in (0.25, 0.5)}
+        got = {r: c.weights(r) for r in (0.25, 0.5)}
     assert reconstruct._reuse is None  # nothing kept after the block
-    assert len(runs) == alone - 1  # the second candidate did not run the original
+    assert len(c.runs) == alone - 1  # the second candidate did not run the original
     for r in (0.25, 0.5):
         assert got[r].keys() == expected[r].keys()
         for name in expected[r]:
@@ -152,36 +165,15 @@ def test_a_worker_keeps_the_originals_outputs_between_candidates(monkeypatch) ->
     """keep_original_outputs() (a search worker's set-up) opens the store for the process: of two
     channels candidates built one after the other, outside any block, the second runs the
     original no more, and a search's block inside it does not close the store."""
-    import onnx_ir as ir
-
-    from onnxsqueeze.passes.channels import PruneChannelsPass
-    from tests.graphs import cnn, cnn_inputs
-
-    calib = {"x": cnn_inputs(16, seed=3)}
-    original = cnn()
-    runs: list[int] = []
-    plain_capture = reconstruct.capture
-
-    def counting(model, data, names, **kw):
-        runs.append(len(names))
-        return plain_capture(model, data, names, **kw)
-
-    def captures(*ratios: float) -> int:
-        before = len(runs)
-        for r in ratios:
-            m = ir.serde.deserialize_model(original)
-            assert PruneChannelsPass(ratio=r, calibration=calib)(m).modified
-        return len(runs) - before
-
-    monkeypatch.setattr(reconstruct, "capture", counting)
+    c = _ChannelCandidates(monkeypatch)
     monkeypatch.setattr(reconstruct, "_reuse", None)  # this process's store, put back after
-    alone = captures(0.25, 0.5)
+    alone = c.captures(0.25, 0.5)
     reconstruct.keep_original_outputs()
     reconstruct.keep_original_outputs()  # idempotent
-    assert captures(0.25) == alone // 2  # the first fills the store
-    assert captures(0.5) == alone // 2 - 1  # the original is not run again
+    assert c.captures(0.25) == alone // 2  # the first fills the store
+    assert c.captures(0.5) == alone // 2 - 1  # the original is not run again
     with reconstruct.reuse_original_outputs():
-        captures(0.5)
+        c.captures(0.5)
     assert reconstruct._reuse is not None  # the block did not close the process's store
 
 
