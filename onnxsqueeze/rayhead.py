@@ -35,7 +35,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from onnxsqueeze import killguard
+from onnxsqueeze import killguard, scratch
 
 # ray.init's options for a local instance: no dashboard (its modules cost ~1 CPU s), and the
 # workers' output is not copied to the driver's terminal.
@@ -94,6 +94,8 @@ class LocalRay:
                 ray._private.worker._global_node = None
             ray.shutdown()
             killguard.kill(pids)
+            # The workers' scratch folders: no exit hook of theirs ran (onnxsqueeze.scratch).
+            scratch.sweep(int(p.partition(":")[0]) for p in pids)
         else:
             ray.shutdown()  # in this thread: the node's processes were started by it
         if guard is not None:

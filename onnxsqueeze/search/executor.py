@@ -72,6 +72,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from onnxsqueeze import scratch
 from onnxsqueeze.errors import InputError, one_line
 from onnxsqueeze.forkserver import preloads
 from onnxsqueeze.forkserver import warm as _warm
@@ -429,10 +430,15 @@ class ProcessExecutor(Executor):
                 return
             self._abandoned.update(self._out)
             pool, self._pool = self._pool, self._new_pool()
-            for process in list(getattr(pool, "_processes", {}).values()):
+            killed = list(getattr(pool, "_processes", {}).values())
+            for process in killed:
                 with contextlib.suppress(OSError, AttributeError):
                     process.kill()
         pool.shutdown(wait=False, cancel_futures=True)
+        for process in killed:  # gone before their scratch folders are (no finalizer ran)
+            with contextlib.suppress(Exception):
+                process.join(5)
+        scratch.sweep(p.pid for p in killed if p.pid is not None)
 
     def describe(self) -> str:
         return f"{self.workers} local worker processes"

@@ -27,7 +27,6 @@ import collections
 import concurrent.futures
 import multiprocessing.util
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -906,9 +905,13 @@ def build_replica(spec: WorkerSpec) -> Squeezer:
         if spec.train_inputs is not None
         else None
     )
-    scratch = Path(tempfile.mkdtemp(prefix="onnxsqueeze-worker-"))
+    from onnxsqueeze import scratch as worker_scratch
+
+    worker_scratch.sweep()  # what workers killed earlier on this node left behind
+    scratch = worker_scratch.make()
     # A worker's scratch (students, soft labels) goes with the worker process: a pool worker
     # ends with os._exit (no atexit), after multiprocessing's own finalizers, so one is set there.
+    # A killed worker's is removed by whoever killed it, or by the next worker (scratch.sweep).
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     multiprocessing.util.Finalize(
         None, shutil.rmtree, args=(scratch,), kwargs={"ignore_errors": True}, exitpriority=0

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -631,14 +632,17 @@ def test_the_cli_starts_the_pools_fork_server_before_importing_itself():
 
 
 SLOW_REPLICA = """
-import time
+import multiprocessing.util, shutil, time
+from onnxsqueeze import scratch
 
 class Replica:
     def measure_request(self, request):
         time.sleep(request["sleep"])
         return {"doc": {"metric": 1.0}, "students": {}, "transient": False}
 
-def build(spec):
+def build(spec):  # a scratch folder as build_replica's: removed by a worker that exits normally
+    folder = scratch.make()
+    multiprocessing.util.Finalize(None, shutil.rmtree, args=(folder,), exitpriority=0)
     return Replica()
 """
 
@@ -702,11 +706,15 @@ def test_executors_stop_requests_no_one_waits_for(tmp_path, kind):
     if kind == "ray":
         pytest.importorskip("ray")
     (tmp_path / "slowreplica.py").write_text(SLOW_REPLICA)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+    tmp = Path(tempfile.mkdtemp(prefix="osq-", dir="/tmp"))  # short: the fork server's socket lives there
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)]), "TMPDIR": str(tmp)}
     r = subprocess.run(
         [sys.executable, "-c", ABANDONING_DRIVER, kind], env=env, capture_output=True, text=True, timeout=300
     )
     assert r.returncode == 0, r.stderr[-2000:]
+    if kind == "pool":  # the killed workers' scratch folders went with them (scratch.sweep)
+        assert not list(tmp.glob("onnxsqueeze-worker-*"))
+    shutil.rmtree(tmp, ignore_errors=True)
     rows = {line.split()[0]: line.split()[1:] for line in r.stdout.splitlines()}
     assert rows["path"] == ["False", "False", "1.0"] and rows["kept"] == ["False", "False", "1.0"]
     assert rows["a"][:2] == ["True", "True"] and rows["b"][:2] == ["True", "True"]
