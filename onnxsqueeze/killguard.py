@@ -39,6 +39,21 @@ def _started(pid: int) -> str | None:
         return None
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` names a live process (a zombie is not; ``/proc``, else a signal 0)."""
+    try:
+        return _stat(pid)[0] not in ("Z", "X")
+    except (OSError, IndexError):  # no entry (gone), or no /proc here
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
 def children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (Linux: ``/proc``; none elsewhere)."""
     found = []

@@ -9,7 +9,7 @@ removes them (:func:`sweep` with the pids), and a new worker sweeps the folders 
 workers on its node as it starts.
 """
 
-# NOTE: standard library only: the CLI's exit path (onnxsqueeze.rayhead) uses it.
+# NOTE: standard library only (and killguard, which is too): the CLI's exit path (rayhead) uses it.
 
 from __future__ import annotations
 
@@ -20,27 +20,14 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from onnxsqueeze import killguard
+
 PREFIX = "onnxsqueeze-worker-"
 
 
 def make() -> Path:
     """A new scratch folder for this worker process, in the temp folder."""
     return Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
-
-
-def _dead(pid: int) -> bool:
-    """Whether no live process has ``pid`` (a zombie counts as dead)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except OSError:  # another user's process
-            return False
-        return False
-    return state in ("Z", "X")
 
 
 def sweep(pids: Iterable[int] | None = None) -> int:
@@ -53,7 +40,7 @@ def sweep(pids: Iterable[int] | None = None) -> int:
         if not pid_text.isdigit() or int(pid_text) == os.getpid():
             continue
         pid = int(pid_text)
-        if (pid in wanted) if wanted is not None else _dead(pid):
+        if (pid in wanted) if wanted is not None else not killguard.alive(pid):
             with contextlib.suppress(OSError):
                 shutil.rmtree(folder)
                 removed += 1
